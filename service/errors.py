@@ -1,0 +1,51 @@
+"""textback's exceptions, in one small module to avoid import loops.
+
+TextbackError
+├── ConfigError          settings or brokers file are wrong; start-up stops with the message
+├── PolicyError          a file under policies/ is invalid (names the file and the field)
+└── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
+    ├── SignatureError   missing or wrong X-Twilio-Signature (403)
+    └── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
+"""
+
+from __future__ import annotations
+
+
+class TextbackError(Exception):
+    """Base class for every error textback raises on purpose."""
+
+
+class ConfigError(TextbackError):
+    """The configuration (settings or brokers file) is invalid."""
+
+
+class PolicyError(TextbackError):
+    """A policy file is invalid; the message names the file and the field."""
+
+    def __init__(self, path: str, field: str | None, message: str) -> None:
+        self.path = path
+        self.field = field
+        self.message = message
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {message}")
+
+
+class WebhookError(TextbackError):
+    """A webhook request that must be refused; `status_code` is what Twilio gets back."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class SignatureError(WebhookError):
+    """The request's X-Twilio-Signature is missing or does not match."""
+
+    status_code = 403
+
+
+class BadRequestError(WebhookError):
+    """The request is malformed, oversized or names something unknown."""

@@ -1,0 +1,77 @@
+"""The analysis of one borrower reply: the same typed result from the service, the CLI and the evals."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Keyword(StrEnum):
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+
+
+class LoanType(StrEnum):
+    PURCHASE = "purchase"
+    REFINANCE = "refinance"
+    HOME_EQUITY = "home_equity"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class Timeline(StrEnum):
+    UNDER_30_DAYS = "under_30_days"
+    ONE_TO_THREE_MONTHS = "1_to_3_months"
+    THREE_TO_SIX_MONTHS = "3_to_6_months"
+    OVER_SIX_MONTHS = "over_6_months"
+    RESEARCHING = "researching"
+    UNKNOWN = "unknown"
+
+
+class HandoffReason(StrEnum):
+    RATE_LOCK = "rate_lock"
+    CLOSING = "closing"
+    DEADLINE = "deadline"
+    RATE_OR_TERMS = "rate_or_terms"
+    PREAPPROVAL = "preapproval"
+    HUMAN_REQUEST = "human_request"
+    COMPLAINT = "complaint"
+
+
+class Source(StrEnum):
+    RULES = "rules"
+    LLM = "llm"
+    RULES_LLM = "rules+llm"
+
+
+class ReplyAnalysis(BaseModel):
+    """Everything the service needs to know about one inbound reply.
+
+    `rules_fired` names the policy rule ids that matched (the audit trail); `llm_*` are set only when the LLM
+    was consulted, and `llm_error` when that consultation failed (which always means a human takes the lead).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keyword: Keyword | None = None
+    loan_type: LoanType = LoanType.UNKNOWN
+    timeline: Timeline = Timeline.UNKNOWN
+    applied_elsewhere: bool | None = None
+    wrong_number: bool = False
+    not_interested: bool = False
+    handoff_reasons: list[HandoffReason] = Field(default_factory=list)
+    callback_window: str | None = None
+    source: Source = Source.RULES
+    needs_llm: bool = False
+    rules_fired: list[str] = Field(default_factory=list)
+    llm_prompt: str | None = None
+    llm_prompt_version: str | None = None
+    llm_model: str | None = None
+    llm_error: str | None = None
+
+    @property
+    def needs_human(self) -> bool:
+        """True when a person must take the conversation now."""
+        return bool(self.handoff_reasons) or self.llm_error is not None
