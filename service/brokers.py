@@ -1,0 +1,133 @@
+"""The brokers file: strict YAML describing each broker's Twilio number, identity and routing."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from service.errors import ConfigError
+from service.phones import is_strict_e164
+
+
+class CallMode(StrEnum):
+    FORWARDING = "forwarding"  # the Twilio number is published; we <Dial> the broker's cell
+    FORWARD_ON_NO_ANSWER = "forward_on_no_answer"  # the carrier forwards unanswered calls to us
+
+
+def _e164(value: str) -> str:
+    if not isinstance(value, str) or not is_strict_e164(value):
+        msg = f"{value!r} is not a valid E.164 phone number (like +14155550123)"
+        raise ValueError(msg)
+    return value
+
+
+class BrokerConfig(BaseModel):
+    """One broker (or team) as written in the brokers file."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    twilio_number: str
+    name: str = Field(min_length=1, max_length=60)
+    brokerage: str = Field(min_length=1, max_length=80)
+    nmls_id: str = Field(pattern=r"^\d{1,12}$")
+    company_nmls_id: str | None = Field(default=None, pattern=r"^\d{1,12}$")
+    forward_to: str
+    timezone: str
+    booking_url: str | None = Field(default=None, pattern=r"^https://\S+$", max_length=200)
+    alert_to: list[str] = Field(default_factory=list)
+    ring_seconds: int = Field(default=18, ge=5, le=60)
+    mode: CallMode = CallMode.FORWARDING
+    call_screening: bool = True
+    do_not_text: list[str] = Field(default_factory=list)
+
+    @field_validator("nmls_id", "company_nmls_id", mode="before")
+    @classmethod
+    def _nmls_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("twilio_number", "forward_to")
+    @classmethod
+    def _check_phone(cls, value: str) -> str:
+        return _e164(value)
+
+    @field_validator("alert_to", "do_not_text")
+    @classmethod
+    def _check_phones(cls, value: list[str]) -> list[str]:
+        return [_e164(v) for v in value]
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"{value!r} is not an IANA timezone (like America/New_York)"
+            raise ValueError(msg) from None
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> BrokerConfig:
+        if not self.alert_to:
+            self.alert_to = [self.forward_to]
+        if self.forward_to == self.twilio_number:
+            msg = "forward_to must be the broker's own phone, not the Twilio number (it would loop)"
+            raise ValueError(msg)
+        return self
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    """Walk a composed YAML node along a pydantic error location; return the 1-based line."""
+    current = node
+    for part in loc:
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                if key.value == part:
+                    current = key if value is None else value
+                    break
+            else:
+                break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
+            current = current.value[part]
+        else:
+            break
+    return current.start_mark.line + 1
+
+
+def load_brokers(path: Path) -> list[BrokerConfig]:
+    """Read and validate the brokers file; every error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: brokers file not found (set TEXTBACK_BROKERS_FILE or copy brokers.example.yaml)"
+        ) from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("brokers"), list) or set(data) != {"brokers"}:
+        raise ConfigError(f"{path}:1: expected one top-level key 'brokers' holding a list of brokers")
+    brokers: list[BrokerConfig] = []
+    errors: list[str] = []
+    for index, item in enumerate(data["brokers"]):
+        try:
+            brokers.append(BrokerConfig.model_validate(item))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("brokers", index, *err["loc"])
+                field = ".".join(str(p) for p in err["loc"]) or "(broker)"
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                errors.append(f"{path}:{_line_of(root, loc)}: brokers[{index}].{field}: {msg}")
+    numbers = [b.twilio_number for b in brokers]
+    dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+    if dupes:
+        errors.append(f"{path}: twilio_number used by more than one broker: {', '.join(dupes)}")
+    if errors:
+        raise ConfigError("invalid brokers file:\n  " + "\n  ".join(errors))
+    return brokers

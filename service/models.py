@@ -1,0 +1,199 @@
+"""Tables. Every webhook, text, decision and opt-out is a row; unique constraints make webhooks idempotent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone; this puts it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            msg = "naive datetime stored; use timezone-aware UTC"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Broker(SQLModel, table=True):
+    """A broker as loaded from the brokers file at start-up (upserted by Twilio number)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    twilio_number: str = Field(unique=True, index=True)
+    name: str
+    brokerage: str
+    nmls_id: str
+    company_nmls_id: str | None = None
+    forward_to: str
+    timezone: str
+    booking_url: str | None = None
+    alert_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    ring_seconds: int = 18
+    mode: str = "forwarding"
+    call_screening: bool = True
+    do_not_text: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    active: bool = True
+
+
+class Lead(SQLModel, table=True):
+    """One caller for one broker, with the conversation's state and what has been captured."""
+
+    __table_args__ = (UniqueConstraint("broker_id", "phone", name="uq_lead_broker_phone"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    broker_id: int = Field(foreign_key="broker.id", index=True)
+    phone: str = Field(index=True)
+    state: str = "new"  # new | opened | asking | handoff | ready | closed
+    loan_type: str | None = None
+    timeline: str | None = None
+    applied_elsewhere: bool | None = None
+    callback_window: str | None = None
+    handoff_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    last_question: str | None = None
+    closed_reason: str | None = None
+    opener_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    automated_count: int = 0
+    summary_alert_sent: bool = False
+    not_textable_reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OptOut(SQLModel, table=True):
+    """Current opt-out status of a number for a broker. Kept for good, even when data is purged."""
+
+    __table_args__ = (UniqueConstraint("broker_id", "phone", name="uq_optout_broker_phone"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    broker_id: int = Field(foreign_key="broker.id", index=True)
+    phone: str = Field(index=True)
+    opted_out: bool = True
+    source: str  # keyword:STOP | twilio:STOP | plain_words | llm | error:21610 | api
+    confirmation_sent: bool = False
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OptOutEvent(SQLModel, table=True):
+    """Every opt-out and opt-in, with its source: the compliance history."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    broker_id: int = Field(foreign_key="broker.id", index=True)
+    phone: str = Field(index=True)
+    action: str  # opt_out | opt_in
+    source: str
+    message_sid: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CallEvent(SQLModel, table=True):
+    """One voice webhook delivery. Unique per (call, kind, status) so Twilio retries are no-ops."""
+
+    __table_args__ = (UniqueConstraint("call_sid", "kind", "status", name="uq_callevent"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_sid: str = Field(index=True)
+    kind: str  # voice | dial-status | status | screen-accept | voicemail
+    status: str = ""
+    broker_id: int | None = Field(default=None, foreign_key="broker.id")
+    caller: str | None = None
+    missed: bool | None = None
+    reason: str | None = None  # why it counts as missed / why no opener
+    duration: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InboundMessage(SQLModel, table=True):
+    """An inbound SMS, stored before anything else happens."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_sid: str = Field(unique=True, index=True)
+    broker_id: int = Field(foreign_key="broker.id", index=True)
+    lead_id: int | None = Field(default=None, foreign_key="lead.id", index=True)
+    from_phone: str = Field(index=True)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    opt_out_type: str | None = None
+    num_media: int = 0
+    status: str = "received"  # received | processing | processed | failed
+    attempts: int = 0
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    processed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class OutboundMessage(SQLModel, table=True):
+    """A text we intend to send: persisted first, then claimed and sent by exactly one worker."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str | None = Field(default=None, unique=True)
+    broker_id: int = Field(foreign_key="broker.id", index=True)
+    lead_id: int | None = Field(default=None, foreign_key="lead.id", index=True)
+    audience: str = "borrower"  # borrower | broker
+    purpose: str  # opener | help | optout_confirm | optin_confirm | question | ack | closing | alert
+    template_id: str
+    policy_version: str | None = None
+    guard_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    to_phone: str = Field(index=True)
+    from_phone: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="pending", index=True)
+    # pending | sending | sent | dry_run | failed | blocked | suppressed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True)
+    )
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    last_error: str | None = None
+    unknown_outcome: bool = False
+    twilio_sid: str | None = Field(default=None, index=True)
+    delivery_status: str | None = None
+    error_code: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class Decision(SQLModel, table=True):
+    """What the service decided about one inbound message, and on what grounds (the audit trail)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbound_id: int = Field(foreign_key="inboundmessage.id", index=True)
+    lead_id: int | None = Field(default=None, foreign_key="lead.id")
+    action: str
+    source: str = "rules"
+    rules_fired: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    rules_version: str | None = None
+    llm_prompt: str | None = None
+    llm_prompt_version: str | None = None
+    llm_model: str | None = None
+    llm_error: str | None = None
+    analysis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """Each status callback for an outbound message (idempotent per sid and status)."""
+
+    __table_args__ = (UniqueConstraint("message_sid", "status", name="uq_delivery_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_sid: str = Field(index=True)
+    status: str
+    error_code: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

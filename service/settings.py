@@ -1,0 +1,80 @@
+"""All configuration in one pydantic-settings class, built once by the caller and passed down."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
+
+
+class Settings(BaseSettings):
+    """textback's settings. Env prefix `TEXTBACK_`; Twilio's and OpenAI's own variable names are honoured."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTBACK_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./var/textback.db"
+    public_url: str = "http://localhost:8000"
+    brokers_file: Path = Path("brokers.yaml")
+    policies_dir: Path = Path("policies")
+    prompts_dir: Path = Path("prompts")
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_lookup_url: str = "https://lookups.twilio.com"
+
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "TEXTBACK_TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "TEXTBACK_TWILIO_AUTH_TOKEN")
+    )
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "TEXTBACK_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "TEXTBACK_OPENAI_BASE_URL")
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = 8.0
+
+    opener_cooldown_hours: float = 24.0
+    max_automated_texts_per_lead: int = 4
+    send_timeout_seconds: float = 10.0
+    send_max_attempts: int = 6
+    send_retry_base_seconds: float = 2.0
+    max_body_bytes: int = 64 * 1024
+    worker_poll_seconds: float = 1.0
+    run_worker: bool = True
+    line_type_lookup: bool = False
+    retention_days: int | None = None
+    log_level: str = "INFO"
+
+    @field_validator("public_url", "twilio_api_url", "twilio_lookup_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            msg = "must start with http:// or https://"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @property
+    def dry_run(self) -> bool:
+        """No Twilio credentials: texts are stored and printed instead of sent."""
+        return not (self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def signing_token(self) -> str:
+        """The token X-Twilio-Signature is checked against (the dev token in dry-run)."""
+        return self.twilio_auth_token or DEV_AUTH_TOKEN
+
+    @property
+    def llm_enabled(self) -> bool:
+        return bool(self.openai_api_key)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use (never at import)."""
+    return Settings()

@@ -1,0 +1,155 @@
+"""Fixed templates: the only words a borrower ever receives. Loaded from policies/templates/*.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.errors import PolicyError
+from service.sms import is_gsm7, non_gsm7_chars, segments
+
+MAX_SEGMENTS = 2
+
+# Realistic, deliberately long sample data used by `policy check` and the tests.
+SAMPLE_VALUES: dict[str, str] = {
+    "broker_name": "Alexandra Montgomery-Ruiz",
+    "brokerage": "Pacific Northwest Home Lending Group",
+    "nmls_id": "1234567",
+    "company_nmls_id": "7654321",
+    "booking_url": "https://calendly.com/alexandra-montgomery/15min",
+    "broker_phone": "+15035550142",
+    "caller": "+15035550199",
+    "excerpt": "Hi yes we are buying in the spring, can you call after 5?",
+    "known": "purchase, 3-6 months, not applied elsewhere, callback after 5",
+    "reasons": "asked about a rate lock",
+    "rules": "no-rate-quotes",
+    "error": "not a mobile number",
+    "reason": "120 openers in 10 minutes",
+}
+
+_REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}
+
+
+def to_gsm7(value: str) -> str:
+    """Make a placeholder value GSM-7: straight quotes, dashes, accents stripped where GSM-7 lacks them."""
+    out: list[str] = []
+    for ch in value:
+        ch = _REPLACEMENTS.get(ch, ch)
+        if is_gsm7(ch):
+            out.append(ch)
+            continue
+        base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+        out.append(base if base and is_gsm7(base) else "?")
+    return "".join(out)
+
+
+class TemplateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    audience: Literal["borrower", "broker"]
+    requires: list[str] = Field(default_factory=list)
+
+
+class TemplateFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: Literal["templates"]
+    title: str
+    rationale: str
+    templates: dict[str, TemplateSpec]
+
+
+@dataclass(frozen=True)
+class RenderedTemplate:
+    template_id: str
+    text: str
+    audience: str
+    required: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TemplateSet:
+    templates: dict[str, TemplateSpec]
+    sources: dict[str, Path]
+    version: str
+
+    def render(self, template_id: str, values: Mapping[str, str]) -> RenderedTemplate:
+        """Fill a template; a missing value is an error, never a blank."""
+        spec = self.templates[template_id]
+        convert = to_gsm7 if spec.audience == "borrower" else str
+        clean = {k: convert(str(v)) for k, v in values.items()}
+        try:
+            text = Template(spec.text).substitute(clean)
+        except KeyError as exc:
+            msg = f"template {template_id!r} needs a value for ${exc.args[0]}"
+            raise KeyError(msg) from None
+        required = {name: clean[name] for name in spec.requires if name in clean}
+        return RenderedTemplate(template_id=template_id, text=text, audience=spec.audience, required=required)
+
+    def sample_renders(self, values: Mapping[str, str] | None = None) -> list[RenderedTemplate]:
+        merged = {**SAMPLE_VALUES, **(values or {})}
+        return [self.render(tid, merged) for tid in sorted(self.templates)]
+
+    def findings(self) -> list[str]:
+        """Problems with the templates themselves: encoding and length with realistic long names."""
+        out: list[str] = []
+        for rendered in self.sample_renders():
+            where = f"{self.sources[rendered.template_id]}: templates.{rendered.template_id}"
+            if not is_gsm7(rendered.text):
+                out.append(f"{where}: not GSM-7 (characters {non_gsm7_chars(rendered.text)})")
+            if segments(rendered.text) > MAX_SEGMENTS:
+                out.append(f"{where}: {segments(rendered.text)} SMS segments with sample data (max {MAX_SEGMENTS})")
+            for name in rendered.required:
+                if rendered.required[name].lower() not in rendered.text.lower():
+                    out.append(f"{where}: required value ${name} does not appear in the text")
+        return out
+
+
+def load_templates(policies_dir: Path) -> TemplateSet:
+    """Read every policies/templates/*.yaml; unknown keys, duplicates and bad placeholders are PolicyErrors."""
+    templates: dict[str, TemplateSpec] = {}
+    sources: dict[str, Path] = {}
+    digest = hashlib.sha256()
+    files = sorted((policies_dir / "templates").glob("*.yaml"))
+    if not files:
+        raise PolicyError(str(policies_dir / "templates"), None, "no template files found")
+    for path in files:
+        raw = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + raw)
+        try:
+            data = yaml.safe_load(raw)
+            parsed = TemplateFile.model_validate(data)
+        except yaml.YAMLError as exc:
+            raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            raise PolicyError(str(path), loc, msg) from None
+        for tid, spec in parsed.templates.items():
+            if tid in templates:
+                raise PolicyError(str(path), f"templates.{tid}", f"duplicate template id (also in {sources[tid]})")
+            try:
+                names = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(spec.text)}
+            except (ValueError, AttributeError):
+                names = set()
+            names.discard(None)
+            unknown = sorted(n for n in names if n not in SAMPLE_VALUES)
+            if unknown:
+                raise PolicyError(str(path), f"templates.{tid}.text", f"unknown placeholder(s) {unknown}")
+            for req in spec.requires:
+                if req not in names:
+                    raise PolicyError(str(path), f"templates.{tid}.requires", f"${req} is required but not used")
+            templates[tid] = spec
+            sources[tid] = path
+    return TemplateSet(templates=templates, sources=sources, version=digest.hexdigest()[:12])

@@ -1,0 +1,129 @@
+"""The real twilio SDK over httpx: one HTTP stack that tests mock with respx and that can point at a local API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from twilio.base.exceptions import TwilioRestException
+from twilio.http import HttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+_TWILIO_HOSTS = ("https://api.twilio.com", "https://lookups.twilio.com")
+
+# Delivery / API error codes after which a text must not be retried.
+PERMANENT_ERRORS = {
+    21211: "invalid_number",
+    21408: "region_not_permitted",
+    21610: "unsubscribed",
+    21612: "unreachable_route",
+    21614: "not_mobile",
+    30003: "unreachable",
+    30005: "unknown_destination",
+    30006: "landline_or_unreachable",
+    30007: "carrier_filtered",
+    30034: "unregistered_10dlc",
+}
+NOT_TEXTABLE_ERRORS = {21614, 30006}
+UNSUBSCRIBED_ERROR = 21610
+
+
+class HttpxTwilioClient(HttpClient):
+    """twilio.http.HttpClient over httpx.Client, rewriting Twilio's hosts to configured base URLs."""
+
+    def __init__(self, *, api_url: str, lookup_url: str, timeout: float, client: httpx.Client | None = None):
+        super().__init__(logger=logging.getLogger("textback.twilio.http"), is_async=False, timeout=timeout)
+        self._rewrites = {_TWILIO_HOSTS[0]: api_url.rstrip("/"), _TWILIO_HOSTS[1]: lookup_url.rstrip("/")}
+        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0))
+
+    def _rewrite(self, uri: str) -> str:
+        for host, target in self._rewrites.items():
+            if uri.startswith(host):
+                return target + uri[len(host) :]
+        return uri
+
+    def request(  # noqa: PLR0913 - the SDK's signature
+        self,
+        method: str,
+        uri: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,  # noqa: FBT001, FBT002
+    ) -> Response:
+        response = self._client.request(
+            method.upper(),
+            self._rewrite(uri),
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            data={k: v for k, v in (data or {}).items() if v is not None} if data else None,
+            headers=headers,
+            auth=auth,
+            timeout=timeout or self.timeout,
+            follow_redirects=allow_redirects,
+        )
+        return Response(response.status_code, response.text, response.headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sid: str
+    status: str
+
+
+class SendError(Exception):
+    """A send that did not go through. `permanent` means do not retry; `unknown_outcome` means it may have."""
+
+    def __init__(self, message: str, *, code: int | None, permanent: bool, unknown_outcome: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+        self.unknown_outcome = unknown_outcome
+
+
+class TwilioGateway:
+    """What textback needs from Twilio: send a text, find a text already sent, look up a line type."""
+
+    def __init__(self, *, account_sid: str, auth_token: str, api_url: str, lookup_url: str, timeout: float):
+        self._http = HttpxTwilioClient(api_url=api_url, lookup_url=lookup_url, timeout=timeout)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+
+    def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None) -> SendResult:
+        try:
+            message = self._client.messages.create(
+                to=to, from_=from_, body=body, status_callback=status_callback
+            )
+        except TwilioRestException as exc:
+            code = int(exc.code) if exc.code else None
+            permanent = code in PERMANENT_ERRORS or (400 <= exc.status < 500 and exc.status != 429)  # noqa: PLR2004
+            raise SendError(f"twilio {exc.status} {code}", code=code, permanent=permanent) from None
+        except httpx.TimeoutException as exc:
+            # The request may have reached Twilio: the outcome is unknown and must be reconciled.
+            raise SendError(f"timeout: {type(exc).__name__}", code=None, permanent=False, unknown_outcome=True) from None
+        except httpx.TransportError as exc:
+            raise SendError(f"transport: {type(exc).__name__}", code=None, permanent=False) from None
+        return SendResult(sid=message.sid, status=message.status or "queued")
+
+    def find_sent(self, *, to: str, from_: str, body: str, since: datetime) -> SendResult | None:
+        """Reconcile an unknown outcome: a message with this body already in Twilio's list."""
+        for message in self._client.messages.list(to=to, from_=from_, date_sent_after=since, limit=50):
+            if (message.body or "").strip() == body.strip():
+                return SendResult(sid=message.sid, status=message.status or "sent")
+        return None
+
+    def line_type(self, phone: str) -> str | None:
+        """Lookup v2 line type intelligence ('mobile', 'landline', ...); None when unknown."""
+        result: Any = self._client.lookups.v2.phone_numbers(phone).fetch(fields="line_type_intelligence")
+        info = result.line_type_intelligence or {}
+        return info.get("type")
+
+    def close(self) -> None:
+        self._http.close()
