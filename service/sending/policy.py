@@ -1,0 +1,469 @@
+"""The sending policy: quiet hours in the recipient's local time, and caps. Pure functions over two YAML files.
+
+    policies/sending/quiet_hours.yaml   kind: quiet_hours   federal + state windows, opener_is_reply, examples
+    policies/sending/caps.yaml          kind: caps          per-lead, per-broker and circuit-breaker limits
+
+Both are parsed by strict models (unknown keys are errors); every problem is a `PolicyError` naming the file
+and the field. The quiet-hours examples are run by the loader, so a file whose examples disagree with its own
+windows never loads.
+
+Windows are half-open, `[start, end)` in the recipient's wall-clock time: "8 a.m.-9 p.m." allows 08:00:00 and
+20:59:59, not 21:00. Wall times are turned into instants with zoneinfo, per date, so a window is right on
+both sides of a DST change. A wall time that does not exist (inside a spring-forward gap) opens at the
+instant the clocks jump past it; an ambiguous one (repeated in a fall-back hour) means its first occurrence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from service.errors import PolicyError
+from service.sending.recipient import US_STATE_CODES, RecipientZone, recipient_zone
+
+__all__ = [
+    "Caps",
+    "QuietHours",
+    "QuietHoursExample",
+    "SendingPolicy",
+    "load_sending_policy",
+    "wall_time_to_utc",
+]
+
+QUIET_HOURS_FILE = Path("sending") / "quiet_hours.yaml"
+CAPS_FILE = Path("sending") / "caps.yaml"
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_SEARCH_DAYS = 14  # a window must open within two weeks; anything else is a broken policy
+_MAX_ZONE_ROUNDS = 32
+
+
+# --------------------------------------------------------------------------------------------- wall clock
+
+
+def wall_time_to_utc(local_date: date, wall: time, tz: ZoneInfo) -> datetime:
+    """The first UTC instant at which the wall clock in `tz` reads `wall` (or later) on `local_date`.
+
+    Normal times map one-to-one. A time repeated by a fall-back change maps to its first occurrence. A time
+    skipped by a spring-forward change maps to the instant of the jump (02:30 on 2026-03-08 in New York is
+    03:00 EDT, 07:00 UTC): the first moment the clock shows that time or later.
+    """
+    naive = datetime.combine(local_date, wall)
+    first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if first.astimezone(tz).replace(tzinfo=None) == naive:
+        return first
+    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    lo, hi = sorted((first, second))  # the jump lies between the two readings of the skipped time
+
+    def reached(instant: datetime) -> bool:
+        return instant.astimezone(tz).replace(tzinfo=None) >= naive
+
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if reached(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo if reached(lo) else hi
+
+
+# --------------------------------------------------------------------------------------------- file schema
+
+
+def _parse_hhmm(value: object) -> time:
+    # Unquoted 20:00 is the integer 1200 to YAML 1.1 (base 60); insist on quoted "HH:MM" so that cannot slip.
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not _HHMM.match(value):
+        msg = f"write times as quoted 24-hour 'HH:MM' strings, got {value!r}"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a validation error
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+HHMM = Annotated[time, BeforeValidator(_parse_hhmm)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    """Texts allowed from `start` (inclusive) to `end` (exclusive), recipient's local wall time."""
+
+    start: HHMM
+    end: HHMM
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Window:
+        if self.start >= self.end:
+            msg = f"start {self.start:%H:%M} must be before end {self.end:%H:%M}"
+            raise ValueError(msg)
+        return self
+
+
+class FederalRule(_Strict):
+    citation: str = Field(min_length=1)
+    window: Window
+
+
+class StateRule(_Strict):
+    citation: str = Field(min_length=1)
+    window: Window
+    # Per-weekday overrides: a different window, or "closed" for no automated texts that day.
+    days: dict[Weekday, Window | Literal["closed"]] = Field(default_factory=dict)
+    note: str | None = None
+
+
+class QuietHoursExample(_Strict):
+    """One self-check: at this local wall time, for this state or phone, is an automated text allowed?"""
+
+    where: str = Field(min_length=2)  # a two-letter state code, or an E.164 phone number
+    local: datetime  # naive wall time in the recipient's zone
+    allowed: bool
+    opener: bool = False
+    fallback_tz: str = "America/New_York"  # the broker's zone, used when the phone has no geography
+
+    @field_validator("where")
+    @classmethod
+    def _state_or_phone(cls, value: str) -> str:
+        if value.startswith("+") or value in US_STATE_CODES:
+            return value
+        msg = f"{value!r} is neither a US state code nor an E.164 number"
+        raise ValueError(msg)
+
+    @field_validator("local")
+    @classmethod
+    def _naive(cls, value: datetime) -> datetime:
+        if value.tzinfo is not None:
+            msg = "give the recipient's local wall time without an offset"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("fallback_tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        _zone_or_error(value)
+        return value
+
+    @property
+    def label(self) -> str:
+        verdict = "allowed" if self.allowed else "blocked"
+        opener = " opener" if self.opener else ""
+        return f"{self.where} {self.local:%a %Y-%m-%dT%H:%M}{opener} {verdict}"
+
+
+class QuietHoursFile(_Strict):
+    id: str = Field(min_length=1)
+    kind: Literal["quiet_hours"]
+    title: str = Field(min_length=1)
+    rationale: str = Field(min_length=1)
+    opener_is_reply: bool = True
+    federal: FederalRule
+    states: dict[str, StateRule] = Field(default_factory=dict)
+    examples: list[QuietHoursExample] = Field(min_length=1)
+
+    @field_validator("states")
+    @classmethod
+    def _known_states(cls, value: dict[str, StateRule]) -> dict[str, StateRule]:
+        unknown = sorted(code for code in value if code not in US_STATE_CODES)
+        if unknown:
+            msg = f"not US state codes: {unknown}"
+            raise ValueError(msg)
+        return value
+
+
+class Limit(_Strict):
+    value: PositiveInt
+    title: str = Field(min_length=1)
+    rationale: str = Field(min_length=1)
+
+
+class CapLimits(_Strict):
+    per_lead_per_day: Limit
+    per_lead_total: Limit
+    per_broker_per_day: Limit
+    breaker_window_minutes: Limit
+    breaker_max_openers: Limit
+    breaker_max_openers_per_broker: Limit
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CapLimits:
+        if self.per_lead_per_day.value > self.per_lead_total.value:
+            msg = "per_lead_per_day cannot exceed per_lead_total"
+            raise ValueError(msg)
+        if self.breaker_max_openers_per_broker.value > self.breaker_max_openers.value:
+            msg = "breaker_max_openers_per_broker cannot exceed breaker_max_openers"
+            raise ValueError(msg)
+        return self
+
+
+class CapsFile(_Strict):
+    id: str = Field(min_length=1)
+    kind: Literal["caps"]
+    title: str = Field(min_length=1)
+    rationale: str = Field(min_length=1)
+    limits: CapLimits
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (two `FL:` entries must not silently become one)."""
+
+
+def _mapping_without_duplicates(loader: _StrictYamlLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _zone_or_error(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown IANA timezone {name!r}"
+        raise ValueError(msg) from None
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-after", "literal['closed']"} or part.startswith(("function-", "Window")):
+            continue  # pydantic's union/validator branch labels, not keys a reviewer wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _read_model(path: Path, model: type[_M]) -> _M:
+    if not path.is_file():
+        raise PolicyError(str(path), None, "file not found")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise PolicyError(str(path), None, "expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"]) or None
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise PolicyError(str(path), field, msg) from None
+
+
+# --------------------------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Plain numbers for the send guards; the titles and rationale live in caps.yaml."""
+
+    per_lead_per_day: int
+    per_lead_total: int
+    per_broker_per_day: int
+    breaker_window_minutes: int
+    breaker_max_openers: int
+    breaker_max_openers_per_broker: int
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Federal and state windows; `window_for` gives the most restrictive window for a state and date."""
+
+    federal: Window
+    states: Mapping[str, StateRule]
+    opener_is_reply: bool
+
+    def window_for(self, state: str | None, local_date: date) -> tuple[time, time] | None:
+        """The `[start, end)` window on `local_date`: the federal window narrowed by the state's, if any.
+
+        None when no automated text may be sent that day (a state rule says "closed").
+        """
+        start, end = self.federal.start, self.federal.end
+        rule = self.states.get(state.upper()) if state else None
+        if rule is not None:
+            day = rule.days.get(WEEKDAYS[local_date.weekday()], rule.window)  # type: ignore[arg-type]
+            if day == "closed":
+                return None
+            assert isinstance(day, Window)  # noqa: S101 - narrowed for the type checker
+            start, end = max(start, day.start), min(end, day.end)
+        if start >= end:
+            return None
+        return start, end
+
+    def next_open_in_zone(self, state: str | None, tz: ZoneInfo, at_utc: datetime) -> datetime:
+        """`at_utc` when inside the window in `tz`, else the UTC instant the window next opens there."""
+        local_day = at_utc.astimezone(tz).date()
+        for offset in range(_SEARCH_DAYS + 1):
+            day = local_day + timedelta(days=offset)
+            window = self.window_for(state, day)
+            if window is None:
+                continue
+            opens, closes = (wall_time_to_utc(day, t, tz) for t in window)
+            if at_utc < opens:
+                return opens
+            if at_utc < closes:
+                return at_utc
+        msg = f"no sending window for {state or tz.key} within {_SEARCH_DAYS} days"
+        raise ValueError(msg)
+
+    def next_open(self, where: RecipientZone, at_utc: datetime) -> datetime:
+        """The first instant at or after `at_utc` that is inside the window in every candidate zone."""
+        instant = at_utc
+        for _ in range(_MAX_ZONE_ROUNDS):
+            moved = False
+            for tz in where.zones:
+                later = self.next_open_in_zone(where.state, tz, instant)
+                if later != instant:
+                    instant, moved = later, True
+            if not moved:
+                return instant
+        msg = f"the windows of {[z.key for z in where.zones]} never overlap"
+        raise ValueError(msg)
+
+
+def _require_aware(now_utc: datetime) -> datetime:
+    if now_utc.tzinfo is None or now_utc.utcoffset() is None:
+        msg = "now_utc must be timezone-aware"
+        raise ValueError(msg)
+    return now_utc
+
+
+@dataclass(frozen=True)
+class SendingPolicy:
+    """Quiet hours and caps, loaded from policies/sending/; see `load_sending_policy`."""
+
+    quiet_hours: QuietHours
+    caps: Caps
+    examples: tuple[QuietHoursExample, ...]
+    quiet_hours_path: Path
+    caps_path: Path
+
+    def next_allowed_send(
+        self, phone_e164: str, now_utc: datetime, fallback_tz: str, *, is_opener: bool
+    ) -> datetime:
+        """`now_utc` itself when a text may go now; else the UTC instant the recipient's window next opens.
+
+        The opener answering the caller's own call goes at once when `opener_is_reply` is on.
+        """
+        _require_aware(now_utc)
+        if is_opener and self.quiet_hours.opener_is_reply:
+            return now_utc
+        where = recipient_zone(phone_e164, fallback_tz)
+        opens = self.quiet_hours.next_open(where, now_utc)
+        return now_utc if opens == now_utc else opens.astimezone(UTC)
+
+    def quiet_hours_reason(self, phone_e164: str, now_utc: datetime, fallback_tz: str) -> str | None:
+        """Why a (non-opener) automated text must wait now, e.g. "quiet hours in FL until 08:00 local"; or None."""
+        _require_aware(now_utc)
+        where = recipient_zone(phone_e164, fallback_tz)
+        opens = self.quiet_hours.next_open(where, now_utc)
+        if opens == now_utc:
+            return None
+        local = opens.astimezone(where.tz)
+        place = where.state or where.tz.key
+        # "until 08:00" reads as today or tomorrow morning; say the day when it is further off.
+        day = ""
+        if (local.date() - now_utc.astimezone(where.tz).date()).days > 1:
+            day = f" on {local:%a %Y-%m-%d}"
+        zone = " (broker's timezone)" if where.source == "fallback" else f" ({where.tz.key})"
+        return f"quiet hours in {place} until {local:%H:%M} local{day}{zone}"
+
+    def check_example(self, example: QuietHoursExample) -> str | None:
+        """None when the example behaves as the file says; else a finding naming the file and example."""
+        local = example.local
+        if example.where.startswith("+"):
+            where = recipient_zone(example.where, example.fallback_tz)
+            now_utc = wall_time_to_utc(local.date(), local.time(), where.tz)
+            if example.opener and self.quiet_hours.opener_is_reply:
+                allowed = True
+            else:
+                allowed = self.quiet_hours.next_open(where, now_utc) == now_utc
+            detail = f"resolved to {where.state or '-'} {where.tz.key} ({where.source})"
+        else:
+            window = self.quiet_hours.window_for(example.where, local.date())
+            if example.opener and self.quiet_hours.opener_is_reply:
+                allowed = True
+            else:
+                allowed = window is not None and window[0] <= local.time() < window[1]
+            shown = f"{window[0]:%H:%M}-{window[1]:%H:%M}" if window else "closed"
+            detail = f"window {shown}"
+        if allowed == example.allowed:
+            return None
+        got = "allowed" if allowed else "blocked"
+        return f"{self.quiet_hours_path}: example {example.label!r} is {got} ({detail})"
+
+    def example_findings(self) -> list[str]:
+        """Each example in quiet_hours.yaml that misbehaves; empty when the file agrees with itself."""
+        return [f for f in (self.check_example(e) for e in self.examples) if f is not None]
+
+
+def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> SendingPolicy:
+    """Read policies/sending/{quiet_hours,caps}.yaml strictly; raise PolicyError naming the file and field.
+
+    With `check_examples` (the default) a file whose examples misbehave does not load either.
+    """
+    qh_path = policies_dir / QUIET_HOURS_FILE
+    caps_path = policies_dir / CAPS_FILE
+    qh = _read_model(qh_path, QuietHoursFile)
+    caps_file = _read_model(caps_path, CapsFile)
+    limits = caps_file.limits
+    policy = SendingPolicy(
+        quiet_hours=QuietHours(
+            federal=qh.federal.window,
+            states=dict(qh.states),
+            opener_is_reply=qh.opener_is_reply,
+        ),
+        caps=Caps(
+            per_lead_per_day=limits.per_lead_per_day.value,
+            per_lead_total=limits.per_lead_total.value,
+            per_broker_per_day=limits.per_broker_per_day.value,
+            breaker_window_minutes=limits.breaker_window_minutes.value,
+            breaker_max_openers=limits.breaker_max_openers.value,
+            breaker_max_openers_per_broker=limits.breaker_max_openers_per_broker.value,
+        ),
+        examples=tuple(qh.examples),
+        quiet_hours_path=qh_path,
+        caps_path=caps_path,
+    )
+    if check_examples:
+        for index, example in enumerate(policy.examples):
+            finding = policy.check_example(example)
+            if finding is not None:
+                raise PolicyError(str(qh_path), f"examples[{index}]", finding.split(": ", 1)[1])
+    return policy
