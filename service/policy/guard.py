@@ -1,0 +1,248 @@
+"""The output guard: every borrower-facing text passes a guardrails Guard built from the outbound rules.
+
+    guard = OutputGuard.load(Path("policies"))      # slow-ish (imports guardrails once, ~5 s); do it at start-up
+    result = guard.check(text, required={"brokerage": "Harbor Home Loans", "nmls_id": "1234567"})
+    result.allowed, result.violations, result.policy_version
+
+How it is built, and why:
+- One custom validator, registered as ``textback/outbound-policy`` with ``@register_validator``, reads the
+  outbound_rule files and the per-text ``required`` values (passed as guardrails metadata). It reports every
+  violation of every rule as error spans, so one check gives the whole finding, not just the first.
+- ``on_fail="refrain"``: a failing text is withheld (validated output None), never "fixed".
+- guardrails fails open when a named validator is not registered, so ``load`` verifies the registry and the
+  Guard's validators, then runs every rule's first must_block example and a known-good text through the
+  finished Guard; anything unexpected raises PolicyError and the service does not start.
+- Offline and quiet: no hub validators; ``allow_metrics_collection=False`` on the Guard (creating a Guard
+  re-reads ~/.guardrailsrc, which defaults metrics on), ``settings.disable_tracing = True`` and
+  ``GUARDRAILS_RUN_SYNC=true`` (sequential validation: ~0.7 ms a text instead of ~3 ms, and no event loop,
+  so ``check`` works from inside an async handler's worker thread).
+- guardrails is imported inside ``load`` only: importing this module stays cheap (``scan`` needs no guardrails).
+- ``check`` holds a lock around the Guard (its call history is shared state), so one OutputGuard can be used
+  from several threads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from service.errors import PolicyError
+from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
+
+VALIDATOR_NAME = "textback/outbound-policy"
+KNOWN_GOOD_TEXT = "Thanks! A licensed loan officer will call you today at 3:30 PM. Reply STOP to opt out."
+_SEPARATOR = ": "
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One thing a text must not say (`rule` is the rule id) or must say (`required-<name>`)."""
+
+    rule: str
+    match: str
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """The guard's verdict on one text. `warnings` come from warn-severity rules and never block."""
+
+    allowed: bool
+    violations: list[Violation]
+    policy_version: str
+    warnings: list[Violation] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pure part: normalisation and regex matching, shared by the validator and `scan`.
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_SPACED_DECIMAL = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
+
+
+def normalize(text: str) -> str:
+    """The text as the rules see it.
+
+    NFKC (fullwidth digits and signs become ASCII), invisible format characters removed (zero-width
+    spaces used to split "5.9\u200b9%"), curly quotes and dashes straightened, "5 . 99" joined to "5.99",
+    and percent-escapes inside URLs ("%20") blanked so they do not read as percentages.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").translate(_QUOTES)
+    text = _SPACED_DECIMAL.sub(r"\1", text)
+    return _URL.sub(lambda m: _URL_ESCAPE.sub("   ", m.group(0)), text)
+
+
+def _mask(text: str, patterns: Sequence[re.Pattern[str]]) -> str:
+    for pattern in patterns:
+        text = pattern.sub(lambda m: " " * len(m.group(0)), text)
+    return text
+
+
+def rule_matches(rule: OutboundRule, normalized: str) -> list[str]:
+    """Every non-overlapping match of one rule in an already normalized text, in order."""
+    masked = _mask(normalized, rule.compiled_allow)
+    spans: list[tuple[int, int]] = []
+    for pattern in rule.compiled:
+        spans.extend(m.span() for m in pattern.finditer(masked) if m.group(0).strip())
+    kept: list[tuple[int, int]] = []
+    for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if kept and start < kept[-1][1]:
+            continue
+        kept.append((start, end))
+    return [normalized[start:end].strip() for start, end in kept]
+
+
+def required_missing(text: str, required: Mapping[str, str]) -> list[Violation]:
+    """A `required-<name>` violation for each required value that does not appear in the text."""
+    folded = normalize(text).casefold()
+    return [
+        Violation(rule=f"required-{name}", match=value)
+        for name, value in sorted(required.items())
+        if not value or normalize(value).casefold() not in folded
+    ]
+
+
+def scan(text: str, rules: Sequence[OutboundRule], *, severity: str | None = "block") -> list[Violation]:
+    """The rules' regex logic without guardrails: cheap, for reports and tools. Sending uses OutputGuard."""
+    normalized = normalize(text)
+    return [
+        Violation(rule=rule.id, match=match)
+        for rule in rules
+        if severity is None or rule.severity == severity
+        for match in rule_matches(rule, normalized)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The guardrails part. Nothing below imports guardrails at module import time.
+
+
+@cache
+def _validator_class() -> type:
+    """Define and register the custom validator (once per process)."""
+    from guardrails.validator_base import (  # noqa: PLC0415 - guardrails is imported lazily on purpose
+        ErrorSpan,
+        FailResult,
+        PassResult,
+        Validator,
+        register_validator,
+    )
+
+    @register_validator(name=VALIDATOR_NAME, data_type="string")
+    class OutboundPolicy(Validator):
+        """Fails a text that matches any block rule or lacks a required value (metadata["required"])."""
+
+        def __init__(self, rules: Sequence[OutboundRule], on_fail: str = "refrain") -> None:
+            super().__init__(on_fail=on_fail, rule_ids=[r.id for r in rules])
+            self._rules = [r for r in rules if r.severity == "block"]
+
+        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
+            text = value if isinstance(value, str) else str(value)
+            found = scan(text, self._rules) + required_missing(text, metadata.get("required") or {})
+            if not found:
+                return PassResult()
+            spans = [ErrorSpan(start=0, end=len(text), reason=f"{v.rule}{_SEPARATOR}{v.match}") for v in found]
+            rules = ", ".join(sorted({v.rule for v in found}))
+            return FailResult(error_message=f"text breaks outbound policy: {rules}", error_spans=spans)
+
+    return OutboundPolicy
+
+
+def _quiet_guardrails() -> None:
+    """Telemetry and tracing off for the whole process; sequential validation."""
+    os.environ["GUARDRAILS_RUN_SYNC"] = "true"
+    from guardrails.settings import settings  # noqa: PLC0415
+
+    settings.disable_tracing = True
+
+
+def _telemetry_off() -> None:
+    # HubTelemetry is a process-wide singleton that any Guard created later without
+    # allow_metrics_collection=False switches back on; make sure it is off before every check.
+    from guardrails.utils.hub_telemetry_utils import HubTelemetry  # noqa: PLC0415
+
+    HubTelemetry()._enabled = False  # noqa: SLF001 - no public switch exists
+
+
+class OutputGuard:
+    """The guardrails Guard over the outbound rules. Build with `OutputGuard.load(policies_dir)`."""
+
+    def __init__(self, guard: Any, rules: list[LoadedRule], version: str) -> None:
+        self._guard = guard
+        self._lock = threading.Lock()
+        self.rules = rules
+        self.policy_version = version
+
+    @classmethod
+    def load(cls, policies_dir: Path) -> OutputGuard:
+        """Read the outbound rules, build and verify the Guard; PolicyError if anything is off."""
+        rules = load_outbound_rules(policies_dir)
+        version = policy_version(policies_dir)
+        _quiet_guardrails()
+        from guardrails import Guard  # noqa: PLC0415
+        from guardrails.settings import settings  # noqa: PLC0415
+        from guardrails.validator_base import validators_registry  # noqa: PLC0415
+
+        validator_cls = _validator_class()
+        guard = Guard(name="textback-outbound", history_max_length=1)
+        guard.configure(allow_metrics_collection=False)
+        settings.rc.enable_metrics = False  # validators read this when they are created
+        guard.use(validator_cls([loaded.rule for loaded in rules]))
+
+        where = display_path(policies_dir / "outbound", policies_dir)
+        if validators_registry.get(VALIDATOR_NAME) is not validator_cls:
+            raise PolicyError(where, None, f"validator {VALIDATOR_NAME} is not registered with guardrails")
+        named = [v.rail_alias for v in guard.get_validators("output")]
+        if named != [VALIDATOR_NAME]:
+            raise PolicyError(where, None, f"the guard runs {named}, expected [{VALIDATOR_NAME!r}]")
+
+        output_guard = cls(guard, rules, version)
+        output_guard._self_test()
+        return output_guard
+
+    def _self_test(self) -> None:
+        """Fail closed: the finished Guard must block each rule's first example and pass a plain text."""
+        for loaded in self.rules:
+            if loaded.rule.severity != "block":
+                continue
+            example = loaded.rule.examples.must_block[0]
+            if self.check(example).allowed:
+                raise PolicyError(loaded.file.display, "examples.must_block.0", "the built guard let it through")
+        result = self.check(KNOWN_GOOD_TEXT)
+        if not result.allowed:
+            raise PolicyError("policies/outbound", None, f"the built guard blocked a plain text: {result.violations}")
+
+    def check(self, text: str, *, required: Mapping[str, str] | None = None) -> GuardResult:
+        """Validate one text through the Guard. Fails closed: any guard error blocks the text."""
+        metadata = {"required": dict(required or {})}
+        try:
+            with self._lock:
+                _telemetry_off()
+                outcome = self._guard.validate(text, metadata=metadata)
+        except Exception as exc:  # noqa: BLE001 - any failure inside guardrails must block, not crash a send
+            return GuardResult(False, [Violation("guard-error", type(exc).__name__)], self.policy_version)
+        violations = _violations(outcome)
+        allowed = bool(outcome.validation_passed) and outcome.validated_output == text and not violations
+        if not allowed and not violations:
+            violations = [Violation("guard-error", outcome.error or "validation did not pass")]
+        warn_rules = [loaded.rule for loaded in self.rules if loaded.rule.severity == "warn"]
+        warnings = scan(text, warn_rules, severity="warn") if warn_rules else []
+        return GuardResult(allowed, violations, self.policy_version, warnings)
+
+
+def _violations(outcome: Any) -> list[Violation]:
+    found: list[Violation] = []
+    for summary in outcome.validation_summaries or []:
+        for span in summary.error_spans or []:
+            rule, _, match = (span.reason or "").partition(_SEPARATOR)
+            found.append(Violation(rule=rule, match=match))
+    return found
