@@ -421,8 +421,8 @@ def test_extract_reply_failure_logs_reason_never_text(
     with pytest.raises(LLMFailure):
         extractor.extract(TEXT, RECEIVED)
 
-    records = [record for record in caplog.records if record.name == "service.replies.llm"]
-    assert [record.reason for record in records] == ["schema_violation"]  # type: ignore[attr-defined]
+    records = [record for record in caplog.records if record.name == "textback.replies.llm"]
+    assert [record.fields["reason"] for record in records] == ["schema_violation"]  # type: ignore[attr-defined]
     assert "maria" not in caplog.text.lower()
     assert all("maria" not in str(vars(record)).lower() for record in caplog.records)
 

@@ -39,7 +39,7 @@ from service.errors import TextbackError
 from service.prompts import Prompt, PromptError, load_prompt
 from service.replies.analysis import LoanType, Timeline
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("textback.replies.llm")
 
 PROMPT_NAME = "reply_extraction"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -182,15 +182,17 @@ class ReplyExtractor:
         except LLMFailure as failure:
             logger.warning(
                 "llm extraction failed",
-                extra={"reason": failure.reason, "detail": failure.detail, "model": self.model},
+                extra={"fields": {"reason": failure.reason, "detail": failure.detail, "model": self.model}},
             )
             raise
         logger.info(
             "llm extraction ok",
             extra={
-                "model": self.model,
-                "prompt_version": self.prompt_version,
-                "elapsed_ms": round((time.perf_counter() - started) * 1000),
+                "fields": {
+                    "model": self.model,
+                    "prompt_version": self.prompt_version,
+                    "elapsed_ms": round((time.perf_counter() - started) * 1000),
+                }
             },
         )
         return extraction
