@@ -1,0 +1,155 @@
+"""Rules first, the LLM only where the rules could not settle a reply, and one merged `ReplyAnalysis`.
+
+How the two combine (`merge`):
+
+- A field the rules set is final. The LLM only fills what the rules left unknown: `loan_type` and `timeline`
+  when `unknown`, `applied_elsewhere` when null, `keyword` when null.
+- `wrong_number` and `not_interested` can only be turned on by the LLM, never off. Both only ever stop texts.
+- Handoff reasons are a union: the LLM may add `rate_or_terms`, `preapproval`, `human_request` or `complaint`
+  (and `callback_requested` adds `human_request`), but never removes one. `rate_lock`, `closing` and
+  `deadline` are rules-only: the model's schema does not even offer them, and `merge` drops them if they
+  appear anyway.
+- An LLM `opt_out_request` becomes `keyword=stop` when the rules found no keyword. Since 2025 the FCC
+  requires honouring a revocation made "by any reasonable means", and the mistake it risks is one fewer
+  text, never an unwanted one. The LLM can never set `start` or `help`, and never clears a rules `stop`.
+- `callback_window` is rules-only (the model produces no free text).
+- `source` says who produced what the caller sees: `rules+llm` when both contributed a field, `llm` when only
+  the LLM did, `rules` when the LLM added nothing (that it was consulted still shows in `llm_model`).
+- `needs_llm` and `rules_fired` stay as the rules set them: they describe the rules pass.
+
+Whenever the LLM was consulted, `llm_prompt`, `llm_prompt_version` (version+content hash) and `llm_model` are
+recorded. On `LLMFailure` the rules' result is kept as it is, with `llm_error` set to the failure's reason,
+which makes `needs_human` true: a person takes the lead; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+
+if TYPE_CHECKING:  # the openai SDK costs ~1.5 s to import; rules-only callers never pay it
+    import httpx
+
+    from service.replies.llm import LLMExtraction, ReplyExtractor
+
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+
+RULES_ONLY_REASONS = frozenset({HandoffReason.RATE_LOCK, HandoffReason.CLOSING, HandoffReason.DEADLINE})
+
+# The fields that carry what a reply says (as opposed to provenance: source, needs_llm, rules_fired, llm_*).
+CONTENT_FIELDS = (
+    "keyword",
+    "loan_type",
+    "timeline",
+    "applied_elsewhere",
+    "wrong_number",
+    "not_interested",
+    "handoff_reasons",
+    "callback_window",
+)
+
+
+class RulesAnalyzer(Protocol):
+    """What classify needs from the rules layer (`service.replies.rules.RuleSet`)."""
+
+    def analyze(self, text: str, received_at: datetime) -> ReplyAnalysis: ...
+
+
+def classify(
+    text: str,
+    received_at: datetime,
+    *,
+    rules: RulesAnalyzer,
+    extractor: ReplyExtractor | None,
+) -> ReplyAnalysis:
+    """Analyse one reply: the rules, then the LLM only when the rules ask for it and one is configured."""
+    analysis = rules.analyze(text, received_at)
+    if not analysis.needs_llm or extractor is None:
+        return analysis
+
+    from service.replies.llm import LLMFailure  # noqa: PLC0415 - already imported by the extractor
+
+    consulted = analysis.model_copy(
+        update={
+            "llm_prompt": extractor.prompt_name,
+            "llm_prompt_version": extractor.prompt_version,
+            "llm_model": extractor.model,
+        }
+    )
+    try:
+        extraction = extractor.extract(text, received_at)
+    except LLMFailure as failure:
+        return consulted.model_copy(update={"llm_error": failure.reason})
+    return merge(consulted, extraction)
+
+
+def merge(rules: ReplyAnalysis, llm: LLMExtraction) -> ReplyAnalysis:
+    """Combine a rules analysis with the LLM's extraction (rules win; see the module docstring)."""
+    keyword = rules.keyword
+    if keyword is None and llm.opt_out_request:
+        keyword = Keyword.STOP
+
+    handoff = list(rules.handoff_reasons)
+    proposed = [HandoffReason(reason) for reason in llm.handoff_reasons]
+    if llm.callback_requested:
+        proposed.append(HandoffReason.HUMAN_REQUEST)
+    for reason in proposed:
+        if reason not in RULES_ONLY_REASONS and reason not in handoff:
+            handoff.append(reason)
+
+    merged = rules.model_copy(
+        update={
+            "keyword": keyword,
+            "loan_type": rules.loan_type if rules.loan_type is not LoanType.UNKNOWN else llm.loan_type,
+            "timeline": rules.timeline if rules.timeline is not Timeline.UNKNOWN else llm.timeline,
+            "applied_elsewhere": (
+                rules.applied_elsewhere if rules.applied_elsewhere is not None else llm.applied_elsewhere
+            ),
+            "wrong_number": rules.wrong_number or llm.wrong_number,
+            "not_interested": rules.not_interested or llm.not_interested,
+            "handoff_reasons": handoff,
+        }
+    )
+    rules_settled = bool(_settled(rules))
+    llm_added = any(getattr(merged, name) != getattr(rules, name) for name in CONTENT_FIELDS)
+    if llm_added:
+        source = Source.RULES_LLM if rules_settled else Source.LLM
+    else:
+        source = Source.RULES
+    return merged.model_copy(update={"source": source})
+
+
+def _settled(analysis: ReplyAnalysis) -> list[str]:
+    """The content fields that differ from an empty analysis."""
+    empty = ReplyAnalysis()
+    return [name for name in CONTENT_FIELDS if getattr(analysis, name) != getattr(empty, name)]
+
+
+def build_extractor(
+    *,
+    api_key: str | None,
+    base_url: str | None = None,
+    model: str | None = None,
+    timeout_s: float = 8.0,
+    max_retries: int = 1,
+    http_client: httpx.Client | None = None,
+) -> ReplyExtractor | None:
+    """The LLM extractor for these settings, or None (rules only) when there is no API key.
+
+    The caller reads its own configuration (environment, settings) and passes the values here;
+    `http_client` is the seam for record/replay (eval cassettes) and tests.
+    """
+    if api_key is None or not api_key.strip():
+        return None
+    from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - keep rules-only start-up fast
+
+    return ReplyExtractor(
+        api_key=api_key.strip(),
+        base_url=(base_url or "").strip() or None,
+        model=(model or "").strip() or DEFAULT_LLM_MODEL,
+        timeout_s=timeout_s,
+        max_retries=max_retries,
+        http_client=http_client,
+    )
