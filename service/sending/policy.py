@@ -261,8 +261,8 @@ def _field_path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"function-after", "literal['closed']"} or part.startswith(("function-", "Window")):
-            continue  # pydantic's union/validator branch labels, not keys a reviewer wrote
+        elif part in {"[key]", "literal['closed']", "Window"} or part.startswith("function-"):
+            continue  # pydantic's union, validator and dict-key labels, not keys a reviewer wrote
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -280,7 +280,9 @@ def _read_model(path: Path, model: type[_M]) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A misspelt key also makes the right one "missing": name the misspelling, it is the actual mistake.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        err = errors[0]
         field = _field_path(err["loc"]) or None
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise PolicyError(str(path), field, msg) from None
