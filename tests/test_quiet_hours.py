@@ -162,7 +162,9 @@ def test_allow_send_by_recipient_local_time(
         ("+14045550123", "America/New_York", "2026-06-10T12:00", None),
     ],
 )  # fmt: skip
-def test_explain_quiet_hours_reason(policy: SendingPolicy, phone: str, tz: str, local: str, reason: str | None) -> None:
+def test_explain_quiet_hours_reason(
+    policy: SendingPolicy, phone: str, tz: str, local: str, reason: str | None
+) -> None:
     assert policy.quiet_hours_reason(phone, _utc(tz, local), "America/Denver") == reason
 
 
@@ -227,7 +229,9 @@ def test_next_allowed_send_across_dst_lands_on_window_start(
         (date(2026, 11, 1), time(2), "America/New_York", "2026-11-01T07:00"),
     ],
 )
-def test_convert_wall_time_to_utc_around_dst(local_date: date, wall: time, tz: str, expected_utc: str) -> None:
+def test_convert_wall_time_to_utc_around_dst(
+    local_date: date, wall: time, tz: str, expected_utc: str
+) -> None:
     expected = datetime.fromisoformat(expected_utc).replace(tzinfo=UTC)
     assert wall_time_to_utc(local_date, wall, ZoneInfo(tz)) == expected
 
@@ -249,7 +253,9 @@ def test_next_open_when_window_starts_in_dst_transition(start: time, now_utc: st
 
 
 def test_next_open_skips_closed_day() -> None:
-    sunday_closed = StateRule(citation="test", window=Window(start=time(9), end=time(20)), days={"sunday": "closed"})
+    sunday_closed = StateRule(
+        citation="test", window=Window(start=time(9), end=time(20)), days={"sunday": "closed"}
+    )
     quiet = QuietHours(
         federal=Window(start=time(8), end=time(21)), states={"MS": sunday_closed}, opener_is_reply=True
     )
@@ -260,7 +266,9 @@ def test_next_open_skips_closed_day() -> None:
 
 
 def test_explain_quiet_hours_reason_names_day_when_not_tomorrow() -> None:
-    sunday_closed = StateRule(citation="test", window=Window(start=time(9), end=time(20)), days={"sunday": "closed"})
+    sunday_closed = StateRule(
+        citation="test", window=Window(start=time(9), end=time(20)), days={"sunday": "closed"}
+    )
     quiet = QuietHours(
         federal=Window(start=time(8), end=time(21)), states={"MS": sunday_closed}, opener_is_reply=True
     )
@@ -281,7 +289,9 @@ def test_explain_quiet_hours_reason_names_day_when_not_tomorrow() -> None:
         (False, False, False),
     ],
 )
-def test_send_opener_at_night_per_opener_is_reply(opener_is_reply: bool, is_opener: bool, sends_now: bool) -> None:
+def test_send_opener_at_night_per_opener_is_reply(
+    opener_is_reply: bool, is_opener: bool, sends_now: bool
+) -> None:
     quiet = dataclasses.replace(_FILE_POLICY.quiet_hours, opener_is_reply=opener_is_reply)
     policy = dataclasses.replace(_FILE_POLICY, quiet_hours=quiet)
     two_am = _utc("America/New_York", "2026-06-10T02:00")
@@ -297,7 +307,9 @@ def test_opener_is_reply_defaults_true_in_file() -> None:
 # ------------------------------------------------------------------------------------------ the file's examples
 
 
-@pytest.mark.parametrize("example", _FILE_POLICY.examples, ids=[f"quiet-hours::{e.label}" for e in _FILE_POLICY.examples])
+@pytest.mark.parametrize(
+    "example", _FILE_POLICY.examples, ids=[f"quiet-hours::{e.label}" for e in _FILE_POLICY.examples]
+)
 def test_run_quiet_hours_example_as_declared(example: QuietHoursExample) -> None:
     assert _FILE_POLICY.check_example(example) is None
 

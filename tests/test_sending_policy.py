@@ -52,8 +52,8 @@ def test_load_policy_from_copy_unchanged(policies_copy: Path) -> None:
         ("quiet_hours.yaml", "opener_is_reply: true", "opener_is_reply: maybe", "opener_is_reply", "boolean"),
         ("quiet_hours.yaml", "id: quiet-hours\n", "", "id", "Field required"),
         ("quiet_hours.yaml", "title: No automated", "titel: No automated", "titel", "unknown key"),
-        ("quiet_hours.yaml", '  FL:\n    citation', '  FL:\n    windw: 1\n    citation', "states.FL.windw", "unknown key"),
-        ("quiet_hours.yaml", 'window: {start: "08:00", end: "21:00"}', "window: {start: \"08:00\", end: 21:00}",
+        ("quiet_hours.yaml", "  FL:\n    citation", "  FL:\n    windw: 1\n    citation", "states.FL.windw", "unknown key"),
+        ("quiet_hours.yaml", 'window: {start: "08:00", end: "21:00"}', 'window: {start: "08:00", end: 21:00}',
          "federal.window.end", "HH:MM"),
         ("quiet_hours.yaml", '{start: "09:00", end: "20:00"}', '{start: "20:00", end: "09:00"}',
          "states.CT.window", "must be before"),
@@ -61,7 +61,7 @@ def test_load_policy_from_copy_unchanged(policies_copy: Path) -> None:
         ("quiet_hours.yaml", "sunday: {start", "sundae: {start", "states.TX.days.sundae", "monday"),
         ("quiet_hours.yaml", 'sunday: {start: "12:00", end: "21:00"}', 'sunday: {start: "12:00", until: "21:00"}',
          "states.TX.days.sunday.until", "unknown key"),
-        ("quiet_hours.yaml", "{where: FL, local: \"2026-06-10T20:30\"", "{where: Florida, local: \"2026-06-10T20:30\"",
+        ("quiet_hours.yaml", '{where: FL, local: "2026-06-10T20:30"', '{where: Florida, local: "2026-06-10T20:30"',
          "examples[0].where", "neither a US state"),
         ("quiet_hours.yaml", '{where: FL, local: "2026-06-10T20:30", allowed: false}',
          '{where: FL, local: "2026-06-10T20:30", allowed: false, expect: 1}', "examples[0].expect", "unknown key"),
@@ -120,7 +120,11 @@ def test_reject_policy_dir_with_missing_file(policies_copy: Path, file: str) -> 
     path.unlink()
     with pytest.raises(PolicyError) as caught:
         load_sending_policy(policies_copy)
-    assert (caught.value.path, caught.value.field, caught.value.message) == (str(path), None, "file not found")
+    assert (caught.value.path, caught.value.field, caught.value.message) == (
+        str(path),
+        None,
+        "file not found",
+    )
 
 
 def test_reject_policy_file_not_a_mapping(policies_copy: Path) -> None:
@@ -132,8 +136,16 @@ def test_reject_policy_file_not_a_mapping(policies_copy: Path) -> None:
 
 def test_list_example_findings_without_refusing_to_load(policies_copy: Path) -> None:
     path = policies_copy / "sending" / "quiet_hours.yaml"
-    _edit(path, '{where: GA, local: "2026-06-10T20:30", allowed: true}', '{where: GA, local: "2026-06-10T20:30", allowed: false}')
-    _edit(path, '{where: TX, local: "2026-06-13T11:00", allowed: true}', '{where: TX, local: "2026-06-13T11:00", allowed: false}')
+    _edit(
+        path,
+        '{where: GA, local: "2026-06-10T20:30", allowed: true}',
+        '{where: GA, local: "2026-06-10T20:30", allowed: false}',
+    )
+    _edit(
+        path,
+        '{where: TX, local: "2026-06-13T11:00", allowed: true}',
+        '{where: TX, local: "2026-06-13T11:00", allowed: false}',
+    )
     findings = load_sending_policy(policies_copy, check_examples=False).example_findings()
     assert findings == [
         f"{path}: example 'GA Wed 2026-06-10T20:30 blocked' is allowed (window 08:00-21:00)",
