@@ -69,6 +69,7 @@ class Lead(SQLModel, table=True):
     callback_window: str | None = None
     handoff_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     last_question: str | None = None
+    asked: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     closed_reason: str | None = None
     opener_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     automated_count: int = 0

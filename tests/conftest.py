@@ -73,3 +73,128 @@ def outbound_attempts():  # noqa: ANN201
     """A callable returning the network attempts made so far in this test (each one was refused)."""
     start = len(OUTBOUND_ATTEMPTS)
     return lambda: OUTBOUND_ATTEMPTS[start:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The service under test: a real database, the real twilio SDK with only its HTTP boundary mocked (respx).
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import respx  # noqa: E402
+
+from tests.helpers import (  # noqa: E402
+    BROKERS_YAML, MESSAGES_URL, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_created,
+)
+
+POSTGRES_URL = os.environ.get("TEXTBACK_TEST_POSTGRES_URL")
+DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(params=DB_PARAMS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file always, and PostgreSQL too when TEXTBACK_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'textback.db'}"
+        return
+    from sqlmodel import SQLModel  # noqa: PLC0415
+
+    from service.db import make_engine  # noqa: PLC0415
+
+    engine = make_engine(POSTGRES_URL or "")
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+    yield POSTGRES_URL or ""
+    engine = make_engine(POSTGRES_URL or "")
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def output_guard():  # noqa: ANN201
+    """The real output guard, built once (importing guardrails takes seconds)."""
+    from service.policy.guard import OutputGuard  # noqa: PLC0415
+
+    return OutputGuard.load(POLICIES)
+
+
+@pytest.fixture(scope="session")
+def reply_rules():  # noqa: ANN201
+    """The real reply rules from policies/inbound."""
+    from service.replies.rules import load_rules  # noqa: PLC0415
+
+    return load_rules(POLICIES)
+
+
+@pytest.fixture
+def brokers_file(tmp_path: Path) -> Path:
+    path = tmp_path / "brokers.yaml"
+    path.write_text(BROKERS_YAML)
+    return path
+
+
+@pytest.fixture
+def settings_env() -> dict[str, object]:
+    """Overrides for Settings; tests may change them before `ctx` is built."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, brokers_file: Path, settings_env: dict[str, object]):  # noqa: ANN201
+    from service.settings import Settings  # noqa: PLC0415
+
+    values: dict[str, object] = {
+        "database_url": database_url, "brokers_file": brokers_file, "policies_dir": POLICIES,
+        "public_url": PUBLIC_URL, "twilio_account_sid": TWILIO_SID, "twilio_auth_token": TWILIO_TOKEN,
+        "openai_api_key": None, "run_worker": False, "send_retry_base_seconds": 0.0,
+    }
+    values.update(settings_env)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
+    """The application context on a fresh database, with the shared guard and rules."""
+    from service.context import build_context  # noqa: PLC0415
+
+    context = build_context(settings)
+    context._guard = output_guard  # noqa: SLF001 - shared across tests; built once per session
+    context._rules = reply_rules  # noqa: SLF001
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def twilio_api() -> Iterator[respx.MockRouter]:
+    """Twilio's REST API at its real URL; the Messages API accepts every send unless a test says otherwise."""
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        router.post(MESSAGES_URL, name="messages").mock(side_effect=twilio_created)
+        yield router
+
+
+@pytest.fixture
+def client(ctx, twilio_api):  # noqa: ANN001, ANN201
+    """A test client for the app on `ctx`; background work runs before each call returns."""
+    from litestar.testing import TestClient  # noqa: PLC0415
+
+    from service.app import create_app  # noqa: PLC0415
+
+    app = create_app(ctx=ctx, run_worker=False)
+    with TestClient(app=app, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def post():  # noqa: ANN201
+    """Post a webhook signed exactly as Twilio signs it (against the public URL)."""
+    from service.twilio.signature import sign  # noqa: PLC0415
+
+    def _post(client, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN,  # noqa: ANN001
+              signature: str | None = None, public_url: str = PUBLIC_URL) -> httpx.Response:
+        sig = signature if signature is not None else sign(token=token, url=public_url + path, params=params)
+        return client.post(path, data=params, headers={"X-Twilio-Signature": sig})
+
+    return _post
+
+

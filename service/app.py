@@ -1,0 +1,173 @@
+"""The Litestar application: create_app() wires routes, the error mapping, the lifespan and the worker."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from service import flow
+from service.context import AppContext, build_context
+from service.errors import BadRequestError, WebhookError
+from service.logs import configure_logging, log, request_id
+from service.settings import Settings, get_settings
+from service.twilio.signature import public_url_for, verify
+from service.worker import Worker, run_after_commit
+
+logger = logging.getLogger("textback.app")
+
+Handler = Callable[[Session, AppContext, Mapping[str, str]], flow.Outcome]
+
+
+def error_to_response(request: Request, exc: Exception) -> Response:
+    """The one place errors become HTTP answers. Bodies never echo request content."""
+    if isinstance(exc, WebhookError):
+        status, message = exc.status_code, str(exc)
+    elif isinstance(exc, OperationalError):
+        status, message = 503, "database unavailable, retry later"
+    elif isinstance(exc, SQLAlchemyError):
+        status, message = 503, "database error, retry later"
+    else:
+        status, message = 500, "internal error"
+    level = logging.WARNING if status < 500 else logging.ERROR  # noqa: PLR2004
+    log(logger, level, "request refused", path=request.url.path, status=status, reason=message,
+        exc_type=type(exc).__name__)
+    return Response(content={"error": message, "status": status}, status_code=status, media_type=MediaType.JSON)
+
+
+async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > ctx.settings.max_body_bytes:
+        raise BadRequestError("request body too large", status_code=413)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        raise BadRequestError("expected application/x-www-form-urlencoded", status_code=415)
+    raw = await request.body()
+    if len(raw) > ctx.settings.max_body_bytes:
+        raise BadRequestError("request body too large", status_code=413)
+    form = await request.form()
+    params: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise BadRequestError("file uploads are not accepted", status_code=415)
+        params[key] = value
+    url = public_url_for(ctx.settings.public_url, request.url.path, request.url.query)
+    verify(token=ctx.settings.signing_token, url=url, params=params,
+           signature=request.headers.get("x-twilio-signature"))
+    return params
+
+
+async def _webhook(request: Request, handler: Handler, media: str) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    request_id.set(request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16])
+    form = await _verified_form(request, ctx)
+    outcome = await run_after_commit(ctx, handler, form)
+    background = None
+    if outcome.send_ids or outcome.inbound_ids:
+        background = BackgroundTask(ctx_worker(request).after_webhook, outcome.send_ids, outcome.inbound_ids)
+    return Response(content=outcome.twiml, media_type=media, status_code=200, background=background)
+
+
+def ctx_worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+XML = "application/xml"
+
+
+@post("/twilio/voice")
+async def voice(request: Request) -> Response:
+    return await _webhook(request, flow.handle_voice, XML)
+
+
+@post("/twilio/voice/dial-status")
+async def dial_status(request: Request) -> Response:
+    return await _webhook(request, flow.handle_dial_status, XML)
+
+
+@post("/twilio/voice/status")
+async def call_status(request: Request) -> Response:
+    return await _webhook(request, flow.handle_call_status, XML)
+
+
+@post("/twilio/voice/screen")
+async def screen(request: Request) -> Response:
+    return await _webhook(request, flow.handle_screen, XML)
+
+
+@post("/twilio/voice/screen/accept")
+async def screen_accept(request: Request) -> Response:
+    return await _webhook(request, flow.handle_screen_accept, XML)
+
+
+@post("/twilio/voice/voicemail")
+async def voicemail(request: Request) -> Response:
+    return await _webhook(request, flow.handle_voicemail, XML)
+
+
+@post("/twilio/sms")
+async def sms(request: Request) -> Response:
+    return await _webhook(request, flow.handle_inbound_sms, XML)
+
+
+@post("/twilio/sms/status")
+async def sms_status(request: Request) -> Response:
+    return await _webhook(request, flow.handle_sms_status, XML)
+
+
+@get("/health")
+async def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@get("/ready", sync_to_thread=True)
+def ready(request: Request) -> Response:
+    """The database is reachable."""
+    from service.db import ping  # noqa: PLC0415
+
+    if ping(request.app.state.ctx.engine):
+        return Response(content={"status": "ready"}, status_code=200)
+    return Response(content={"status": "database unreachable"}, status_code=503)
+
+
+def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
+    """Build the app. Settings (or a ready context, in tests) are passed in, never read at import."""
+    settings = settings or (ctx.settings if ctx else get_settings())
+    configure_logging(settings.log_level)
+    context = ctx or build_context(settings)
+    worker = Worker(context)
+    start_thread = settings.run_worker if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Build the output guard and the reply rules before the first webhook (guardrails takes seconds).
+        await anyio.to_thread.run_sync(lambda: (context.guard, context.rules))
+        if start_thread:
+            worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            if ctx is None:
+                context.close()
+
+    return Litestar(
+        route_handlers=[voice, dial_status, call_status, screen, screen_accept, voicemail, sms, sms_status, health, ready],
+        exception_handlers={Exception: error_to_response},
+        lifespan=[lifespan],
+        state=State({"ctx": context, "worker": worker}),
+        openapi_config=None,
+        debug=False,
+    )
+
+
+__all__ = ["create_app"]

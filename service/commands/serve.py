@@ -1,0 +1,66 @@
+"""`textback serve` and `textback worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import click
+
+from service.errors import TextbackError
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Service processes sharing the database.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the service (creates or migrates the tables, loads the brokers file)."""
+    import uvicorn  # noqa: PLC0415
+
+    from service.app import create_app  # noqa: PLC0415
+    from service.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    try:
+        # Validate everything once in this process so a bad brokers file or policy fails loudly here.
+        from service.context import build_context  # noqa: PLC0415
+
+        build_context(settings).close()
+    except TextbackError as exc:
+        raise click.ClickException(str(exc)) from None
+    mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
+    click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}", err=True)
+    if workers > 1:
+        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@click.command()
+def worker() -> None:
+    """Run only the background worker (sends due texts, processes replies) against the database."""
+    from service.context import build_context  # noqa: PLC0415
+    from service.logs import configure_logging  # noqa: PLC0415
+    from service.settings import get_settings  # noqa: PLC0415
+    from service.worker import Worker  # noqa: PLC0415
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        ctx = build_context(settings)
+    except TextbackError as exc:
+        raise click.ClickException(str(exc)) from None
+    runner = Worker(ctx)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    click.echo(f"textback worker pid {os.getpid()}", err=True)
+    runner.start()
+    try:
+        signal.pause() if hasattr(signal, "pause") else runner._thread.join()  # noqa: SLF001
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+        ctx.close()
+    sys.exit(0)

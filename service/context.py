@@ -1,0 +1,139 @@
+"""Everything the handlers and workers share, built once from Settings and passed down."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from service.brokers import BrokerConfig, load_brokers
+from service.db import create_schema, make_engine, session_scope
+from service.models import Broker
+from service.settings import Settings
+from service.templates import TemplateSet, load_templates
+
+if TYPE_CHECKING:
+    from service.twilio.client import TwilioGateway
+
+logger = logging.getLogger("textback.context")
+
+
+class GuardLike(Protocol):
+    def check(self, text: str, *, required: Any = ...) -> Any: ...
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    templates: TemplateSet
+    gateway: TwilioGateway | None
+    brokers_by_number: dict[str, Broker] = field(default_factory=dict)
+    _guard: GuardLike | None = None
+    _rules: Any = None
+    _extractor: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def own_numbers(self) -> set[str]:
+        """Every number that belongs to a broker: texting one would loop or spam the team."""
+        numbers: set[str] = set()
+        for broker in self.brokers_by_number.values():
+            numbers.add(broker.twilio_number)
+            numbers.add(broker.forward_to)
+            numbers.update(broker.alert_to)
+        return numbers
+
+    def broker_for(self, twilio_number: str) -> Broker | None:
+        return self.brokers_by_number.get(twilio_number)
+
+    @property
+    def guard(self) -> GuardLike:
+        """The output guard, built on first use (importing guardrails takes seconds)."""
+        with self._lock:
+            if self._guard is None:
+                from service.policy.guard import OutputGuard  # noqa: PLC0415 - lazy by design
+
+                self._guard = OutputGuard.load(self.settings.policies_dir)
+            return self._guard
+
+    @property
+    def rules(self) -> Any:
+        with self._lock:
+            if self._rules is None:
+                from service.replies.rules import load_rules  # noqa: PLC0415
+
+                self._rules = load_rules(self.settings.policies_dir)
+            return self._rules
+
+    @property
+    def extractor(self) -> Any:
+        """The LLM extractor, or None when no key is configured (rules only)."""
+        if not self.settings.llm_enabled:
+            return None
+        with self._lock:
+            if self._extractor is None:
+                from service.replies.llm import ReplyExtractor  # noqa: PLC0415
+
+                self._extractor = ReplyExtractor(
+                    api_key=self.settings.openai_api_key or "",
+                    base_url=self.settings.openai_base_url,
+                    model=self.settings.llm_model,
+                    timeout_s=self.settings.llm_timeout_seconds,
+                )
+            return self._extractor
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+        self.engine.dispose()
+
+
+def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broker]:
+    """Upsert the brokers file into the database; brokers no longer in the file are deactivated."""
+    with session_scope(engine) as session:
+        existing = {b.twilio_number: b for b in session.exec(select(Broker)).all()}
+        for config in configs:
+            values = config.model_dump(mode="json")
+            broker = existing.get(config.twilio_number)
+            if broker is None:
+                broker = Broker(**values)
+                session.add(broker)
+            else:
+                for key, value in values.items():
+                    setattr(broker, key, value)
+                broker.active = True
+        for number, broker in existing.items():
+            if number not in {c.twilio_number for c in configs}:
+                broker.active = False
+        session.flush()
+    with Session(engine, expire_on_commit=False) as session:
+        rows = session.exec(select(Broker).where(Broker.active == True)).all()  # noqa: E712
+        for row in rows:
+            session.expunge(row)
+    return {b.twilio_number: b for b in rows}
+
+
+def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -> AppContext:
+    """Validate configuration, create or migrate the schema, load brokers and templates."""
+    configs = load_brokers(settings.brokers_file)
+    templates = load_templates(settings.policies_dir)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    brokers = sync_brokers(engine, configs)
+    if gateway is None and not settings.dry_run:
+        from service.twilio.client import TwilioGateway  # noqa: PLC0415
+
+        gateway = TwilioGateway(
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=settings.twilio_auth_token or "",
+            api_url=settings.twilio_api_url,
+            lookup_url=settings.twilio_lookup_url,
+            timeout=settings.send_timeout_seconds,
+        )
+    return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers)

@@ -1,0 +1,329 @@
+"""Outbound texts: checked and persisted first, then claimed and sent by exactly one worker, with retries.
+
+A text's life: queue_text() renders the fixed template, applies the opt-out check, the per-lead cap and the
+output guard, and stores the row (pending, blocked or suppressed). send_due() claims pending rows with an
+atomic compare-and-set (so two processes never send the same row), re-checks the opt-out, sends through
+the Twilio SDK (or prints in dry-run), and records the SID, or schedules a retry with jittered backoff, or
+records a permanent error on the lead. A row whose send outcome is unknown (a timeout after the request
+left) is reconciled against Twilio's message list before any resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from service.logs import log
+from service.models import Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
+from service.phones import mask
+from service.redact import redact
+from service.twilio.client import NOT_TEXTABLE_ERRORS, PERMANENT_ERRORS, UNSUBSCRIBED_ERROR, SendError
+
+if TYPE_CHECKING:
+    from service.context import AppContext
+
+logger = logging.getLogger("textback.outbox")
+
+STALE_CLAIM = timedelta(seconds=90)
+# Purposes that count toward the per-lead cap on automated texts.
+AUTOMATED = {"opener", "question", "ack", "ready", "closing"}
+# Purposes allowed to an opted-out number (the one confirmation of the opt-out itself).
+ALLOWED_AFTER_OPTOUT = {"optout_confirm"}
+
+
+def is_opted_out(session: Session, broker_id: int, phone: str) -> bool:
+    row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).first()
+    return bool(row and row.opted_out)
+
+
+def set_opt_out(
+    session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None
+) -> OptOut:
+    """Record an opt-out or opt-in (current state plus a permanent event)."""
+    row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).first()
+    if row is None:
+        row = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).one()
+    if row.opted_out != opted_out or row.source != source:
+        row.opted_out = opted_out
+        row.source = source
+        row.confirmation_sent = False if opted_out else row.confirmation_sent
+        row.updated_at = utcnow()
+    session.add(OptOutEvent(
+        broker_id=broker_id, phone=phone, action="opt_out" if opted_out else "opt_in", source=source,
+        message_sid=message_sid,
+    ))
+    if opted_out:
+        # Nothing automated may leave for this number any more.
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.broker_id == broker_id,
+                OutboundMessage.to_phone == phone,
+                OutboundMessage.status == "pending",
+                OutboundMessage.purpose.not_in(ALLOWED_AFTER_OPTOUT),
+            )
+            .values(status="suppressed", last_error="opted out")
+        )
+    return row
+
+
+def broker_values(broker: Broker) -> dict[str, str]:
+    return {
+        "broker_name": broker.name,
+        "brokerage": broker.brokerage,
+        "nmls_id": broker.nmls_id,
+        "company_nmls_id": broker.company_nmls_id or "",
+        "booking_url": broker.booking_url or "",
+        "broker_phone": broker.twilio_number,
+    }
+
+
+def queue_text(  # noqa: PLR0913
+    session: Session,
+    ctx: AppContext,
+    *,
+    broker: Broker,
+    to: str,
+    template_id: str,
+    purpose: str,
+    lead: Lead | None = None,
+    values: Mapping[str, str] | None = None,
+    dedupe_key: str | None = None,
+) -> OutboundMessage | None:
+    """Render, check and persist one text. Returns the row (its status says what will happen), or None
+    when the dedupe key shows it was queued already."""
+    rendered = ctx.templates.render(template_id, {**broker_values(broker), **(values or {})})
+    msg = OutboundMessage(
+        dedupe_key=dedupe_key, broker_id=broker.id, lead_id=lead.id if lead else None,
+        audience=rendered.audience, purpose=purpose, template_id=template_id, to_phone=to,
+        from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
+    )
+    if rendered.audience == "borrower":
+        if is_opted_out(session, broker.id, to) and purpose not in ALLOWED_AFTER_OPTOUT:
+            msg.status, msg.last_error = "suppressed", "opted out"
+        elif lead is not None and purpose in AUTOMATED and lead.automated_count >= ctx.settings.max_automated_texts_per_lead:
+            msg.status, msg.last_error = "suppressed", "per-lead cap reached"
+        elif lead is not None and lead.not_textable_reason:
+            msg.status, msg.last_error = "suppressed", f"not textable: {lead.not_textable_reason}"
+        else:
+            result = ctx.guard.check(rendered.text, required=rendered.required)
+            msg.policy_version = getattr(result, "policy_version", None) or msg.policy_version
+            msg.guard_result = {
+                "allowed": bool(result.allowed),
+                "violations": [{"rule": v.rule, "match": v.match} for v in result.violations],
+            }
+            if not result.allowed:
+                msg.status, msg.last_error = "blocked", "output guard"
+    if msg.status == "pending" and lead is not None and purpose in AUTOMATED:
+        lead.automated_count += 1
+        session.add(lead)
+    try:
+        with session.begin_nested():
+            session.add(msg)
+    except IntegrityError:
+        return None
+    log(logger, logging.INFO, "text queued", id=msg.id, template=template_id, status=msg.status,
+        to=mask(to), broker_id=broker.id)
+    if msg.status == "blocked":
+        rules = ", ".join(v["rule"] for v in (msg.guard_result or {}).get("violations", [])) or "policy"
+        queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_blocked",
+                    values={"caller": to, "rules": rules})
+        if lead is not None:
+            lead.state = "handoff"
+            if "blocked_text" not in lead.handoff_reasons:
+                lead.handoff_reasons = [*lead.handoff_reasons, "blocked_text"]
+            session.add(lead)
+    return msg
+
+
+def queue_alert(
+    session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, template_id: str,
+    values: Mapping[str, str], dedupe_key: str | None = None,
+) -> list[OutboundMessage]:
+    """An alert to each of the broker's alert numbers (not a borrower-facing text)."""
+    out = []
+    for index, number in enumerate(broker.alert_to):
+        key = f"{dedupe_key}:{index}" if dedupe_key else None
+        msg = queue_text(session, ctx, broker=broker, to=number, template_id=template_id, purpose="alert",
+                         lead=lead, values=values, dedupe_key=key)
+        if msg is not None:
+            out.append(msg)
+    return out
+
+
+def _claim(session: Session, msg_id: int, now: datetime) -> bool:
+    result = session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.id == msg_id, OutboundMessage.status == "pending",
+               OutboundMessage.next_attempt_at <= now)
+        .values(status="sending", claimed_at=now, attempts=OutboundMessage.attempts + 1)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def _backoff(ctx: AppContext, attempts: int) -> timedelta:
+    base = ctx.settings.send_retry_base_seconds * (2 ** max(attempts - 1, 0))
+    return timedelta(seconds=min(base, 300) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+
+
+def _status_callback(ctx: AppContext) -> str:
+    return f"{ctx.settings.public_url}/twilio/sms/status"
+
+
+def send_one(ctx: AppContext, msg_id: int) -> str | None:
+    """Claim and send one pending text; returns its new status, or None if another worker had it."""
+    now = utcnow()
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        if not _claim(session, msg_id, now):
+            return None
+        msg = session.get(OutboundMessage, msg_id)
+        assert msg is not None  # noqa: S101 - just claimed
+        if msg.audience == "borrower" and msg.purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(
+            session, msg.broker_id, msg.to_phone
+        ):
+            msg.status, msg.last_error = "suppressed", "opted out before send"
+            session.add(msg)
+            session.commit()
+            return msg.status
+        follow_up = _deliver(ctx, session, msg)
+        session.add(msg)
+        session.commit()
+    if follow_up:
+        ctx.wake.set()  # alerts queued by a failure go out on the worker's next pass
+    return msg.status
+
+
+def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[int]:
+    """Send (or print, in dry-run); returns ids of alerts queued because of a failure."""
+    gateway = ctx.gateway
+    if gateway is None:
+        msg.status, msg.sent_at = "dry_run", utcnow()
+        shown = msg.body if msg.audience == "borrower" else redact(msg.body, keep=160)
+        print(f"[dry-run] text to {msg.to_phone} from {msg.from_phone} ({msg.template_id}): {shown}", flush=True)  # noqa: T201
+        return []
+    try:
+        if msg.unknown_outcome:
+            found = gateway.find_sent(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
+                                      since=msg.created_at - timedelta(minutes=5))
+            if found is not None:
+                msg.status, msg.twilio_sid, msg.delivery_status = "sent", found.sid, found.status
+                msg.sent_at, msg.unknown_outcome = utcnow(), False
+                log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
+                return []
+        result = gateway.send_sms(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
+                                  status_callback=_status_callback(ctx))
+    except SendError as exc:
+        return _record_failure(ctx, session, msg, exc)
+    except Exception as exc:  # noqa: BLE001 - any other failure is retried, never lost
+        return _record_failure(ctx, session, msg, SendError(f"unexpected {type(exc).__name__}", code=None, permanent=False))
+    msg.status, msg.twilio_sid, msg.delivery_status = "sent", result.sid, result.status
+    msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
+    log(logger, logging.INFO, "text sent", id=msg.id, sid=result.sid, template=msg.template_id)
+    return []
+
+
+def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc: SendError) -> list[int]:
+    msg.last_error = str(exc)
+    msg.error_code = exc.code
+    msg.unknown_outcome = msg.unknown_outcome or exc.unknown_outcome
+    if exc.permanent:
+        msg.status = "failed"
+        log(logger, logging.WARNING, "text failed permanently", id=msg.id, code=exc.code,
+            reason=PERMANENT_ERRORS.get(exc.code or 0, "client_error"))
+        return apply_error_to_lead(ctx, session, msg, exc.code)
+    if msg.attempts >= ctx.settings.send_max_attempts:
+        msg.status = "failed"
+        log(logger, logging.WARNING, "text gave up after retries", id=msg.id, attempts=msg.attempts)
+        if msg.audience == "borrower":
+            return _alert_send_failed(ctx, session, msg, "Twilio kept failing")
+        return []
+    msg.status = "pending"
+    msg.next_attempt_at = utcnow() + _backoff(ctx, msg.attempts)
+    log(logger, logging.INFO, "text retry scheduled", id=msg.id, attempts=msg.attempts, error=str(exc))
+    return []
+
+
+def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage, code: int | None) -> list[int]:
+    """What a permanent error means for the number (unsubscribed, or unable to receive texts); returns the
+    ids of any alerts queued for the broker."""
+    if msg.audience != "borrower" or code is None:
+        return []
+    if code == UNSUBSCRIBED_ERROR:
+        set_opt_out(session, broker_id=msg.broker_id, phone=msg.to_phone, opted_out=True, source=f"error:{code}")
+        return []
+    reason = PERMANENT_ERRORS.get(code)
+    lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+    if lead is None or not reason:
+        return []
+    if code in NOT_TEXTABLE_ERRORS or code in {21211, 30003, 30005}:
+        lead.not_textable_reason = reason
+    lead.updated_at = utcnow()
+    session.add(lead)
+    if msg.purpose == "opener":
+        return _alert_send_failed(ctx, session, msg, reason.replace("_", " "))
+    return []
+
+
+def _alert_send_failed(ctx: AppContext, session: Session, msg: OutboundMessage, error: str) -> list[int]:
+    broker = session.get(Broker, msg.broker_id)
+    if broker is None:
+        return []
+    lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_send_failed",
+                         values={"caller": msg.to_phone, "error": error}, dedupe_key=f"sendfail:{msg.id}")
+    return [a.id for a in alerts if a.id is not None and a.status == "pending"]
+
+
+def due_ids(ctx: AppContext, limit: int = 100) -> list[int]:
+    now = utcnow()
+    with Session(ctx.engine) as session:
+        # Rows stuck in 'sending' (a crashed worker) go back to pending, marked as unknown outcome.
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.status == "sending", OutboundMessage.claimed_at < now - STALE_CLAIM)
+            .values(status="pending", unknown_outcome=True, next_attempt_at=now)
+        )
+        session.commit()
+        rows = session.exec(
+            select(OutboundMessage.id)
+            .where(OutboundMessage.status == "pending", OutboundMessage.next_attempt_at <= now)
+            .order_by(OutboundMessage.next_attempt_at)
+            .limit(limit)
+        ).all()
+    return [r for r in rows if r is not None]
+
+
+def send_due(ctx: AppContext, ids: list[int] | None = None) -> dict[str, int]:
+    """Send every due text (or the given ones); returns a count per resulting status."""
+    counts: dict[str, int] = {}
+    for msg_id in ids if ids is not None else due_ids(ctx):
+        status = send_one(ctx, msg_id)
+        if status:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def next_due_in(ctx: AppContext) -> float | None:
+    """Seconds until the next pending text is due, or None when nothing is pending."""
+    with Session(ctx.engine) as session:
+        row = session.exec(
+            select(OutboundMessage.next_attempt_at)
+            .where(OutboundMessage.status == "pending")
+            .order_by(OutboundMessage.next_attempt_at).limit(1)
+        ).first()
+    if row is None:
+        return None
+    return max((row - datetime.now(UTC)).total_seconds(), 0.0)

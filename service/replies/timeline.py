@@ -1,0 +1,281 @@
+"""Timeline arithmetic: "by March", "3-6 months", "next spring", "after the holidays", "March 15".
+
+The fixed phrases ("ASAP", "just looking") are policy files (``timeline-*.yaml``); this module does the part
+that needs a calendar, always relative to the reply's received date (in the received timezone):
+
+==========================  ==========================================================================
+rule id                     reads
+==========================  ==========================================================================
+timeline-duration           "in 2 weeks", "3-6 months" (a range takes its upper bound), "a year", "60 days"
+timeline-month              "by March" (the 1st), "in March" (the 15th), "late March" (the last day)
+timeline-date               explicit dates through dateparser: "March 15", "3/15", "the 20th"
+timeline-season             "next spring", "in the fall", "late summer" (meteorological seasons)
+timeline-year-end           "by the end of the year", "before the holidays", "by Christmas"
+timeline-after-holidays     "after the holidays", "after New Year", "first of the year", "early next year"
+timeline-next-month         "next month" (the 15th), "end of next month"
+timeline-next-year          "next year": over 6 months only when even January 1st is; else left open
+==========================  ==========================================================================
+
+Buckets count days to the target: ≤ 30 under_30_days, ≤ 90 1_to_3_months, ≤ 180 3_to_6_months, beyond that
+over_6_months (a month is 30 days, so "3 months" is 1_to_3 and "6 months" 3_to_6). A month or season already
+past this year means next year's. Durations in the past ("for 5 years", "2 years ago") and loan terms
+("30 year fixed", "5/1 ARM") are not timelines. dateparser is only called when an explicit date is present.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date, datetime
+
+from service.replies.analysis import Timeline
+
+RULE_IDS = (
+    "timeline-duration",
+    "timeline-month",
+    "timeline-date",
+    "timeline-season",
+    "timeline-year-end",
+    "timeline-after-holidays",
+    "timeline-next-month",
+    "timeline-next-year",
+)
+
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "couple": 2, "few": 3,
+    "un": 1, "una": 1, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6,
+}  # fmt: skip
+_NUM = r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|un[oa]?|dos|tres|cuatro|cinco|seis"
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365, "s": 7}  # by first letter (s: semana); meses/años below
+_DURATION = re.compile(
+    rf"""(?<![\w/.$-])
+    (?:(?P<couple>a\s+couple(?:\s+of)?|couple(?:\s+of)?|a\s+few|few)|(?P<a>{_NUM}))
+    (?:\s*(?:-|–|to|or|a|y|o)\s*(?P<b>{_NUM}))?
+    \s*(?P<unit>days?|d[ií]as|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?)\b
+    (?!-|\s*(?:ago|old|fixed|arm|term|loan|mortgage|note|history|of\s|in\s+(?:the|my|our)\b|at\b|now|already))
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
+_PAST = re.compile(
+    r"\b(?:for|been|past|last|owned|had|lived|living|since|hace|ago|renting|rented|old|bought|paid)\b[^.!?]{0,14}$",
+    re.IGNORECASE,
+)
+
+_MONTHS = {
+    "jan": 1, "january": 1, "enero": 1, "feb": 2, "february": 2, "febrero": 2, "mar": 3, "march": 3,
+    "marzo": 3, "apr": 4, "april": 4, "abril": 4, "may": 5, "mayo": 5, "jun": 6, "june": 6, "junio": 6,
+    "jul": 7, "july": 7, "julio": 7, "aug": 8, "august": 8, "agosto": 8, "sep": 9, "sept": 9,
+    "september": 9, "septiembre": 9, "setiembre": 9, "oct": 10, "october": 10, "octubre": 10, "nov": 11,
+    "november": 11, "noviembre": 11, "dec": 12, "december": 12, "diciembre": 12,
+}  # fmt: skip
+_MONTH_NAMES = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_MONTH = re.compile(
+    rf"""\b(?P<mod>by|before|in|around|until|till|til|for|this|sometime\s+in|early|mid|late|end\s+of|
+        beginning\s+of|start\s+of|en|para|antes\s+de|a\s+finales\s+de|a\s+principios\s+de|finales\s+de)
+    [\s-]+(?:(?P<sub>early|mid|late)[\s-]+)?(?P<month>{_MONTH_NAMES})\b\.?
+    (?!\s*\d|\s+(?:be|have|take|not|need|want|get|go|work|help|i|we|you|also|or|still|just|could|should)\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_MONTH_ALONE = re.compile(
+    rf"^\W*(?:maybe|prob(?:ably)?|hopefully|around|like)?\s*(?P<month>{_MONTH_NAMES})\W*"
+    r"(?:maybe|prob(?:ably)?|hopefully|or\s+so|ish)?\W*$",
+    re.IGNORECASE,
+)
+_DATE = re.compile(
+    rf"""\b(?:(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?
+    |\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})\b
+    |(?:{_MONTH_NAMES})\.?\s+\d{{4}}\b
+    |(?<![\d/])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])
+        (?!\s*(?:arm|buy\s*down|buydown|split))
+    |the\s+(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
+            "otoño": 9, "winter": 12, "invierno": 12}  # fmt: skip
+_SEASON = re.compile(
+    r"""\b(?P<mod>this|next|in\s+the|by\s+the|by|over\s+the|during\s+the|early|mid|late|
+        (?:the\s+)?end\s+of(?:\s+the)?|(?:the\s+)?(?:beginning|start)\s+of(?:\s+the)?|en\s+el|en|para\s+el|
+        este|esta|pr[oó]xim[oa])
+    \s+(?:(?P<sub>early|mid|late|next)[\s-]+)?(?P<season>spring|summer|fall|autumn|winter|primavera|verano|
+        oto[nñ]o|invierno)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_YEAR_END = re.compile(
+    r"""\b(?:(?:the\s+)?end\s+of\s+(?:the\s+|this\s+)?year|year[\s-]?end|eoy|fin(?:ales)?\s+de(?:l)?\s+a[nñ]o)\b
+    |\b(?P<holiday>(?:before|by)\s+(?:the\s+)?(?:holidays|christmas|xmas|new\s+year'?s?)|antes\s+de\s+navidad)\b
+    |\b(?P<thanks>(?:before|by)\s+thanksgiving)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_AFTER_HOLIDAYS = re.compile(
+    r"""\b(?:after\s+(?:the\s+)?(?:holidays|christmas|xmas|new\s+year'?s?|the\s+new\s+year|first\s+of\s+the\s+year)
+    |(?:first|start|beginning)\s+of\s+(?:the|next)\s+year|(?P<early>early\s+next\s+year|early\s+in\s+the\s+new\s+year)
+    |despu[eé]s\s+de\s+(?:las\s+fiestas|navidad|a[nñ]o\s+nuevo))\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_NEXT_MONTH = re.compile(
+    r"\b(?P<end>end\s+of\s+)?next\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
+    re.IGNORECASE,
+)
+_NEXT_YEAR = re.compile(r"\b(?:next\s+year|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE)
+# Cheap gate: without any of these there is nothing for this module to read.
+_GATE = re.compile(
+    rf"\d|\b(?:{_NUM}|couple|few)\b|{_MONTH_NAMES}|spring|summer|fall|autumn|winter|primavera|verano|oto|invierno"
+    r"|year|holiday|christmas|xmas|thanksgiving|eoy|a[nñ]o|fiestas|navidad|next\s+month|mes",
+    re.IGNORECASE,
+)
+
+
+def bucket(days: int) -> Timeline:
+    """The timeline bucket for a target `days` ahead of the received date."""
+    if days <= 30:
+        return Timeline.UNDER_30_DAYS
+    if days <= 90:
+        return Timeline.ONE_TO_THREE_MONTHS
+    if days <= 180:
+        return Timeline.THREE_TO_SIX_MONTHS
+    return Timeline.OVER_SIX_MONTHS
+
+
+def _last_day(year: int, month: int) -> date:
+    return date(year, month, calendar.monthrange(year, month)[1])
+
+
+def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
+    index = year * 12 + month - 1 + n
+    return index // 12, index % 12 + 1
+
+
+def _number(word: str | None) -> int | None:
+    if word is None:
+        return None
+    word = word.lower()
+    return int(word) if word.isdigit() else _NUMBERS.get(word)
+
+
+def _durations(text: str) -> list[int]:
+    found: list[int] = []
+    for match in _DURATION.finditer(text):
+        if _PAST.search(text, 0, match.start()):
+            continue
+        unit = match.group("unit").lower()
+        if match.group("couple"):
+            amount = 2 if "couple" in match.group("couple").lower() else 3
+            if amount == 3 and not unit.startswith(("d", "w")):
+                continue  # "a few months" is 3 or 4 or 5: left to the LLM
+        else:
+            first, second = _number(match.group("a")), _number(match.group("b"))
+            if first is None:
+                continue
+            amount = max(first, second or 0)
+        if unit.startswith(("mes", "mo", "mt", "mn")):
+            per = 30
+        elif unit.startswith("a") and unit not in {"a"}:
+            per = 365
+        else:
+            per = _UNIT_DAYS[unit[0]]
+        if per == 365 and amount >= 10:
+            continue  # "15 year", "30 yrs": loan terms, not plans
+        found.append(amount * per)
+    found.extend((7 if m.group("unit").lower() == "week" else 30) * 2 for m in _OR_TWO.finditer(text))
+    return found
+
+
+def _month_target(month: int, mod: str, today: date) -> date:
+    year = today.year if month >= today.month else today.year + 1
+    mod = mod.lower()
+    if month == today.month:
+        return today
+    if mod in {"by", "before", "antes de"}:
+        return date(year, month, 1)
+    if mod.startswith(("early", "beginning", "start", "a principios")):
+        return date(year, month, 10)
+    if mod.startswith(("late", "end", "a finales", "finales")):
+        return _last_day(year, month)
+    return date(year, month, 15)
+
+
+def _season_target(first_month: int, mod: str, sub: str, today: date) -> date:
+    mod, sub = mod.lower(), sub.lower()
+    is_next = mod.startswith(("next", "próxim", "proxim")) or sub == "next"
+    for start_year in (today.year - 1, today.year, today.year + 1):
+        start = date(start_year, first_month, 1)
+        end_year, end_month = _add_months(start_year, first_month, 2)
+        end = _last_day(end_year, end_month)
+        if end < today:
+            continue
+        if is_next and start <= today:
+            continue  # "next summer" said in July is the summer after
+        words = f"{mod} {sub}"
+        if "by" in mod.split() or any(w in words for w in ("beginning", "start", "early")):
+            target = start if "by" in mod.split() else date(start_year, first_month, 10)
+        elif any(w in words for w in ("late", "end")):
+            target = end
+        else:
+            mid_year, mid_month = _add_months(start_year, first_month, 1)
+            target = date(mid_year, mid_month, 15)
+        return max(target, today)
+    return today  # unreachable: one of three consecutive seasons always ends after today
+
+
+def _explicit_date(fragment: str, received_at: datetime) -> date | None:
+    import dateparser  # noqa: PLC0415 - a slow import, needed only for explicit dates
+
+    base = received_at.replace(tzinfo=None)
+    parsed = dateparser.parse(
+        fragment,
+        languages=["en", "es"],
+        settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future", "DATE_ORDER": "MDY"},
+    )
+    return None if parsed is None else parsed.date()
+
+
+def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
+    """Every (rule id, bucket) the calendar rules read in `text`, relative to `received_at`'s own date."""
+    if not _GATE.search(text):
+        return []
+    today = received_at.date()
+    found: list[tuple[str, Timeline]] = []
+    found.extend(("timeline-duration", bucket(days)) for days in _durations(text))
+    dates = list(_DATE.finditer(text))
+    for match in dates:
+        target = _explicit_date(match.group(), received_at)
+        if target is not None and target >= today:
+            found.append(("timeline-date", bucket((target - today).days)))
+    masked = text
+    for match in dates:  # "March 15" is a date, not also "March"
+        masked = masked[: match.start()] + " " * (match.end() - match.start()) + masked[match.end() :]
+    for match in _MONTH.finditer(masked):
+        target = _month_target(_MONTHS[match.group("month").lower()], match.group("sub") or match.group("mod"), today)
+        found.append(("timeline-month", bucket((target - today).days)))
+    alone = _MONTH_ALONE.match(masked)
+    if alone is not None:
+        target = _month_target(_MONTHS[alone.group("month").lower()], "in", today)
+        found.append(("timeline-month", bucket((target - today).days)))
+    for match in _SEASON.finditer(text):
+        season = match.group("season").lower().replace("ñ", "n")
+        first = _SEASONS.get(season, _SEASONS.get(match.group("season").lower(), 9))
+        target = _season_target(first, match.group("mod"), match.group("sub") or "", today)
+        found.append(("timeline-season", bucket((target - today).days)))
+    for match in _YEAR_END.finditer(text):
+        month, day = (12, 20) if match.group("holiday") else (11, 25) if match.group("thanks") else (12, 31)
+        target = date(today.year, month, day)
+        if target < today:
+            target = date(today.year + 1, month, day)
+        found.append(("timeline-year-end", bucket((target - today).days)))
+    for match in _AFTER_HOLIDAYS.finditer(text):
+        if match.group("early"):
+            target = date(today.year + 1, 2, 15)
+        else:
+            target = date(today.year, 1, 15) if today <= date(today.year, 1, 15) else date(today.year + 1, 1, 15)
+        found.append(("timeline-after-holidays", bucket((target - today).days)))
+    for match in _NEXT_MONTH.finditer(text):
+        year, month = _add_months(today.year, today.month, 1)
+        target = _last_day(year, month) if match.group("end") else date(year, month, 15)
+        found.append(("timeline-next-month", bucket((target - today).days)))
+    if _NEXT_YEAR.search(text) and not _AFTER_HOLIDAYS.search(text):
+        days = (date(today.year + 1, 1, 1) - today).days
+        if days > 180:
+            found.append(("timeline-next-year", Timeline.OVER_SIX_MONTHS))
+    return found

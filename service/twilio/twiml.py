@@ -1,0 +1,57 @@
+"""TwiML answers, built with the twilio SDK's VoiceResponse / MessagingResponse."""
+
+from __future__ import annotations
+
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+MISSED_MESSAGE = (
+    "Sorry, {name} can't take your call right now. We'll text you at this number in a moment. "
+    "To leave a voicemail, speak after the tone."
+)
+
+
+def dial_broker(*, forward_to: str, caller_id: str | None, ring_seconds: int, action: str, screen_url: str | None) -> str:
+    """Ring the broker's cell; the dial action tells us whether the call was missed."""
+    response = VoiceResponse()
+    dial = Dial(timeout=ring_seconds, action=action, method="POST", caller_id=caller_id, answer_on_bridge=True)
+    if screen_url:
+        dial.number(forward_to, url=screen_url, method="POST")
+    else:
+        dial.number(forward_to)
+    response.append(dial)
+    return str(response)
+
+
+def missed_call(*, broker_name: str, voicemail_action: str) -> str:
+    """The caller hears a short message and can leave a voicemail."""
+    response = VoiceResponse()
+    response.say(MISSED_MESSAGE.format(name=broker_name))
+    response.record(max_length=120, play_beep=True, action=voicemail_action, method="POST", timeout=5)
+    response.hangup()
+    return str(response)
+
+
+def screen_whisper(*, caller: str, accept_url: str) -> str:
+    """Played to the broker only: a key press connects; a voicemail greeting never presses a key."""
+    response = VoiceResponse()
+    gather = Gather(num_digits=1, action=accept_url, method="POST", timeout=6)
+    spoken = " ".join(caller.lstrip("+")[-10:]) if caller else "an unknown number"
+    gather.say(f"textback: call from {spoken}. Press any key to connect.")
+    response.append(gather)
+    response.hangup()
+    return str(response)
+
+
+def empty_voice() -> str:
+    return str(VoiceResponse())
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def empty_messaging() -> str:
+    return str(MessagingResponse())
