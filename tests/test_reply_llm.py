@@ -340,6 +340,26 @@ def test_extract_reply_http_error_raises_failure(
     assert route.call_count == calls
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(httpx.Response(200, text="<html>Login required</html>", headers={"content-type": "text/html"}),
+                     id="html-from-proxy"),
+        pytest.param(httpx.Response(200, json={"object": "list", "data": []}), id="not-a-completion"),
+        pytest.param(httpx.Response(200, json={**completion(answer()), "choices": []}), id="no-choices"),
+    ],
+)
+def test_extract_reply_malformed_200_raises_api_error(
+    extractor: ReplyExtractor, respx_mock: respx.MockRouter, response: httpx.Response
+) -> None:
+    respx_mock.post(COMPLETIONS).mock(return_value=response)
+
+    with pytest.raises(LLMFailure) as caught:
+        extractor.extract(TEXT, RECEIVED)
+
+    assert caught.value.reason == "api_error"
+
+
 def test_extract_reply_500_then_success_retries_once(
     extractor: ReplyExtractor, respx_mock: respx.MockRouter
 ) -> None:

@@ -6,8 +6,8 @@ was received and nothing else about the borrower; `store=False`.
 
 Every way the call can go wrong raises one exception, `LLMFailure`, whose `reason` is one of:
 
-    api_error         the endpoint answered with an error status (after the one retry for 5xx), or an
-                      unusable body (no choices)
+    api_error         the endpoint answered with an error status (after the one retry for 5xx), or a
+                      200 whose body is not a chat completion (HTML from a proxy, no choices)
     rate_limited      HTTP 429 (after the one retry)
     timeout           no answer within `timeout_s` (after the one retry)
     connection        could not connect (after the one retry)
@@ -228,6 +228,10 @@ class ReplyExtractor:
             raise LLMFailure("api_error", detail=type(exc).__name__) from None
         except ValidationError as exc:
             raise _validation_failure(exc) from None
+        except Exception as exc:  # noqa: BLE001 - the SDK does not validate a 200 body; see below
+            # A 200 whose body is not a chat completion (an HTML page from a proxy, JSON without `choices`)
+            # surfaces from the SDK's parser as AttributeError/TypeError. The contract is "never crash".
+            raise LLMFailure("api_error", detail=f"malformed response ({type(exc).__name__})") from None
 
         if not completion.choices:
             raise LLMFailure("api_error", detail="no choices")
