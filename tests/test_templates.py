@@ -1,0 +1,99 @@
+"""Borrower templates: GSM-7 only, at most two segments with realistic names, strict rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.errors import PolicyError
+from service.sms import is_gsm7, segments
+from service.templates import load_templates, to_gsm7
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+TEMPLATES = load_templates(POLICIES)
+BORROWER = sorted(t for t, spec in TEMPLATES.templates.items() if spec.audience == "borrower")
+
+REALISTIC_BROKERS = [
+    {"broker_name": "Dana Whitfield", "brokerage": "Summit Home Loans", "nmls_id": "123456"},
+    {"broker_name": "Alexandra Montgomery-Ruiz", "brokerage": "Pacific Northwest Home Lending Group", "nmls_id": "1234567"},
+    {"broker_name": "José Peña", "brokerage": "Peña & Ortiz Mortgage", "nmls_id": "98765"},
+    {"broker_name": "Zoë O\u2019Brien", "brokerage": "O\u2019Brien Family Lending \u2014 Boston", "nmls_id": "2040608"},
+    {"broker_name": "Nguyễn Thị Minh Khai", "brokerage": "Golden Gate Mortgage Advisors LLC", "nmls_id": "1999999"},
+]
+
+
+@pytest.mark.parametrize("template_id", BORROWER)
+@pytest.mark.parametrize("broker", REALISTIC_BROKERS, ids=lambda b: b["broker_name"])
+def test_render_borrower_template_gsm7_within_two_segments(template_id: str, broker: dict[str, str]) -> None:
+    values = {"company_nmls_id": "7654321", "booking_url": "https://calendly.com/alexandra-montgomery/15min",
+              "broker_phone": "+15035550142", **broker}
+    text = TEMPLATES.render(template_id, values).text
+    assert is_gsm7(text), text
+    assert segments(text) <= 2, (segments(text), text)
+
+
+@pytest.mark.parametrize("template_id", ["opener", "opener_booking", "help"])
+def test_render_identity_templates_with_brokerage_and_nmls(template_id: str) -> None:
+    rendered = TEMPLATES.render(template_id, {"broker_name": "Dana", "brokerage": "Summit Home Loans",
+                                              "nmls_id": "123456", "booking_url": "https://x.example/b",
+                                              "broker_phone": "+14155550100", "company_nmls_id": ""})
+    assert "Summit Home Loans" in rendered.text
+    assert "123456" in rendered.text
+    assert "STOP" in rendered.text
+    assert rendered.required == {"brokerage": "Summit Home Loans", "nmls_id": "123456"}
+
+
+def test_render_template_missing_value_raises() -> None:
+    with pytest.raises(KeyError, match="broker_name"):
+        TEMPLATES.render("opener", {"brokerage": "X", "nmls_id": "1"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_segments"),
+    [("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3), ("é" * 160, 1), ("€" * 80, 1),
+     ("€" * 81, 2), ("😀" * 35, 1), ("😀" * 36, 2), ("ë" * 70, 1), ("ë" * 71, 2)],
+)
+def test_count_sms_segments(text: str, expected_segments: int) -> None:
+    assert segments(text) == expected_segments
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("José Peña", "José Peña"), ("Zoë", "Zoe"), ("O\u2019Brien", "O'Brien"), ("A \u2014 B", "A - B"), ("Nguyễn", "Nguyen")],
+)
+def test_convert_placeholder_values_to_gsm7(value: str, expected: str) -> None:
+    assert to_gsm7(value) == expected
+
+
+def test_find_no_problems_in_shipped_templates() -> None:
+    assert TEMPLATES.findings() == []
+
+
+def test_reject_template_file_with_unknown_key(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.yaml").write_text(
+        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: hi\n    audience: borrower\n    colour: red\n"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_templates(tmp_path)
+    assert "t.yaml" in str(info.value)
+    assert "colour" in str(info.value)
+
+
+def test_reject_template_with_unknown_placeholder(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.yaml").write_text(
+        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: hi $rate\n    audience: borrower\n"
+    )
+    with pytest.raises(PolicyError, match="rate"):
+        load_templates(tmp_path)
+
+
+def test_flag_template_longer_than_two_segments(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.yaml").write_text(
+        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: " + "word " * 70 + "\n    audience: borrower\n"
+    )
+    findings = load_templates(tmp_path).findings()
+    assert any("segments" in f for f in findings)
