@@ -1,0 +1,179 @@
+"""`textback policy check`: validate every policy file and run every example; one finding per line.
+
+What is checked:
+- every file under policies/: header (id, kind, title, rationale), unique ids, and its kind's strict schema
+  (outbound rules here; inbound rules, templates and the sending policy by their owners' loaders);
+- every outbound example through the real OutputGuard: a must_block example must be blocked *by its own
+  rule*, a must_pass example must pass the whole guard;
+- every inbound and sending-policy example through its owner's `example_findings()`;
+- every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
+  required values (brokerage, NMLS ID), plus the template set's own findings (GSM-7, length).
+
+A kind whose owning module is missing is a finding, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import PolicyError
+from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
+
+
+@dataclass
+class CheckResult:
+    """Findings (each one a failure) and counts for the summary line."""
+
+    findings: list[str] = field(default_factory=list)
+    version: str = ""
+    files: int = 0
+    rules: int = 0
+    must_block: int = 0
+    must_pass: int = 0
+    templates: int = 0
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.files} policy files",
+            f"{self.rules} outbound rules ({self.must_block} must_block, {self.must_pass} must_pass examples)",
+            f"{self.templates} borrower templates through the guard",
+            *self.checked,
+        ]
+        return f"policy check: ok: {', '.join(parts)}; policy set {self.version}"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _describe(violations: list[Any]) -> str:
+    return ", ".join(f"{v.rule} ({_quote(v.match)})" for v in violations)
+
+
+def _missing(policies_dir: Path, folder: str, module: str, what: str) -> str:
+    return f"{display_path(policies_dir / folder, policies_dir)}: {module} is missing; {what} not checked"
+
+
+def _owner(module: str, attr: str) -> Callable[..., Any] | None:
+    """The owning module's loader, or None when that module does not exist (yet)."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+def check_outbound_examples(guard: Any, rules: list[LoadedRule]) -> list[str]:
+    """Run every example of every outbound rule through the guard."""
+    findings: list[str] = []
+    for loaded in rules:
+        rule, where = loaded.rule, loaded.file.display
+        for example in rule.examples.must_block:
+            result = guard.check(example)
+            fired = {v.rule for v in [*result.violations, *result.warnings]}
+            if rule.id not in fired:
+                got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
+                findings.append(f"{where}: example must_block {_quote(example)} {got}")
+        for example in rule.examples.must_pass:
+            result = guard.check(example)
+            if not result.allowed:
+                findings.append(
+                    f"{where}: example must_pass {_quote(example)} was blocked by {_describe(result.violations)}"
+                )
+    return findings
+
+
+def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list[str]:
+    """Render every template with sample data; borrower texts go through the guard with their required values."""
+    load_templates = _owner("service.templates", "load_templates")
+    if load_templates is None:
+        return [_missing(policies_dir, "templates", "service.templates", "templates")]
+    try:
+        template_set = load_templates(policies_dir)
+    except PolicyError as exc:
+        return [str(exc)]
+    findings: list[str] = list(getattr(template_set, "findings", lambda: [])())
+    sources = getattr(template_set, "sources", {})
+    for rendered in template_set.sample_renders():
+        if rendered.audience != "borrower":
+            continue
+        result.templates += 1
+        verdict = guard.check(rendered.text, required=rendered.required)
+        if not verdict.allowed:
+            source = sources.get(rendered.template_id)
+            where = display_path(Path(source), policies_dir) if source else "policies/templates"
+            findings.append(
+                f"{where}: template {rendered.template_id} rendered with sample data was blocked by "
+                f"{_describe(verdict.violations)}: {_quote(rendered.text)}"
+            )
+    return findings
+
+
+def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
+    load_rules = _owner("service.replies.rules", "load_rules")
+    if load_rules is None:
+        return [_missing(policies_dir, "inbound", "service.replies.rules", "inbound rules")]
+    try:
+        rule_set = load_rules(policies_dir)
+    except PolicyError as exc:
+        return [str(exc)]
+    result.checked.append("inbound rules and examples")
+    return list(rule_set.example_findings())
+
+
+def check_sending(policies_dir: Path, result: CheckResult) -> list[str]:
+    load_sending_policy = _owner("service.sending.policy", "load_sending_policy")
+    if load_sending_policy is None:
+        return [_missing(policies_dir, "sending", "service.sending.policy", "sending policy")]
+    try:
+        policy = load_sending_policy(policies_dir, check_examples=False)
+    except PolicyError as exc:
+        return [str(exc)]
+    result.checked.append("sending policy and examples")
+    return list(policy.example_findings())
+
+
+def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
+    """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here."""
+    result = CheckResult(version=policy_version(policies_dir))
+    files, errors = read_policy_files(policies_dir)
+    result.files = len(files) + len(errors)
+    result.findings += [str(e) for e in errors]
+    rules, rule_errors = outbound_rules(files)
+    result.findings += [str(e) for e in rule_errors]
+    result.rules = len(rules)
+    result.must_block = sum(len(r.rule.examples.must_block) for r in rules)
+    result.must_pass = sum(len(r.rule.examples.must_pass) for r in rules)
+
+    if guard is None and not errors and not rule_errors:
+        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails; only when needed
+
+        try:
+            guard = OutputGuard.load(policies_dir, self_test=False)
+        except PolicyError as exc:
+            result.findings.append(str(exc))
+    if guard is None:
+        where = display_path(policies_dir / "outbound", policies_dir)
+        result.findings.append(f"{where}: the output guard was not built; examples and templates not run")
+    else:
+        result.findings += check_outbound_examples(guard, rules)
+
+    kinds = {f.header.kind for f in files}
+    if "inbound_rule" in kinds:
+        result.findings += check_inbound(policies_dir, result)
+    if kinds & {"quiet_hours", "caps"}:
+        result.findings += check_sending(policies_dir, result)
+    if "templates" in kinds and guard is not None:
+        result.findings += check_templates(guard, policies_dir, result)
+    return result
+
