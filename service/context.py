@@ -121,7 +121,7 @@ def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broke
 
 def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -> AppContext:
     """Validate configuration, create or migrate the schema, load brokers and templates."""
-    configs = load_brokers(settings.brokers_file)
+    configs = load_brokers(settings.resolved_brokers_file())
     templates = load_templates(settings.policies_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         """The token X-Twilio-Signature is checked against (the dev token in dry-run)."""
         return self.twilio_auth_token or DEV_AUTH_TOKEN
 
+    def resolved_brokers_file(self) -> Path:
+        """The brokers file; on a fresh checkout with no brokers.yaml, the shipped example (dry-run demo)."""
+        example = Path("brokers.example.yaml")
+        if self.brokers_file == Path("brokers.yaml") and not self.brokers_file.exists() and example.exists():
+            return example
+        return self.brokers_file
+
     @property
     def llm_enabled(self) -> bool:
         return bool(self.openai_api_key)

@@ -40,7 +40,7 @@ def post_signed(client: httpx.Client, settings: Settings, path: str, params: dic
 def _default_to(settings: Settings) -> str:
     from service.brokers import load_brokers  # noqa: PLC0415
 
-    return load_brokers(settings.brokers_file)[0].twilio_number
+    return load_brokers(settings.resolved_brokers_file())[0].twilio_number
 
 
 def _show(response: httpx.Response) -> None:
