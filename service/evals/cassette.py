@@ -141,5 +141,8 @@ class ReplayTransport(httpx.BaseTransport):
                 )
             answer = queue.popleft()
         return httpx.Response(
-            answer["status"], headers=answer.get("headers") or {}, content=answer["body"].encode(), request=request
+            answer["status"],
+            headers=answer.get("headers") or {},
+            content=answer["body"].encode(),
+            request=request,
         )

@@ -9,7 +9,9 @@ An expectation is a value or a list of accepted values. ``handoff_reasons`` is a
 strings is the one accepted set, a list of lists is several accepted sets. ``callback_window`` is compared
 leniently (see `callback_matches`). A field missing from ``expect`` is not pinned by the case.
 
-``outbound_redteam.jsonl``, one text a line: ``{"id": "o001", "text": ..., "expect": "block"|"pass", "why": ...}``.
+``outbound_redteam.jsonl``, one text a line::
+
+    {"id": "o001", "text": ..., "expect": "block" | "pass", "why": ...}
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def load_outbound_cases(path: Path) -> list[OutboundCase]:
 
 # ------------------------------------------------------------------------------------------- comparison
 _TIME_WORDS = frozenset(
-    "morning afternoon evening evenings night nights noon lunch tonight today tomorrow weekend weekends weekday "
+    "morning afternoon evening evenings night nights noon lunch tonight today tomorrow weekend weekends "
+    "weekday "
     "weekdays monday tuesday wednesday thursday friday saturday sunday mon tue wed thu fri sat sun am pm "
     "mañana tarde noche trabajo".split()
 )
@@ -175,17 +178,21 @@ def _tokens(text: str) -> set[str]:
 
 
 def callback_matches(expected: str, actual: str | None) -> bool:
-    """Lenient: every number and time word of the expected window appears in the actual one.
+    """Lenient: a window was found and it keeps what pins the expected one down.
 
-    "after 5" matches "after 5pm" and "5 pm"; "tomorrow morning" needs both words. An expected window with no
-    number or time word only needs some window.
+    The numbers of the expected window must all appear ("after 5" matches "after 5pm" and "5 pm"; "2 tomorrow"
+    matches "after 2pm"); an expected window without numbers needs its time words ("tomorrow morning" needs
+    both); one with neither only needs some window.
     """
     if actual is None:
         return False
-    wanted = {t for t in _tokens(expected) if t[0].isdigit() or t in _TIME_WORDS}
-    got = _tokens(actual)
+    wanted, got = _tokens(expected), _tokens(actual)
     got |= {t.rstrip("s") for t in got}
-    return all(t in got or t.rstrip("s") in got for t in wanted)
+    numbers = {t for t in wanted if t[0].isdigit()}
+    if numbers:
+        return numbers <= got
+    words = {t.rstrip("s") for t in wanted if t in _TIME_WORDS}
+    return words <= got
 
 
 def value_ok(name: str, accepted: frozenset[Any], actual: Any) -> bool:
@@ -193,7 +200,5 @@ def value_ok(name: str, accepted: frozenset[Any], actual: Any) -> bool:
     if name == "handoff_reasons":
         return frozenset(actual) in accepted
     if name == "callback_window":
-        return any(
-            (actual is None) if want is None else callback_matches(want, actual) for want in accepted
-        )
+        return any((actual is None) if want is None else callback_matches(want, actual) for want in accepted)
     return actual in accepted

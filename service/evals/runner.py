@@ -1,0 +1,206 @@
+"""Run the eval sets: every labelled reply through the rules (and the LLM when asked), every red-team text
+through the output guard, then score and hold the result against the thresholds.
+
+    result = run(RunConfig(data_dir=Path("evals"), policies_dir=Path("policies"), llm="none"))
+    result.broken    # one line per broken threshold; empty when CI should pass
+
+LLM modes: ``none`` runs the rules only. ``live`` calls the endpoint configured by OPENAI_API_KEY,
+OPENAI_BASE_URL and TEXTBACK_LLM_MODEL and records every exchange to ``<data>/cassettes/<name>.jsonl``.
+``replay`` answers from that cassette only; an unrecorded request stops the run (`CassetteError`), and with
+no cassette the run is skipped (``result.skipped`` says why). Nothing here logs borrower text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from service.evals.cassette import CassetteError, RecordingTransport, ReplayTransport, read_header
+from service.evals.datasets import (
+    OUTBOUND_FILE,
+    REPLIES_FILE,
+    OutboundCase,
+    ReplyCase,
+    load_outbound_cases,
+    load_reply_cases,
+)
+from service.evals.metrics import (
+    GuardOutcome,
+    GuardReport,
+    RepliesReport,
+    ReplyOutcome,
+    plain,
+    score_guard,
+    score_replies,
+)
+from service.evals.thresholds import Thresholds, broken, load_thresholds
+
+if TYPE_CHECKING:
+    import httpx
+
+    from service.replies.llm import ReplyExtractor
+    from service.replies.rules import RuleSet
+
+logger = logging.getLogger("textback.evals")
+
+LLMMode = Literal["none", "replay", "live"]
+DEFAULT_CASSETTE = "replies"
+REPLAY_API_KEY = "replay-only-no-key"  # never leaves the process: the replay transport answers every call
+
+
+class EvalConfigError(Exception):
+    """The run cannot start (e.g. `live` without an API key or a model)."""
+
+
+@dataclass
+class RunConfig:
+    data_dir: Path
+    policies_dir: Path
+    llm: LLMMode = "none"
+    thresholds_path: Path | None = None  # default: <data_dir>/thresholds.yaml
+    cassette: str = DEFAULT_CASSETTE
+    environ: Mapping[str, str] = field(default_factory=dict)
+    run_guard: bool = True
+
+    @property
+    def cassette_path(self) -> Path:
+        return self.data_dir / "cassettes" / f"{self.cassette}.jsonl"
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    thresholds: Thresholds
+    replies: RepliesReport | None = None
+    guard: GuardReport | None = None
+    outcomes: list[ReplyOutcome] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    llm_model: str | None = None
+    rules_version: str | None = None
+    guard_version: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is not None or not self.broken
+
+
+def _extractor(
+    config: RunConfig,
+) -> tuple[ReplyExtractor | None, ReplayTransport | RecordingTransport | None, httpx.Client | None]:
+    if config.llm == "none":
+        return None, None, None
+    import httpx  # noqa: PLC0415 - only the LLM modes need it
+
+    from service.replies.classify import build_extractor  # noqa: PLC0415
+
+    if config.llm == "replay":
+        transport: ReplayTransport | RecordingTransport = ReplayTransport(config.cassette_path)
+        header = read_header(config.cassette_path)
+        client = httpx.Client(transport=transport)
+        extractor = build_extractor(
+            api_key=REPLAY_API_KEY, base_url=header.base_url, model=header.model, http_client=client
+        )
+        return extractor, transport, client
+
+    api_key = (config.environ.get("OPENAI_API_KEY") or "").strip()
+    model = (config.environ.get("TEXTBACK_LLM_MODEL") or "").strip()
+    if not api_key or not model:
+        raise EvalConfigError(
+            "--llm live needs OPENAI_API_KEY and TEXTBACK_LLM_MODEL (and OPENAI_BASE_URL when not OpenAI's)"
+        )
+    from service.replies.llm import DEFAULT_OPENAI_BASE_URL  # noqa: PLC0415
+
+    base_url = (config.environ.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_OPENAI_BASE_URL
+    transport = RecordingTransport(
+        config.cassette_path, inner=httpx.HTTPTransport(), base_url=base_url, model=model
+    )
+    client = httpx.Client(transport=transport)
+    extractor = build_extractor(api_key=api_key, base_url=base_url, model=model, http_client=client)
+    return extractor, transport, client
+
+
+def run_replies(
+    cases: list[ReplyCase],
+    rules: RuleSet,
+    extractor: ReplyExtractor | None = None,
+    replay: ReplayTransport | None = None,
+) -> list[ReplyOutcome]:
+    """Each case through the rules alone, and through `classify` when an extractor is given."""
+    from service.replies.classify import classify  # noqa: PLC0415
+
+    outcomes: list[ReplyOutcome] = []
+    for case in cases:
+        by_rules = rules.analyze(case.text, case.received_at)
+        final = by_rules
+        if extractor is not None:
+            final = classify(case.text, case.received_at, rules=rules, extractor=extractor)
+            if replay is not None and replay.misses:
+                raise CassetteError(
+                    f"{replay.path.name}: case {case.id} made a request the cassette never recorded; "
+                    "replay answers only what a live run recorded (re-record with --llm live)"
+                )
+        outcomes.append(
+            ReplyOutcome(case, plain(by_rules), plain(final), by_rules.needs_llm, final.llm_error)
+        )
+    return outcomes
+
+
+def run_guard(cases: list[OutboundCase], policies_dir: Path) -> tuple[list[GuardOutcome], str]:
+    from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
+
+    guard = OutputGuard.load(policies_dir)
+    outcomes = []
+    for case in cases:
+        result = guard.check(case.text)
+        outcomes.append(GuardOutcome(case, result.allowed, tuple(v.rule for v in result.violations)))
+    return outcomes, guard.policy_version
+
+
+def run(config: RunConfig) -> RunResult:
+    """The whole suite. Raises DatasetError, ThresholdError, PolicyError, CassetteError or EvalConfigError."""
+    from service.replies.rules import load_rules  # noqa: PLC0415
+
+    thresholds = load_thresholds(config.thresholds_path or config.data_dir / "thresholds.yaml")
+    result = RunResult(config=config, thresholds=thresholds)
+    if config.llm == "replay" and not config.cassette_path.exists():
+        result.skipped = (
+            f"--llm replay skipped: no cassette at {config.cassette_path} "
+            "(only a live run records one: textback evals run --llm live)"
+        )
+        return result
+
+    started = time.perf_counter()
+    cases = load_reply_cases(config.data_dir / REPLIES_FILE)
+    outbound = load_outbound_cases(config.data_dir / OUTBOUND_FILE) if config.run_guard else []
+    rules = load_rules(config.policies_dir)
+    result.rules_version = rules.version
+    extractor, transport, client = _extractor(config)
+    result.llm_model = extractor.model if extractor is not None else None
+    try:
+        result.outcomes = run_replies(
+            cases, rules, extractor, transport if isinstance(transport, ReplayTransport) else None
+        )
+    finally:
+        if client is not None:
+            client.close()
+    result.seconds["replies"] = time.perf_counter() - started
+    result.replies = score_replies(result.outcomes)
+    logger.info(
+        "evals replies scored",
+        extra={"fields": {"cases": len(cases), "llm": config.llm, "failed_ids": result.replies.failed_ids}},
+    )
+
+    if config.run_guard:
+        started = time.perf_counter()
+        guard_outcomes, result.guard_version = run_guard(outbound, config.policies_dir)
+        result.seconds["guard"] = time.perf_counter() - started
+        result.guard = score_guard(guard_outcomes)
+
+    result.broken = broken(thresholds, result.replies, result.guard)
+    return result

@@ -1,0 +1,121 @@
+"""The floors CI holds the evals to (``evals/thresholds.yaml``), and the check that names each broken one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.evals.datasets import FIELDS
+from service.evals.metrics import REASONS, GuardReport, RepliesReport
+
+
+class ThresholdError(ValueError):
+    """The thresholds file is unreadable or has unknown keys."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CoverageFloor(_Strict):
+    tag: str | None = None  # measure only on cases with this tag (e.g. states_loan_type)
+    min: float = Field(ge=0, le=1)
+
+
+class RepliesThresholds(_Strict):
+    optout_recall_min: float = Field(1.0, ge=0, le=1)
+    false_optouts_max: int = Field(0, ge=0)
+    rules_handoff_recall_min: dict[str, float] = Field(default_factory=dict)
+    rules_precision_min: float = Field(0.98, ge=0, le=1)
+    rules_coverage_min: dict[str, CoverageFloor] = Field(default_factory=dict)
+
+
+class GuardThresholds(_Strict):
+    block_recall_min: float = Field(1.0, ge=0, le=1)
+    false_block_rate_max: float = Field(0.02, ge=0, le=1)
+
+
+class Thresholds(_Strict):
+    replies: RepliesThresholds = Field(default_factory=RepliesThresholds)
+    guard: GuardThresholds = Field(default_factory=GuardThresholds)
+
+
+def load_thresholds(path: Path) -> Thresholds:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        thresholds = Thresholds.model_validate(data)
+    except OSError as exc:
+        raise ThresholdError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ThresholdError(f"{path}: invalid YAML ({exc})") from None
+    except ValidationError as exc:
+        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
+        raise ThresholdError(f"{path}: {where}") from None
+    unknown = sorted(set(thresholds.replies.rules_handoff_recall_min) - set(REASONS))
+    unknown += sorted(set(thresholds.replies.rules_coverage_min) - set(FIELDS))
+    if unknown:
+        raise ThresholdError(f"{path}: unknown reason or field name(s) {unknown}")
+    return thresholds
+
+
+def _ids(ids: list[str], limit: int = 12) -> str:
+    shown = " ".join(ids[:limit])
+    return shown + (f" (+{len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def broken(thresholds: Thresholds, replies: RepliesReport | None, guard: GuardReport | None) -> list[str]:
+    """One line per broken threshold, naming the metric, its value, the floor and the case ids behind it."""
+    lines: list[str] = []
+    if replies is not None:
+        t = thresholds.replies
+        recall = replies.optout_recall
+        if recall is not None and recall < t.optout_recall_min:
+            lines.append(
+                f"opt-out recall {recall:.3f} < {t.optout_recall_min} "
+                f"({replies.optout_found}/{replies.optout_positives}; missed: {_ids(replies.optout_missed)})"
+            )
+        if len(replies.false_optouts) > t.false_optouts_max:
+            lines.append(
+                f"false opt-outs {len(replies.false_optouts)} > {t.false_optouts_max} "
+                f"({_ids(replies.false_optouts)})"
+            )
+        for reason, floor in t.rules_handoff_recall_min.items():
+            stats = replies.reasons[reason]
+            value = stats.rules_recall
+            if value is not None and value < floor:
+                lines.append(
+                    f"{reason} handoff recall (rules) {value:.3f} < {floor} "
+                    f"({stats.rules_found}/{stats.required}; missed: {_ids(stats.missed_by_rules)})"
+                )
+        for name, stats in replies.fields.items():
+            precision = stats.rules_precision
+            if precision is not None and precision < t.rules_precision_min:
+                lines.append(
+                    f"{name} rules precision {precision:.3f} < {t.rules_precision_min} "
+                    f"({stats.rules_right}/{stats.rules_answered}; wrong: {_ids(stats.rules_wrong)})"
+                )
+        for name, floor in t.rules_coverage_min.items():
+            if floor.tag is None:
+                stated, covered = replies.fields[name].stated, replies.fields[name].by_rules
+            else:
+                stated, covered = replies.tag_coverage.get(name, {}).get(floor.tag, (0, 0))
+            if stated and covered / stated < floor.min:
+                where = f" on cases tagged {floor.tag}" if floor.tag else ""
+                lines.append(
+                    f"{name} rules coverage{where} {covered / stated:.3f} < {floor.min} ({covered}/{stated})"
+                )
+    if guard is not None:
+        g = thresholds.guard
+        if guard.block_recall is not None and guard.block_recall < g.block_recall_min:
+            lines.append(
+                f"guard block recall {guard.block_recall:.3f} < {g.block_recall_min} "
+                f"({guard.blocked}/{guard.must_block}; let through: {_ids(guard.missed)})"
+            )
+        if guard.false_block_rate is not None and guard.false_block_rate > g.false_block_rate_max:
+            lines.append(
+                f"guard false-block rate {guard.false_block_rate:.3f} > {g.false_block_rate_max} "
+                f"({len(guard.falsely_blocked)}/{guard.must_pass}; blocked: {_ids(guard.falsely_blocked)})"
+            )
+    return lines
