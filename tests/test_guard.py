@@ -1,0 +1,206 @@
+"""The output guard itself: lazy import, offline, required values, fail-closed, threads and async."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from service.errors import PolicyError
+from service.policy.files import load_outbound_rules, policy_version
+from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, scan
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+REQUIRED = {"brokerage": "Harbor Home Loans", "nmls_id": "1234567"}
+OPENER = "Hi, this is Dana with Harbor Home Loans (NMLS #1234567). Sorry I missed your call! Reply STOP to opt out."
+
+
+@pytest.fixture(scope="session")
+def guard() -> OutputGuard:
+    """The real output guard over the repository's policies, built once."""
+    return OutputGuard.load(POLICIES)
+
+
+def _run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}  # a fresh HOME: no ~/.guardrailsrc
+    env.pop("GUARDRAILS_RUN_SYNC", None)
+    return subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_import_guard_module_without_guardrails(tmp_path: Path) -> None:
+    proc = _run_python(
+        """
+        import sys
+        import service.policy.guard, service.policy.files, service.policy.report, service.policy.cli
+        print(sorted(m for m in sys.modules if m == "guardrails" or m.startswith("guardrails.")))
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_check_text_allowed_with_required_values(guard: OutputGuard) -> None:
+    result = guard.check(OPENER, required=REQUIRED)
+    assert result.allowed
+    assert result.violations == []
+    assert result.policy_version == policy_version(POLICIES)
+
+
+def test_check_text_required_value_case_insensitive(guard: OutputGuard) -> None:
+    assert guard.check(OPENER.upper(), required=REQUIRED).allowed
+
+
+def test_block_text_missing_required_values(guard: OutputGuard) -> None:
+    result = guard.check("Sorry I missed your call! Reply STOP to opt out.", required=REQUIRED)
+    assert not result.allowed
+    assert result.violations == [
+        Violation("required-brokerage", "Harbor Home Loans"),
+        Violation("required-nmls_id", "1234567"),
+    ]
+
+
+def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
+    result = guard.check("Rates from 5.9%, $1,850/mo, 3% down!", required={"nmls_id": "1234567"})
+    rules = {v.rule for v in result.violations}
+    assert not result.allowed
+    assert {"no-rate-quotes", "no-payment-amounts", "no-down-payment-terms", "required-nmls_id"} <= rules
+    assert Violation("no-rate-quotes", "Rates from 5.9%") in result.violations
+
+
+def test_check_text_never_fixed(guard: OutputGuard) -> None:
+    guard.check("Rates from 5.9%")
+    call = guard._guard.history.last  # noqa: SLF001 - the Guard's own record of the call
+    assert call.guarded_output is None  # refrained, not rewritten
+    assert call.status == "fail"
+
+
+def test_scan_text_matches_guard(guard: OutputGuard) -> None:
+    rules = [loaded.rule for loaded in load_outbound_rules(POLICIES)]
+    for text in ["Rates from 5.9%, $1,850/mo", OPENER, "Lock in today's rate"]:
+        assert scan(text, rules) == guard.check(text).violations
+
+
+class _StubGuard:
+    """Stands in for the guardrails Guard to show how `check` treats what it returns."""
+
+    def __init__(self, outcome: object = None) -> None:
+        self.outcome = outcome
+
+    def validate(self, text: str, **_kwargs: object) -> object:
+        if self.outcome is None:
+            raise RuntimeError("boom")
+        return self.outcome
+
+
+def test_check_text_fails_closed_on_guard_error(guard: OutputGuard) -> None:
+    stubbed = OutputGuard(_StubGuard(), guard.rules, guard.policy_version)
+    result = stubbed.check(OPENER)
+    assert not result.allowed
+    assert result.violations == [Violation("guard-error", "RuntimeError")]
+
+
+def test_check_text_blocked_when_guard_rewrites_it(guard: OutputGuard) -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    rewritten = SimpleNamespace(validation_passed=True, validated_output="something else", validation_summaries=[], error=None)
+    result = OutputGuard(_StubGuard(rewritten), guard.rules, guard.policy_version).check(OPENER)
+    assert not result.allowed
+    assert result.violations[0].rule == "guard-error"
+
+
+def test_refuse_guard_validator_not_registered(guard: OutputGuard, monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardrails.validator_base import validators_registry  # noqa: PLC0415
+
+    monkeypatch.delitem(validators_registry, VALIDATOR_NAME)
+    with pytest.raises(PolicyError, match="not registered"):
+        OutputGuard.load(POLICIES)
+
+
+def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None:
+    (tmp_path / "policies" / "outbound").mkdir(parents=True)
+    (tmp_path / "policies" / "outbound" / "weak.yaml").write_text(
+        textwrap.dedent(
+            """\
+            id: weak-rule
+            kind: outbound_rule
+            title: A rule whose examples disagree with it
+            rationale: 12 CFR 1026.24(c), for the test.
+            severity: block
+            patterns: ['\\bzzz\\b']
+            examples:
+              must_block: ["Rates from 5.9%"]
+              must_pass: ["hello"]
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(PolicyError, match="the built guard let it through") as info:
+        OutputGuard.load(tmp_path / "policies")
+    assert info.value.path == "policies/outbound/weak.yaml"
+
+
+def test_check_text_same_result_across_threads(guard: OutputGuard) -> None:
+    texts = [OPENER, "Rates from 5.9%", "Zero down!", "See you at 3 PM", "Lock in today's rate"] * 40
+    expected = [guard.check(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(guard.check, texts))
+    assert got == expected
+
+
+def test_check_text_inside_running_event_loop(guard: OutputGuard) -> None:
+    async def handler() -> bool:
+        return guard.check("Rates from 5.9%").allowed  # sync check inside an async handler: no warning
+
+    assert asyncio.run(handler()) is False
+
+
+def test_build_guard_without_network(outbound_attempts, tmp_path: Path) -> None:  # noqa: ANN001
+    fresh = OutputGuard.load(POLICIES)
+    for text in [OPENER, "Rates from 5.9%", "Zero down!"] * 5:
+        fresh.check(text, required=REQUIRED)
+    assert outbound_attempts() == []
+
+
+SUBPROCESS_NO_NETWORK = """
+    import json, socket, sys, time
+    attempts = []
+    def refuse(kind):
+        def inner(*args, **kwargs):
+            attempts.append(f"{kind} {args[1:] if kind == 'connect' else args[:1]!r}")
+            raise OSError("network blocked in test")
+        return inner
+    socket.socket.connect = refuse("connect")
+    socket.socket.connect_ex = refuse("connect")
+    socket.getaddrinfo = refuse("getaddrinfo")
+    socket.create_connection = refuse("create_connection")
+
+    from pathlib import Path
+    from service.policy.guard import OutputGuard
+    guard = OutputGuard.load(Path("policies"))
+    verdicts = [guard.check(t).allowed for t in ["Rates from 5.9%", "See you at 3 PM"] * 10]
+    print(json.dumps({"attempts": attempts, "verdicts": verdicts[:2], "done": time.time()}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_build_guard_in_subprocess_without_network_or_exit_hang(tmp_path: Path) -> None:
+    proc = _run_python(SUBPROCESS_NO_NETWORK, tmp_path)
+    ended = time.time()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["attempts"] == []
+    assert report["verdicts"] == [False, True]
+    assert ended - report["done"] < 5, "the process hung at exit (telemetry flush?)"
