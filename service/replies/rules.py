@@ -9,8 +9,8 @@ How a rule matches (all regexes are case-insensitive, curly quotes are read as s
 - ``whole_message``: the entire reply, lowercased, with surrounding spaces, punctuation and emoji removed and
   inner spaces collapsed, equals one of these words ("Stop!!" → ``stop``; "weekend" is not "end").
 - ``patterns``: any regex matches anywhere in the reply.
-- ``ignore``: look-alike spans ("stop by the office") are blanked out before ``patterns`` run, so a real
-  match elsewhere in the same reply still counts.
+- ``ignore``: look-alike spans ("stop by the office") are blanked out and ``patterns`` run again, so a
+  real match elsewhere in the same reply still counts (a match must exist before and after the blanking).
 - ``yields_to``: the rule stands down when any of these rule ids fired (e.g. "just looking" yields to an
   explicit date).
 - ``extract``: for ``callback_window``, the named group whose text becomes the value; patterns are tried in
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import re._constants as _sre  # the regex parse tree, read only to pre-screen rules (see _required)
+import re._parser as _sre_parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -73,6 +75,84 @@ _TYPOGRAPHY = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
 _DEFINE_REF = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+_UNNAME = re.compile(r"\(\?P<[A-Za-z_]\w*>")
+
+
+# --------------------------------------------------------------------------------------------- pre-screen
+# Most rules cannot match most replies. Each pattern's parse tree tells which literal text every match must
+# contain ("refi" for '\\brefi\\b', one of {"1", DIGIT} for an hour); a rule is only run when the lowercased
+# reply contains one of its required pieces. The screen is derived from the regex itself, so it can only
+# skip work, never change an answer: a pattern the analysis cannot reason about has no screen.
+DIGIT = "\\d"
+
+
+def _is_digit_class(items: list[tuple[Any, Any]]) -> bool:
+    for op, arg in items:
+        if op is _sre.RANGE and 48 <= arg[0] <= arg[1] <= 57:  # noqa: PLR2004 - '0'..'9'
+            continue
+        if op is _sre.LITERAL and 48 <= arg <= 57:  # noqa: PLR2004
+            continue
+        if op is _sre.CATEGORY and arg is _sre.CATEGORY_DIGIT:
+            continue
+        return False
+    return True
+
+
+def _required(seq: Any) -> frozenset[str] | None:
+    """Pieces of which every match of the sequence contains at least one, or None when there are none."""
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if run:
+            candidates.append(frozenset({"".join(run)}))
+            run.clear()
+
+    for op, arg in seq:
+        if op is _sre.LITERAL:
+            run.append(chr(arg).lower())
+            continue
+        close_run()
+        sub: frozenset[str] | None = None
+        if op is _sre.SUBPATTERN:
+            sub = _required(arg[-1])
+        elif op is _sre.ATOMIC_GROUP:
+            sub = _required(arg)
+        elif op is _sre.BRANCH:
+            alternatives = [_required(alt) for alt in arg[1]]
+            if all(a is not None for a in alternatives):
+                sub = frozenset().union(*alternatives)  # type: ignore[arg-type]
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            sub = _required(arg[2])
+        elif op is _sre.IN and _is_digit_class(arg):
+            sub = frozenset({DIGIT})
+        if sub:
+            candidates.append(sub)
+    close_run()
+    if not candidates:
+        return None
+    # The most selective screen: the one whose shortest piece is longest (a digit counts as one character).
+    def selectivity(pieces: frozenset[str]) -> tuple[int, float]:
+        lengths = [1 if p == DIGIT else len(p) for p in pieces]
+        return min(lengths), sum(lengths) / len(lengths)
+
+    return max(candidates, key=selectivity)
+
+
+def _screen(patterns: list[str]) -> re.Pattern[str] | None:
+    """A regex over the lowercased reply that finds any required piece of any of the patterns, or None when
+    some pattern has no required piece (then the rule always runs)."""
+    pieces: set[str] = set()
+    for pattern in patterns:
+        try:
+            found = _required(_sre_parse.parse(pattern, re.IGNORECASE))
+        except Exception:  # noqa: BLE001 - the screen is an optimisation; without it the rule just always runs
+            return None
+        if found is None:
+            return None
+        pieces |= found
+    ordered = sorted(pieces, key=len, reverse=True)
+    return re.compile("|".join(r"\d" if p == DIGIT else re.escape(p) for p in ordered))
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -134,7 +214,9 @@ class _Rule:
     value: Any
     whole: frozenset[str]
     pattern: re.Pattern[str] | None
+    screen: re.Pattern[str] | None
     ordered: tuple[re.Pattern[str], ...]
+    screens: tuple[re.Pattern[str] | None, ...]
     ignore: re.Pattern[str] | None
     yields_to: frozenset[str]
     extract: str | None
@@ -142,21 +224,29 @@ class _Rule:
     must_match: tuple[str, ...]
     must_not_match: tuple[str, ...]
 
-    def match(self, text: str, key: str) -> tuple[bool, tuple[int, int] | None]:
-        """Whether the rule fires on the (normalized) text, and the extracted value for `extract` rules."""
+    def match(self, text: str, key: str, lower: str) -> tuple[bool, tuple[int, int] | None]:
+        """Whether the rule fires on the (normalized) text, and the span to extract for `extract` rules."""
         if key in self.whole:
             return True, None
         if self.pattern is None:
             return False, None
-        if self.ignore is not None:
-            text = self.ignore.sub(_blank, text)
-        if self.extract is None:
-            return self.pattern.search(text) is not None, None
-        for pattern in self.ordered:
-            found = pattern.search(text)
-            if found is not None:
-                return True, found.span(self.extract)
-        return False, None
+        if self.screen is not None and self.screen.search(lower) is None:
+            return False, None
+        if self.extract is not None:
+            if self.ignore is not None:
+                text = self.ignore.sub(_blank, text)
+            for pattern, screen in zip(self.ordered, self.screens, strict=True):
+                if screen is not None and screen.search(lower) is None:
+                    continue
+                found = pattern.search(text)
+                if found is not None:
+                    return True, found.span(self.extract)
+            return False, None
+        if self.pattern.search(text) is None:
+            return False, None
+        if self.ignore is None:
+            return True, None
+        return self.pattern.search(self.ignore.sub(_blank, text)) is not None, None
 
 
 @dataclass(slots=True)
@@ -164,6 +254,12 @@ class _Outcome:
     fired: list[_Rule] = field(default_factory=list)
     timeline_builtin: list[tuple[str, Timeline]] = field(default_factory=list)
     window: str | None = None
+    views: tuple[str, str] = ("", "")
+
+
+def _views(text: str) -> tuple[str, str]:
+    """The whole-message key and the lowercased text for the pre-screen."""
+    return whole_message_key(text), text.lower()
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -241,15 +337,18 @@ def _compile_rule(display: str, spec: InboundRuleFile) -> _Rule:
     ignore = [_expand(display, f"ignore[{i}]", p, spec.define) for i, p in enumerate(spec.ignore)]
     for i, pattern in enumerate(ignore):
         _compile(display, f"ignore[{i}]", pattern)
-    # Extract rules keep the ordered list (named groups may repeat); others search one alternation.
-    combined = "|".join(f"(?:{p})" for p in expanded) if spec.extract is None else expanded[0]
+    # One alternation to search; extract rules also keep the ordered list (their group names repeat, so the
+    # alternation drops the names and only serves as the quick "anything here?" test).
+    combined = "|".join(f"(?:{_UNNAME.sub('(?:', p)})" for p in expanded)
     return _Rule(
         id=spec.id,
         display=display,
         field=spec.sets.field,
         value=value,
         whole=frozenset(whole_message_key(normalize(w)) for w in spec.whole_message),
-        pattern=None if not ordered else ordered[0] if len(ordered) == 1 else re.compile(combined, re.I),
+        pattern=None if not ordered else re.compile(combined, re.IGNORECASE),
+        screen=_screen(expanded),
+        screens=tuple(_screen([p]) for p in expanded) if spec.extract is not None else (),
         ordered=ordered,
         ignore=re.compile("|".join(f"(?:{p})" for p in ignore), re.I) if ignore else None,
         yields_to=frozenset(spec.yields_to),
@@ -315,11 +414,11 @@ class RuleSet:
 
     # ---- the analysis
     def _run(self, text: str, received_at: datetime) -> _Outcome:
-        key = whole_message_key(text)
-        out = _Outcome()
+        key, lower = _views(text)
+        out = _Outcome(views=(key, lower))
         window_span: tuple[int, int] | None = None
         for rule in self._rules:
-            hit, span = rule.match(text, key)
+            hit, span = rule.match(text, key, lower)
             if hit:
                 out.fired.append(rule)
                 if span is not None and window_span is None:
@@ -409,8 +508,7 @@ class RuleSet:
             "callback_window": analysis.callback_window is None,
             "keyword": True,
         }
-        key = whole_message_key(text)
-        return any(unsettled[h.unless_settled] and h.match(text, key)[0] for h in self._hints)
+        return any(unsettled[h.unless_settled] and h.match(text, *out.views)[0] for h in self._hints)
 
     # ---- the rules' own examples
     def example_findings(self) -> list[str]:
@@ -439,7 +537,7 @@ class RuleSet:
         norm = normalize(text)
         hint = next((h for h in self._hints if h.id == rule_id), None)
         if hint is not None:
-            return hint.match(norm, whole_message_key(norm))[0]
+            return hint.match(norm, *_views(norm))[0]
         out = self._run(norm, EXAMPLES_RECEIVED_AT)
         return any(r.id == rule_id for r in out.fired)
 
