@@ -1,7 +1,8 @@
 """Rules + LLM: the rules decide first, the LLM only fills gaps, and any LLM failure hands the lead to a human.
 
-The rules layer is replaced here by a fixed analysis so each merge rule is tested on its own; the LLM is the
-real ReplyExtractor over the real SDK, answered by respx.
+Most tests replace the rules layer with a fixed analysis so each merge rule is tested on its own; the last few
+use the real rules from policies/. The LLM is always the real ReplyExtractor over the real SDK, answered by
+respx.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ import respx
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 from service.replies.classify import build_extractor, classify, merge
 from service.replies.llm import LLMExtraction, LLMHandoffReason, ReplyExtractor
+from service.replies.rules import RuleSet, load_rules
 
 BASE_URL = "https://llm.test/v1"
 COMPLETIONS = f"{BASE_URL}/chat/completions"
@@ -337,3 +340,51 @@ def test_build_extractor_defaults_model_and_uses_base_url(respx_mock: respx.Mock
     assert extractor.model == "gpt-4o-mini"
     assert extractor.extract(TEXT, RECEIVED).loan_type is LoanType.PURCHASE
     assert route.call_count == 1
+
+
+# --- with the real rules from policies/ ---------------------------------------------------------------------
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.fixture(scope="module")
+def real_rules() -> RuleSet:
+    """The inbound rules as shipped in policies/."""
+    return load_rules(POLICIES)
+
+
+def test_classify_reply_real_rules_handoff_survives_hostile_model(
+    real_rules: RuleSet, extractor: ReplyExtractor, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.assert_all_called = False  # whether the rules ask the LLM here is theirs to decide
+    respx_mock.post(COMPLETIONS).respond(200, json=model_says(loan_type="other", opt_out_request=False))
+
+    result = classify("can I lock my rate today? we close friday", RECEIVED, rules=real_rules, extractor=extractor)
+
+    assert HandoffReason.RATE_LOCK in result.handoff_reasons
+    assert result.needs_human is True
+    assert result.keyword is None
+
+
+def test_classify_reply_real_rules_unsettled_reply_asks_llm(
+    real_rules: RuleSet, extractor: ReplyExtractor, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(COMPLETIONS).respond(200, json=model_says(loan_type="purchase"))
+
+    result = classify("Bonjour, je voudrais des informations", RECEIVED, rules=real_rules, extractor=extractor)
+
+    assert route.call_count == 1
+    assert result.loan_type is LoanType.PURCHASE
+    assert result.source is Source.LLM
+
+
+def test_classify_reply_real_rules_stop_never_calls_llm(
+    real_rules: RuleSet, extractor: ReplyExtractor, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(COMPLETIONS).respond(200, json=model_says())
+    respx_mock.assert_all_called = False
+
+    result = classify("STOP", RECEIVED, rules=real_rules, extractor=extractor)
+
+    assert result.keyword is Keyword.STOP
+    assert route.call_count == 0
