@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textback.outbox")
 
-STALE_CLAIM = timedelta(seconds=90)
+STALE_CLAIM = timedelta(seconds=90)  # the default of settings.stale_claim_seconds
 # Purposes that count toward the per-lead cap on automated texts.
 AUTOMATED = {"opener", "question", "ack", "ready", "closing"}
 # Purposes allowed to an opted-out number (the one confirmation of the opt-out itself).
@@ -293,7 +293,8 @@ def due_ids(ctx: AppContext, limit: int = 100) -> list[int]:
         # Rows stuck in 'sending' (a crashed worker) go back to pending, marked as unknown outcome.
         session.execute(
             update(OutboundMessage)
-            .where(OutboundMessage.status == "sending", OutboundMessage.claimed_at < now - STALE_CLAIM)
+            .where(OutboundMessage.status == "sending",
+                   OutboundMessage.claimed_at < now - timedelta(seconds=ctx.settings.stale_claim_seconds))
             .values(status="pending", unknown_outcome=True, next_attempt_at=now)
         )
         session.commit()

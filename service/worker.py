@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textback.worker")
 
-STALE_PROCESSING = timedelta(seconds=120)
+STALE_PROCESSING = timedelta(seconds=120)  # the default of settings.stale_processing_seconds
 INBOUND_GRACE = timedelta(seconds=5)
 MAX_INBOUND_ATTEMPTS = 5
 
@@ -90,7 +90,8 @@ def due_inbound_ids(ctx: AppContext) -> list[int]:
         # A process that died mid-processing: give the message back.
         session.execute(
             update(InboundMessage)
-            .where(InboundMessage.status == "processing", InboundMessage.processed_at < now - STALE_PROCESSING)
+            .where(InboundMessage.status == "processing",
+                   InboundMessage.processed_at < now - timedelta(seconds=ctx.settings.stale_processing_seconds))
             .values(status="received")
         )
         rows = session.exec(
