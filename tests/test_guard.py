@@ -175,23 +175,25 @@ def test_build_guard_without_network(outbound_attempts, tmp_path: Path) -> None:
 
 
 SUBPROCESS_NO_NETWORK = """
-    import json, socket, sys, time
+    import atexit, json, socket, sys, time
     attempts = []
     def refuse(kind):
         def inner(*args, **kwargs):
-            attempts.append(f"{kind} {args[1:] if kind == 'connect' else args[:1]!r}")
+            attempts.append(f"{kind} {args!r}"[:200])
             raise OSError("network blocked in test")
         return inner
     socket.socket.connect = refuse("connect")
-    socket.socket.connect_ex = refuse("connect")
+    socket.socket.connect_ex = refuse("connect_ex")
     socket.getaddrinfo = refuse("getaddrinfo")
     socket.create_connection = refuse("create_connection")
+    # registered first, so it runs last: after guardrails' and OpenTelemetry's own exit handlers have flushed
+    atexit.register(lambda: print(json.dumps({"attempts_at_exit": attempts}), flush=True))
 
     from pathlib import Path
     from service.policy.guard import OutputGuard
     guard = OutputGuard.load(Path("policies"))
     verdicts = [guard.check(t).allowed for t in ["Rates from 5.9%", "See you at 3 PM"] * 10]
-    print(json.dumps({"attempts": attempts, "verdicts": verdicts[:2], "done": time.time()}), flush=True)
+    print(json.dumps({"attempts": list(attempts), "verdicts": verdicts[:2], "done": time.time()}), flush=True)
 """
 
 
@@ -200,7 +202,9 @@ def test_build_guard_in_subprocess_without_network_or_exit_hang(tmp_path: Path) 
     proc = _run_python(SUBPROCESS_NO_NETWORK, tmp_path)
     ended = time.time()
     assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["attempts"] == []
-    assert report["verdicts"] == [False, True]
-    assert ended - report["done"] < 5, "the process hung at exit (telemetry flush?)"
+    *_, work_line, exit_line = proc.stdout.strip().splitlines()
+    work, at_exit = json.loads(work_line), json.loads(exit_line)
+    assert work["attempts"] == []
+    assert at_exit["attempts_at_exit"] == []
+    assert work["verdicts"] == [False, True]
+    assert ended - work["done"] < 5, "the process hung at exit (telemetry flush?)"
