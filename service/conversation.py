@@ -10,6 +10,7 @@ the broker: the borrower gets one acknowledgement and the bot stops asking.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session
@@ -138,6 +139,23 @@ def _analyze(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
     return classify(inbound.body, inbound.received_at, rules=ctx.rules, extractor=ctx.extractor)
 
 
+_YES = re.compile(r"^\W*(yes|yep|yeah|yup|ya|y|si|sí|i have|we have|already did)\b[\W\w]{0,40}$", re.IGNORECASE)
+_NO = re.compile(r"^\W*(no|nope|nah|n|not yet|no we haven'?t|no i haven'?t|not really)\b[\W\w]{0,40}$", re.IGNORECASE)
+
+
+def answer_in_context(lead: Lead, text: str, analysis: ReplyAnalysis) -> ReplyAnalysis:
+    """A bare YES / NO answers the question we just asked (only the applied-elsewhere question takes one)."""
+    if lead.last_question != "applied_elsewhere" or analysis.applied_elsewhere is not None:
+        return analysis
+    if analysis.handoff_reasons or analysis.wrong_number or analysis.not_interested:
+        return analysis
+    value = True if _YES.match(text) else False if _NO.match(text) else None
+    if value is None:
+        return analysis
+    fired = [*analysis.rules_fired, "context-yes-no"]
+    return analysis.model_copy(update={"applied_elsewhere": value, "needs_llm": False, "rules_fired": fired})
+
+
 def _capture(lead: Lead, analysis: ReplyAnalysis) -> None:
     if analysis.loan_type.value != "unknown":
         lead.loan_type = analysis.loan_type.value
@@ -170,7 +188,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> 
     broker = session.get(Broker, inbound.broker_id)
     if lead is None or broker is None:
         return []
-    analysis = _analyze(ctx, inbound)
+    analysis = answer_in_context(lead, inbound.body, _analyze(ctx, inbound))
     version = getattr(ctx.rules, "version", None)
     if analysis.keyword is Keyword.STOP:
         _record(session, inbound, lead, "opt_out", analysis, version)
@@ -192,7 +210,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> 
     reasons = [r.value for r in analysis.handoff_reasons]
     if analysis.llm_error:
         reasons.append("llm_unavailable")
-    if analysis.needs_llm and analysis.source.value == "rules" and not reasons:
+    if analysis.needs_llm and analysis.llm_prompt is None and not reasons:
         reasons.append("needs_review")  # the rules could not settle it and no LLM answered
     if reasons:
         _record(session, inbound, lead, "handoff", analysis, version)

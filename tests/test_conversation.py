@@ -1,0 +1,152 @@
+"""The conversation after the opener, end to end through signed webhooks (rules, LLM fallback, handoff)."""
+
+from __future__ import annotations
+
+import pytest
+import respx
+from sqlmodel import Session, select
+
+from service.models import Decision, Lead
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+
+DIAL = "/twilio/voice/dial-status"
+OPENAI = "https://api.openai.com/v1/chat/completions"
+
+
+def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001
+    assert post(client, DIAL, call_params(sid, DialCallStatus="no-answer")).status_code == 200
+
+
+def reply(client, post, text: str) -> None:  # noqa: ANN001
+    assert post(client, "/twilio/sms", sms_params(text)).status_code == 200
+
+
+def to_borrower(route: respx.Route) -> list[str]:
+    return [t["Body"] for t in sent_texts(route) if t["To"] == CALLER]
+
+
+def to_broker(route: respx.Route) -> list[str]:
+    return [t["Body"] for t in sent_texts(route) if t["To"] == BROKER_ALERT]
+
+
+def lead(ctx) -> Lead:  # noqa: ANN001
+    with Session(ctx.engine) as session:
+        return session.exec(select(Lead).where(Lead.phone == CALLER, Lead.broker_id == 1)).one()
+
+
+def test_advance_conversation_when_reply_gives_loan_type_and_timeline(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "refi, hoping to get it done in the next 2 weeks")
+    texts = to_borrower(twilio_api["messages"])
+    assert len(texts) == 2
+    assert "applied with another lender" in texts[1]  # loan type and timeline known: the next question
+    state = lead(ctx)
+    assert (state.loan_type, state.timeline, state.state) == ("refinance", "under_30_days", "asking")
+    assert to_broker(twilio_api["messages"]) == []
+
+
+def test_reach_ready_and_alert_broker_once_with_summary(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "Purchase")
+    reply(client, post, "probably in 2 months")
+    reply(client, post, "no")
+    borrower = to_borrower(twilio_api["messages"])
+    assert "Roughly when" in borrower[1]
+    assert "applied with another lender" in borrower[2]
+    assert "will call you shortly" in borrower[3]
+    [alert] = to_broker(twilio_api["messages"])
+    assert "ready for a callback" in alert
+    assert "purchase" in alert
+    assert "1-3 months" in alert
+    assert "not applied elsewhere" in alert
+    reply(client, post, "thanks!")
+    assert len(to_broker(twilio_api["messages"])) == 2  # later replies are forwarded, not answered
+    assert len(to_borrower(twilio_api["messages"])) == 4
+
+
+def test_never_repeat_an_answered_question(client, post, twilio_api) -> None:
+    missed(client, post)
+    reply(client, post, "we want to buy in about 3 months, haven't applied anywhere else")
+    borrower = to_borrower(twilio_api["messages"])
+    assert len(borrower) == 2
+    assert "will call you shortly" in borrower[1]
+
+
+def test_hand_off_rate_lock_question_with_ack_and_alert(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "can I lock my rate?")
+    borrower = to_borrower(twilio_api["messages"])
+    assert len(borrower) == 2
+    assert "get back to you personally" in borrower[1]  # only the acknowledgement
+    [alert] = to_broker(twilio_api["messages"])
+    assert CALLER in alert
+    assert "rate lock" in alert
+    assert "can I lock my rate?" in alert
+    assert lead(ctx).state == "handoff"
+    reply(client, post, "hello??")
+    assert len(to_borrower(twilio_api["messages"])) == 2  # the bot stays quiet after a handoff
+    assert "hello??" in to_broker(twilio_api["messages"])[-1]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("our closing is friday and the title company needs wire instructions", "closing"),
+        ("the contract deadline is Monday, need the approval letter", "deadline"),
+        ("what's your rate on a 30 year fixed?", "rates or terms"),
+        ("can you call me after 5?", "asked for a call"),
+        ("this is harassment, I'm reporting you to the CFPB", "unhappy"),
+    ],
+)
+def test_hand_off_reply_needing_a_person(client, post, twilio_api, text, words) -> None:
+    missed(client, post)
+    reply(client, post, text)
+    assert len(to_borrower(twilio_api["messages"])) == 2
+    [alert] = to_broker(twilio_api["messages"])
+    assert words in alert
+
+
+def test_close_lead_politely_on_wrong_number(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "wrong number")
+    borrower = to_borrower(twilio_api["messages"])
+    assert "won't text this number again" in borrower[-1]
+    assert lead(ctx).closed_reason == "wrong_number"
+    missed(client, post, sid="CA" + "2" * 32)
+    assert len(to_borrower(twilio_api["messages"])) == 2
+
+
+def test_close_lead_politely_when_not_interested(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "not interested anymore, thanks")
+    assert "We won't text you again" in to_borrower(twilio_api["messages"])[-1]
+    assert lead(ctx).state == "closed"
+
+
+def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "please stop texting me")
+    assert "unsubscribed" in to_borrower(twilio_api["messages"])[-1]
+    missed(client, post, sid="CA" + "2" * 32)
+    reply(client, post, "purchase")
+    assert len(to_borrower(twilio_api["messages"])) == 2
+
+
+def test_hand_off_unclear_reply_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    reply(client, post, "my cousin said you were good, she used you last year")
+    assert "get back to you personally" in to_borrower(twilio_api["messages"])[-1]
+    [alert] = to_broker(twilio_api["messages"])
+    assert "needs a person" in alert
+    with Session(ctx.engine) as session:
+        decision = session.exec(select(Decision).where(Decision.action == "handoff")).one()
+    assert decision.analysis["needs_llm"] is True
+
+
+def test_stop_automated_texts_at_per_lead_cap(client, post, twilio_api, ctx) -> None:
+    ctx.settings.max_automated_texts_per_lead = 2
+    missed(client, post)
+    reply(client, post, "purchase")  # asks timeline: 2 automated texts
+    reply(client, post, "in about 2 months")  # the cap: a person takes over
+    assert len(to_borrower(twilio_api["messages"])) == 2
+    assert "automated texts used up" in to_broker(twilio_api["messages"])[-1]
