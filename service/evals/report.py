@@ -80,7 +80,7 @@ def table(result: RunResult) -> str:
             for r, s in rep.reasons.items()
             if s.required
         )
-        out.append(f"handoff recall (rules{'→final' if cfg.llm != 'none' else ''}): {reasons}")
+        out.append(f"handoff recall (rules{'→final' if cfg.llm != 'none' else ''}): {reasons or '-'}")
         out.append(
             f"opt-out recall {pct(rep.optout_recall)} ({rep.optout_found}/{rep.optout_positives}) · "
             f"false opt-outs {len(rep.false_optouts)}/{rep.optout_negatives} "
