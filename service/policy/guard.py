@@ -196,15 +196,14 @@ class OutputGuard:
         from guardrails.settings import settings  # noqa: PLC0415
         from guardrails.validator_base import validators_registry  # noqa: PLC0415
 
+        where = display_path(policies_dir / "outbound", policies_dir)
         validator_cls = _validator_class()
+        if validators_registry.get(VALIDATOR_NAME) is not validator_cls:
+            raise PolicyError(where, None, f"validator {VALIDATOR_NAME} is not registered with guardrails")
         guard = Guard(name="textback-outbound", history_max_length=1)
         guard.configure(allow_metrics_collection=False)
         settings.rc.enable_metrics = False  # validators read this when they are created
         guard.use(validator_cls([loaded.rule for loaded in rules]))
-
-        where = display_path(policies_dir / "outbound", policies_dir)
-        if validators_registry.get(VALIDATOR_NAME) is not validator_cls:
-            raise PolicyError(where, None, f"validator {VALIDATOR_NAME} is not registered with guardrails")
         named = [v.rail_alias for v in guard.get_validators("output")]
         if named != [VALIDATOR_NAME]:
             raise PolicyError(where, None, f"the guard runs {named}, expected [{VALIDATOR_NAME!r}]")
