@@ -197,7 +197,11 @@ def render_report(policies_dir: Path, fmt: str = "md") -> str:
 
 
 def readme_text(policies_dir: Path) -> str:
-    """policies/README.md: one table of every policy file, generated; what a reviewer reads first."""
+    """policies/README.md: one table of every policy file, generated; what a reviewer reads first.
+
+    Example counts are shown for outbound rules only, so editing another kind's examples does not make the
+    table stale; the review report (`policy report`) has everything.
+    """
     files, errors = read_policy_files(policies_dir)
     loaded, _ = outbound_rules(files)
     counts = {lr.rule.id: (lr.rule.severity, lr.rule.examples) for lr in loaded}
@@ -210,13 +214,6 @@ def readme_text(policies_dir: Path) -> str:
         else:
             data_severity = policy.data.get("severity")
             severity = str(data_severity) if isinstance(data_severity, str) else ""
-            data_examples = policy.data.get("examples")
-            if isinstance(data_examples, dict):
-                examples = ", ".join(
-                    f"{len(v)} {k}" for k, v in data_examples.items() if isinstance(v, list)
-                )
-            elif isinstance(data_examples, list):
-                examples = f"{len(data_examples)} examples"
         rows.append([policy.display.removeprefix("policies/"), policy.header.id, policy.header.kind,
                      policy.header.title.strip(), severity, examples])
     blocks = [

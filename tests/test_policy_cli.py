@@ -1,0 +1,158 @@
+"""`textback policy check | report | check-text` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from service.cli import main
+from service.policy.files import policy_version
+from service.policy.report import readme_text
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def _run(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, ["policy", *args], input=stdin, catch_exceptions=False)
+
+
+@pytest.fixture
+def policies_copy(tmp_path: Path) -> Path:
+    """A private copy of policies/ to edit."""
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    return copy
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_check_policies_repository_clean() -> None:
+    result = _run("check", "--policies", str(POLICIES))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("policy check: ok: ")
+    assert f"policy set {policy_version(POLICIES)}" in result.output
+    assert "borrower templates through the guard" in result.output
+
+
+def test_refuse_template_edited_to_contain_rate(policies_copy: Path) -> None:
+    borrower = policies_copy / "templates" / "borrower.yaml"
+    _edit(borrower, "Sorry I missed your call!", "Sorry I missed your call! Rates from 5.99% this week.")
+    result = _run("check", "--policies", str(policies_copy))
+    assert result.exit_code == 1
+    findings = [line for line in result.output.splitlines() if "no-rate-quotes" in line]
+    assert findings, result.output
+    assert all(line.startswith("policies/templates/borrower.yaml: template opener") for line in findings)
+
+
+def test_refuse_example_that_misbehaves(policies_copy: Path) -> None:
+    rates = policies_copy / "outbound" / "rates.yaml"
+    _edit(rates, "  must_block:\n", '  must_block:\n    - "See you at 3 PM"\n')
+    _edit(rates, "  must_pass:\n", '  must_pass:\n    - "Rates from 5.9% today"\n')
+    result = _run("check", "--policies", str(policies_copy))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert 'policies/outbound/rates.yaml: example must_block "See you at 3 PM" passed' in lines
+    assert (
+        'policies/outbound/rates.yaml: example must_pass "Rates from 5.9% today" was blocked by '
+        'no-rate-quotes ("Rates from 5.9%")'
+    ) in lines
+
+
+def test_refuse_policy_file_unknown_key(policies_copy: Path) -> None:
+    _edit(policies_copy / "outbound" / "fees.yaml", "severity: block", "severity: block\nseverity_note: x")
+    result = _run("check", "--policies", str(policies_copy))
+    assert result.exit_code == 1
+    assert "policies/outbound/fees.yaml: severity_note: unknown key" in result.output.splitlines()
+
+
+def test_report_policies_markdown_sections() -> None:
+    result = _run("report", "--policies", str(POLICIES))
+    assert result.exit_code == 0
+    text = result.output
+    assert text.startswith("# textback policy set: review for sign-off")
+    assert f"Policy set version: {policy_version(POLICIES)}" in text
+    for heading in [
+        "## Outbound content rules",
+        "### No interest rates, APRs or rate ranges (no-rate-quotes)",
+        "## Templates, rendered with sample broker data",
+        "### opener (to the borrower)",
+        "## Inbound reply rules",
+        "## Sending policy",
+    ]:
+        assert heading in text.splitlines()
+    assert "Rationale: 12 CFR 1026.24(c)" in text
+    assert "- Rates from 5.9% this week, want to lock one in?" in text
+    assert "Verdict: passes the outbound rules" in text
+    assert "BLOCKED" not in text
+
+
+def test_report_policies_html_to_file(tmp_path: Path) -> None:
+    out = tmp_path / "review.html"
+    result = _run("report", "--policies", str(POLICIES), "--format", "html", "--output", str(out))
+    assert result.exit_code == 0
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>")
+    assert "<h2>Outbound content rules</h2>" in page
+    assert policy_version(POLICIES) in page
+    assert "<script" not in page
+
+
+def test_report_readme_up_to_date() -> None:
+    readme = (POLICIES / "README.md").read_text(encoding="utf-8")
+    assert readme == readme_text(POLICIES), "policies/README.md is stale: uv run textback policy report --write-readme"
+
+
+def test_report_check_readme_detects_stale(policies_copy: Path) -> None:
+    assert _run("report", "--policies", str(policies_copy), "--write-readme").exit_code == 0
+    assert _run("report", "--policies", str(policies_copy), "--check-readme").exit_code == 0
+    _edit(policies_copy / "outbound" / "ltv.yaml", "title: No loan-to-value", "title: No LTV")
+    result = _run("report", "--policies", str(policies_copy), "--check-readme")
+    assert result.exit_code == 1
+    assert "--write-readme" in result.output
+    assert _run("report", "--policies", str(policies_copy), "--write-readme").exit_code == 0
+    assert _run("report", "--policies", str(policies_copy), "--check-readme").exit_code == 0
+
+
+def _lines(result: Result) -> list[dict]:
+    return [json.loads(line) for line in result.output.splitlines()]
+
+
+def test_check_text_all_allowed_exit_zero() -> None:
+    stdin = json.dumps({"text": "See you at 3 PM"}) + "\n\n" + json.dumps({"text": "Reply STOP to opt out"}) + "\n"
+    result = _run("check-text", "--policies", str(POLICIES), stdin=stdin)
+    assert result.exit_code == 0
+    assert _lines(result) == [{"allowed": True, "violations": []}] * 2
+
+
+def test_check_text_blocked_exit_one() -> None:
+    stdin = "\n".join(
+        json.dumps(line)
+        for line in [
+            {"text": "Rates from 5.9% today"},
+            {"text": "See you at 3 PM", "required": {"nmls_id": "1234567"}},
+        ]
+    )
+    result = _run("check-text", "--policies", str(POLICIES), stdin=stdin)
+    assert result.exit_code == 1
+    assert _lines(result) == [
+        {"allowed": False, "violations": [{"rule": "no-rate-quotes", "match": "Rates from 5.9%"}]},
+        {"allowed": False, "violations": [{"rule": "required-nmls_id", "match": "1234567"}]},
+    ]
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]", '{"txt": "hi"}', '{"text": 5}', '{"text": "a", "x": 1}'])
+def test_check_text_malformed_line_exit_two(bad: str) -> None:
+    stdin = bad + "\n" + json.dumps({"text": "Rates from 5.9%"}) + "\n"
+    result = _run("check-text", "--policies", str(POLICIES), stdin=stdin)
+    assert result.exit_code == 2
+    first, second = _lines(result)
+    assert set(first) == {"error"}
+    assert second["allowed"] is False
