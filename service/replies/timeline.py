@@ -9,7 +9,7 @@ rule id                     reads
 timeline-duration           "in 2 weeks", "3-6 months" (a range takes its upper bound), "a year", "60 days"
 timeline-month              "by March" (the 1st), "in March" (the 15th), "late March" (the last day)
 timeline-date               explicit dates through dateparser: "March 15", "3/15", "the 20th"
-timeline-season             "next spring", "in the fall", "late summer" (meteorological seasons)
+timeline-season             "next spring" (April 1st), "late summer" (Aug 31); in season: its last day
 timeline-year-end           "by the end of the year", "before the holidays", "by Christmas"
 timeline-after-holidays     "after the holidays", "after New Year", "first of the year", "early next year"
 timeline-next-month         "next month" (the 15th), "end of next month"
@@ -197,7 +197,7 @@ def _month_target(month: int, mod: str, today: date) -> date:
     return date(year, month, 15)
 
 
-def _season_target(first_month: int, mod: str, sub: str, today: date) -> date:
+def _season_target(first_month: int, mod: str, sub: str, today: date) -> date | None:
     mod, sub = mod.lower(), sub.lower()
     is_next = mod.startswith(("next", "próxim", "proxim")) or sub == "next"
     for start_year in (today.year - 1, today.year, today.year + 1):
@@ -213,9 +213,13 @@ def _season_target(first_month: int, mod: str, sub: str, today: date) -> date:
             target = start if "by" in mod.split() else date(start_year, first_month, 10)
         elif any(w in words for w in ("late", "end")):
             target = end
+        elif start <= today:
+            if not mod.startswith(("this", "este", "esta")):
+                return None  # "in the fall" said in November: this one or next year's? Left to the LLM.
+            target = end  # "this summer" said in June: any time until summer ends
         else:
             mid_year, mid_month = _add_months(start_year, first_month, 1)
-            target = date(mid_year, mid_month, 15)
+            target = date(mid_year, mid_month, 1)
         return max(target, today)
     return today  # unreachable: one of three consecutive seasons always ends after today
 
@@ -261,7 +265,8 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
         for match in _SEASON.finditer(text):
             first = _SEASONS[match.group("season").lower().replace("otono", "otoño")]
             target = _season_target(first, match.group("mod"), match.group("sub") or "", today)
-            found.append(("timeline-season", bucket((target - today).days)))
+            if target is not None:
+                found.append(("timeline-season", bucket((target - today).days)))
     if _GATE_YEAR.search(lower):
         found.extend(_year_phrases(text, today))
     if _GATE_MONTH_WORD.search(lower):
