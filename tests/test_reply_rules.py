@@ -327,3 +327,68 @@ def test_analyze_reply_matches_truth_table(
 
 def test_truth_table_size_meets_acceptance() -> None:
     assert len(TRUTH_TABLE) >= 200
+
+
+@pytest.mark.parametrize(
+    ("received_at", "expected"),
+    [
+        pytest.param(datetime(2025, 11, 20, 12, 0, tzinfo=EASTERN), Timeline.THREE_TO_SIX_MONTHS, id="november"),
+        pytest.param(datetime(2026, 1, 20, 12, 0, tzinfo=EASTERN), Timeline.ONE_TO_THREE_MONTHS, id="january"),
+        pytest.param(datetime(2026, 3, 10, 12, 0, tzinfo=EASTERN), Timeline.UNDER_30_DAYS, id="march-itself"),
+        pytest.param(datetime(2026, 4, 10, 12, 0, tzinfo=EASTERN), Timeline.OVER_SIX_MONTHS, id="april-next-year"),
+    ],
+)
+def test_analyze_month_name_resolves_against_received_date(
+    rules: RuleSet, received_at: datetime, expected: Timeline
+) -> None:
+    assert rules.analyze("refi by March", received_at).timeline is expected
+
+
+def test_analyze_timeline_uses_received_timezone_date(rules: RuleSet) -> None:
+    # 02:00 UTC on Dec 1st is still November 30th in New York: "next month" is December, not January.
+    late_evening = datetime(2025, 11, 30, 21, 0, tzinfo=EASTERN)
+    assert rules.analyze("next month", late_evening).timeline is Timeline.UNDER_30_DAYS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("STOP", Keyword.STOP),
+        (" stop all!! ", Keyword.STOP),
+        ("Unsubscribe.", Keyword.STOP),
+        ("opt-out", Keyword.STOP),
+        ("START", Keyword.START),
+        ("unstop", Keyword.START),
+        ("HELP", Keyword.HELP),
+        ("info?", Keyword.HELP),
+        ("yes", None),
+        ("please stop texting me", None),
+        ("end of the month works", None),
+        ("weekend", None),
+    ],
+)
+def test_carrier_keyword_whole_message_only(text: str, expected: Keyword | None) -> None:
+    assert carrier_keyword(text) is expected
+
+
+def test_analyze_records_rules_fired_and_source(rules: RuleSet) -> None:
+    result = rules.analyze("refi asap, can I lock my rate?", AT["NOV"])
+    assert result.source is Source.RULES
+    assert set(result.rules_fired) == {"loan-refinance", "timeline-asap", "handoff-rate-lock"}
+    assert result.loan_type is LoanType.REFINANCE
+    assert result.handoff_reasons == [HandoffReason.RATE_LOCK]
+
+
+def test_analyze_conflicting_loan_types_stay_unknown(rules: RuleSet) -> None:
+    result = rules.analyze("refi or heloc", AT["NOV"])
+    assert result.loan_type is LoanType.UNKNOWN
+    assert {"loan-refinance", "loan-home-equity"} <= set(result.rules_fired)
+    assert result.needs_llm is True
+
+
+def test_load_rules_version_is_short_content_hash(rules: RuleSet) -> None:
+    assert len(rules.version) == 12
+    assert int(rules.version, 16) >= 0
+    assert rules.files
+    assert all(p.parent.name == "inbound" and p.suffix == ".yaml" for p in rules.files)
+    assert load_rules(POLICIES).version == rules.version
