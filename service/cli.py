@@ -16,6 +16,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "audit": "service.commands.audit:audit",
     "evals": "service.evals.cli:evals",
     "privacy": "service.commands.privacy:privacy",
+    "contacts": "service.commands.contacts:contacts",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import Engine
@@ -36,6 +37,7 @@ class AppContext:
     _guard: GuardLike | None = None
     _rules: Any = None
     _extractor: Any = None
+    _sending: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
 
@@ -61,6 +63,16 @@ class AppContext:
 
                 self._guard = OutputGuard.load(self.settings.policies_dir)
             return self._guard
+
+    @property
+    def sending_policy(self) -> Any:
+        """Quiet hours and caps from policies/sending (loaded and self-checked on first use)."""
+        with self._lock:
+            if self._sending is None:
+                from service.sending.policy import load_sending_policy  # noqa: PLC0415
+
+                self._sending = load_sending_policy(self.settings.policies_dir)
+            return self._sending
 
     @property
     def rules(self) -> Any:
@@ -119,6 +131,40 @@ def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broke
     return {b.twilio_number: b for b in rows}
 
 
+def read_do_not_text_file(path: Path) -> list[str]:
+    """One E.164 number per line; '#' starts a comment. A bad line is a ConfigError naming the line."""
+    from service.errors import ConfigError  # noqa: PLC0415
+    from service.phones import is_strict_e164  # noqa: PLC0415
+
+    numbers: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: do-not-text file not found") from None
+    for number, line in enumerate(lines, start=1):
+        value = line.split("#", 1)[0].strip()
+        if not value:
+            continue
+        if not is_strict_e164(value):
+            raise ConfigError(f"{path}:{number}: {value!r} is not an E.164 phone number")
+        numbers.append(value)
+    return numbers
+
+
+def sync_do_not_text(engine: Engine, numbers: list[str]) -> None:
+    """Make the file's numbers the 'file' entries of the do-not-text list (API entries are kept)."""
+    from service.models import DoNotText  # noqa: PLC0415
+
+    with session_scope(engine) as session:
+        existing = session.exec(select(DoNotText).where(DoNotText.source == "file")).all()
+        have = {row.phone for row in existing}
+        for row in existing:
+            if row.phone not in numbers:
+                session.delete(row)
+        for phone in sorted(set(numbers) - have):
+            session.add(DoNotText(phone=phone, broker_id=None, source="file"))
+
+
 def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -> AppContext:
     """Validate configuration, create or migrate the schema, load brokers and templates."""
     configs = load_brokers(settings.resolved_brokers_file())
@@ -126,6 +172,8 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -
     engine = make_engine(settings.database_url)
     create_schema(engine)
     brokers = sync_brokers(engine, configs)
+    if settings.do_not_text_file is not None:
+        sync_do_not_text(engine, read_do_not_text_file(settings.do_not_text_file))
     if gateway is None and not settings.dry_run:
         from service.twilio.client import TwilioGateway  # noqa: PLC0415
 

@@ -198,3 +198,24 @@ class DeliveryEvent(SQLModel, table=True):
     status: str
     error_code: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DoNotText(SQLModel, table=True):
+    """Known contacts never to text automatically (staff, existing clients, partners). broker_id None = all."""
+
+    __table_args__ = (UniqueConstraint("phone", "broker_id", name="uq_dnt_phone_broker"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(index=True)
+    broker_id: int | None = Field(default=None, foreign_key="broker.id")
+    note: str | None = None
+    source: str = "api"  # file | api | brokers_file
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class LineTypeCache(SQLModel, table=True):
+    """Twilio Lookup v2 line type per number, cached so each number is looked up at most once a month."""
+
+    phone: str = Field(primary_key=True)
+    line_type: str | None = None
+    checked_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -20,6 +20,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from service import gates
+from service.gates import Gate
 from service.logs import log
 from service.models import Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
 from service.phones import mask
@@ -111,13 +113,16 @@ def queue_text(  # noqa: PLR0913
         from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )
     if rendered.audience == "borrower":
-        if is_opted_out(session, broker.id, to) and purpose not in ALLOWED_AFTER_OPTOUT:
-            msg.status, msg.last_error = "suppressed", "opted out"
-        elif lead is not None and purpose in AUTOMATED and lead.automated_count >= ctx.settings.max_automated_texts_per_lead:
-            msg.status, msg.last_error = "suppressed", "per-lead cap reached"
-        elif lead is not None and lead.not_textable_reason:
-            msg.status, msg.last_error = "suppressed", f"not textable: {lead.not_textable_reason}"
+        now = utcnow()
+        gate = Gate("suppressed", "opted out") if (
+            purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, broker.id, to)
+        ) else gates.check(session, ctx, broker=broker, lead=lead, to=to, purpose=purpose, now=now,
+                           automated=purpose in AUTOMATED)
+        if gate.status == "suppressed":
+            msg.status, msg.last_error = "suppressed", gate.reason
         else:
+            if gate.status == "deferred" and gate.not_before is not None:
+                msg.next_attempt_at, msg.last_error = gate.not_before, f"deferred: {gate.reason}"
             result = ctx.guard.check(rendered.text, required=rendered.required)
             msg.policy_version = getattr(result, "policy_version", None) or msg.policy_version
             msg.guard_result = {
@@ -136,6 +141,8 @@ def queue_text(  # noqa: PLR0913
         return None
     log(logger, logging.INFO, "text queued", id=msg.id, template=template_id, status=msg.status,
         to=mask(to), broker_id=broker.id)
+    if msg.status == "suppressed" and (msg.last_error or "").startswith("circuit breaker"):
+        _alert_operator(session, ctx, broker=broker, reason=msg.last_error or "")
     if msg.status == "blocked":
         rules = ", ".join(v["rule"] for v in (msg.guard_result or {}).get("violations", [])) or "policy"
         queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_blocked",
@@ -161,6 +168,27 @@ def queue_alert(
         if msg is not None:
             out.append(msg)
     return out
+
+
+def _alert_operator(session: Session, ctx: AppContext, *, broker: Broker, reason: str) -> None:
+    """Once per breaker window: tell the operator (or the broker's team) that automated texts stopped."""
+    window = ctx.sending_policy.caps.breaker_window_minutes
+    bucket = int(utcnow().timestamp() // (window * 60))
+    numbers = ctx.settings.operator_alert_to or broker.alert_to
+    for index, number in enumerate(numbers):
+        rendered = ctx.templates.render("alert_operator", {"reason": reason})
+        alert = OutboundMessage(
+            dedupe_key=f"breaker:{broker.id}:{bucket}:{index}", broker_id=broker.id, audience="broker",
+            purpose="alert", template_id="alert_operator", to_phone=number, from_phone=broker.twilio_number,
+            body=rendered.text, policy_version=ctx.templates.version,
+        )
+        try:
+            with session.begin_nested():
+                session.add(alert)
+        except IntegrityError:
+            continue
+        log(logger, logging.WARNING, "circuit breaker tripped", broker_id=broker.id, reason=reason)
+    ctx.wake.set()
 
 
 def _claim(session: Session, msg_id: int, now: datetime) -> bool:
@@ -198,6 +226,17 @@ def send_one(ctx: AppContext, msg_id: int) -> str | None:
             session.add(msg)
             session.commit()
             return msg.status
+        if msg.audience == "borrower" and msg.purpose == "opener":
+            skip = gates.line_type_allows(session, ctx, msg.to_phone, now)
+            if skip is not None:
+                msg.status, msg.last_error = "suppressed", f"not textable: {skip}"
+                lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+                if lead is not None:
+                    lead.not_textable_reason = skip.replace(" ", "_")
+                    session.add(lead)
+                session.add(msg)
+                session.commit()
+                return msg.status
         follow_up = _deliver(ctx, session, msg)
         session.add(msg)
         session.commit()

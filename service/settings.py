@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = 8.0
 
     opener_cooldown_hours: float = 24.0
-    max_automated_texts_per_lead: int = 4
+    max_automated_texts_per_lead: int | None = None  # None: the per_lead_total in policies/sending/caps.yaml
+    operator_alert_to: list[str] = Field(default_factory=list)  # circuit-breaker alerts (default: the broker's alert_to)
+    do_not_text_file: Path | None = None  # one E.164 number per line, '#' comments; never texted automatically
+    opener_is_reply_override: bool | None = None  # None: as policies/sending/quiet_hours.yaml says
     send_timeout_seconds: float = 10.0
     send_max_attempts: int = 6
     send_retry_base_seconds: float = 2.0

@@ -29,7 +29,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 def test_load_caps_as_plain_numbers() -> None:
     caps = load_sending_policy(POLICIES).caps
     assert caps == Caps(
-        per_lead_per_day=3,
+        per_lead_per_day=4,
         per_lead_total=6,
         per_broker_per_day=200,
         breaker_window_minutes=10,
@@ -75,9 +75,9 @@ def test_load_policy_from_copy_unchanged(policies_copy: Path) -> None:
         ("caps.yaml", "kind: caps", "kind: caps\nextra: 1", "extra", "unknown key"),
         ("caps.yaml", "  per_lead_total:", "  per_lead_per_week:\n    value: 9\n  per_lead_total:",
          "limits.per_lead_per_week", "unknown key"),
-        ("caps.yaml", "value: 3\n", "value: 0\n", "limits.per_lead_per_day.value", "greater than 0"),
+        ("caps.yaml", "value: 4\n", "value: 0\n", "limits.per_lead_per_day.value", "greater than 0"),
         ("caps.yaml", "value: 200\n", "value: lots\n", "limits.per_broker_per_day.value", "integer"),
-        ("caps.yaml", "value: 6\n", "value: 2\n", "limits", "per_lead_per_day cannot exceed per_lead_total"),
+        ("caps.yaml", "value: 6\n", "value: 3\n", "limits", "per_lead_per_day cannot exceed per_lead_total"),
         ("caps.yaml", "value: 15\n", "value: 150\n", "limits", "breaker_max_openers_per_broker"),
         ("caps.yaml", "    title: Circuit-breaker window in minutes\n", "", "limits.breaker_window_minutes.title",
          "Field required"),
