@@ -44,7 +44,8 @@ class CheckResult:
     def summary(self) -> str:
         parts = [
             f"{self.files} policy files",
-            f"{self.rules} outbound rules ({self.must_block} must_block, {self.must_pass} must_pass examples)",
+            f"{self.rules} outbound rules "
+            f"({self.must_block} must_block, {self.must_pass} must_pass examples)",
             f"{self.templates} borrower templates through the guard",
             *self.checked,
         ]
@@ -88,13 +89,14 @@ def check_outbound_examples(guard: Any, rules: list[LoadedRule]) -> list[str]:
             result = guard.check(example)
             if not result.allowed:
                 findings.append(
-                    f"{where}: example must_pass {_quote(example)} was blocked by {_describe(result.violations)}"
+                    f"{where}: example must_pass {_quote(example)} "
+                    f"was blocked by {_describe(result.violations)}"
                 )
     return findings
 
 
 def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list[str]:
-    """Render every template with sample data; borrower texts go through the guard with their required values."""
+    """Render every template with sample data; borrower texts go through the guard with required values."""
     load_templates = _owner("service.templates", "load_templates")
     if load_templates is None:
         return [_missing(policies_dir, "templates", "service.templates", "templates")]

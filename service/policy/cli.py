@@ -43,7 +43,9 @@ def check(policies_dir: Path) -> None:
 @policy.command()
 @POLICIES_OPTION
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout."
+)
 @click.option("--write-readme", is_flag=True, help="Regenerate POLICIES/README.md (the reviewer's table).")
 @click.option("--check-readme", is_flag=True, help="Exit 1 if POLICIES/README.md is not up to date.")
 def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool, check_readme: bool) -> None:

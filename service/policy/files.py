@@ -224,7 +224,8 @@ def read_policy_files(policies_dir: Path) -> tuple[list[PolicyFile], list[Policy
             errors.append(exc)
             continue
         if policy.header.id in seen:
-            errors.append(PolicyError(policy.display, "id", f"duplicate id (also in {seen[policy.header.id]})"))
+            also = seen[policy.header.id]
+            errors.append(PolicyError(policy.display, "id", f"duplicate id (also in {also})"))
             continue
         seen[policy.header.id] = policy.display
         files.append(policy)
@@ -253,5 +254,6 @@ def load_outbound_rules(policies_dir: Path) -> list[LoadedRule]:
     if errors:
         raise errors[0]
     if not rules:
-        raise PolicyError(display_path(policies_dir / "outbound", policies_dir), None, "no outbound_rule files")
+        where = display_path(policies_dir / "outbound", policies_dir)
+        raise PolicyError(where, None, "no outbound_rule files")
     return rules

@@ -1,6 +1,6 @@
 """The output guard: every borrower-facing text passes a guardrails Guard built from the outbound rules.
 
-    guard = OutputGuard.load(Path("policies"))      # slow-ish (imports guardrails once, ~5 s); do it at start-up
+    guard = OutputGuard.load(Path("policies"))   # imports guardrails (~5 s) once: do it at start-up
     result = guard.check(text, required={"brokerage": "Harbor Home Loans", "nmls_id": "1234567"})
     result.allowed, result.violations, result.policy_version
 
@@ -16,7 +16,7 @@ How it is built, and why:
   re-reads ~/.guardrailsrc, which defaults metrics on), ``settings.disable_tracing = True`` and
   ``GUARDRAILS_RUN_SYNC=true`` (sequential validation: ~0.7 ms a text instead of ~3 ms, and no event loop,
   so ``check`` works from inside an async handler's worker thread).
-- guardrails is imported inside ``load`` only: importing this module stays cheap (``scan`` needs no guardrails).
+- guardrails is imported inside ``load`` only: importing this module stays cheap (``scan`` needs none).
 - ``check`` holds a lock around the Guard (its call history is shared state), so one OutputGuard can be used
   from several threads.
 """
@@ -62,7 +62,9 @@ class GuardResult:
 # ---------------------------------------------------------------------------------------------------------
 # The pure part: normalisation and regex matching, shared by the validator and `scan`.
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SPACED_DECIMAL = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
@@ -151,7 +153,9 @@ def _validator_class() -> type:
             found = scan(text, self._rules) + required_missing(text, metadata.get("required") or {})
             if not found:
                 return PassResult()
-            spans = [ErrorSpan(start=0, end=len(text), reason=f"{v.rule}{_SEPARATOR}{v.match}") for v in found]
+            spans = [
+                ErrorSpan(start=0, end=len(text), reason=f"{v.rule}{_SEPARATOR}{v.match}") for v in found
+            ]
             rules = ", ".join(sorted({v.rule for v in found}))
             return FailResult(error_message=f"text breaks outbound policy: {rules}", error_spans=spans)
 
@@ -220,10 +224,12 @@ class OutputGuard:
                 continue
             example = loaded.rule.examples.must_block[0]
             if self.check(example).allowed:
-                raise PolicyError(loaded.file.display, "examples.must_block.0", "the built guard let it through")
+                field, message = "examples.must_block.0", "the built guard let it through"
+                raise PolicyError(loaded.file.display, field, message)
         result = self.check(KNOWN_GOOD_TEXT)
         if not result.allowed:
-            raise PolicyError("policies/outbound", None, f"the built guard blocked a plain text: {result.violations}")
+            message = f"the built guard blocked a plain text: {result.violations}"
+            raise PolicyError("policies/outbound", None, message)
 
     def check(self, text: str, *, required: Mapping[str, str] | None = None) -> GuardResult:
         """Validate one text through the Guard. Fails closed: any guard error blocks the text."""

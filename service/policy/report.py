@@ -103,7 +103,8 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
         template_set = module.load_templates(policies_dir)
         renders = template_set.sample_renders()
     except ModuleNotFoundError:
-        return [*blocks, Block("p", "FINDING: service.templates is missing; templates could not be rendered.")]
+        missing = "FINDING: service.templates is missing; templates could not be rendered."
+        return [*blocks, Block("p", missing)]
     except PolicyError as exc:
         return [*blocks, Block("p", f"FINDING: {exc}")]
     blocks.append(
@@ -164,7 +165,10 @@ def build_report(policies_dir: Path) -> list[Block]:
             Block("code", "\n".join(rule.patterns)),
         ]
         if rule.allow:
-            blocks += [Block("p", "Allowed spans (ignored before matching):"), Block("code", "\n".join(rule.allow))]
+            blocks += [
+                Block("p", "Allowed spans (ignored before matching):"),
+                Block("code", "\n".join(rule.allow)),
+            ]
         blocks += [
             Block("p", "Must block:"),
             Block("list", rule.examples.must_block),
@@ -174,7 +178,8 @@ def build_report(policies_dir: Path) -> list[Block]:
 
     blocks += _template_blocks(policies_dir, rules)
 
-    for heading, kinds in (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps"})):
+    others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps"}))
+    for heading, kinds in others:
         chosen = [f for f in files if f.header.kind in kinds]
         blocks.append(Block("h2", heading))
         if not chosen:
