@@ -75,7 +75,6 @@ _TYPOGRAPHY = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
 _DEFINE_REF = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
-_UNNAME = re.compile(r"\(\?P<[A-Za-z_]\w*>")
 
 
 # --------------------------------------------------------------------------------------------- pre-screen
@@ -98,8 +97,20 @@ def _is_digit_class(items: list[tuple[Any, Any]]) -> bool:
     return True
 
 
+def _selectivity(pieces: frozenset[str]) -> tuple[int, float]:
+    lengths = [1 if p == DIGIT else len(p) for p in pieces]
+    return min(lengths), sum(lengths) / len(lengths)
+
+
 def _required(seq: Any) -> frozenset[str] | None:
     """Pieces of which every match of the sequence contains at least one, or None when there are none."""
+    candidates = _all_required(seq)
+    # The most selective: the one whose shortest piece is longest (a digit counts as one character).
+    return max(candidates, key=_selectivity) if candidates else None
+
+
+def _all_required(seq: Any) -> list[frozenset[str]]:
+    """Every set of pieces a match must contain one of (a match contains one piece of each set)."""
     candidates: list[frozenset[str]] = []
     run: list[str] = []
 
@@ -129,18 +140,16 @@ def _required(seq: Any) -> frozenset[str] | None:
         if sub:
             candidates.append(sub)
     close_run()
-    if not candidates:
-        return None
-    # The most selective screen: the one whose shortest piece is longest (a digit counts as one character).
-    def selectivity(pieces: frozenset[str]) -> tuple[int, float]:
-        lengths = [1 if p == DIGIT else len(p) for p in pieces]
-        return min(lengths), sum(lengths) / len(lengths)
+    return candidates
 
-    return max(candidates, key=selectivity)
+
+def _piece_regex(pieces: frozenset[str] | set[str]) -> re.Pattern[str]:
+    ordered = sorted(pieces, key=len, reverse=True)
+    return re.compile("|".join(r"\d" if p == DIGIT else re.escape(p) for p in ordered))
 
 
 def _screen(patterns: list[str]) -> re.Pattern[str] | None:
-    """A regex over the lowercased reply that finds any required piece of any of the patterns, or None when
+    """A regex over the lowercased reply that finds a required piece of any of the patterns, or None when
     some pattern has no required piece (then the rule always runs)."""
     pieces: set[str] = set()
     for pattern in patterns:
@@ -151,8 +160,17 @@ def _screen(patterns: list[str]) -> re.Pattern[str] | None:
         if found is None:
             return None
         pieces |= found
-    ordered = sorted(pieces, key=len, reverse=True)
-    return re.compile("|".join(r"\d" if p == DIGIT else re.escape(p) for p in ordered))
+    return _piece_regex(pieces)
+
+
+def _screens(pattern: str) -> tuple[re.Pattern[str], ...]:
+    """Up to three regexes that must all find a piece in the lowercased reply for `pattern` to match."""
+    try:
+        found = _all_required(_sre_parse.parse(pattern, re.IGNORECASE))
+    except Exception:  # noqa: BLE001 - as above: no screen, the pattern always runs
+        return ()
+    best = sorted(set(found), key=_selectivity, reverse=True)[:3]
+    return tuple(_piece_regex(pieces) for pieces in best)
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -216,7 +234,7 @@ class _Rule:
     pattern: re.Pattern[str] | None
     screen: re.Pattern[str] | None
     ordered: tuple[re.Pattern[str], ...]
-    screens: tuple[re.Pattern[str] | None, ...]
+    screens: tuple[tuple[re.Pattern[str], ...], ...]
     ignore: re.Pattern[str] | None
     yields_to: frozenset[str]
     extract: str | None
@@ -232,21 +250,20 @@ class _Rule:
             return False, None
         if self.screen is not None and self.screen.search(lower) is None:
             return False, None
-        if self.extract is not None:
-            if self.ignore is not None:
-                text = self.ignore.sub(_blank, text)
-            for pattern, screen in zip(self.ordered, self.screens, strict=True):
-                if screen is not None and screen.search(lower) is None:
-                    continue
-                found = pattern.search(text)
-                if found is not None:
-                    return True, found.span(self.extract)
+        candidates = [
+            pattern
+            for pattern, screen in zip(self.ordered, self.screens, strict=True)
+            if all(piece.search(lower) for piece in screen)
+        ]
+        if self.extract is None and not any(p.search(text) for p in candidates):
             return False, None
-        if self.pattern.search(text) is None:
-            return False, None
-        if self.ignore is None:
-            return True, None
-        return self.pattern.search(self.ignore.sub(_blank, text)) is not None, None
+        if self.ignore is not None:
+            text = self.ignore.sub(_blank, text)
+        for pattern in candidates:
+            found = pattern.search(text)
+            if found is not None:
+                return True, None if self.extract is None else found.span(self.extract)
+        return False, None
 
 
 @dataclass(slots=True)
@@ -337,18 +354,15 @@ def _compile_rule(display: str, spec: InboundRuleFile) -> _Rule:
     ignore = [_expand(display, f"ignore[{i}]", p, spec.define) for i, p in enumerate(spec.ignore)]
     for i, pattern in enumerate(ignore):
         _compile(display, f"ignore[{i}]", pattern)
-    # One alternation to search; extract rules also keep the ordered list (their group names repeat, so the
-    # alternation drops the names and only serves as the quick "anything here?" test).
-    combined = "|".join(f"(?:{_UNNAME.sub('(?:', p)})" for p in expanded)
     return _Rule(
         id=spec.id,
         display=display,
         field=spec.sets.field,
         value=value,
         whole=frozenset(whole_message_key(normalize(w)) for w in spec.whole_message),
-        pattern=None if not ordered else re.compile(combined, re.IGNORECASE),
+        pattern=ordered[0] if ordered else None,
         screen=_screen(expanded),
-        screens=tuple(_screen([p]) for p in expanded) if spec.extract is not None else (),
+        screens=tuple(_screens(p) for p in expanded),
         ordered=ordered,
         ignore=re.compile("|".join(f"(?:{p})" for p in ignore), re.I) if ignore else None,
         yields_to=frozenset(spec.yields_to),

@@ -48,13 +48,16 @@ _NUMBERS = {
 }  # fmt: skip
 _NUM = r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|un[oa]?|dos|tres|cuatro|cinco|seis"
 _UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365, "s": 7}  # by first letter (s: semana); meses/años below
-_DURATION = re.compile(
+_UNIT = re.compile(
+    r"(?:d[ií]as|days?|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?)\b"
+    r"(?!-|\s*(?:ago|old|fixed|arm|term|loan|mortgage|note|history|of\s|in\s+(?:the|my|our)\b|at\b|now|already))",
+    re.IGNORECASE,
+)
+# The amount right before a unit ("3-6 ", "a couple of ", "two "), matched backwards from the unit.
+_AMOUNT = re.compile(
     rf"""(?<![\w/.$-])
     (?:(?P<couple>a\s+couple(?:\s+of)?|couple(?:\s+of)?|a\s+few|few)|(?P<a>{_NUM}))
-    (?:\s*(?:-|–|to|or|a|y|o)\s*(?P<b>{_NUM}))?
-    \s*(?P<unit>days?|d[ií]as|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?)\b
-    (?!-|\s*(?:ago|old|fixed|arm|term|loan|mortgage|note|history|of\s|in\s+(?:the|my|our)\b|at\b|now|already))
-    """,
+    (?:\s*(?:-|–|to|or|a|y|o)\s*(?P<b>{_NUM}))?\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
 _OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
@@ -157,13 +160,17 @@ def _number(word: str | None) -> int | None:
 
 def _durations(text: str) -> list[int]:
     found: list[int] = []
-    for match in _DURATION.finditer(text):
-        if _PAST.search(text, 0, match.start()):
+    for unit_match in _UNIT.finditer(text):
+        start = unit_match.start()
+        if start and text[start - 1].isalpha():
+            continue  # "ramos", "demo": a unit only as a word of its own
+        match = _AMOUNT.search(text, max(0, start - 24), start)
+        if match is None or _PAST.search(text, 0, match.start()):
             continue
-        unit = match.group("unit").lower()
+        unit = unit_match.group().lower()
         if match.group("couple"):
             amount = 2 if "couple" in match.group("couple").lower() else 3
-            if amount == 3 and not unit.startswith(("d", "w")):
+            if amount == 3 and not unit.startswith(("d", "w", "s")):  # noqa: PLR2004
                 continue  # "a few months" is 3 or 4 or 5: left to the LLM
         else:
             first, second = _number(match.group("a")), _number(match.group("b"))
@@ -172,11 +179,11 @@ def _durations(text: str) -> list[int]:
             amount = max(first, second or 0)
         if unit.startswith(("mes", "mo", "mt", "mn")):
             per = 30
-        elif unit.startswith("a") and unit not in {"a"}:
+        elif unit.startswith(("a", "y")):
             per = 365
         else:
             per = _UNIT_DAYS[unit[0]]
-        if per == 365 and amount >= 10:
+        if per == 365 and amount >= 10:  # noqa: PLR2004
             continue  # "15 year", "30 yrs": loan terms, not plans
         found.append(amount * per)
     found.extend((7 if m.group("unit").lower() == "week" else 30) * 2 for m in _OR_TWO.finditer(text))
