@@ -103,6 +103,7 @@ def queue_text(  # noqa: PLR0913
     lead: Lead | None = None,
     values: Mapping[str, str] | None = None,
     dedupe_key: str | None = None,
+    now: datetime | None = None,
 ) -> OutboundMessage | None:
     """Render, check and persist one text. Returns the row (its status says what will happen), or None
     when the dedupe key shows it was queued already."""
@@ -113,7 +114,7 @@ def queue_text(  # noqa: PLR0913
         from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )
     if rendered.audience == "borrower":
-        now = utcnow()
+        now = now or utcnow()
         gate = Gate("suppressed", "opted out") if (
             purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, broker.id, to)
         ) else gates.check(session, ctx, broker=broker, lead=lead, to=to, purpose=purpose, now=now,

@@ -1,0 +1,198 @@
+"""The gates before any automated text: known contacts, caps, circuit breaker, quiet hours, line type."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlmodel import Session, select
+
+from service import gates
+from service.models import Broker, Lead, OutboundMessage
+from service.sending.policy import load_sending_policy
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
+
+DIAL = "/twilio/voice/dial-status"
+LOOKUP = "https://lookups.twilio.com/v2/PhoneNumbers/{}"
+
+
+def missed(client, post, caller: str = CALLER, index: int = 1) -> None:  # noqa: ANN001
+    assert post(client, DIAL, call_params(f"CA{index:032d}", caller=caller, DialCallStatus="no-answer")).status_code == 200
+
+
+def policy_with(tmp_path: Path, **caps: int):  # noqa: ANN201
+    """The shipped sending policy with some caps changed (a reviewed file, edited in a temporary copy)."""
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    path = copy / "sending" / "caps.yaml"
+    text = path.read_text()
+    for name, value in caps.items():
+        head, _, rest = text.partition(f"  {name}:\n    value: ")
+        text = head + f"  {name}:\n    value: {value}" + rest[rest.index("\n"):]
+    path.write_text(text)
+    return load_sending_policy(copy)
+
+
+def broker_row(ctx) -> Broker:  # noqa: ANN001
+    return ctx.broker_for(BROKER)
+
+
+@pytest.mark.parametrize(
+    ("phone", "now_utc", "deferred"),
+    [
+        ("+13055550123", datetime(2026, 6, 10, 0, 30, tzinfo=UTC), True),  # Miami 20:30: FL closes at 20:00
+        ("+14045550123", datetime(2026, 6, 10, 0, 30, tzinfo=UTC), False),  # Atlanta 20:30: federal 21:00
+        ("+14155550123", datetime(2026, 6, 10, 10, 0, tzinfo=UTC), True),  # San Francisco 03:00
+        ("+14155550123", datetime(2026, 6, 10, 17, 0, tzinfo=UTC), False),  # San Francisco 10:00
+    ],
+)
+def test_defer_later_text_to_recipient_window(ctx, phone, now_utc, deferred) -> None:
+    with Session(ctx.engine) as session:
+        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to=phone, purpose="question",
+                           now=now_utc, automated=True)
+    assert (gate.status == "deferred") is deferred
+    if deferred:
+        assert gate.not_before is not None
+        assert gate.not_before > now_utc
+        assert "quiet hours" in (gate.reason or "")
+
+
+def test_send_opener_at_night_as_reply_to_the_call(ctx) -> None:
+    with Session(ctx.engine) as session:
+        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
+                           now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC), automated=True)
+    assert gate.status is None
+
+
+def test_defer_opener_at_night_when_configured_not_a_reply(ctx) -> None:
+    ctx.settings.opener_is_reply_override = False
+    with Session(ctx.engine) as session:
+        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
+                           now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC), automated=True)
+    assert gate.status == "deferred"
+
+
+def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx) -> None:
+    """A question queued at 3 a.m. the caller's time waits as a pending row with its reason, unsent."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from service.outbox import queue_text  # noqa: PLC0415
+
+    missed(client, post)
+    night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        lead = session.exec(select(Lead)).one()
+        msg = queue_text(session, ctx, broker=session.get(Broker, lead.broker_id), lead=lead, to=lead.phone,
+                         template_id="ask_timeline", purpose="question", now=night)
+        session.commit()
+    assert msg is not None
+    assert msg.status == "pending"
+    assert msg.last_error.startswith("deferred: quiet hours")
+    assert msg.next_attempt_at > night
+    client.app.state.worker.run_once()
+    assert len(sent_texts(twilio_api["messages"])) == 1  # only the opener
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, msg.id)
+        row.next_attempt_at = datetime.now(UTC) - timedelta(seconds=1)  # the window has opened
+        session.add(row)
+        session.commit()
+    client.app.state.worker.run_once()
+    assert len(sent_texts(twilio_api["messages"])) == 2
+
+
+def test_skip_opener_for_known_contact_from_file(tmp_path, settings, output_guard, reply_rules, twilio_api) -> None:
+    from litestar.testing import TestClient  # noqa: PLC0415
+
+    from service.app import create_app  # noqa: PLC0415
+    from service.context import build_context  # noqa: PLC0415
+    from service.twilio.signature import sign  # noqa: PLC0415
+    from tests.helpers import PUBLIC_URL, TWILIO_TOKEN  # noqa: PLC0415
+
+    dnt = tmp_path / "do-not-text.txt"
+    dnt.write_text(f"# staff\n{CALLER}  # Dana's assistant\n")
+    settings.do_not_text_file = dnt
+    context = build_context(settings)
+    context._guard, context._rules = output_guard, reply_rules  # noqa: SLF001
+    params = call_params(DialCallStatus="no-answer")
+    with TestClient(create_app(ctx=context, run_worker=False), base_url="http://testserver.local") as client:
+        sig = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + DIAL, params=params)
+        assert client.post(DIAL, data=params, headers={"X-Twilio-Signature": sig}).status_code == 200
+    context.close()
+    assert sent_texts(twilio_api["messages"]) == []
+
+
+def test_reject_do_not_text_file_with_bad_line(tmp_path) -> None:
+    from service.context import read_do_not_text_file  # noqa: PLC0415
+    from service.errors import ConfigError  # noqa: PLC0415
+
+    path = tmp_path / "dnt.txt"
+    path.write_text("+14155550123\nnot-a-number\n")
+    with pytest.raises(ConfigError, match=r"dnt.txt:2:"):
+        read_do_not_text_file(path)
+
+
+def test_skip_opener_for_contact_added_by_cli(client, post, twilio_api, ctx, monkeypatch) -> None:
+    from service.commands.contacts import contacts  # noqa: PLC0415
+    from service.settings import get_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("TEXTBACK_DATABASE_URL", ctx.settings.database_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(contacts, ["add", CALLER, "--note", "existing client"])
+        assert result.exit_code == 0, result.output
+        assert CALLER not in result.output  # masked
+        missed(client, post)
+        assert sent_texts(twilio_api["messages"]) == []
+        result = CliRunner().invoke(contacts, ["add", "garbage"])
+        assert result.exit_code != 0
+    finally:
+        get_settings.cache_clear()
+
+
+def test_trip_circuit_breaker_on_call_flood_and_alert_operator(client, post, twilio_api, ctx, tmp_path) -> None:
+    ctx._sending = policy_with(tmp_path, breaker_max_openers_per_broker=3)  # noqa: SLF001
+    for index in range(6):
+        missed(client, post, caller=f"+1415555{index:04d}", index=index)
+    client.app.state.worker.run_once()  # the alert is queued and the worker woken
+    texts = sent_texts(twilio_api["messages"])
+    openers = [t for t in texts if t["To"] != BROKER_ALERT]
+    alerts = [t for t in texts if t["To"] == BROKER_ALERT]
+    assert len(openers) == 3
+    assert len(alerts) == 1
+    assert "paused" in alerts[0]["Body"]
+    with Session(ctx.engine) as session:
+        reasons = {m.last_error for m in session.exec(select(OutboundMessage).where(OutboundMessage.status == "suppressed"))}
+    assert any("circuit breaker" in (r or "") for r in reasons)
+
+
+def test_stop_at_per_broker_daily_cap(client, post, twilio_api, ctx, tmp_path) -> None:
+    ctx._sending = policy_with(tmp_path, per_broker_per_day=2)  # noqa: SLF001
+    for index in range(4):
+        missed(client, post, caller=f"+1415555{index:04d}", index=index)
+    assert len(sent_texts(twilio_api["messages"])) == 2
+
+
+@pytest.mark.parametrize(("line_type", "sent"), [("landline", 0), ("tollFree", 0), ("mobile", 1), ("nonFixedVoip", 1)])
+def test_skip_opener_by_line_type_lookup(client, post, twilio_api, ctx, line_type, sent) -> None:
+    ctx.settings.line_type_lookup = True
+    route = twilio_api.get(LOOKUP.format(CALLER)).respond(200, json={
+        "calling_country_code": "1", "country_code": "US", "phone_number": CALLER, "national_format": "(415) 555-0199",
+        "valid": True, "validation_errors": [], "line_type_intelligence": {
+            "carrier_name": "Carrier", "error_code": None, "mobile_country_code": "310", "mobile_network_code": "456",
+            "type": line_type}, "url": LOOKUP.format(CALLER)})
+    missed(client, post)
+    assert route.called
+    assert len(sent_texts(twilio_api["messages"])) == sent
+    missed(client, post, index=2)  # inside the cooldown anyway; the lookup result is cached
+    assert len(route.calls) == 1
+
+
+def test_send_opener_when_line_type_lookup_fails(client, post, twilio_api, ctx) -> None:
+    ctx.settings.line_type_lookup = True
+    twilio_api.get(LOOKUP.format(CALLER)).respond(500, json={"code": 20500, "message": "error", "status": 500})
+    missed(client, post)
+    assert len(sent_texts(twilio_api["messages"])) == 1
