@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from service.errors import BadRequestError
 from service.logs import log
 from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
-from service.outbox import is_opted_out, queue_alert, queue_text, set_opt_out
+from service.outbox import is_opted_out, queue_alert, queue_text
 from service.phones import InvalidPhone, mask, to_e164
 from service.twilio import twiml
 

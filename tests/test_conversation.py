@@ -7,7 +7,7 @@ import respx
 from sqlmodel import Session, select
 
 from service.models import Decision, Lead
-from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+from tests.helpers import BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
 OPENAI = "https://api.openai.com/v1/chat/completions"

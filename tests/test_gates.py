@@ -6,7 +6,6 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select

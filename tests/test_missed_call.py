@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, MESSAGES_URL, TWILIO_SID, call_params, message_json,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, TWILIO_SID, call_params, message_json,
     sent_texts, sms_params,
 )
 

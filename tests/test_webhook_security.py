@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, InboundMessage, OutboundMessage
 from service.twilio.signature import public_url_for, sign
-from tests.helpers import BROKER, CALLER, PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params
+from tests.helpers import PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params
 
 ENDPOINTS = [
     ("/twilio/voice", call_params()),
