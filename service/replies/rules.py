@@ -143,14 +143,9 @@ def _all_required(seq: Any) -> list[frozenset[str]]:
     return candidates
 
 
-def _piece_regex(pieces: frozenset[str] | set[str]) -> re.Pattern[str]:
-    ordered = sorted(pieces, key=len, reverse=True)
-    return re.compile("|".join(r"\d" if p == DIGIT else re.escape(p) for p in ordered))
-
-
-def _screen(patterns: list[str]) -> re.Pattern[str] | None:
-    """A regex over the lowercased reply that finds a required piece of any of the patterns, or None when
-    some pattern has no required piece (then the rule always runs)."""
+def _screen(patterns: list[str]) -> frozenset[str] | None:
+    """Pieces of which a reply must contain one for any of the patterns to match, or None when some pattern
+    has no required piece (then the rule always runs)."""
     pieces: set[str] = set()
     for pattern in patterns:
         try:
@@ -160,17 +155,62 @@ def _screen(patterns: list[str]) -> re.Pattern[str] | None:
         if found is None:
             return None
         pieces |= found
-    return _piece_regex(pieces)
+    return frozenset(pieces)
 
 
-def _screens(pattern: str) -> tuple[re.Pattern[str], ...]:
-    """Up to three regexes that must all find a piece in the lowercased reply for `pattern` to match."""
+def _screens(pattern: str) -> tuple[frozenset[str], ...]:
+    """Up to three piece sets the reply must each meet (one piece of each) for `pattern` to match."""
     try:
         found = _all_required(_sre_parse.parse(pattern, re.IGNORECASE))
     except Exception:  # noqa: BLE001 - as above: no screen, the pattern always runs
         return ()
-    best = sorted(set(found), key=_selectivity, reverse=True)[:3]
-    return tuple(_piece_regex(pieces) for pieces in best)
+    return tuple(sorted(set(found), key=_selectivity, reverse=True)[:3])
+
+
+class _PieceFinder:
+    """Finds, in one pass over the lowercased reply, every screen piece it contains.
+
+    A lookahead alternation (longest pieces first) reports the longest piece starting at each position; the
+    pieces that are prefixes of it start there too, so each hit adds its prefix closure. Digits are one
+    search of their own.
+    """
+
+    def __init__(self, pieces: set[str]) -> None:
+        words = sorted(pieces - {DIGIT}, key=len, reverse=True)
+        self._finder = re.compile("(?=(" + _trie_regex(words) + "))") if words else None
+        self._closure = {w: frozenset(q for q in words if w.startswith(q)) for w in words}
+
+    def __call__(self, lower: str) -> set[str]:
+        present: set[str] = set()
+        if self._finder is not None:
+            closure = self._closure
+            for hit in set(self._finder.findall(lower)):
+                present |= closure[hit]
+        if _DIGIT.search(lower) is not None:
+            present.add(DIGIT)
+        return present
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _trie_regex(words: list[str]) -> str:
+    """One regex for a set of literal words, prefixes factored out ("ref(?:i|inanc)"), longest match first."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        parts = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        if not parts:
+            return ""
+        inner = parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+        return f"(?:{inner})?" if "" in node else inner
+
+    return emit(root)
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -232,9 +272,9 @@ class _Rule:
     value: Any
     whole: frozenset[str]
     pattern: re.Pattern[str] | None
-    screen: re.Pattern[str] | None
+    screen: frozenset[str] | None
     ordered: tuple[re.Pattern[str], ...]
-    screens: tuple[tuple[re.Pattern[str], ...], ...]
+    screens: tuple[tuple[frozenset[str], ...], ...]
     ignore: re.Pattern[str] | None
     yields_to: frozenset[str]
     extract: str | None
@@ -242,21 +282,31 @@ class _Rule:
     must_match: tuple[str, ...]
     must_not_match: tuple[str, ...]
 
-    def match(self, text: str, key: str, lower: str) -> tuple[bool, tuple[int, int] | None]:
-        """Whether the rule fires on the (normalized) text, and the span to extract for `extract` rules."""
+    def match(self, text: str, key: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
+        """Whether the rule fires on the (normalized) text, and the span to extract for `extract` rules.
+
+        `present` is the set of screen pieces found in the reply (see `_PieceFinder`)."""
         if key in self.whole:
             return True, None
-        if self.pattern is None:
+        if self.pattern is None or (self.screen is not None and self.screen.isdisjoint(present)):
             return False, None
-        if self.screen is not None and self.screen.search(lower) is None:
-            return False, None
-        candidates = [
-            pattern
-            for pattern, screen in zip(self.ordered, self.screens, strict=True)
-            if all(piece.search(lower) for piece in screen)
-        ]
-        if self.extract is None and not any(p.search(text) for p in candidates):
-            return False, None
+        return self.match_screened(text, present)
+
+    def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
+        """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
+        candidates = []
+        for pattern, screen in zip(self.ordered, self.screens, strict=True):
+            for pieces in screen:
+                if pieces.isdisjoint(present):
+                    break
+            else:
+                candidates.append(pattern)
+        if self.extract is None:
+            for pattern in candidates:
+                if pattern.search(text) is not None:
+                    break
+            else:
+                return False, None
         if self.ignore is not None:
             text = self.ignore.sub(_blank, text)
         for pattern in candidates:
@@ -271,12 +321,7 @@ class _Outcome:
     fired: list[_Rule] = field(default_factory=list)
     timeline_builtin: list[tuple[str, Timeline]] = field(default_factory=list)
     window: str | None = None
-    views: tuple[str, str] = ("", "")
-
-
-def _views(text: str) -> tuple[str, str]:
-    """The whole-message key and the lowercased text for the pre-screen."""
-    return whole_message_key(text), text.lower()
+    views: tuple[str, set[str]] = ("", set())
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -418,6 +463,17 @@ class RuleSet:
         self._hints = [r for r in rules if r.unless_settled is not None]
         self._carrier = [r for r in rules if r.field == "keyword" and r.whole]
         self._yielding = any(r.yields_to for r in rules)
+        pieces: set[str] = set()
+        for rule in rules:
+            pieces |= rule.screen or set()
+            for screen in rule.screens:
+                for piece_set in screen:
+                    pieces |= piece_set
+        self._pieces = _PieceFinder(pieces)
+
+    def _views(self, text: str) -> tuple[str, set[str]]:
+        """The whole-message key and the screen pieces present in the (normalized) reply."""
+        return whole_message_key(text), self._pieces(text.lower())
 
     # ---- keywords
     def carrier_keyword(self, text: str) -> Keyword | None:
@@ -428,11 +484,17 @@ class RuleSet:
 
     # ---- the analysis
     def _run(self, text: str, received_at: datetime) -> _Outcome:
-        key, lower = _views(text)
-        out = _Outcome(views=(key, lower))
+        key, present = self._views(text)
+        out = _Outcome(views=(key, present))
         window_span: tuple[int, int] | None = None
         for rule in self._rules:
-            hit, span = rule.match(text, key, lower)
+            if key in rule.whole:
+                out.fired.append(rule)
+                continue
+            screen = rule.screen
+            if rule.pattern is None or (screen is not None and screen.isdisjoint(present)):
+                continue
+            hit, span = rule.match_screened(text, present)
             if hit:
                 out.fired.append(rule)
                 if span is not None and window_span is None:
@@ -551,7 +613,7 @@ class RuleSet:
         norm = normalize(text)
         hint = next((h for h in self._hints if h.id == rule_id), None)
         if hint is not None:
-            return hint.match(norm, *_views(norm))[0]
+            return hint.match(norm, *self._views(norm))[0]
         out = self._run(norm, EXAMPLES_RECEIVED_AT)
         return any(r.id == rule_id for r in out.fired)
 
