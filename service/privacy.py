@@ -1,0 +1,273 @@
+"""Borrower data on request and by age: forget one number, purge old conversations.
+
+Both keep the opt-out records (OptOut and OptOutEvent) for good: a purge must never make a number textable
+again. Rows are deleted children first (decisions, delivery callbacks, texts, inbound messages, calls, then
+the leads) so the foreign keys hold on every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, exists, or_
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, select
+
+from service.db import session_scope
+from service.logs import log
+from service.models import CallEvent, Decision, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
+from service.phones import InvalidPhone, mask, to_e164
+
+logger = logging.getLogger("textback.privacy")
+
+COUNT_KEYS = ("leads", "inbound_messages", "outbound_messages", "decisions", "call_events", "delivery_events")
+# Work still to do: left alone by the retention purge.
+PENDING_OUTBOUND = ("pending", "sending")
+PENDING_INBOUND = ("received", "processing")
+BATCH = 500
+
+T = TypeVar("T")
+
+
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(COUNT_KEYS, 0)
+
+
+def _chunks(values: Sequence[T], size: int = BATCH) -> Iterable[list[T]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+def _same_number(raw: str | None, phone: str) -> bool:
+    if not raw:
+        return False
+    if raw == phone:
+        return True
+    try:
+        return to_e164(raw) == phone
+    except InvalidPhone:
+        return False
+
+
+def _delete(session: Session, model: type, *conditions: Any) -> int:
+    stmt = delete(model).where(*conditions).execution_options(synchronize_session=False)
+    return session.execute(stmt).rowcount or 0
+
+
+def _delete_rows(
+    session: Session,
+    *,
+    lead_ids: list[int],
+    inbound_ids: list[int],
+    outbound_ids: list[int],
+    call_sids: list[str],
+) -> dict[str, int]:
+    """Delete the given rows and everything hanging off them, children first; returns counts."""
+    counts = _zero()
+    for chunk in _chunks(inbound_ids):
+        counts["decisions"] += _delete(session, Decision, Decision.inbound_id.in_(chunk))
+    for chunk in _chunks(lead_ids):
+        counts["decisions"] += _delete(session, Decision, Decision.lead_id.in_(chunk))
+    for chunk in _chunks(outbound_ids):
+        sids = [
+            sid
+            for sid in session.exec(
+                select(OutboundMessage.twilio_sid).where(OutboundMessage.id.in_(chunk))
+            ).all()
+            if sid
+        ]
+        if sids:
+            counts["delivery_events"] += _delete(session, DeliveryEvent, DeliveryEvent.message_sid.in_(sids))
+        counts["outbound_messages"] += _delete(session, OutboundMessage, OutboundMessage.id.in_(chunk))
+    for chunk in _chunks(inbound_ids):
+        counts["inbound_messages"] += _delete(session, InboundMessage, InboundMessage.id.in_(chunk))
+    for chunk in _chunks(call_sids):
+        counts["call_events"] += _delete(session, CallEvent, CallEvent.call_sid.in_(chunk))
+    for chunk in _chunks(lead_ids):
+        counts["leads"] += _delete(session, Lead, Lead.id.in_(chunk))
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forget one number
+
+
+def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = None) -> dict[str, int]:
+    """Delete everything stored about one number (for one broker, or all): its leads, its inbound messages and
+    the decisions on them, every text to it or about it (alerts naming it), their delivery callbacks, and its
+    calls. The opt-out status and history stay. Raises InvalidPhone for a number that is not one."""
+    phone = to_e164(phone_e164)
+    with session_scope(engine) as session:
+        lead_q = select(Lead.id).where(Lead.phone == phone)
+        inbound_q = select(InboundMessage.id)
+        outbound_q = select(OutboundMessage.id)
+        call_q = select(CallEvent.call_sid, CallEvent.caller).where(CallEvent.caller.contains(phone[-7:]))
+        if broker_id is not None:
+            lead_q = lead_q.where(Lead.broker_id == broker_id)
+            inbound_q = inbound_q.where(InboundMessage.broker_id == broker_id)
+            outbound_q = outbound_q.where(OutboundMessage.broker_id == broker_id)
+            call_q = call_q.where(CallEvent.broker_id == broker_id)
+        lead_ids = list(session.exec(lead_q).all())
+        about_lead = [OutboundMessage.lead_id.in_(lead_ids)] if lead_ids else []
+        inbound_ids = list(
+            session.exec(
+                inbound_q.where(
+                    or_(
+                        InboundMessage.from_phone == phone,
+                        *([InboundMessage.lead_id.in_(lead_ids)] if lead_ids else []),
+                    )
+                )
+            ).all()
+        )
+        # Texts to the number, texts on its leads (alerts to the broker), and any text naming it.
+        outbound_ids = list(
+            session.exec(
+                outbound_q.where(
+                    or_(
+                        OutboundMessage.to_phone == phone,
+                        OutboundMessage.body.contains(phone),
+                        *about_lead,
+                    )
+                )
+            ).all()
+        )
+        call_sids = sorted({sid for sid, caller in session.exec(call_q).all() if _same_number(caller, phone)})
+        counts = _delete_rows(
+            session,
+            lead_ids=lead_ids,
+            inbound_ids=inbound_ids,
+            outbound_ids=outbound_ids,
+            call_sids=call_sids,
+        )
+    log(logger, logging.INFO, "number forgotten", phone=mask(phone), broker_id=broker_id, **counts)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retention
+
+
+def _stale_lead_ids(session: Session, cutoff: datetime, among: list[int] | None = None) -> list[int]:
+    """Leads with no activity since the cutoff and no work still pending (optionally only among some ids)."""
+    recent_inbound = exists().where(
+        InboundMessage.lead_id == Lead.id,
+        or_(InboundMessage.received_at >= cutoff, InboundMessage.status.in_(PENDING_INBOUND)),
+    )
+    recent_outbound = exists().where(
+        or_(
+            OutboundMessage.lead_id == Lead.id,
+            and_(OutboundMessage.broker_id == Lead.broker_id, OutboundMessage.to_phone == Lead.phone),
+        ),
+        or_(
+            OutboundMessage.created_at >= cutoff,
+            OutboundMessage.sent_at >= cutoff,
+            OutboundMessage.status.in_(PENDING_OUTBOUND),
+        ),
+    )
+    recent_call = exists().where(
+        CallEvent.broker_id == Lead.broker_id,
+        CallEvent.caller == Lead.phone,
+        CallEvent.created_at >= cutoff,
+    )
+    stmt = (
+        select(Lead.id)
+        .where(Lead.created_at < cutoff, Lead.updated_at < cutoff)
+        .where(or_(Lead.opener_at.is_(None), Lead.opener_at < cutoff))
+        .where(~recent_inbound, ~recent_outbound, ~recent_call)
+        .order_by(Lead.id)
+    )
+    if among is not None:
+        stmt = stmt.where(Lead.id.in_(among))
+    return list(session.exec(stmt).all())
+
+
+def _purge_leads(engine: Engine, candidates: list[int], cutoff: datetime) -> dict[str, int]:
+    with session_scope(engine) as session:
+        lead_ids = _stale_lead_ids(session, cutoff, among=candidates)  # again: a call may just have come in
+        if not lead_ids:
+            return _zero()
+        leads = session.exec(select(Lead.broker_id, Lead.phone).where(Lead.id.in_(lead_ids))).all()
+        inbound_ids = list(
+            session.exec(select(InboundMessage.id).where(InboundMessage.lead_id.in_(lead_ids))).all()
+        )
+        by_number = [and_(OutboundMessage.broker_id == b, OutboundMessage.to_phone == p) for b, p in leads]
+        outbound_ids = list(
+            session.exec(
+                select(OutboundMessage.id).where(
+                    or_(OutboundMessage.lead_id.in_(lead_ids), *by_number),
+                    OutboundMessage.status.not_in(PENDING_OUTBOUND),
+                )
+            ).all()
+        )
+        calls = [and_(CallEvent.broker_id == b, CallEvent.caller == p) for b, p in leads]
+        call_sids = (
+            sorted(set(session.exec(select(CallEvent.call_sid).where(or_(*calls))).all())) if calls else []
+        )
+        return _delete_rows(
+            session,
+            lead_ids=lead_ids,
+            inbound_ids=inbound_ids,
+            outbound_ids=outbound_ids,
+            call_sids=call_sids,
+        )
+
+
+def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
+    """Old rows that belong to no lead: calls that never became one (answered, withheld, screening), alerts
+    without a lead, delivery callbacks for texts no longer stored."""
+    with session_scope(engine) as session:
+        outbound_ids = list(
+            session.exec(
+                select(OutboundMessage.id).where(
+                    OutboundMessage.lead_id.is_(None),
+                    OutboundMessage.created_at < cutoff,
+                    OutboundMessage.status.not_in(PENDING_OUTBOUND),
+                )
+            ).all()
+        )
+        inbound_ids = list(
+            session.exec(
+                select(InboundMessage.id).where(
+                    InboundMessage.lead_id.is_(None),
+                    InboundMessage.received_at < cutoff,
+                    InboundMessage.status.not_in(PENDING_INBOUND),
+                )
+            ).all()
+        )
+        counts = _delete_rows(
+            session, lead_ids=[], inbound_ids=inbound_ids, outbound_ids=outbound_ids, call_sids=[]
+        )
+        other = aliased(CallEvent)
+        has_lead = exists().where(Lead.broker_id == CallEvent.broker_id, Lead.phone == CallEvent.caller)
+        fresh_leg = exists().where(other.call_sid == CallEvent.call_sid, other.created_at >= cutoff)
+        counts["call_events"] += _delete(
+            session, CallEvent, CallEvent.created_at < cutoff, ~has_lead, ~fresh_leg
+        )
+        known = exists().where(OutboundMessage.twilio_sid == DeliveryEvent.message_sid)
+        counts["delivery_events"] += _delete(
+            session, DeliveryEvent, DeliveryEvent.created_at < cutoff, ~known
+        )
+    return counts
+
+
+def purge_older_than(engine: Engine, days: int, *, now: datetime | None = None) -> dict[str, int]:
+    """Delete conversations whose last activity is more than `days` days old (the retention setting), with
+    their messages, decisions and calls; opt-outs stay, and anything still pending is left alone."""
+    if days < 1:
+        msg = "days must be at least 1"
+        raise ValueError(msg)
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    counts = _zero()
+    with Session(engine) as session:
+        lead_ids = _stale_lead_ids(session, cutoff)
+    for chunk in _chunks(lead_ids):
+        for key, value in _purge_leads(engine, chunk, cutoff).items():
+            counts[key] += value
+    for key, value in _purge_leftovers(engine, cutoff).items():
+        counts[key] += value
+    log(logger, logging.INFO, "retention purge", days=days, cutoff=cutoff.isoformat(), **counts)
+    return counts
