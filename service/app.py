@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Build the output guard and the reply rules before the first webhook (guardrails takes seconds).
-        await anyio.to_thread.run_sync(lambda: (context.guard, context.rules))
+        await anyio.to_thread.run_sync(context.warm_up)
         if start_thread:
             worker.start()
         try:
