@@ -82,9 +82,13 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"rules {rules.version}: {len(rules.files)} files loaded and compiled in {load_ms:.0f} ms")
     print(f"typical mix ({len(TYPICAL)} replies x {args.rounds} rounds):")
-    print(f"  median {median:.1f} µs per analysis (p90 {p90:.1f} µs, best {min(typical):.1f} µs),"
-          f" {1e6 / median:,.0f} replies/second")
-    print(f"  machine load average {load:.2f} on {os.cpu_count()} CPUs (a busy machine inflates every figure)")
+    print(
+        f"  median {median:.1f} µs per analysis (p90 {p90:.1f} µs, best {min(typical):.1f} µs),"
+        f" {1e6 / median:,.0f} replies/second"
+    )
+    print(
+        f"  machine load average {load:.2f} on {os.cpu_count()} CPUs (a busy machine inflates every figure)"
+    )
     print(f"explicit dates via dateparser: median {statistics.median(dates):.0f} µs per analysis")
 
 

@@ -39,10 +39,13 @@ def test_example_findings_empty_for_repository_policies() -> None:
 
 def test_example_findings_names_file_rule_and_text(policies_copy: Path) -> None:
     path = policies_copy / "inbound" / "optout-plain.yaml"
-    path.write_text(path.read_text().replace("    - \"we want to refinance\"\n", "    - \"please stop texting me\"\n"))
+    path.write_text(
+        path.read_text().replace('    - "we want to refinance"\n', '    - "please stop texting me"\n')
+    )
     findings = load_rules(policies_copy).example_findings()
     assert findings == [
-        "policies/inbound/optout-plain.yaml: rule 'optout-plain' must not match 'please stop texting me' but did"
+        "policies/inbound/optout-plain.yaml: rule 'optout-plain' must not match 'please stop texting me'"
+        " but did"
     ]
 
 
@@ -54,16 +57,48 @@ def test_policy_examples_cover_every_rule() -> None:
 @pytest.mark.parametrize(
     ("file", "old", "new", "field"),
     [
-        pytest.param("handoff-rate-lock.yaml", "severity: high", "severity: high\nowner: me", "owner", id="unknown-key"),
-        pytest.param("handoff-rate-lock.yaml", "'\\brate\\b.{0,25}\\block'", "'\\brate(\\b'", "patterns[1]", id="bad-regex"),
-        pytest.param("handoff-rate-lock.yaml", "value: rate_lock", "value: rate_lok", "sets.value", id="bad-enum"),
-        pytest.param("handoff-rate-lock.yaml", "severity: high", "severity: urgent", "severity", id="bad-severity"),
-        pytest.param("handoff-rate-lock.yaml", "field: handoff_reasons", "field: mood", "sets.field", id="bad-field"),
-        pytest.param("loan-purchase.yaml", "ignore:\n", "ignore:\n  - '[unclosed'\n", "ignore[0]", id="bad-ignore"),
-        pytest.param("loan-purchase-emoji.yaml", "loan-refinance,", "loan-refinanse,", "yields_to", id="unknown-yield"),
-        pytest.param("callback-window.yaml", "extract: window", "extract: when", "patterns[0]", id="missing-group"),
-        pytest.param("applied-elsewhere-yes.yaml", "${brand}|${lender}|${other})'\n", "${brnd})'\n", "patterns[0]", id="undefined-ref"),
-        pytest.param("wrong-number.yaml", "examples:\n  must_match:", "examples:\n  must_hit: [x]\n  must_match:", "examples.must_hit", id="bad-example-key"),
+        pytest.param(
+            "handoff-rate-lock.yaml", "severity: high", "severity: high\nowner: me", "owner", id="unknown-key"
+        ),
+        pytest.param(
+            "handoff-rate-lock.yaml",
+            "'\\brate\\b.{0,25}\\block'",
+            "'\\brate(\\b'",
+            "patterns[1]",
+            id="bad-regex",
+        ),
+        pytest.param(
+            "handoff-rate-lock.yaml", "value: rate_lock", "value: rate_lok", "sets.value", id="bad-enum"
+        ),
+        pytest.param(
+            "handoff-rate-lock.yaml", "severity: high", "severity: urgent", "severity", id="bad-severity"
+        ),
+        pytest.param(
+            "handoff-rate-lock.yaml", "field: handoff_reasons", "field: mood", "sets.field", id="bad-field"
+        ),
+        pytest.param(
+            "loan-purchase.yaml", "ignore:\n", "ignore:\n  - '[unclosed'\n", "ignore[0]", id="bad-ignore"
+        ),
+        pytest.param(
+            "loan-purchase-emoji.yaml", "loan-refinance,", "loan-refinanse,", "yields_to", id="unknown-yield"
+        ),
+        pytest.param(
+            "callback-window.yaml", "extract: window", "extract: when", "patterns[0]", id="missing-group"
+        ),
+        pytest.param(
+            "applied-elsewhere-yes.yaml",
+            "${brand}|${lender}|${other})'\n",
+            "${brnd})'\n",
+            "patterns[0]",
+            id="undefined-ref",
+        ),
+        pytest.param(
+            "wrong-number.yaml",
+            "examples:\n  must_match:",
+            "examples:\n  must_hit: [x]\n  must_match:",
+            "examples.must_hit",
+            id="bad-example-key",
+        ),
         pytest.param("not-interested.yaml", "id: not-interested", "id: Not_Interested", "id", id="not-kebab"),
     ],
 )

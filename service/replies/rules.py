@@ -363,7 +363,9 @@ def _value(display: str, spec: InboundRuleFile) -> Any:
     name, value = spec.sets.field, spec.sets.value
     if name == "callback_window":
         if value is not None or spec.extract is None:
-            raise PolicyError(display, "sets.value", "callback_window takes no value; name a group in 'extract'")
+            raise PolicyError(
+                display, "sets.value", "callback_window takes no value; name a group in 'extract'"
+            )
         return None
     if spec.extract is not None:
         raise PolicyError(display, "extract", "only callback_window rules extract text")
@@ -395,7 +397,9 @@ def _compile_rule(display: str, spec: InboundRuleFile) -> _Rule:
     if spec.extract is not None:
         for i, compiled in enumerate(ordered):
             if spec.extract not in compiled.groupindex:
-                raise PolicyError(display, f"patterns[{i}]", f"has no group (?P<{spec.extract}>...) to extract")
+                raise PolicyError(
+                    display, f"patterns[{i}]", f"has no group (?P<{spec.extract}>...) to extract"
+                )
     ignore = [_expand(display, f"ignore[{i}]", p, spec.define) for i, p in enumerate(spec.ignore)]
     for i, pattern in enumerate(ignore):
         _compile(display, f"ignore[{i}]", pattern)
@@ -426,7 +430,9 @@ def load_rules(policies_dir: Path) -> RuleSet:
     if inbound_errors:
         raise inbound_errors[0]
     ours = sorted((f for f in files if f.header.kind == "inbound_rule"), key=lambda f: f.path.name)
-    stray = [f for f in files if f.path.parent.resolve() == inbound.resolve() and f.header.kind != "inbound_rule"]
+    stray = [
+        f for f in files if f.path.parent.resolve() == inbound.resolve() and f.header.kind != "inbound_rule"
+    ]
     if stray:
         raise PolicyError(stray[0].display, "kind", "files under policies/inbound/ must be inbound_rule")
     if not ours:
@@ -609,7 +615,7 @@ class RuleSet:
         ]
 
     def example_fires(self, rule_id: str, text: str) -> bool:
-        """Whether rule `rule_id` takes effect on `text` in the full rule set (look-alikes and yields applied)."""
+        """Whether rule `rule_id` takes effect on `text` in the full rule set (ignores and yields applied)."""
         norm = normalize(text)
         hint = next((h for h in self._hints if h.id == rule_id), None)
         if hint is not None:

@@ -46,7 +46,10 @@ _NUMBERS = {
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "couple": 2, "few": 3,
     "un": 1, "una": 1, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6,
 }  # fmt: skip
-_NUM = r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|un[oa]?|dos|tres|cuatro|cinco|seis"
+_NUM = (
+    r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+    r"|un[oa]?|dos|tres|cuatro|cinco|seis"
+)
 _UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365, "s": 7}  # by first letter (s: semana); meses/años below
 _UNIT = re.compile(
     r"(?:d[ií]as|days?|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?)\b"
@@ -121,7 +124,9 @@ _NEXT_MONTH = re.compile(
     r"\b(?P<end>end\s+of\s+)?next\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
     re.IGNORECASE,
 )
-_NEXT_YEAR = re.compile(r"\b(?:next\s+year|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE)
+_NEXT_YEAR = re.compile(
+    r"\b(?:next\s+year|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE
+)
 # Cheap gates over the lowercased text: each reader runs only when its words can be there.
 _GATE_UNITS = re.compile(r"d[ií]a|day|week|wk|semana|mo|mth|mnth|mes|year|yr|a[nñ]o")
 _GATE_MONTHS = re.compile(r"jan|ene|feb|mar|apr|abr|may|jun|jul|aug|ago|sep|set|oct|nov|dec|dic")
@@ -298,7 +303,9 @@ def _year_phrases(text: str, today: date) -> list[tuple[str, Timeline]]:
         if match.group("early"):
             target = date(today.year + 1, 2, 15)
         else:
-            target = date(today.year, 1, 15) if today <= date(today.year, 1, 15) else date(today.year + 1, 1, 15)
+            target = (
+                date(today.year, 1, 15) if today <= date(today.year, 1, 15) else date(today.year + 1, 1, 15)
+            )
         found.append(("timeline-after-holidays", bucket((target - today).days)))
     if not after and _NEXT_YEAR.search(text):
         days = (date(today.year + 1, 1, 1) - today).days
