@@ -36,7 +36,10 @@ def screen_whisper(*, caller: str, accept_url: str) -> str:
     """Played to the broker only: a key press connects; a voicemail greeting never presses a key."""
     response = VoiceResponse()
     gather = Gather(num_digits=1, action=accept_url, method="POST", timeout=6)
-    spoken = " ".join(caller.lstrip("+")[-10:]) if caller else "an unknown number"
+    # Only ASCII digits are spoken: the From field is caller-controlled, and a control character in it would
+    # make the TwiML invalid XML (Twilio then drops the call instead of whispering to the broker).
+    digits = "".join(c for c in caller if c in "0123456789")[-10:]
+    spoken = " ".join(digits) if digits else "an unknown number"
     gather.say(f"textback: call from {spoken}. Press any key to connect.")
     response.append(gather)
     response.hangup()
