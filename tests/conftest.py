@@ -92,8 +92,34 @@ POSTGRES_URL = os.environ.get("TEXTBACK_TEST_POSTGRES_URL")
 DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A PostgreSQL database of this test run's own, created next to TEXTBACK_TEST_POSTGRES_URL's and dropped
+    at the end, so concurrent runs on one server never see each other's tables."""
+    if not POSTGRES_URL:
+        yield None
+        return
+    from sqlalchemy import create_engine, text  # noqa: PLC0415
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    from service.db import normalize_url  # noqa: PLC0415
+
+    base = make_url(normalize_url(POSTGRES_URL))
+    name = f"{base.database or 'textback_test'}_{os.getpid()}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=DB_PARAMS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None) -> Iterator[str]:
     """A fresh database: a SQLite file always, and PostgreSQL too when TEXTBACK_TEST_POSTGRES_URL is set."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'textback.db'}"
@@ -102,11 +128,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
     from service.db import make_engine  # noqa: PLC0415
 
-    engine = make_engine(POSTGRES_URL or "")
+    assert postgres_url is not None  # noqa: S101
+    engine = make_engine(postgres_url)
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
-    yield POSTGRES_URL or ""
-    engine = make_engine(POSTGRES_URL or "")
+    yield postgres_url
+    engine = make_engine(postgres_url)
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
 
