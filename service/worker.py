@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ logger = logging.getLogger("textback.worker")
 STALE_PROCESSING = timedelta(seconds=120)  # the default of settings.stale_processing_seconds
 INBOUND_GRACE = timedelta(seconds=5)
 MAX_INBOUND_ATTEMPTS = 5
+RETENTION_EVERY_SECONDS = 3600
 
 
 async def run_after_commit(
@@ -110,6 +112,7 @@ class Worker:
         self.ctx = ctx
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_purge: float | None = None
 
     def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
         """Runs after the response went to Twilio (a background task): send and process right now."""
@@ -123,10 +126,24 @@ class Worker:
             self.ctx.wake.set()
 
     def run_once(self) -> dict[str, int]:
-        """One sweep: process received replies, then send every due text."""
+        """One sweep: process received replies, send every due text, and (hourly) apply the retention."""
         for inbound_id in due_inbound_ids(self.ctx):
             process_inbound(self.ctx, inbound_id)
-        return outbox.send_due(self.ctx)
+        counts = outbox.send_due(self.ctx)
+        self._apply_retention()
+        return counts
+
+    def _apply_retention(self) -> None:
+        days = self.ctx.settings.retention_days
+        now = time.monotonic()
+        if not days or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
+            return
+        self._last_purge = now
+        from service.privacy import purge_older_than  # noqa: PLC0415
+
+        counts = purge_older_than(self.ctx.engine, days)
+        if any(counts.values()):
+            log(logger, logging.INFO, "retention purge", days=days, **counts)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -310,3 +310,32 @@ def test_reject_purge_when_days_not_positive(ctx, days: str) -> None:  # noqa: A
 def test_reject_purge_older_than_when_days_below_one(ctx) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="at least 1"):
         purge_older_than(ctx.engine, 0)
+
+
+def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
+    """With TEXTBACK_RETENTION_DAYS set, the worker's sweep purges conversations older than that."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from sqlalchemy import update  # noqa: PLC0415
+    from sqlmodel import Session, select  # noqa: PLC0415
+
+    from service.models import CallEvent, Lead, OptOut, OutboundMessage  # noqa: PLC0415
+    from tests.helpers import call_params, sms_params  # noqa: PLC0415
+
+    post(client, "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer"))
+    post(client, "/twilio/sms", sms_params("STOP"))
+    old = datetime.now(UTC) - timedelta(days=400)
+    with Session(ctx.engine) as session:
+        for model in (Lead, OutboundMessage, CallEvent):
+            session.execute(update(model).values(created_at=old))
+        session.execute(update(Lead).values(updated_at=old, opener_at=old))
+        session.execute(update(OutboundMessage).values(sent_at=old, next_attempt_at=old))
+        from service.models import InboundMessage, OptOutEvent  # noqa: PLC0415
+        session.execute(update(InboundMessage).values(received_at=old, processed_at=old))
+        session.execute(update(OptOutEvent).values(created_at=old))
+        session.commit()
+    ctx.settings.retention_days = 365
+    client.app.state.worker.run_once()
+    with Session(ctx.engine) as session:
+        assert session.exec(select(Lead)).all() == []
+        assert len(session.exec(select(OptOut)).all()) == 1  # the opt-out is kept for good
