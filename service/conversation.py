@@ -221,7 +221,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> 
 
 def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
                analysis: ReplyAnalysis, version: str | None) -> list[int]:
-    asked = set(lead.asked) | ({lead.last_question} if lead.last_question else set())
+    asked = set(lead.asked or []) | ({lead.last_question} if lead.last_question else set())
     for field, template in QUESTIONS:
         if getattr(lead, field) is None and field not in asked:
             msg = queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="question",
