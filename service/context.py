@@ -100,12 +100,30 @@ class AppContext:
                 )
             return self._extractor
 
+    def check_templates(self) -> None:
+        """Refuse to start when any borrower template, filled with sample data or with a configured broker's
+        own values, fails the output guard (a template edited to contain a rate never goes live)."""
+        from service.errors import PolicyError  # noqa: PLC0415
+        from service.outbox import broker_values  # noqa: PLC0415
+
+        value_sets = [{}] + [broker_values(b) for b in self.brokers_by_number.values()]
+        for values in value_sets:
+            for rendered in self.templates.sample_renders(values):
+                if rendered.audience != "borrower":
+                    continue
+                result = self.guard.check(rendered.text, required=rendered.required)
+                if not result.allowed:
+                    rules = ", ".join(sorted({v.rule for v in result.violations}))
+                    where = self.templates.sources[rendered.template_id]
+                    raise PolicyError(str(where), f"templates.{rendered.template_id}",
+                                      f"blocked by the output guard ({rules}) with {values.get('brokerage') or 'sample'} data")
+
     def warm_up(self) -> None:
         """Load the guard, the rules (and their date parser) and the sending policy before the first webhook,
         so the first missed call is answered within the second like every other."""
         from datetime import UTC, datetime  # noqa: PLC0415
 
-        self.guard.check("Sorry I missed your call.")
+        self.check_templates()
         self.rules.analyze("buying a home by March, after 5 works", datetime.now(UTC))
         _ = self.sending_policy
 

@@ -1,0 +1,76 @@
+"""The output guard inside the service: at start-up for templates, and before every borrower text."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from service.errors import PolicyError
+from service.models import Lead, OutboundMessage
+from service.templates import load_templates
+from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
+
+DIAL = "/twilio/voice/dial-status"
+
+
+def policies_with_rate_in_opener(tmp_path: Path) -> Path:
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    path = copy / "templates" / "borrower.yaml"
+    text = path.read_text()
+    assert "Sorry I missed your call!" in text
+    path.write_text(text.replace("Sorry I missed your call!", "Sorry I missed your call! Rates from 5.99% APR.", 1))
+    return copy
+
+
+def test_refuse_start_when_template_edited_to_contain_rate(tmp_path, ctx) -> None:
+    ctx.templates = load_templates(policies_with_rate_in_opener(tmp_path))
+    with pytest.raises(PolicyError) as info:
+        ctx.check_templates()
+    assert "templates.opener" in str(info.value)
+    assert "borrower.yaml" in str(info.value)
+
+
+def test_block_text_at_send_time_alert_broker_and_never_send(tmp_path, client, post, twilio_api, ctx) -> None:
+    """A template changed under a running service is caught by the guard before the send."""
+    ctx.templates = load_templates(policies_with_rate_in_opener(tmp_path))
+    assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200
+    client.app.state.worker.run_once()
+    texts = sent_texts(twilio_api["messages"])
+    assert [t for t in texts if t["To"] == CALLER] == []
+    [alert] = [t for t in texts if t["To"] == BROKER_ALERT]
+    assert "held by the compliance check" in alert["Body"]
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == CALLER)).one()
+        lead = session.exec(select(Lead)).one()
+    assert row.status == "blocked"
+    assert row.guard_result["allowed"] is False
+    assert any(v["rule"] == "no-rate-quotes" for v in row.guard_result["violations"])
+    assert lead.state == "handoff"
+
+
+def test_record_guard_result_and_policy_version_on_every_borrower_text(client, post, twilio_api, ctx) -> None:
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboundMessage)).one()
+    assert row.guard_result == {"allowed": True, "violations": []}
+    assert row.policy_version
+    assert row.template_id == "opener"
+    assert row.twilio_sid
+
+
+def test_keep_borrower_text_out_of_logs(client, post, twilio_api, caplog, capsys) -> None:
+    from tests.helpers import sms_params  # noqa: PLC0415
+
+    secret = "can I lock my rate? my SSN is 123-45-6789, acct 99887766"
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    post(client, "/twilio/sms", sms_params(secret))
+    fields = " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
+    logged = caplog.text + fields + capsys.readouterr().err
+    assert "inbound stored" in logged  # the events are there, without the text
+    assert "123-45-6789" not in logged
+    assert "lock my rate" not in logged
+    assert "99887766" not in logged
