@@ -22,20 +22,25 @@ def serve(host: str, port: int, workers: int) -> None:
     from service.app import create_app  # noqa: PLC0415
     from service.settings import get_settings  # noqa: PLC0415
 
+    from service.context import build_context  # noqa: PLC0415
+
     settings = get_settings()
     try:
-        # Validate everything once in this process so a bad brokers file or policy fails loudly here.
-        from service.context import build_context  # noqa: PLC0415
-
-        build_context(settings).close()
+        # Validate everything here so a bad brokers file, policy or template stops start-up with its message.
+        ctx = build_context(settings)
+        ctx.warm_up()
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
     click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}", err=True)
     if workers > 1:
+        ctx.close()
         uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        try:
+            uvicorn.run(create_app(settings, ctx=ctx), host=host, port=port, log_level="warning")
+        finally:
+            ctx.close()
 
 
 @click.command()
