@@ -16,7 +16,7 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version
-from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, scan
+from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, normalize, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -91,6 +91,39 @@ def test_scan_text_matches_guard(guard: OutputGuard) -> None:
     rules = [loaded.rule for loaded in load_outbound_rules(POLICIES)]
     for text in ["Rates from 5.9%, $1,850/mo", OPENER, "Lock in today's rate"]:
         assert scan(text, rules) == guard.check(text).violations
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("s1x percent", "six percent"),
+        ("F0UR pct", "four pct"),
+        ("n0 closing c0sts", "no closing costs"),
+        ("6ix and tw3nty-f1ve", "six and twenty-five"),
+        ("9\ufe0f\u20e3%", "9%"),  # keycap: variation selector and enclosing keycap dropped
+        ("\u2779 and \u0665", "4 and 5"),  # dingbat and Arabic-Indic digits
+        ("\U0001f51f", "10"),  # keycap ten
+        ("s i x", "six"),
+        ("r.a.t.e", "rate"),
+        ("5\u0336.99", "5.99"),  # a combining strike-through over a digit
+    ],
+)
+def test_normalize_disguised_numbers(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "your 401k, the 3rd, at 5pm, NMLS123456, W-2s, 1099s",
+        "Reply 1 2 or 3",  # spaced digits without a letter stay apart
+        "https://example.test/a-b-c?q=s1x",  # URLs keep their letters
+        "T-Mobile, e-mail, a.m., U.S.",
+        "años, café, Ñandú",  # accented letters survive NFKC and the mark removal
+    ],
+)
+def test_normalize_leaves_plain_tokens(text: str) -> None:
+    assert normalize(text) == text
 
 
 class _StubGuard:

@@ -57,6 +57,13 @@ def test_count_outbound_examples_meets_floor() -> None:
         ("Today's rate is 5 . 99 on the 30", "no-rate-quotes"),  # spaced decimal
         ("You'd be at 6\u00bd% fixed", "no-rate-quotes"),  # vulgar fraction
         ("Msg & data rates may apply. Rates from 5.9% today!", "no-rate-quotes"),  # allow span elsewhere
+        ("Fixed at e1ght percent for you", "no-rate-quotes"),  # look-alike digit inside a number word
+        ("Fixed at 8\ufe0f\u20e3 % for you", "no-rate-quotes"),  # keycap emoji digit
+        ("Fixed at \u0668% for you", "no-rate-quotes"),  # Arabic-Indic digit
+        ("Fixed at n i n e percent", "no-rate-quotes"),  # spaced-out letters
+        ("Tw3lve percent down on condos", "no-down-payment-terms"),
+        ("Zer0 points this month", "no-finance-charge-offers"),
+        ("We're a H-U-D approved lender", "no-government-endorsement-claims"),
     ],
 )
 def test_block_obfuscated_text_by_rule(guard: OutputGuard, text: str, rule_id: str) -> None:

@@ -68,19 +68,86 @@ _QUOTES = str.maketrans(
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SPACED_DECIMAL = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
+# Marks left after NFKC: emoji variation selectors and the keycap (6\ufe0f\u20e3), strike-through and other
+# combining overlays drawn over a digit. Letters with accents are single code points after NFKC and stay.
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+_EMOJI_DIGITS = {"\U0001f51f": "10"}  # keycap ten has no decomposition
+# Runs of three or more single characters with one separator between them: "s i x", "r.a.t.e", "H-U-D".
+_SPACED_LETTERS = re.compile(
+    r"(?<![\w@$])[a-z0-9@$](?P<sep>[ .\-_*])[a-z0-9@$](?:(?P=sep)[a-z0-9@$])+(?![\w@$])", re.IGNORECASE
+)
+# A word written with look-alike digits or symbols: "s1x", "f1ve", "tw0", "z3r0", "n0", "p3rcent".
+_LEET_WORD = re.compile(
+    r"(?<![\w@$])(?=[\w@$]*[a-z])(?=[\w@$]*[0-9@$])[\w@$]{2,14}(?![\w@$])", re.IGNORECASE
+)
+_LEET = {
+    "0": "o", "1": "il", "2": "z", "3": "e", "4": "a", "5": "s", "6": "sgb", "7": "t", "8": "b", "9": "g",
+    "@": "a", "$": "s",
+}
+_LEET_MAX = 4  # look-alike characters per word; more is not a word worth decoding
+# The words the outbound rules read. A disguised token is decoded only when it spells one of them, so
+# "401k", "3rd", "5pm" and "NMLS123456" are left alone.
+_RULE_WORDS = frozenset(
+    """zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred
+    thousand million grand half quarter eighth eighths percent pct point points pts rate rates apr fixed
+    down no nothing money zero cash free fee fees waived closing cost costs lock locked approved guaranteed
+    government hud fha""".split()
+)
+
+
+def _decode_leet(token: str) -> str:
+    """The rule word a disguised token spells ("s1x" -> "six"), or the token unchanged."""
+    lowered = token.lower()
+    if sum(ch in _LEET for ch in lowered) > _LEET_MAX:
+        return token
+    candidates = [""]
+    for ch in lowered:
+        choices = _LEET.get(ch, ch) if not ch.isalpha() else ch
+        candidates = [c + choice for c in candidates for choice in choices]
+    return next((word for word in candidates if word in _RULE_WORDS), token)
+
+
+def _ascii_digits(ch: str) -> str:
+    """Any Unicode digit (Arabic-Indic, dingbat circled) as an ASCII digit; other characters unchanged."""
+    if ch in _EMOJI_DIGITS:
+        return _EMOJI_DIGITS[ch]
+    if ch.isascii():
+        return ch
+    digit = unicodedata.digit(ch, None)
+    return str(digit) if digit is not None else ch
 
 
 def normalize(text: str) -> str:
     """The text as the rules see it.
 
-    NFKC (fullwidth digits and signs become ASCII), invisible format characters removed (zero-width
-    spaces used to split "5.9\u200b9%"), curly quotes and dashes straightened, "5 . 99" joined to "5.99",
-    and percent-escapes inside URLs ("%20") blanked so they do not read as percentages.
+    NFKC (fullwidth, superscript and mathematical digits and signs become ASCII); other Unicode digits
+    (dingbat circled, Arabic-Indic, keycap ten) become ASCII digits; invisible format characters and
+    leftover combining marks removed (zero-width spaces used to split "5.9\u200b9%", the keycap and
+    variation selector of "6\ufe0f\u20e3"); curly quotes and dashes straightened; "5 . 99" joined to "5.99";
+    spaced-out letters joined ("s i x" -> "six"); rule words written with look-alike digits decoded
+    ("s1x" -> "six", "n0" -> "no"); and percent-escapes inside URLs ("%20") blanked so they do not read as
+    percentages.
     """
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").translate(_QUOTES)
-    text = _SPACED_DECIMAL.sub(r"\1", text)
-    return _URL.sub(lambda m: _URL_ESCAPE.sub("   ", m.group(0)), text)
+    text = "".join(_ascii_digits(ch) for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
+    text = _SPACED_DECIMAL.sub(r"\1", text.translate(_QUOTES))
+    pieces, last = [], 0
+    for url in _URL.finditer(text):  # URLs keep their letters; only their percent-escapes are blanked
+        pieces += [_decode_words(text[last : url.start()]), _URL_ESCAPE.sub("   ", url.group(0))]
+        last = url.end()
+    return "".join([*pieces, _decode_words(text[last:])])
+
+
+def _decode_words(text: str) -> str:
+    """Spaced-out runs joined ("s i x" -> "six"), then disguised rule words decoded ("s1x" -> "six")."""
+    text = _SPACED_LETTERS.sub(lambda m: _joined(m.group(0), m.group("sep")), text)
+    return _LEET_WORD.sub(lambda m: _decode_leet(m.group(0)), text)
+
+
+def _joined(run: str, sep: str) -> str:
+    """A spaced-out run joined, when it has a letter in it ("1 2 3" stays as it is)."""
+    return run.replace(sep, "") if any(ch.isalpha() for ch in run) else run
 
 
 def _mask(text: str, patterns: Sequence[re.Pattern[str]]) -> str:
