@@ -8,7 +8,8 @@ rule id                     reads
 ==========================  ==========================================================================
 timeline-duration           "in 2 weeks", "3-6 months" (a range takes its upper bound), "a year", "60 days"
 timeline-month              "by March" (the 1st), "in March" (the 15th), "late March" (the last day)
-timeline-date               explicit dates through dateparser: "March 15", "3/15", "the 20th"
+timeline-date               explicit dates through dateparser ("March 15", "3/15", "4th of July"); "the 20th" is
+                            the next 20th on or after the received date
 timeline-season             "next spring" (April 1st), "late summer" (Aug 31); in season: its last day
 timeline-year-end           "by the end of the year", "before the holidays", "by Christmas"
 timeline-after-holidays     "after the holidays", "after New Year", "first of the year", "early next year"
@@ -63,6 +64,17 @@ _AMOUNT = re.compile(
     (?:\s*(?:-|–|to|or|a|y|o)\s*(?P<b>{_NUM}))?\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
+# "we closed on the 2nd", "paid it off the 5th": a day of the month already behind them, not a plan.
+_DOM_PAST = re.compile(
+    r"\b(?:closed|bought|purchased|moved|was|were|did|happened|paid|since|last|started|signed|funded)\b[^.!?]{0,14}$",
+    re.IGNORECASE,
+)
+# "95k a year", "save $200 a month", "twice a year": a rate per period, not a plan ("in a month" still is).
+_PER_PERIOD = re.compile(
+    r"(?:\d[\d,.]*\s*k?|\$\s*[\d,.]+\s*k?|dollars|bucks|grand|saves?|saving|pay|pays|paying|paid|make|makes|making"
+    r"|earn|earns|earning|cost|costs|spend|spending|once|twice|times|income|salary|extra|off|charge|charges)\s*$",
+    re.IGNORECASE,
+)
 _OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
 _PAST = re.compile(
     r"\b(?:for|been|past|last|owned|had|lived|living|since|hace|ago|renting|rented|old|bought|paid)\b[^.!?]{0,14}$",
@@ -91,11 +103,11 @@ _MONTH_ALONE = re.compile(
 )
 _DATE = re.compile(
     rf"""\b(?:(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?
-    |\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})\b
+    |(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})\b
     |(?:{_MONTH_NAMES})\.?\s+\d{{4}}\b
     |(?<![\d/])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])
         (?!\s*(?:arm|buy\s*down|buydown|split))
-    |the\s+(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b)""",
+    |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b))""",
     re.IGNORECASE | re.VERBOSE,
 )
 _SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
@@ -172,6 +184,10 @@ def _durations(text: str) -> list[int]:
         match = _AMOUNT.search(text, max(0, start - 24), start)
         if match is None or _PAST.search(text, 0, match.start()):
             continue
+        if (match.group("a") or "").lower() in {"a", "an", "one"} and _PER_PERIOD.search(
+            text, max(0, match.start() - 24), match.start()
+        ):
+            continue
         unit = unit_match.group().lower()
         if match.group("couple"):
             amount = 2 if "couple" in match.group("couple").lower() else 3
@@ -236,6 +252,20 @@ def _season_target(first_month: int, mod: str, sub: str, today: date) -> date | 
     return today  # unreachable: one of three consecutive seasons always ends after today
 
 
+def _day_of_month(day: int, today: date) -> date:
+    """The next `day` of a month on or after `today` ("the 12th" said on March 2nd is March 12th; said on March
+    20th it is April 12th; "the 31st" skips the months that have no 31st). dateparser reads "the 12th" as a
+    month, so day-of-month phrases are resolved here."""
+    year, month = today.year, today.month
+    for _ in range(13):
+        if day <= calendar.monthrange(year, month)[1]:
+            candidate = date(year, month, day)
+            if candidate >= today:
+                return candidate
+        year, month = _add_months(year, month, 1)
+    return today  # unreachable: every day 1-31 occurs within 13 months
+
+
 def _explicit_date(fragment: str, received_at: datetime) -> date | None:
     import dateparser  # noqa: PLC0415 - a slow import, needed only for explicit dates
 
@@ -259,7 +289,10 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
     if _GATE_DATE.search(lower) or _GATE_MONTHS.search(lower):
         dates = list(_DATE.finditer(text))
         for match in dates:
-            target = _explicit_date(match.group(), received_at)
+            dom = match.group("dom")
+            if dom and _DOM_PAST.search(text, max(0, match.start() - 24), match.start()):
+                continue
+            target = _day_of_month(int(dom), today) if dom else _explicit_date(match.group(), received_at)
             if target is not None and target >= today:
                 found.append(("timeline-date", bucket((target - today).days)))
         for match in dates:  # "March 15" is a date, not also "March"
