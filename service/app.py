@@ -62,7 +62,8 @@ async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
     url = public_url_for(ctx.settings.public_url, request.url.path, request.url.query)
     verify(token=ctx.settings.signing_token, url=url, params=params,
            signature=request.headers.get("x-twilio-signature"))
-    return params
+    # Checked as signed; then NUL goes: PostgreSQL text cannot hold it, and a 503 would make Twilio retry forever.
+    return {key: value.replace("\x00", "") for key, value in params.items()}
 
 
 async def _webhook(request: Request, handler: Handler, media: str) -> Response:

@@ -57,6 +57,15 @@ def _require(form: Mapping[str, str], *names: str) -> list[str]:
     return [form[n].strip() for n in names]
 
 
+def _int_field(value: str | None, default: int | None = None) -> int | None:
+    """A non-negative integer Twilio field (a duration, a count, an error code), or `default` when it is not
+    one. ASCII digits only ('²'.isdigit() is true, int('²') fails) and at most 9 of them (fits every column)."""
+    text = (value or "").strip()
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 9:  # noqa: PLR2004
+        return default
+    return int(text)
+
+
 def _sid(value: str, prefixes: tuple[str, ...], name: str) -> str:
     if not value.startswith(prefixes) or not value.isalnum() or len(value) > 64:  # noqa: PLR2004
         raise BadRequestError(f"{name} is not a Twilio SID", status_code=422)
@@ -208,7 +217,7 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
     duration = form.get("DialCallDuration")
     event = CallEvent(call_sid=call_sid, kind="dial-status", status=status.lower(), broker_id=broker.id,
                       caller=form.get("From"), missed=missed, reason=why,
-                      duration=int(duration) if (duration or "").isdigit() else None)
+                      duration=_int_field(duration))
     if not _record_call_event(session, event):
         if missed:
             return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
@@ -244,7 +253,7 @@ def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str])
     duration = form.get("RecordingDuration")
     _record_call_event(session, CallEvent(
         call_sid=call_sid, kind="voicemail", status="recorded", broker_id=broker.id, caller=form.get("From"),
-        duration=int(duration) if (duration or "").isdigit() else None,
+        duration=_int_field(duration),
         reason=(form.get("RecordingUrl") or "")[:300] or None,
     ))
     return Outcome(twiml=twiml.hangup())
@@ -259,7 +268,7 @@ def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str
     duration = form.get("CallDuration")
     _record_call_event(session, CallEvent(
         call_sid=call_sid, kind="status", status=status.lower(), broker_id=broker.id, caller=form.get("From"),
-        duration=int(duration) if (duration or "").isdigit() else None,
+        duration=_int_field(duration),
     ))
     return Outcome(twiml=twiml.empty_voice())
 
@@ -283,7 +292,7 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     lead = get_or_create_lead(session, broker.id, sender)
     inbound = InboundMessage(message_sid=message_sid, broker_id=broker.id, lead_id=lead.id, from_phone=sender,
                              body=body, opt_out_type=opt_out_type,
-                             num_media=int(num_media) if num_media.isdigit() else 0)
+                             num_media=_int_field(num_media, 0) or 0)
     try:
         with session.begin_nested():
             session.add(inbound)
@@ -307,7 +316,7 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
     if status not in MESSAGE_STATUSES:
         raise BadRequestError("unknown MessageStatus", status_code=422)
     code_raw = (form.get("ErrorCode") or "").strip()
-    code = int(code_raw) if code_raw.isdigit() else None
+    code = _int_field(code_raw)
     try:
         with session.begin_nested():
             session.add(DeliveryEvent(message_sid=message_sid, status=status, error_code=code))
