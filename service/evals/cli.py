@@ -55,7 +55,8 @@ def evals() -> None:
 )
 @click.option("--cassette", default="replies", show_default=True, help="Cassette name in <data>/cassettes/.")
 @click.option("--no-guard", is_flag=True, help="Skip the outbound red-team set (and the guardrails import).")
-def run_command(
+@click.option("--no-conversations", is_flag=True, help="Skip the multi-turn conversation scripts.")
+def run_command(  # noqa: PLR0913 - one parameter per option
     llm: str,
     report_path: Path | None,
     thresholds_path: Path | None,
@@ -63,6 +64,7 @@ def run_command(
     data_dir: Path,
     cassette: str,
     no_guard: bool,  # noqa: FBT001 - a click flag
+    no_conversations: bool,  # noqa: FBT001 - a click flag
 ) -> None:
     """Run the eval sets and hold the result against the thresholds."""
     from service.errors import TextbackError  # noqa: PLC0415
@@ -80,16 +82,23 @@ def run_command(
         cassette=cassette,
         environ=dict(os.environ),
         run_guard=not no_guard,
+        run_conversations=not no_conversations,
     )
     try:
         result = run(config)
     except (DatasetError, ThresholdError, CassetteError, EvalConfigError, TextbackError) as exc:
         click.echo(f"evals: {exc}", err=True)
         raise SystemExit(2) from None
-    click.echo(table(result))
+    from service.evals.conversations import markdown_lines, table_lines  # noqa: PLC0415
+
+    conversations = result.conversations
+    click.echo(table(result) + ("\n" + "\n".join(table_lines(conversations)) if conversations else ""))
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(markdown(result), encoding="utf-8")
+        text = markdown(result)
+        if conversations is not None:
+            text = text.rstrip("\n") + "\n\n" + "\n".join(markdown_lines(conversations))
+        report_path.write_text(text, encoding="utf-8")
         click.echo(f"report written to {report_path}")
     if not result.ok:
         raise SystemExit(1)

@@ -42,6 +42,8 @@ from service.evals.thresholds import Thresholds, broken, load_thresholds
 if TYPE_CHECKING:
     import httpx
 
+    from service.evals.conversations import ConversationReport
+    from service.policy.guard import OutputGuard
     from service.replies.llm import ReplyExtractor
     from service.replies.rules import RuleSet
 
@@ -65,6 +67,9 @@ class RunConfig:
     cassette: str = DEFAULT_CASSETTE
     environ: Mapping[str, str] = field(default_factory=dict)
     run_guard: bool = True
+    # The multi-turn scripts in <data_dir>/conversations/ (rules only, whatever `llm` says); skipped when the
+    # directory does not exist. `textback evals run` turns this on unless --no-conversations.
+    run_conversations: bool = False
 
     @property
     def cassette_path(self) -> Path:
@@ -77,6 +82,7 @@ class RunResult:
     thresholds: Thresholds
     replies: RepliesReport | None = None
     guard: GuardReport | None = None
+    conversations: ConversationReport | None = None
     outcomes: list[ReplyOutcome] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
     skipped: str | None = None
@@ -151,10 +157,13 @@ def run_replies(
     return outcomes
 
 
-def run_guard(cases: list[OutboundCase], policies_dir: Path) -> tuple[list[GuardOutcome], str]:
-    from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
+def run_guard(
+    cases: list[OutboundCase], policies_dir: Path, guard: OutputGuard | None = None
+) -> tuple[list[GuardOutcome], str]:
+    if guard is None:
+        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
 
-    guard = OutputGuard.load(policies_dir)
+        guard = OutputGuard.load(policies_dir)
     outcomes = []
     for case in cases:
         result = guard.check(case.text)
@@ -196,11 +205,28 @@ def run(config: RunConfig) -> RunResult:
         extra={"fields": {"cases": len(cases), "llm": config.llm, "failed_ids": result.replies.failed_ids}},
     )
 
+    from service.evals import conversations  # noqa: PLC0415 - imports the app only when the set runs
+
+    conversations_dir = config.data_dir / conversations.CONVERSATIONS_DIR
+    with_conversations = config.run_conversations and conversations_dir.is_dir()
+    guard = None
+    if config.run_guard or with_conversations:
+        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
+
+        started = time.perf_counter()
+        guard = OutputGuard.load(config.policies_dir)  # built once, shared by both sets
+        result.seconds["guard load"] = time.perf_counter() - started
     if config.run_guard:
         started = time.perf_counter()
-        guard_outcomes, result.guard_version = run_guard(outbound, config.policies_dir)
+        guard_outcomes, result.guard_version = run_guard(outbound, config.policies_dir, guard)
         result.seconds["guard"] = time.perf_counter() - started
         result.guard = score_guard(guard_outcomes)
 
     result.broken = broken(thresholds, result.replies, result.guard)
+    if with_conversations:
+        report = conversations.run_conversations(conversations_dir, config.policies_dir, guard=guard)
+        result.conversations = report
+        result.seconds["conversations"] = report.seconds
+        floors = thresholds.conversations
+        result.broken += conversations.broken_lines(report, floors.scripts_min, floors.failed_max)
     return result

@@ -37,9 +37,15 @@ class GuardThresholds(_Strict):
     false_block_rate_max: float = Field(0.02, ge=0, le=1)
 
 
+class ConversationThresholds(_Strict):
+    scripts_min: int = Field(25, ge=0)  # the set must not shrink unnoticed
+    failed_max: int = Field(0, ge=0)  # failing scripts not marked as a known service issue
+
+
 class Thresholds(_Strict):
     replies: RepliesThresholds = Field(default_factory=RepliesThresholds)
     guard: GuardThresholds = Field(default_factory=GuardThresholds)
+    conversations: ConversationThresholds = Field(default_factory=ConversationThresholds)
 
 
 def load_thresholds(path: Path) -> Thresholds:
