@@ -197,6 +197,11 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> 
     _capture(lead, analysis)
     lead.updated_at = utcnow()
     session.add(lead)
+    if lead.state == "new":
+        # No opener went out (a text out of the blue, or after a call the broker answered): the bot has not
+        # introduced itself, so it says nothing and the broker gets the text.
+        _record(session, inbound, lead, "forwarded", analysis, version)
+        return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
     if lead.state in {"handoff", "ready", "closed"}:
         _record(session, inbound, lead, "forwarded", analysis, version)
         return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body, template_id="alert_forward")

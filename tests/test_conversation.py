@@ -150,3 +150,12 @@ def test_stop_automated_texts_at_per_lead_cap(client, post, twilio_api, ctx) -> 
     reply(client, post, "in about 2 months")  # the cap: a person takes over
     assert len(to_borrower(twilio_api["messages"])) == 2
     assert "automated texts used up" in to_broker(twilio_api["messages"])[-1]
+
+
+def test_forward_text_to_broker_when_no_opener_was_sent(client, post, twilio_api, ctx) -> None:
+    """Someone texts the number without a missed call: the bot stays silent, the broker gets the text."""
+    reply(client, post, "hi is this the mortgage guy? looking to refi")
+    assert to_borrower(twilio_api["messages"]) == []
+    [alert] = to_broker(twilio_api["messages"])
+    assert "looking to refi" in alert
+    assert lead(ctx).loan_type == "refinance"  # still captured for the broker
