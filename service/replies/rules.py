@@ -294,13 +294,20 @@ class _Rule:
 
     def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
         """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
+        plain = self.extract is None and self.ignore is None
         candidates = []
         for pattern, screen in zip(self.ordered, self.screens, strict=True):
             for pieces in screen:
                 if pieces.isdisjoint(present):
                     break
             else:
+                if plain:  # nothing to blank or extract: the first pattern that matches settles it
+                    if pattern.search(text) is not None:
+                        return True, None
+                    continue
                 candidates.append(pattern)
+        if plain:
+            return False, None
         if self.extract is None:
             for pattern in candidates:
                 if pattern.search(text) is not None:
