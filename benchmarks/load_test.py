@@ -90,6 +90,7 @@ class Req:
     sent_at: float = 0.0
     latency: float = 0.0
     status: int = 0
+    error: str | None = None
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Workload:
     forged_numbers: set[str]
     forged_sids: set[str]
     forged_call_sids: set[str]
+    transport_errors: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> list[Req]:
@@ -192,17 +194,23 @@ async def fire(base_url: str, workload: Workload, concurrency: int, deadline: fl
     queue: asyncio.Queue[list[Req]] = asyncio.Queue()
     for job in workload.jobs:
         queue.put_nowait(job)
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    # Idle connections expire before uvicorn's 5 s keep-alive timeout closes them under a request in flight.
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
 
         async def send(req: Req) -> None:
             req.sent_at = time.time()
             started = time.perf_counter()
-            try:
-                response = await client.post(req.path, data=req.params, headers={"X-Twilio-Signature": req.signature})
-                req.status = response.status_code
-            except httpx.HTTPError:
-                req.status = -1
+            for attempt in range(2):  # a connection that failed before any answer is retried once, like a retry
+                try:
+                    response = await client.post(req.path, data=req.params,
+                                                 headers={"X-Twilio-Signature": req.signature})
+                    req.status = response.status_code
+                    break
+                except httpx.HTTPError as exc:
+                    req.status, req.error = -1, f"{type(exc).__name__}{' (retried)' if attempt else ''}"
+                    workload.transport_errors.append(type(exc).__name__)
             req.latency = time.perf_counter() - started
 
         async def worker() -> None:
@@ -448,6 +456,7 @@ def measure(label: str, workload: Workload, burst: float, drain: float, database
         "inbound processed": len(set(processed) & workload.message_sids),
         "valid requests not 200": sum(1 for r in valid if r.status != 200),  # noqa: PLR2004
         "5xx or transport errors": sum(1 for r in reqs if r.status >= 500 or r.status < 0),  # noqa: PLR2004
+        "connection errors retried once": len(workload.transport_errors),
         "Messages API requests": len(creates),
     }
     if shipped:
