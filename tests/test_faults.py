@@ -1,0 +1,97 @@
+"""Faults: Twilio API errors and timeouts, and a database that is briefly unreachable."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+
+from service.db import make_engine
+from service.models import CallEvent, InboundMessage, OutboundMessage
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params
+
+DIAL = "/twilio/voice/dial-status"
+
+
+def rows(ctx, model) -> list:  # noqa: ANN001
+    with Session(ctx.engine) as session:
+        return list(session.exec(select(model)))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(429, json={"code": 20429, "message": "Too Many Requests", "status": 429}),
+        httpx.Response(503, text="<html>Service Unavailable</html>"),
+        httpx.ConnectError("connection refused"),
+        httpx.RemoteProtocolError("connection reset by peer"),
+    ],
+    ids=["429", "503", "connect-error", "reset"],
+)
+def test_retry_send_after_transient_failure(client, post, twilio_api, ctx, failure) -> None:
+    route = twilio_api["messages"]
+    ok = httpx.Response(201, json=message_json(CALLER, BROKER, "opener", sid="SM" + "a" * 32))
+    route.side_effect = [failure, ok]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    [row] = rows(ctx, OutboundMessage)
+    assert row.status == "pending"
+    assert row.next_attempt_at is not None
+    client.app.state.worker.run_once()
+    [row] = rows(ctx, OutboundMessage)
+    assert row.status == "sent"
+    assert len(route.calls) == 2
+
+
+def test_reconcile_timed_out_send_instead_of_resending(client, post, twilio_api, ctx) -> None:
+    """A timeout after the request left: the retry first asks Twilio's message list, and finds it sent."""
+    route = twilio_api["messages"]
+    route.side_effect = [httpx.ReadTimeout("no answer")]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    [row] = rows(ctx, OutboundMessage)
+    assert row.unknown_outcome
+    list_route = twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json={
+        "messages": [message_json(CALLER, BROKER, row.body, sid="SM" + "b" * 32, status="delivered")],
+        "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
+        "previous_page_uri": None, "start": 0, "uri": ""})
+    client.app.state.worker.run_once()
+    [row] = rows(ctx, OutboundMessage)
+    assert row.status == "sent"
+    assert row.twilio_sid == "SM" + "b" * 32
+    assert list_route.called
+    assert len(route.calls) == 1  # never sent twice
+
+
+def test_hand_off_after_send_keeps_failing(client, post, twilio_api, ctx) -> None:
+    ctx.settings.send_max_attempts = 3
+    route = twilio_api["messages"]
+    route.side_effect = [httpx.Response(500, json={"code": 20500, "message": "err", "status": 500})] * 3 + [
+        httpx.Response(201, json=message_json(BROKER_ALERT, BROKER, "alert"))]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    for _ in range(3):
+        client.app.state.worker.run_once()
+    opener = [r for r in rows(ctx, OutboundMessage) if r.to_phone == CALLER]
+    assert opener[0].status == "failed"
+    assert opener[0].attempts == 3
+    texts = sent_texts(route)
+    assert texts[-1]["To"] == BROKER_ALERT
+    assert "could not text" in texts[-1]["Body"]
+
+
+def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post, twilio_api, ctx) -> None:
+    """Twilio retries a 5xx: nothing half-written, and the retry gives exactly one text."""
+    good = ctx.engine
+    ctx.engine = make_engine("postgresql://postgres@127.0.0.1:1/unreachable")
+    try:
+        params = call_params(DialCallStatus="no-answer")
+        assert post(client, DIAL, params).status_code == 503
+        assert post(client, "/twilio/sms", sms_params("purchase", sid="SM" + "c" * 32)).status_code == 503
+        assert client.get("/ready").status_code == 503
+    finally:
+        ctx.engine.dispose()
+        ctx.engine = good
+    assert rows(ctx, CallEvent) == []
+    assert rows(ctx, InboundMessage) == []
+    assert post(client, DIAL, params).status_code == 200
+    assert post(client, "/twilio/sms", sms_params("purchase", sid="SM" + "c" * 32)).status_code == 200
+    assert len([t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER]) == 2
+    assert len(rows(ctx, InboundMessage)) == 1
