@@ -166,11 +166,6 @@ def test_score_replies_plain_words_lookalike_counts_false_optout(tmp_path: Path)
 
 
 # ------------------------------------------------------------------------------------------- the runner
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rules and the guard miss eval cases today (reported with ids on issue 5); "
-    "remove this marker once `textback evals run --llm none` exits 0",
-)
 def test_run_evals_repo_policies_hold_every_threshold() -> None:
     result = run(RunConfig(data_dir=EVALS, policies_dir=POLICIES, llm="none"))
     assert result.broken == []
