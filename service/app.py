@@ -11,6 +11,8 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
@@ -83,45 +85,31 @@ def ctx_worker(request: Request) -> Worker:
 
 XML = "application/xml"
 
-
-@post("/twilio/voice")
-async def voice(request: Request) -> Response:
-    return await _webhook(request, flow.handle_voice, XML)
-
-
-@post("/twilio/voice/dial-status")
-async def dial_status(request: Request) -> Response:
-    return await _webhook(request, flow.handle_dial_status, XML)
-
-
-@post("/twilio/voice/status")
-async def call_status(request: Request) -> Response:
-    return await _webhook(request, flow.handle_call_status, XML)
+# Every Twilio webhook: the path Twilio posts to, and the flow function that answers it.
+WEBHOOKS: dict[str, Handler] = {
+    "/twilio/voice": flow.handle_voice,
+    "/twilio/voice/dial-status": flow.handle_dial_status,
+    "/twilio/voice/status": flow.handle_call_status,
+    "/twilio/voice/screen": flow.handle_screen,
+    "/twilio/voice/screen/accept": flow.handle_screen_accept,
+    "/twilio/voice/voicemail": flow.handle_voicemail,
+    "/twilio/sms": flow.handle_inbound_sms,
+    "/twilio/sms/status": flow.handle_sms_status,
+}
 
 
-@post("/twilio/voice/screen")
-async def screen(request: Request) -> Response:
-    return await _webhook(request, flow.handle_screen, XML)
+def _webhook_route(path: str, handler: Handler) -> HTTPRouteHandler:
+    """A thin POST handler: verify, run the flow function in one transaction, answer TwiML."""
+
+    async def endpoint(request: Request) -> Response:
+        return await _webhook(request, handler, XML)
+
+    endpoint.__name__ = endpoint.__qualname__ = handler.__name__.removeprefix("handle_")
+    endpoint.__doc__ = handler.__doc__
+    return post(path, name=endpoint.__name__, summary=f"Twilio webhook {path}", tags=["twilio"])(endpoint)
 
 
-@post("/twilio/voice/screen/accept")
-async def screen_accept(request: Request) -> Response:
-    return await _webhook(request, flow.handle_screen_accept, XML)
-
-
-@post("/twilio/voice/voicemail")
-async def voicemail(request: Request) -> Response:
-    return await _webhook(request, flow.handle_voicemail, XML)
-
-
-@post("/twilio/sms")
-async def sms(request: Request) -> Response:
-    return await _webhook(request, flow.handle_inbound_sms, XML)
-
-
-@post("/twilio/sms/status")
-async def sms_status(request: Request) -> Response:
-    return await _webhook(request, flow.handle_sms_status, XML)
+WEBHOOK_ROUTES = [_webhook_route(path, handler) for path, handler in WEBHOOKS.items()]
 
 
 @get("/health")
@@ -138,6 +126,9 @@ def ready(request: Request) -> Response:
     if ping(request.app.state.ctx.engine):
         return Response(content={"status": "ready"}, status_code=200)
     return Response(content={"status": "database unreachable"}, status_code=503)
+
+
+ROUTE_HANDLERS = [*WEBHOOK_ROUTES, health, ready]
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
@@ -162,11 +153,11 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
                 context.close()
 
     return Litestar(
-        route_handlers=[voice, dial_status, call_status, screen, screen_accept, voicemail, sms, sms_status, health, ready],
+        route_handlers=ROUTE_HANDLERS,
         exception_handlers={Exception: error_to_response},
         lifespan=[lifespan],
         state=State({"ctx": context, "worker": worker}),
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(title="textback", version="0.1.0", path="/schema"),
         debug=False,
     )
 

@@ -134,3 +134,10 @@ def test_answer_health_and_ready(client) -> None:
     assert client.get("/ready").status_code == 200
 
 
+
+
+def test_serve_openapi_schema_listing_every_webhook(client) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    for path in ("/twilio/voice", "/twilio/voice/dial-status", "/twilio/voice/status", "/twilio/sms",
+                 "/twilio/sms/status", "/health", "/ready"):
+        assert path in schema["paths"]
