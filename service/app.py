@@ -106,7 +106,8 @@ def _webhook_route(path: str, handler: Handler) -> HTTPRouteHandler:
 
     endpoint.__name__ = endpoint.__qualname__ = handler.__name__.removeprefix("handle_")
     endpoint.__doc__ = handler.__doc__
-    return post(path, name=endpoint.__name__, summary=f"Twilio webhook {path}", tags=["twilio"])(endpoint)
+    return post(path, name=endpoint.__name__, summary=f"Twilio webhook {path}", tags=["twilio"],
+                status_code=200, media_type=XML)(endpoint)
 
 
 WEBHOOK_ROUTES = [_webhook_route(path, handler) for path, handler in WEBHOOKS.items()]

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textback.outbox")
 
-STALE_CLAIM = timedelta(seconds=90)  # the default of settings.stale_claim_seconds
 # Purposes that count toward the per-lead cap on automated texts.
 AUTOMATED = {"opener", "question", "ack", "ready", "closing"}
 # Purposes allowed to an opted-out number (the one confirmation of the opt-out itself).
@@ -267,8 +266,9 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
                                   status_callback=_status_callback(ctx))
     except SendError as exc:
         return _record_failure(ctx, session, msg, exc)
-    except Exception as exc:  # noqa: BLE001 - any other failure is retried, never lost
-        return _record_failure(ctx, session, msg, SendError(f"unexpected {type(exc).__name__}", code=None, permanent=False))
+    except Exception as exc:  # noqa: BLE001 - any other failure is retried (after reconciling), never lost
+        unexpected = SendError(f"unexpected {type(exc).__name__}", code=None, permanent=False, unknown_outcome=True)
+        return _record_failure(ctx, session, msg, unexpected)
     msg.status, msg.twilio_sid, msg.delivery_status = "sent", result.sid, result.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
     log(logger, logging.INFO, "text sent", id=msg.id, sid=result.sid, template=msg.template_id)

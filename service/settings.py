@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
@@ -66,6 +66,15 @@ class Settings(BaseSettings):
             msg = "must start with http:// or https://"
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _stale_claim_outlasts_a_send(self) -> Settings:
+        floor = 2 * self.send_timeout_seconds + 5
+        if self.stale_claim_seconds < floor:
+            msg = (f"stale_claim_seconds ({self.stale_claim_seconds}) must exceed twice send_timeout_seconds plus 5 "
+                   f"({floor}), or a slow send could be claimed by a second worker")
+            raise ValueError(msg)
+        return self
 
     @property
     def dry_run(self) -> bool:

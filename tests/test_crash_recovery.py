@@ -238,7 +238,8 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "TEXTBACK_LOG_LEVEL": "INFO",
     }
     first = ServiceProcess(env=service_env(base_env), workdir=tmp, log_path=tmp / "first.log")
-    second = ServiceProcess(env=service_env({**base_env, "TEXTBACK_STALE_CLAIM_SECONDS": "5",
+    second = ServiceProcess(env=service_env({**base_env, "TEXTBACK_SEND_TIMEOUT_SECONDS": "1",
+                                              "TEXTBACK_STALE_CLAIM_SECONDS": "8",
                                               "TEXTBACK_STALE_PROCESSING_SECONDS": "5"}),
                             workdir=tmp, log_path=tmp / "second.log")
 

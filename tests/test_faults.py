@@ -11,6 +11,8 @@ from service.models import CallEvent, InboundMessage, OutboundMessage
 from tests.helpers import BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
+EMPTY_LIST = {"messages": [], "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
+              "previous_page_uri": None, "start": 0, "uri": ""}
 
 
 def rows(ctx, model) -> list:  # noqa: ANN001
@@ -32,6 +34,8 @@ def test_retry_send_after_transient_failure(client, post, twilio_api, ctx, failu
     route = twilio_api["messages"]
     ok = httpx.Response(201, json=message_json(CALLER, BROKER, "opener", sid="SM" + "a" * 32))
     route.side_effect = [failure, ok]
+    # Where the request may have left (a dropped connection), the retry first checks Twilio's list: empty.
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=EMPTY_LIST)
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     [row] = rows(ctx, OutboundMessage)
     assert row.status == "pending"
@@ -95,3 +99,30 @@ def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post
     assert post(client, "/twilio/sms", sms_params("purchase", sid="SM" + "c" * 32)).status_code == 200
     assert len([t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER]) == 2
     assert len(rows(ctx, InboundMessage)) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "unknown"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow connect"), False),
+        (httpx.ReadTimeout("no answer"), True),
+        (httpx.RemoteProtocolError("dropped after the request"), True),
+        (httpx.ReadError("reset while reading"), True),
+    ],
+)
+def test_mark_outcome_unknown_only_when_request_may_have_left(client, post, twilio_api, ctx, failure, unknown) -> None:
+    twilio_api["messages"].side_effect = [failure]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    [row] = rows(ctx, OutboundMessage)
+    assert row.status == "pending"
+    assert row.unknown_outcome is unknown
+
+
+def test_reject_stale_claim_shorter_than_a_send() -> None:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from service.settings import Settings  # noqa: PLC0415
+
+    with pytest.raises(ValidationError, match="stale_claim_seconds"):
+        Settings(_env_file=None, send_timeout_seconds=60, stale_claim_seconds=30)

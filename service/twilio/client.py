@@ -105,16 +105,26 @@ class TwilioGateway:
             code = int(exc.code) if exc.code else None
             permanent = code in PERMANENT_ERRORS or (400 <= exc.status < 500 and exc.status != 429)  # noqa: PLR2004
             raise SendError(f"twilio {exc.status} {code}", code=code, permanent=permanent) from None
-        except httpx.TimeoutException as exc:
-            # The request may have reached Twilio: the outcome is unknown and must be reconciled.
-            raise SendError(f"timeout: {type(exc).__name__}", code=None, permanent=False, unknown_outcome=True) from None
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never left: safe to send again.
             raise SendError(f"transport: {type(exc).__name__}", code=None, permanent=False) from None
+        except httpx.TransportError as exc:
+            # A read/write timeout or a dropped connection after the request went out: Twilio may have the
+            # message. The outcome is unknown and is reconciled against the message list before any resend.
+            raise SendError(f"unknown outcome: {type(exc).__name__}", code=None, permanent=False,
+                            unknown_outcome=True) from None
         return SendResult(sid=message.sid, status=message.status or "queued")
 
     def find_sent(self, *, to: str, from_: str, body: str, since: datetime) -> SendResult | None:
-        """Reconcile an unknown outcome: a message with this body already in Twilio's list."""
-        for message in self._client.messages.list(to=to, from_=from_, date_sent_after=since, limit=50):
+        """Reconcile an unknown outcome: a message with this body already in Twilio's list.
+
+        Listed by To/From only (newest first): a message still queued has no DateSent yet, so filtering on it
+        could miss the very message we are looking for. Creation time is compared here instead.
+        """
+        for message in self._client.messages.list(to=to, from_=from_, limit=50):
+            created = message.date_created
+            if created is not None and created < since:
+                continue
             if (message.body or "").strip() == body.strip():
                 return SendResult(sid=message.sid, status=message.status or "sent")
         return None
