@@ -9,7 +9,8 @@ rule id                     reads
 timeline-duration           "in 2 weeks", "3-6 months" (a range takes its upper bound), "a year", "60 days"
 timeline-month              "by March" (the 1st), "in March" (the 15th), "late March" (the last day)
 timeline-date               explicit dates through dateparser ("March 15", "3/15", "4th of July"); "the 20th" is
-                            the next 20th on or after the received date
+                            the next 20th on or after the received date; an ordinal that counts ("the 3rd
+                            time I've called", "the 2nd lender") is not a date
 timeline-season             "next spring" (April 1st), "late summer" (Aug 31); in season: its last day
 timeline-year-end           "by the end of the year", "before the holidays", "by Christmas"
 timeline-after-holidays     "after the holidays", "after New Year", "first of the year", "early next year"
@@ -101,13 +102,23 @@ _MONTH_ALONE = re.compile(
     r"(?:maybe|prob(?:ably)?|hopefully|or\s+so|ish)?\W*$",
     re.IGNORECASE,
 )
+# "the 3rd time I've called", "the 2nd lender", "the 4th house we saw": an ordinal that counts something is
+# not a day of the month ("by the 3rd", "on the 12th", "the 4th of July" still are).
+_NOT_A_COUNT = (
+    r"(?!\s+(?:(?:damn|straight|whole|different|separate|other|freaking|frickin|fricking|effing|bloody)\s+)?"
+    r"(?:times?|attempts?|try|tries|calls?|phone\s+calls?|texts?|messages?|msgs?|voicemails?|vms?|emails?"
+    r"|requests?|reminders?|follow[\s-]?ups?|notices?|letters?|person|people|one|ones|lenders?|banks?"
+    r"|brokers?|companies|company|loan\s+officers?|agents?|realtors?|houses?|homes?|propert(?:y|ies)|places?"
+    r"|offers?|bids?|condos?|apartments?|kids?|child|baby|grade|floor|round|weeks?|weekends?|months?|years?"
+    r"|days?\s+in\s+a\s+row)\b)"
+)
 _DATE = re.compile(
     rf"""\b(?:(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?
     |(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})\b
     |(?:{_MONTH_NAMES})\.?\s+\d{{4}}\b
     |(?<![\d/])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])
         (?!\s*(?:arm|buy\s*down|buydown|split))
-    |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b))""",
+    |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT})""",
     re.IGNORECASE | re.VERBOSE,
 )
 _SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
