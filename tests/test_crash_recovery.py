@@ -234,6 +234,7 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "OPENAI_API_KEY": "sk-test-crash", "OPENAI_BASE_URL": f"http://127.0.0.1:{llm.port}/v1",
         "TEXTBACK_LLM_TIMEOUT_SECONDS": "120", "TEXTBACK_SEND_TIMEOUT_SECONDS": "120",
+        "TEXTBACK_STALE_CLAIM_SECONDS": "300",
         "TEXTBACK_WORKER_POLL_SECONDS": "0.2", "TEXTBACK_SEND_RETRY_BASE_SECONDS": "0.1",
         "TEXTBACK_LOG_LEVEL": "INFO",
     }
