@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.replies.rules import load_rules  # noqa: E402
+from service.replies.rules import RuleSet, load_rules  # noqa: E402
 
 TYPICAL = [
     "refi",
@@ -62,6 +62,19 @@ def _samples(rules: object, texts: list[str], at: datetime, rounds: int) -> list
     return samples
 
 
+def _per_reply(rules: RuleSet, texts: list[str], at: datetime, rounds: int) -> list[float]:
+    """Each reply's own median time (µs) over `rounds` analyses."""
+    medians = []
+    for text in texts:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter_ns()
+            rules.analyze(text, at)
+            times.append((time.perf_counter_ns() - start) / 1000)
+        medians.append(statistics.median(times))
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000, help="passes over the typical mix (default 2000)")
@@ -85,6 +98,11 @@ def main() -> None:
     print(
         f"  median {median:.1f} µs per analysis (p90 {p90:.1f} µs, best {min(typical):.1f} µs),"
         f" {1e6 / median:,.0f} replies/second"
+    )
+    per_reply = _per_reply(rules, TYPICAL, at, max(args.rounds // 4, 50))
+    print(
+        f"  median reply: {statistics.median(per_reply):.1f} µs (each reply's own median; slowest reply"
+        f" {max(per_reply):.1f} µs, fastest {min(per_reply):.1f} µs)"
     )
     print(
         f"  machine load average {load:.2f} on {os.cpu_count()} CPUs (a busy machine inflates every figure)"
