@@ -13,11 +13,12 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from sqlalchemy import update
 from sqlmodel import Session
 
 from service.flow import alert_reply
 from service.logs import log
-from service.models import Broker, Decision, InboundMessage, Lead, OptOut, utcnow
+from service.models import Broker, Decision, InboundMessage, Lead, OptOut, OutboundMessage, utcnow
 from service.outbox import queue_alert, queue_text, set_opt_out
 from service.replies.analysis import Keyword, ReplyAnalysis
 
@@ -184,10 +185,19 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
 
 def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> list[int]:
     """Everything after a non-keyword reply is stored: analyse, capture, then ask, hand off or close."""
-    lead = session.get(Lead, inbound.lead_id)
+    # Lock the lead: two replies processed at once (two workers, or a fast double text) must not both ask.
+    lead = session.get(Lead, inbound.lead_id, with_for_update=True) if inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id)
     if lead is None or broker is None:
         return []
+    # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
+    # something the borrower may just have answered.
+    session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.lead_id == lead.id, OutboundMessage.status == "pending",
+               OutboundMessage.purpose.in_(("question", "ready")))
+        .values(status="suppressed", last_error="superseded by a newer reply")
+    )
     analysis = answer_in_context(lead, inbound.body, _analyze(ctx, inbound))
     version = getattr(ctx.rules, "version", None)
     if analysis.keyword is Keyword.STOP:

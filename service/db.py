@@ -31,12 +31,21 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            # The sqlite3 driver opens transactions lazily (only before a write), so a SAVEPOINT can start and
+            # RELEASE commit one on its own. Take transaction control ourselves (SQLAlchemy's documented
+            # recipe): every transaction is a real BEGIN, and IMMEDIATE so concurrent writers queue up instead
+            # of failing on a read-then-write upgrade. A webhook is then all or nothing on SQLite too.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -49,8 +58,8 @@ def create_schema(engine: Engine) -> None:
     rewritten, so rolling back a release leaves a database the older code still reads.
     """
     SQLModel.metadata.create_all(engine)
-    inspector = inspect(engine)
     with engine.begin() as conn:
+        inspector = inspect(conn)
         for table in SQLModel.metadata.sorted_tables:
             existing = {col["name"] for col in inspector.get_columns(table.name)}
             for column in table.columns:

@@ -136,17 +136,23 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
     lead = get_or_create_lead(session, broker.id, caller)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
+    previous = (lead.opener_at, lead.automated_count)
     if not _claim_opener(session, lead, timedelta(hours=ctx.settings.opener_cooldown_hours)):
         return "no opener: cooldown (an opener went out recently)", []
     booking = bool(broker.booking_url)
-    lead.state, lead.closed_reason, lead.summary_alert_sent = "opened", None, False
-    lead.handoff_reasons, lead.automated_count, lead.asked = [], 0, []
-    lead.last_question = None if booking else "loan_type"
-    session.add(lead)
+    lead.automated_count = 0  # a new missed call starts a new conversation
     msg = queue_text(session, ctx, broker=broker, lead=lead, to=caller, purpose="opener",
                      template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
     if msg is None or msg.status != "pending":
+        # Not going out (known contact, breaker, cap, not textable, guard): the lead is not "opened", so its
+        # replies reach the broker rather than a bot that never introduced itself, and no cooldown is used.
+        lead.opener_at, lead.automated_count = previous
+        session.add(lead)
         return f"no opener: {msg.last_error if msg else 'duplicate'}", []
+    lead.state, lead.closed_reason, lead.summary_alert_sent = "opened", None, False
+    lead.handoff_reasons, lead.asked = [], []
+    lead.last_question = None if booking else "loan_type"
+    session.add(lead)
     return "opener queued", [msg.id] if msg.id else []
 
 
@@ -289,6 +295,18 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     if opt_out_type and opt_out_type not in TWILIO_OPT_OUT_TYPES:
         opt_out_type = None
     num_media = form.get("NumMedia") or "0"
+    if sender in ctx.own_numbers:
+        # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
+        # borrower (no lead, no keyword handling, no alert about their own text).
+        own = InboundMessage(message_sid=message_sid, broker_id=broker.id, lead_id=None, from_phone=sender,
+                             body=body, status="processed", num_media=_int_field(num_media, 0) or 0)
+        try:
+            with session.begin_nested():
+                session.add(own)
+        except IntegrityError:
+            pass
+        log(logger, logging.INFO, "text from a broker number stored", message_sid=message_sid, broker_id=broker.id)
+        return Outcome(twiml=twiml.empty_messaging())
     lead = get_or_create_lead(session, broker.id, sender)
     inbound = InboundMessage(message_sid=message_sid, broker_id=broker.id, lead_id=lead.id, from_phone=sender,
                              body=body, opt_out_type=opt_out_type,

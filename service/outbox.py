@@ -211,9 +211,9 @@ def _status_callback(ctx: AppContext) -> str:
     return f"{ctx.settings.public_url}/twilio/sms/status"
 
 
-def send_one(ctx: AppContext, msg_id: int) -> str | None:
+def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> str | None:
     """Claim and send one pending text; returns its new status, or None if another worker had it."""
-    now = utcnow()
+    now = now or utcnow()
     with Session(ctx.engine, expire_on_commit=False) as session:
         if not _claim(session, msg_id, now):
             return None
@@ -226,6 +226,18 @@ def send_one(ctx: AppContext, msg_id: int) -> str | None:
             session.add(msg)
             session.commit()
             return msg.status
+        if msg.audience == "borrower" and msg.purpose in AUTOMATED and msg.purpose != "opener":
+            # A retry or a worker back after downtime must not carry a text past the recipient's window.
+            broker = session.get(Broker, msg.broker_id)
+            opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker.timezone if broker else "UTC",
+                                                         is_opener=False)
+            if opens > now:
+                msg.status, msg.next_attempt_at, msg.attempts = "pending", opens, max(msg.attempts - 1, 0)
+                msg.last_error = "deferred: quiet hours at send time"
+                session.add(msg)
+                session.commit()
+                return msg.status
+        follow_up: list[int] = []
         if msg.audience == "borrower" and msg.purpose == "opener":
             skip = gates.line_type_allows(session, ctx, msg.to_phone, now)
             if skip is not None:
@@ -234,8 +246,12 @@ def send_one(ctx: AppContext, msg_id: int) -> str | None:
                 if lead is not None:
                     lead.not_textable_reason = skip.replace(" ", "_")
                     session.add(lead)
+                # The broker still has a missed caller to call back.
+                follow_up = _alert_send_failed(ctx, session, msg, f"the number cannot take texts ({skip})")
                 session.add(msg)
                 session.commit()
+                if follow_up:
+                    ctx.wake.set()
                 return msg.status
         follow_up = _deliver(ctx, session, msg)
         session.add(msg)
@@ -261,7 +277,7 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
                 msg.status, msg.twilio_sid, msg.delivery_status = "sent", found.sid, found.status
                 msg.sent_at, msg.unknown_outcome = utcnow(), False
                 log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
-                return []
+                return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
         result = gateway.send_sms(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
                                   status_callback=_status_callback(ctx))
     except SendError as exc:
@@ -272,6 +288,27 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
     msg.status, msg.twilio_sid, msg.delivery_status = "sent", result.sid, result.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
     log(logger, logging.INFO, "text sent", id=msg.id, sid=result.sid, template=msg.template_id)
+    return _apply_early_delivery_events(ctx, session, msg, None, None)
+
+
+def _apply_early_delivery_events(
+    ctx: AppContext, session: Session, msg: OutboundMessage, listed_status: str | None, listed_error: int | None
+) -> list[int]:
+    """A status callback can beat the stored SID, and a reconciled message can already have failed: apply
+    what is known about the SID now, so a bounced opener still marks the lead and alerts the broker."""
+    from service.models import DeliveryEvent  # noqa: PLC0415
+
+    failures = [(listed_status, listed_error)] if listed_status in {"failed", "undelivered"} else []
+    failures += [
+        (e.status, e.error_code)
+        for e in session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == msg.twilio_sid))
+        if e.status in {"failed", "undelivered"}
+    ]
+    for status, code in failures:
+        msg.delivery_status = status
+        if code is not None:
+            msg.error_code = code
+            return apply_error_to_lead(ctx, session, msg, code)
     return []
 
 
@@ -279,6 +316,9 @@ def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc
     msg.last_error = str(exc)
     msg.error_code = exc.code
     msg.unknown_outcome = msg.unknown_outcome or exc.unknown_outcome
+    if msg.audience == "broker" and (exc.permanent or msg.attempts >= ctx.settings.send_max_attempts):
+        msg.status = "failed"
+        return _alert_undeliverable(ctx, session, msg, str(exc))
     if exc.permanent:
         msg.status = "failed"
         log(logger, logging.WARNING, "text failed permanently", id=msg.id, code=exc.code,
@@ -294,6 +334,31 @@ def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc
     msg.next_attempt_at = utcnow() + _backoff(ctx, msg.attempts)
     log(logger, logging.INFO, "text retry scheduled", id=msg.id, attempts=msg.attempts, error=str(exc))
     return []
+
+
+def _alert_undeliverable(ctx: AppContext, session: Session, msg: OutboundMessage, error: str) -> list[int]:
+    """An alert to the broker could not be delivered: log it loudly and tell the operator, if one is set."""
+    log(logger, logging.ERROR, "broker alert undeliverable", id=msg.id, template=msg.template_id, error=error)
+    numbers = [n for n in ctx.settings.operator_alert_to if n != msg.to_phone]
+    broker = session.get(Broker, msg.broker_id)
+    if not numbers or broker is None or msg.template_id == "alert_operator":
+        return []
+    ids = []
+    for index, number in enumerate(numbers):
+        rendered = ctx.templates.render("alert_operator", {"reason": f"an alert to {broker.name}'s team failed ({error})"})
+        alert = OutboundMessage(
+            dedupe_key=f"undeliverable:{msg.id}:{index}", broker_id=broker.id, lead_id=msg.lead_id,
+            audience="broker", purpose="alert", template_id="alert_operator", to_phone=number,
+            from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
+        )
+        try:
+            with session.begin_nested():
+                session.add(alert)
+        except IntegrityError:
+            continue
+        if alert.id is not None:
+            ids.append(alert.id)
+    return ids
 
 
 def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage, code: int | None) -> list[int]:

@@ -72,13 +72,30 @@ def process_inbound(ctx: AppContext, inbound_id: int) -> list[int]:
     except Exception as exc:  # noqa: BLE001 - the message goes back to the queue, never lost
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
         with session_scope(ctx.engine) as session:
+            gave_up = _attempts(session, inbound_id) >= MAX_INBOUND_ATTEMPTS
             session.execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == inbound_id)
-                .values(status="received" if _attempts(session, inbound_id) < MAX_INBOUND_ATTEMPTS else "failed")
+                .values(status="failed" if gave_up else "received")
             )
+            if gave_up:
+                return _forward_unprocessed(session, ctx, inbound_id)
         return []
     return ids
+
+
+def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> list[int]:
+    """A reply the service could not process after every attempt still reaches the broker."""
+    from service.flow import alert_reply  # noqa: PLC0415
+    from service.models import Broker, Lead  # noqa: PLC0415
+
+    inbound = session.get(InboundMessage, inbound_id)
+    lead = session.get(Lead, inbound.lead_id) if inbound and inbound.lead_id else None
+    broker = session.get(Broker, inbound.broker_id) if inbound else None
+    if inbound is None or lead is None or broker is None:
+        return []
+    log(logger, logging.ERROR, "inbound given up; forwarded to the broker", inbound_id=inbound_id)
+    return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
 
 
 def _attempts(session: Session, inbound_id: int) -> int:

@@ -77,6 +77,7 @@ class HttpxTwilioClient(HttpClient):
 class SendResult:
     sid: str
     status: str
+    error_code: int | None = None
 
 
 class SendError(Exception):
@@ -126,7 +127,8 @@ class TwilioGateway:
             if created is not None and created < since:
                 continue
             if (message.body or "").strip() == body.strip():
-                return SendResult(sid=message.sid, status=message.status or "sent")
+                code = int(message.error_code) if str(message.error_code or "").isdigit() else None
+                return SendResult(sid=message.sid, status=message.status or "sent", error_code=code)
         return None
 
     def line_type(self, phone: str) -> str | None:
