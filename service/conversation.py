@@ -134,6 +134,11 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
                            template_id="help", dedupe_key=f"help:{inbound.message_sid}"))
 
 
+def analyze_reply(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
+    """Rules first, then the LLM when needed (may take seconds: call it outside any transaction)."""
+    return _analyze(ctx, inbound)
+
+
 def _analyze(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
     from service.replies.classify import classify  # noqa: PLC0415
 
@@ -183,7 +188,8 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     return ids
 
 
-def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> list[int]:
+def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
+                 analysis: ReplyAnalysis | None = None) -> list[int]:
     """Everything after a non-keyword reply is stored: analyse, capture, then ask, hand off or close."""
     # Lock the lead: two replies processed at once (two workers, or a fast double text) must not both ask.
     lead = session.get(Lead, inbound.lead_id, with_for_update=True) if inbound.lead_id else None
@@ -192,13 +198,15 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage) -> 
         return []
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
-    session.execute(
+    superseded = session.execute(
         update(OutboundMessage)
         .where(OutboundMessage.lead_id == lead.id, OutboundMessage.status == "pending",
                OutboundMessage.purpose.in_(("question", "ready")))
         .values(status="suppressed", last_error="superseded by a newer reply")
-    )
-    analysis = answer_in_context(lead, inbound.body, _analyze(ctx, inbound))
+    ).rowcount
+    if superseded:
+        lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
+    analysis = answer_in_context(lead, inbound.body, analysis or _analyze(ctx, inbound))
     version = getattr(ctx.rules, "version", None)
     if analysis.keyword is Keyword.STOP:
         _record(session, inbound, lead, "opt_out", analysis, version)

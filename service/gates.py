@@ -112,6 +112,7 @@ def line_type_allows(session: Session, ctx: AppContext, phone: str, now: datetim
         return None
     cached = session.get(LineTypeCache, phone)
     if cached is None or cached.checked_at < now - timedelta(days=30):
+        session.commit()  # never hold a transaction (on SQLite, the write lock) across the network call
         try:
             line_type = ctx.gateway.line_type(phone)
         except Exception:  # noqa: BLE001 - lookup is advisory: fail open, the send's own errors still count

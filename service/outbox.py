@@ -253,6 +253,7 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
                 if follow_up:
                     ctx.wake.set()
                 return msg.status
+        session.commit()  # the claim is ours: no transaction (on SQLite, the write lock) across the send
         follow_up = _deliver(ctx, session, msg)
         session.add(msg)
         session.commit()

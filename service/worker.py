@@ -50,7 +50,7 @@ async def run_after_commit(
 
 def process_inbound(ctx: AppContext, inbound_id: int) -> list[int]:
     """Claim one received message and run the conversation on it; returns ids of texts queued."""
-    from service.conversation import handle_reply  # noqa: PLC0415 - avoids an import cycle
+    from service.conversation import analyze_reply, handle_reply  # noqa: PLC0415 - avoids an import cycle
 
     now = utcnow()
     with Session(ctx.engine, expire_on_commit=False) as session:
@@ -62,11 +62,15 @@ def process_inbound(ctx: AppContext, inbound_id: int) -> list[int]:
         session.commit()
         if claimed.rowcount != 1:
             return []
+        inbound = session.get(InboundMessage, inbound_id)
+        session.commit()  # no transaction stays open across the LLM call below
     try:
+        assert inbound is not None  # noqa: S101 - just claimed
+        analysis = analyze_reply(ctx, inbound)  # rules, then the LLM if needed: outside any transaction
         with session_scope(ctx.engine) as session:
             inbound = session.get(InboundMessage, inbound_id)
             assert inbound is not None  # noqa: S101 - just claimed
-            ids = handle_reply(session, ctx, inbound)
+            ids = handle_reply(session, ctx, inbound, analysis=analysis)
             inbound.status, inbound.processed_at = "processed", utcnow()
             session.add(inbound)
     except Exception as exc:  # noqa: BLE001 - the message goes back to the queue, never lost
