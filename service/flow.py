@@ -197,10 +197,21 @@ def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> 
 
 
 def classify_dial(session: Session, broker: Broker, call_sid: str, form: Mapping[str, str]) -> tuple[bool, str]:
-    """(missed, why) for a <Dial> action callback."""
+    """(missed, why) for a <Dial> action callback.
+
+    `no-answer`, `busy`, `failed` and `canceled` are misses. A `completed` leg is a miss when Twilio says the
+    caller was never bridged to it (`DialBridged=false`: the broker's voicemail took it, or, with call
+    screening, nobody pressed a key). When Twilio does not say, call screening decides: only a leg whose
+    whisper was accepted with a key press (recorded by /twilio/voice/screen/accept) was a person.
+    """
     status = form["DialCallStatus"].strip().lower()
     if status in MISSED_DIAL_STATUSES:
         return True, f"dial {status}"
+    bridged = (form.get("DialBridged") or "").strip().lower()
+    if bridged == "false":
+        return True, f"dial {status} but never bridged (voicemail or an unaccepted screened leg)"
+    if bridged == "true":
+        return False, f"answered (dial {status}, bridged, {form.get('DialCallDuration') or '?'} s)"
     if broker.call_screening:
         accepted = session.exec(
             select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.kind == "screen-accept")
@@ -208,8 +219,6 @@ def classify_dial(session: Session, broker: Broker, call_sid: str, form: Mapping
         if accepted is None:
             return True, f"dial {status} but the broker never accepted the screened call (voicemail or declined)"
         return False, "answered (screened and accepted)"
-    if (form.get("DialBridged") or "").strip().lower() == "false":
-        return True, f"dial {status} but not bridged"
     return False, f"answered (dial {status}, {form.get('DialCallDuration') or '?'} s)"
 
 

@@ -78,7 +78,10 @@ def test_send_opener_when_same_webhook_delivered_five_times_concurrently(client,
         ("busy", {}, True),
         ("failed", {}, True),
         ("canceled", {}, True),
-        ("completed", {"DialCallDuration": "31", "DialBridged": "true"}, True),  # screening on, never accepted
+        ("completed", {"DialCallDuration": "31", "DialBridged": "false"}, True),  # voicemail / unaccepted screen
+        ("completed", {"DialCallDuration": "12"}, True),  # screening on, no key press recorded
+        ("completed", {"DialCallDuration": "240", "DialBridged": "true"}, False),  # a person talked
+        ("answered", {"DialCallDuration": "95", "DialBridged": "true"}, False),
     ],
 )
 def test_detect_missed_call_from_dial_status(client, post, twilio_api, status, extra, missed) -> None:
