@@ -136,10 +136,6 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
 
 def analyze_reply(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
     """Rules first, then the LLM when needed (may take seconds: call it outside any transaction)."""
-    return _analyze(ctx, inbound)
-
-
-def _analyze(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
     from service.replies.classify import classify  # noqa: PLC0415
 
     return classify(inbound.body, inbound.received_at, rules=ctx.rules, extractor=ctx.extractor)
@@ -206,7 +202,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     ).rowcount
     if superseded:
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
-    analysis = answer_in_context(lead, inbound.body, analysis or _analyze(ctx, inbound))
+    analysis = answer_in_context(lead, inbound.body, analysis or analyze_reply(ctx, inbound))
     version = getattr(ctx.rules, "version", None)
     if analysis.keyword is Keyword.STOP:
         _record(session, inbound, lead, "opt_out", analysis, version)

@@ -157,11 +157,11 @@ def queue_text(  # noqa: PLR0913
 
 def queue_alert(
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, template_id: str,
-    values: Mapping[str, str], dedupe_key: str | None = None,
+    values: Mapping[str, str], dedupe_key: str | None = None, numbers: list[str] | None = None,
 ) -> list[OutboundMessage]:
-    """An alert to each of the broker's alert numbers (not a borrower-facing text)."""
+    """An alert to each of the broker's alert numbers, or to `numbers` (never a borrower-facing text)."""
     out = []
-    for index, number in enumerate(broker.alert_to):
+    for index, number in enumerate(broker.alert_to if numbers is None else numbers):
         key = f"{dedupe_key}:{index}" if dedupe_key else None
         msg = queue_text(session, ctx, broker=broker, to=number, template_id=template_id, purpose="alert",
                          lead=lead, values=values, dedupe_key=key)
@@ -174,19 +174,10 @@ def _alert_operator(session: Session, ctx: AppContext, *, broker: Broker, reason
     """Once per breaker window: tell the operator (or the broker's team) that automated texts stopped."""
     window = ctx.sending_policy.caps.breaker_window_minutes
     bucket = int(utcnow().timestamp() // (window * 60))
-    numbers = ctx.settings.operator_alert_to or broker.alert_to
-    for index, number in enumerate(numbers):
-        rendered = ctx.templates.render("alert_operator", {"reason": reason})
-        alert = OutboundMessage(
-            dedupe_key=f"breaker:{broker.id}:{bucket}:{index}", broker_id=broker.id, audience="broker",
-            purpose="alert", template_id="alert_operator", to_phone=number, from_phone=broker.twilio_number,
-            body=rendered.text, policy_version=ctx.templates.version,
-        )
-        try:
-            with session.begin_nested():
-                session.add(alert)
-        except IntegrityError:
-            continue
+    alerts = queue_alert(session, ctx, broker=broker, lead=None, template_id="alert_operator",
+                         values={"reason": reason}, dedupe_key=f"breaker:{broker.id}:{bucket}",
+                         numbers=ctx.settings.operator_alert_to or broker.alert_to)
+    if alerts:
         log(logger, logging.WARNING, "circuit breaker tripped", broker_id=broker.id, reason=reason)
     ctx.wake.set()
 
@@ -344,22 +335,11 @@ def _alert_undeliverable(ctx: AppContext, session: Session, msg: OutboundMessage
     broker = session.get(Broker, msg.broker_id)
     if not numbers or broker is None or msg.template_id == "alert_operator":
         return []
-    ids = []
-    for index, number in enumerate(numbers):
-        rendered = ctx.templates.render("alert_operator", {"reason": f"an alert to {broker.name}'s team failed ({error})"})
-        alert = OutboundMessage(
-            dedupe_key=f"undeliverable:{msg.id}:{index}", broker_id=broker.id, lead_id=msg.lead_id,
-            audience="broker", purpose="alert", template_id="alert_operator", to_phone=number,
-            from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
-        )
-        try:
-            with session.begin_nested():
-                session.add(alert)
-        except IntegrityError:
-            continue
-        if alert.id is not None:
-            ids.append(alert.id)
-    return ids
+    lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_operator",
+                         values={"reason": f"an alert to {broker.name}'s team failed ({error})"},
+                         dedupe_key=f"undeliverable:{msg.id}", numbers=numbers)
+    return [a.id for a in alerts if a.id is not None]
 
 
 def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage, code: int | None) -> list[int]:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textback.worker")
 
-STALE_PROCESSING = timedelta(seconds=120)  # the default of settings.stale_processing_seconds
 INBOUND_GRACE = timedelta(seconds=5)
 MAX_INBOUND_ATTEMPTS = 5
 RETENTION_EVERY_SECONDS = 3600

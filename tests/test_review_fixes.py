@@ -167,7 +167,7 @@ def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twi
         raise RuntimeError("a bug in processing")
 
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
-    monkeypatch.setattr("service.conversation._analyze", broken)
+    monkeypatch.setattr("service.conversation.analyze_reply", broken)
     post(client, "/twilio/sms", sms_params("we want to buy in spring"))
     for _ in range(worker.MAX_INBOUND_ATTEMPTS):
         with Session(ctx.engine) as session:
