@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine
 
 from service import models  # noqa: F401 - registers the tables on SQLModel.metadata
@@ -74,6 +75,19 @@ def ping(engine: Engine) -> bool:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001 - readiness: any failure means not ready
+        return False
+    return True
+
+
+def insert_once(session: Session, row: object) -> bool:
+    """Insert `row` in a savepoint; False when a unique constraint says it is there already.
+
+    This is how webhooks stay idempotent under concurrent duplicates: the database decides, not a
+    check-then-insert."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
         return False
     return True
 

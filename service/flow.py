@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from service.db import insert_once
 from service.errors import BadRequestError
 from service.logs import log
 from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
@@ -84,25 +84,12 @@ def broker_for(ctx: AppContext, form: Mapping[str, str]) -> Broker:
     return broker
 
 
-def _record_call_event(session: Session, event: CallEvent) -> bool:
-    """Insert a call event; False when this exact delivery was recorded already (a Twilio retry)."""
-    try:
-        with session.begin_nested():
-            session.add(event)
-    except IntegrityError:
-        return False
-    return True
-
-
 def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
     lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).first()
     if lead is not None:
         return lead
     lead = Lead(broker_id=broker_id, phone=phone)
-    try:
-        with session.begin_nested():
-            session.add(lead)
-    except IntegrityError:
+    if not insert_once(session, lead):
         lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).one()
     return lead
 
@@ -178,7 +165,7 @@ def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> 
     event = CallEvent(call_sid=call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=form.get("From"), missed=forwarded or None,
                       reason="forwarded on no answer" if forwarded else None)
-    fresh = _record_call_event(session, event)
+    fresh = insert_once(session, event)
     if forwarded:
         if not fresh:
             return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
@@ -233,7 +220,7 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
     event = CallEvent(call_sid=call_sid, kind="dial-status", status=status.lower(), broker_id=broker.id,
                       caller=form.get("From"), missed=missed, reason=why,
                       duration=_int_field(duration))
-    if not _record_call_event(session, event):
+    if not insert_once(session, event):
         if missed:
             return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
                                                    voicemail_action=_url(ctx, "/twilio/voice/voicemail")))
@@ -257,7 +244,7 @@ def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, s
     parent = (form.get("ParentCallSid") or call_sid).strip()
     if not (form.get("Digits") or "").strip():
         return Outcome(twiml=twiml.hangup())
-    _record_call_event(session, CallEvent(call_sid=_sid(parent, ("CA",), "ParentCallSid"), kind="screen-accept",
+    insert_once(session, CallEvent(call_sid=_sid(parent, ("CA",), "ParentCallSid"), kind="screen-accept",
                                           status="accepted"))
     return Outcome(twiml=twiml.empty_voice())
 
@@ -266,7 +253,7 @@ def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str])
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
     duration = form.get("RecordingDuration")
-    _record_call_event(session, CallEvent(
+    insert_once(session, CallEvent(
         call_sid=call_sid, kind="voicemail", status="recorded", broker_id=broker.id, caller=form.get("From"),
         duration=_int_field(duration),
         reason=(form.get("RecordingUrl") or "")[:300] or None,
@@ -281,7 +268,7 @@ def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str
     if status.lower() not in CALL_STATUSES:
         raise BadRequestError("unknown CallStatus", status_code=422)
     duration = form.get("CallDuration")
-    _record_call_event(session, CallEvent(
+    insert_once(session, CallEvent(
         call_sid=call_sid, kind="status", status=status.lower(), broker_id=broker.id, caller=form.get("From"),
         duration=_int_field(duration),
     ))
@@ -309,21 +296,14 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         # borrower (no lead, no keyword handling, no alert about their own text).
         own = InboundMessage(message_sid=message_sid, broker_id=broker.id, lead_id=None, from_phone=sender,
                              body=body, status="processed", num_media=_int_field(num_media, 0) or 0)
-        try:
-            with session.begin_nested():
-                session.add(own)
-        except IntegrityError:
-            pass
+        insert_once(session, own)
         log(logger, logging.INFO, "text from a broker number stored", message_sid=message_sid, broker_id=broker.id)
         return Outcome(twiml=twiml.empty_messaging())
     lead = get_or_create_lead(session, broker.id, sender)
     inbound = InboundMessage(message_sid=message_sid, broker_id=broker.id, lead_id=lead.id, from_phone=sender,
                              body=body, opt_out_type=opt_out_type,
                              num_media=_int_field(num_media, 0) or 0)
-    try:
-        with session.begin_nested():
-            session.add(inbound)
-    except IntegrityError:
+    if not insert_once(session, inbound):
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=message_sid, sender=mask(sender), broker_id=broker.id)
@@ -344,10 +324,7 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
         raise BadRequestError("unknown MessageStatus", status_code=422)
     code_raw = (form.get("ErrorCode") or "").strip()
     code = _int_field(code_raw)
-    try:
-        with session.begin_nested():
-            session.add(DeliveryEvent(message_sid=message_sid, status=status, error_code=code))
-    except IntegrityError:
+    if not insert_once(session, DeliveryEvent(message_sid=message_sid, status=status, error_code=code)):
         return Outcome(twiml=twiml.empty_messaging())
     msg = session.exec(select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid)).first()
     if msg is None:

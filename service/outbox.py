@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from service import gates
+from service.db import insert_once
 from service.gates import Gate
 from service.logs import log
 from service.models import Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
@@ -51,10 +51,7 @@ def set_opt_out(
     row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).first()
     if row is None:
         row = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
+        if not insert_once(session, row):
             row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).one()
     if row.opted_out != opted_out or row.source != source:
         row.opted_out = opted_out
@@ -134,10 +131,7 @@ def queue_text(  # noqa: PLR0913
     if msg.status == "pending" and lead is not None and purpose in AUTOMATED:
         lead.automated_count += 1
         session.add(lead)
-    try:
-        with session.begin_nested():
-            session.add(msg)
-    except IntegrityError:
+    if not insert_once(session, msg):
         return None
     log(logger, logging.INFO, "text queued", id=msg.id, template=template_id, status=msg.status,
         to=mask(to), broker_id=broker.id)
