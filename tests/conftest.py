@@ -68,6 +68,21 @@ def _block_network() -> Iterator[None]:
     socket.getaddrinfo = _real_getaddrinfo
 
 
+# A weekday afternoon in every US time zone (11:00 in Hawaii, 17:00 in New York): the quiet-hours window is
+# open, so a test's outcome never depends on the hour CI happens to run. The clock keeps ticking from there.
+# Tests about quiet hours pass their own `now`, or travel elsewhere with the `clock` fixture.
+DAYTIME = "2026-06-10T21:00:00+00:00"
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[object]:
+    """The wall clock, pinned to DAYTIME and ticking; `clock.move_to(...)` travels within a test."""
+    import time_machine  # noqa: PLC0415
+
+    with time_machine.travel(DAYTIME, tick=True) as traveller:
+        yield traveller
+
+
 @pytest.fixture
 def outbound_attempts():  # noqa: ANN201
     """A callable returning the network attempts made so far in this test (each one was refused)."""
