@@ -61,7 +61,7 @@ class AppContext:
             if self._guard is None:
                 from service.policy.guard import OutputGuard  # noqa: PLC0415 - lazy by design
 
-                self._guard = OutputGuard.load(self.settings.policies_dir)
+                self._guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
             return self._guard
 
     @property

@@ -180,9 +180,23 @@ def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None
         ),
         encoding="utf-8",
     )
-    with pytest.raises(PolicyError, match="the built guard let it through") as info:
+    (tmp_path / "policies" / "outbound" / "required.yaml").write_text(
+        textwrap.dedent(
+            """\
+            id: required-outbound-rules
+            kind: outbound_manifest
+            title: The one rule this test needs
+            rationale: The compliance manifest, for the test.
+            owner: compliance
+            required:
+              - {id: weak-rule, min_severity: block, must_block: ["zzz"]}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(PolicyError, match='must_block example "Rates from 5.9%" passed') as info:
         OutputGuard.load(tmp_path / "policies")
-    assert info.value.path == "policies/outbound/weak.yaml"
+    assert (info.value.path, info.value.field) == ("policies/outbound/weak.yaml", "examples.must_block.0")
 
 
 def test_check_text_same_result_across_threads(guard: OutputGuard) -> None:

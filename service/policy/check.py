@@ -3,8 +3,11 @@
 What is checked:
 - every file under policies/: header (id, kind, title, rationale), unique ids, and its kind's strict schema
   (outbound rules here; inbound rules, templates and the sending policy by their owners' loaders);
+- the compliance manifest (policies/outbound/required.yaml): every required rule present, at its minimum
+  severity; a missing or empty manifest is a finding;
 - every outbound example through the real OutputGuard: a must_block example must be blocked *by its own
-  rule*, a must_pass example must pass the whole guard;
+  rule*, a must_pass example must pass the whole guard, and each of the manifest's examples must be blocked
+  by the rule it lists (the same run start-up does, service.policy.selftest);
 - every inbound and sending-policy example through its owner's `example_findings()`;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
   required values (brokerage, NMLS ID), plus the template set's own findings (GSM-7, length).
@@ -22,6 +25,7 @@ from typing import Any
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
+from service.policy.manifest import load_manifest, manifest_findings
 
 
 @dataclass
@@ -74,25 +78,12 @@ def _owner(module: str, attr: str) -> Callable[..., Any] | None:
         raise
 
 
-def check_outbound_examples(guard: Any, rules: list[LoadedRule]) -> list[str]:
-    """Run every example of every outbound rule through the guard."""
-    findings: list[str] = []
-    for loaded in rules:
-        rule, where = loaded.rule, loaded.file.display
-        for example in rule.examples.must_block:
-            result = guard.check(example)
-            fired = {v.rule for v in [*result.violations, *result.warnings]}
-            if rule.id not in fired:
-                got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
-                findings.append(f"{where}: example must_block {_quote(example)} {got}")
-        for example in rule.examples.must_pass:
-            result = guard.check(example)
-            if not result.allowed:
-                findings.append(
-                    f"{where}: example must_pass {_quote(example)} "
-                    f"was blocked by {_describe(result.violations)}"
-                )
-    return findings
+def check_outbound_examples(guard: Any, rules: list[LoadedRule], manifest: Any = None) -> list[str]:
+    """Run every example of every outbound rule, and the manifest's own, through the guard."""
+    from service.policy.selftest import run_examples  # noqa: PLC0415
+
+    failures, _ = run_examples(guard, rules, manifest)
+    return [failure.check_line() for failure in failures]
 
 
 def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list[str]:
@@ -157,18 +148,26 @@ def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
     result.must_block = sum(len(r.rule.examples.must_block) for r in rules)
     result.must_pass = sum(len(r.rule.examples.must_pass) for r in rules)
 
+    manifest = None
+    try:
+        manifest = load_manifest(policies_dir)
+    except PolicyError as exc:
+        result.findings.append(str(exc))
+    if manifest is not None:
+        result.findings += [str(e) for e in manifest_findings(manifest, rules)]
+
     if guard is None and not errors and not rule_errors:
         from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails; only when needed
 
         try:
-            guard = OutputGuard.load(policies_dir, self_test=False)
+            guard = OutputGuard.from_rules(rules, result.version, policies_dir)
         except PolicyError as exc:
             result.findings.append(str(exc))
     if guard is None:
         where = display_path(policies_dir / "outbound", policies_dir)
         result.findings.append(f"{where}: the output guard was not built; examples and templates not run")
     else:
-        result.findings += check_outbound_examples(guard, rules)
+        result.findings += check_outbound_examples(guard, rules, manifest)
 
     kinds = {f.header.kind for f in files}
     if "inbound_rule" in kinds:

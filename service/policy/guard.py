@@ -10,8 +10,10 @@ How it is built, and why:
   violation of every rule as error spans, so one check gives the whole finding, not just the first.
 - ``on_fail="refrain"``: a failing text is withheld (validated output None), never "fixed".
 - guardrails fails open when a named validator is not registered, so ``load`` verifies the registry and the
-  Guard's validators, then runs every rule's first must_block example and a known-good text through the
-  finished Guard; anything unexpected raises PolicyError and the service does not start.
+  Guard's validators. It also holds the rules to the compliance manifest (policies/outbound/required.yaml:
+  every required rule present at its minimum severity) and runs every example of every rule, and the
+  manifest's own, through the finished Guard (service.policy.selftest; cached per policy version);
+  anything unexpected raises PolicyError and the service does not start.
 - Offline and quiet: no hub validators; ``allow_metrics_collection=False`` on the Guard (creating a Guard
   re-reads ~/.guardrailsrc, which defaults metrics on), ``settings.disable_tracing = True`` and
   ``GUARDRAILS_RUN_SYNC=true`` (sequential validation: ~0.7 ms a text instead of ~3 ms, and no event loop,
@@ -31,13 +33,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
 
+if TYPE_CHECKING:
+    from service.policy.selftest import SelfTest
+
 VALIDATOR_NAME = "textback/outbound-policy"
-KNOWN_GOOD_TEXT = "Thanks! A licensed loan officer will call you today at 3:30 PM. Reply STOP to opt out."
 _SEPARATOR = ": "
 
 
@@ -253,15 +257,32 @@ class OutputGuard:
         self._lock = threading.Lock()
         self.rules = rules
         self.policy_version = version
+        self.self_test: SelfTest | None = None  # set by `load`: how many examples, and whether cached
 
     @classmethod
-    def load(cls, policies_dir: Path, *, self_test: bool = True) -> OutputGuard:
-        """Read the outbound rules, build and verify the Guard; PolicyError if anything is off.
+    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None) -> OutputGuard:
+        """Read the outbound rules, hold them to the manifest, build the Guard and run every example through
+        it (skipped when `cache_dir` records a pass for this exact policy set and guard code). PolicyError,
+        naming the file, if anything is off: the service must not start."""
+        from service.policy.manifest import load_manifest, manifest_findings  # noqa: PLC0415
+        from service.policy.selftest import run_self_test  # noqa: PLC0415
 
-        `self_test=False` skips the example run (only `policy check` does that: it runs every example).
-        """
         rules = load_outbound_rules(policies_dir)
-        version = policy_version(policies_dir)
+        manifest = load_manifest(policies_dir)
+        findings = manifest_findings(manifest, rules)
+        if findings:
+            raise findings[0]
+        output_guard = cls.from_rules(rules, policy_version(policies_dir), policies_dir)
+        output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
+        return output_guard
+
+    @classmethod
+    def from_rules(cls, rules: list[LoadedRule], version: str, policies_dir: Path) -> OutputGuard:
+        """Build and verify the Guard over these rules, without the manifest or the examples.
+
+        Only `policy check` uses this directly: it reports every manifest finding and every failing example
+        itself. Everything that checks texts for real goes through `load`.
+        """
         _quiet_guardrails()
         from guardrails import Guard  # noqa: PLC0415
         from guardrails.settings import settings  # noqa: PLC0415
@@ -278,25 +299,7 @@ class OutputGuard:
         named = [v.rail_alias for v in guard.get_validators("output")]
         if named != [VALIDATOR_NAME]:
             raise PolicyError(where, None, f"the guard runs {named}, expected [{VALIDATOR_NAME!r}]")
-
-        output_guard = cls(guard, rules, version)
-        if self_test:
-            output_guard._self_test()
-        return output_guard
-
-    def _self_test(self) -> None:
-        """Fail closed: the finished Guard must block each rule's first example and pass a plain text."""
-        for loaded in self.rules:
-            if loaded.rule.severity != "block":
-                continue
-            example = loaded.rule.examples.must_block[0]
-            if self.check(example).allowed:
-                field, message = "examples.must_block.0", "the built guard let it through"
-                raise PolicyError(loaded.file.display, field, message)
-        result = self.check(KNOWN_GOOD_TEXT)
-        if not result.allowed:
-            message = f"the built guard blocked a plain text: {result.violations}"
-            raise PolicyError("policies/outbound", None, message)
+        return cls(guard, rules, version)
 
     def check(self, text: str, *, required: Mapping[str, str] | None = None) -> GuardResult:
         """Validate one text through the Guard. Fails closed: any guard error blocks the text."""

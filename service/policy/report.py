@@ -23,6 +23,7 @@ README_COMMAND = "uv run textback policy report --write-readme"
 HEADER_KEYS = {"id", "kind", "title", "rationale"}
 KIND_TITLES = {
     "outbound_rule": "outbound content rule",
+    "outbound_manifest": "required outbound rules (compliance manifest)",
     "inbound_rule": "inbound reply rule",
     "templates": "template set",
     "quiet_hours": "quiet hours",
@@ -127,6 +128,24 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
     return blocks
 
 
+def _manifest_blocks(files: list[PolicyFile]) -> list[Block]:
+    blocks = [Block("h2", "Required outbound rules (compliance manifest)")]
+    manifests = [f for f in files if f.header.kind == "outbound_manifest"]
+    if not manifests:
+        return [*blocks, Block("p", "FINDING: policies/outbound/required.yaml is missing; the service will not start.")]
+    for policy in manifests:
+        required = policy.data.get("required") or []
+        blocks += [
+            Block("p", f"File: {policy.display}. Owner: {policy.data.get('owner', '?')}."),
+            Block("p", f"Rationale: {policy.header.rationale.strip()}"),
+            Block("table", [["rule", "minimum severity", "manifest examples"]] + [
+                [str(r.get("id")), str(r.get("min_severity")), len(r.get("must_block") or [])]
+                for r in required if isinstance(r, dict)
+            ]),
+        ]
+    return blocks
+
+
 def build_report(policies_dir: Path) -> list[Block]:
     """The review document as blocks: version, outbound rules, templates, inbound rules, sending policy."""
     files, errors = read_policy_files(policies_dir)
@@ -176,6 +195,7 @@ def build_report(policies_dir: Path) -> list[Block]:
             Block("list", rule.examples.must_pass),
         ]
 
+    blocks += _manifest_blocks(files)
     blocks += _template_blocks(policies_dir, rules)
 
     others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps"}))
@@ -229,6 +249,16 @@ def readme_text(policies_dir: Path) -> str:
             "plain-English title, a rationale citing the rule it serves, and examples that CI runs "
             "(`uv run textback policy check`). The full review document, with every pattern, example and "
             "rendered template, is `uv run textback policy report --output review.md`.",
+        ),
+        Block(
+            "p",
+            "`outbound/required.yaml` is the compliance manifest: the outbound rules that must be in force, "
+            "their minimum severity, and examples of its own that each rule must block. A required rule that "
+            "is missing, renamed, downgraded or no longer blocks those examples, or a missing or empty "
+            "manifest, fails `policy check` and stops the service from starting. At start-up the service also "
+            "runs every example of every rule through its output guard (once per policy version, recorded "
+            "under `TEXTBACK_GUARD_CACHE_DIR`) and refuses to start on any failure. The manifest is part of "
+            "the policy-set version; changing it needs compliance sign-off.",
         ),
         Block("p", f"This table is generated; do not edit it by hand. Regenerate with `{README_COMMAND}`."),
         Block("table", rows),
