@@ -24,7 +24,7 @@ logger = logging.getLogger("textback.context")
 
 
 class GuardLike(Protocol):
-    def check(self, text: str, *, required: Any = ...) -> Any: ...
+    def check(self, text: str, *, required: Any = ..., template: Any = ...) -> Any: ...
 
 
 @dataclass
@@ -111,7 +111,7 @@ class AppContext:
             for rendered in self.templates.sample_renders(values):
                 if rendered.audience != "borrower":
                     continue
-                result = self.guard.check(rendered.text, required=rendered.required)
+                result = self.guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
                 if not result.allowed:
                     rules = ", ".join(sorted({v.rule for v in result.violations}))
                     where = self.templates.sources[rendered.template_id]

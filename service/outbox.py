@@ -120,7 +120,7 @@ def queue_text(  # noqa: PLR0913
         else:
             if gate.status == "deferred" and gate.not_before is not None:
                 msg.next_attempt_at, msg.last_error = gate.not_before, f"deferred: {gate.reason}"
-            result = ctx.guard.check(rendered.text, required=rendered.required)
+            result = ctx.guard.check(rendered.text, required=rendered.required, template=template_id)
             msg.policy_version = getattr(result, "policy_version", None) or msg.policy_version
             msg.guard_result = {
                 "allowed": bool(result.allowed),

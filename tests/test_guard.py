@@ -72,6 +72,43 @@ def test_block_text_missing_required_values(guard: OutputGuard) -> None:
     ]
 
 
+HELP = "Harbor Home Loans (NMLS #1234567): texts from Dana. Reply here or call +13035550142. Reply STOP to opt out."
+
+
+@pytest.mark.parametrize(
+    ("template", "text", "missing"),
+    [
+        ("opener", OPENER.replace(" Reply STOP to opt out.", ""), ["required-opt_out"]),
+        ("opener", OPENER.replace("Reply STOP to opt out.", "Reply STOP to stop the music."), ["required-opt_out"]),
+        ("opener", OPENER.replace("(NMLS #1234567)", "(NMLS #7654321)"), ["required-nmls_id"]),
+        ("opener", OPENER.replace("(NMLS #1234567)", "(call 1234567)"), ["required-nmls_id"]),
+        ("opener_booking", OPENER.replace(" with Harbor Home Loans", ""), ["required-brokerage"]),
+        ("help", HELP.replace(" Reply here or call +13035550142.", ""), ["required-help_contact"]),
+        ("help", HELP.replace(" (NMLS #1234567)", ""), ["required-nmls_id"]),
+        ("opener", OPENER, []),
+        ("opener", OPENER.replace("Reply STOP to opt out.", "To opt out, reply STOP."), []),
+        ("help", HELP, []),
+        ("help", HELP.replace("Reply here or call +13035550142.", "Call us at (303) 555-0142."), []),
+        ("ready", "Thank you! Dana will call you shortly.", []),
+    ],
+)
+def test_check_text_required_content_by_template_kind(
+    guard: OutputGuard, template: str, text: str, missing: list[str]
+) -> None:
+    """Required by code for the kind, whatever `required` the caller passes (here only the identity values)."""
+    result = guard.check(text, required={"nmls_id": "1234567", "brokerage": "Harbor Home Loans"} if template != "ready"
+                         else {}, template=template)
+    assert sorted({v.rule for v in result.violations}) == missing
+    assert result.allowed is (not missing)
+
+
+def test_block_opener_kind_without_identity_values(guard: OutputGuard) -> None:
+    """No values passed: the NMLS ID and brokerage cannot be shown to be present, so the opener is held."""
+    result = guard.check(OPENER, template="opener")
+    assert not result.allowed
+    assert {v.rule for v in result.violations} == {"required-nmls_id", "required-brokerage"}
+
+
 def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
     result = guard.check("Rates from 5.9%, $1,850/mo, 3% down!", required={"nmls_id": "1234567"})
     rules = {v.rule for v in result.violations}

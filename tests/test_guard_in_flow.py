@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from service.app import create_app
 from service.errors import PolicyError
 from service.models import Lead, OutboundMessage
-from service.templates import load_templates
+from service.templates import TemplateSet, load_templates
 from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
 
 DIAL = "/twilio/voice/dial-status"
@@ -74,3 +75,36 @@ def test_keep_borrower_text_out_of_logs(client, post, twilio_api, caplog, capsys
     assert "123-45-6789" not in logged
     assert "lock my rate" not in logged
     assert "99887766" not in logged
+
+
+def _strip_opt_out(templates: TemplateSet) -> TemplateSet:
+    """The opener without its opt-out line (and no `requires:`), as if swapped in under a running service."""
+    spec = templates.templates["opener"]
+    assert " Reply STOP to opt out." in spec.text
+    stripped = spec.model_copy(update={"text": spec.text.replace(" Reply STOP to opt out.", ""), "requires": []})
+    return TemplateSet({**templates.templates, "opener": stripped}, templates.sources, templates.version)
+
+
+def test_block_opener_without_opt_out_at_send_time(client, post, twilio_api, ctx) -> None:
+    """Required content is enforced on every rendered text by its template kind, not by the template's list."""
+    ctx.templates = _strip_opt_out(ctx.templates)
+    assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200
+    client.app.state.worker.run_once()
+    assert [t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER] == []
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == CALLER)).one()
+    assert row.status == "blocked"
+    assert {"rule": "required-opt_out", "match": "opt-out instructions"} in row.guard_result["violations"]
+
+
+def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None:  # noqa: ANN001
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    path = copy / "templates" / "borrower.yaml"
+    text = path.read_text()
+    assert text.count(" (NMLS #$nmls_id)") == 3
+    path.write_text(text.replace(" (NMLS #$nmls_id)", "", 1).replace("requires: [brokerage, nmls_id]", "requires: []", 1))
+    with pytest.raises(PolicyError) as info:
+        create_app(settings.model_copy(update={"policies_dir": copy}), run_worker=False)
+    assert info.value.field == "templates.opener"
+    assert "NMLS ID" in info.value.message

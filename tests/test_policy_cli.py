@@ -156,3 +156,24 @@ def test_check_text_malformed_line_exit_two(bad: str) -> None:
     first, second = _lines(result)
     assert set(first) == {"error"}
     assert second["allowed"] is False
+
+
+def test_refuse_check_opener_without_opt_out(policies_copy: Path) -> None:
+    borrower = policies_copy / "templates" / "borrower.yaml"
+    _edit(borrower, "REFINANCE and I'll follow up. Reply STOP to opt out.", "REFINANCE and I'll follow up.")
+    result = _run("check", "--policies", str(policies_copy))
+    assert result.exit_code == 1
+    assert any(
+        "templates/borrower.yaml" in line and "templates.opener" in line and "opt-out instructions" in line
+        for line in result.output.splitlines()
+    ), result.output
+
+
+def test_check_text_template_kind_requires_opt_out() -> None:
+    opener = "Hi, this is Dana with Summit Home Loans (NMLS #123456). Sorry I missed your call!"
+    line = {"text": opener, "template": "opener", "required": {"brokerage": "Summit Home Loans", "nmls_id": "123456"}}
+    result = _run("check-text", "--policies", str(POLICIES), stdin=json.dumps(line) + "\n")
+    assert result.exit_code == 1
+    assert _lines(result) == [
+        {"allowed": False, "violations": [{"rule": "required-opt_out", "match": "opt-out instructions"}]}
+    ]

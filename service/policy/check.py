@@ -101,7 +101,7 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
         if rendered.audience != "borrower":
             continue
         result.templates += 1
-        verdict = guard.check(rendered.text, required=rendered.required)
+        verdict = guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
         if not verdict.allowed:
             source = sources.get(rendered.template_id)
             where = display_path(Path(source), policies_dir) if source else "policies/templates"

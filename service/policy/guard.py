@@ -185,6 +185,21 @@ def required_missing(text: str, required: Mapping[str, str]) -> list[Violation]:
     ]
 
 
+def content_violations(text: str, required: Mapping[str, str], template: str | None) -> list[Violation]:
+    """What the text must say and does not: the caller's required values, then what its template kind
+    requires by code (service.policy.required_content: NMLS ID, brokerage, opt-out, help contact)."""
+    from service.policy.required_content import missing_content  # noqa: PLC0415 - no import cycle
+
+    found = required_missing(text, required)
+    seen = {v.rule for v in found}
+    for requirement in missing_content(normalize(text), template, required, normalize):
+        rule = f"required-{requirement.name}"
+        if rule not in seen:
+            seen.add(rule)
+            found.append(Violation(rule=rule, match=requirement.what))
+    return found
+
+
 def scan(text: str, rules: Sequence[OutboundRule], *, severity: str | None = "block") -> list[Violation]:
     """The rules' regex logic without guardrails: cheap, for reports and tools. Sending uses OutputGuard."""
     normalized = normalize(text)
@@ -213,7 +228,8 @@ def _validator_class() -> type:
 
     @register_validator(name=VALIDATOR_NAME, data_type="string")
     class OutboundPolicy(Validator):
-        """Fails a text that matches any block rule or lacks a required value (metadata["required"])."""
+        """Fails a text that matches any block rule, lacks a required value (metadata["required"]) or lacks
+        what its template kind must say (metadata["template"])."""
 
         def __init__(self, rules: Sequence[OutboundRule], on_fail: str = "refrain") -> None:
             super().__init__(on_fail=on_fail, rule_ids=[r.id for r in rules])
@@ -221,7 +237,8 @@ def _validator_class() -> type:
 
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
             text = value if isinstance(value, str) else str(value)
-            found = scan(text, self._rules) + required_missing(text, metadata.get("required") or {})
+            required, template = metadata.get("required") or {}, metadata.get("template")
+            found = scan(text, self._rules) + content_violations(text, required, template)
             if not found:
                 return PassResult()
             spans = [
@@ -301,9 +318,15 @@ class OutputGuard:
             raise PolicyError(where, None, f"the guard runs {named}, expected [{VALIDATOR_NAME!r}]")
         return cls(guard, rules, version)
 
-    def check(self, text: str, *, required: Mapping[str, str] | None = None) -> GuardResult:
-        """Validate one text through the Guard. Fails closed: any guard error blocks the text."""
-        metadata = {"required": dict(required or {})}
+    def check(
+        self, text: str, *, required: Mapping[str, str] | None = None, template: str | None = None
+    ) -> GuardResult:
+        """Validate one text through the Guard. Fails closed: any guard error blocks the text.
+
+        `required`: values that must appear (the template's `requires:` and its kind's identity values);
+        `template`: the template id it was rendered from, whose kind may require content by code.
+        """
+        metadata = {"required": dict(required or {}), "template": template}
         try:
             with self._lock:
                 _telemetry_off()

@@ -17,7 +17,7 @@ import yaml
 
 from service.errors import PolicyError
 from service.policy.files import PolicyFile, outbound_rules, policy_version, read_policy_files
-from service.policy.guard import required_missing, scan
+from service.policy.guard import content_violations, scan
 
 README_COMMAND = "uv run textback policy report --write-readme"
 HEADER_KEYS = {"id", "kind", "title", "rationale"}
@@ -119,7 +119,9 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
         blocks.append(Block("h3", f"{rendered.template_id} (to the {rendered.audience})"))
         blocks.append(Block("quote", rendered.text))
         if rendered.audience == "borrower":
-            found = scan(rendered.text, rules) + required_missing(rendered.text, rendered.required)
+            found = scan(rendered.text, rules) + content_violations(
+                rendered.text, rendered.required, rendered.template_id
+            )
             required = ", ".join(f"{k} = {v}" for k, v in sorted(rendered.required.items())) or "none"
             verdict = "passes the outbound rules" if not found else "BLOCKED: " + ", ".join(
                 f"{v.rule} ({v.match})" for v in found
