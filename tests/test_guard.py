@@ -109,6 +109,40 @@ def test_block_opener_kind_without_identity_values(guard: OutputGuard) -> None:
     assert {v.rule for v in result.violations} == {"required-nmls_id", "required-brokerage"}
 
 
+URL_FIGURES = [
+    "https://book.example.com/?promo=5.99%25APR",
+    "https://book.example.com/?rate%3D6.5",
+    "https://book.example.com/?promo=6%25APR",
+    "https://book.example.com/?promo=6%2525APR",
+    "https://book.example.com/promo/6%25-apr",
+    "https://book.example.com/?x=%36%2E%35%25",
+    "https://book.example.com/?p=%24500%20credit",
+    "https://book.example.com/?p=3%25%20down",
+    "https://book.example.com/?offer=no+closing+costs",
+    "https://book.example.com/low-rates",
+    "https://book.example.com/zero-down-homes",
+]
+URL_PLAIN = [
+    "https://calendly.com/dana-harbor/15min?utm_source=sms%20text",
+    "https://cal.example.com/d/abc123/30-minute-call",
+    "https://calendly.com/dana/15min?month=2026-03&date=2026-03-14",
+    "https://book.example.com/dana%20whitfield",
+    "https://harborhomeloans.example/contact?ref=sms",
+]
+
+
+@pytest.mark.parametrize("url", URL_FIGURES)
+def test_block_booking_link_figure_url_encoded(guard: OutputGuard, url: str) -> None:
+    """A broker value is checked as rendered, and decoded: an escaped figure in a link is still a figure."""
+    result = guard.check(f"Pick a time to talk here: {url} or just reply to this text.")
+    assert not result.allowed, normalize(url)
+
+
+@pytest.mark.parametrize("url", URL_PLAIN)
+def test_check_booking_link_plain_url_allowed(guard: OutputGuard, url: str) -> None:
+    assert guard.check(f"Pick a time to talk here: {url} or just reply to this text.").allowed, normalize(url)
+
+
 def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
     result = guard.check("Rates from 5.9%, $1,850/mo, 3% down!", required={"nmls_id": "1234567"})
     rules = {v.rule for v in result.violations}
@@ -143,6 +177,7 @@ def test_scan_text_matches_guard(guard: OutputGuard) -> None:
         ("s i x", "six"),
         ("r.a.t.e", "rate"),
         ("5\u0336.99", "5.99"),  # a combining strike-through over a digit
+        ("https://x.example/?q=s1x%2525", "https://x.example q six%"),  # a link read as its reader sees it
     ],
 )
 def test_normalize_disguised_numbers(text: str, expected: str) -> None:
@@ -154,7 +189,6 @@ def test_normalize_disguised_numbers(text: str, expected: str) -> None:
     [
         "your 401k, the 3rd, at 5pm, NMLS123456, W-2s, 1099s",
         "Reply 1 2 or 3",  # spaced digits without a letter stay apart
-        "https://example.test/a-b-c?q=s1x",  # URLs keep their letters
         "T-Mobile, e-mail, a.m., U.S.",
         "años, café, Ñandú",  # accented letters survive NFKC and the mark removal
     ],

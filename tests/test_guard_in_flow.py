@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.app import create_app
-from service.errors import PolicyError
+from service.errors import ConfigError, PolicyError
 from service.models import Lead, OutboundMessage
 from service.templates import TemplateSet, load_templates
 from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
@@ -108,3 +108,22 @@ def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None
         create_app(settings.model_copy(update={"policies_dir": copy}), run_worker=False)
     assert info.value.field == "templates.opener"
     assert "NMLS ID" in info.value.message
+
+
+def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, output_guard) -> None:  # noqa: ANN001
+    """serve's start-up (build_context + warm_up) names the brokers file and the line of the value."""
+    from service.context import build_context  # noqa: PLC0415
+
+    brokers = tmp_path / "bad-brokers.yaml"
+    text = settings.brokers_file.read_text()
+    assert "booking_url: https://cal.example.com/marcus" in text
+    brokers.write_text(text.replace("https://cal.example.com/marcus", "https://cal.example.com/marcus?promo=5.5%25APR"))
+    line = 1 + brokers.read_text().splitlines().index("    booking_url: https://cal.example.com/marcus?promo=5.5%25APR")
+    context = build_context(settings.model_copy(update={"brokers_file": brokers}))
+    context._guard = output_guard  # noqa: SLF001
+    try:
+        with pytest.raises(ConfigError) as info:
+            context.warm_up()
+    finally:
+        context.close()
+    assert str(info.value).startswith(f"{brokers}:{line}: brokers[1].booking_url: ")

@@ -10,7 +10,11 @@ What is checked:
   by the rule it lists (the same run start-up does, service.policy.selftest);
 - every inbound and sending-policy example through its owner's `example_findings()`;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
-  required values (brokerage, NMLS ID), plus the template set's own findings (GSM-7, length).
+  required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
+  findings (GSM-7, length);
+- the brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml; or
+  `--brokers`): every broker's values through the guard, alone and rendered into every borrower template;
+  a finding names the file and the line of the value.
 
 A kind whose owning module is missing is a finding, not a silent skip.
 """
@@ -112,6 +116,27 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
     return findings
 
 
+def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResult, *, optional: bool) -> list[str]:
+    """The brokers file as serve reads it: valid, and every value through the guard, alone and rendered."""
+    from service.brokers import load_brokers  # noqa: PLC0415
+    from service.errors import ConfigError  # noqa: PLC0415
+    from service.policy.broker_values import broker_findings  # noqa: PLC0415
+
+    if optional and not path.exists():
+        result.checked.append(f"no brokers file ({path}): broker values not checked")
+        return []
+    try:
+        brokers = load_brokers(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        template_set = _owner("service.templates", "load_templates")(policies_dir)  # type: ignore[misc]
+    except PolicyError:
+        template_set = None  # reported by check_templates; the values are still checked alone
+    result.checked.append(f"brokers file {path} ({len(brokers)} brokers)")
+    return broker_findings(guard, template_set, brokers, path)
+
+
 def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
     load_rules = _owner("service.replies.rules", "load_rules")
     if load_rules is None:
@@ -136,8 +161,11 @@ def check_sending(policies_dir: Path, result: CheckResult) -> list[str]:
     return list(policy.example_findings())
 
 
-def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
-    """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here."""
+def run_check(
+    policies_dir: Path, *, guard: Any = None, brokers_file: Path | None = None, brokers_optional: bool = False
+) -> CheckResult:
+    """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here.
+    `brokers_file`: also check that file's values (`brokers_optional`: a missing file is not a finding)."""
     result = CheckResult(version=policy_version(policies_dir))
     files, errors = read_policy_files(policies_dir)
     result.files = len(files) + len(errors)
@@ -176,5 +204,7 @@ def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
         result.findings += check_sending(policies_dir, result)
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
+    if brokers_file is not None and guard is not None:
+        result.findings += check_brokers(guard, policies_dir, brokers_file, result, optional=brokers_optional)
     return result
 

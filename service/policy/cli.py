@@ -27,11 +27,27 @@ def policy() -> None:
 
 @policy.command()
 @POLICIES_OPTION
-def check(policies_dir: Path) -> None:
+@click.option(
+    "--brokers", "brokers_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The brokers file whose values are checked too [default: as serve finds it: TEXTBACK_BROKERS_FILE, "
+    "brokers.yaml, else brokers.example.yaml].",
+)
+def check(policies_dir: Path, brokers_file: Path | None) -> None:
     """Validate every policy file and run every example; exit 1 with one finding per line."""
-    from service.policy.check import run_check  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
 
-    result = run_check(policies_dir)
+    from service.policy.check import run_check  # noqa: PLC0415
+    from service.settings import Settings  # noqa: PLC0415
+
+    optional = False
+    if brokers_file is None:
+        try:
+            brokers_file = Settings().resolved_brokers_file()
+        except ValidationError as exc:
+            click.echo(f"policy check: the settings are invalid: {exc}", err=True)
+            sys.exit(1)
+        optional = brokers_file == Path("brokers.yaml")  # nothing configured, nothing to check
+    result = run_check(policies_dir, brokers_file=brokers_file, brokers_optional=optional)
     for finding in result.findings:
         click.echo(finding)
     if not result.ok:

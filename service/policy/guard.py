@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
@@ -69,8 +70,9 @@ class GuardResult:
 _QUOTES = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
 )
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL = re.compile(r"(?P<host>(?:https?://|www\.)[^\s/?#]*)(?P<rest>\S*)", re.IGNORECASE)
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_URL_SEPARATORS = re.compile(r"[/?=&#+_~;|-]+")
 _SPACED_DECIMAL = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
 # Marks left after NFKC: emoji variation selectors and the keycap (6\ufe0f\u20e3), strike-through and other
 # combining overlays drawn over a digit. Letters with accents are single code points after NFKC and stay.
@@ -130,17 +132,26 @@ def normalize(text: str) -> str:
     leftover combining marks removed (zero-width spaces used to split "5.9\u200b9%", the keycap and
     variation selector of "6\ufe0f\u20e3"); curly quotes and dashes straightened; "5 . 99" joined to "5.99";
     spaced-out letters joined ("s i x" -> "six"); rule words written with look-alike digits decoded
-    ("s1x" -> "six", "n0" -> "no"); and percent-escapes inside URLs ("%20") blanked so they do not read as
-    percentages.
+    ("s1x" -> "six", "n0" -> "no"); and links decoded first (percent-escapes, path and query split into
+    words), so a figure hidden in a booking link ("?promo=6%25APR") is read like any other.
     """
+    text = _URL.sub(_decoded_url, text)
     text = unicodedata.normalize("NFKC", text)
     text = "".join(_ascii_digits(ch) for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
     text = _SPACED_DECIMAL.sub(r"\1", text.translate(_QUOTES))
-    pieces, last = [], 0
-    for url in _URL.finditer(text):  # URLs keep their letters; only their percent-escapes are blanked
-        pieces += [_decode_words(text[last : url.start()]), _URL_ESCAPE.sub("   ", url.group(0))]
-        last = url.end()
-    return "".join([*pieces, _decode_words(text[last:])])
+    return _decode_words(text)
+
+
+def _decoded_url(url: re.Match[str]) -> str:
+    """A link as its reader sees it once opened: percent-escapes decoded (repeatedly, so "%2525" is "%"),
+    and the path and query split into words ("?promo=6%25APR" -> " promo 6%APR", "/low-rates" -> " low rates").
+    The host is kept as it is."""
+    rest = url.group("rest")
+    for _ in range(3):
+        if not _URL_ESCAPE.search(rest):
+            break
+        rest = unquote(rest, errors="replace")
+    return url.group("host") + " " + _URL_SEPARATORS.sub(" ", rest).strip() if rest else url.group("host")
 
 
 def _decode_words(text: str) -> str:
