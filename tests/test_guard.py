@@ -170,7 +170,15 @@ def test_scan_text_matches_guard(guard: OutputGuard) -> None:
         ("s1x percent", "six percent"),
         ("F0UR pct", "four pct"),
         ("n0 closing c0sts", "no closing costs"),
-        ("6ix and tw3nty-f1ve", "six and twenty-five"),
+        ("6ix and tw3nty-f1ve", "six and 25"),  # a compound spelled-out number is read as digits
+        ("twenty-one hundred a month", "2,100 a month"),
+        ("six point two five", "6.25"),
+        ("six.five", "6.5"),
+        ("5\u00bd % or 6\u215b or 5\u00b9\u2044\u2082", "5 1/2 % or 6 1/8 or 5 1/2"),  # fractions never fuse with a digit
+        ("\u0666\u066a and 6\u066b5\u2030", "6% and 6.5%"),  # Arabic percent and decimal sign, per mille
+        ("5.O% 6.S 5.9O 5.l%", "5.0% 6.5 5.90 5.1%"),  # letters standing in for digits inside a figure
+        ("s!x", "six"),
+        ("Mail \u2105 Dana", "Mail c/o Dana"),  # "care of" is not a percent sign
         ("9\ufe0f\u20e3%", "9%"),  # keycap: variation selector and enclosing keycap dropped
         ("\u2779 and \u0665", "4 and 5"),  # dingbat and Arabic-Indic digits
         ("\U0001f51f", "10"),  # keycap ten
@@ -190,6 +198,7 @@ def test_normalize_disguised_numbers(text: str, expected: str) -> None:
         "your 401k, the 3rd, at 5pm, NMLS123456, W-2s, 1099s",
         "Reply 1 2 or 3",  # spaced digits without a letter stay apart
         "T-Mobile, e-mail, a.m., U.S.",
+        "Apt 6B, No.5, six people, at five fifteen",  # lone number words stay words
         "años, café, Ñandú",  # accented letters survive NFKC and the mark removal
     ],
 )
