@@ -170,8 +170,9 @@ def test_refuse_start_required_rule_deleted_and_opener_quotes_rate(policies_copy
         assert session.exec(select(OutboundMessage)).all() == []
 
 
-def test_refuse_serve_command_required_rule_downgraded(policies_copy: Path, tmp_path: Path) -> None:
-    """`textback serve` itself, in a subprocess: it must exit with the finding, never listen."""
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_refuse_serve_command_required_rule_downgraded(policies_copy: Path, tmp_path: Path, command: list[str]) -> None:
+    """`textback serve` (and `textback worker`) in a subprocess: exit with the finding, never run."""
     _downgrade(policies_copy)
     brokers = tmp_path / "brokers.yaml"
     shutil.copy(REPO / "brokers.example.yaml", brokers)
@@ -184,11 +185,11 @@ def test_refuse_serve_command_required_rule_downgraded(policies_copy: Path, tmp_
     }
     try:
         done = subprocess.run(  # noqa: S603 - our own CLI
-            [str(Path(sys.executable).parent / "textback"), "serve", "--port", "0"],
+            [str(Path(sys.executable).parent / "textback"), *command],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("textback serve started with no-rate-quotes downgraded to warn")
+        pytest.fail(f"textback {command[0]} started with no-rate-quotes downgraded to warn")
     assert done.returncode != 0
     assert "no-rate-quotes is 'warn'" in done.stderr
     assert "policies/outbound/rates.yaml" in done.stderr

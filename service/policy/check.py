@@ -129,8 +129,10 @@ def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResul
         brokers = load_brokers(path)
     except ConfigError as exc:
         return [str(exc)]
+    from service.templates import load_templates  # noqa: PLC0415
+
     try:
-        template_set = _owner("service.templates", "load_templates")(policies_dir)  # type: ignore[misc]
+        template_set = load_templates(policies_dir)
     except PolicyError:
         template_set = None  # reported by check_templates; the values are still checked alone
     result.checked.append(f"brokers file {path} ({len(brokers)} brokers)")
