@@ -50,7 +50,8 @@ class ExampleFailure:
 
     def as_error(self) -> PolicyError:
         if self.field.startswith("required."):
-            return PolicyError(self.path, self.field, f"{_quote(self.text)} was not blocked by {self.rule} ({self.got})")
+            message = f"{_quote(self.text)} was not blocked by {self.rule} ({self.got})"
+            return PolicyError(self.path, self.field, message)
         return PolicyError(self.path, self.field, f"{self.kind} example {_quote(self.text)} {self.got}")
 
     def check_line(self) -> str:
@@ -78,7 +79,9 @@ def _describe(violations: list[Any]) -> str:
     return ", ".join(f"{v.rule} ({_quote(v.match)})" for v in violations)
 
 
-def run_examples(guard: Any, rules: list[LoadedRule], manifest: LoadedManifest | None) -> tuple[list[ExampleFailure], int]:
+def run_examples(
+    guard: Any, rules: list[LoadedRule], manifest: LoadedManifest | None
+) -> tuple[list[ExampleFailure], int]:
     """Check every example through `guard`; returns the failures and how many texts were checked."""
     failures: list[ExampleFailure] = []
     count = 0
@@ -90,15 +93,18 @@ def run_examples(guard: Any, rules: list[LoadedRule], manifest: LoadedManifest |
             fired = {v.rule for v in [*result.violations, *result.warnings]}
             if rule.id not in fired:
                 got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
-                failures.append(ExampleFailure(where, f"examples.must_block.{index}", "must_block", rule.id, example, got))
+                field = f"examples.must_block.{index}"
+                failures.append(ExampleFailure(where, field, "must_block", rule.id, example, got))
         for index, example in enumerate(rule.examples.must_pass):
             count += 1
             result = guard.check(example)
             if not result.allowed:
                 got = f"was blocked by {_describe(result.violations)}"
-                failures.append(ExampleFailure(where, f"examples.must_pass.{index}", "must_pass", rule.id, example, got))
+                field = f"examples.must_pass.{index}"
+                failures.append(ExampleFailure(where, field, "must_pass", rule.id, example, got))
     present = {loaded.rule.id for loaded in rules}
-    for required in manifest.manifest.required if manifest else []:
+    required_rules = manifest.manifest.required if manifest else []
+    for required in required_rules:
         if required.id not in present:
             continue  # reported as a missing rule by manifest_findings
         for index, example in enumerate(required.must_block):
@@ -108,12 +114,14 @@ def run_examples(guard: Any, rules: list[LoadedRule], manifest: LoadedManifest |
             if result.allowed or required.id not in blocked_by:
                 got = "passed" if result.allowed else f"blocked only by {', '.join(sorted(blocked_by))}"
                 field = f"required.{required.id}.must_block.{index}"
-                failures.append(ExampleFailure(manifest.display, field, "must_block", required.id, example, got))  # type: ignore[union-attr]
+                where = manifest.display if manifest else "policies/outbound/required.yaml"
+                failures.append(ExampleFailure(where, field, "must_block", required.id, example, got))
     count += 1
     result = guard.check(KNOWN_GOOD_TEXT)
     if not result.allowed:
         got = f"was blocked by {_describe(result.violations)}"
-        failures.append(ExampleFailure("policies/outbound", "known-good text", "must_pass", "-", KNOWN_GOOD_TEXT, got))
+        known = ExampleFailure("policies/outbound", "known-good text", "must_pass", "-", KNOWN_GOOD_TEXT, got)
+        failures.append(known)
     return failures, count
 
 
@@ -142,7 +150,8 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
         record = json.loads((cache_dir / f"{key}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("key") == key and record.get("passed") is True else None
+    ok = isinstance(record, dict) and record.get("key") == key and record.get("passed") is True
+    return record if ok else None
 
 
 def _record(cache_dir: Path | None, key: str, record: dict[str, Any]) -> None:
@@ -154,7 +163,8 @@ def _record(cache_dir: Path | None, key: str, record: dict[str, Any]) -> None:
         partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         partial.replace(cache_dir / f"{key}.json")
     except OSError as exc:
-        log(logger, logging.WARNING, "guard self-test result not cached", cache_dir=str(cache_dir), error=str(exc))
+        log(logger, logging.WARNING, "guard self-test result not cached", cache_dir=str(cache_dir),
+            error=str(exc))
 
 
 def run_self_test(guard: Any, policies_dir: Path, manifest: LoadedManifest, cache_dir: Path | None) -> SelfTest:
