@@ -131,3 +131,41 @@ def load_brokers(path: Path) -> list[BrokerConfig]:
     if errors:
         raise ConfigError("invalid brokers file:\n  " + "\n  ".join(errors))
     return brokers
+
+
+# The template placeholders a broker's own values fill, and the brokers-file key each one comes from.
+TEMPLATE_FIELDS: dict[str, str] = {
+    "broker_name": "name",
+    "brokerage": "brokerage",
+    "nmls_id": "nmls_id",
+    "company_nmls_id": "company_nmls_id",
+    "booking_url": "booking_url",
+    "broker_phone": "twilio_number",
+}
+
+
+def template_values(broker: Any) -> dict[str, str]:
+    """The placeholder values of one broker (a BrokerConfig or the stored Broker row: same attributes)."""
+    return {name: str(getattr(broker, key) or "") for name, key in TEMPLATE_FIELDS.items()}
+
+
+def field_lines(path: Path) -> list[dict[str, int]]:
+    """For each broker in the file, the 1-based line of each key's value (and "" for the entry itself)."""
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    items = _line_of_items(root)
+    out: list[dict[str, int]] = []
+    for item in items:
+        lines = {"": item.start_mark.line + 1}
+        if isinstance(item, yaml.MappingNode):
+            for key, value in item.value:
+                lines[str(key.value)] = (value or key).start_mark.line + 1
+        out.append(lines)
+    return out
+
+
+def _line_of_items(root: yaml.Node | None) -> list[yaml.Node]:
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "brokers" and isinstance(value, yaml.SequenceNode):
+                return list(value.value)
+    return []

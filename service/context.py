@@ -24,7 +24,7 @@ logger = logging.getLogger("textback.context")
 
 
 class GuardLike(Protocol):
-    def check(self, text: str, *, required: Any = ...) -> Any: ...
+    def check(self, text: str, *, required: Any = ..., template: Any = ...) -> Any: ...
 
 
 @dataclass
@@ -61,7 +61,7 @@ class AppContext:
             if self._guard is None:
                 from service.policy.guard import OutputGuard  # noqa: PLC0415 - lazy by design
 
-                self._guard = OutputGuard.load(self.settings.policies_dir)
+                self._guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
             return self._guard
 
     @property
@@ -101,22 +101,26 @@ class AppContext:
             return self._extractor
 
     def check_templates(self) -> None:
-        """Refuse to start when any borrower template, filled with sample data or with a configured broker's
-        own values, fails the output guard (a template edited to contain a rate never goes live)."""
-        from service.errors import PolicyError  # noqa: PLC0415
-        from service.outbox import broker_values  # noqa: PLC0415
+        """Refuse to start when any borrower template, filled with sample data, fails the output guard (a
+        template edited to contain a rate never goes live), or when a value from the brokers file does, alone
+        or rendered into a template (ConfigError naming the file and the line of the value)."""
+        from service.errors import ConfigError, PolicyError  # noqa: PLC0415
+        from service.policy.broker_values import broker_findings  # noqa: PLC0415
 
-        value_sets = [{}] + [broker_values(b) for b in self.brokers_by_number.values()]
-        for values in value_sets:
-            for rendered in self.templates.sample_renders(values):
-                if rendered.audience != "borrower":
-                    continue
-                result = self.guard.check(rendered.text, required=rendered.required)
-                if not result.allowed:
-                    rules = ", ".join(sorted({v.rule for v in result.violations}))
-                    where = self.templates.sources[rendered.template_id]
-                    raise PolicyError(str(where), f"templates.{rendered.template_id}",
-                                      f"blocked by the output guard ({rules}) with {values.get('brokerage') or 'sample'} data")
+        for rendered in self.templates.sample_renders():
+            if rendered.audience != "borrower":
+                continue
+            result = self.guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
+            if not result.allowed:
+                rules = ", ".join(sorted({v.rule for v in result.violations}))
+                where = self.templates.sources[rendered.template_id]
+                raise PolicyError(str(where), f"templates.{rendered.template_id}",
+                                  f"blocked by the output guard ({rules}) with sample data")
+        path = self.settings.resolved_brokers_file()
+        findings = broker_findings(self.guard, self.templates, load_brokers(path), path)
+        if findings:
+            more = f" (and {len(findings) - 1} more; run `textback policy check`)" if len(findings) > 1 else ""
+            raise ConfigError(findings[0] + more)
 
     def warm_up(self) -> None:
         """Load the guard, the rules (and their date parser) and the sending policy before the first webhook,

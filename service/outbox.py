@@ -20,6 +20,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from service import gates
+from service.brokers import template_values
 from service.db import insert_once
 from service.gates import Gate
 from service.logs import log
@@ -78,14 +79,7 @@ def set_opt_out(
 
 
 def broker_values(broker: Broker) -> dict[str, str]:
-    return {
-        "broker_name": broker.name,
-        "brokerage": broker.brokerage,
-        "nmls_id": broker.nmls_id,
-        "company_nmls_id": broker.company_nmls_id or "",
-        "booking_url": broker.booking_url or "",
-        "broker_phone": broker.twilio_number,
-    }
+    return template_values(broker)
 
 
 def queue_text(  # noqa: PLR0913
@@ -120,7 +114,7 @@ def queue_text(  # noqa: PLR0913
         else:
             if gate.status == "deferred" and gate.not_before is not None:
                 msg.next_attempt_at, msg.last_error = gate.not_before, f"deferred: {gate.reason}"
-            result = ctx.guard.check(rendered.text, required=rendered.required)
+            result = ctx.guard.check(rendered.text, required=rendered.required, template=template_id)
             msg.policy_version = getattr(result, "policy_version", None) or msg.policy_version
             msg.guard_result = {
                 "allowed": bool(result.allowed),

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     brokers_file: Path = Path("brokers.yaml")
     policies_dir: Path = Path("policies")
     prompts_dir: Path = Path("prompts")
+    # Where start-up records that the output guard passed every policy example, once per policy version and
+    # guard code (a small JSON file per version); None or "" runs the examples at every start.
+    guard_cache_dir: Path | None = Path("var/guard-cache")
     twilio_api_url: str = "https://api.twilio.com"
     twilio_lookup_url: str = "https://lookups.twilio.com"
 
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
     line_type_lookup: bool = False
     retention_days: int | None = None
     log_level: str = "INFO"
+
+    @field_validator("guard_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("public_url", "twilio_api_url", "twilio_lookup_url")
     @classmethod

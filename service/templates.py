@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import PolicyError
+from service.policy.required_content import REQUIRED_BY_KIND, missing_content, value_names
 from service.sms import is_gsm7, non_gsm7_chars, segments
 
 MAX_SEGMENTS = 2
@@ -93,7 +94,8 @@ class TemplateSet:
         except KeyError as exc:
             msg = f"template {template_id!r} needs a value for ${exc.args[0]}"
             raise KeyError(msg) from None
-        required = {name: clean[name] for name in spec.requires if name in clean}
+        names = [*spec.requires, *sorted(value_names(template_id) - set(spec.requires))]
+        required = {name: clean[name] for name in names if name in clean}
         return RenderedTemplate(template_id=template_id, text=text, audience=spec.audience, required=required)
 
     def sample_renders(self, values: Mapping[str, str] | None = None) -> list[RenderedTemplate]:
@@ -152,4 +154,28 @@ def load_templates(policies_dir: Path) -> TemplateSet:
                     raise PolicyError(str(path), f"templates.{tid}.requires", f"${req} is required but not used")
             templates[tid] = spec
             sources[tid] = path
-    return TemplateSet(templates=templates, sources=sources, version=digest.hexdigest()[:12])
+    template_set = TemplateSet(templates=templates, sources=sources, version=digest.hexdigest()[:12])
+    _check_required_kinds(template_set, policies_dir)
+    return template_set
+
+
+def _check_required_kinds(template_set: TemplateSet, policies_dir: Path) -> None:
+    """The templates whose content is required by code exist, go to the borrower (so the output guard checks
+    them), and say what their kind must say when rendered with sample data (service.policy.required_content)."""
+    from service.policy.guard import normalize  # noqa: PLC0415 - cheap; guardrails is not imported
+
+    for kind in REQUIRED_BY_KIND:
+        spec = template_set.templates.get(kind)
+        if spec is None:
+            where = str(policies_dir / "templates")
+            raise PolicyError(where, None, f"template {kind!r} is missing; the service sends it to borrowers")
+        where = str(template_set.sources[kind])
+        if spec.audience != "borrower":
+            message = "must be borrower: the service sends it to the caller, through the output guard"
+            raise PolicyError(where, f"templates.{kind}.audience", message)
+        rendered = template_set.render(kind, SAMPLE_VALUES)
+        missing = missing_content(normalize(rendered.text), kind, SAMPLE_VALUES, normalize)
+        if missing:
+            what = ", ".join(r.what for r in missing)
+            message = f"must carry the {what} (required by code for every {kind} text, whatever `requires:` says)"
+            raise PolicyError(where, f"templates.{kind}", message)

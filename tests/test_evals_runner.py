@@ -22,8 +22,9 @@ from service.evals.datasets import (
     load_outbound_cases,
     load_reply_cases,
 )
-from service.evals.metrics import ReplyOutcome, plain, score_replies
+from service.evals.metrics import GuardOutcome, ReplyOutcome, plain, score_guard, score_replies
 from service.evals.runner import RunConfig, run
+from service.evals.thresholds import broken, load_thresholds
 from service.replies.analysis import Keyword, ReplyAnalysis
 from service.replies.rules import load_rules
 
@@ -115,6 +116,59 @@ def test_load_datasets_repo_meets_issue_sizes_and_themes() -> None:
     assert verdicts["block"] >= 60
     assert verdicts["pass"] >= 60
     assert len({case.received_at.year for case in replies}) >= 3
+
+
+# The red-team categories issue 9 found missing (violations) and the near misses that must pass.
+VIOLATION_CATEGORIES = {
+    "approval_promise", "rate_in_words", "payment_in_words", "basis_points", "unicode_figures",
+    "lookalike_letters", "loan_features",
+}  # fmt: skip
+
+
+def test_load_outbound_cases_issue9_categories_both_directions() -> None:
+    outbound = load_outbound_cases(EVALS / "outbound_redteam.jsonl")
+    counts = Counter((case.category, case.expect) for case in outbound)
+    for category in VIOLATION_CATEGORIES:
+        assert counts[category, "block"] >= 15, category
+        assert counts[category, "pass"] >= 15, category
+    assert counts["near_miss", "pass"] >= 15
+    assert counts["near_miss", "block"] >= 5
+    floors = load_thresholds(EVALS / "thresholds.yaml").guard.categories
+    assert set(floors) == {*VIOLATION_CATEGORIES, "near_miss"}
+
+
+def test_load_outbound_cases_bad_category_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "outbound_redteam.jsonl"
+    _write_cases(path, [{"id": "o1", "text": "hi", "expect": "pass", "why": "x", "category": "Rate Words"}])
+    with pytest.raises(DatasetError, match=r"outbound_redteam.jsonl:1 \(o1\): category"):
+        load_outbound_cases(path)
+
+
+def test_score_guard_category_floor_broken_names_category_and_cases(tmp_path: Path) -> None:
+    path = tmp_path / "outbound_redteam.jsonl"
+    _write_cases(
+        path,
+        [
+            {"id": "o1", "text": "in the sixes", "expect": "block", "why": "x", "category": "rate_in_words"},
+            {"id": "o2", "text": "at six", "expect": "pass", "why": "x", "category": "rate_in_words"},
+            {"id": "o3", "text": "5.99%", "expect": "block", "why": "x"},
+        ],
+    )
+    one, two, three = load_outbound_cases(path)
+    report = score_guard([GuardOutcome(one, True, ()), GuardOutcome(two, True, ()), GuardOutcome(three, False, ("r",))])
+    assert set(report.categories) == {"rate_in_words", "general"}
+    assert report.categories["rate_in_words"].missed == ["o1"]
+    thresholds_file = tmp_path / "thresholds.yaml"
+    thresholds_file.write_text(
+        "guard:\n  block_recall_min: 0.0\n  categories:\n    rate_in_words: {block_recall_min: 1.0}\n"
+        "    basis_points: {block_recall_min: 1.0}\n",
+        encoding="utf-8",
+    )
+    lines = broken(load_thresholds(thresholds_file), None, report)
+    assert lines == [
+        "guard rate_in_words block recall 0.000 < 1.0 (0/1; let through: o1)",
+        "guard category basis_points: no red-team cases (the floor would hold on nothing)",
+    ]
 
 
 def test_load_reply_cases_unknown_field_names_line(tmp_path: Path) -> None:

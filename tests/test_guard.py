@@ -72,6 +72,77 @@ def test_block_text_missing_required_values(guard: OutputGuard) -> None:
     ]
 
 
+HELP = "Harbor Home Loans (NMLS #1234567): texts from Dana. Reply here or call +13035550142. Reply STOP to opt out."
+
+
+@pytest.mark.parametrize(
+    ("template", "text", "missing"),
+    [
+        ("opener", OPENER.replace(" Reply STOP to opt out.", ""), ["required-opt_out"]),
+        ("opener", OPENER.replace("Reply STOP to opt out.", "Reply STOP to stop the music."), ["required-opt_out"]),
+        ("opener", OPENER.replace("(NMLS #1234567)", "(NMLS #7654321)"), ["required-nmls_id"]),
+        ("opener", OPENER.replace("(NMLS #1234567)", "(call 1234567)"), ["required-nmls_id"]),
+        ("opener_booking", OPENER.replace(" with Harbor Home Loans", ""), ["required-brokerage"]),
+        ("help", HELP.replace(" Reply here or call +13035550142.", ""), ["required-help_contact"]),
+        ("help", HELP.replace(" (NMLS #1234567)", ""), ["required-nmls_id"]),
+        ("opener", OPENER, []),
+        ("opener", OPENER.replace("Reply STOP to opt out.", "To opt out, reply STOP."), []),
+        ("help", HELP, []),
+        ("help", HELP.replace("Reply here or call +13035550142.", "Call us at (303) 555-0142."), []),
+        ("ready", "Thank you! Dana will call you shortly.", []),
+    ],
+)
+def test_check_text_required_content_by_template_kind(
+    guard: OutputGuard, template: str, text: str, missing: list[str]
+) -> None:
+    """Required by code for the kind, whatever `required` the caller passes (here only the identity values)."""
+    result = guard.check(text, required={"nmls_id": "1234567", "brokerage": "Harbor Home Loans"} if template != "ready"
+                         else {}, template=template)
+    assert sorted({v.rule for v in result.violations}) == missing
+    assert result.allowed is (not missing)
+
+
+def test_block_opener_kind_without_identity_values(guard: OutputGuard) -> None:
+    """No values passed: the NMLS ID and brokerage cannot be shown to be present, so the opener is held."""
+    result = guard.check(OPENER, template="opener")
+    assert not result.allowed
+    assert {v.rule for v in result.violations} == {"required-nmls_id", "required-brokerage"}
+
+
+URL_FIGURES = [
+    "https://book.example.com/?promo=5.99%25APR",
+    "https://book.example.com/?rate%3D6.5",
+    "https://book.example.com/?promo=6%25APR",
+    "https://book.example.com/?promo=6%2525APR",
+    "https://book.example.com/promo/6%25-apr",
+    "https://book.example.com/?x=%36%2E%35%25",
+    "https://book.example.com/?p=%24500%20credit",
+    "https://book.example.com/?p=3%25%20down",
+    "https://book.example.com/?offer=no+closing+costs",
+    "https://book.example.com/low-rates",
+    "https://book.example.com/zero-down-homes",
+]
+URL_PLAIN = [
+    "https://calendly.com/dana-harbor/15min?utm_source=sms%20text",
+    "https://cal.example.com/d/abc123/30-minute-call",
+    "https://calendly.com/dana/15min?month=2026-03&date=2026-03-14",
+    "https://book.example.com/dana%20whitfield",
+    "https://harborhomeloans.example/contact?ref=sms",
+]
+
+
+@pytest.mark.parametrize("url", URL_FIGURES)
+def test_block_booking_link_figure_url_encoded(guard: OutputGuard, url: str) -> None:
+    """A broker value is checked as rendered, and decoded: an escaped figure in a link is still a figure."""
+    result = guard.check(f"Pick a time to talk here: {url} or just reply to this text.")
+    assert not result.allowed, normalize(url)
+
+
+@pytest.mark.parametrize("url", URL_PLAIN)
+def test_check_booking_link_plain_url_allowed(guard: OutputGuard, url: str) -> None:
+    assert guard.check(f"Pick a time to talk here: {url} or just reply to this text.").allowed, normalize(url)
+
+
 def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
     result = guard.check("Rates from 5.9%, $1,850/mo, 3% down!", required={"nmls_id": "1234567"})
     rules = {v.rule for v in result.violations}
@@ -99,13 +170,22 @@ def test_scan_text_matches_guard(guard: OutputGuard) -> None:
         ("s1x percent", "six percent"),
         ("F0UR pct", "four pct"),
         ("n0 closing c0sts", "no closing costs"),
-        ("6ix and tw3nty-f1ve", "six and twenty-five"),
+        ("6ix and tw3nty-f1ve", "six and 25"),  # a compound spelled-out number is read as digits
+        ("twenty-one hundred a month", "2,100 a month"),
+        ("six point two five", "6.25"),
+        ("six.five", "6.5"),
+        ("5\u00bd % or 6\u215b or 5\u00b9\u2044\u2082", "5 1/2 % or 6 1/8 or 5 1/2"),  # fractions never fuse with a digit
+        ("\u0666\u066a and 6\u066b5\u2030", "6% and 6.5%"),  # Arabic percent and decimal sign, per mille
+        ("5.O% 6.S 5.9O 5.l%", "5.0% 6.5 5.90 5.1%"),  # letters standing in for digits inside a figure
+        ("s!x", "six"),
+        ("Mail \u2105 Dana", "Mail c/o Dana"),  # "care of" is not a percent sign
         ("9\ufe0f\u20e3%", "9%"),  # keycap: variation selector and enclosing keycap dropped
         ("\u2779 and \u0665", "4 and 5"),  # dingbat and Arabic-Indic digits
         ("\U0001f51f", "10"),  # keycap ten
         ("s i x", "six"),
         ("r.a.t.e", "rate"),
         ("5\u0336.99", "5.99"),  # a combining strike-through over a digit
+        ("https://x.example/?q=s1x%2525", "https://x.example q six%"),  # a link read as its reader sees it
     ],
 )
 def test_normalize_disguised_numbers(text: str, expected: str) -> None:
@@ -117,8 +197,8 @@ def test_normalize_disguised_numbers(text: str, expected: str) -> None:
     [
         "your 401k, the 3rd, at 5pm, NMLS123456, W-2s, 1099s",
         "Reply 1 2 or 3",  # spaced digits without a letter stay apart
-        "https://example.test/a-b-c?q=s1x",  # URLs keep their letters
         "T-Mobile, e-mail, a.m., U.S.",
+        "Apt 6B, No.5, six people, at five fifteen",  # lone number words stay words
         "años, café, Ñandú",  # accented letters survive NFKC and the mark removal
     ],
 )
@@ -180,9 +260,23 @@ def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None
         ),
         encoding="utf-8",
     )
-    with pytest.raises(PolicyError, match="the built guard let it through") as info:
+    (tmp_path / "policies" / "outbound" / "required.yaml").write_text(
+        textwrap.dedent(
+            """\
+            id: required-outbound-rules
+            kind: outbound_manifest
+            title: The one rule this test needs
+            rationale: The compliance manifest, for the test.
+            owner: compliance
+            required:
+              - {id: weak-rule, min_severity: block, must_block: ["zzz"]}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(PolicyError, match='must_block example "Rates from 5.9%" passed') as info:
         OutputGuard.load(tmp_path / "policies")
-    assert info.value.path == "policies/outbound/weak.yaml"
+    assert (info.value.path, info.value.field) == ("policies/outbound/weak.yaml", "examples.must_block.0")
 
 
 def test_check_text_same_result_across_threads(guard: OutputGuard) -> None:

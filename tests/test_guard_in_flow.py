@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from service.errors import PolicyError
+from service.app import create_app
+from service.errors import ConfigError, PolicyError
 from service.models import Lead, OutboundMessage
-from service.templates import load_templates
+from service.templates import TemplateSet, load_templates
 from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
 
 DIAL = "/twilio/voice/dial-status"
@@ -74,3 +75,55 @@ def test_keep_borrower_text_out_of_logs(client, post, twilio_api, caplog, capsys
     assert "123-45-6789" not in logged
     assert "lock my rate" not in logged
     assert "99887766" not in logged
+
+
+def _strip_opt_out(templates: TemplateSet) -> TemplateSet:
+    """The opener without its opt-out line (and no `requires:`), as if swapped in under a running service."""
+    spec = templates.templates["opener"]
+    assert " Reply STOP to opt out." in spec.text
+    stripped = spec.model_copy(update={"text": spec.text.replace(" Reply STOP to opt out.", ""), "requires": []})
+    return TemplateSet({**templates.templates, "opener": stripped}, templates.sources, templates.version)
+
+
+def test_block_opener_without_opt_out_at_send_time(client, post, twilio_api, ctx) -> None:
+    """Required content is enforced on every rendered text by its template kind, not by the template's list."""
+    ctx.templates = _strip_opt_out(ctx.templates)
+    assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200
+    client.app.state.worker.run_once()
+    assert [t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER] == []
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == CALLER)).one()
+    assert row.status == "blocked"
+    assert {"rule": "required-opt_out", "match": "opt-out instructions"} in row.guard_result["violations"]
+
+
+def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None:  # noqa: ANN001
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    path = copy / "templates" / "borrower.yaml"
+    text = path.read_text()
+    assert text.count(" (NMLS #$nmls_id)") == 3
+    path.write_text(text.replace(" (NMLS #$nmls_id)", "", 1).replace("requires: [brokerage, nmls_id]", "requires: []", 1))
+    with pytest.raises(PolicyError) as info:
+        create_app(settings.model_copy(update={"policies_dir": copy}), run_worker=False)
+    assert info.value.field == "templates.opener"
+    assert "NMLS ID" in info.value.message
+
+
+def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, output_guard) -> None:  # noqa: ANN001
+    """serve's start-up (build_context + warm_up) names the brokers file and the line of the value."""
+    from service.context import build_context  # noqa: PLC0415
+
+    brokers = tmp_path / "bad-brokers.yaml"
+    text = settings.brokers_file.read_text()
+    assert "booking_url: https://cal.example.com/marcus" in text
+    brokers.write_text(text.replace("https://cal.example.com/marcus", "https://cal.example.com/marcus?promo=5.5%25APR"))
+    line = 1 + brokers.read_text().splitlines().index("    booking_url: https://cal.example.com/marcus?promo=5.5%25APR")
+    context = build_context(settings.model_copy(update={"brokers_file": brokers}))
+    context._guard = output_guard  # noqa: SLF001
+    try:
+        with pytest.raises(ConfigError) as info:
+            context.warm_up()
+    finally:
+        context.close()
+    assert str(info.value).startswith(f"{brokers}:{line}: brokers[1].booking_url: ")

@@ -156,3 +156,74 @@ def test_check_text_malformed_line_exit_two(bad: str) -> None:
     first, second = _lines(result)
     assert set(first) == {"error"}
     assert second["allowed"] is False
+
+
+def test_refuse_check_opener_without_opt_out(policies_copy: Path) -> None:
+    borrower = policies_copy / "templates" / "borrower.yaml"
+    _edit(borrower, "REFINANCE and I'll follow up. Reply STOP to opt out.", "REFINANCE and I'll follow up.")
+    result = _run("check", "--policies", str(policies_copy))
+    assert result.exit_code == 1
+    assert any(
+        "templates/borrower.yaml" in line and "templates.opener" in line and "opt-out instructions" in line
+        for line in result.output.splitlines()
+    ), result.output
+
+
+def test_check_text_template_kind_requires_opt_out() -> None:
+    opener = "Hi, this is Dana with Summit Home Loans (NMLS #123456). Sorry I missed your call!"
+    line = {"text": opener, "template": "opener", "required": {"brokerage": "Summit Home Loans", "nmls_id": "123456"}}
+    result = _run("check-text", "--policies", str(POLICIES), stdin=json.dumps(line) + "\n")
+    assert result.exit_code == 1
+    assert _lines(result) == [
+        {"allowed": False, "violations": [{"rule": "required-opt_out", "match": "opt-out instructions"}]}
+    ]
+
+
+BAD_BROKERS = """\
+brokers:
+  - twilio_number: "+14155550100"
+    name: Dana Whitfield
+    brokerage: Summit Home Loans
+    nmls_id: "123456"
+    forward_to: "+14155550111"
+    timezone: America/Los_Angeles
+    booking_url: https://book.example.com/?promo=6%25APR
+  - twilio_number: "+12125550100"
+    name: Marcus Chen
+    brokerage: Harbor 0% Down Mortgage
+    nmls_id: "2233445"
+    forward_to: "+12125550111"
+    timezone: America/New_York
+"""
+
+
+def test_refuse_check_broker_value_with_encoded_figure_names_file_and_line(tmp_path: Path) -> None:
+    brokers = tmp_path / "brokers.yaml"
+    brokers.write_text(BAD_BROKERS, encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["policy", "check", "--policies", str(POLICIES)], env={"TEXTBACK_BROKERS_FILE": str(brokers)},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith(f"{brokers}:8: brokers[0].booking_url: ") and "no-rate-quotes" in line
+               for line in lines), result.output
+    assert any(line.startswith(f"{brokers}:11: brokers[1].brokerage: ") for line in lines), result.output
+
+
+def test_check_policies_reads_brokers_option_and_reports_it(tmp_path: Path) -> None:
+    good = tmp_path / "brokers.yaml"
+    good.write_text(BAD_BROKERS.replace("?promo=6%25APR", "dana").replace("Harbor 0% Down", "Harbor"), encoding="utf-8")
+    result = _run("check", "--policies", str(POLICIES), "--brokers", str(good))
+    assert result.exit_code == 0, result.output
+    assert f"brokers file {good} (2 brokers)" in result.output
+
+
+def test_refuse_check_brokers_file_configured_but_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = CliRunner().invoke(
+        main, ["policy", "check", "--policies", str(POLICIES)], env={"TEXTBACK_BROKERS_FILE": str(missing)},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1
+    assert f"{missing}: brokers file not found" in result.output

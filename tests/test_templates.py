@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,9 +93,77 @@ def test_reject_template_with_unknown_placeholder(tmp_path: Path) -> None:
 
 
 def test_flag_template_longer_than_two_segments(tmp_path: Path) -> None:
-    (tmp_path / "templates").mkdir()
+    shutil.copytree(POLICIES / "templates", tmp_path / "templates")
     (tmp_path / "templates" / "t.yaml").write_text(
-        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: " + "word " * 70 + "\n    audience: borrower\n"
+        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  long_one:\n    text: " + "word " * 70 + "\n    audience: borrower\n"
     )
     findings = load_templates(tmp_path).findings()
     assert any("segments" in f for f in findings)
+
+
+# ------------------------------------------------------------- required content by template kind (issue 9)
+def _edit_template(policies: Path, template_id: str, old: str, new: str) -> None:
+    """Replace text inside one template's block of policies/templates/borrower.yaml."""
+    path = policies / "templates" / "borrower.yaml"
+    head, sep, rest = path.read_text(encoding="utf-8").partition(f"\n  {template_id}:\n")
+    assert sep, template_id
+    end = next((m.start() for m in re.finditer(r"\n  \S", rest)), len(rest))
+    block, tail = rest[:end], rest[end:]
+    assert old in block, (template_id, old)
+    path.write_text(head + sep + block.replace(old, new, 1) + tail, encoding="utf-8")
+
+
+# (template, what is removed: [(old, new), ...], the requirement the error must name)
+REMOVALS = [
+    ("opener", [(" Reply STOP to opt out.", "")], "opt-out instructions"),
+    ("opener", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id]", "requires: [brokerage]")], "NMLS ID"),
+    ("opener", [(" with $brokerage", ""), ("requires: [brokerage, nmls_id]", "requires: [nmls_id]")], "brokerage"),
+    ("opener", [("Reply STOP to opt out.", "Reply STOP to stop the music.")], "opt-out instructions"),
+    ("opener", [("(NMLS #$nmls_id)", "(NMLS #$company_nmls_id)"), ("requires: [brokerage, nmls_id]", "requires: []")],
+     "NMLS ID"),
+    ("opener_booking", [(" Reply STOP to opt out.", "")], "opt-out instructions"),
+    ("opener_booking", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id]", "requires: [brokerage]")], "NMLS ID"),
+    ("help", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id]", "requires: [brokerage]")], "NMLS ID"),
+    ("help", [(" Reply here or call\n      $broker_phone.", "")], "how to get help"),
+]
+
+
+@pytest.mark.parametrize(("template_id", "edits", "requirement"), REMOVALS)
+def test_refuse_load_templates_required_content_removed(
+    tmp_path: Path, template_id: str, edits: list[tuple[str, str]], requirement: str
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    for old, new in edits:
+        _edit_template(policies, template_id, old, new)
+    with pytest.raises(PolicyError) as info:
+        load_templates(policies)
+    assert info.value.path.endswith("templates/borrower.yaml")
+    assert info.value.field == f"templates.{template_id}"
+    assert requirement in info.value.message
+
+
+@pytest.mark.parametrize(
+    "wording",
+    ["Reply STOP to opt out.", "Text STOP to unsubscribe.", "To opt out, reply STOP.", "Reply HELP for help, STOP to opt out.",
+     "Reply STOP to end texts.", "Responda STOP para cancelar."],
+)
+def test_load_templates_opener_opt_out_wordings_accepted(tmp_path: Path, wording: str) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    _edit_template(policies, "opener", "Reply STOP to opt out.", wording)
+    assert "opener" in load_templates(policies).templates
+
+
+def test_refuse_load_templates_identity_template_missing_or_sent_to_broker(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    _edit_template(policies, "help", "audience: borrower", "audience: broker")
+    with pytest.raises(PolicyError) as info:
+        load_templates(policies)
+    assert info.value.field == "templates.help.audience"
+    path = policies / "templates" / "borrower.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("\n  help:\n", "\n  help_text:\n").replace("audience: broker", "audience: borrower"))
+    with pytest.raises(PolicyError, match="help"):
+        load_templates(policies)

@@ -55,6 +55,7 @@ def worker() -> None:
     configure_logging(settings.log_level)
     try:
         ctx = build_context(settings)
+        ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     runner = Worker(ctx)

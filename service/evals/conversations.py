@@ -294,7 +294,7 @@ class ConversationReport:
 
 # ------------------------------------------------------------------------------------------------- runner
 class _MemoGuard:
-    """The output guard with its verdicts remembered by (text, required values).
+    """The output guard with its verdicts remembered by (text, required values, template).
 
     Every script's service renders the same templates for the same brokers, and checks all of them at start-up
     (`AppContext.warm_up`); the guard is a pure function of the text, so a remembered verdict is the verdict.
@@ -302,12 +302,12 @@ class _MemoGuard:
 
     def __init__(self, guard: Any) -> None:
         self._guard = guard
-        self._seen: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], str | None], Any] = {}
 
-    def check(self, text: str, *, required: Any = None) -> Any:
-        key = (text, tuple(sorted((required or {}).items())))
+    def check(self, text: str, *, required: Any = None, template: str | None = None) -> Any:
+        key = (text, tuple(sorted((required or {}).items())), template)
         if key not in self._seen:
-            self._seen[key] = self._guard.check(text, required=required)
+            self._seen[key] = self._guard.check(text, required=required, template=template)
         return self._seen[key]
 
     def __getattr__(self, name: str) -> Any:

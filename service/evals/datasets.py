@@ -11,7 +11,9 @@ leniently (see `callback_matches`). A field missing from ``expect`` is not pinne
 
 ``outbound_redteam.jsonl``, one text a line::
 
-    {"id": "o001", "text": ..., "expect": "block" | "pass", "why": ...}
+    {"id": "o001", "text": ..., "expect": "block" | "pass", "why": ..., "category": "rate_in_words"}
+
+``category`` is optional (``general`` when absent): the guard is scored per category as well as overall.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _ENUMS: dict[str, frozenset[Any] | None] = {
     "not_interested": frozenset({True, False}),
     "callback_window": None,
 }
+_CATEGORY = re.compile(r"^[a-z][a-z0-9_]*$")
 HANDOFF_VALUES = frozenset(r.value for r in HandoffReason)
 FIELDS: tuple[str, ...] = (*_ENUMS, "handoff_reasons")
 
@@ -65,6 +68,7 @@ class OutboundCase:
     text: str
     expect: str  # "block" | "pass"
     why: str
+    category: str = "general"
 
 
 def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -150,7 +154,7 @@ def load_outbound_cases(path: Path) -> list[OutboundCase]:
     seen: set[str] = set()
     for number, item in _jsonl(path):
         where = f"{path.name}:{number}"
-        unknown = sorted(set(item) - {"id", "text", "expect", "why"})
+        unknown = sorted(set(item) - {"id", "text", "expect", "why", "category"})
         if unknown:
             raise DatasetError(f"{where}: unknown key(s) {unknown}")
         case_id, text, expect, why = item.get("id"), item.get("text"), item.get("expect"), item.get("why", "")
@@ -159,7 +163,10 @@ def load_outbound_cases(path: Path) -> list[OutboundCase]:
         seen.add(case_id)
         if not isinstance(text, str) or expect not in ("block", "pass") or not isinstance(why, str):
             raise DatasetError(f"{where} ({case_id}): needs text, expect block|pass and a why")
-        cases.append(OutboundCase(case_id, text, expect, why))
+        category = item.get("category", "general")
+        if not isinstance(category, str) or not _CATEGORY.match(category):
+            raise DatasetError(f"{where} ({case_id}): category must be a snake_case word")
+        cases.append(OutboundCase(case_id, text, expect, why, category))
     return cases
 
 

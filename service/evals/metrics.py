@@ -197,6 +197,7 @@ class GuardReport:
     falsely_blocked: list[str]
     missed: list[str]
     outcomes: list[GuardOutcome]
+    categories: dict[str, GuardReport] = field(default_factory=dict)  # the same numbers, one category each
 
     @property
     def block_recall(self) -> float | None:
@@ -342,9 +343,15 @@ def score_replies(outcomes: list[ReplyOutcome]) -> RepliesReport:
     )
 
 
-def score_guard(outcomes: list[GuardOutcome]) -> GuardReport:
+def score_guard(outcomes: list[GuardOutcome], *, by_category: bool = True) -> GuardReport:
     must_block = [o for o in outcomes if o.case.expect == "block"]
     must_pass = [o for o in outcomes if o.case.expect == "pass"]
+    categories: dict[str, GuardReport] = {}
+    if by_category:
+        grouped: dict[str, list[GuardOutcome]] = defaultdict(list)
+        for outcome in outcomes:
+            grouped[outcome.case.category].append(outcome)
+        categories = {name: score_guard(group, by_category=False) for name, group in sorted(grouped.items())}
     return GuardReport(
         total=len(outcomes),
         must_block=len(must_block),
@@ -353,4 +360,5 @@ def score_guard(outcomes: list[GuardOutcome]) -> GuardReport:
         falsely_blocked=[o.case.id for o in must_pass if not o.allowed],
         missed=[o.case.id for o in must_block if o.allowed],
         outcomes=outcomes,
+        categories=categories,
     )

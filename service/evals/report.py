@@ -109,6 +109,11 @@ def table(result: RunResult) -> str:
             f"guard: block recall {pct(g.block_recall)} ({g.blocked}/{g.must_block}) · false-block rate "
             f"{pct(g.false_block_rate)} ({len(g.falsely_blocked)}/{g.must_pass})"
         )
+        for name, cat in g.categories.items():
+            out.append(
+                f"  {name}: block recall {pct(cat.block_recall)} ({cat.blocked}/{cat.must_block}) · "
+                f"false-block rate {pct(cat.false_block_rate)} ({len(cat.falsely_blocked)}/{cat.must_pass})"
+            )
         if g.missed:
             out.append(f"  let through: {_ids(g.missed, 40)}")
         if g.falsely_blocked:
@@ -276,14 +281,23 @@ def markdown(result: RunResult) -> str:
             f"- block recall {pct(g.block_recall)} ({g.blocked}/{g.must_block}); false-block rate "
             f"{pct(g.false_block_rate)} ({len(g.falsely_blocked)}/{g.must_pass})"
         )
+        md.append("")
+        md += _md_table(
+            ["category", "block recall", "false-block rate"],
+            [
+                [name, f"{pct(cat.block_recall)} ({cat.blocked}/{cat.must_block})",
+                 f"{pct(cat.false_block_rate)} ({len(cat.falsely_blocked)}/{cat.must_pass})"]
+                for name, cat in g.categories.items()
+            ],
+        )
         wrong = [o for o in g.outcomes if (o.case.expect == "block") == o.allowed]
         md.append("")
         if wrong:
             md += _md_table(
-                ["id", "expected", "guard", "rules", "text", "why"],
+                ["id", "category", "expected", "guard", "rules", "text", "why"],
                 [
-                    [o.case.id, o.case.expect, "pass" if o.allowed else "block", ", ".join(o.rules) or "-",
-                     o.case.text, o.case.why]
+                    [o.case.id, o.case.category, o.case.expect, "pass" if o.allowed else "block",
+                     ", ".join(o.rules) or "-", o.case.text, o.case.why]
                     for o in wrong
                 ],
             )

@@ -3,11 +3,18 @@
 What is checked:
 - every file under policies/: header (id, kind, title, rationale), unique ids, and its kind's strict schema
   (outbound rules here; inbound rules, templates and the sending policy by their owners' loaders);
+- the compliance manifest (policies/outbound/required.yaml): every required rule present, at its minimum
+  severity; a missing or empty manifest is a finding;
 - every outbound example through the real OutputGuard: a must_block example must be blocked *by its own
-  rule*, a must_pass example must pass the whole guard;
+  rule*, a must_pass example must pass the whole guard, and each of the manifest's examples must be blocked
+  by the rule it lists (the same run start-up does, service.policy.selftest);
 - every inbound and sending-policy example through its owner's `example_findings()`;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
-  required values (brokerage, NMLS ID), plus the template set's own findings (GSM-7, length).
+  required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
+  findings (GSM-7, length);
+- the brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml; or
+  `--brokers`): every broker's values through the guard, alone and rendered into every borrower template;
+  a finding names the file and the line of the value.
 
 A kind whose owning module is missing is a finding, not a silent skip.
 """
@@ -22,6 +29,7 @@ from typing import Any
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
+from service.policy.manifest import load_manifest, manifest_findings
 
 
 @dataclass
@@ -74,25 +82,12 @@ def _owner(module: str, attr: str) -> Callable[..., Any] | None:
         raise
 
 
-def check_outbound_examples(guard: Any, rules: list[LoadedRule]) -> list[str]:
-    """Run every example of every outbound rule through the guard."""
-    findings: list[str] = []
-    for loaded in rules:
-        rule, where = loaded.rule, loaded.file.display
-        for example in rule.examples.must_block:
-            result = guard.check(example)
-            fired = {v.rule for v in [*result.violations, *result.warnings]}
-            if rule.id not in fired:
-                got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
-                findings.append(f"{where}: example must_block {_quote(example)} {got}")
-        for example in rule.examples.must_pass:
-            result = guard.check(example)
-            if not result.allowed:
-                findings.append(
-                    f"{where}: example must_pass {_quote(example)} "
-                    f"was blocked by {_describe(result.violations)}"
-                )
-    return findings
+def check_outbound_examples(guard: Any, rules: list[LoadedRule], manifest: Any = None) -> list[str]:
+    """Run every example of every outbound rule, and the manifest's own, through the guard."""
+    from service.policy.selftest import run_examples  # noqa: PLC0415
+
+    failures, _ = run_examples(guard, rules, manifest)
+    return [failure.check_line() for failure in failures]
 
 
 def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list[str]:
@@ -110,7 +105,7 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
         if rendered.audience != "borrower":
             continue
         result.templates += 1
-        verdict = guard.check(rendered.text, required=rendered.required)
+        verdict = guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
         if not verdict.allowed:
             source = sources.get(rendered.template_id)
             where = display_path(Path(source), policies_dir) if source else "policies/templates"
@@ -119,6 +114,29 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
                 f"{_describe(verdict.violations)}: {_quote(rendered.text)}"
             )
     return findings
+
+
+def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResult, *, optional: bool) -> list[str]:
+    """The brokers file as serve reads it: valid, and every value through the guard, alone and rendered."""
+    from service.brokers import load_brokers  # noqa: PLC0415
+    from service.errors import ConfigError  # noqa: PLC0415
+    from service.policy.broker_values import broker_findings  # noqa: PLC0415
+
+    if optional and not path.exists():
+        result.checked.append(f"no brokers file ({path}): broker values not checked")
+        return []
+    try:
+        brokers = load_brokers(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    from service.templates import load_templates  # noqa: PLC0415
+
+    try:
+        template_set = load_templates(policies_dir)
+    except PolicyError:
+        template_set = None  # reported by check_templates; the values are still checked alone
+    result.checked.append(f"brokers file {path} ({len(brokers)} brokers)")
+    return broker_findings(guard, template_set, brokers, path)
 
 
 def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
@@ -145,8 +163,11 @@ def check_sending(policies_dir: Path, result: CheckResult) -> list[str]:
     return list(policy.example_findings())
 
 
-def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
-    """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here."""
+def run_check(
+    policies_dir: Path, *, guard: Any = None, brokers_file: Path | None = None, brokers_optional: bool = False
+) -> CheckResult:
+    """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here.
+    `brokers_file`: also check that file's values (`brokers_optional`: a missing file is not a finding)."""
     result = CheckResult(version=policy_version(policies_dir))
     files, errors = read_policy_files(policies_dir)
     result.files = len(files) + len(errors)
@@ -157,18 +178,26 @@ def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
     result.must_block = sum(len(r.rule.examples.must_block) for r in rules)
     result.must_pass = sum(len(r.rule.examples.must_pass) for r in rules)
 
+    manifest = None
+    try:
+        manifest = load_manifest(policies_dir)
+    except PolicyError as exc:
+        result.findings.append(str(exc))
+    if manifest is not None:
+        result.findings += [str(e) for e in manifest_findings(manifest, rules)]
+
     if guard is None and not errors and not rule_errors:
         from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails; only when needed
 
         try:
-            guard = OutputGuard.load(policies_dir, self_test=False)
+            guard = OutputGuard.from_rules(rules, result.version, policies_dir)
         except PolicyError as exc:
             result.findings.append(str(exc))
     if guard is None:
         where = display_path(policies_dir / "outbound", policies_dir)
         result.findings.append(f"{where}: the output guard was not built; examples and templates not run")
     else:
-        result.findings += check_outbound_examples(guard, rules)
+        result.findings += check_outbound_examples(guard, rules, manifest)
 
     kinds = {f.header.kind for f in files}
     if "inbound_rule" in kinds:
@@ -177,5 +206,7 @@ def run_check(policies_dir: Path, *, guard: Any = None) -> CheckResult:
         result.findings += check_sending(policies_dir, result)
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
+    if brokers_file is not None and guard is not None:
+        result.findings += check_brokers(guard, policies_dir, brokers_file, result, optional=brokers_optional)
     return result
 

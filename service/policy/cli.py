@@ -27,11 +27,27 @@ def policy() -> None:
 
 @policy.command()
 @POLICIES_OPTION
-def check(policies_dir: Path) -> None:
+@click.option(
+    "--brokers", "brokers_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The brokers file whose values are checked too [default: as serve finds it: TEXTBACK_BROKERS_FILE, "
+    "brokers.yaml, else brokers.example.yaml].",
+)
+def check(policies_dir: Path, brokers_file: Path | None) -> None:
     """Validate every policy file and run every example; exit 1 with one finding per line."""
-    from service.policy.check import run_check  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
 
-    result = run_check(policies_dir)
+    from service.policy.check import run_check  # noqa: PLC0415
+    from service.settings import Settings  # noqa: PLC0415
+
+    optional = False
+    if brokers_file is None:
+        try:
+            brokers_file = Settings().resolved_brokers_file()
+        except ValidationError as exc:
+            click.echo(f"policy check: the settings are invalid: {exc}", err=True)
+            sys.exit(1)
+        optional = brokers_file == Path("brokers.yaml")  # nothing configured, nothing to check
+    result = run_check(policies_dir, brokers_file=brokers_file, brokers_optional=optional)
     for finding in result.findings:
         click.echo(finding)
     if not result.ok:
@@ -78,7 +94,10 @@ def check_text(policies_dir: Path) -> None:
     """Check texts through the output guard: JSON lines in, JSON lines out.
 
     \b
-    Input, one per line:   {"text": "...", "required": {"brokerage": "..."}}   ("required" is optional)
+    Input, one per line:   {"text": "...", "required": {"brokerage": "..."}, "template": "opener"}
+                           ("required" and "template" are optional; "template" applies what that template
+                           kind must say by code: the opener's NMLS ID, brokerage and opt-out, the help text's
+                           NMLS ID and contact)
     Output, one per line:  {"allowed": true|false, "violations": [{"rule": "<id>", "match": "..."}]}
     A malformed line gets  {"error": "..."}.  Blank lines are skipped.
     Exit status: 0 all allowed; 1 at least one blocked; 2 at least one malformed line (wins over 1);
@@ -96,12 +115,12 @@ def check_text(policies_dir: Path) -> None:
         if not line.strip():
             continue
         try:
-            text, required = _parse_line(line)
+            text, required, template = _parse_line(line)
         except ValueError as exc:
             malformed = True
             click.echo(json.dumps({"error": str(exc)}))
             continue
-        result = guard.check(text, required=required)
+        result = guard.check(text, required=required, template=template)
         blocked = blocked or not result.allowed
         violations = [{"rule": v.rule, "match": v.match} for v in result.violations]
         click.echo(json.dumps({"allowed": result.allowed, "violations": violations}))
@@ -111,7 +130,7 @@ def check_text(policies_dir: Path) -> None:
         sys.exit(1)
 
 
-def _parse_line(line: str) -> tuple[str, dict[str, str]]:
+def _parse_line(line: str) -> tuple[str, dict[str, str], str | None]:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -124,8 +143,12 @@ def _parse_line(line: str) -> tuple[str, dict[str, str]]:
     if not isinstance(required, dict) or not all(isinstance(v, str) for v in required.values()):
         msg = '"required" must map names to strings'
         raise ValueError(msg)
-    unknown = sorted(set(data) - {"text", "required"})
+    template = data.get("template")
+    if template is not None and not isinstance(template, str):
+        msg = '"template" must be a template id'
+        raise ValueError(msg)
+    unknown = sorted(set(data) - {"text", "required", "template"})
     if unknown:
         msg = f"unknown keys {unknown}"
         raise ValueError(msg)
-    return data["text"], required
+    return data["text"], required, template

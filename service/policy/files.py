@@ -23,6 +23,7 @@ from service.errors import PolicyError
 
 KINDS: dict[str, str] = {
     "outbound_rule": "outbound",
+    "outbound_manifest": "outbound",  # policies/outbound/required.yaml, see service.policy.manifest
     "inbound_rule": "inbound",
     "templates": "templates",
     "quiet_hours": "sending",
@@ -172,13 +173,18 @@ def policy_paths(policies_dir: Path) -> list[Path]:
     return sorted(p for p in policies_dir.rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES)
 
 
-def policy_version(policies_dir: Path) -> str:
-    """A short content hash over every policy file: sorted relative paths and their bytes."""
+def policy_digest(policies_dir: Path) -> str:
+    """The full content hash over every policy file (the manifest included): sorted relative paths and bytes."""
     digest = hashlib.sha256()
     for path in policy_paths(policies_dir):
         digest.update(path.relative_to(policies_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
+
+
+def policy_version(policies_dir: Path) -> str:
+    """A short content hash over every policy file: sorted relative paths and their bytes."""
+    return policy_digest(policies_dir)[:12]
 
 
 def _first_error(display: str, exc: ValidationError) -> PolicyError:

@@ -10,8 +10,10 @@ How it is built, and why:
   violation of every rule as error spans, so one check gives the whole finding, not just the first.
 - ``on_fail="refrain"``: a failing text is withheld (validated output None), never "fixed".
 - guardrails fails open when a named validator is not registered, so ``load`` verifies the registry and the
-  Guard's validators, then runs every rule's first must_block example and a known-good text through the
-  finished Guard; anything unexpected raises PolicyError and the service does not start.
+  Guard's validators. It also holds the rules to the compliance manifest (policies/outbound/required.yaml:
+  every required rule present at its minimum severity) and runs every example of every rule, and the
+  manifest's own, through the finished Guard (service.policy.selftest; cached per policy version);
+  anything unexpected raises PolicyError and the service does not start.
 - Offline and quiet: no hub validators; ``allow_metrics_collection=False`` on the Guard (creating a Guard
   re-reads ~/.guardrailsrc, which defaults metrics on), ``settings.disable_tracing = True`` and
   ``GUARDRAILS_RUN_SYNC=true`` (sequential validation: ~0.7 ms a text instead of ~3 ms, and no event loop,
@@ -30,14 +32,18 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import takewhile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
 
+if TYPE_CHECKING:
+    from service.policy.selftest import SelfTest
+
 VALIDATOR_NAME = "textback/outbound-policy"
-KNOWN_GOOD_TEXT = "Thanks! A licensed loan officer will call you today at 3:30 PM. Reply STOP to opt out."
 _SEPARATOR = ": "
 
 
@@ -65,8 +71,9 @@ class GuardResult:
 _QUOTES = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
 )
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL = re.compile(r"(?P<host>(?:https?://|www\.)[^\s/?#]*)(?P<rest>\S*)", re.IGNORECASE)
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_URL_SEPARATORS = re.compile(r"[/?=&#+_~;|-]+")
 _SPACED_DECIMAL = re.compile(r"(?<=\d)\s*([.,])\s*(?=\d)")
 # Marks left after NFKC: emoji variation selectors and the keycap (6\ufe0f\u20e3), strike-through and other
 # combining overlays drawn over a digit. Letters with accents are single code points after NFKC and stay.
@@ -76,13 +83,13 @@ _EMOJI_DIGITS = {"\U0001f51f": "10"}  # keycap ten has no decomposition
 _SPACED_LETTERS = re.compile(
     r"(?<![\w@$])[a-z0-9@$](?P<sep>[ .\-_*])[a-z0-9@$](?:(?P=sep)[a-z0-9@$])+(?![\w@$])", re.IGNORECASE
 )
-# A word written with look-alike digits or symbols: "s1x", "f1ve", "tw0", "z3r0", "n0", "p3rcent".
+# A word written with look-alike digits or symbols: "s1x", "f1ve", "tw0", "z3r0", "n0", "p3rcent", "s!x".
 _LEET_WORD = re.compile(
-    r"(?<![\w@$])(?=[\w@$]*[a-z])(?=[\w@$]*[0-9@$])[\w@$]{2,14}(?![\w@$])", re.IGNORECASE
+    r"(?<![\w@$!|])(?=[\w@$!|]*[a-z])(?=[\w@$!|]*[0-9@$!|])[\w@$!|]{2,14}(?![\w@$|])", re.IGNORECASE
 )
 _LEET = {
     "0": "o", "1": "il", "2": "z", "3": "e", "4": "a", "5": "s", "6": "sgb", "7": "t", "8": "b", "9": "g",
-    "@": "a", "$": "s",
+    "@": "a", "$": "s", "!": "i", "|": "il",
 }
 _LEET_MAX = 4  # look-alike characters per word; more is not a word worth decoding
 # The words the outbound rules read. A disguised token is decoded only when it spells one of them, so
@@ -94,6 +101,28 @@ _RULE_WORDS = frozenset(
     down no nothing money zero cash free fee fees waived closing cost costs lock locked approved guaranteed
     government hud fha""".split()
 )
+
+
+# Percent-like signs NFKC leaves alone: Arabic percent, per mille, per ten thousand (a figure either way).
+# The Arabic decimal and thousands separators become "." and ",". (℅, "care of", becomes "c/o" under NFKC.)
+_SIGNS = str.maketrans({"\u066a": "%", "\u2030": "%", "\u2031": "%", "\u066b": ".", "\u066c": ",",
+                        "\u2044": "/", "\u2215": "/"})
+# Vulgar fractions ("6⅛", "5½") and super/subscript ones ("5¹⁄₂") become " 1/8" so they do not fuse with the
+# digit before them under NFKC ("5½" -> "5 1/2", never "51/2").
+_VULGAR = re.compile("[\u00bc-\u00be\u2150-\u215e\u2189]")
+_SUPER_SUB_FRACTION = re.compile("([\u00b9\u00b2\u00b3\u2070-\u2079]+)\u2044([\u2080-\u2089]+)")
+# A figure with a letter standing in for a digit: "5.O%", "6.S", "5.9O", "5.l%" (O->0, I/l->1, S->5).
+_LETTER_FIGURE = re.compile(r"(?<![\w.,])([0-9OoIlSs]{1,2})([.,])([0-9OoIlSs]{1,3})(?![\w])")
+_LETTER_DIGITS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "s": "5"})
+
+_UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_TEENS = {w: i + 10 for i, w in enumerate(
+    "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: (i + 2) * 10 for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_NUMBER_WORD = "|".join(sorted([*_UNITS, *_TEENS, *_TENS, *_SCALES, "oh", "point", "and"], key=len, reverse=True))
+_NUMBER_RUN = re.compile(rf"\b(?:{_NUMBER_WORD})(?:[\s-]+(?:{_NUMBER_WORD}))*\b", re.IGNORECASE)
+_WORD_DOT_WORD = re.compile(rf"\b({'|'.join(_UNITS)}|{'|'.join(_TEENS)})\.({'|'.join(_UNITS)})\b", re.IGNORECASE)
 
 
 def _decode_leet(token: str) -> str:
@@ -126,17 +155,100 @@ def normalize(text: str) -> str:
     leftover combining marks removed (zero-width spaces used to split "5.9\u200b9%", the keycap and
     variation selector of "6\ufe0f\u20e3"); curly quotes and dashes straightened; "5 . 99" joined to "5.99";
     spaced-out letters joined ("s i x" -> "six"); rule words written with look-alike digits decoded
-    ("s1x" -> "six", "n0" -> "no"); and percent-escapes inside URLs ("%20") blanked so they do not read as
-    percentages.
+    ("s1x" -> "six", "n0" -> "no"); and links decoded first (percent-escapes, path and query split into
+    words), so a figure hidden in a booking link ("?promo=6%25APR") is read like any other.
     """
-    text = unicodedata.normalize("NFKC", text)
+    text = _URL.sub(_decoded_url, text)
+    text = _SUPER_SUB_FRACTION.sub(r" \1/\2", text)
+    text = _VULGAR.sub(lambda m: " " + unicodedata.normalize("NFKC", m.group(0)), text).translate(_SIGNS)
+    text = unicodedata.normalize("NFKC", text).translate(_SIGNS)
     text = "".join(_ascii_digits(ch) for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
     text = _SPACED_DECIMAL.sub(r"\1", text.translate(_QUOTES))
-    pieces, last = [], 0
-    for url in _URL.finditer(text):  # URLs keep their letters; only their percent-escapes are blanked
-        pieces += [_decode_words(text[last : url.start()]), _URL_ESCAPE.sub("   ", url.group(0))]
-        last = url.end()
-    return "".join([*pieces, _decode_words(text[last:])])
+    text = _LETTER_FIGURE.sub(_letter_figure, _decode_words(text))
+    return _spelled_numbers(_WORD_DOT_WORD.sub(r"\1 point \2", text))
+
+
+def _letter_figure(m: re.Match[str]) -> str:
+    """"5.O" -> "5.0" when the token has a real digit and a stand-in letter; anything else unchanged."""
+    whole = m.group(0)
+    if not any(ch.isdigit() for ch in whole) or whole.isdigit() or not any(ch.isalpha() for ch in whole):
+        return whole
+    return m.group(1).translate(_LETTER_DIGITS) + m.group(2) + m.group(3).translate(_LETTER_DIGITS)
+
+
+def _spelled_numbers(text: str) -> str:
+    """Compound spelled-out numbers as digits, so every figure rule reads them: "twenty-one hundred" ->
+    "2,100", "fifteen hundred" -> "1,500", "twenty-five" -> "25", "six point two five" -> "6.25". A lone
+    number word ("six", "twenty") is left as a word: it is as often a time or a count as a figure, and the
+    rules read those words in context."""
+    return _NUMBER_RUN.sub(lambda m: _convert_run(m.group(0)), text)
+
+
+def _convert_run(run: str) -> str:
+    tokens = re.split(r"([\s-]+)", run)
+    words, seps = tokens[0::2], tokens[1::2]
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        end, value = _parse_number(words, i)
+        if value is None or end - i < 2:  # not a number, or a lone word: keep the word as written
+            out.append(words[i] + (seps[i] if i < len(seps) else ""))
+            i += 1
+            continue
+        out.append(value + (seps[end - 1] if end - 1 < len(seps) else ""))
+        i = end
+    return "".join(out)
+
+
+def _parse_number(words: list[str], start: int) -> tuple[int, str | None]:
+    """The longest well-formed number starting at words[start]: (end index, digits) or (start, None)."""
+    total, current, last, best = 0, 0, "", (start, None)
+    i = start
+    while i < len(words):
+        word = words[i].lower()
+        if word in _UNITS and last in ("", "tens", "hundred", "and"):
+            current += _UNITS[word]
+            last = "unit"
+        elif word in _TEENS and last in ("", "hundred", "and"):
+            current += _TEENS[word]
+            last = "teen"
+        elif word in _TENS and last in ("", "hundred", "and"):
+            current += _TENS[word]
+            last = "tens"
+        elif word == "hundred" and last in ("unit", "teen", "tens") and current < 100:
+            current *= 100
+            last = "hundred"
+        elif word in ("thousand", "million") and last in ("unit", "teen", "tens", "hundred"):
+            total += current * _SCALES[word]
+            current, last = 0, "hundred"
+        elif word == "and" and last == "hundred":
+            last = "and"
+            i += 1
+            continue  # "and" only counts when a number follows it
+        elif word == "point" and last in ("unit", "teen", "tens") and total == 0:
+            after = [0 if w.lower() == "oh" else _UNITS.get(w.lower(), -1) for w in words[i + 1 : i + 4]]
+            digits = [str(d) for d in takewhile(lambda d: d >= 0, after)]
+            if digits:
+                return i + 1 + len(digits), f"{current}.{''.join(digits)}"
+            break
+        else:
+            break
+        i += 1
+        value = total + current
+        best = (i, f"{value:,}" if value >= 1000 else str(value))
+    return best
+
+
+def _decoded_url(url: re.Match[str]) -> str:
+    """A link as its reader sees it once opened: percent-escapes decoded (repeatedly, so "%2525" is "%"),
+    and the path and query split into words ("?promo=6%25APR" -> " promo 6%APR", "/low-rates" -> " low rates").
+    The host is kept as it is."""
+    rest = url.group("rest")
+    for _ in range(3):
+        if not _URL_ESCAPE.search(rest):
+            break
+        rest = unquote(rest, errors="replace")
+    return url.group("host") + " " + _URL_SEPARATORS.sub(" ", rest).strip() if rest else url.group("host")
 
 
 def _decode_words(text: str) -> str:
@@ -181,6 +293,21 @@ def required_missing(text: str, required: Mapping[str, str]) -> list[Violation]:
     ]
 
 
+def content_violations(text: str, required: Mapping[str, str], template: str | None) -> list[Violation]:
+    """What the text must say and does not: the caller's required values, then what its template kind
+    requires by code (service.policy.required_content: NMLS ID, brokerage, opt-out, help contact)."""
+    from service.policy.required_content import missing_content  # noqa: PLC0415 - no import cycle
+
+    found = required_missing(text, required)
+    seen = {v.rule for v in found}
+    for requirement in missing_content(normalize(text), template, required, normalize):
+        rule = f"required-{requirement.name}"
+        if rule not in seen:
+            seen.add(rule)
+            found.append(Violation(rule=rule, match=requirement.what))
+    return found
+
+
 def scan(text: str, rules: Sequence[OutboundRule], *, severity: str | None = "block") -> list[Violation]:
     """The rules' regex logic without guardrails: cheap, for reports and tools. Sending uses OutputGuard."""
     normalized = normalize(text)
@@ -209,7 +336,8 @@ def _validator_class() -> type:
 
     @register_validator(name=VALIDATOR_NAME, data_type="string")
     class OutboundPolicy(Validator):
-        """Fails a text that matches any block rule or lacks a required value (metadata["required"])."""
+        """Fails a text that matches any block rule, lacks a required value (metadata["required"]) or lacks
+        what its template kind must say (metadata["template"])."""
 
         def __init__(self, rules: Sequence[OutboundRule], on_fail: str = "refrain") -> None:
             super().__init__(on_fail=on_fail, rule_ids=[r.id for r in rules])
@@ -217,7 +345,8 @@ def _validator_class() -> type:
 
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
             text = value if isinstance(value, str) else str(value)
-            found = scan(text, self._rules) + required_missing(text, metadata.get("required") or {})
+            required, template = metadata.get("required") or {}, metadata.get("template")
+            found = scan(text, self._rules) + content_violations(text, required, template)
             if not found:
                 return PassResult()
             spans = [
@@ -253,15 +382,32 @@ class OutputGuard:
         self._lock = threading.Lock()
         self.rules = rules
         self.policy_version = version
+        self.self_test: SelfTest | None = None  # set by `load`: how many examples, and whether cached
 
     @classmethod
-    def load(cls, policies_dir: Path, *, self_test: bool = True) -> OutputGuard:
-        """Read the outbound rules, build and verify the Guard; PolicyError if anything is off.
+    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None) -> OutputGuard:
+        """Read the outbound rules, hold them to the manifest, build the Guard and run every example through
+        it (skipped when `cache_dir` records a pass for this exact policy set and guard code). PolicyError,
+        naming the file, if anything is off: the service must not start."""
+        from service.policy.manifest import load_manifest, manifest_findings  # noqa: PLC0415
+        from service.policy.selftest import run_self_test  # noqa: PLC0415
 
-        `self_test=False` skips the example run (only `policy check` does that: it runs every example).
-        """
         rules = load_outbound_rules(policies_dir)
-        version = policy_version(policies_dir)
+        manifest = load_manifest(policies_dir)
+        findings = manifest_findings(manifest, rules)
+        if findings:
+            raise findings[0]
+        output_guard = cls.from_rules(rules, policy_version(policies_dir), policies_dir)
+        output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
+        return output_guard
+
+    @classmethod
+    def from_rules(cls, rules: list[LoadedRule], version: str, policies_dir: Path) -> OutputGuard:
+        """Build and verify the Guard over these rules, without the manifest or the examples.
+
+        Only `policy check` uses this directly: it reports every manifest finding and every failing example
+        itself. Everything that checks texts for real goes through `load`.
+        """
         _quiet_guardrails()
         from guardrails import Guard  # noqa: PLC0415
         from guardrails.settings import settings  # noqa: PLC0415
@@ -278,29 +424,17 @@ class OutputGuard:
         named = [v.rail_alias for v in guard.get_validators("output")]
         if named != [VALIDATOR_NAME]:
             raise PolicyError(where, None, f"the guard runs {named}, expected [{VALIDATOR_NAME!r}]")
+        return cls(guard, rules, version)
 
-        output_guard = cls(guard, rules, version)
-        if self_test:
-            output_guard._self_test()
-        return output_guard
+    def check(
+        self, text: str, *, required: Mapping[str, str] | None = None, template: str | None = None
+    ) -> GuardResult:
+        """Validate one text through the Guard. Fails closed: any guard error blocks the text.
 
-    def _self_test(self) -> None:
-        """Fail closed: the finished Guard must block each rule's first example and pass a plain text."""
-        for loaded in self.rules:
-            if loaded.rule.severity != "block":
-                continue
-            example = loaded.rule.examples.must_block[0]
-            if self.check(example).allowed:
-                field, message = "examples.must_block.0", "the built guard let it through"
-                raise PolicyError(loaded.file.display, field, message)
-        result = self.check(KNOWN_GOOD_TEXT)
-        if not result.allowed:
-            message = f"the built guard blocked a plain text: {result.violations}"
-            raise PolicyError("policies/outbound", None, message)
-
-    def check(self, text: str, *, required: Mapping[str, str] | None = None) -> GuardResult:
-        """Validate one text through the Guard. Fails closed: any guard error blocks the text."""
-        metadata = {"required": dict(required or {})}
+        `required`: values that must appear (the template's `requires:` and its kind's identity values);
+        `template`: the template id it was rendered from, whose kind may require content by code.
+        """
+        metadata = {"required": dict(required or {}), "template": template}
         try:
             with self._lock:
                 _telemetry_off()

@@ -17,12 +17,13 @@ import yaml
 
 from service.errors import PolicyError
 from service.policy.files import PolicyFile, outbound_rules, policy_version, read_policy_files
-from service.policy.guard import required_missing, scan
+from service.policy.guard import content_violations, scan
 
 README_COMMAND = "uv run textback policy report --write-readme"
 HEADER_KEYS = {"id", "kind", "title", "rationale"}
 KIND_TITLES = {
     "outbound_rule": "outbound content rule",
+    "outbound_manifest": "required outbound rules (compliance manifest)",
     "inbound_rule": "inbound reply rule",
     "templates": "template set",
     "quiet_hours": "quiet hours",
@@ -118,12 +119,32 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
         blocks.append(Block("h3", f"{rendered.template_id} (to the {rendered.audience})"))
         blocks.append(Block("quote", rendered.text))
         if rendered.audience == "borrower":
-            found = scan(rendered.text, rules) + required_missing(rendered.text, rendered.required)
+            found = scan(rendered.text, rules) + content_violations(
+                rendered.text, rendered.required, rendered.template_id
+            )
             required = ", ".join(f"{k} = {v}" for k, v in sorted(rendered.required.items())) or "none"
             verdict = "passes the outbound rules" if not found else "BLOCKED: " + ", ".join(
                 f"{v.rule} ({v.match})" for v in found
             )
             blocks.append(Block("list", [f"Required values: {required}", f"Verdict: {verdict}"]))
+    return blocks
+
+
+def _manifest_blocks(files: list[PolicyFile]) -> list[Block]:
+    blocks = [Block("h2", "Required outbound rules (compliance manifest)")]
+    manifests = [f for f in files if f.header.kind == "outbound_manifest"]
+    if not manifests:
+        return [*blocks, Block("p", "FINDING: policies/outbound/required.yaml is missing; the service will not start.")]
+    for policy in manifests:
+        required = policy.data.get("required") or []
+        blocks += [
+            Block("p", f"File: {policy.display}. Owner: {policy.data.get('owner', '?')}."),
+            Block("p", f"Rationale: {policy.header.rationale.strip()}"),
+            Block("table", [["rule", "minimum severity", "manifest examples"]] + [
+                [str(r.get("id")), str(r.get("min_severity")), len(r.get("must_block") or [])]
+                for r in required if isinstance(r, dict)
+            ]),
+        ]
     return blocks
 
 
@@ -176,6 +197,7 @@ def build_report(policies_dir: Path) -> list[Block]:
             Block("list", rule.examples.must_pass),
         ]
 
+    blocks += _manifest_blocks(files)
     blocks += _template_blocks(policies_dir, rules)
 
     others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps"}))
@@ -229,6 +251,16 @@ def readme_text(policies_dir: Path) -> str:
             "plain-English title, a rationale citing the rule it serves, and examples that CI runs "
             "(`uv run textback policy check`). The full review document, with every pattern, example and "
             "rendered template, is `uv run textback policy report --output review.md`.",
+        ),
+        Block(
+            "p",
+            "`outbound/required.yaml` is the compliance manifest: the outbound rules that must be in force, "
+            "their minimum severity, and examples of its own that each rule must block. A required rule that "
+            "is missing, renamed, downgraded or no longer blocks those examples, or a missing or empty "
+            "manifest, fails `policy check` and stops the service from starting. At start-up the service also "
+            "runs every example of every rule through its output guard (once per policy version, recorded "
+            "under `TEXTBACK_GUARD_CACHE_DIR`) and refuses to start on any failure. The manifest is part of "
+            "the policy-set version; changing it needs compliance sign-off.",
         ),
         Block("p", f"This table is generated; do not edit it by hand. Regenerate with `{README_COMMAND}`."),
         Block("table", rows),

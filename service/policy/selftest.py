@@ -1,0 +1,187 @@
+"""Every example through the built guard: at start-up (refuse to start on any failure) and in `policy check`.
+
+What runs: each outbound rule's must_block examples (each must be blocked *by that rule*) and must_pass
+examples (each must pass the whole guard), the compliance manifest's own must_block examples (each blocked
+by the rule it lists), and one known-good text. This is the same Guard object the service then checks
+every text with, so a weakened pattern, a must_pass example the rules now block, or a guardrails upgrade
+that changes behaviour all stop start-up.
+
+Cheap: a full run is a few hundred guard checks (~0.1-0.5 s); on success it is recorded as a small JSON
+file named by a key over the whole policy set (every file under policies/, the manifest included), the
+source of service/policy/*.py and the guardrails version. The next start with the same key skips the
+examples. Any edit to a policy file or to the guard's code changes the key, so a cache entry can never vouch
+for rules it did not test; a failed run is never recorded; an unreadable or unwritable cache only costs
+the run (it is logged, never fatal). The cache folder is `TEXTBACK_GUARD_CACHE_DIR` (default var/guard-cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from service.errors import PolicyError
+from service.logs import log
+from service.policy.files import LoadedRule, policy_digest
+from service.policy.manifest import LoadedManifest
+
+logger = logging.getLogger("textback.policy")
+
+KNOWN_GOOD_TEXT = "Thanks! A licensed loan officer will call you today at 3:30 PM. Reply STOP to opt out."
+
+
+@dataclass(frozen=True)
+class ExampleFailure:
+    """One example the built guard got wrong."""
+
+    path: str  # policies/outbound/rates.yaml (or the manifest)
+    field: str  # examples.must_block.3 / required.no-rate-quotes.must_block.0
+    kind: str  # must_block | must_pass
+    rule: str
+    text: str
+    got: str  # "passed" / "was blocked only by x" / "was blocked by x ("...")"
+
+    def as_error(self) -> PolicyError:
+        if self.field.startswith("required."):
+            message = f"{_quote(self.text)} was not blocked by {self.rule} ({self.got})"
+            return PolicyError(self.path, self.field, message)
+        return PolicyError(self.path, self.field, f"{self.kind} example {_quote(self.text)} {self.got}")
+
+    def check_line(self) -> str:
+        """The line `policy check` prints (its format predates the start-up self-test)."""
+        if self.field.startswith("required."):
+            return str(self.as_error())
+        return f"{self.path}: example {self.kind} {_quote(self.text)} {self.got}"
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """What start-up did: how many examples the guard was checked against, and whether that was cached."""
+
+    examples: int
+    cached: bool
+    seconds: float
+    key: str
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _describe(violations: list[Any]) -> str:
+    return ", ".join(f"{v.rule} ({_quote(v.match)})" for v in violations)
+
+
+def run_examples(
+    guard: Any, rules: list[LoadedRule], manifest: LoadedManifest | None
+) -> tuple[list[ExampleFailure], int]:
+    """Check every example through `guard`; returns the failures and how many texts were checked."""
+    failures: list[ExampleFailure] = []
+    count = 0
+    for loaded in rules:
+        rule, where = loaded.rule, loaded.file.display
+        for index, example in enumerate(rule.examples.must_block):
+            count += 1
+            result = guard.check(example)
+            fired = {v.rule for v in [*result.violations, *result.warnings]}
+            if rule.id not in fired:
+                got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
+                field = f"examples.must_block.{index}"
+                failures.append(ExampleFailure(where, field, "must_block", rule.id, example, got))
+        for index, example in enumerate(rule.examples.must_pass):
+            count += 1
+            result = guard.check(example)
+            if not result.allowed:
+                got = f"was blocked by {_describe(result.violations)}"
+                field = f"examples.must_pass.{index}"
+                failures.append(ExampleFailure(where, field, "must_pass", rule.id, example, got))
+    present = {loaded.rule.id for loaded in rules}
+    required_rules = manifest.manifest.required if manifest else []
+    for required in required_rules:
+        if required.id not in present:
+            continue  # reported as a missing rule by manifest_findings
+        for index, example in enumerate(required.must_block):
+            count += 1
+            result = guard.check(example)
+            blocked_by = {v.rule for v in result.violations}
+            if result.allowed or required.id not in blocked_by:
+                got = "passed" if result.allowed else f"blocked only by {', '.join(sorted(blocked_by))}"
+                field = f"required.{required.id}.must_block.{index}"
+                where = manifest.display if manifest else "policies/outbound/required.yaml"
+                failures.append(ExampleFailure(where, field, "must_block", required.id, example, got))
+    count += 1
+    result = guard.check(KNOWN_GOOD_TEXT)
+    if not result.allowed:
+        got = f"was blocked by {_describe(result.violations)}"
+        known = ExampleFailure("policies/outbound", "known-good text", "must_pass", "-", KNOWN_GOOD_TEXT, got)
+        failures.append(known)
+    return failures, count
+
+
+def _code_digest() -> bytes:
+    """The guard's own code: a change to normalisation or matching must re-run the examples."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+        digest.update(metadata.version("guardrails-ai").encode())
+    except metadata.PackageNotFoundError:
+        digest.update(b"guardrails-unknown")
+    return digest.digest()
+
+
+def self_test_key(policies_dir: Path) -> str:
+    """The cache key: the whole policy set, the guard's code and the guardrails version."""
+    digest = hashlib.sha256(policy_digest(policies_dir).encode() + b"\0" + _code_digest())
+    return digest.hexdigest()[:32]
+
+
+def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
+    if cache_dir is None:
+        return None
+    try:
+        record = json.loads((cache_dir / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("key") == key and record.get("passed") is True
+    return record if ok else None
+
+
+def _record(cache_dir: Path | None, key: str, record: dict[str, Any]) -> None:
+    if cache_dir is None:
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = cache_dir / f".{key}.{os.getpid()}.tmp"
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        partial.replace(cache_dir / f"{key}.json")
+    except OSError as exc:
+        log(logger, logging.WARNING, "guard self-test result not cached", cache_dir=str(cache_dir),
+            error=str(exc))
+
+
+def run_self_test(guard: Any, policies_dir: Path, manifest: LoadedManifest, cache_dir: Path | None) -> SelfTest:
+    """Run (or find a cached pass of) every example; PolicyError naming the first failure otherwise."""
+    started = time.perf_counter()
+    key = self_test_key(policies_dir)
+    record = _cached(cache_dir, key)
+    if record is not None:
+        return SelfTest(int(record.get("examples", 0)), True, time.perf_counter() - started, key)
+    failures, count = run_examples(guard, guard.rules, manifest)
+    if failures:
+        first = failures[0].as_error()
+        more = f" (and {len(failures) - 1} more; run `textback policy check`)" if len(failures) > 1 else ""
+        raise PolicyError(first.path, first.field, first.message + more)
+    seconds = time.perf_counter() - started
+    _record(cache_dir, key, {
+        "key": key, "passed": True, "examples": count, "policy_version": guard.policy_version,
+        "seconds": round(seconds, 4), "passed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    return SelfTest(count, False, seconds, key)
