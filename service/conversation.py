@@ -26,7 +26,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from service import forwarding
@@ -45,8 +45,9 @@ QUESTIONS = [("loan_type", "ask_loan_type"), ("timeline", "ask_timeline"), ("app
 # Where the conversation is over and texts go to a person (or nowhere), and where it is still running.
 AFTER_CONVERSATION = {"new", "handoff", "ready", "closed"}
 WITH_A_PERSON = {"handoff", "ready"}
-# Decisions the webhook records itself for a keyword; any other Decision means the reply was acted on.
-KEYWORD_ACTIONS = ("opt_out", "opt_in", "help")
+# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
+# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
+REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
 LABELS = {
     "purchase": "purchase", "refinance": "refinance", "home_equity": "home equity", "other": "other loan",
     "under_30_days": "within 30 days", "1_to_3_months": "1-3 months", "3_to_6_months": "3-6 months",
@@ -230,9 +231,8 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
 
 def _acted_on(session: Session, inbound: InboundMessage) -> bool:
     """This reply was processed already (a stale claim taken back and run again): act on it once only."""
-    return session.exec(
-        select(Decision.id).where(Decision.inbound_id == inbound.id, Decision.action.not_in(KEYWORD_ACTIONS))
-    ).first() is not None
+    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
+    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None
 
 
 def _notes(analysis: ReplyAnalysis, opted_out: bool) -> list[str]:

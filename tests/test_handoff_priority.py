@@ -7,8 +7,9 @@ import pytest
 from sqlmodel import Session, select
 
 from service import outbox, worker
-from service.conversation import _opt_out
+from service.conversation import _opt_out, _record
 from service.models import Broker, InboundMessage, Lead, OutboundMessage
+from service.replies.analysis import Keyword, ReplyAnalysis
 from tests.helpers import CALLER, sms_params
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 
@@ -56,6 +57,8 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
     with Session(ctx.engine) as session:
         inbound = session.exec(select(InboundMessage)).one()
         state = session.get(Lead, inbound.lead_id)
+        # As the webhook does it: the opt-out, its one confirmation, and a Decision saying so.
+        _record(session, inbound, state, "opt_out", ReplyAnalysis(keyword=Keyword.STOP))
         ids = _opt_out(session, ctx, session.get(Broker, 1), state, inbound, "plain_words", twilio_confirmed=False)
         session.commit()
         inbound_id = inbound.id
