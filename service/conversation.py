@@ -361,6 +361,9 @@ def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     left for reply processing is forwarded there)."""
     if inbound.status != "processed" or not should_forward(state, worked=worked, keyword=True):
         return []
+    # The forwarding window is per lead: take the lead's lock, as reply processing does, so a keyword and a
+    # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
+    lead = session.get(Lead, lead.id, with_for_update=True, populate_existing=True) or lead
     action, ids = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
                                           template_id="alert_reply" if state == "new" else "alert_forward")
     _record(session, inbound, lead, action, None)

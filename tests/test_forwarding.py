@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from service import outbox, worker
 from service.models import InboundMessage, Lead, utcnow
 from tests.helpers import sms_params
+from tests.test_concurrency import clients, second_ctx  # noqa: F401 - two instances on one database
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 from tests.test_handoff_priority import borrower_templates, opted_out
 
@@ -219,3 +220,33 @@ def test_reject_negative_forward_window() -> None:
 
     with pytest.raises(ValidationError, match="forward_window_seconds"):
         Settings(_env_file=None, forward_window_seconds=-1)
+
+
+def test_hold_burst_to_one_forward_when_texts_arrive_at_once(clients, ctx, twilio_api, clock) -> None:  # noqa: ARG001
+    """Two instances, texts (and a STOP) released together: still one forward now and one follow-up later."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from threading import Barrier  # noqa: PLC0415
+
+    from tests.helpers import call_params  # noqa: PLC0415
+    from tests.test_concurrency import signed_post  # noqa: PLC0415
+
+    signed_post(clients[0], "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer"))
+    signed_post(clients[0], "/twilio/sms", sms_params("can I lock my rate?"))
+    assert lead(ctx).state == "handoff"
+    later(clock, WINDOW + 1)
+    texts = [sms_params(f"hello? number {n}") for n in range(8)] + [sms_params("STOP")]
+    barrier = Barrier(len(texts))
+
+    def one(index: int) -> int:
+        barrier.wait()
+        return signed_post(clients[index % 2], "/twilio/sms", texts[index]).status_code
+
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        assert list(pool.map(one, range(len(texts)))) == [200] * len(texts)
+    alerts = to_broker(twilio_api["messages"])
+    assert len(alerts) == 2  # the handoff, then the first of the burst
+    later(clock, WINDOW + 1)
+    clients[0].app.state.worker.run_once()
+    alerts = to_broker(twilio_api["messages"])
+    assert len(alerts) == 3
+    assert f"{len(texts) - 1} more texts" in alerts[2]
