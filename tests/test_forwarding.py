@@ -250,3 +250,25 @@ def test_hold_burst_to_one_forward_when_texts_arrive_at_once(clients, ctx, twili
     alerts = to_broker(twilio_api["messages"])
     assert len(alerts) == 3
     assert f"{len(texts) - 1} more texts" in alerts[2]
+
+
+@pytest.mark.parametrize(
+    ("state", "worked", "keyword", "forwarded"),
+    [
+        ("handoff", False, False, True),
+        ("handoff", False, True, True),  # the broker about to call hears of the STOP
+        ("handoff", True, False, False),  # worked: kept for the console (a new reason still alerts)
+        ("handoff", True, True, False),
+        ("ready", False, False, True),
+        ("ready", False, True, True),
+        ("ready", True, False, False),
+        ("closed", False, False, True),  # a closed lead writing again may be back
+        ("closed", False, True, False),  # a bare keyword on a closed lead is no news
+        ("new", False, False, True),
+        ("new", False, True, False),
+    ],
+)
+def test_decide_forward_by_state_worked_and_keyword(state, worked, keyword, forwarded) -> None:  # noqa: ANN001
+    from service.conversation import should_forward  # noqa: PLC0415
+
+    assert should_forward(state, worked=worked, keyword=keyword) is forwarded

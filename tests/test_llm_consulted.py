@@ -70,3 +70,25 @@ def test_call_llm_when_conversation_reply_is_unclear(client, post, twilio_api, c
     assert decision.llm_model == "gpt-4o-mini"
     assert decision.llm_skipped is None
     assert lead(ctx).timeline == "3_to_6_months"
+
+
+@pytest.mark.parametrize(
+    ("state", "reasons", "consulted"),
+    [
+        ("opened", [], True),
+        ("asking", [], True),
+        ("opened", ["human_request"], False),
+        ("asking", ["rate_lock"], False),
+        ("handoff", [], False),
+        ("ready", [], False),
+        ("closed", [], False),
+        ("new", [], False),
+        (None, [], False),  # no lead at all
+    ],
+)
+def test_decide_llm_consultation_by_state_and_rules(state, reasons, consulted) -> None:  # noqa: ANN001
+    from service.conversation import llm_skip_reason  # noqa: PLC0415
+    from service.replies.analysis import ReplyAnalysis  # noqa: PLC0415
+
+    analysis = ReplyAnalysis(needs_llm=True, handoff_reasons=reasons)
+    assert (llm_skip_reason(state, analysis) is None) is consulted
