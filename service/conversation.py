@@ -5,6 +5,19 @@ is told a person will call (with the booking link when configured) and the broke
 Anything the rules flag for a person (rate lock, closing, deadline, rates or terms, pre-approval, asking for
 a call, a complaint), anything the rules cannot settle without an LLM, and any LLM failure hands the lead to
 the broker: the borrower gets one acknowledgement and the bot stops asking.
+
+A reason for a person wins over every closing path. A reply that opts out, says wrong number or says not
+interested AND carries a handoff reason still hands the lead off: the broker gets the reasons, a note of what
+else the reply said and the message; the borrower gets no closing text, and no acknowledgement either (they
+asked for no more texts, or told us they are not our borrower: the person who reads the alert decides how to
+answer, and calling someone who asked for a call is not an automated text). The opt-out itself is recorded
+and confirmed once, as always.
+
+After the conversation (a lead that is handed off, ready or closed, or that never got an opener) the bot
+says nothing more; texts go to the broker (`service.forwarding`): every text while a handoff is not yet
+worked, and any text with a new reason for a person at once, whatever the lead's state or opt-out (an alert
+goes to the broker, not to the borrower). The LLM is consulted only when its answer could change what
+happens next (`llm_skip_reason`).
 """
 
 from __future__ import annotations
@@ -13,13 +26,14 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
-from sqlmodel import Session
+from sqlalchemy import or_, update
+from sqlmodel import Session, select
 
-from service.flow import alert_reply
+from service import forwarding
+from service.forwarding import excerpt
 from service.logs import log
 from service.models import Broker, Decision, InboundMessage, Lead, OptOut, OutboundMessage, utcnow
-from service.outbox import queue_alert, queue_text, set_opt_out
+from service.outbox import is_opted_out, queue_alert, queue_text, set_opt_out
 from service.replies.analysis import Keyword, ReplyAnalysis
 
 if TYPE_CHECKING:
@@ -28,30 +42,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("textback.conversation")
 
 QUESTIONS = [("loan_type", "ask_loan_type"), ("timeline", "ask_timeline"), ("applied_elsewhere", "ask_applied_elsewhere")]
-HANDOFF_WORDS = {
-    "rate_lock": "asked about a rate lock",
-    "closing": "about a closing",
-    "deadline": "has a deadline",
-    "rate_or_terms": "asked about rates or terms",
-    "preapproval": "asked about pre-approval",
-    "human_request": "asked for a call",
-    "complaint": "is unhappy",
-    "needs_review": "reply needs a person",
-    "llm_unavailable": "reply needs a person",
-    "blocked_text": "a text was held",
-    "cap_reached": "automated texts used up",
-}
+# Where the conversation is over and texts go to a person (or nowhere), and where it is still running.
+AFTER_CONVERSATION = {"new", "handoff", "ready", "closed"}
+WITH_A_PERSON = {"handoff", "ready"}
+# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
+# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
+REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
 LABELS = {
     "purchase": "purchase", "refinance": "refinance", "home_equity": "home equity", "other": "other loan",
     "under_30_days": "within 30 days", "1_to_3_months": "1-3 months", "3_to_6_months": "3-6 months",
     "over_6_months": "6+ months", "researching": "just researching",
 }
-EXCERPT_CHARS = 100
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    flat = " ".join((text or "").split()).replace('"', "'")
-    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
 def known_summary(lead: Lead) -> str:
@@ -89,7 +90,7 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
 
 
 def _record(session: Session, inbound: InboundMessage, lead: Lead, action: str, analysis: ReplyAnalysis | None,
-            rules_version: str | None = None) -> None:
+            rules_version: str | None = None, llm_skipped: str | None = None) -> None:
     session.add(Decision(
         inbound_id=inbound.id, lead_id=lead.id, action=action,
         source=str(analysis.source) if analysis else "rules",
@@ -98,6 +99,7 @@ def _record(session: Session, inbound: InboundMessage, lead: Lead, action: str, 
         llm_prompt_version=analysis.llm_prompt_version if analysis else None,
         llm_model=analysis.llm_model if analysis else None,
         llm_error=analysis.llm_error if analysis else None,
+        llm_skipped=llm_skipped,
         analysis=analysis.model_dump(mode="json") if analysis else None,
     ))
 
@@ -134,10 +136,42 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
                            template_id="help", dedupe_key=f"help:{inbound.message_sid}"))
 
 
-def analyze_reply(ctx: AppContext, inbound: InboundMessage) -> ReplyAnalysis:
-    """Rules first, then the LLM when needed (may take seconds: call it outside any transaction)."""
+def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:
+    """Why the LLM need not read this reply although the rules could not settle every field, or None.
+
+    Its answer only matters while the bot is still qualifying a lead, and there only when the rules found no
+    reason for a person: once a person reads the message anyway (a handoff reason, a lead handed off, ready or
+    closed, a text with no opener before it), nothing the model says changes what happens next, and the
+    borrower's words go to no third party.
+    """
+    if state is None or state == "new":
+        return "no opener: the broker reads the text"
+    if state in AFTER_CONVERSATION:
+        return f"lead {state}: a person reads the text"
+    if analysis.handoff_reasons:
+        return "rules hand off: a person reads the text"
+    return None
+
+
+def _lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
+    if inbound.lead_id is None:
+        return None
+    with Session(ctx.engine) as session:
+        lead = session.get(Lead, inbound.lead_id)
+        return lead.state if lead else None
+
+
+def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None = None) -> ReplyAnalysis:
+    """Rules first, then the LLM when its answer could change what happens next (may take seconds: call it
+    outside any transaction). `lead` saves a read of the lead's state when the caller holds it."""
     from service.replies.classify import classify  # noqa: PLC0415
 
+    analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
+    if not analysis.needs_llm or ctx.extractor is None:
+        return analysis
+    state = lead.state if lead is not None else _lead_state(ctx, inbound)
+    if llm_skip_reason(state, analysis) is not None:
+        return analysis
     return classify(inbound.body, inbound.received_at, rules=ctx.rules, extractor=ctx.extractor)
 
 
@@ -169,14 +203,25 @@ def _capture(lead: Lead, analysis: ReplyAnalysis) -> None:
         lead.callback_window = analysis.callback_window[:60]
 
 
+def _phrases(ctx: AppContext, keys: list[str]) -> str:
+    return ", ".join(dict.fromkeys(ctx.templates.phrase(k) for k in keys))
+
+
 def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
-             reasons: list[str]) -> list[int]:
-    lead.state = "handoff"
+             reasons: list[str], *, notes: list[str] | None = None, ack: bool = True) -> list[int]:
+    """Hand the lead to a person: the broker is alerted with the reasons (and `notes` on what else the reply
+    said); the borrower gets the acknowledgement only when `ack`."""
+    lead.state, lead.closed_reason = "handoff", None
     lead.handoff_reasons = sorted(set(lead.handoff_reasons) | set(reasons))
+    lead.handoff_worked_at = None  # a new reason is a new handoff: nobody has worked it yet
     session.add(lead)
-    ids = _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="ack",
-                          template_id="handoff_ack", dedupe_key=f"ack:{lead.id}:{inbound.message_sid}"))
-    words = ", ".join(dict.fromkeys(HANDOFF_WORDS.get(r, r) for r in reasons))
+    ids: list[int] = []
+    if ack:
+        ids += _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="ack",
+                               template_id="handoff_ack", dedupe_key=f"ack:{lead.id}:{inbound.message_sid}"))
+    words = _phrases(ctx, reasons)
+    if notes:
+        words = f"{words}; {_phrases(ctx, notes)}"
     ids += _ids(queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_handoff",
                             values={"caller": lead.phone, "reasons": words, "known": known_summary(lead),
                                     "excerpt": excerpt(inbound.body)},
@@ -184,13 +229,28 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     return ids
 
 
+def _acted_on(session: Session, inbound: InboundMessage) -> bool:
+    """This reply was processed already (a stale claim taken back and run again): act on it once only."""
+    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
+    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None
+
+
+def _notes(analysis: ReplyAnalysis, opted_out: bool) -> list[str]:
+    """What else the reply said, for the broker's alert next to the reasons."""
+    return [name for name, said in (("opted_out", opted_out), ("wrong_number", analysis.wrong_number),
+                                     ("not_interested", analysis.not_interested)) if said]
+
+
 def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
                  analysis: ReplyAnalysis | None = None) -> list[int]:
-    """Everything after a non-keyword reply is stored: analyse, capture, then ask, hand off or close."""
+    """Everything after a non-keyword reply is stored: analyse, capture, then ask, hand off, close or forward.
+
+    Correct whether or not the webhook already applied an opt-out this reply asked for: the opt-out is applied
+    (and confirmed) once, and a reason for a person in the same reply still reaches the broker."""
     # Lock the lead: two replies processed at once (two workers, or a fast double text) must not both ask.
     lead = session.get(Lead, inbound.lead_id, with_for_update=True) if inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id)
-    if lead is None or broker is None:
+    if lead is None or broker is None or _acted_on(session, inbound):
         return []
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
@@ -202,40 +262,112 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     ).rowcount
     if superseded:
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
-    analysis = answer_in_context(lead, inbound.body, analysis or analyze_reply(ctx, inbound))
+    analysis = answer_in_context(lead, inbound.body, analysis or analyze_reply(ctx, inbound, lead=lead))
     version = getattr(ctx.rules, "version", None)
-    if analysis.keyword is Keyword.STOP:
-        _record(session, inbound, lead, "opt_out", analysis, version)
+    state, worked = lead.state, lead.handoff_worked_at is not None
+    skipped = (llm_skip_reason(state, analysis)
+               if analysis.needs_llm and analysis.llm_model is None and ctx.extractor is not None else None)
+    ids: list[int] = []
+    stop = analysis.keyword is Keyword.STOP
+    opted_out_here = stop and not is_opted_out(session, broker.id, lead.phone)
+    if opted_out_here:
+        _record(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
-        return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=False)
+        ids += _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=False)
     _capture(lead, analysis)
     lead.updated_at = utcnow()
     session.add(lead)
-    if lead.state == "new":
-        # No opener went out (a text out of the blue, or after a call the broker answered): the bot has not
-        # introduced itself, so it says nothing and the broker gets the text.
-        _record(session, inbound, lead, "forwarded", analysis, version)
-        return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
-    if lead.state in {"handoff", "ready", "closed"}:
-        _record(session, inbound, lead, "forwarded", analysis, version)
-        return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body, template_id="alert_forward")
+    if state in AFTER_CONVERSATION:
+        return ids + _after_conversation(session, ctx, broker, lead, inbound, analysis, state=state, worked=worked,
+                                         version=version, skipped=skipped)
+    reasons = [r.value for r in analysis.handoff_reasons]
+    notes = _notes(analysis, is_opted_out(session, broker.id, lead.phone))
+    if reasons:
+        # A reason for a person wins over an opt-out, a wrong number and "not interested" in the same reply.
+        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons, notes=notes)
+        return ids + _handoff(session, ctx, broker, lead, inbound, reasons, notes=notes, ack=not notes)
+    if stop:
+        if not opted_out_here:  # the webhook applied (and confirmed) it before this reply reached us
+            lead.state, lead.closed_reason = "closed", "opted_out"
+            _record(session, inbound, lead, "opt_out", analysis, version, skipped)
+        return ids
     if analysis.wrong_number or analysis.not_interested:
         lead.state = "closed"
         lead.closed_reason = "wrong_number" if analysis.wrong_number else "not_interested"
-        _record(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version)
+        _record(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version, skipped)
         template = "closing_wrong_number" if analysis.wrong_number else "closing_not_interested"
         return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="closing",
                                template_id=template, dedupe_key=f"closing:{inbound.message_sid}"))
-    reasons = [r.value for r in analysis.handoff_reasons]
     if analysis.llm_error:
         reasons.append("llm_unavailable")
-    if analysis.needs_llm and analysis.llm_prompt is None and not reasons:
+    if analysis.needs_llm and analysis.llm_prompt is None:
         reasons.append("needs_review")  # the rules could not settle it and no LLM answered
     if reasons:
-        _record(session, inbound, lead, "handoff", analysis, version)
+        _record(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons)
         return _handoff(session, ctx, broker, lead, inbound, reasons)
     return _next_step(session, ctx, broker, lead, inbound, analysis, version)
+
+
+def should_forward(state: str, *, worked: bool, keyword: bool) -> bool:
+    """Whether a text with no new reason for a person is forwarded to the broker, by the lead's state before it.
+
+    Handed off or ready and not yet worked: every text, keywords included (the broker about to call needs to
+    know the borrower just texted STOP). Closed, or never opened: every text but a bare keyword (today's
+    behaviour: a closed lead that writes again may be back). A handoff a person has worked: nothing (the text
+    is kept for wherever they work it; a new reason still alerts).
+    """
+    if state in WITH_A_PERSON:
+        return not worked
+    return not keyword
+
+
+def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
+                        analysis: ReplyAnalysis, *, state: str, worked: bool, version: str | None,
+                        skipped: str | None) -> list[int]:
+    """A text on a lead the bot no longer talks to (handed off, ready, closed, never opened)."""
+    reasons = [r.value for r in analysis.handoff_reasons]
+    # A closed lead's old reasons ended with it; on a lead with a person, only a reason it lacks is news.
+    known = set(lead.handoff_reasons) if state in WITH_A_PERSON else set()
+    new = [r for r in reasons if r not in known]
+    opted_out = is_opted_out(session, broker.id, lead.phone)
+    if new:
+        # Urgent news is never held: the broker is alerted at once, with the reasons, and the lead is a handoff
+        # again (even an opted-out number: the alert goes to the broker, and no text to the borrower follows).
+        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        log(logger, logging.INFO, "handoff after the conversation", lead_id=lead.id, state=state, reasons=new)
+        ids = _handoff(session, ctx, broker, lead, inbound, reasons,
+                       notes=_notes(analysis, opted_out), ack=False)
+        forwarding.note_forwarded(ctx, lead)
+        return ids
+    if reasons and lead.state == "closed":
+        # A reason it already had (a handoff the opt-out in this same reply closed): it stays with a person.
+        lead.state, lead.closed_reason = "handoff", None
+    if not (reasons or should_forward(state, worked=worked, keyword=analysis.keyword is not None)):
+        _record(session, inbound, lead, "kept", analysis, version, skipped)
+        return []
+    action, ids = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
+                                          template_id="alert_reply" if state == "new" else "alert_forward")
+    _record(session, inbound, lead, action, analysis, version, skipped)
+    return ids
+
+
+def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage,
+                    state: str, worked: bool) -> list[int]:
+    """A text the webhook settled on its own (a carrier keyword, an opt-out in plain words with no reason for
+    a person): the broker still gets it when a person is about to work the lead. `state` and `worked` are the
+    lead's before the webhook acted on the text. Call it only for an inbound the webhook marked processed (one
+    left for reply processing is forwarded there)."""
+    if inbound.status != "processed" or not should_forward(state, worked=worked, keyword=True):
+        return []
+    # The forwarding window is per lead: take the lead's lock, as reply processing does, so a keyword and a
+    # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
+    lead = session.get(Lead, lead.id, with_for_update=True, populate_existing=True) or lead
+    action, ids = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
+                                          template_id="alert_reply" if state == "new" else "alert_forward")
+    _record(session, inbound, lead, action, None)
+    return ids
 
 
 def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
@@ -253,8 +385,8 @@ def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, in
             session.add(lead)
             _record(session, inbound, lead, f"ask:{field}", analysis, version)
             return _ids(msg)
-    # Everything asked: a person takes it from here.
-    lead.state = "ready"
+    # Everything asked: a person takes it from here (a handoff of its own, not worked by anyone yet).
+    lead.state, lead.handoff_worked_at = "ready", None
     session.add(lead)
     _record(session, inbound, lead, "ready", analysis, version)
     ids = _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="ready",

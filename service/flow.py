@@ -307,10 +307,13 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=message_sid, sender=mask(sender), broker_id=broker.id)
-    from service.conversation import handle_keyword  # noqa: PLC0415 - avoids an import cycle
+    from service.conversation import forward_settled, handle_keyword  # noqa: PLC0415 - avoids an import cycle
 
+    before = {"state": lead.state, "worked": lead.handoff_worked_at is not None}
     ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
     if ids is not None:
+        # Settled here (a keyword): the broker still hears of it when a person is about to work this lead.
+        ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, **before)
         return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
     return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
 

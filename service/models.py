@@ -75,6 +75,13 @@ class Lead(SQLModel, table=True):
     automated_count: int = 0
     summary_alert_sent: bool = False
     not_textable_reason: str | None = None
+    # When a person took up the current handoff (set by whatever they work it in, e.g. the console). Until then
+    # every text on a handoff or ready lead is forwarded to the broker; after, only texts with a new reason.
+    handoff_worked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # Forwarding rate limit (service.forwarding): the earliest time the next text may be forwarded at once, and
+    # how many texts the pending follow-up alert stands for.
+    forward_next_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    forward_pending: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -184,6 +191,7 @@ class Decision(SQLModel, table=True):
     llm_prompt_version: str | None = None
     llm_model: str | None = None
     llm_error: str | None = None
+    llm_skipped: str | None = None  # why the LLM was not consulted although the rules asked for it
     analysis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 

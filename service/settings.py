@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = 8.0
 
     opener_cooldown_hours: float = 24.0
+    # Texts forwarded to the broker: at most one per lead per window; the rest of a burst is one follow-up alert
+    # at the window's end (a text with a new reason for a person always goes at once). 0: no limit.
+    forward_window_seconds: float = Field(default=300.0, ge=0)
     max_automated_texts_per_lead: int | None = None  # None: the per_lead_total in policies/sending/caps.yaml
     operator_alert_to: list[str] = Field(default_factory=list)  # circuit-breaker alerts (default: the broker's alert_to)
     do_not_text_file: Path | None = None  # one E.164 number per line, '#' comments; never texted automatically

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,7 @@ SAMPLE_VALUES: dict[str, str] = {
     "rules": "no-rate-quotes",
     "error": "not a mobile number",
     "reason": "120 openers in 10 minutes",
+    "more": "19 more texts",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}
@@ -68,6 +69,8 @@ class TemplateFile(BaseModel):
     title: str
     rationale: str
     templates: dict[str, TemplateSpec]
+    # Fixed wording a template's placeholder is built from (e.g. how each handoff reason reads in $reasons).
+    phrases: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ class TemplateSet:
     templates: dict[str, TemplateSpec]
     sources: dict[str, Path]
     version: str
+    phrases: dict[str, str] = field(default_factory=dict)
+
+    def phrase(self, key: str) -> str:
+        """The reviewed wording for `key` (a handoff reason, a note); the key itself, readable, when none."""
+        return self.phrases.get(key) or key.replace("_", " ")
 
     def render(self, template_id: str, values: Mapping[str, str]) -> RenderedTemplate:
         """Fill a template; a missing value is an error, never a blank."""
@@ -114,6 +122,9 @@ class TemplateSet:
             for name in rendered.required:
                 if rendered.required[name].lower() not in rendered.text.lower():
                     out.append(f"{where}: required value ${name} does not appear in the text")
+        for key, text in sorted(self.phrases.items()):
+            if not is_gsm7(text):
+                out.append(f"phrases.{key}: not GSM-7 (characters {non_gsm7_chars(text)})")
         return out
 
 
@@ -121,6 +132,7 @@ def load_templates(policies_dir: Path) -> TemplateSet:
     """Read every policies/templates/*.yaml; unknown keys, duplicates and bad placeholders are PolicyErrors."""
     templates: dict[str, TemplateSpec] = {}
     sources: dict[str, Path] = {}
+    phrases: dict[str, str] = {}
     digest = hashlib.sha256()
     files = sorted((policies_dir / "templates").glob("*.yaml"))
     if not files:
@@ -154,7 +166,11 @@ def load_templates(policies_dir: Path) -> TemplateSet:
                     raise PolicyError(str(path), f"templates.{tid}.requires", f"${req} is required but not used")
             templates[tid] = spec
             sources[tid] = path
-    template_set = TemplateSet(templates=templates, sources=sources, version=digest.hexdigest()[:12])
+        for key, text in parsed.phrases.items():
+            if key in phrases:
+                raise PolicyError(str(path), f"phrases.{key}", "duplicate phrase (defined in another file too)")
+            phrases[key] = text
+    template_set = TemplateSet(templates=templates, sources=sources, version=digest.hexdigest()[:12], phrases=phrases)
     _check_required_kinds(template_set, policies_dir)
     return template_set
 

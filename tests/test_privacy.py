@@ -133,7 +133,7 @@ def test_forget_number_leaves_it_only_in_opt_out_records(client, post, ctx) -> N
     assert set(counts) == set(COUNT_KEYS)
     assert counts["leads"] == 1
     assert counts["inbound_messages"] == 3
-    assert counts["decisions"] == 3
+    assert counts["decisions"] == 4  # the STOP after the handoff is an opt-out and a forward to the broker
     assert counts["call_events"] == 1
     assert counts["delivery_events"] == 1
     assert counts["outbound_messages"] == before["outboundmessage"]  # texts to it and alerts naming it

@@ -127,6 +127,10 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
                 f"{v.rule} ({v.match})" for v in found
             )
             blocks.append(Block("list", [f"Required values: {required}", f"Verdict: {verdict}"]))
+    phrases = getattr(template_set, "phrases", {})
+    if phrases:
+        blocks.append(Block("h3", "Phrases: how each reason for a person reads inside an alert"))
+        blocks.append(Block("list", [f"{key}: {text}" for key, text in sorted(phrases.items())]))
     return blocks
 
 
