@@ -21,6 +21,7 @@ from service.logs import log
 from service.models import Broker, Decision, InboundMessage, Lead, OptOut, OutboundMessage, utcnow
 from service.outbox import queue_alert, queue_text, set_opt_out
 from service.replies.analysis import Keyword, ReplyAnalysis
+from service.sensitive import mask_sensitive
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -50,7 +51,8 @@ EXCERPT_CHARS = 100
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    flat = " ".join((text or "").split()).replace('"', "'")
+    """The borrower's words as an alert quotes them: sensitive numbers masked, then shortened."""
+    flat = " ".join(mask_sensitive(text or "").split()).replace('"', "'")
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
@@ -65,7 +67,7 @@ def known_summary(lead: Lead) -> str:
     elif lead.applied_elsewhere is False:
         parts.append("not applied elsewhere")
     if lead.callback_window:
-        parts.append(f"callback {lead.callback_window}")
+        parts.append(f"callback {mask_sensitive(lead.callback_window)}")
     return ", ".join(parts) or "nothing yet"
 
 
