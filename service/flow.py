@@ -307,12 +307,16 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=message_sid, sender=mask(sender), broker_id=broker.id)
-    from service.conversation import handle_keyword  # noqa: PLC0415 - avoids an import cycle
+    from service.conversation import handle_keyword, opt_out_in_plain_words  # noqa: PLC0415 - an import cycle
 
     ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
     if ids is not None:
         return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
-    return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
+    # An opt-out in plain words is final before the answer too (texts already queued never leave).
+    ids = opt_out_in_plain_words(session, ctx, broker=broker, lead=lead, inbound=inbound) or []
+    if inbound.status == "processed":
+        return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
+    return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
 
 
 def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001
