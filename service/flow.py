@@ -22,6 +22,7 @@ from service.logs import log
 from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
 from service.outbox import is_opted_out, queue_alert, queue_text
 from service.phones import InvalidPhone, mask, to_e164
+from service.privacy import was_forgotten
 from service.twilio import twiml
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> 
     """An incoming call: ring the broker (forwarding) or treat it as already missed (carrier-forwarded)."""
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    if was_forgotten(session, call_sid):
+        return _refuse_replay(call_sid, twiml.hangup())
     forwarded = bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
     event = CallEvent(call_sid=call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=form.get("From"), missed=forwarded or None,
@@ -215,6 +218,8 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
     call_sid = _sid(call_sid, ("CA",), "CallSid")
     if status.lower() not in KNOWN_DIAL_STATUSES:
         raise BadRequestError("unknown DialCallStatus", status_code=422)
+    if was_forgotten(session, call_sid):
+        return _refuse_replay(call_sid, twiml.hangup())
     missed, why = classify_dial(session, broker, call_sid, form)
     duration = form.get("DialCallDuration")
     event = CallEvent(call_sid=call_sid, kind="dial-status", status=status.lower(), broker_id=broker.id,
@@ -291,6 +296,8 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     if opt_out_type and opt_out_type not in TWILIO_OPT_OUT_TYPES:
         opt_out_type = None
     num_media = form.get("NumMedia") or "0"
+    if was_forgotten(session, message_sid):
+        return _refuse_replay(message_sid)
     if sender in ctx.own_numbers:
         # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
         # borrower (no lead, no keyword handling, no alert about their own text).
@@ -317,6 +324,12 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     if inbound.status == "processed":
         return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
+
+
+def _refuse_replay(sid: str, answer: str | None = None) -> Outcome:
+    """A webhook for a SID whose rows were forgotten or purged: a replay (Twilio never reuses a SID)."""
+    log(logger, logging.WARNING, "replayed webhook refused: its SID was forgotten", sid=sid)
+    return Outcome(twiml=answer if answer is not None else twiml.empty_messaging())
 
 
 def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001

@@ -66,9 +66,13 @@ class Observed:
                 session.info.setdefault("observed_events", []).append((obj.phone, obj.action))
 
     def after_rollback(self, session: OrmSession) -> None:
+        if session.get_nested_transaction() is not None:
+            return  # a savepoint was rolled back (a duplicate insert); the transaction goes on
         session.info.pop("observed_events", None)
 
     def after_commit(self, session: OrmSession) -> None:
+        if session.get_nested_transaction() is not None:
+            return  # a savepoint was released; the transaction goes on
         now = time.perf_counter()
         with self._lock:
             for obj in list(session.identity_map.values()):
