@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.errors import NumberBusy
 from service.logs import log
@@ -169,10 +169,15 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) ->
     database nor change an opt-out (that takes the lock exclusively): record the outcome after the `with`."""
     key = number_key(broker_id, phone)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+        try:
+            conn = engine.connect()  # held for the request: the lock lives in its transaction
+        except SQLAlchemyError as exc:  # the pool is exhausted or the database is away: try again later
+            raise NumberBusy("no connection for the number's opt-out lock") from exc
+        with conn:
             try:
-                conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
-                conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": key})
+                if not conn.execute(text("SELECT pg_try_advisory_xact_lock_shared(:k)"), {"k": key}).scalar():
+                    conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
+                    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": key})
             except OperationalError as exc:
                 raise NumberBusy("the number's opt-out lock is held") from exc
             try:
@@ -184,9 +189,12 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) ->
     if fd is None:
         raise NumberBusy("the number's opt-out lock is held")
     try:
-        with engine.connect().execution_options(sqlite_read_only=True) as conn:
-            opted_out = is_opted_out(conn, broker_id, phone)
-            conn.rollback()
+        try:
+            with engine.connect().execution_options(sqlite_read_only=True) as conn:
+                opted_out = is_opted_out(conn, broker_id, phone)
+                conn.rollback()
+        except SQLAlchemyError as exc:
+            raise NumberBusy("the opt-out could not be read under the lock") from exc
         yield opted_out
     finally:
         _release(fd)

@@ -11,6 +11,7 @@ holding an opt-out (or an opt-out event) committed, and the mocked Twilio API no
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import shutil
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,12 +30,16 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
+from service import optout_lock, outbox
 from service.app import create_app
 from service.context import AppContext, build_context
+from service.db import session_scope
+from service.errors import NumberBusy
 from service.models import OptOut, OptOutEvent
 from service.sending.policy import load_sending_policy
 from service.twilio.signature import sign
 from tests.helpers import BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, sms_params, twilio_created
+from tests.optout_lock_children import change_in_child, hold_for_send_in_child
 
 pytestmark = pytest.mark.postgres
 
@@ -270,3 +276,67 @@ def test_send_one_confirmation_when_two_stops_race(clients, ctx, twilio_api, obs
     for _at, phone, action in observed.events:
         per_number[phone] += action == "opt_out"
     assert set(per_number.values()) == {2}, "both requests are in the history"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The lock across processes: a send in flight in one process holds back an opt-out in another, and the reverse.
+
+
+def _in_child(target: Callable[..., None], ctx: AppContext, phone: str) -> tuple[Any, Any, Any, Any]:
+    spawn = multiprocessing.get_context("spawn")
+    held, release, seen = spawn.Event(), spawn.Event(), spawn.Value("i", -1)
+    broker_id = ctx.broker_for(BROKER).id
+    child = spawn.Process(target=target, args=(ctx.settings.database_url, broker_id, phone, held, release, seen))
+    child.start()
+    assert held.wait(60), "the child process took the lock"
+    return child, release, seen, broker_id
+
+
+def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> None:  # noqa: ANN001
+    phone = caller(9000)
+    child, release, seen, broker_id = _in_child(hold_for_send_in_child, ctx, phone)
+    committed = threading.Event()
+
+    def opt_out() -> None:
+        with session_scope(ctx.engine) as session:
+            outbox.set_opt_out(session, broker_id=broker_id, phone=phone, opted_out=True, source="test")
+        committed.set()
+
+    worker = threading.Thread(target=opt_out)
+    worker.start()
+    assert not committed.wait(0.5), "the opt-out waits for the send in flight"
+    release.set()
+    worker.join(30)
+    child.join(30)
+    assert committed.is_set()
+    assert seen.value == 0, "the send saw the number still opted in"
+
+
+def test_send_sees_opt_out_committed_in_other_process_after_waiting_for_it(ctx) -> None:  # noqa: ANN001
+    phone = caller(9001)
+    child, release, seen, broker_id = _in_child(change_in_child, ctx, phone)
+    result: list[bool] = []
+
+    def send() -> None:
+        with optout_lock.hold_for_send(ctx.engine, broker_id, phone, wait=30) as opted_out:
+            result.append(opted_out)
+
+    worker = threading.Thread(target=send)
+    worker.start()
+    time.sleep(0.5)
+    assert result == [], "the send waits for the opt-out's transaction"
+    release.set()
+    worker.join(30)
+    child.join(30)
+    assert result == [True], "and then sees it"
+
+
+def test_defer_send_when_opt_out_lock_busy_past_its_wait(ctx) -> None:  # noqa: ANN001
+    phone = caller(9002)
+    child, release, _seen, broker_id = _in_child(change_in_child, ctx, phone)
+    try:
+        with pytest.raises(NumberBusy), optout_lock.hold_for_send(ctx.engine, broker_id, phone, wait=0.2):
+            pass
+    finally:
+        release.set()
+        child.join(30)
