@@ -2,10 +2,12 @@
 
 A text's life: queue_text() renders the fixed template, applies the opt-out check, the per-lead cap and the
 output guard, and stores the row (pending, blocked or suppressed). send_due() claims pending rows with an
-atomic compare-and-set (so two processes never send the same row), re-checks the opt-out, sends through
-the Twilio SDK (or prints in dry-run), and records the SID, or schedules a retry with jittered backoff, or
-records a permanent error on the lead. A row whose send outcome is unknown (a timeout after the request
-left) is reconciled against Twilio's message list before any resend.
+atomic compare-and-set (so two processes never send the same row), re-checks the opt-out under the number's
+lock, held shared across the request (service/optout_lock.py: an opt-out waits for it, so no text is
+requested after an opt-out committed), sends through the Twilio SDK (or prints in dry-run), and records the
+SID, or schedules a retry with jittered backoff, or records a permanent error on the lead. A row whose send
+outcome is unknown (a timeout after the request left) is reconciled against Twilio's message list before
+anything else, an opt-out included: recorded as sent when Twilio has it, never sent twice.
 """
 
 from __future__ import annotations
