@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
-from service import forwarding
+from service import forwarding, optout_lock
 from service.forwarding import excerpt
 from service.logs import log
 from service.models import Broker, Decision, InboundMessage, Lead, OptOut, OutboundMessage, utcnow
 from service.outbox import is_opted_out, queue_alert, queue_text, set_opt_out
 from service.replies.analysis import Keyword, ReplyAnalysis
+from service.sensitive import mask_sensitive
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -66,7 +67,7 @@ def known_summary(lead: Lead) -> str:
     elif lead.applied_elsewhere is False:
         parts.append("not applied elsewhere")
     if lead.callback_window:
-        parts.append(f"callback {lead.callback_window}")
+        parts.append(f"callback {mask_sensitive(lead.callback_window)}")
     return ", ".join(parts) or "nothing yet"
 
 
@@ -77,14 +78,18 @@ def _ids(msgs: object) -> list[int]:
 
 def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage, source: str,
              *, twilio_confirmed: bool) -> list[int]:
+    """Opt the number out and queue its one confirmation. Idempotent: calling it again for the same number (the
+    webhook, then the reply processing; or a second STOP) never queues a second confirmation."""
     row: OptOut = set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=True, source=source,
-                              message_sid=inbound.message_sid)
+                              message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
     lead.state, lead.closed_reason = "closed", "opted_out"
     session.add(lead)
-    if twilio_confirmed or row.confirmation_sent:
+    if row.confirmation_sent:
         return []
-    row.confirmation_sent = True
+    row.confirmation_sent = True  # by us, or by Twilio's Advanced Opt-Out (OptOutType=STOP), which sent its own
     session.add(row)
+    if twilio_confirmed:
+        return []
     return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="optout_confirm",
                            template_id="optout_confirm", dedupe_key=f"optout_confirm:{inbound.message_sid}"))
 
@@ -120,7 +125,7 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
         set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=False, source=source,
-                    message_sid=inbound.message_sid)
+                    message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
         if lead.closed_reason == "opted_out":
             lead.state, lead.closed_reason = "opened", None
             session.add(lead)
@@ -134,6 +139,27 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         return []
     return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="help",
                            template_id="help", dedupe_key=f"help:{inbound.message_sid}"))
+
+
+def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead,
+                           inbound: InboundMessage) -> list[int] | None:
+    """A plain-words opt-out the rules see ("please stop texting me"), applied in the webhook's own transaction
+    so it is final before Twilio gets its answer. None when the rules see none.
+
+    Without a handoff reason the message is done (marked processed, with its Decision). With one ("stop texting
+    me and just call me, my rate lock expires friday") it stays 'received': the reply processing still has a
+    person to alert, and its own opt-out step finds the number already opted out and confirmed."""
+    analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
+    if analysis.keyword is not Keyword.STOP:
+        return None
+    ids = _opt_out(session, ctx, broker, lead, inbound, "plain_words", twilio_confirmed=False)
+    if not analysis.handoff_reasons:
+        inbound.status, inbound.processed_at = "processed", utcnow()
+        session.add(inbound)
+        _record(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
+    log(logger, logging.INFO, "opt-out in plain words applied", lead_id=lead.id, message_sid=inbound.message_sid,
+        handoff=bool(analysis.handoff_reasons))
+    return ids
 
 
 def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:

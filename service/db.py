@@ -46,7 +46,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A connection marked read-only (the opt-out re-check under a send's number lock) reads a WAL
+            # snapshot without queueing for the write lock: see service/optout_lock.py.
+            read_only = conn.get_execution_options().get("sqlite_read_only")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -3,6 +3,7 @@
 TextbackError
 ├── ConfigError          settings or brokers file are wrong; start-up stops with the message
 ├── PolicyError          a file under policies/ is invalid (names the file and the field)
+├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     └── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
@@ -28,6 +29,10 @@ class PolicyError(TextbackError):
         self.message = message
         where = f"{path}: {field}" if field else path
         super().__init__(f"{where}: {message}")
+
+
+class NumberBusy(TextbackError):
+    """A send could not take its number's opt-out lock in time (an opt-out change held it): retry it later."""
 
 
 class WebhookError(TextbackError):

@@ -22,6 +22,7 @@ from service.logs import log
 from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
 from service.outbox import is_opted_out, queue_alert, queue_text
 from service.phones import InvalidPhone, mask, to_e164
+from service.privacy import was_forgotten
 from service.twilio import twiml
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> 
     """An incoming call: ring the broker (forwarding) or treat it as already missed (carrier-forwarded)."""
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    if was_forgotten(session, call_sid):
+        return _refuse_replay(call_sid, twiml.hangup())
     forwarded = bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
     event = CallEvent(call_sid=call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=form.get("From"), missed=forwarded or None,
@@ -215,6 +218,8 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
     call_sid = _sid(call_sid, ("CA",), "CallSid")
     if status.lower() not in KNOWN_DIAL_STATUSES:
         raise BadRequestError("unknown DialCallStatus", status_code=422)
+    if was_forgotten(session, call_sid):
+        return _refuse_replay(call_sid, twiml.hangup())
     missed, why = classify_dial(session, broker, call_sid, form)
     duration = form.get("DialCallDuration")
     event = CallEvent(call_sid=call_sid, kind="dial-status", status=status.lower(), broker_id=broker.id,
@@ -291,6 +296,8 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     if opt_out_type and opt_out_type not in TWILIO_OPT_OUT_TYPES:
         opt_out_type = None
     num_media = form.get("NumMedia") or "0"
+    if was_forgotten(session, message_sid):
+        return _refuse_replay(message_sid)
     if sender in ctx.own_numbers:
         # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
         # borrower (no lead, no keyword handling, no alert about their own text).
@@ -307,15 +314,29 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=message_sid, sender=mask(sender), broker_id=broker.id)
-    from service.conversation import forward_settled, handle_keyword  # noqa: PLC0415 - avoids an import cycle
+    from service.conversation import (  # noqa: PLC0415 - avoids an import cycle
+        forward_settled, handle_keyword, opt_out_in_plain_words,
+    )
 
     before = {"state": lead.state, "worked": lead.handoff_worked_at is not None}
     ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
-    if ids is not None:
-        # Settled here (a keyword): the broker still hears of it when a person is about to work this lead.
+    if ids is None:
+        # An opt-out in plain words is final before the answer too (texts already queued never leave).
+        ids = opt_out_in_plain_words(session, ctx, broker=broker, lead=lead, inbound=inbound)
+    if ids is None:
+        return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
+    if inbound.status == "processed":
+        # Settled here (a keyword, a plain-words opt-out with no reason for a person): the broker still hears
+        # of it when a person is about to work this lead.
         ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, **before)
         return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
-    return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
+    return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
+
+
+def _refuse_replay(sid: str, answer: str | None = None) -> Outcome:
+    """A webhook for a SID whose rows were forgotten or purged: a replay (Twilio never reuses a SID)."""
+    log(logger, logging.WARNING, "replayed webhook refused: its SID was forgotten", sid=sid)
+    return Outcome(twiml=answer if answer is not None else twiml.empty_messaging())
 
 
 def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001

@@ -30,6 +30,7 @@ from sqlmodel import Session, select
 
 from service.models import Broker, InboundMessage, Lead, OutboundMessage, utcnow
 from service.outbox import broker_values, queue_alert
+from service.sensitive import mask_sensitive
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -39,7 +40,8 @@ EXCERPT_CHARS = 100
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    flat = " ".join((text or "").split()).replace('"', "'")
+    """The borrower's words as an alert quotes them: sensitive numbers masked, then shortened."""
+    flat = " ".join(mask_sensitive(text or "").split()).replace('"', "'")
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 

@@ -227,3 +227,15 @@ class LineTypeCache(SQLModel, table=True):
     phone: str = Field(primary_key=True)
     line_type: str | None = None
     checked_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ForgottenSid(SQLModel, table=True):
+    """The SHA-256 of a MessageSid or CallSid whose rows were deleted (privacy forget, retention purge).
+
+    Replay protection outlives the data: a captured, validly signed webhook replayed after its rows are gone
+    (a START that would opt the number back in, a missed call that would text it) is refused. A Twilio SID is
+    128 random bits, so its hash cannot be reversed or tied to a number by anyone who does not hold the SID."""
+
+    digest: str = Field(primary_key=True)
+    kind: str  # message | call
+    forgotten_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

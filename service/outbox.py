@@ -2,10 +2,12 @@
 
 A text's life: queue_text() renders the fixed template, applies the opt-out check, the per-lead cap and the
 output guard, and stores the row (pending, blocked or suppressed). send_due() claims pending rows with an
-atomic compare-and-set (so two processes never send the same row), re-checks the opt-out, sends through
-the Twilio SDK (or prints in dry-run), and records the SID, or schedules a retry with jittered backoff, or
-records a permanent error on the lead. A row whose send outcome is unknown (a timeout after the request
-left) is reconciled against Twilio's message list before any resend.
+atomic compare-and-set (so two processes never send the same row), re-checks the opt-out under the number's
+lock, held shared across the request (service/optout_lock.py: an opt-out waits for it, so no text is
+requested after an opt-out committed), sends through the Twilio SDK (or prints in dry-run), and records the
+SID, or schedules a retry with jittered backoff, or records a permanent error on the lead. A row whose send
+outcome is unknown (a timeout after the request left) is reconciled against Twilio's message list before
+anything else, an opt-out included: recorded as sent when Twilio has it, never sent twice.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from service import gates
+from service import gates, optout_lock
 from service.brokers import template_values
 from service.db import insert_once
+from service.errors import NumberBusy
 from service.gates import Gate
 from service.logs import log
 from service.models import Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
 from service.phones import mask
 from service.redact import redact
-from service.twilio.client import NOT_TEXTABLE_ERRORS, PERMANENT_ERRORS, UNSUBSCRIBED_ERROR, SendError
+from service.twilio.client import NOT_TEXTABLE_ERRORS, PERMANENT_ERRORS, UNSUBSCRIBED_ERROR, SendError, SendResult
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -41,30 +44,54 @@ ALLOWED_AFTER_OPTOUT = {"optout_confirm"}
 
 
 def is_opted_out(session: Session, broker_id: int, phone: str) -> bool:
-    row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).first()
-    return bool(row and row.opted_out)
+    """The number's committed opt-out state, read afresh (never an OptOut object a session cached)."""
+    return optout_lock.is_opted_out(session, broker_id, phone)
 
 
-def set_opt_out(
-    session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None
+def _opt_out_row(session: Session, broker_id: int, phone: str) -> OptOut | None:
+    return session.exec(
+        select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def set_opt_out(  # noqa: PLR0913
+    session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None,
+    wait_seconds: float = 25.0,
 ) -> OptOut:
-    """Record an opt-out or opt-in (current state plus a permanent event)."""
-    row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).first()
+    """Record an opt-out or opt-in (current state plus a permanent event), serialised per number.
+
+    The number's lock is taken exclusively first and held until the transaction ends (service/optout_lock.py),
+    then the row is read afresh: concurrent changes to one number run one after the other, and the state left
+    is the one of the request that committed last. `confirmation_sent` is cleared only when the number goes
+    from opted in to opted out (a new opt-out earns one confirmation; a repeated one, in any words, none). The
+    same message recorded twice (the webhook, then the reply processing) adds one event, not two.
+    `wait_seconds` bounds the wait for sends in flight (optout_lock.change_wait(settings))."""
+    optout_lock.lock_for_change(session, broker_id, phone, wait=wait_seconds)
+    row = _opt_out_row(session, broker_id, phone)
     if row is None:
-        row = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
-        if not insert_once(session, row):
-            row = session.exec(select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)).one()
-    if row.opted_out != opted_out or row.source != source:
+        fresh = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
+        row = fresh if insert_once(session, fresh) else _opt_out_row(session, broker_id, phone)
+        assert row is not None  # noqa: S101 - inserted, or inserted by another transaction
+    if row.opted_out != opted_out:
         row.opted_out = opted_out
         row.source = source
-        row.confirmation_sent = False if opted_out else row.confirmation_sent
+        if opted_out:
+            row.confirmation_sent = False
         row.updated_at = utcnow()
-    session.add(OptOutEvent(
-        broker_id=broker_id, phone=phone, action="opt_out" if opted_out else "opt_in", source=source,
-        message_sid=message_sid,
-    ))
+        session.add(row)
+    action = "opt_out" if opted_out else "opt_in"
+    recorded = message_sid is not None and session.exec(
+        select(OptOutEvent.id).where(OptOutEvent.phone == phone, OptOutEvent.broker_id == broker_id,
+                                     OptOutEvent.message_sid == message_sid, OptOutEvent.action == action)
+    ).first() is not None
+    if not recorded:
+        session.add(OptOutEvent(broker_id=broker_id, phone=phone, action=action, source=source,
+                                message_sid=message_sid))
     if opted_out:
-        # Nothing automated may leave for this number any more.
+        # Nothing automated may leave for this number any more. A text whose earlier attempt may have reached
+        # Twilio (unknown outcome) stays for the send path, which asks Twilio first: it is recorded as sent when
+        # Twilio has it, and suppressed (never resent) when Twilio does not.
         session.execute(
             update(OutboundMessage)
             .where(
@@ -72,6 +99,7 @@ def set_opt_out(
                 OutboundMessage.to_phone == phone,
                 OutboundMessage.status == "pending",
                 OutboundMessage.purpose.not_in(ALLOWED_AFTER_OPTOUT),
+                OutboundMessage.unknown_outcome.is_(False),
             )
             .values(status="suppressed", last_error="opted out")
         )
@@ -198,42 +226,7 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
             return None
         msg = session.get(OutboundMessage, msg_id)
         assert msg is not None  # noqa: S101 - just claimed
-        if msg.audience == "borrower" and msg.purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(
-            session, msg.broker_id, msg.to_phone
-        ):
-            msg.status, msg.last_error = "suppressed", "opted out before send"
-            session.add(msg)
-            session.commit()
-            return msg.status
-        if msg.audience == "borrower" and msg.purpose in AUTOMATED and msg.purpose != "opener":
-            # A retry or a worker back after downtime must not carry a text past the recipient's window.
-            broker = session.get(Broker, msg.broker_id)
-            opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker.timezone if broker else "UTC",
-                                                         is_opener=False)
-            if opens > now:
-                msg.status, msg.next_attempt_at, msg.attempts = "pending", opens, max(msg.attempts - 1, 0)
-                msg.last_error = "deferred: quiet hours at send time"
-                session.add(msg)
-                session.commit()
-                return msg.status
-        follow_up: list[int] = []
-        if msg.audience == "borrower" and msg.purpose == "opener":
-            skip = gates.line_type_allows(session, ctx, msg.to_phone, now)
-            if skip is not None:
-                msg.status, msg.last_error = "suppressed", f"not textable: {skip}"
-                lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
-                if lead is not None:
-                    lead.not_textable_reason = skip.replace(" ", "_")
-                    session.add(lead)
-                # The broker still has a missed caller to call back.
-                follow_up = _alert_send_failed(ctx, session, msg, f"the number cannot take texts ({skip})")
-                session.add(msg)
-                session.commit()
-                if follow_up:
-                    ctx.wake.set()
-                return msg.status
-        session.commit()  # the claim is ours: no transaction (on SQLite, the write lock) across the send
-        follow_up = _deliver(ctx, session, msg)
+        follow_up = _send_claimed(ctx, session, msg, now)
         session.add(msg)
         session.commit()
     if follow_up:
@@ -241,33 +234,108 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
     return msg.status
 
 
-def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[int]:
-    """Send (or print, in dry-run); returns ids of alerts queued because of a failure."""
+def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: datetime) -> list[int]:
+    """Everything between the claim and the request; returns ids of alerts queued because of a failure."""
+    guarded = msg.audience == "borrower" and msg.purpose not in ALLOWED_AFTER_OPTOUT
+    if msg.unknown_outcome and ctx.gateway is not None:
+        # An earlier attempt may have reached Twilio: ask first, whatever happened since (an opt-out included),
+        # so the row says what Twilio knows and the text is never sent twice.
+        session.commit()  # no transaction across the network call
+        try:
+            found = ctx.gateway.find_sent(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
+                                          since=msg.created_at - timedelta(minutes=5))
+        except Exception as exc:  # noqa: BLE001 - a failed look-up is a failed attempt: retried, never lost
+            return _record_failure(ctx, session, msg, _as_send_error(exc))
+        if found is not None:
+            msg.status, msg.twilio_sid, msg.delivery_status = "sent", found.sid, found.status
+            msg.sent_at, msg.unknown_outcome = utcnow(), False
+            log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
+            return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
+    if guarded and is_opted_out(session, msg.broker_id, msg.to_phone):
+        _suppress_opted_out(msg)
+        return []
+    if msg.audience == "borrower" and msg.purpose in AUTOMATED and msg.purpose != "opener":
+        # A retry or a worker back after downtime must not carry a text past the recipient's window.
+        broker = session.get(Broker, msg.broker_id)
+        opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker.timezone if broker else "UTC",
+                                                     is_opener=False)
+        if opens > now:
+            msg.status, msg.next_attempt_at, msg.attempts = "pending", opens, max(msg.attempts - 1, 0)
+            msg.last_error = "deferred: quiet hours at send time"
+            return []
+    if msg.audience == "borrower" and msg.purpose == "opener":
+        skip = gates.line_type_allows(session, ctx, msg.to_phone, now)
+        if skip is not None:
+            msg.status, msg.last_error = "suppressed", f"not textable: {skip}"
+            lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+            if lead is not None:
+                lead.not_textable_reason = skip.replace(" ", "_")
+                session.add(lead)
+            # The broker still has a missed caller to call back.
+            return _alert_send_failed(ctx, session, msg, f"the number cannot take texts ({skip})")
+    session.add(msg)
+    session.commit()  # the claim is ours: no transaction (on SQLite, the write lock) across the send
+    return _deliver(ctx, session, msg, guarded=guarded)
+
+
+def _suppress_opted_out(msg: OutboundMessage) -> None:
+    msg.status = "suppressed"
+    msg.last_error = ("opted out before send (Twilio had no record of the earlier attempt)"
+                      if msg.unknown_outcome else "opted out before send")
+
+
+def _as_send_error(exc: Exception) -> SendError:
+    if isinstance(exc, SendError):
+        return exc
+    return SendError(f"unexpected {type(exc).__name__}", code=None, permanent=False, unknown_outcome=True)
+
+
+def _request(ctx: AppContext, msg: OutboundMessage) -> SendResult | SendError | None:
+    """The request itself (None in dry-run, where the text is printed); failures are returned, not raised."""
     gateway = ctx.gateway
     if gateway is None:
-        msg.status, msg.sent_at = "dry_run", utcnow()
         shown = msg.body if msg.audience == "borrower" else redact(msg.body, keep=160)
         print(f"[dry-run] text to {msg.to_phone} from {msg.from_phone} ({msg.template_id}): {shown}", flush=True)  # noqa: T201
-        return []
+        return None
     try:
-        if msg.unknown_outcome:
-            found = gateway.find_sent(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
-                                      since=msg.created_at - timedelta(minutes=5))
-            if found is not None:
-                msg.status, msg.twilio_sid, msg.delivery_status = "sent", found.sid, found.status
-                msg.sent_at, msg.unknown_outcome = utcnow(), False
-                log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
-                return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
-        result = gateway.send_sms(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
-                                  status_callback=_status_callback(ctx))
-    except SendError as exc:
-        return _record_failure(ctx, session, msg, exc)
-    except Exception as exc:  # noqa: BLE001 - any other failure is retried (after reconciling), never lost
-        unexpected = SendError(f"unexpected {type(exc).__name__}", code=None, permanent=False, unknown_outcome=True)
-        return _record_failure(ctx, session, msg, unexpected)
-    msg.status, msg.twilio_sid, msg.delivery_status = "sent", result.sid, result.status
+        return gateway.send_sms(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
+                                status_callback=_status_callback(ctx))
+    except Exception as exc:  # noqa: BLE001 - any failure is retried (after reconciling), never lost
+        return _as_send_error(exc)
+
+
+def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, *, guarded: bool) -> list[int]:
+    """Send (or print, in dry-run); returns ids of alerts queued because of a failure.
+
+    A borrower text holds its number's opt-out lock (shared) across the request and re-reads the opt-out under
+    it: an opt-out either committed before (the text is dropped) or waits until the request has been made.
+    The outcome is recorded after the lock is released (recording may itself change the opt-out: 21610)."""
+    opted_out, outcome = False, None
+    try:
+        if guarded:
+            with optout_lock.hold_for_send(ctx.engine, msg.broker_id, msg.to_phone,
+                                           wait=optout_lock.send_wait(ctx.settings)) as opted_out:
+                if not opted_out:
+                    outcome = _request(ctx, msg)
+        else:
+            outcome = _request(ctx, msg)
+    except NumberBusy:
+        msg.status, msg.attempts = "pending", max(msg.attempts - 1, 0)
+        msg.next_attempt_at, msg.last_error = utcnow() + timedelta(seconds=1), "deferred: opt-out lock busy"
+        log(logger, logging.WARNING, "text deferred: its number's opt-out lock was busy", id=msg.id)
+        return []
+    if opted_out:
+        _suppress_opted_out(msg)
+        log(logger, logging.INFO, "text suppressed: opted out while it waited", id=msg.id)
+        return []
+    if isinstance(outcome, SendError):
+        return _record_failure(ctx, session, msg, outcome)
+    if outcome is None:
+        msg.status, msg.sent_at = "dry_run", utcnow()
+        return []
+    msg.status, msg.twilio_sid, msg.delivery_status = "sent", outcome.sid, outcome.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
-    log(logger, logging.INFO, "text sent", id=msg.id, sid=result.sid, template=msg.template_id)
+    log(logger, logging.INFO, "text sent", id=msg.id, sid=outcome.sid, template=msg.template_id)
     return _apply_early_delivery_events(ctx, session, msg, None, None)
 
 
@@ -336,7 +404,8 @@ def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage,
     if msg.audience != "borrower" or code is None:
         return []
     if code == UNSUBSCRIBED_ERROR:
-        set_opt_out(session, broker_id=msg.broker_id, phone=msg.to_phone, opted_out=True, source=f"error:{code}")
+        set_opt_out(session, broker_id=msg.broker_id, phone=msg.to_phone, opted_out=True, source=f"error:{code}",
+                    wait_seconds=optout_lock.change_wait(ctx.settings))
         return []
     reason = PERMANENT_ERRORS.get(code)
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None

@@ -2,11 +2,15 @@
 
 Both keep the opt-out records (OptOut and OptOutEvent) for good: a purge must never make a number textable
 again. Rows are deleted children first (decisions, delivery callbacks, texts, inbound messages, calls, then
-the leads) so the foreign keys hold on every backend.
+the leads) so the foreign keys hold on every backend. What replay protection needs outlives the rows: the
+SHA-256 of every deleted MessageSid and CallSid (ForgottenSid), so a captured signed START or missed call
+replayed later is refused instead of opting the number back in or texting it. Forgetting a number also
+drops its cached Twilio Lookup line type.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -19,12 +23,24 @@ from sqlmodel import Session, select
 
 from service.db import session_scope
 from service.logs import log
-from service.models import CallEvent, Decision, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
+from service.models import (
+    CallEvent,
+    Decision,
+    DeliveryEvent,
+    ForgottenSid,
+    InboundMessage,
+    Lead,
+    LineTypeCache,
+    OutboundMessage,
+    utcnow,
+)
 from service.phones import InvalidPhone, mask, to_e164
 
 logger = logging.getLogger("textback.privacy")
 
-COUNT_KEYS = ("leads", "inbound_messages", "outbound_messages", "decisions", "call_events", "delivery_events")
+COUNT_KEYS = (
+    "leads", "inbound_messages", "outbound_messages", "decisions", "call_events", "delivery_events", "line_types",
+)
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
 PENDING_INBOUND = ("received", "processing")
@@ -51,6 +67,24 @@ def _same_number(raw: str | None, phone: str) -> bool:
         return to_e164(raw) == phone
     except InvalidPhone:
         return False
+
+
+def sid_digest(sid: str) -> str:
+    return hashlib.sha256(f"textback-sid:{sid}".encode()).hexdigest()
+
+
+def was_forgotten(session: Session, sid: str) -> bool:
+    """True when this MessageSid or CallSid belonged to rows since deleted: a replay, to be refused."""
+    return session.get(ForgottenSid, sid_digest(sid)) is not None
+
+
+def _remember_sids(session: Session, sids: Iterable[str], kind: str) -> None:
+    """Keep the hash of each SID about to be deleted (once each), for replay protection."""
+    digests = {sid_digest(sid) for sid in sids if sid}
+    for chunk in _chunks(sorted(digests)):
+        known = set(session.exec(select(ForgottenSid.digest).where(ForgottenSid.digest.in_(chunk))).all())
+        session.add_all(ForgottenSid(digest=d, kind=kind) for d in chunk if d not in known)
+    session.flush()
 
 
 def _delete(session: Session, model: type, *conditions: Any) -> int:
@@ -84,8 +118,11 @@ def _delete_rows(
             counts["delivery_events"] += _delete(session, DeliveryEvent, DeliveryEvent.message_sid.in_(sids))
         counts["outbound_messages"] += _delete(session, OutboundMessage, OutboundMessage.id.in_(chunk))
     for chunk in _chunks(inbound_ids):
+        _remember_sids(session, session.exec(
+            select(InboundMessage.message_sid).where(InboundMessage.id.in_(chunk))).all(), "message")
         counts["inbound_messages"] += _delete(session, InboundMessage, InboundMessage.id.in_(chunk))
     for chunk in _chunks(call_sids):
+        _remember_sids(session, chunk, "call")
         counts["call_events"] += _delete(session, CallEvent, CallEvent.call_sid.in_(chunk))
     for chunk in _chunks(lead_ids):
         counts["leads"] += _delete(session, Lead, Lead.id.in_(chunk))
@@ -143,6 +180,8 @@ def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = No
             outbound_ids=outbound_ids,
             call_sids=call_sids,
         )
+        # The Lookup result says what kind of line the number is: it goes too (a later call looks it up again).
+        counts["line_types"] = _delete(session, LineTypeCache, LineTypeCache.phone == phone)
     log(logger, logging.INFO, "number forgotten", phone=mask(phone), broker_id=broker_id, **counts)
     return counts
 
@@ -244,9 +283,10 @@ def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
         other = aliased(CallEvent)
         has_lead = exists().where(Lead.broker_id == CallEvent.broker_id, Lead.phone == CallEvent.caller)
         fresh_leg = exists().where(other.call_sid == CallEvent.call_sid, other.created_at >= cutoff)
-        counts["call_events"] += _delete(
-            session, CallEvent, CallEvent.created_at < cutoff, ~has_lead, ~fresh_leg
-        )
+        stale_calls = (CallEvent.created_at < cutoff, ~has_lead, ~fresh_leg)
+        _remember_sids(session, session.exec(select(CallEvent.call_sid).where(*stale_calls)).all(), "call")
+        counts["call_events"] += _delete(session, CallEvent, *stale_calls)
+        counts["line_types"] += _delete(session, LineTypeCache, LineTypeCache.checked_at < cutoff)
         known = exists().where(OutboundMessage.twilio_sid == DeliveryEvent.message_sid)
         counts["delivery_events"] += _delete(
             session, DeliveryEvent, DeliveryEvent.created_at < cutoff, ~known

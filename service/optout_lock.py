@@ -1,0 +1,200 @@
+"""One lock per number (broker, phone) that makes an opt-out final the moment it commits.
+
+Every change to a number's opt-out state takes the lock exclusively, until its transaction ends
+(`lock_for_change`). Every automated text to a borrower takes it shared across its request to Twilio and reads
+the opt-out again under it (`hold_for_send`). So a text either reached Twilio before the opt-out committed, or
+its sender sees the opt-out and drops it: no text is requested after an opt-out's transaction committed. Two
+changes to one number (START and STOP at once, two STOPs) run one after the other, each reading what the other
+committed: the final state is the one of the request that committed last, and one confirmation goes out.
+
+PostgreSQL: transaction-level advisory locks on a 64-bit hash of the number, `pg_advisory_xact_lock` in the
+changing transaction and `pg_advisory_xact_lock_shared` on a connection the send holds for the length of its
+request (released by the transaction's end, so a crash or an exception never leaks one).
+
+SQLite (one host by nature): `fcntl.flock` on one of 256 lock files next to the database file
+(`<database>.locks/NN.lock`, the bucket a hash of the number), shared or exclusive, from any process. Ordering
+keeps it deadlock-free: an exclusive file lock is only taken inside a transaction that already holds SQLite's
+write lock (every transaction here begins IMMEDIATE), and a send holding a shared file lock never waits for the
+write lock (it reads the opt-out in a deferred, read-only transaction and writes only after releasing).
+
+A send waits at most `send_wait` for the shared lock and is retried later when it cannot have it; a change waits
+at most `change_wait` (longer than any send's request can hold the lock) and then goes ahead regardless, with
+an error logged: an opt-out is never lost to a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from service.errors import NumberBusy
+from service.logs import log
+from service.models import OptOut
+from service.phones import mask
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from service.settings import Settings
+
+logger = logging.getLogger("textback.optout_lock")
+
+BUCKETS = 256
+_HELD = "optout_locks"  # session.info key: file locks this session's transaction holds
+
+
+def send_wait(settings: Settings) -> float:
+    """How long a send waits for its number's lock (a change holds it for one short webhook transaction)."""
+    return settings.send_timeout_seconds
+
+
+def change_wait(settings: Settings) -> float:
+    """How long an opt-out change waits for sends in flight (each holds the lock for at most its request)."""
+    return 2 * settings.send_timeout_seconds + 5
+
+
+def number_key(broker_id: int, phone: str) -> int:
+    """A signed 64-bit key for the number (PostgreSQL advisory locks take a bigint)."""
+    digest = hashlib.blake2b(f"textback-optout:{broker_id}:{phone}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def is_opted_out(conn: Connection | Session, broker_id: int, phone: str) -> bool:
+    """The number's committed opt-out state, read afresh (a column, never an object cached by a session)."""
+    value = conn.execute(
+        select(OptOut.opted_out).where(OptOut.broker_id == broker_id, OptOut.phone == phone)
+    ).scalar()
+    return bool(value)
+
+
+# --------------------------------------------------------------------------------------------- SQLite files
+
+
+def _lock_dir(engine: Engine) -> Path:
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).resolve()
+        return path.parent / f"{path.name}.locks"
+    # An in-memory database lives in one process: a private directory serves it.
+    return Path(tempfile.gettempdir()) / f"textback-locks-{os.getpid()}-{id(engine)}"
+
+
+def _lock_file(engine: Engine, key: int) -> Path:
+    directory = _lock_dir(engine)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{key % BUCKETS:02x}.lock"
+
+
+def _flock(path: Path, mode: int, wait: float) -> int | None:
+    """An open descriptor holding `mode` on `path`, or None when `wait` seconds passed first."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        else:
+            return fd
+
+
+def _release(fd: int) -> None:
+    with suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _release_session_locks(session: Session, transaction: object) -> None:
+    if getattr(transaction, "parent", None) is not None:
+        return  # a savepoint ended; the transaction (and its locks) goes on
+    for fd in session.info.pop(_HELD, {}).values():
+        _release(fd)
+
+
+# --------------------------------------------------------------------------------------------- the two sides
+
+
+def lock_for_change(session: Session, broker_id: int, phone: str, *, wait: float) -> None:
+    """Take the number's lock exclusively until the session's transaction ends (re-entrant within it)."""
+    key = number_key(broker_id, phone)
+    connection = session.connection()  # on SQLite: BEGIN IMMEDIATE, the write lock before the file lock
+    if connection.dialect.name == "postgresql":
+        if connection.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+            return
+        try:
+            with session.begin_nested():
+                session.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                session.execute(text("SELECT set_config('lock_timeout', '0', true)"))
+        except OperationalError:
+            log(logger, logging.ERROR, "opt-out applied without its number lock (a send held it too long)",
+                phone=mask(phone), broker_id=broker_id, waited_s=wait)
+        return
+    held: dict[int, int] = session.info.setdefault(_HELD, {})
+    bucket = key % BUCKETS
+    if bucket in held:
+        return
+    if not event.contains(session, "after_transaction_end", _release_session_locks):
+        event.listen(session, "after_transaction_end", _release_session_locks)
+    fd = _flock(_lock_file(session.get_bind(), key), fcntl.LOCK_EX, wait)
+    if fd is None:
+        log(logger, logging.ERROR, "opt-out applied without its number lock (a send held it too long)",
+            phone=mask(phone), broker_id=broker_id, waited_s=wait)
+        return
+    held[bucket] = fd
+
+
+@contextmanager
+def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) -> Iterator[bool]:
+    """Hold the number's lock shared for the body of the `with`; yields whether the number is opted out now.
+
+    Raises NumberBusy when the lock cannot be had within `wait` seconds. The body must not write to the
+    database nor change an opt-out (that takes the lock exclusively): record the outcome after the `with`."""
+    key = number_key(broker_id, phone)
+    if engine.dialect.name == "postgresql":
+        try:
+            conn = engine.connect()  # held for the request: the lock lives in its transaction
+        except SQLAlchemyError as exc:  # the pool is exhausted or the database is away: try again later
+            raise NumberBusy("no connection for the number's opt-out lock") from exc
+        with conn:
+            try:
+                if not conn.execute(text("SELECT pg_try_advisory_xact_lock_shared(:k)"), {"k": key}).scalar():
+                    conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
+                    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": key})
+            except OperationalError as exc:
+                raise NumberBusy("the number's opt-out lock is held") from exc
+            try:
+                yield is_opted_out(conn, broker_id, phone)
+            finally:
+                conn.rollback()  # ends the transaction: releases the lock
+        return
+    fd = _flock(_lock_file(engine, key), fcntl.LOCK_SH, wait)
+    if fd is None:
+        raise NumberBusy("the number's opt-out lock is held")
+    try:
+        try:
+            with engine.connect().execution_options(sqlite_read_only=True) as conn:
+                opted_out = is_opted_out(conn, broker_id, phone)
+                conn.rollback()
+        except SQLAlchemyError as exc:
+            raise NumberBusy("the opt-out could not be read under the lock") from exc
+        yield opted_out
+    finally:
+        _release(fd)
