@@ -183,11 +183,12 @@ def settings_env() -> dict[str, object]:
 
 
 @pytest.fixture
-def settings(database_url: str, brokers_file: Path, settings_env: dict[str, object]):  # noqa: ANN201
+def settings(database_url: str, brokers_file: Path, settings_env: dict[str, object], tmp_path: Path):  # noqa: ANN201
     from service.settings import Settings  # noqa: PLC0415
 
     values: dict[str, object] = {
         "database_url": database_url, "brokers_file": brokers_file, "policies_dir": POLICIES,
+        "spool_dir": tmp_path / "spool",
         "public_url": PUBLIC_URL, "twilio_account_sid": TWILIO_SID, "twilio_auth_token": TWILIO_TOKEN,
         "openai_api_key": None, "run_worker": False, "send_retry_base_seconds": 0.0,
     }
