@@ -93,6 +93,7 @@ WEBHOOKS: dict[str, Handler] = {
     "/twilio/voice/screen": flow.handle_screen,
     "/twilio/voice/screen/accept": flow.handle_screen_accept,
     "/twilio/voice/voicemail": flow.handle_voicemail,
+    "/twilio/voice/transcription": flow.handle_transcription,
     "/twilio/sms": flow.handle_inbound_sms,
     "/twilio/sms/status": flow.handle_sms_status,
 }

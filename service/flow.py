@@ -39,6 +39,10 @@ MESSAGE_STATUSES = {
 }
 TWILIO_OPT_OUT_TYPES = {"STOP", "START", "HELP"}
 MAX_SMS_BODY = 1600
+# A voicemail shorter than this is a hang-up at the beep (Twilio trims silence), not a message.
+MIN_VOICEMAIL_SECONDS = 2
+# How much of a voicemail transcript an alert carries (Twilio's body limit is 1600 characters).
+TRANSCRIPT_CHARS = 1000
 
 
 @dataclass
@@ -149,38 +153,51 @@ def _missed(session: Session, ctx: AppContext, broker: Broker, form: Mapping[str
     session.add(event)
     log(logger, logging.INFO, "missed call", call_sid=event.call_sid, caller=mask(form.get("From")),
         outcome=reason, broker_id=broker.id)
-    return Outcome(twiml=twiml.missed_call(broker_name=broker.name, voicemail_action=_url(ctx, "/twilio/voice/voicemail")),
-                   send_ids=ids)
+    return Outcome(twiml=_missed_twiml(ctx, broker), send_ids=ids)
 
 
 def _url(ctx: AppContext, path: str) -> str:
     return ctx.settings.public_url + path
 
 
+def _missed_twiml(ctx: AppContext, broker: Broker) -> str:
+    """The caller hears the missed-call message and can leave a voicemail (transcribed when the broker asks)."""
+    transcribe = _url(ctx, "/twilio/voice/transcription") if broker.transcribe_voicemail else None
+    return twiml.missed_call(broker_name=broker.name, voicemail_action=_url(ctx, "/twilio/voice/voicemail"),
+                             transcribe_callback=transcribe)
+
+
+def _dial_twiml(ctx: AppContext, broker: Broker, form: Mapping[str, str]) -> str:
+    """Ring the broker's cell, showing the caller's number; the dial action says whether it was missed."""
+    try:
+        caller_id: str | None = to_e164(form.get("From", ""))
+    except InvalidPhone:
+        caller_id = None  # Twilio then shows the Twilio number
+    return twiml.dial_broker(
+        forward_to=broker.forward_to, caller_id=caller_id, ring_seconds=broker.ring_seconds,
+        action=_url(ctx, "/twilio/voice/dial-status"),
+        screen_url=_url(ctx, "/twilio/voice/screen") if broker.call_screening else None,
+    )
+
+
+def _is_forwarded(broker: Broker, form: Mapping[str, str]) -> bool:
+    return bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
+
+
 def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     """An incoming call: ring the broker (forwarding) or treat it as already missed (carrier-forwarded)."""
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
-    forwarded = bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
+    forwarded = _is_forwarded(broker, form)
     event = CallEvent(call_sid=call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=form.get("From"), missed=forwarded or None,
                       reason="forwarded on no answer" if forwarded else None)
     fresh = insert_once(session, event)
     if forwarded:
         if not fresh:
-            return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
-                                                   voicemail_action=_url(ctx, "/twilio/voice/voicemail")))
+            return Outcome(twiml=_missed_twiml(ctx, broker))
         return _missed(session, ctx, broker, form, event)
-    caller = form.get("From", "")
-    try:
-        caller_id: str | None = to_e164(caller)
-    except InvalidPhone:
-        caller_id = None  # Twilio then shows the Twilio number
-    return Outcome(twiml=twiml.dial_broker(
-        forward_to=broker.forward_to, caller_id=caller_id, ring_seconds=broker.ring_seconds,
-        action=_url(ctx, "/twilio/voice/dial-status"),
-        screen_url=_url(ctx, "/twilio/voice/screen") if broker.call_screening else None,
-    ))
+    return Outcome(twiml=_dial_twiml(ctx, broker, form))
 
 
 def classify_dial(session: Session, broker: Broker, call_sid: str, form: Mapping[str, str]) -> tuple[bool, str]:
@@ -222,8 +239,7 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
                       duration=_int_field(duration))
     if not insert_once(session, event):
         if missed:
-            return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
-                                                   voicemail_action=_url(ctx, "/twilio/voice/voicemail")))
+            return Outcome(twiml=_missed_twiml(ctx, broker))
         return Outcome(twiml=twiml.hangup())
     if missed:
         return _missed(session, ctx, broker, form, event)
@@ -250,15 +266,95 @@ def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, s
 
 
 def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """The <Record> action: the broker gets the caller, the length and the recording link, once per recording.
+
+    A recording shorter than MIN_VOICEMAIL_SECONDS is a hang-up at the beep, not a message: it is recorded but
+    not alerted (the missed call itself was handled already: opener, or an alert when none could go). A length
+    Twilio does not give is alerted: a needless alert costs less than a lost message."""
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
-    duration = form.get("RecordingDuration")
-    insert_once(session, CallEvent(
+    duration = _int_field(form.get("RecordingDuration"))
+    link = _recording_link(form.get("RecordingUrl"))
+    hang_up = duration is not None and duration < MIN_VOICEMAIL_SECONDS
+    event = CallEvent(
         call_sid=call_sid, kind="voicemail", status="recorded", broker_id=broker.id, caller=form.get("From"),
-        duration=_int_field(duration),
-        reason=(form.get("RecordingUrl") or "")[:300] or None,
-    ))
-    return Outcome(twiml=twiml.hangup())
+        duration=duration, reason=f"hang-up at the beep ({duration} s): no voicemail alert" if hang_up else link,
+    )
+    if not insert_once(session, event) or hang_up:
+        return Outcome(twiml=twiml.hangup())
+    caller, lead = _caller_and_lead(session, broker, form)
+    recording = _sid_or_none(form.get("RecordingSid"), ("RE",))
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_voicemail",
+                         values={"caller": caller, "duration": "?" if duration is None else str(duration),
+                                 "recording_url": link or "(no link from Twilio)"},
+                         dedupe_key=f"voicemail:{recording or call_sid}")
+    log(logger, logging.INFO, "voicemail", call_sid=call_sid, duration=duration, broker_id=broker.id,
+        caller=mask(form.get("From")), alerts=len(alerts))
+    return Outcome(twiml=twiml.hangup(), send_ids=[a.id for a in alerts if a.id is not None and a.status == "pending"])
+
+
+def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Twilio's transcription of a voicemail (the <Record transcribeCallback>): the transcript goes to the broker,
+    once per recording. It is the caller's own words: it goes into the alert and nowhere else (never a log)."""
+    call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    broker = _transcription_broker(session, ctx, form, call_sid)
+    status = (form.get("TranscriptionStatus") or "").strip().lower()[:20] or "unknown"
+    recording = _sid_or_none(form.get("RecordingSid"), ("RE",))
+    event = CallEvent(call_sid=call_sid, kind="transcription", status=status, broker_id=broker.id,
+                      caller=form.get("From"), reason=recording)
+    if not insert_once(session, event):
+        return Outcome(twiml=twiml.empty_voice())
+    text = (form.get("TranscriptionText") or "").strip()
+    voicemail = session.exec(
+        select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.kind == "voicemail")).first()
+    short = voicemail is not None and voicemail.duration is not None and voicemail.duration < MIN_VOICEMAIL_SECONDS
+    if status != "completed" or not text or short:
+        log(logger, logging.INFO, "voicemail transcript not sent", call_sid=call_sid, status=status,
+            empty=not text, hang_up=short, broker_id=broker.id)
+        return Outcome(twiml=twiml.empty_voice())
+    from service.conversation import excerpt  # noqa: PLC0415 - avoids an import cycle
+
+    caller, lead = _caller_and_lead(session, broker, form)
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_voicemail_transcript",
+                         values={"caller": caller, "excerpt": excerpt(text, TRANSCRIPT_CHARS)},
+                         dedupe_key=f"transcript:{recording or call_sid}")
+    log(logger, logging.INFO, "voicemail transcript", call_sid=call_sid, chars=len(text), broker_id=broker.id)
+    return Outcome(twiml=twiml.empty_voice(), send_ids=[a.id for a in alerts if a.id is not None and a.status == "pending"])
+
+
+def _transcription_broker(session: Session, ctx: AppContext, form: Mapping[str, str], call_sid: str) -> Broker:
+    """The broker a transcription belongs to: by To, or (should Twilio leave To out) by the call it transcribes."""
+    if (form.get("To") or "").strip():
+        return broker_for(ctx, form)
+    event = session.exec(select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.broker_id.is_not(None))).first()
+    broker = next((b for b in ctx.brokers_by_number.values() if event is not None and b.id == event.broker_id), None)
+    if broker is None:
+        raise BadRequestError("missing required field(s): To", status_code=422)
+    return broker
+
+
+def _caller_and_lead(session: Session, broker: Broker, form: Mapping[str, str]) -> tuple[str, Lead | None]:
+    """How an alert names the caller, and their lead when there is one (never created here)."""
+    try:
+        caller = to_e164(form.get("From", ""))
+    except InvalidPhone:
+        return "a withheld number", None
+    lead = session.exec(select(Lead).where(Lead.broker_id == broker.id, Lead.phone == caller)).first()
+    return caller, lead
+
+
+def _recording_link(raw: str | None) -> str | None:
+    """Twilio's RecordingUrl as a link the broker can open (MP3), or None when it is not an https URL."""
+    url = (raw or "").strip()
+    if not url.startswith("https://") or any(c.isspace() for c in url) or len(url) > 300:  # noqa: PLR2004
+        return None
+    tail = url.rsplit("/", 1)[-1]
+    return url if "." in tail else url + ".mp3"
+
+
+def _sid_or_none(value: str | None, prefixes: tuple[str, ...]) -> str | None:
+    text = (value or "").strip()
+    return text if text.startswith(prefixes) and text.isalnum() and len(text) <= 64 else None  # noqa: PLR2004
 
 
 def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
@@ -335,7 +431,7 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
         msg.error_code = code
     session.add(msg)
     ids: list[int] = []
-    if code is not None and status in {"failed", "undelivered"}:
+    if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
         from service.outbox import apply_error_to_lead  # noqa: PLC0415
 
         ids = apply_error_to_lead(ctx, session, msg, code)

@@ -98,7 +98,7 @@ def test_log_retry_and_escalate_alert_when_delivery_fails(client, post, twilio_a
     for _ in range(5):
         client.app.state.worker.run_once()
         latest = alerts(ctx, "alert_handoff")[-1]
-        if latest.id != first.id and latest.status == "sent" and latest.delivery_status is None:
+        if latest.id != first.id and latest.status == "sent" and latest.delivery_status not in {"failed", "undelivered"}:
             status_callback(post, client, latest.twilio_sid, "undelivered", 30003)
     handoffs = alerts(ctx, "alert_handoff")
     assert len(handoffs) == 3  # the alert and two more tries
@@ -125,9 +125,9 @@ def test_log_warning_on_every_failed_alert_attempt(client, post, twilio_api, ctx
     handoff(client, post)
     [alert] = alerts(ctx, "alert_handoff")
     assert alert.status == "pending"
-    [warning] = warnings_about(logged, alert.id)
-    assert warning["template"] == "alert_handoff"
-    assert "503" in warning["error"]
+    warnings = warnings_about(logged, alert.id)
+    assert len(warnings) == alert.attempts >= 1
+    assert all(w["template"] == "alert_handoff" and "503" in w["error"] for w in warnings)
 
 
 @pytest.mark.parametrize(
