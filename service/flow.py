@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlmodel import Session, select
@@ -43,6 +45,9 @@ MAX_SMS_BODY = 1600
 MIN_VOICEMAIL_SECONDS = 2
 # How much of a voicemail transcript an alert carries (Twilio's body limit is 1600 characters).
 TRANSCRIPT_CHARS = 1000
+
+# When a webhook is replayed from the spool (service.replay): the time Twilio delivered it.
+replayed_at: ContextVar[datetime | None] = ContextVar("replayed_at", default=None)
 
 
 @dataclass
@@ -127,6 +132,16 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
     lead = get_or_create_lead(session, broker.id, caller)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
+    received = replayed_at.get()
+    if received is not None and utcnow() - received > timedelta(seconds=ctx.settings.replay_opener_max_age_seconds):
+        # Stored only once the database came back: an opener this late reads as spam, not as an answer to the
+        # call. The broker gets the missed caller instead.
+        when = received.astimezone(ZoneInfo(broker.timezone)).strftime("%a %I:%M %p").replace(" 0", " ")
+        alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_missed_late",
+                             values={"caller": caller, "when": when}, dedupe_key=f"late:{call_sid}")
+        minutes = int((utcnow() - received).total_seconds() // 60)
+        return (f"no opener: stored {minutes} min late (database outage); broker alerted",
+                [a.id for a in alerts if a.id is not None and a.status == "pending"])
     previous = (lead.opener_at, lead.automated_count)
     if not _claim_opener(session, lead, timedelta(hours=ctx.settings.opener_cooldown_hours)):
         return "no opener: cooldown (an opener went out recently)", []
@@ -436,6 +451,55 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
 
         ids = apply_error_to_lead(ctx, session, msg, code)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
+
+
+def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
+    """The TwiML a webhook answers with when the database cannot be reached (its form is spooled and replayed
+    later): what the handler would say, from what the process holds in memory. The form is checked as the
+    handler checks it, so a bad request still gets its 4xx. KeyError for a path with no such answer."""
+    voice = path.startswith("/twilio/voice")
+    if path in {"/twilio/voice/screen", "/twilio/voice/screen/accept"}:
+        (_call_sid,) = _require(form, "CallSid")
+        if path == "/twilio/voice/screen":
+            return twiml.screen_whisper(caller=form.get("From", ""), accept_url=_url(ctx, "/twilio/voice/screen/accept"))
+        return twiml.empty_voice() if (form.get("Digits") or "").strip() else twiml.hangup()
+    if path == "/twilio/sms/status":
+        message_sid, status = _require(form, "MessageSid", "MessageStatus")
+        _sid(message_sid, ("SM", "MM"), "MessageSid")
+        if status.lower() not in MESSAGE_STATUSES:
+            raise BadRequestError("unknown MessageStatus", status_code=422)
+        return twiml.empty_messaging()
+    if path == "/twilio/voice/transcription":
+        _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+        return twiml.empty_voice()
+    broker = broker_for(ctx, form)
+    if path == "/twilio/sms":
+        message_sid, _from = _require(form, "MessageSid", "From")
+        _sid(message_sid, ("SM", "MM"), "MessageSid")
+        return twiml.empty_messaging()
+    if not voice:
+        raise KeyError(path)
+    _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    if path == "/twilio/voice":
+        return _missed_twiml(ctx, broker) if _is_forwarded(broker, form) else _dial_twiml(ctx, broker, form)
+    if path == "/twilio/voice/dial-status":
+        (status,) = _require(form, "DialCallStatus")
+        status = status.lower()
+        if status not in KNOWN_DIAL_STATUSES:
+            raise BadRequestError("unknown DialCallStatus", status_code=422)
+        bridged = (form.get("DialBridged") or "").strip().lower()
+        # Without the database the screen acceptance cannot be read: with screening, an unbridged-or-unknown
+        # leg is offered the voicemail (a caller who did talk to the broker has usually hung up by now).
+        missed = status in MISSED_DIAL_STATUSES or bridged == "false" or (bridged != "true" and broker.call_screening)
+        return _missed_twiml(ctx, broker) if missed else twiml.hangup()
+    if path == "/twilio/voice/status":
+        (status,) = _require(form, "CallStatus")
+        if status.lower() not in CALL_STATUSES:
+            raise BadRequestError("unknown CallStatus", status_code=422)
+        return twiml.empty_voice()
+    if path == "/twilio/voice/voicemail":
+        return twiml.hangup()
+    raise KeyError(path)
 
 
 def alert_reply(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, text: str, template_id: str = "alert_reply") -> list[int]:

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from service.db import make_engine
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
+from service.replay import replay_spool
 from tests.helpers import (
     BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_texts, sms_params,
 )
@@ -74,7 +75,7 @@ def test_write_spooled_webhooks_once_database_is_back(client, post, twilio_api, 
         assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200  # a Twilio retry
         assert post(client, "/twilio/sms", reply).status_code == 200
         assert ET.fromstring(post(client, "/twilio/sms", reply).text).tag == "Response"
-        client.app.state.worker.run_once()  # still down: nothing replayed, nothing lost
+        assert replay_spool(ctx).replayed == 0  # still down: nothing replayed, nothing lost
         assert len(spooled(ctx)) == 5
     assert rows(ctx, CallEvent) == []
     assert to_caller(twilio_api["messages"]) == []
@@ -132,7 +133,7 @@ def test_answer_503_when_spool_cannot_be_written(client, post, twilio_api, ctx, 
 
 def test_refuse_bad_webhook_while_database_is_down_without_spooling(client, post, twilio_api, ctx) -> None:
     with database_down(ctx):
-        assert post(client, VOICE, call_params(to="+19995550100")).status_code == 404
+        assert post(client, VOICE, call_params(to="+13105550100")).status_code == 404
         assert post(client, VOICE, call_params(), signature="forged").status_code == 403
     assert spooled(ctx) == []
 
@@ -213,3 +214,104 @@ def test_keep_every_record_when_writers_and_replayers_race(tmp_path) -> None:
     expected = [f"SM{i}-{n}" for i in range(3) for n in range(150)]
     assert sorted(seen) == sorted(expected)
     assert list(directory.glob("*.jsonl")) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "element"),
+    [
+        (VOICE, call_params(ForwardedFrom="+14155550111"), "Record"),
+        (DIAL, call_params(DialCallStatus="no-answer"), "Record"),
+        (DIAL, call_params(DialCallStatus="completed", DialBridged="false"), "Record"),
+        (DIAL, call_params(DialCallStatus="completed", DialBridged="true"), "Hangup"),
+        (DIAL, call_params(DialCallStatus="completed"), "Record"),  # screened, acceptance unreadable: offer voicemail
+        ("/twilio/voice/status", call_params(CallStatus="completed"), None),
+        ("/twilio/voice/screen/accept", call_params(Digits="1"), None),
+        ("/twilio/voice/voicemail", call_params(RecordingDuration="12", RecordingUrl="https://api.twilio.com/x"), "Hangup"),
+        ("/twilio/sms/status", {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"}, None),
+    ],
+    ids=["forwarded-call", "dial-missed", "dial-unbridged", "dial-bridged", "dial-screened-unknown", "call-status",
+         "screen-accept", "voicemail", "sms-status"],
+)
+def test_answer_every_webhook_from_memory_when_database_is_down(client, post, twilio_api, ctx, path, params,
+                                                                element) -> None:
+    with database_down(ctx):
+        response = post(client, path, params)
+    assert response.status_code == 200
+    root = ET.fromstring(response.text)
+    assert root.tag == "Response"
+    if element is None:
+        assert list(root) == []
+    else:
+        assert root.find(element) is not None
+    assert [r["path"] for r in spooled(ctx)] == [path]
+    client.app.state.worker.run_once()
+    assert spooled(ctx) == []
+
+
+def test_keep_spool_when_database_fails_again_mid_replay(client, post, twilio_api, ctx, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+
+    from service import app as app_module  # noqa: PLC0415
+
+    with database_down(ctx):
+        post(client, DIAL, call_params(DialCallStatus="no-answer"))
+        post(client, "/twilio/sms", sms_params("purchase"))
+    real = app_module.WEBHOOKS["/twilio/sms"]
+
+    def flaky(session, context, form):  # noqa: ANN001, ANN202
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/sms", flaky)
+    result = replay_spool(ctx)
+    assert (result.replayed, result.left) == (1, 1)
+    assert len(spooled(ctx)) == 2  # kept whole; the call is replayed again harmlessly
+    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/sms", real)
+    client.app.state.worker.run_once()
+    assert spooled(ctx) == []
+    assert len(rows(ctx, InboundMessage)) == 1
+    assert len([m for m in rows(ctx, OutboundMessage) if m.purpose == "opener"]) == 1
+
+
+def test_set_aside_spooled_webhook_that_cannot_be_replayed(client, post, twilio_api, ctx, monkeypatch) -> None:
+    from service import app as app_module  # noqa: PLC0415
+
+    with database_down(ctx):
+        post(client, "/twilio/voice/status", call_params(CallStatus="completed"))
+        post(client, "/twilio/sms", sms_params("purchase"))
+
+    def broken(session, context, form):  # noqa: ANN001, ANN202
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/voice/status", broken)
+    result = replay_spool(ctx)
+    assert (result.replayed, result.dead) == (1, 1)
+    assert spooled(ctx) == []
+    [dead] = list(Path(ctx.settings.spool_dir).glob("dead-*.jsonl"))
+    assert json.loads(dead.read_text())["path"] == "/twilio/voice/status"
+    assert len(rows(ctx, InboundMessage)) == 1
+
+
+def test_skip_torn_last_line_of_a_crashed_writer(tmp_path) -> None:
+    from service.spool import Spool  # noqa: PLC0415
+
+    spool = Spool(tmp_path / "spool")
+    spool.append("/twilio/sms", {"MessageSid": "SM1"})
+    spool.close()
+    [path] = list((tmp_path / "spool").glob("spool-*.jsonl"))
+    with path.open("ab") as handle:
+        handle.write(b'{"v":1,"path":"/twilio/sms","form":{"Mess')
+    [claim] = Spool(tmp_path / "spool").claim()
+    assert [r.form["MessageSid"] for r in claim.records] == ["SM1"]
+    assert claim.unreadable == 1
+    claim.done()
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_keep_spool_private(tmp_path) -> None:
+    from service.spool import Spool  # noqa: PLC0415
+
+    spool = Spool(tmp_path / "spool")
+    spool.append("/twilio/sms", {"Body": "my SSN is 123-45-6789"})
+    [path] = list((tmp_path / "spool").glob("*.jsonl"))
+    assert path.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "spool").stat().st_mode & 0o077 == 0
