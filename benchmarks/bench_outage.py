@@ -156,8 +156,8 @@ def main() -> None:
     print(f"missed calls replayed from the spool:        {per_replay:7.2f} ms a record ({n} in {replay_seconds:.2f} s)"
           f"  ratio {per_replay / per_direct:.2f}")
     per_both = (replay_seconds + send_seconds) / n * 1000
-    print(f"  + their {len(result.send_ids)} openers sent (dry-run) in {send_seconds:.2f} s: {per_both:.2f} ms a record,"
-          f" ratio {per_both / per_direct:.2f} (the direct webhook sends its opener too)")
+    print(f"  + their {len(result.send_ids)} openers sent (dry-run) in {send_seconds:.2f} s: "
+          f"{per_both:.2f} ms a record, ratio {per_both / per_direct:.2f} (the direct webhook sends its opener too)")
 
 
 if __name__ == "__main__":

@@ -104,9 +104,15 @@ async def _fallback(request: Request, primary: str) -> Response:
     request_id.set(rid)
     form = await _verified_form(request, ctx)
     answer = flow.offline_answer(ctx, primary, form)
+
+    def spool() -> None:
+        if ctx.spool is None:
+            raise SpoolError("no spool configured")
+        ctx.spool.append(primary, form, request_id=rid)
+
     try:
-        await anyio.to_thread.run_sync(lambda: ctx.spool.append(primary, form, request_id=rid))  # type: ignore[union-attr]
-    except (SpoolError, AttributeError) as exc:
+        await anyio.to_thread.run_sync(spool)
+    except SpoolError as exc:
         log(logger, logging.ERROR, "fallback webhook not spooled", path=request.url.path, reason=str(exc),
             error_code=form.get("ErrorCode"))
         if primary != "/twilio/voice":

@@ -140,8 +140,7 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_missed_late",
                              values={"caller": caller, "when": when}, dedupe_key=f"late:{call_sid}")
         minutes = int((utcnow() - received).total_seconds() // 60)
-        return (f"no opener: stored {minutes} min late (database outage); broker alerted",
-                [a.id for a in alerts if a.id is not None and a.status == "pending"])
+        return f"no opener: stored {minutes} min late (database outage); broker alerted", _pending(alerts)
     previous = (lead.opener_at, lead.automated_count)
     if not _claim_opener(session, lead, timedelta(hours=ctx.settings.opener_cooldown_hours)):
         return "no opener: cooldown (an opener went out recently)", []
@@ -305,7 +304,7 @@ def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str])
                          dedupe_key=f"voicemail:{recording or call_sid}")
     log(logger, logging.INFO, "voicemail", call_sid=call_sid, duration=duration, broker_id=broker.id,
         caller=mask(form.get("From")), alerts=len(alerts))
-    return Outcome(twiml=twiml.hangup(), send_ids=[a.id for a in alerts if a.id is not None and a.status == "pending"])
+    return Outcome(twiml=twiml.hangup(), send_ids=_pending(alerts))
 
 
 def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
@@ -334,14 +333,19 @@ def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, s
                          values={"caller": caller, "excerpt": excerpt(text, TRANSCRIPT_CHARS)},
                          dedupe_key=f"transcript:{recording or call_sid}")
     log(logger, logging.INFO, "voicemail transcript", call_sid=call_sid, chars=len(text), broker_id=broker.id)
-    return Outcome(twiml=twiml.empty_voice(), send_ids=[a.id for a in alerts if a.id is not None and a.status == "pending"])
+    return Outcome(twiml=twiml.empty_voice(), send_ids=_pending(alerts))
+
+
+def _pending(msgs: list[OutboundMessage]) -> list[int]:
+    return [m.id for m in msgs if m.id is not None and m.status == "pending"]
 
 
 def _transcription_broker(session: Session, ctx: AppContext, form: Mapping[str, str], call_sid: str) -> Broker:
     """The broker a transcription belongs to: by To, or (should Twilio leave To out) by the call it transcribes."""
     if (form.get("To") or "").strip():
         return broker_for(ctx, form)
-    event = session.exec(select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.broker_id.is_not(None))).first()
+    event = session.exec(
+        select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.broker_id.is_not(None))).first()
     broker = next((b for b in ctx.brokers_by_number.values() if event is not None and b.id == event.broker_id), None)
     if broker is None:
         raise BadRequestError("missing required field(s): To", status_code=422)
@@ -461,7 +465,8 @@ def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
     if path in {"/twilio/voice/screen", "/twilio/voice/screen/accept"}:
         (_call_sid,) = _require(form, "CallSid")
         if path == "/twilio/voice/screen":
-            return twiml.screen_whisper(caller=form.get("From", ""), accept_url=_url(ctx, "/twilio/voice/screen/accept"))
+            return twiml.screen_whisper(caller=form.get("From", ""),
+                                        accept_url=_url(ctx, "/twilio/voice/screen/accept"))
         return twiml.empty_voice() if (form.get("Digits") or "").strip() else twiml.hangup()
     if path == "/twilio/sms/status":
         message_sid, status = _require(form, "MessageSid", "MessageStatus")

@@ -383,7 +383,9 @@ def _describe(code: int | None, error: str | None = None) -> str:
     return f"error {code}{' ' + reason.replace('_', ' ') if reason else ''}"
 
 
-def _alert_failed(ctx: AppContext, session: Session, msg: OutboundMessage, *, code: int | None, error: str) -> list[int]:
+def _alert_failed(
+    ctx: AppContext, session: Session, msg: OutboundMessage, *, code: int | None, error: str,
+) -> list[int]:
     """A text to the broker's team (or to the operator) did not reach them.
 
     Logged at warning and recorded on the lead and as an AlertFailure row (the audit export shows them). Then:
@@ -429,7 +431,8 @@ def _alert_failed(ctx: AppContext, session: Session, msg: OutboundMessage, *, co
     ))
     if lead is not None:
         lead.alert_failed_at = utcnow()
-        lead.alert_error = f"{msg.template_id} to {msg.to_phone} from {msg.from_phone}: {_describe(code, error)} ({action})"[:300]
+        lead.alert_error = (f"{msg.template_id} to {msg.to_phone} from {msg.from_phone}: "
+                            f"{_describe(code, error)} ({action})")[:300]
         session.add(lead)
     level = logging.ERROR if action.startswith("not escalated") else logging.WARNING
     log(logger, level, "broker alert failed", id=msg.id, template=msg.template_id, error=error, code=code,
@@ -437,7 +440,9 @@ def _alert_failed(ctx: AppContext, session: Session, msg: OutboundMessage, *, co
     return ids
 
 
-def _resend(session: Session, msg: OutboundMessage, *, root_id: int, n: int, from_phone: str, at: datetime) -> list[int]:
+def _resend(
+    session: Session, msg: OutboundMessage, *, root_id: int, n: int, from_phone: str, at: datetime,
+) -> list[int]:
     """The same alert (the text as rendered) once more, linked to the first one."""
     copy = OutboundMessage(
         dedupe_key=f"alert-again:{root_id}:{n}", broker_id=msg.broker_id, lead_id=msg.lead_id, audience=msg.audience,

@@ -85,7 +85,8 @@ def replay_spool(ctx: AppContext) -> ReplayResult:
     started = time.perf_counter()
     claims = spool.claim()
     records = sorted(
-        ((record.received_at, i, j, record) for i, claim in enumerate(claims) for j, record in enumerate(claim.records)),
+        ((record.received_at, i, j, record)
+         for i, claim in enumerate(claims) for j, record in enumerate(claim.records)),
         key=lambda item: item[:3],
     )
     try:

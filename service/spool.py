@@ -133,7 +133,8 @@ class Spool:
             with self._lock:
                 self._append(data)
         except OSError as exc:
-            raise SpoolError(f"cannot write the spool in {self.directory}: {exc.strerror or type(exc).__name__}") from None
+            reason = exc.strerror or type(exc).__name__
+            raise SpoolError(f"cannot write the spool in {self.directory}: {reason}") from None
 
     def _append(self, data: bytes) -> None:
         deadline = time.monotonic() + APPEND_TIMEOUT_SECONDS

@@ -34,7 +34,8 @@ SAMPLE_VALUES: dict[str, str] = {
     "error": "not a mobile number",
     "reason": "120 openers in 10 minutes",
     "duration": "47",
-    "recording_url": "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE0123456789abcdef0123456789abcdef.mp3",
+    "recording_url": "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/"
+    "RE0123456789abcdef0123456789abcdef.mp3",
     "when": "3:05 PM",
     "about": "the caller +15035550199, who needs a call back",
     "number": "+15035550142",
