@@ -20,7 +20,9 @@ from service import flow
 from service.context import AppContext, build_context
 from service.errors import BadRequestError, WebhookError
 from service.logs import configure_logging, log, request_id
+from service.replay import database_unavailable, spool_webhook
 from service.settings import Settings, get_settings
+from service.spool import SpoolError
 from service.twilio.signature import public_url_for, verify
 from service.worker import Worker, run_after_commit
 
@@ -70,13 +72,72 @@ async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
 
 async def _webhook(request: Request, handler: Handler, media: str) -> Response:
     ctx: AppContext = request.app.state.ctx
-    request_id.set(request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16])
+    rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
+    request_id.set(rid)
     form = await _verified_form(request, ctx)
-    outcome = await run_after_commit(ctx, handler, form)
+    try:
+        outcome = await run_after_commit(ctx, handler, form)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        # Nothing was committed. Spool the form (replayed once the database is back) and answer from memory,
+        # so the caller still rings through; if even the spool fails, the 503 lets Twilio retry.
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: spool_webhook(ctx, request.url.path, form, rid=rid))
+        except SpoolError as spool_exc:
+            log(logger, logging.ERROR, "webhook not spooled", path=request.url.path, reason=str(spool_exc))
+            raise exc from None
+        return Response(content=answer, media_type=media, status_code=200)
     background = None
     if outcome.send_ids or outcome.inbound_ids:
         background = BackgroundTask(ctx_worker(request).after_webhook, outcome.send_ids, outcome.inbound_ids)
     return Response(content=outcome.twiml, media_type=media, status_code=200, background=background)
+
+
+async def _fallback(request: Request, primary: str) -> Response:
+    """Twilio's Fallback URL for a number: called when the primary webhook failed (timeout, 5xx, connection
+    refused). Signed against the fallback URL itself. It never touches the database: it spools the form
+    (replayed as `primary` by the worker) and answers from memory: voice dials the broker, sms is empty."""
+    ctx: AppContext = request.app.state.ctx
+    rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
+    request_id.set(rid)
+    form = await _verified_form(request, ctx)
+    answer = flow.offline_answer(ctx, primary, form)
+
+    def spool() -> None:
+        if ctx.spool is None:
+            raise SpoolError("no spool configured")
+        ctx.spool.append(primary, form, request_id=rid)
+
+    try:
+        await anyio.to_thread.run_sync(spool)
+    except SpoolError as exc:
+        log(logger, logging.ERROR, "fallback webhook not spooled", path=request.url.path, reason=str(exc),
+            error_code=form.get("ErrorCode"))
+        if primary != "/twilio/voice":
+            return Response(content={"error": "cannot store the message, retry later", "status": 503},
+                            status_code=503, media_type=MediaType.JSON)
+        # The caller is on the line: ring the broker even though the call could not be recorded.
+    else:
+        log(logger, logging.WARNING, "fallback webhook spooled", path=request.url.path,
+            error_code=form.get("ErrorCode"))
+        ctx.wake.set()
+    return Response(content=answer, media_type=XML, status_code=200)
+
+
+@post("/twilio/voice/fallback", name="voice_fallback", summary="Twilio Fallback URL for voice", tags=["twilio"],
+      status_code=200, media_type="application/xml")
+async def voice_fallback(request: Request) -> Response:
+    """Rings the broker from the settings in memory; the call is stored when the worker replays the spool."""
+    return await _fallback(request, "/twilio/voice")
+
+
+@post("/twilio/sms/fallback", name="sms_fallback", summary="Twilio Fallback URL for messaging", tags=["twilio"],
+      status_code=200, media_type="application/xml")
+async def sms_fallback(request: Request) -> Response:
+    """Accepts the message into the spool (replayed by the worker); answers an empty TwiML response."""
+    return await _fallback(request, "/twilio/sms")
 
 
 def ctx_worker(request: Request) -> Worker:
@@ -93,6 +154,7 @@ WEBHOOKS: dict[str, Handler] = {
     "/twilio/voice/screen": flow.handle_screen,
     "/twilio/voice/screen/accept": flow.handle_screen_accept,
     "/twilio/voice/voicemail": flow.handle_voicemail,
+    "/twilio/voice/transcription": flow.handle_transcription,
     "/twilio/sms": flow.handle_inbound_sms,
     "/twilio/sms/status": flow.handle_sms_status,
 }
@@ -129,7 +191,7 @@ def ready(request: Request) -> Response:
     return Response(content={"status": "database unreachable"}, status_code=503)
 
 
-ROUTE_HANDLERS = [*WEBHOOK_ROUTES, health, ready]
+ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, ready]
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:

@@ -25,6 +25,7 @@ from sqlmodel import Session, select
 
 from service.db import make_engine, normalize_url
 from service.models import (
+    AlertFailure,
     Broker,
     CallEvent,
     Decision,
@@ -38,7 +39,7 @@ from service.models import (
 PAGE = 1000
 
 # Event types, in the order used to break ties between events at the same instant.
-EVENT_TYPES = ("call", "inbound_message", "decision", "opt_out_event", "outbound_text", "delivery")
+EVENT_TYPES = ("call", "inbound_message", "decision", "opt_out_event", "outbound_text", "delivery", "alert_failure")
 
 COLUMNS: tuple[str, ...] = (
     # every event
@@ -365,6 +366,25 @@ def iter_events(
                 "error_code": event.error_code,
             }
 
+        def alert_failure(row: Any) -> dict[str, Any]:
+            # An alert to the broker's team that did not get through; `status` says what was done about it.
+            failure, lead_phone = row
+            return {
+                "time": failure.created_at,
+                "record_id": failure.id,
+                "broker_id": failure.broker_id,
+                "broker_number": number(failure.broker_id),
+                "lead_id": failure.lead_id,
+                "phone": lead_phone,
+                "from": failure.from_phone,
+                "to": failure.to_phone,
+                "audience": "broker",
+                "template_id": failure.template_id,
+                "status": failure.action,
+                "error_code": failure.error_code,
+                "last_error": failure.error,
+            }
+
         sources: list[tuple[str, Any, Any, Callable[[Any], dict[str, Any]]]] = [
             ("call", select(CallEvent), CallEvent, call),
             ("inbound_message", select(InboundMessage), InboundMessage, inbound),
@@ -393,6 +413,12 @@ def iter_events(
                 ).outerjoin(OutboundMessage, OutboundMessage.twilio_sid == DeliveryEvent.message_sid),
                 DeliveryEvent,
                 delivery,
+            ),
+            (
+                "alert_failure",
+                select(AlertFailure, Lead.phone).outerjoin(Lead, AlertFailure.lead_id == Lead.id),
+                AlertFailure,
+                alert_failure,
             ),
         ]
 

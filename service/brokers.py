@@ -44,6 +44,7 @@ class BrokerConfig(BaseModel):
     mode: CallMode = CallMode.FORWARDING
     call_screening: bool = True
     do_not_text: list[str] = Field(default_factory=list)
+    transcribe_voicemail: bool = False  # Twilio transcribes each voicemail; the transcript is texted to alert_to
 
     @field_validator("nmls_id", "company_nmls_id", mode="before")
     @classmethod

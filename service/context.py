@@ -15,6 +15,7 @@ from service.brokers import BrokerConfig, load_brokers
 from service.db import create_schema, make_engine, session_scope
 from service.models import Broker
 from service.settings import Settings
+from service.spool import Spool
 from service.templates import TemplateSet, load_templates
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class AppContext:
     templates: TemplateSet
     gateway: TwilioGateway | None
     brokers_by_number: dict[str, Broker] = field(default_factory=dict)
+    spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
     _guard: GuardLike | None = None
     _rules: Any = None
     _extractor: Any = None
@@ -49,6 +51,8 @@ class AppContext:
             numbers.add(broker.twilio_number)
             numbers.add(broker.forward_to)
             numbers.update(broker.alert_to)
+        if self.settings.alerts_from:
+            numbers.add(self.settings.alerts_from)
         return numbers
 
     def broker_for(self, twilio_number: str) -> Broker | None:
@@ -134,6 +138,8 @@ class AppContext:
     def close(self) -> None:
         if self.gateway is not None:
             self.gateway.close()
+        if self.spool is not None:
+            self.spool.close()
         self.engine.dispose()
 
 
@@ -215,4 +221,5 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -
             lookup_url=settings.twilio_lookup_url,
             timeout=settings.send_timeout_seconds,
         )
-    return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers)
+    return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers,
+                      spool=Spool(settings.spool_dir))

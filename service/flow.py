@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlmodel import Session, select
@@ -40,6 +42,13 @@ MESSAGE_STATUSES = {
 }
 TWILIO_OPT_OUT_TYPES = {"STOP", "START", "HELP"}
 MAX_SMS_BODY = 1600
+# A voicemail shorter than this is a hang-up at the beep (Twilio trims silence), not a message.
+MIN_VOICEMAIL_SECONDS = 2
+# How much of a voicemail transcript an alert carries (Twilio's body limit is 1600 characters).
+TRANSCRIPT_CHARS = 1000
+
+# When a webhook is replayed from the spool (service.replay): the time Twilio delivered it.
+replayed_at: ContextVar[datetime | None] = ContextVar("replayed_at", default=None)
 
 
 @dataclass
@@ -124,6 +133,15 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
     lead = get_or_create_lead(session, broker.id, caller)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
+    received = replayed_at.get()
+    if received is not None and utcnow() - received > timedelta(seconds=ctx.settings.replay_opener_max_age_seconds):
+        # Stored only once the database came back: an opener this late reads as spam, not as an answer to the
+        # call. The broker gets the missed caller instead.
+        when = received.astimezone(ZoneInfo(broker.timezone)).strftime("%a %I:%M %p").replace(" 0", " ")
+        alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_missed_late",
+                             values={"caller": caller, "when": when}, dedupe_key=f"late:{call_sid}")
+        minutes = int((utcnow() - received).total_seconds() // 60)
+        return f"no opener: stored {minutes} min late (database outage); broker alerted", _pending(alerts)
     previous = (lead.opener_at, lead.automated_count)
     if not _claim_opener(session, lead, timedelta(hours=ctx.settings.opener_cooldown_hours)):
         return "no opener: cooldown (an opener went out recently)", []
@@ -150,12 +168,35 @@ def _missed(session: Session, ctx: AppContext, broker: Broker, form: Mapping[str
     session.add(event)
     log(logger, logging.INFO, "missed call", call_sid=event.call_sid, caller=mask(form.get("From")),
         outcome=reason, broker_id=broker.id)
-    return Outcome(twiml=twiml.missed_call(broker_name=broker.name, voicemail_action=_url(ctx, "/twilio/voice/voicemail")),
-                   send_ids=ids)
+    return Outcome(twiml=_missed_twiml(ctx, broker), send_ids=ids)
 
 
 def _url(ctx: AppContext, path: str) -> str:
     return ctx.settings.public_url + path
+
+
+def _missed_twiml(ctx: AppContext, broker: Broker) -> str:
+    """The caller hears the missed-call message and can leave a voicemail (transcribed when the broker asks)."""
+    transcribe = _url(ctx, "/twilio/voice/transcription") if broker.transcribe_voicemail else None
+    return twiml.missed_call(broker_name=broker.name, voicemail_action=_url(ctx, "/twilio/voice/voicemail"),
+                             transcribe_callback=transcribe)
+
+
+def _dial_twiml(ctx: AppContext, broker: Broker, form: Mapping[str, str]) -> str:
+    """Ring the broker's cell, showing the caller's number; the dial action says whether it was missed."""
+    try:
+        caller_id: str | None = to_e164(form.get("From", ""))
+    except InvalidPhone:
+        caller_id = None  # Twilio then shows the Twilio number
+    return twiml.dial_broker(
+        forward_to=broker.forward_to, caller_id=caller_id, ring_seconds=broker.ring_seconds,
+        action=_url(ctx, "/twilio/voice/dial-status"),
+        screen_url=_url(ctx, "/twilio/voice/screen") if broker.call_screening else None,
+    )
+
+
+def _is_forwarded(broker: Broker, form: Mapping[str, str]) -> bool:
+    return bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
 
 
 def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
@@ -164,26 +205,16 @@ def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> 
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
     if was_forgotten(session, call_sid):
         return _refuse_replay(call_sid, twiml.hangup())
-    forwarded = bool((form.get("ForwardedFrom") or "").strip()) or broker.mode == "forward_on_no_answer"
+    forwarded = _is_forwarded(broker, form)
     event = CallEvent(call_sid=call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=form.get("From"), missed=forwarded or None,
                       reason="forwarded on no answer" if forwarded else None)
     fresh = insert_once(session, event)
     if forwarded:
         if not fresh:
-            return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
-                                                   voicemail_action=_url(ctx, "/twilio/voice/voicemail")))
+            return Outcome(twiml=_missed_twiml(ctx, broker))
         return _missed(session, ctx, broker, form, event)
-    caller = form.get("From", "")
-    try:
-        caller_id: str | None = to_e164(caller)
-    except InvalidPhone:
-        caller_id = None  # Twilio then shows the Twilio number
-    return Outcome(twiml=twiml.dial_broker(
-        forward_to=broker.forward_to, caller_id=caller_id, ring_seconds=broker.ring_seconds,
-        action=_url(ctx, "/twilio/voice/dial-status"),
-        screen_url=_url(ctx, "/twilio/voice/screen") if broker.call_screening else None,
-    ))
+    return Outcome(twiml=_dial_twiml(ctx, broker, form))
 
 
 def classify_dial(session: Session, broker: Broker, call_sid: str, form: Mapping[str, str]) -> tuple[bool, str]:
@@ -227,8 +258,7 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
                       duration=_int_field(duration))
     if not insert_once(session, event):
         if missed:
-            return Outcome(twiml=twiml.missed_call(broker_name=broker.name,
-                                                   voicemail_action=_url(ctx, "/twilio/voice/voicemail")))
+            return Outcome(twiml=_missed_twiml(ctx, broker))
         return Outcome(twiml=twiml.hangup())
     if missed:
         return _missed(session, ctx, broker, form, event)
@@ -255,15 +285,100 @@ def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, s
 
 
 def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """The <Record> action: the broker gets the caller, the length and the recording link, once per recording.
+
+    A recording shorter than MIN_VOICEMAIL_SECONDS is a hang-up at the beep, not a message: it is recorded but
+    not alerted (the missed call itself was handled already: opener, or an alert when none could go). A length
+    Twilio does not give is alerted: a needless alert costs less than a lost message."""
     broker = broker_for(ctx, form)
     call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
-    duration = form.get("RecordingDuration")
-    insert_once(session, CallEvent(
+    duration = _int_field(form.get("RecordingDuration"))
+    link = _recording_link(form.get("RecordingUrl"))
+    hang_up = duration is not None and duration < MIN_VOICEMAIL_SECONDS
+    event = CallEvent(
         call_sid=call_sid, kind="voicemail", status="recorded", broker_id=broker.id, caller=form.get("From"),
-        duration=_int_field(duration),
-        reason=(form.get("RecordingUrl") or "")[:300] or None,
-    ))
-    return Outcome(twiml=twiml.hangup())
+        duration=duration, reason=f"hang-up at the beep ({duration} s): no voicemail alert" if hang_up else link,
+    )
+    if not insert_once(session, event) or hang_up:
+        return Outcome(twiml=twiml.hangup())
+    caller, lead = _caller_and_lead(session, broker, form)
+    recording = _sid_or_none(form.get("RecordingSid"), ("RE",))
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_voicemail",
+                         values={"caller": caller, "duration": "?" if duration is None else str(duration),
+                                 "recording_url": link or "(no link from Twilio)"},
+                         dedupe_key=f"voicemail:{recording or call_sid}")
+    log(logger, logging.INFO, "voicemail", call_sid=call_sid, duration=duration, broker_id=broker.id,
+        caller=mask(form.get("From")), alerts=len(alerts))
+    return Outcome(twiml=twiml.hangup(), send_ids=_pending(alerts))
+
+
+def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Twilio's transcription of a voicemail (the <Record transcribeCallback>): the transcript goes to the broker,
+    once per recording. It is the caller's own words: it goes into the alert and nowhere else (never a log)."""
+    call_sid = _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    broker = _transcription_broker(session, ctx, form, call_sid)
+    status = (form.get("TranscriptionStatus") or "").strip().lower()[:20] or "unknown"
+    recording = _sid_or_none(form.get("RecordingSid"), ("RE",))
+    event = CallEvent(call_sid=call_sid, kind="transcription", status=status, broker_id=broker.id,
+                      caller=form.get("From"), reason=recording)
+    if not insert_once(session, event):
+        return Outcome(twiml=twiml.empty_voice())
+    text = (form.get("TranscriptionText") or "").strip()
+    voicemail = session.exec(
+        select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.kind == "voicemail")).first()
+    short = voicemail is not None and voicemail.duration is not None and voicemail.duration < MIN_VOICEMAIL_SECONDS
+    if status != "completed" or not text or short:
+        log(logger, logging.INFO, "voicemail transcript not sent", call_sid=call_sid, status=status,
+            empty=not text, hang_up=short, broker_id=broker.id)
+        return Outcome(twiml=twiml.empty_voice())
+    from service.forwarding import excerpt  # noqa: PLC0415
+
+    caller, lead = _caller_and_lead(session, broker, form)
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_voicemail_transcript",
+                         values={"caller": caller, "excerpt": excerpt(text, TRANSCRIPT_CHARS)},
+                         dedupe_key=f"transcript:{recording or call_sid}")
+    log(logger, logging.INFO, "voicemail transcript", call_sid=call_sid, chars=len(text), broker_id=broker.id)
+    return Outcome(twiml=twiml.empty_voice(), send_ids=_pending(alerts))
+
+
+def _pending(msgs: list[OutboundMessage]) -> list[int]:
+    return [m.id for m in msgs if m.id is not None and m.status == "pending"]
+
+
+def _transcription_broker(session: Session, ctx: AppContext, form: Mapping[str, str], call_sid: str) -> Broker:
+    """The broker a transcription belongs to: by To, or (should Twilio leave To out) by the call it transcribes."""
+    if (form.get("To") or "").strip():
+        return broker_for(ctx, form)
+    event = session.exec(
+        select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.broker_id.is_not(None))).first()
+    broker = next((b for b in ctx.brokers_by_number.values() if event is not None and b.id == event.broker_id), None)
+    if broker is None:
+        raise BadRequestError("missing required field(s): To", status_code=422)
+    return broker
+
+
+def _caller_and_lead(session: Session, broker: Broker, form: Mapping[str, str]) -> tuple[str, Lead | None]:
+    """How an alert names the caller, and their lead when there is one (never created here)."""
+    try:
+        caller = to_e164(form.get("From", ""))
+    except InvalidPhone:
+        return "a withheld number", None
+    lead = session.exec(select(Lead).where(Lead.broker_id == broker.id, Lead.phone == caller)).first()
+    return caller, lead
+
+
+def _recording_link(raw: str | None) -> str | None:
+    """Twilio's RecordingUrl as a link the broker can open (MP3), or None when it is not an https URL."""
+    url = (raw or "").strip()
+    if not url.startswith("https://") or any(c.isspace() for c in url) or len(url) > 300:  # noqa: PLR2004
+        return None
+    tail = url.rsplit("/", 1)[-1]
+    return url if "." in tail else url + ".mp3"
+
+
+def _sid_or_none(value: str | None, prefixes: tuple[str, ...]) -> str | None:
+    text = (value or "").strip()
+    return text if text.startswith(prefixes) and text.isalnum() and len(text) <= 64 else None  # noqa: PLR2004
 
 
 def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
@@ -359,15 +474,65 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
         msg.error_code = code
     session.add(msg)
     ids: list[int] = []
-    if code is not None and status in {"failed", "undelivered"}:
+    if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
         from service.outbox import apply_error_to_lead  # noqa: PLC0415
 
         ids = apply_error_to_lead(ctx, session, msg, code)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
 
 
+def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
+    """The TwiML a webhook answers with when the database cannot be reached (its form is spooled and replayed
+    later): what the handler would say, from what the process holds in memory. The form is checked as the
+    handler checks it, so a bad request still gets its 4xx. KeyError for a path with no such answer."""
+    voice = path.startswith("/twilio/voice")
+    if path in {"/twilio/voice/screen", "/twilio/voice/screen/accept"}:
+        (_call_sid,) = _require(form, "CallSid")
+        if path == "/twilio/voice/screen":
+            return twiml.screen_whisper(caller=form.get("From", ""),
+                                        accept_url=_url(ctx, "/twilio/voice/screen/accept"))
+        return twiml.empty_voice() if (form.get("Digits") or "").strip() else twiml.hangup()
+    if path == "/twilio/sms/status":
+        message_sid, status = _require(form, "MessageSid", "MessageStatus")
+        _sid(message_sid, ("SM", "MM"), "MessageSid")
+        if status.lower() not in MESSAGE_STATUSES:
+            raise BadRequestError("unknown MessageStatus", status_code=422)
+        return twiml.empty_messaging()
+    if path == "/twilio/voice/transcription":
+        _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+        return twiml.empty_voice()
+    broker = broker_for(ctx, form)
+    if path == "/twilio/sms":
+        message_sid, _from = _require(form, "MessageSid", "From")
+        _sid(message_sid, ("SM", "MM"), "MessageSid")
+        return twiml.empty_messaging()
+    if not voice:
+        raise KeyError(path)
+    _sid(_require(form, "CallSid")[0], ("CA",), "CallSid")
+    if path == "/twilio/voice":
+        return _missed_twiml(ctx, broker) if _is_forwarded(broker, form) else _dial_twiml(ctx, broker, form)
+    if path == "/twilio/voice/dial-status":
+        (status,) = _require(form, "DialCallStatus")
+        status = status.lower()
+        if status not in KNOWN_DIAL_STATUSES:
+            raise BadRequestError("unknown DialCallStatus", status_code=422)
+        bridged = (form.get("DialBridged") or "").strip().lower()
+        # Without the database the screen acceptance cannot be read: with screening, an unbridged-or-unknown
+        # leg is offered the voicemail (a caller who did talk to the broker has usually hung up by now).
+        missed = status in MISSED_DIAL_STATUSES or bridged == "false" or (bridged != "true" and broker.call_screening)
+        return _missed_twiml(ctx, broker) if missed else twiml.hangup()
+    if path == "/twilio/voice/status":
+        (status,) = _require(form, "CallStatus")
+        if status.lower() not in CALL_STATUSES:
+            raise BadRequestError("unknown CallStatus", status_code=422)
+        return twiml.empty_voice()
+    if path == "/twilio/voice/voicemail":
+        return twiml.hangup()
+    raise KeyError(path)
+
+
 def alert_reply(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, text: str, template_id: str = "alert_reply") -> list[int]:
-    from service.conversation import excerpt  # noqa: PLC0415
+    from service.forwarding import excerpt  # noqa: PLC0415
 
     msgs = queue_alert(session, ctx, broker=broker, lead=lead, template_id=template_id,
                        values={"caller": lead.phone, "excerpt": excerpt(text)})

@@ -52,6 +52,7 @@ class Broker(SQLModel, table=True):
     call_screening: bool = True
     do_not_text: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
+    transcribe_voicemail: bool | None = False
 
 
 class Lead(SQLModel, table=True):
@@ -82,6 +83,10 @@ class Lead(SQLModel, table=True):
     # how many texts the pending follow-up alert stands for.
     forward_next_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     forward_pending: int | None = None
+    # The last alert about this lead that did not reach the broker's team, and what was done about it (resent
+    # from another number, retried, escalated). For the console that will list leads; AlertFailure has each one.
+    alert_failed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    alert_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -175,6 +180,27 @@ class OutboundMessage(SQLModel, table=True):
     error_code: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    retry_of: int | None = Field(default=None, index=True)  # an alert sent again: the id of the first one
+
+
+class AlertFailure(SQLModel, table=True):
+    """An alert to the broker's team (or an escalation) that did not get through, and what was done about it.
+
+    Holds no borrower text and no borrower number (the lead id links to them), so it outlives a `privacy forget`
+    as an operational record; no foreign keys for the same reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(index=True)
+    root_id: int
+    broker_id: int | None = None
+    lead_id: int | None = Field(default=None, index=True)
+    template_id: str
+    to_phone: str
+    from_phone: str
+    error_code: int | None = None
+    error: str
+    action: str  # resent from +1... | retry | escalated | not escalated: ...
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class Decision(SQLModel, table=True):

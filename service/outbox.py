@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from service import gates, optout_lock
@@ -27,10 +27,19 @@ from service.db import insert_once
 from service.errors import NumberBusy
 from service.gates import Gate
 from service.logs import log
-from service.models import Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
+from service.models import AlertFailure, Broker, Lead, OptOut, OptOutEvent, OutboundMessage, utcnow
 from service.phones import mask
 from service.redact import redact
-from service.twilio.client import NOT_TEXTABLE_ERRORS, PERMANENT_ERRORS, UNSUBSCRIBED_ERROR, SendError, SendResult
+from service.twilio.client import (
+    NOT_TEXTABLE_ERRORS,
+    PERMANENT_ERRORS,
+    RECIPIENT_ERRORS,
+    ROUTE_ERRORS,
+    SENDER_ERRORS,
+    UNSUBSCRIBED_ERROR,
+    SendError,
+    SendResult,
+)
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -41,6 +50,13 @@ logger = logging.getLogger("textback.outbox")
 AUTOMATED = {"opener", "question", "ack", "ready", "closing"}
 # Purposes allowed to an opted-out number (the one confirmation of the opt-out itself).
 ALLOWED_AFTER_OPTOUT = {"optout_confirm"}
+# Texts that already tell someone an alert failed: when one of them fails too, nothing is escalated further.
+ESCALATION_TEMPLATES = {"alert_escalation", "alert_sender_down", "alert_operator"}
+# An alert Twilio accepted but could not deliver is sent again (after a backoff) until this many texts of it
+# went out in all; one that fails at the API was already retried send_max_attempts times on its own row.
+ALERT_DELIVERY_ATTEMPTS = 3
+# However it fails (switching senders included), no alert is sent more often than this.
+ALERT_MAX_TEXTS = 5
 
 
 def is_opted_out(session: Session, broker_id: int, phone: str) -> bool:
@@ -122,14 +138,18 @@ def queue_text(  # noqa: PLR0913
     values: Mapping[str, str] | None = None,
     dedupe_key: str | None = None,
     now: datetime | None = None,
+    from_phone: str | None = None,
 ) -> OutboundMessage | None:
     """Render, check and persist one text. Returns the row (its status says what will happen), or None
-    when the dedupe key shows it was queued already."""
+    when the dedupe key shows it was queued already. Texts leave from the broker's number unless `from_phone`
+    says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
     rendered = ctx.templates.render(template_id, {**broker_values(broker), **(values or {})})
+    if rendered.audience == "borrower":
+        from_phone = None
     msg = OutboundMessage(
         dedupe_key=dedupe_key, broker_id=broker.id, lead_id=lead.id if lead else None,
         audience=rendered.audience, purpose=purpose, template_id=template_id, to_phone=to,
-        from_phone=broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
+        from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )
     if rendered.audience == "borrower":
         now = now or utcnow()
@@ -174,16 +194,50 @@ def queue_text(  # noqa: PLR0913
 def queue_alert(
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, template_id: str,
     values: Mapping[str, str], dedupe_key: str | None = None, numbers: list[str] | None = None,
+    from_phone: str | None = None,
 ) -> list[OutboundMessage]:
-    """An alert to each of the broker's alert numbers, or to `numbers` (never a borrower-facing text)."""
+    """An alert to each of the broker's alert numbers, or to `numbers` (never a borrower-facing text), from the
+    broker's number, or from the alerts sender when the broker's number is known not to be able to send."""
+    sender = from_phone or alert_sender_for(session, ctx, broker)
     out = []
     for index, number in enumerate(broker.alert_to if numbers is None else numbers):
         key = f"{dedupe_key}:{index}" if dedupe_key else None
         msg = queue_text(session, ctx, broker=broker, to=number, template_id=template_id, purpose="alert",
-                         lead=lead, values=values, dedupe_key=key)
+                         lead=lead, values=values, dedupe_key=key, from_phone=sender)
         if msg is not None:
             out.append(msg)
     return out
+
+
+def alerts_sender(ctx: AppContext, *, avoid: set[str]) -> str | None:
+    """A number of this Twilio account to send alerts from, other than those in `avoid`: TEXTBACK_ALERTS_FROM,
+    else another configured broker's Twilio number. None when there is no such number."""
+    candidates = [ctx.settings.alerts_from] if ctx.settings.alerts_from else []
+    candidates += sorted(ctx.brokers_by_number)
+    return next((number for number in candidates if number and number not in avoid), None)
+
+
+def sender_error(session: Session, number: str) -> int | None:
+    """The sender-side error code (SENDER_ERRORS) when the latest word on `number` is that it cannot send, i.e.
+    no text from it was delivered since; None when it can send, as far as anyone knows."""
+    code = session.exec(
+        select(OutboundMessage.error_code)
+        .where(OutboundMessage.from_phone == number,
+               or_(OutboundMessage.error_code.in_(SENDER_ERRORS), OutboundMessage.delivery_status == "delivered"))
+        .order_by(OutboundMessage.id.desc())
+        .limit(1)
+    ).first()
+    return code if code in SENDER_ERRORS else None
+
+
+def alert_sender_for(session: Session, ctx: AppContext, broker: Broker) -> str:
+    """The broker's own number, unless it cannot send: then the alerts sender (when one can)."""
+    if sender_error(session, broker.twilio_number) is None:
+        return broker.twilio_number
+    other = alerts_sender(ctx, avoid={broker.twilio_number})
+    if other is not None and sender_error(session, other) is None:
+        return other
+    return broker.twilio_number
 
 
 def _alert_operator(session: Session, ctx: AppContext, *, broker: Broker, reason: str) -> None:
@@ -364,43 +418,146 @@ def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc
     msg.last_error = str(exc)
     msg.error_code = exc.code
     msg.unknown_outcome = msg.unknown_outcome or exc.unknown_outcome
-    if msg.audience == "broker" and (exc.permanent or msg.attempts >= ctx.settings.send_max_attempts):
+    gives_up = exc.permanent or msg.attempts >= ctx.settings.send_max_attempts or (
+        msg.audience == "broker" and exc.code in SENDER_ERRORS.keys() | ROUTE_ERRORS)
+    log(logger, logging.WARNING, "text send failed", id=msg.id, template=msg.template_id, error=str(exc),
+        code=exc.code, attempts=msg.attempts, audience=msg.audience,
+        outcome="failed" if gives_up else "retry scheduled",
+        reason=PERMANENT_ERRORS.get(exc.code or 0, "client_error") if exc.permanent else None)
+    if gives_up:
         msg.status = "failed"
-        return _alert_undeliverable(ctx, session, msg, str(exc))
-    if exc.permanent:
-        msg.status = "failed"
-        log(logger, logging.WARNING, "text failed permanently", id=msg.id, code=exc.code,
-            reason=PERMANENT_ERRORS.get(exc.code or 0, "client_error"))
-        return apply_error_to_lead(ctx, session, msg, exc.code)
-    if msg.attempts >= ctx.settings.send_max_attempts:
-        msg.status = "failed"
-        log(logger, logging.WARNING, "text gave up after retries", id=msg.id, attempts=msg.attempts)
+        if msg.audience == "broker":
+            return _alert_failed(ctx, session, msg, code=exc.code, error=str(exc))
+        if exc.permanent:
+            return apply_error_to_lead(ctx, session, msg, exc.code)
         if msg.audience == "borrower":
             return _alert_send_failed(ctx, session, msg, "Twilio kept failing")
         return []
     msg.status = "pending"
     msg.next_attempt_at = utcnow() + _backoff(ctx, msg.attempts)
-    log(logger, logging.INFO, "text retry scheduled", id=msg.id, attempts=msg.attempts, error=str(exc))
     return []
 
 
-def _alert_undeliverable(ctx: AppContext, session: Session, msg: OutboundMessage, error: str) -> list[int]:
-    """An alert to the broker could not be delivered: log it loudly and tell the operator, if one is set."""
-    log(logger, logging.ERROR, "broker alert undeliverable", id=msg.id, template=msg.template_id, error=error)
-    numbers = [n for n in ctx.settings.operator_alert_to if n != msg.to_phone]
+def _describe(code: int | None, error: str | None = None) -> str:
+    """A short, borrower-free account of a Twilio error for an alert, a log line or the lead."""
+    if code is None:
+        return error or "unknown error"
+    reason = PERMANENT_ERRORS.get(code)
+    return f"error {code}{' ' + reason.replace('_', ' ') if reason else ''}"
+
+
+def _alert_failed(
+    ctx: AppContext, session: Session, msg: OutboundMessage, *, code: int | None, error: str,
+) -> list[int]:
+    """A text to the broker's team (or to the operator) did not reach them.
+
+    Logged at warning and recorded on the lead and as an AlertFailure row (the audit export shows them). Then:
+    when the sender cannot send (or cannot reach this recipient), the same alert goes again at once from
+    another number of the account; when the failure may pass, it goes again after a backoff; otherwise (or
+    after ALERT_DELIVERY_ATTEMPTS) it is escalated to the operator from a number that is not the failing one.
+    Returns the ids of texts to send now."""
+    already = session.exec(select(AlertFailure.id).where(AlertFailure.message_id == msg.id)).first()
+    if already is not None:
+        return []  # the same failure reported twice (an API error and a callback, or two callbacks)
     broker = session.get(Broker, msg.broker_id)
-    if not numbers or broker is None or msg.template_id == "alert_operator":
-        return []
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
-    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_operator",
-                         values={"reason": f"an alert to {broker.name}'s team failed ({error})"},
-                         dedupe_key=f"undeliverable:{msg.id}", numbers=numbers)
-    return [a.id for a in alerts if a.id is not None]
+    root_id = msg.retry_of or msg.id
+    chain = list(session.exec(select(OutboundMessage).where(
+        or_(OutboundMessage.id == root_id, OutboundMessage.retry_of == root_id))))
+    tried = {m.from_phone for m in chain}
+    accepted = msg.twilio_sid is not None  # Twilio took it, then could not deliver it
+    ids: list[int] = []
+    other = alerts_sender(ctx, avoid=tried) if code in SENDER_ERRORS.keys() | ROUTE_ERRORS else None
+    if len(chain) >= ALERT_MAX_TEXTS:
+        other = None
+    if other is not None:
+        action = f"resent from {other}"
+        ids += _resend(session, msg, root_id=root_id, n=len(chain), from_phone=other, at=utcnow())
+    elif accepted and code not in SENDER_ERRORS.keys() | ROUTE_ERRORS | RECIPIENT_ERRORS and len(
+        chain) < min(ALERT_DELIVERY_ATTEMPTS, ALERT_MAX_TEXTS):
+        action = "retry"
+        ids += _resend(session, msg, root_id=root_id, n=len(chain), from_phone=msg.from_phone,
+                       at=utcnow() + _backoff(ctx, len(chain)))
+    elif msg.template_id in ESCALATION_TEMPLATES or broker is None:
+        action = "not escalated: this was the escalation"
+    else:
+        escalated = _escalate(ctx, session, msg, broker=broker, lead=lead, error=_describe(code, error),
+                              root_id=root_id)
+        action = "escalated" if escalated else "not escalated: nobody else to tell"
+        ids += escalated
+    if code in SENDER_ERRORS and broker is not None:
+        ids += _sender_down(ctx, session, broker=broker, number=msg.from_phone, code=code)
+    session.add(AlertFailure(
+        message_id=msg.id, root_id=root_id, broker_id=msg.broker_id, lead_id=msg.lead_id,
+        template_id=msg.template_id, to_phone=msg.to_phone, from_phone=msg.from_phone, error_code=code,
+        error=error[:300], action=action,
+    ))
+    if lead is not None:
+        lead.alert_failed_at = utcnow()
+        lead.alert_error = (f"{msg.template_id} to {msg.to_phone} from {msg.from_phone}: "
+                            f"{_describe(code, error)} ({action})")[:300]
+        session.add(lead)
+    level = logging.ERROR if action.startswith("not escalated") else logging.WARNING
+    log(logger, level, "broker alert failed", id=msg.id, template=msg.template_id, error=error, code=code,
+        action=action, to=mask(msg.to_phone), sender=mask(msg.from_phone), broker_id=msg.broker_id)
+    return ids
+
+
+def _resend(
+    session: Session, msg: OutboundMessage, *, root_id: int, n: int, from_phone: str, at: datetime,
+) -> list[int]:
+    """The same alert (the text as rendered) once more, linked to the first one."""
+    copy = OutboundMessage(
+        dedupe_key=f"alert-again:{root_id}:{n}", broker_id=msg.broker_id, lead_id=msg.lead_id, audience=msg.audience,
+        purpose=msg.purpose, template_id=msg.template_id, policy_version=msg.policy_version, to_phone=msg.to_phone,
+        from_phone=from_phone, body=msg.body, next_attempt_at=at, retry_of=root_id,
+    )
+    if not insert_once(session, copy):
+        return []
+    log(logger, logging.INFO, "alert queued again", id=copy.id, retry_of=root_id, template=msg.template_id,
+        sender=mask(from_phone), due=at.isoformat())
+    return [copy.id] if copy.id is not None and at <= utcnow() else []
+
+
+def _escalate(ctx: AppContext, session: Session, msg: OutboundMessage, *, broker: Broker, lead: Lead | None,
+              error: str, root_id: int) -> list[int]:
+    """Tell the operator (TEXTBACK_OPERATOR_ALERT_TO; without one, the broker's cell and other alert numbers)
+    that an alert failed, from a number other than the one that failed."""
+    targets = ctx.settings.operator_alert_to or [broker.forward_to, *broker.alert_to]
+    numbers = [n for n in dict.fromkeys(targets) if n != msg.to_phone]
+    sender = alerts_sender(ctx, avoid={msg.from_phone}) or (
+        msg.from_phone if msg.error_code not in SENDER_ERRORS else None)
+    if not numbers or sender is None:
+        return []
+    alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_escalation",
+                         values={"about": f"the caller {lead.phone}, who needs a call back" if lead
+                                 else f"a service notice ({msg.template_id})", "error": error},
+                         dedupe_key=f"escalate:{root_id}", numbers=numbers, from_phone=sender)
+    return [a.id for a in alerts if a.id is not None and a.status == "pending"]
+
+
+def _sender_down(ctx: AppContext, session: Session, *, broker: Broker, number: str, code: int) -> list[int]:
+    """Once a day per number: tell the operator (or the broker's team) that a number of theirs cannot send."""
+    sender = alerts_sender(ctx, avoid={number})
+    if sender is None:
+        log(logger, logging.ERROR, "a number cannot send and no other number can say so; set TEXTBACK_ALERTS_FROM",
+            sender=mask(number), code=code, broker_id=broker.id)
+        return []
+    alerts = queue_alert(session, ctx, broker=broker, lead=None, template_id="alert_sender_down",
+                         values={"number": number, "error": _describe(code)},
+                         dedupe_key=f"sender-down:{number}:{utcnow().date().isoformat()}",
+                         numbers=ctx.settings.operator_alert_to or broker.alert_to, from_phone=sender)
+    if alerts:
+        log(logger, logging.WARNING, "a number cannot send; alerts now leave from another", sender=mask(number),
+            code=code, alerts_from=mask(sender), broker_id=broker.id)
+    return [a.id for a in alerts if a.id is not None and a.status == "pending"]
 
 
 def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage, code: int | None) -> list[int]:
-    """What a permanent error means for the number (unsubscribed, or unable to receive texts); returns the
-    ids of any alerts queued for the broker."""
+    """What a permanent error means for the number (unsubscribed, or unable to receive texts), or for an alert
+    that failed; returns the ids of any alerts queued for the broker."""
+    if msg.audience == "broker":
+        return _alert_failed(ctx, session, msg, code=code, error=_describe(code, msg.last_error))
     if msg.audience != "borrower" or code is None:
         return []
     if code == UNSUBSCRIBED_ERROR:
@@ -415,18 +572,28 @@ def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage,
         lead.not_textable_reason = reason
     lead.updated_at = utcnow()
     session.add(lead)
+    ids: list[int] = []
     if msg.purpose == "opener":
-        return _alert_send_failed(ctx, session, msg, reason.replace("_", " "))
-    return []
+        ids += _alert_send_failed(ctx, session, msg, reason.replace("_", " "), code=code)
+    if code in SENDER_ERRORS:
+        broker = session.get(Broker, msg.broker_id)
+        if broker is not None:
+            ids += _sender_down(ctx, session, broker=broker, number=msg.from_phone, code=code)
+    return ids
 
 
-def _alert_send_failed(ctx: AppContext, session: Session, msg: OutboundMessage, error: str) -> list[int]:
+def _alert_send_failed(ctx: AppContext, session: Session, msg: OutboundMessage, error: str,
+                       code: int | None = None) -> list[int]:
+    """The broker still has a caller to call back. When the broker's number is what cannot send, the alert
+    leaves from the alerts sender (it would fail from the same number)."""
     broker = session.get(Broker, msg.broker_id)
     if broker is None:
         return []
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
+    sender = alerts_sender(ctx, avoid={msg.from_phone}) if code in SENDER_ERRORS else None
     alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_send_failed",
-                         values={"caller": msg.to_phone, "error": error}, dedupe_key=f"sendfail:{msg.id}")
+                         values={"caller": msg.to_phone, "error": error}, dedupe_key=f"sendfail:{msg.id}",
+                         from_phone=sender)
     return [a.id for a in alerts if a.id is not None and a.status == "pending"]
 
 

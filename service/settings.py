@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     forward_window_seconds: float = Field(default=300.0, ge=0)
     max_automated_texts_per_lead: int | None = None  # None: the per_lead_total in policies/sending/caps.yaml
     operator_alert_to: list[str] = Field(default_factory=list)  # circuit-breaker alerts (default: the broker's alert_to)
+    # The Twilio number (of this account) that alerts leave from when a broker's own number cannot send, and that
+    # escalations leave from. Default: another configured broker's Twilio number.
+    alerts_from: str | None = None
+    # Webhooks that could not be stored while the database was unreachable are spooled here (fsync'd JSON lines,
+    # one file per process) and replayed by the worker once the database answers.
+    spool_dir: Path = Path("var/spool")
+    # A missed call replayed from the spool later than this gets an alert to the broker instead of an opener.
+    replay_opener_max_age_seconds: float = Field(default=600.0, ge=0)
     do_not_text_file: Path | None = None  # one E.164 number per line, '#' comments; never texted automatically
     opener_is_reply_override: bool | None = None  # None: as policies/sending/quiet_hours.yaml says
     send_timeout_seconds: float = 10.0
@@ -77,6 +85,17 @@ class Settings(BaseSettings):
             msg = "must start with http:// or https://"
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @field_validator("alerts_from", "operator_alert_to")
+    @classmethod
+    def _phones(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from service.phones import is_strict_e164  # noqa: PLC0415
+
+        for number in [value] if isinstance(value, str) else value or []:
+            if not is_strict_e164(number):
+                msg = f"{number!r} is not an E.164 phone number (like +14155550123)"
+                raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _stale_claim_outlasts_a_send(self) -> Settings:

@@ -35,6 +35,12 @@ SAMPLE_VALUES: dict[str, str] = {
     "error": "not a mobile number",
     "reason": "120 openers in 10 minutes",
     "more": "19 more texts",
+    "duration": "47",
+    "recording_url": "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/"
+    "RE0123456789abcdef0123456789abcdef.mp3",
+    "when": "3:05 PM",
+    "about": "the caller +15035550199, who needs a call back",
+    "number": "+15035550142",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}

@@ -146,7 +146,14 @@ class Worker:
             self.ctx.wake.set()
 
     def run_once(self) -> dict[str, int]:
-        """One sweep: process received replies, send every due text, and (hourly) apply the retention."""
+        """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
+        before anything is sent), process received replies, send every due text, and (hourly) apply the
+        retention."""
+        from service.replay import replay_spool  # noqa: PLC0415 - the replay module imports the app's flow
+
+        replayed = replay_spool(self.ctx)
+        if replayed.send_ids or replayed.inbound_ids:
+            self.after_webhook(replayed.send_ids, replayed.inbound_ids)
         for inbound_id in due_inbound_ids(self.ctx):
             process_inbound(self.ctx, inbound_id)
         counts = outbox.send_due(self.ctx)

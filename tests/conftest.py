@@ -188,6 +188,7 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
 
     values: dict[str, object] = {
         "database_url": database_url, "brokers_file": brokers_file, "policies_dir": POLICIES,
+        "spool_dir": tmp_path / "spool",
         "public_url": PUBLIC_URL, "twilio_account_sid": TWILIO_SID, "twilio_auth_token": TWILIO_TOKEN,
         "openai_api_key": None, "run_worker": False, "send_retry_base_seconds": 0.0,
         "guard_cache_dir": tmp_path / "guard-cache",

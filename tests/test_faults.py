@@ -81,8 +81,11 @@ def test_hand_off_after_send_keeps_failing(client, post, twilio_api, ctx) -> Non
     assert "could not text" in texts[-1]["Body"]
 
 
-def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post, twilio_api, ctx) -> None:
-    """Twilio retries a 5xx: nothing half-written, and the retry gives exactly one text."""
+def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post, twilio_api, ctx, tmp_path) -> None:
+    """Twilio retries a 5xx: nothing half-written, and the retry gives exactly one text. (A 503 only when the
+    spool cannot be written either; tests/test_db_outage.py covers the spooled path.)"""
+    (tmp_path / "full-disk").write_text("")
+    ctx.spool.directory = tmp_path / "full-disk" / "spool"
     good = ctx.engine
     ctx.engine = make_engine("postgresql://postgres@127.0.0.1:1/unreachable")
     try:

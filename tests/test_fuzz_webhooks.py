@@ -62,6 +62,10 @@ def _base(path: str) -> dict[str, str]:
                                         "Digits": "1", "To": BROKER_CELL},
         "/twilio/voice/voicemail": {**call, "RecordingUrl": "https://api.twilio.com/2010-04-01/Recordings/RE1",
                                     "RecordingDuration": "21", "RecordingSid": "RE" + "1" * 32},
+        "/twilio/voice/transcription": {**call, "RecordingSid": "RE" + "1" * 32, "TranscriptionSid": "TR" + "1" * 32,
+                                        "TranscriptionStatus": "completed", "TranscriptionText": "please call me"},
+        "/twilio/voice/fallback": {**call, "ErrorCode": "11200", "ErrorUrl": "https://textback.example.com/twilio/voice"},
+        "/twilio/sms/fallback": {**sms_params("refi, in the next month or so", MESSAGE_SID), "ErrorCode": "11205"},
         "/twilio/sms": sms_params("refi, in the next month or so", MESSAGE_SID),
         "/twilio/sms/status": {"AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01", "MessageSid": MESSAGE_SID,
                                "SmsSid": MESSAGE_SID, "MessageStatus": "undelivered", "ErrorCode": "30006",
@@ -70,7 +74,8 @@ def _base(path: str) -> dict[str, str]:
 
 
 WEBHOOKS = ["/twilio/voice", "/twilio/voice/dial-status", "/twilio/voice/status", "/twilio/voice/screen",
-            "/twilio/voice/screen/accept", "/twilio/voice/voicemail", "/twilio/sms", "/twilio/sms/status"]
+            "/twilio/voice/screen/accept", "/twilio/voice/voicemail", "/twilio/voice/transcription", "/twilio/sms",
+            "/twilio/sms/status", "/twilio/voice/fallback", "/twilio/sms/fallback"]
 
 # ------------------------------------------------------------------------------------------ strategies
 
@@ -101,6 +106,9 @@ interesting = {
     "ErrorCode": st.one_of(numbers, st.sampled_from(["21610", "21211", "30006", "21614", "30007"])),
     "Digits": st.sampled_from(["", "1", "#", "*", "0123456789"]),
     "OptOutType": st.sampled_from(["STOP", "START", "HELP", "stop", "", "OTHER"]),
+    "TranscriptionStatus": st.sampled_from(["completed", "failed", "in-progress", "COMPLETED", ""]),
+    "RecordingUrl": st.sampled_from(["https://api.twilio.com/x/RE1", "http://evil.example/a", "javascript:x", "",
+                                     "https://a b"]),
     "Body": st.one_of(any_text, st.sampled_from(["STOP", "stop please", "HELP", "START", "yes", "purchase",
                                                   "can I lock my rate", "\x00", "x" * (MAX_SMS_BODY + 1)])),
 }
@@ -189,7 +197,12 @@ def may_text(path: str, form: dict[str, str]) -> bool:
     if path == "/twilio/sms":
         return (to_broker and _is_sid(form.get("MessageSid"), ("SM", "MM")) and _phone(form.get("From")) is not None
                 and len(form.get("Body") or "") <= MAX_SMS_BODY)
-    return False  # status, screening and voicemail callbacks never text anybody
+    if path == "/twilio/voice/voicemail":  # the broker's voicemail alert
+        return to_broker and _is_sid(form.get("CallSid"), ("CA",))
+    if path == "/twilio/voice/transcription":  # the transcript alert (To may be left out: the call names the broker)
+        return (_is_sid(form.get("CallSid"), ("CA",)) and (to_broker or not (form.get("To") or "").strip())
+                and form.get("TranscriptionStatus", "").strip().lower() == "completed")
+    return False  # status and screening callbacks never text anybody; fallbacks only spool
 
 
 def check_response(path: str, form: dict[str, str], response: httpx.Response, sends: int, rows: int) -> None:
@@ -279,7 +292,9 @@ FORM_FIELDS = {path: sorted(_base(path)) for path in WEBHOOKS}
 REQUIRED = {"/twilio/voice": ["CallSid", "To"], "/twilio/voice/dial-status": ["CallSid", "DialCallStatus", "To"],
             "/twilio/voice/status": ["CallSid", "CallStatus", "To"], "/twilio/voice/screen": ["CallSid"],
             "/twilio/voice/screen/accept": ["CallSid"], "/twilio/voice/voicemail": ["CallSid", "To"],
-            "/twilio/sms": ["From", "MessageSid", "To"], "/twilio/sms/status": ["MessageSid", "MessageStatus"]}
+            "/twilio/sms": ["From", "MessageSid", "To"], "/twilio/sms/status": ["MessageSid", "MessageStatus"],
+            "/twilio/voice/transcription": ["CallSid"], "/twilio/voice/fallback": ["CallSid", "To"],
+            "/twilio/sms/fallback": ["From", "MessageSid", "To"]}
 
 
 def declared_schema(client: TestClient) -> dict[str, Any]:

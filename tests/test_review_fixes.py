@@ -28,7 +28,8 @@ def broker_alerts(route) -> list[str]:  # noqa: ANN001
 
 
 def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twilio_api, ctx, monkeypatch) -> None:
-    """A failure after the call event is written rolls everything back, so Twilio's retry gives the text."""
+    """A failure after the call event is written rolls everything back, so Twilio's retry (or the replay of the
+    spooled webhook) gives the text, exactly once."""
     real = outbox.queue_text
     calls = {"n": 0}
 
@@ -40,8 +41,10 @@ def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twili
 
     monkeypatch.setattr("service.flow.queue_text", flaky)
     params = call_params(DialCallStatus="no-answer")
-    assert post(client, DIAL, params).status_code == 503
+    assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
+    assert borrower(twilio_api["messages"]) == []  # nothing half-written
     assert post(client, DIAL, params).status_code == 200
+    client.app.state.worker.run_once()  # replays the spooled copy: a no-op
     assert len(borrower(twilio_api["messages"])) == 1
 
 
@@ -143,7 +146,9 @@ def test_alert_operator_when_broker_alert_fails(client, post, twilio_api, ctx) -
     route.side_effect = answer
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     post(client, "/twilio/sms", sms_params("can I lock my rate?"))
-    client.app.state.worker.run_once()
+    for _ in range(2):  # 21610 is about this sender: the alert is tried from another number before escalating
+        client.app.state.worker.run_once()
+    assert len({t["From"] for t in sent_texts(route) if t["To"] == BROKER_ALERT}) == 2
     to_operator = [t["Body"] for t in sent_texts(route) if t["To"] == operator]
     assert len(to_operator) == 1
     assert "failed" in to_operator[0]

@@ -28,6 +28,25 @@ PERMANENT_ERRORS = {
     30007: "carrier_filtered",
     30034: "unregistered_10dlc",
 }
+# The sending number itself cannot send, whoever the recipient is (Twilio's error dictionary): 21212 invalid
+# From, 21606 From not a message-capable Twilio number for this destination or account, 21659 From not a
+# Twilio number, 21660 From not in this account, 21661 From not SMS-capable, 30032 toll-free number not
+# verified, 30034 10DLC number not registered for A2P. Another number of the account can still send.
+SENDER_ERRORS = {
+    21212: "invalid_sender",
+    21606: "sender_not_message_capable",
+    21659: "sender_not_twilio",
+    21660: "sender_not_in_account",
+    21661: "sender_not_sms_capable",
+    30032: "unverified_toll_free",
+    30034: "unregistered_10dlc",
+}
+PERMANENT_ERRORS.update(SENDER_ERRORS)
+# This sender cannot reach this recipient, though another sender may: 21610 the recipient texted STOP to this
+# number, 21612 Twilio cannot route between this To and this From.
+ROUTE_ERRORS = {21610, 21612}
+# The recipient can never get a text, whoever sends it: retrying or switching senders cannot help.
+RECIPIENT_ERRORS = {21211, 21408, 21614, 30005, 30006}
 NOT_TEXTABLE_ERRORS = {21614, 30006}
 UNSUBSCRIBED_ERROR = 21610
 

@@ -23,11 +23,14 @@ def dial_broker(*, forward_to: str, caller_id: str | None, ring_seconds: int, ac
     return str(response)
 
 
-def missed_call(*, broker_name: str, voicemail_action: str) -> str:
-    """The caller hears a short message and can leave a voicemail."""
+def missed_call(*, broker_name: str, voicemail_action: str, transcribe_callback: str | None = None) -> str:
+    """The caller hears a short message and can leave a voicemail (transcribed by Twilio when a callback is
+    given: Twilio transcribes recordings of up to 2 minutes, hence max_length)."""
     response = VoiceResponse()
     response.say(MISSED_MESSAGE.format(name=broker_name))
-    response.record(max_length=120, play_beep=True, action=voicemail_action, method="POST", timeout=5)
+    transcription = {"transcribe": True, "transcribe_callback": transcribe_callback} if transcribe_callback else {}
+    response.record(max_length=120, play_beep=True, action=voicemail_action, method="POST", timeout=5,
+                    **transcription)
     response.hangup()
     return str(response)
 
