@@ -36,6 +36,7 @@ HANDOFF_WORDS = {
     "preapproval": "asked about pre-approval",
     "human_request": "asked for a call",
     "complaint": "is unhappy",
+    "transaction_issue": "has a problem with the appraisal, underwriting, contract or title",
     "needs_review": "reply needs a person",
     "llm_unavailable": "reply needs a person",
     "blocked_text": "a text was held",
