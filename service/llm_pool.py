@@ -42,6 +42,9 @@ class LLMPool:
         """Take a free slot without waiting; False when every slot is busy (or the pool is shut down)."""
         with self._state:
             if self._closed or not self._slots.acquire(blocking=False):
+                if not self._turned_away and not self._closed:  # once per episode, not once per reply
+                    log(logger, logging.WARNING, "llm pool full; replies wait in the database for the sweep",
+                        size=self.size)
                 self._turned_away = True
                 return False
             self._busy += 1

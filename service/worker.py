@@ -76,7 +76,7 @@ def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = N
     # The rules are fast and read only the text: they say here, before any claim, whether the LLM is needed.
     to_pool = llm is not None and _needs_llm(ctx, inbound)
     if to_pool and not llm.reserve():
-        log(logger, logging.INFO, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
+        log(logger, logging.DEBUG, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
         return []
     token = _claim(ctx, inbound_id)
     if token is None:
