@@ -221,7 +221,8 @@ class Worker:
         self._last_purge: float | None = None
 
     def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
-        """Runs after the response went to Twilio (a background task): send and process right now."""
+        """Runs after the response went to Twilio (a background task): send and process right now (a reply
+        that needs the LLM is handed to the LLM pool, which sends its texts when it is done)."""
         try:
             ids = list(send_ids)
             for inbound_id in inbound_ids:
