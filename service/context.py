@@ -89,7 +89,8 @@ class AppContext:
 
     @property
     def extractor(self) -> Any:
-        """The LLM extractor, or None when no key is configured (rules only)."""
+        """The LLM extractor, or None when no key is configured (rules only). Building it loads the prompt from
+        `settings.prompts_dir` and checks it against the output schema (PromptError names the file)."""
         if not self.settings.llm_enabled:
             return None
         with self._lock:
@@ -101,6 +102,7 @@ class AppContext:
                     base_url=self.settings.openai_base_url,
                     model=self.settings.llm_model,
                     timeout_s=self.settings.llm_timeout_seconds,
+                    prompts_dir=self.settings.prompts_dir,
                 )
             return self._extractor
 
@@ -131,11 +133,14 @@ class AppContext:
         so the first missed call is answered within the second like every other."""
         from datetime import UTC, datetime  # noqa: PLC0415
 
+        _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         self.check_templates()
         self.rules.analyze("buying a home by March, after 5 works", datetime.now(UTC))
         _ = self.sending_policy
 
     def close(self) -> None:
+        if self._extractor is not None:
+            self._extractor.close()
         if self.gateway is not None:
             self.gateway.close()
         if self.spool is not None:

@@ -179,7 +179,7 @@ def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:
     return None
 
 
-def _lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
+def lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
     if inbound.lead_id is None:
         return None
     with Session(ctx.engine) as session:
@@ -195,7 +195,7 @@ def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None
     analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm or ctx.extractor is None:
         return analysis
-    state = lead.state if lead is not None else _lead_state(ctx, inbound)
+    state = lead.state if lead is not None else lead_state(ctx, inbound)
     if llm_skip_reason(state, analysis) is not None:
         return analysis
     return classify(inbound.body, inbound.received_at, rules=ctx.rules, extractor=ctx.extractor)

@@ -21,6 +21,10 @@ the Markdown is rendered, explicit when the file is read raw); it must start wit
 caller does not give, or a value the body never uses, is an error, never a blank or a silent extra.
 Unknown front-matter keys are errors too.
 
+A prompt written for a structured answer lists the fields it describes as top-level bullets under a line that
+reads `Fields:` (`- loan_type: ...`, continuation lines indented, the list ending at the first blank line);
+`Prompt.listed_fields` reads them so the caller can hold the prompt against its output schema at start-up.
+
 Every decision a prompt produces should record `name`, `version` and `content_hash` (sha256 of the whole
 file); `version_tag` joins the last two as semver build metadata, e.g. `1.0.0+3f2a9c01b7de`, so an edit that
 forgot to bump the version is still visible in the audit trail.
@@ -44,6 +48,8 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?P<meta>.*?)\n---[ \t]*\n(?P<body>.*)\Z", re.DOTALL)
 _ROLE_MARKER = re.compile(r"^<!--\s*role:\s*(?P<role>[a-z]+)\s*-->[ \t]*$", re.MULTILINE)
 _ROLES = frozenset({"system", "user", "assistant"})
+_FIELDS_HEADING = "Fields:"
+_FIELD_BULLET = re.compile(r"^- (?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
 class PromptError(ConfigError):
@@ -102,6 +108,25 @@ class Prompt:
     def variables(self) -> frozenset[str]:
         """Every `$variable` the body uses."""
         return frozenset(name for section in self.sections for name in section.template.get_identifiers())
+
+    @property
+    def listed_fields(self) -> tuple[str, ...]:
+        """The `- name:` bullets under each `Fields:` line, in order (empty when the prompt has no such list)."""
+        names: list[str] = []
+        for section in self.sections:
+            in_list = False
+            for line in section.template.template.splitlines():
+                if line.strip() == _FIELDS_HEADING:
+                    in_list = True
+                elif in_list and not line.strip():
+                    in_list = False
+                elif in_list and (bullet := _FIELD_BULLET.match(line)):
+                    names.append(bullet["name"])
+        return tuple(names)
+
+    def sections_using(self, variable: str) -> tuple[str, ...]:
+        """The roles of the sections whose text uses `$variable`."""
+        return tuple(s.role for s in self.sections if variable in s.template.get_identifiers())
 
     def render(self, **values: str) -> list[dict[str, str]]:
         """The chat messages with every variable filled; missing or unknown variables raise PromptError."""

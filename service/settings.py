@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
@@ -40,7 +41,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "TEXTBACK_OPENAI_BASE_URL")
     )
     llm_model: str = "gpt-4o-mini"
-    llm_timeout_seconds: float = 8.0
+    llm_timeout_seconds: float = 8.0  # one hard deadline per LLM call, retries and Retry-After waits included
+    llm_concurrency: int = 4  # replies read by the LLM at once, in a pool of their own (webhooks never wait)
 
     opener_cooldown_hours: float = 24.0
     # Texts forwarded to the broker: at most one per lead per window; the rest of a burst is one follow-up alert
@@ -65,7 +67,8 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 1.0
     # A text left in 'sending' (or a reply left in 'processing') longer than this is treated as abandoned by a
     # dead process: it goes back to the queue (a text as an unknown outcome, reconciled before any resend).
-    # Keep stale_claim_seconds well above send_timeout_seconds, or a slow live send would be claimed twice.
+    # Keep stale_claim_seconds well above send_timeout_seconds, or a slow live send would be claimed twice,
+    # and stale_processing_seconds well above llm_timeout_seconds (both are checked below).
     stale_claim_seconds: float = 90.0
     stale_processing_seconds: float = 120.0
     run_worker: bool = True
@@ -97,6 +100,32 @@ class Settings(BaseSettings):
                 raise ValueError(msg)
         return value
 
+    @field_validator("llm_timeout_seconds")
+    @classmethod
+    def _llm_deadline_positive(cls, value: float) -> float:
+        if not (value > 0 and math.isfinite(value)):
+            msg = f"must be a positive number of seconds (the hard deadline of one LLM call), got {value}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("llm_concurrency")
+    @classmethod
+    def _llm_pool_not_empty(cls, value: int) -> int:
+        if value < 1:
+            msg = f"must be at least 1 (replies the LLM reads at once), got {value}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _stale_processing_outlasts_an_llm_call(self) -> Settings:
+        floor = 2 * self.llm_timeout_seconds + 5
+        if self.stale_processing_seconds < floor:
+            msg = (f"stale_processing_seconds ({self.stale_processing_seconds}) must exceed twice "
+                   f"llm_timeout_seconds plus 5 ({floor}), or a reply still being read by the LLM could be "
+                   "claimed by a second worker")
+            raise ValueError(msg)
+        return self
+
     @model_validator(mode="after")
     def _stale_claim_outlasts_a_send(self) -> Settings:
         floor = 2 * self.send_timeout_seconds + 5
@@ -126,6 +155,19 @@ class Settings(BaseSettings):
     @property
     def llm_enabled(self) -> bool:
         return bool(self.openai_api_key)
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One line naming every invalid setting and why (for start-up and command-line errors)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"])
+        field = Settings.model_fields.get(name)
+        if field is not None and field.validation_alias is None:
+            name = f"{name} (TEXTBACK_{name.upper()})"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "invalid settings: " + "; ".join(problems)
 
 
 @lru_cache(maxsize=1)

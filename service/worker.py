@@ -4,6 +4,16 @@ Every piece of work is a row first (pending texts, received inbound messages). R
 its own work is done at once (after the response has gone to Twilio); a worker thread in every process
 sweeps the tables for anything due, left behind by a crash, or waiting for a retry. Claims are atomic
 compare-and-set updates, so any number of processes can share one database without doubling a text.
+
+A reply is processed where it is found (after its webhook, or by the sweep) when the rules settle it. A reply
+that needs the LLM goes to the process's LLM pool (`service.llm_pool`), and its texts are sent when the LLM
+call ends; when the pool is full it stays received for a later sweep. Neither webhooks nor sends nor the
+sweep ever wait for the LLM.
+
+A reply's claim carries a token, the attempt number it set. Processing writes its result only in a
+transaction that first moves the reply from `processing` to `processed` *with that token*; if the reply was
+taken back meanwhile (a claim older than `stale_processing_seconds` looks abandoned to the sweep), that
+update finds no row and everything the processing would have done is rolled back: a reply is acted on once.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from sqlmodel import Session, select
 
 from service import outbox
 from service.db import session_scope
+from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import InboundMessage, utcnow
 
@@ -47,44 +58,127 @@ async def run_after_commit(
     return await anyio.to_thread.run_sync(_run)
 
 
-def process_inbound(ctx: AppContext, inbound_id: int) -> list[int]:
-    """Claim one received message and run the conversation on it; returns ids of texts queued."""
-    from service.conversation import analyze_reply, handle_reply  # noqa: PLC0415 - avoids an import cycle
+class _ClaimLost(Exception):
+    """The reply was taken back by another worker: this processing must not act on it."""
 
-    now = utcnow()
+
+def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = None) -> list[int]:
+    """Claim one received message and run the conversation on it; returns ids of texts queued.
+
+    With `llm`, a reply that needs the LLM is handed to that pool (which sends its texts when done) and []
+    is returned at once; when the pool is full the reply is not claimed and waits for a later sweep. Without
+    `llm`, everything happens here, the LLM call included.
+    """
     with Session(ctx.engine, expire_on_commit=False) as session:
+        inbound = session.get(InboundMessage, inbound_id)
+    if inbound is None or inbound.status != "received":
+        return []
+    # The rules are fast and read only the text: they say here, before any claim, whether the LLM is needed.
+    to_pool = llm is not None and _needs_llm(ctx, inbound)
+    if to_pool and not llm.reserve():
+        log(logger, logging.DEBUG, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
+        return []
+    token = _claim(ctx, inbound_id)
+    if token is None:
+        if to_pool:
+            llm.release()
+        return []
+    if not to_pool:
+        return _process_claimed(ctx, inbound_id, token)
+    try:
+        llm.run(lambda: _process_and_send(ctx, inbound_id, token))
+    except RuntimeError:  # the pool shut down meanwhile: give the reply back for the next process's sweep
+        _release(ctx, inbound_id, token, "received")
+    return []
+
+
+def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
+    """Whether this reply will be read by the LLM (so it takes a pool slot): the rules cannot settle it and
+    the model's answer could change what happens next (conversation.llm_skip_reason)."""
+    if ctx.extractor is None:
+        return False
+    analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
+    if not analysis.needs_llm:
+        return False
+    from service.conversation import lead_state, llm_skip_reason  # noqa: PLC0415 - avoids an import cycle
+
+    return llm_skip_reason(lead_state(ctx, inbound), analysis) is None
+
+
+def _claim(ctx: AppContext, inbound_id: int) -> int | None:
+    """Move the reply from received to processing; the claim's token (the attempt number), or None."""
+    with session_scope(ctx.engine) as session:
         claimed = session.execute(
             update(InboundMessage)
             .where(InboundMessage.id == inbound_id, InboundMessage.status == "received")
-            .values(status="processing", attempts=InboundMessage.attempts + 1, processed_at=now)
+            .values(status="processing", attempts=InboundMessage.attempts + 1, processed_at=utcnow())
         )
-        session.commit()
         if claimed.rowcount != 1:
-            return []
-        inbound = session.get(InboundMessage, inbound_id)
-        session.commit()  # no transaction stays open across the LLM call below
+            return None
+        # Read inside the claiming transaction: the row is ours until it commits, so this is our attempt.
+        return session.execute(select(InboundMessage.attempts).where(InboundMessage.id == inbound_id)).scalar_one()
+
+
+def _release(ctx: AppContext, inbound_id: int, token: int, status: str) -> bool:
+    """Set the status of a reply we still hold (same token); False when the claim is no longer ours."""
+    with session_scope(ctx.engine) as session:
+        return session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
+                   InboundMessage.attempts == token)
+            .values(status=status)
+        ).rowcount == 1
+
+
+def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
+    """A job on the LLM pool: process the claimed reply (the LLM call included), then send its texts."""
+    ids = _process_claimed(ctx, inbound_id, token)
     try:
-        assert inbound is not None  # noqa: S101 - just claimed
-        analysis = analyze_reply(ctx, inbound)  # rules, then the LLM if needed: outside any transaction
-        with session_scope(ctx.engine) as session:
+        outbox.send_due(ctx, ids)
+    except Exception as exc:  # noqa: BLE001 - the texts are rows: the sweep sends them
+        log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
+        ctx.wake.set()
+
+
+def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
+    """Analyse the reply (rules, then the LLM if needed: outside any transaction) and act on it, in one
+    transaction that applies only while the claim is still ours."""
+    from service.conversation import analyze_reply, handle_reply  # noqa: PLC0415 - avoids an import cycle
+
+    try:
+        with Session(ctx.engine, expire_on_commit=False) as session:
             inbound = session.get(InboundMessage, inbound_id)
-            assert inbound is not None  # noqa: S101 - just claimed
-            ids = handle_reply(session, ctx, inbound, analysis=analysis)
-            inbound.status, inbound.processed_at = "processed", utcnow()
-            session.add(inbound)
+        assert inbound is not None  # noqa: S101 - just claimed
+        analysis = analyze_reply(ctx, inbound)
+        with session_scope(ctx.engine) as session:
+            held = session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
+                       InboundMessage.attempts == token)
+                .values(status="processed", processed_at=utcnow())
+            )
+            if held.rowcount != 1:
+                raise _ClaimLost
+            inbound = session.get(InboundMessage, inbound_id)
+            assert inbound is not None  # noqa: S101 - held
+            return handle_reply(session, ctx, inbound, analysis=analysis)
+    except _ClaimLost:
+        log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",
+            inbound_id=inbound_id, attempt=token)
+        return []
     except Exception as exc:  # noqa: BLE001 - the message goes back to the queue, never lost
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
+        gave_up = token >= MAX_INBOUND_ATTEMPTS
         with session_scope(ctx.engine) as session:
-            gave_up = _attempts(session, inbound_id) >= MAX_INBOUND_ATTEMPTS
-            session.execute(
+            released = session.execute(
                 update(InboundMessage)
-                .where(InboundMessage.id == inbound_id)
+                .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
+                       InboundMessage.attempts == token)
                 .values(status="failed" if gave_up else "received")
-            )
-            if gave_up:
+            ).rowcount == 1
+            if released and gave_up:  # in the same transaction: a reply is never marked failed unforwarded
                 return _forward_unprocessed(session, ctx, inbound_id)
         return []
-    return ids
 
 
 def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> list[int]:
@@ -99,11 +193,6 @@ def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> 
         return []
     log(logger, logging.ERROR, "inbound given up; forwarded to the broker", inbound_id=inbound_id)
     return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
-
-
-def _attempts(session: Session, inbound_id: int) -> int:
-    row = session.get(InboundMessage, inbound_id)
-    return row.attempts if row else MAX_INBOUND_ATTEMPTS
 
 
 def due_inbound_ids(ctx: AppContext) -> list[int]:
@@ -130,16 +219,21 @@ class Worker:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        # Replies that need the LLM, read in a pool of their own (none without an LLM: rules only).
+        self.llm: LLMPool | None = (
+            LLMPool(ctx.settings.llm_concurrency, on_free=ctx.wake.set) if ctx.settings.llm_enabled else None
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge: float | None = None
 
     def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
-        """Runs after the response went to Twilio (a background task): send and process right now."""
+        """Runs after the response went to Twilio (a background task): send and process right now (a reply
+        that needs the LLM is handed to the LLM pool, which sends its texts when it is done)."""
         try:
             ids = list(send_ids)
             for inbound_id in inbound_ids:
-                ids.extend(process_inbound(self.ctx, inbound_id))
+                ids.extend(process_inbound(self.ctx, inbound_id, llm=self.llm))
             outbox.send_due(self.ctx, ids)
         except Exception as exc:  # noqa: BLE001 - the sweep will pick the rows up again
             log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
@@ -147,15 +241,15 @@ class Worker:
 
     def run_once(self) -> dict[str, int]:
         """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
-        before anything is sent), process received replies, send every due text, and (hourly) apply the
-        retention."""
-        from service.replay import replay_spool  # noqa: PLC0415 - the replay module imports the app's flow
+        before anything is sent), process received replies (those that need the LLM go to its pool), send every
+        due text, and (hourly) apply the retention."""
+        from service.replay import replay_spool  # noqa: PLC0415 - the replay module imports the app flow
 
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)
         for inbound_id in due_inbound_ids(self.ctx):
-            process_inbound(self.ctx, inbound_id)
+            process_inbound(self.ctx, inbound_id, llm=self.llm)
         counts = outbox.send_due(self.ctx)
         self._apply_retention()
         return counts
@@ -192,3 +286,6 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.llm is not None:
+            # Running LLM jobs end by their deadline; give them that long to write their result.
+            self.llm.shutdown(timeout=self.ctx.settings.llm_timeout_seconds + 5)

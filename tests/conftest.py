@@ -237,7 +237,12 @@ def post():  # noqa: ANN201
     def _post(client, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN,  # noqa: ANN001
               signature: str | None = None, public_url: str = PUBLIC_URL) -> httpx.Response:
         sig = signature if signature is not None else sign(token=token, url=public_url + path, params=params)
-        return client.post(path, data=params, headers={"X-Twilio-Signature": sig})
+        response = client.post(path, data=params, headers={"X-Twilio-Signature": sig})
+        # Like the webhook's own background work, a reply handed to the LLM pool is finished before we return.
+        pool = getattr(getattr(client.app.state, "worker", None), "llm", None)
+        if pool is not None:
+            assert pool.wait_idle(60), "LLM jobs still running a minute after the webhook"  # noqa: S101
+        return response
 
     return _post
 

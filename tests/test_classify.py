@@ -85,7 +85,7 @@ def extraction(**fields: object) -> LLMExtraction:
 def extractor() -> Iterator[ReplyExtractor]:
     """The real extractor, answered by respx; no retry so failures are immediate."""
     client = ReplyExtractor(
-        api_key="sk-test", base_url=BASE_URL, model="gpt-4o-mini", max_retries=0, http_client=httpx.Client()
+        api_key="sk-test", base_url=BASE_URL, model="gpt-4o-mini", max_retries=0, http_client=httpx.AsyncClient()
     )
     yield client
     client.close()
@@ -154,8 +154,8 @@ def test_classify_reply_needs_llm_records_prompt_and_model(
                      id="length"),
         pytest.param(httpx.Response(200, json=completion("refinance")), "invalid_json", id="invalid-json"),
         pytest.param(httpx.Response(200, json=model_says(loan_type="jumbo")), "schema_violation", id="enum"),
-        pytest.param(httpx.Response(200, json=model_says(handoff_reasons=["rate_lock"])), "schema_violation",
-                     id="rules-only-reason"),
+        pytest.param(httpx.Response(200, json=model_says(handoff_reasons=["call_now"])), "schema_violation",
+                     id="reason-outside-schema"),
         pytest.param(httpx.Response(500, json={"error": {"message": "boom", "type": "server_error"}}), "api_error",
                      id="500"),
         pytest.param(httpx.Response(429, json={"error": {"message": "slow", "type": "requests"}}), "rate_limited",
@@ -282,8 +282,8 @@ R = ReplyAnalysis
                      id="llm-opt-out-becomes-stop"),
         pytest.param(R(keyword=Keyword.STOP), extraction(opt_out_request=False), {"keyword": Keyword.STOP},
                      id="llm-cannot-clear-stop"),
-        pytest.param(R(keyword=Keyword.HELP), extraction(opt_out_request=True), {"keyword": Keyword.HELP},
-                     id="rules-keyword-final"),
+        pytest.param(R(keyword=Keyword.HELP), extraction(opt_out_request=True),
+                     {"keyword": Keyword.STOP, "source": Source.RULES_LLM}, id="llm-opt-out-beats-rules-help"),
         pytest.param(R(handoff_reasons=[HandoffReason.DEADLINE]), extraction(handoff_reasons=["complaint"]),
                      {"handoff_reasons": [HandoffReason.DEADLINE, HandoffReason.COMPLAINT], "source": Source.RULES_LLM},
                      id="llm-adds-reason"),
@@ -305,12 +305,12 @@ def test_merge_rules_and_llm_follows_table(rules: ReplyAnalysis, llm: LLMExtract
     assert result.model_dump() == want
 
 
-def test_merge_rules_only_reason_from_model_is_dropped() -> None:
-    llm = extraction().model_copy(update={"handoff_reasons": [LLMHandoffReason.COMPLAINT, "rate_lock"]})
+def test_merge_rate_lock_from_model_is_kept() -> None:
+    llm = extraction(handoff_reasons=[LLMHandoffReason.COMPLAINT.value, "rate_lock"])
 
     result = merge(ReplyAnalysis(), llm)
 
-    assert result.handoff_reasons == [HandoffReason.COMPLAINT]
+    assert result.handoff_reasons == [HandoffReason.COMPLAINT, HandoffReason.RATE_LOCK]
 
 
 def test_merge_keeps_provenance_of_rules() -> None:
@@ -334,7 +334,7 @@ def test_build_extractor_no_key_returns_none(api_key: str | None) -> None:
 def test_build_extractor_defaults_model_and_uses_base_url(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(COMPLETIONS).respond(200, json=model_says(loan_type="purchase"))
 
-    extractor = build_extractor(api_key="sk-test", base_url=BASE_URL, model="  ", http_client=httpx.Client())
+    extractor = build_extractor(api_key="sk-test", base_url=BASE_URL, model="  ", http_client=httpx.AsyncClient())
 
     assert extractor is not None
     assert extractor.model == "gpt-4o-mini"

@@ -10,7 +10,8 @@ the process dies:
 After the restart the first must be reconciled against Twilio's message list and NOT sent again, the second
 must be sent exactly once, and the reply must be processed. The restarted process treats claims older than
 a few seconds as abandoned (`TEXTBACK_STALE_CLAIM_SECONDS`, `TEXTBACK_STALE_PROCESSING_SECONDS`; the defaults,
-90 s and 120 s, are what production waits), which stands in for the time a real restart would take.
+90 s and 120 s, are what production waits; the latter must outlast twice the LLM deadline plus 5 s, so the
+restarted process also gets a 1 s LLM deadline), which stands in for the time a real restart would take.
 """
 
 from __future__ import annotations
@@ -234,14 +235,15 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "OPENAI_API_KEY": "sk-test-crash", "OPENAI_BASE_URL": f"http://127.0.0.1:{llm.port}/v1",
         "TEXTBACK_LLM_TIMEOUT_SECONDS": "120", "TEXTBACK_SEND_TIMEOUT_SECONDS": "120",
-        "TEXTBACK_STALE_CLAIM_SECONDS": "300",
+        "TEXTBACK_STALE_CLAIM_SECONDS": "300", "TEXTBACK_STALE_PROCESSING_SECONDS": "300",
         "TEXTBACK_WORKER_POLL_SECONDS": "0.2", "TEXTBACK_SEND_RETRY_BASE_SECONDS": "0.1",
         "TEXTBACK_LOG_LEVEL": "INFO",
     }
     first = ServiceProcess(env=service_env(base_env), workdir=tmp, log_path=tmp / "first.log")
     second = ServiceProcess(env=service_env({**base_env, "TEXTBACK_SEND_TIMEOUT_SECONDS": "1",
                                               "TEXTBACK_STALE_CLAIM_SECONDS": "8",
-                                              "TEXTBACK_STALE_PROCESSING_SECONDS": "5"}),
+                                              "TEXTBACK_LLM_TIMEOUT_SECONDS": "1",
+                                              "TEXTBACK_STALE_PROCESSING_SECONDS": "7"}),
                             workdir=tmp, log_path=tmp / "second.log")
 
     def state() -> str:

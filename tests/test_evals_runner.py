@@ -333,9 +333,12 @@ def test_run_evals_replay_through_sdk_matches_live_recording(
     from service.replies.classify import build_extractor  # noqa: PLC0415
 
     cases = load_reply_cases(data_dir / "replies.jsonl")
-    with httpx.Client(transport=recorder) as client:
-        extractor = build_extractor(api_key="k", base_url=BASE_URL, model="m", http_client=client)
+    extractor = build_extractor(api_key="k", base_url=BASE_URL, model="m",
+                                http_client=httpx.AsyncClient(transport=recorder))
+    try:
         live = run_replies(cases, load_rules(POLICIES), extractor)
+    finally:
+        extractor.close()
     replayed = run(RunConfig(data_dir=data_dir, policies_dir=POLICIES, llm="replay", run_guard=False))
 
     assert len(seen) == 1

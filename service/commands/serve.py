@@ -11,6 +11,18 @@ import click
 from service.errors import TextbackError
 
 
+def _settings():  # noqa: ANN202 - Settings, imported lazily
+    """The process's settings, or a one-line error naming each invalid one."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from service.settings import describe_invalid, get_settings  # noqa: PLC0415
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(describe_invalid(exc)) from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -20,13 +32,12 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn  # noqa: PLC0415
 
     from service.app import create_app  # noqa: PLC0415
-    from service.settings import get_settings  # noqa: PLC0415
-
     from service.context import build_context  # noqa: PLC0415
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        # Validate everything here so a bad brokers file, policy or template stops start-up with its message.
+        # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its
+        # message.
         ctx = build_context(settings)
         ctx.warm_up()
     except TextbackError as exc:
@@ -48,14 +59,14 @@ def worker() -> None:
     """Run only the background worker (sends due texts, processes replies) against the database."""
     from service.context import build_context  # noqa: PLC0415
     from service.logs import configure_logging  # noqa: PLC0415
-    from service.settings import get_settings  # noqa: PLC0415
     from service.worker import Worker  # noqa: PLC0415
 
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings.log_level)
     try:
         ctx = build_context(settings)
         ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
+        _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     runner = Worker(ctx)

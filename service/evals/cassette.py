@@ -10,7 +10,7 @@ the JSON body with sorted keys; headers are never stored (they carry the API key
 SDK adds its version and retry count). `ReplayTransport` answers strictly from the cassette, in recorded
 order for a request that was sent more than once, and refuses anything else: the refusal is raised *and*
 kept in `misses`, because the SDK turns a transport error into a connection failure that would otherwise
-look like an ordinary LLM outage.
+look like an ordinary LLM outage. Both transports serve sync and async httpx clients (the extractor is async).
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ def _key(request: httpx.Request) -> str:
     return request_key(request.method, str(request.url), _body(request.read()))
 
 
-class RecordingTransport(httpx.BaseTransport):
+class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Passes every request to `inner` and appends the exchange to `path` (replacing any older cassette)."""
 
-    def __init__(self, path: Path, *, inner: httpx.BaseTransport, base_url: str, model: str) -> None:
+    def __init__(
+        self, path: Path, *, inner: httpx.BaseTransport | httpx.AsyncBaseTransport, base_url: str, model: str
+    ) -> None:
         self.path = path
         self._inner = inner
         self._lock = threading.Lock()
@@ -75,8 +77,17 @@ class RecordingTransport(httpx.BaseTransport):
         self.recorded = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(self._inner, httpx.BaseTransport)  # noqa: S101 - a sync client needs a sync inner
         response = self._inner.handle_request(request)
-        content = response.read()
+        return self._record(request, response, response.read())
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(self._inner, httpx.AsyncBaseTransport)  # noqa: S101 - likewise for async
+        await request.aread()
+        response = await self._inner.handle_async_request(request)
+        return self._record(request, response, await response.aread())
+
+    def _record(self, request: httpx.Request, response: httpx.Response, content: bytes) -> httpx.Response:
         entry = {
             "request": {"method": request.method, "url": str(request.url), "body": _body(request.read())},
             "response": {
@@ -94,7 +105,12 @@ class RecordingTransport(httpx.BaseTransport):
         )
 
     def close(self) -> None:
-        self._inner.close()
+        if isinstance(self._inner, httpx.BaseTransport):
+            self._inner.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._inner, httpx.AsyncBaseTransport):
+            await self._inner.aclose()
 
 
 def read_header(path: Path) -> CassetteHeader:
@@ -109,7 +125,7 @@ def read_header(path: Path) -> CassetteHeader:
     return CassetteHeader(base_url=str(header["base_url"]), model=str(header["model"]))
 
 
-class ReplayTransport(httpx.BaseTransport):
+class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Answers only requests recorded in the cassette; anything else raises CassetteError and is noted."""
 
     def __init__(self, path: Path) -> None:
@@ -146,3 +162,7 @@ class ReplayTransport(httpx.BaseTransport):
             content=answer["body"].encode(),
             request=request,
         )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return self.handle_request(request)

@@ -5,7 +5,10 @@ through the output guard, then score and hold the result against the thresholds.
     result.broken    # one line per broken threshold; empty when CI should pass
 
 LLM modes: ``none`` runs the rules only. ``live`` calls the endpoint configured by OPENAI_API_KEY,
-OPENAI_BASE_URL and TEXTBACK_LLM_MODEL and records every exchange to ``<data>/cassettes/<name>.jsonl``.
+OPENAI_BASE_URL and TEXTBACK_LLM_MODEL (each call bounded by TEXTBACK_LLM_TIMEOUT_SECONDS) and records every
+exchange to ``<data>/cassettes/<name>.jsonl``. The prompt comes from TEXTBACK_PROMPTS_DIR when it is set
+(else the repository's prompts/), as in the service; it is part of every request, so a replay needs the
+prompt the cassette was recorded with.
 ``replay`` answers from that cassette only; an unrecorded request stops the run (`CassetteError`), and with
 no cassette the run is skipped (``result.skipped`` says why). Nothing here logs borrower text.
 """
@@ -13,6 +16,7 @@ no cassette the run is skipped (``result.skipped`` says why). Nothing here logs 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,9 +100,27 @@ class RunResult:
         return self.skipped is not None or not self.broken
 
 
+def _prompts_dir(config: RunConfig) -> Path | None:
+    value = (config.environ.get("TEXTBACK_PROMPTS_DIR") or "").strip()
+    return Path(value) if value else None
+
+
+def _timeout_s(config: RunConfig) -> float:
+    value = (config.environ.get("TEXTBACK_LLM_TIMEOUT_SECONDS") or "").strip()
+    if not value:
+        return 8.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise EvalConfigError(f"TEXTBACK_LLM_TIMEOUT_SECONDS must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _extractor(
     config: RunConfig,
-) -> tuple[ReplyExtractor | None, ReplayTransport | RecordingTransport | None, httpx.Client | None]:
+) -> tuple[ReplyExtractor | None, ReplayTransport | RecordingTransport | None, httpx.AsyncClient | None]:
     if config.llm == "none":
         return None, None, None
     import httpx  # noqa: PLC0415 - only the LLM modes need it
@@ -108,9 +130,10 @@ def _extractor(
     if config.llm == "replay":
         transport: ReplayTransport | RecordingTransport = ReplayTransport(config.cassette_path)
         header = read_header(config.cassette_path)
-        client = httpx.Client(transport=transport)
+        client = httpx.AsyncClient(transport=transport)
         extractor = build_extractor(
-            api_key=REPLAY_API_KEY, base_url=header.base_url, model=header.model, http_client=client
+            api_key=REPLAY_API_KEY, base_url=header.base_url, model=header.model, http_client=client,
+            timeout_s=_timeout_s(config), prompts_dir=_prompts_dir(config),
         )
         return extractor, transport, client
 
@@ -123,11 +146,13 @@ def _extractor(
     from service.replies.llm import DEFAULT_OPENAI_BASE_URL  # noqa: PLC0415
 
     base_url = (config.environ.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_OPENAI_BASE_URL
+    timeout_s, prompts_dir = _timeout_s(config), _prompts_dir(config)
     transport = RecordingTransport(
-        config.cassette_path, inner=httpx.HTTPTransport(), base_url=base_url, model=model
+        config.cassette_path, inner=httpx.AsyncHTTPTransport(), base_url=base_url, model=model
     )
-    client = httpx.Client(transport=transport)
-    extractor = build_extractor(api_key=api_key, base_url=base_url, model=model, http_client=client)
+    client = httpx.AsyncClient(transport=transport)
+    extractor = build_extractor(api_key=api_key, base_url=base_url, model=model, http_client=client,
+                                timeout_s=timeout_s, prompts_dir=prompts_dir)
     return extractor, transport, client
 
 
@@ -196,8 +221,8 @@ def run(config: RunConfig) -> RunResult:
             cases, rules, extractor, transport if isinstance(transport, ReplayTransport) else None
         )
     finally:
-        if client is not None:
-            client.close()
+        if extractor is not None:
+            extractor.close()  # closes `client` too, on the extractor's event loop
     result.seconds["replies"] = time.perf_counter() - started
     result.replies = score_replies(result.outcomes)
     logger.info(

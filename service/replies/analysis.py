@@ -38,6 +38,7 @@ class HandoffReason(StrEnum):
     PREAPPROVAL = "preapproval"
     HUMAN_REQUEST = "human_request"
     COMPLAINT = "complaint"
+    TRANSACTION_ISSUE = "transaction_issue"  # trouble with an appraisal, underwriting, a contract or a title
 
 
 class Source(StrEnum):

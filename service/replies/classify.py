@@ -1,17 +1,17 @@
 """Rules first, the LLM only where the rules could not settle a reply, and one merged `ReplyAnalysis`.
 
-How the two combine (`merge`):
+How the two combine (`merge`): the LLM may only move a reply toward a person or toward stopping.
 
 - A field the rules set is final. The LLM only fills what the rules left unknown: `loan_type` and `timeline`
-  when `unknown`, `applied_elsewhere` when null, `keyword` when null.
-- `wrong_number` and `not_interested` can only be turned on by the LLM, never off. Both only ever stop texts.
-- Handoff reasons are a union: the LLM may add `rate_or_terms`, `preapproval`, `human_request` or `complaint`
-  (and `callback_requested` adds `human_request`), but never removes one. `rate_lock`, `closing` and
-  `deadline` are rules-only: the model's schema does not even offer them, and `merge` drops them if they
-  appear anyway.
-- An LLM `opt_out_request` becomes `keyword=stop` when the rules found no keyword. Since 2025 the FCC
-  requires honouring a revocation made "by any reasonable means", and the mistake it risks is one fewer
-  text, never an unwanted one. The LLM can never set `start` or `help`, and never clears a rules `stop`.
+  when `unknown`, `applied_elsewhere` when null.
+- Handoff reasons are a union: the LLM may add any reason, `rate_lock`, `closing`, `deadline` and
+  `transaction_issue` included (and `callback_requested` adds `human_request`), but never removes one.
+- An LLM `opt_out_request` becomes `keyword=stop`, whatever keyword the rules found (a `start` or `help` the
+  rules read gives way to the stop). Since 2025 the FCC requires honouring a revocation made "by any
+  reasonable means", and the mistake it risks is one fewer text, never an unwanted one. The LLM can never set
+  `start` or `help`, and never clears a rules `stop`.
+- `wrong_number` and `not_interested` can only be turned on by the LLM, never off, and not at all when the
+  rules found a handoff reason: the LLM never closes a lead the rules handed to a person.
 - `callback_window` is rules-only (the model produces no free text).
 - `source` says who produced what the caller sees: `rules+llm` when both contributed a field, `llm` when only
   the LLM did, `rules` when the LLM added nothing (that it was consulted still shows in `llm_model`).
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Protocol
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 
 if TYPE_CHECKING:  # the openai SDK costs ~1.5 s to import; rules-only callers never pay it
+    from pathlib import Path
+
     import httpx
 
     from service.replies.llm import LLMExtraction, ReplyExtractor
 
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
-
-RULES_ONLY_REASONS = frozenset({HandoffReason.RATE_LOCK, HandoffReason.CLOSING, HandoffReason.DEADLINE})
 
 # The fields that carry what a reply says (as opposed to provenance: source, needs_llm, rules_fired, llm_*).
 CONTENT_FIELDS = (
@@ -86,18 +86,18 @@ def classify(
 
 
 def merge(rules: ReplyAnalysis, llm: LLMExtraction) -> ReplyAnalysis:
-    """Combine a rules analysis with the LLM's extraction (rules win; see the module docstring)."""
-    keyword = rules.keyword
-    if keyword is None and llm.opt_out_request:
-        keyword = Keyword.STOP
+    """Combine a rules analysis with the LLM's extraction: the LLM only adds (see the module docstring)."""
+    keyword = Keyword.STOP if llm.opt_out_request else rules.keyword
 
     handoff = list(rules.handoff_reasons)
     proposed = [HandoffReason(reason) for reason in llm.handoff_reasons]
     if llm.callback_requested:
         proposed.append(HandoffReason.HUMAN_REQUEST)
     for reason in proposed:
-        if reason not in RULES_ONLY_REASONS and reason not in handoff:
+        if reason not in handoff:
             handoff.append(reason)
+    # A lead the rules handed to a person is never closed on the LLM's word.
+    may_close = not rules.handoff_reasons
 
     merged = rules.model_copy(
         update={
@@ -107,8 +107,8 @@ def merge(rules: ReplyAnalysis, llm: LLMExtraction) -> ReplyAnalysis:
             "applied_elsewhere": (
                 rules.applied_elsewhere if rules.applied_elsewhere is not None else llm.applied_elsewhere
             ),
-            "wrong_number": rules.wrong_number or llm.wrong_number,
-            "not_interested": rules.not_interested or llm.not_interested,
+            "wrong_number": rules.wrong_number or (may_close and llm.wrong_number),
+            "not_interested": rules.not_interested or (may_close and llm.not_interested),
             "handoff_reasons": handoff,
         }
     )
@@ -134,15 +134,18 @@ def build_extractor(
     model: str | None = None,
     timeout_s: float = 8.0,
     max_retries: int = 1,
-    http_client: httpx.Client | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    prompts_dir: Path | None = None,
 ) -> ReplyExtractor | None:
     """The LLM extractor for these settings, or None (rules only) when there is no API key.
 
     The caller reads its own configuration (environment, settings) and passes the values here;
-    `http_client` is the seam for record/replay (eval cassettes) and tests.
+    `http_client` is the seam for record/replay (eval cassettes) and tests. `prompts_dir` defaults to the
+    repository's prompts/. A prompt that does not load or disagrees with the output schema raises PromptError.
     """
     if api_key is None or not api_key.strip():
         return None
+    from service.prompts import PROMPTS_DIR  # noqa: PLC0415
     from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - keep rules-only start-up fast
 
     return ReplyExtractor(
@@ -152,4 +155,5 @@ def build_extractor(
         timeout_s=timeout_s,
         max_retries=max_retries,
         http_client=http_client,
+        prompts_dir=prompts_dir or PROMPTS_DIR,
     )

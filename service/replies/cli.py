@@ -9,15 +9,15 @@ errors, so a misspelt `recieved_at` cannot silently become "now". A line that ca
 `{"error": "line N: ..."}` in its place (the message never repeats the line's content) and the command exits 1
 after answering every other line. Output line N always answers input line N.
 
-The LLM is used only when `OPENAI_API_KEY` is set and `--no-llm` is not given; `OPENAI_BASE_URL` and
-`TEXTBACK_LLM_MODEL` pick the endpoint and the model. The environment is read here and nowhere below.
+The LLM is used only when `OPENAI_API_KEY` is set and `--no-llm` is not given. It is configured by the
+service's own settings (`service.settings.Settings`, read here and nowhere below): `OPENAI_BASE_URL` and
+`TEXTBACK_LLM_MODEL` pick the endpoint and the model, `TEXTBACK_LLM_TIMEOUT_SECONDS` bounds each call and
+`TEXTBACK_PROMPTS_DIR` holds the prompt. An invalid setting or prompt stops the command with its message.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from service.replies.classify import build_extractor, classify as classify_reply
 
 if TYPE_CHECKING:
     from service.replies.llm import ReplyExtractor
+    from service.settings import Settings
 
 INPUT_KEYS = frozenset({"text", "received_at"})
 
@@ -37,13 +38,26 @@ class InputLineError(ValueError):
     """One input line is unusable; the message is safe to print (it never quotes the line)."""
 
 
-def extractor_from_env(environ: Mapping[str, str]) -> ReplyExtractor | None:
-    """The LLM extractor configured by OPENAI_API_KEY, OPENAI_BASE_URL and TEXTBACK_LLM_MODEL, or None."""
+def extractor_from_settings(settings: Settings) -> ReplyExtractor | None:
+    """The LLM extractor the service would use with these settings, or None when no API key is set."""
     return build_extractor(
-        api_key=environ.get("OPENAI_API_KEY"),
-        base_url=environ.get("OPENAI_BASE_URL"),
-        model=environ.get("TEXTBACK_LLM_MODEL"),
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        model=settings.llm_model,
+        timeout_s=settings.llm_timeout_seconds,
+        prompts_dir=settings.prompts_dir,
     )
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from service.settings import Settings, describe_invalid  # noqa: PLC0415
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(describe_invalid(exc)) from None
 
 
 def parse_line(line: str, *, now: datetime) -> tuple[str, datetime]:
@@ -96,7 +110,7 @@ def classify(no_llm: bool, policies_dir: Path) -> None:
 
     try:
         rules = load_rules(policies_dir)
-        extractor = None if no_llm else extractor_from_env(os.environ)
+        extractor = None if no_llm else extractor_from_settings(_settings())
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,15 +1,24 @@
 """The LLM fallback: one structured-output call that reads a borrower reply the rules could not settle.
 
 The model answers with enums and booleans only (`LLMExtraction`, a strict JSON schema); it never writes text
-that could reach a borrower. The borrower's reply is sent as data between fixed delimiters, with the date it
-was received and nothing else about the borrower; `store=False`.
+that could reach a borrower. The borrower's reply is sent as data between delimiters it cannot forge
+(`service.replies.delimiters`), with the date it was received and nothing else about the borrower;
+`store=False`.
+
+One hard wall-clock deadline bounds each extraction, retries and waits included: `timeout_s` from the call
+to the answer or the failure. The call runs on the async SDK in the extractor's own event-loop thread under
+`asyncio.timeout_at`, which cancels whatever is in flight when the deadline comes (a connect, a body that
+trickles in a few bytes at a time, a wait before a retry). The SDK's own retries are off (they would honour a
+`Retry-After` of up to two minutes); `max_retries` (0 or 1) retries a 429, a 408/409, a 5xx, a timeout or a
+connection failure only when the wait it asks for (`Retry-After`, else a short backoff) still leaves time for
+another attempt before the deadline; otherwise the call fails at once with the reason it had.
 
 Every way the call can go wrong raises one exception, `LLMFailure`, whose `reason` is one of:
 
     api_error         the endpoint answered with an error status (after the one retry for 5xx), or a
                       200 whose body is not a chat completion (HTML from a proxy, no choices)
-    rate_limited      HTTP 429 (after the one retry)
-    timeout           no answer within `timeout_s` (after the one retry)
+    rate_limited      HTTP 429 (after the one retry, or at once when the Retry-After outlasts the deadline)
+    timeout           no answer within the deadline
     connection        could not connect (after the one retry)
     refusal           the model refused (`message.refusal`) or the content filter stopped it
     length            the answer was cut off (`finish_reason == "length"`)
@@ -24,32 +33,42 @@ reason nor the detail ever contains borrower or model text, so both are safe to 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import email.utils
 import logging
-import re
+import math
+import random
+import threading
 import time
+from collections.abc import Coroutine
 from datetime import datetime
-from enum import StrEnum
-from typing import Literal, get_args
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
 
 import httpx
 import openai
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.errors import TextbackError
-from service.prompts import Prompt, PromptError, load_prompt
-from service.replies.analysis import LoanType, Timeline
+from service.prompts import PROMPTS_DIR, Prompt, PromptError, load_prompt
+from service.replies.analysis import HandoffReason, LoanType, Timeline
+from service.replies.delimiters import delimiters, neutralise
 
 logger = logging.getLogger("textback.replies.llm")
 
 PROMPT_NAME = "reply_extraction"
+PROMPT_VARIABLES = frozenset({"begin", "end", "received_date", "reply_text"})
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-BEGIN = "<borrower_sms>"
-END = "</borrower_sms>"
 MAX_REPLY_CHARS = 1600  # Twilio's limit for one inbound message; anything longer is cut, never sent whole
 MAX_COMPLETION_TOKENS = 256  # the JSON answer is ~80 tokens; a longer answer is a failure (`length`)
+MIN_ATTEMPT_SECONDS = 0.5  # a retry is only worth making with at least this long left before the deadline
+WATCHDOG_GRACE_SECONDS = 1.0  # the caller's own bound on top of the deadline, should the event loop stall
+RETRYABLE_STATUS = frozenset({408, 409})  # and every 5xx; 429 is `rate_limited`
 
-_DELIMITER_LOOKALIKE = re.compile(r"<\s*/?\s*borrower[\s_-]*sms\b[^>]*>", re.IGNORECASE)
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_T = TypeVar("_T")
 
 FailureReason = Literal[
     "api_error",
@@ -93,13 +112,9 @@ class LLMFailure(TextbackError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-class LLMHandoffReason(StrEnum):
-    """The handoff reasons the model may propose. rate_lock, closing and deadline are decided by rules only."""
-
-    RATE_OR_TERMS = "rate_or_terms"
-    PREAPPROVAL = "preapproval"
-    HUMAN_REQUEST = "human_request"
-    COMPLAINT = "complaint"
+# The model may propose every handoff reason (rate_lock, closing, deadline and transaction_issue included):
+# it can only add reasons to what the rules found, never remove one (see `service.replies.classify.merge`).
+LLMHandoffReason = HandoffReason
 
 
 class LLMExtraction(BaseModel):
@@ -117,11 +132,103 @@ class LLMExtraction(BaseModel):
     handoff_reasons: list[LLMHandoffReason]
 
 
+class _Retryable(Exception):
+    """One attempt failed in a way a second attempt might not; `wait` is what the server asked for."""
+
+    def __init__(self, failure: LLMFailure, wait: float | None = None) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+        self.wait = wait
+
+
+class _EventLoopThread:
+    """One asyncio event loop in a daemon thread, started on first use; coroutines are submitted from any
+    thread and awaited there with a concurrent Future."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def close(self, last: Coroutine[Any, Any, object] | None = None) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            if last is not None:
+                last.close()
+            return
+        if last is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(last, loop).result(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                logger.warning("llm client close failed", extra={"fields": {"exc_type": type(exc).__name__}})
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+
+def check_prompt(prompt: Prompt) -> Prompt:
+    """Hold a prompt against `LLMExtraction`: the schema it names, the fields its `Fields:` list describes,
+    the values it offers for each enum field and the variables it uses. PromptError names the file."""
+    where = str(prompt.path)
+    if prompt.output_schema != LLMExtraction.__name__:
+        raise PromptError(f"{where}: output_schema is {prompt.output_schema!r}, expected {LLMExtraction.__name__!r}")
+    listed = list(prompt.listed_fields)
+    expected = list(LLMExtraction.model_fields)
+    missing = [name for name in expected if name not in listed]
+    extra = [name for name in listed if name not in expected]
+    repeated = sorted({name for name in listed if listed.count(name) > 1})
+    if missing or extra or repeated:
+        problems = [f"{label} {names}" for label, names in
+                    (("missing", missing), ("not in the schema", extra), ("listed twice", repeated)) if names]
+        raise PromptError(f"{where}: the 'Fields:' list disagrees with {LLMExtraction.__name__}: "
+                          + "; ".join(problems))
+    body = "\n".join(section.template.template for section in prompt.sections)
+    for name, values in _enum_values().items():
+        unnamed = [value for value in values if f'"{value}"' not in body]
+        if unnamed:
+            raise PromptError(f"{where}: the prompt never offers {name} value(s) {unnamed} that the schema allows")
+    if prompt.variables != PROMPT_VARIABLES:
+        raise PromptError(f"{where}: uses variables {sorted(prompt.variables)}, expected {sorted(PROMPT_VARIABLES)}")
+    if set(prompt.sections_using("reply_text")) != {"user"}:
+        raise PromptError(f"{where}: $reply_text must appear in user sections only")
+    return prompt
+
+
+def load_extraction_prompt(prompts_dir: Path = PROMPTS_DIR) -> Prompt:
+    """Load `reply_extraction.md` from `prompts_dir` and check it against the output schema."""
+    return check_prompt(load_prompt(PROMPT_NAME, prompts_dir=prompts_dir))
+
+
+def _enum_values() -> dict[str, list[str]]:
+    """For each LLMExtraction field holding an enum (or a list of one), the values the schema allows."""
+    out: dict[str, list[str]] = {}
+    for name, info in LLMExtraction.model_fields.items():
+        annotation: Any = info.annotation
+        for candidate in (annotation, *get_args(annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, Enum):
+                out[name] = [member.value for member in candidate]
+    return out
+
+
 class ReplyExtractor:
     """Calls an OpenAI-compatible chat-completions endpoint to read one reply into an `LLMExtraction`.
 
-    `http_client` is the test seam (respx, eval cassettes). `max_retries` is the SDK's: 0 or 1, since one
-    retry is the most a borrower waiting on a webhook can afford.
+    `extract` is synchronous and thread-safe; the HTTP work happens on the extractor's own event loop (see
+    the module docstring). `http_client` (an `httpx.AsyncClient`) is the test seam (respx, eval cassettes).
+    `max_retries` is 0 or 1, and a retry is only made when it fits in the deadline.
     """
 
     def __init__(
@@ -132,28 +239,26 @@ class ReplyExtractor:
         model: str,
         timeout_s: float = 8.0,
         max_retries: int = 1,
-        http_client: httpx.Client | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        prompts_dir: Path = PROMPTS_DIR,
     ) -> None:
         if max_retries not in (0, 1):
             raise ValueError("max_retries must be 0 or 1")
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        prompt = load_prompt(PROMPT_NAME)
-        if prompt.output_schema != LLMExtraction.__name__:
-            raise PromptError(
-                f"{prompt.path.name}: output_schema is {prompt.output_schema!r}, "
-                f"expected {LLMExtraction.__name__!r}"
-            )
-        self.prompt: Prompt = prompt
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError("timeout_s must be a positive number of seconds")
+        self.prompt: Prompt = load_extraction_prompt(prompts_dir)
         self.model = model
-        self._client = openai.OpenAI(
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._client = openai.AsyncOpenAI(
             api_key=api_key,
             # Passed explicitly so the SDK never falls back to reading OPENAI_BASE_URL itself.
             base_url=base_url or DEFAULT_OPENAI_BASE_URL,
             timeout=httpx.Timeout(timeout_s, connect=min(2.0, timeout_s)),
-            max_retries=max_retries,
+            max_retries=0,  # ours, below: the SDK's would wait out a Retry-After of up to two minutes
             http_client=http_client,
         )
+        self._loop = _EventLoopThread("textback-llm-io")
 
     @property
     def prompt_name(self) -> str:
@@ -165,48 +270,85 @@ class ReplyExtractor:
         return self.prompt.version_tag
 
     def messages(self, text: str, received_at: datetime) -> list[dict[str, str]]:
-        """The chat messages sent for one reply (the reply as data between BEGIN and END)."""
+        """The chat messages sent for one reply (the reply as data between delimiters it cannot forge)."""
         day = received_at.date()
+        data = _as_data(text)
+        begin, end = delimiters(data)
         return self.prompt.render(
-            begin=BEGIN,
-            end=END,
+            begin=begin,
+            end=end,
             received_date=f"{day.isoformat()} ({_WEEKDAYS[day.weekday()]})",
-            reply_text=_as_data(text),
+            reply_text=data,
         )
 
     def extract(self, text: str, received_at: datetime) -> LLMExtraction:
-        """Read one reply; raises LLMFailure on any failure, never returns a partial answer."""
-        started = time.perf_counter()
+        """Read one reply within `timeout_s`; raises LLMFailure on any failure, never returns a partial answer."""
+        started = time.monotonic()
+        deadline = started + self.timeout_s
+        future = self._loop.submit(self._extract(text, received_at, deadline))
         try:
-            extraction = self._call(text, received_at)
-        except LLMFailure as failure:
-            logger.warning(
-                "llm extraction failed",
-                extra={"fields": {"reason": failure.reason, "detail": failure.detail, "model": self.model}},
+            extraction = future.result(timeout=self.timeout_s + WATCHDOG_GRACE_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            failure = LLMFailure("timeout", detail="watchdog")
+        except LLMFailure as caught:
+            failure = caught
+        else:
+            logger.info(
+                "llm extraction ok",
+                extra={
+                    "fields": {
+                        "model": self.model,
+                        "prompt_version": self.prompt_version,
+                        "elapsed_ms": round((time.monotonic() - started) * 1000),
+                    }
+                },
             )
-            raise
-        logger.info(
-            "llm extraction ok",
-            extra={
-                "fields": {
-                    "model": self.model,
-                    "prompt_version": self.prompt_version,
-                    "elapsed_ms": round((time.perf_counter() - started) * 1000),
-                }
-            },
+            return extraction
+        logger.warning(
+            "llm extraction failed",
+            extra={"fields": {"reason": failure.reason, "detail": failure.detail, "model": self.model,
+                              "elapsed_ms": round((time.monotonic() - started) * 1000)}},
         )
-        return extraction
+        raise failure from None
 
     def close(self) -> None:
-        self._client.close()
+        self._loop.close(self._client.close())
 
-    def _call(self, text: str, received_at: datetime) -> LLMExtraction:
+    async def _extract(self, text: str, received_at: datetime, deadline: float) -> LLMExtraction:
+        messages = self.messages(text, received_at)
+        try:
+            # The event loop's clock is time.monotonic(), the clock `deadline` was taken from.
+            async with asyncio.timeout_at(deadline):
+                return await self._attempts(messages, deadline)
+        except TimeoutError:
+            raise LLMFailure("timeout", detail=f"deadline {self.timeout_s:g}s") from None
+
+    async def _attempts(self, messages: list[dict[str, str]], deadline: float) -> LLMExtraction:
+        attempt = 0
+        while True:
+            try:
+                return await self._call(messages)
+            except _Retryable as retry:
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise retry.failure from None
+                wait = retry.wait if retry.wait is not None else _backoff(attempt)
+                left = deadline - time.monotonic()
+                if wait + MIN_ATTEMPT_SECONDS > left:
+                    failure = retry.failure
+                    hint = f"retry in {wait:.3g}s, {max(left, 0):.3g}s left"
+                    raise LLMFailure(failure.reason, detail=f"{failure.detail}; {hint}" if failure.detail
+                                     else hint) from None
+                await asyncio.sleep(wait)
+
+    async def _call(self, messages: list[dict[str, str]]) -> LLMExtraction:
         # Every `raise ... from None` below is deliberate: the SDK's and pydantic's exceptions carry the
         # model's output (which can echo the borrower's words), and a chained traceback would log it.
         try:
-            completion = self._client.chat.completions.parse(
+            completion = await self._client.chat.completions.parse(
                 model=self.model,
-                messages=self.messages(text, received_at),  # type: ignore[arg-type]
+                messages=messages,  # type: ignore[arg-type]
                 response_format=LLMExtraction,
                 temperature=self.prompt.temperature,
                 max_completion_tokens=MAX_COMPLETION_TOKENS,
@@ -216,14 +358,17 @@ class ReplyExtractor:
             raise LLMFailure("length") from None
         except openai.ContentFilterFinishReasonError:
             raise LLMFailure("refusal", detail="content_filter") from None
-        except openai.RateLimitError:
-            raise LLMFailure("rate_limited", detail="429") from None
+        except openai.RateLimitError as exc:
+            raise _Retryable(LLMFailure("rate_limited", detail="429"), _retry_after(exc.response)) from None
         except openai.APITimeoutError:  # a subclass of APIConnectionError: keep it first
-            raise LLMFailure("timeout") from None
+            raise _Retryable(LLMFailure("timeout")) from None
         except openai.APIConnectionError as exc:
-            raise LLMFailure("connection", detail=type(exc.__cause__ or exc).__name__) from None
+            raise _Retryable(LLMFailure("connection", detail=type(exc.__cause__ or exc).__name__)) from None
         except openai.APIStatusError as exc:
-            raise LLMFailure("api_error", detail=str(exc.status_code)) from None
+            failure = LLMFailure("api_error", detail=str(exc.status_code))
+            if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:  # noqa: PLR2004
+                raise _Retryable(failure, _retry_after(exc.response)) from None
+            raise failure from None
         except openai.OpenAIError as exc:
             raise LLMFailure("api_error", detail=type(exc).__name__) from None
         except ValidationError as exc:
@@ -243,9 +388,36 @@ class ReplyExtractor:
         return message.parsed
 
 
+def _backoff(attempt: int) -> float:
+    """The wait before retry `attempt` when the server named none: 0.5 s doubling, with jitter."""
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())  # noqa: S311 - jitter
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    """The wait a response asks for (`retry-after-ms`, `retry-after` in seconds or as an HTTP date), if any."""
+    if response is None:
+        return None
+    headers = response.headers
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value) if name == "retry-after" else None
+            if parsed is None:
+                continue
+            seconds = email.utils.mktime_tz(parsed) - time.time()
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
+
+
 def _as_data(text: str) -> str:
-    """The reply as it goes between the delimiters: cut to MAX_REPLY_CHARS, delimiter look-alikes removed."""
-    return _DELIMITER_LOOKALIKE.sub("[removed]", text[:MAX_REPLY_CHARS])
+    """The reply as it goes between the delimiters: look-alikes of a delimiter or of the "Received date:"
+    label neutralised, then cut to MAX_REPLY_CHARS (anything longer is never sent whole)."""
+    return neutralise(text)[:MAX_REPLY_CHARS]
 
 
 def _validation_failure(exc: ValidationError) -> LLMFailure:
