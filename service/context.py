@@ -55,6 +55,11 @@ class AppContext:
             numbers.add(self.settings.alerts_from)
         return numbers
 
+    @property
+    def team_numbers(self) -> set[str]:
+        """The numbers alerts may go to: every broker's own numbers and the operator's."""
+        return self.own_numbers | set(self.settings.operator_alert_to)
+
     def broker_for(self, twilio_number: str) -> Broker | None:
         return self.brokers_by_number.get(twilio_number)
 

@@ -144,14 +144,17 @@ def queue_text(  # noqa: PLR0913
     when the dedupe key shows it was queued already. Texts leave from the broker's number unless `from_phone`
     says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
     rendered = ctx.templates.render(template_id, {**broker_values(broker), **(values or {})})
-    if rendered.audience == "borrower":
+    # Only the team's own numbers (brokers, alert numbers, the operator) receive a text the output guard does
+    # not read: to anyone else, whatever the template says, it is a borrower text, guarded and gated.
+    audience = "broker" if rendered.audience == "broker" and to in ctx.team_numbers else "borrower"
+    if audience == "borrower":
         from_phone = None
     msg = OutboundMessage(
         dedupe_key=dedupe_key, broker_id=broker.id, lead_id=lead.id if lead else None,
-        audience=rendered.audience, purpose=purpose, template_id=template_id, to_phone=to,
+        audience=audience, purpose=purpose, template_id=template_id, to_phone=to,
         from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )
-    if rendered.audience == "borrower":
+    if audience == "borrower":
         now = now or utcnow()
         gate = Gate("suppressed", "opted out") if (
             purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, broker.id, to)

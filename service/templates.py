@@ -20,6 +20,13 @@ from service.sms import is_gsm7, non_gsm7_chars, segments
 MAX_SEGMENTS = 2
 
 # Realistic, deliberately long sample data used by `policy check` and the tests.
+# The templates the service sends to a borrower (the caller), fixed in code: whatever their file says, they
+# must be `audience: borrower`, so every one passes the output guard and the opt-out and quiet-hours gates.
+BORROWER_TEMPLATES = frozenset({
+    *REQUIRED_BY_KIND, "optout_confirm", "optin_confirm", "ask_loan_type", "ask_timeline", "ask_applied_elsewhere",
+    "ready", "ready_booking", "handoff_ack", "closing_wrong_number", "closing_not_interested",
+})
+
 SAMPLE_VALUES: dict[str, str] = {
     "broker_name": "Alexandra Montgomery-Ruiz",
     "brokerage": "Pacific Northwest Home Lending Group",
@@ -182,19 +189,21 @@ def load_templates(policies_dir: Path) -> TemplateSet:
 
 
 def _check_required_kinds(template_set: TemplateSet, policies_dir: Path) -> None:
-    """The templates whose content is required by code exist, go to the borrower (so the output guard checks
-    them), and say what their kind must say when rendered with sample data (service.policy.required_content)."""
+    """Every template the service sends to a borrower exists and is marked borrower (so the output guard and
+    the opt-out checks apply: an edit to `audience: broker` must not switch them off), and the kinds whose
+    content is required by code say it when rendered with sample data (service.policy.required_content)."""
     from service.policy.guard import normalize  # noqa: PLC0415 - cheap; guardrails is not imported
 
-    for kind in REQUIRED_BY_KIND:
+    for kind in sorted(BORROWER_TEMPLATES):
         spec = template_set.templates.get(kind)
         if spec is None:
             where = str(policies_dir / "templates")
             raise PolicyError(where, None, f"template {kind!r} is missing; the service sends it to borrowers")
-        where = str(template_set.sources[kind])
         if spec.audience != "borrower":
             message = "must be borrower: the service sends it to the caller, through the output guard"
-            raise PolicyError(where, f"templates.{kind}.audience", message)
+            raise PolicyError(str(template_set.sources[kind]), f"templates.{kind}.audience", message)
+    for kind in REQUIRED_BY_KIND:
+        where = str(template_set.sources[kind])
         rendered = template_set.render(kind, SAMPLE_VALUES)
         missing = missing_content(normalize(rendered.text), kind, SAMPLE_VALUES, normalize)
         if missing:

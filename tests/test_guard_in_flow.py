@@ -127,3 +127,24 @@ def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, 
     finally:
         context.close()
     assert str(info.value).startswith(f"{brokers}:{line}: brokers[1].booking_url: ")
+
+
+def test_guard_broker_template_addressed_to_a_borrower(client, post, twilio_api, ctx) -> None:
+    """Only the team's numbers get a text the guard does not read: an alert template sent anywhere else is
+    a borrower text, checked and gated like one."""
+    from service.models import Broker  # noqa: PLC0415
+    from service.outbox import queue_text  # noqa: PLC0415
+
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        lead = session.exec(select(Lead)).one()
+        broker = session.get(Broker, lead.broker_id)
+        to_team = queue_text(session, ctx, broker=broker, lead=lead, to=BROKER_ALERT, template_id="alert_reply",
+                             purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"})
+        to_caller = queue_text(session, ctx, broker=broker, lead=lead, to=CALLER, template_id="alert_reply",
+                               purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"})
+        session.commit()
+    assert (to_team.audience, to_team.status) == ("broker", "pending")
+    assert to_caller.audience == "borrower"
+    assert to_caller.status == "blocked"
+    assert any(v["rule"] == "no-rate-quotes" for v in to_caller.guard_result["violations"])

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import PolicyError
 from service.sms import is_gsm7, segments
-from service.templates import load_templates, to_gsm7
+from service.templates import BORROWER_TEMPLATES, load_templates, to_gsm7
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 TEMPLATES = load_templates(POLICIES)
@@ -167,3 +167,15 @@ def test_refuse_load_templates_identity_template_missing_or_sent_to_broker(tmp_p
     path.write_text(text.replace("\n  help:\n", "\n  help_text:\n").replace("audience: broker", "audience: borrower"))
     with pytest.raises(PolicyError, match="help"):
         load_templates(policies)
+
+
+@pytest.mark.parametrize("template_id", sorted(BORROWER_TEMPLATES))
+def test_refuse_load_templates_borrower_template_marked_broker(tmp_path: Path, template_id: str) -> None:
+    """`audience: broker` would skip the output guard and the opt-out checks: no template the service sends to
+    a caller may carry it, whatever its file says."""
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    _edit_template(policies, template_id, "audience: borrower", "audience: broker")
+    with pytest.raises(PolicyError) as info:
+        load_templates(policies)
+    assert info.value.field == f"templates.{template_id}.audience"
