@@ -9,7 +9,7 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 
 
 def redact(text: str | None, *, keep: int = 0) -> str:
-    """Mask every run of 4+ digits (SSNs, account and phone numbers) and email addresses.
+    """Mask sensitive numbers (service.sensitive), every run of 4+ digits and email addresses.
 
     With keep > 0 the result is also cut to that many characters; keep=0 returns only the length.
     """
@@ -17,5 +17,7 @@ def redact(text: str | None, *, keep: int = 0) -> str:
         return "-"
     if keep <= 0:
         return f"<{len(text)} chars>"
-    masked = _EMAIL.sub("<email>", _LONG_NUMBER.sub(lambda m: "#" * len(m.group()), text))
+    from service.sensitive import mask_sensitive  # noqa: PLC0415 - redact stays importable on its own
+
+    masked = _EMAIL.sub("<email>", _LONG_NUMBER.sub(lambda m: "#" * len(m.group()), mask_sensitive(text)))
     return masked[:keep] + ("..." if len(masked) > keep else "")

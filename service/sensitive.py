@@ -10,6 +10,7 @@ What is masked:
   with the usual connecting words in between ("acct # is", "card ends in", "last 4 of my social is");
 - the 3-2-4 Social Security shape (123-45-6789, 123 45 6789, 123.45.6789), labelled or not;
 - a card number in groups (4111 1111 1111 1111, 3782 822463 10005) when the Luhn check passes;
+- a card's security code (cvv, cvc, security code) and, in a text that gives a card, its expiry date;
 - a bare run of 9 digits (an SSN or routing number written without separators), of 10 or 11 digits that is
   not a North American phone number, and of 12 or more digits (account and card numbers).
 What stays readable: phone numbers (any common format, and +international), dates, dollar amounts (a "$"
@@ -90,11 +91,30 @@ def _bare(match: re.Match[str]) -> str:
     return "[number]"
 
 
+# A card's security code ("cvv 123", "security code is 321"), and its expiry date, which is masked only in a
+# text that gives a card (a lone "expires 12/15" is a rate lock's or an offer's date the broker needs).
+_CVV = re.compile(
+    r"\b(?P<label>cvv2?|cvc2?|csc|cid|security\s+code)\b(?P<sep>[\s#:=]*(?:is\s+|of\s+)?)\d{3,4}(?!\d)",
+    re.IGNORECASE,
+)
+_EXPIRY = re.compile(
+    r"\b(?P<label>exp(?:iry|iration|ires|\.)?(?:\s+date)?)(?P<sep>[\s:]*(?:is\s+|on\s+)?)"
+    r"\d{1,2}\s*/\s*(?:\d{4}|\d{2})(?![\d/])",
+    re.IGNORECASE,
+)
+_CARD_GIVEN = re.compile(r"\[card #\]|\b(?:credit|debit|card|visa|mastercard|amex|discover)\b", re.IGNORECASE)
+
+
 def mask_sensitive(text: str) -> str:
-    """`text` with every SSN, bank account, routing and card number replaced by a placeholder."""
+    """`text` with every SSN, bank account, routing and card number (and a card's security code and expiry)
+    replaced by a placeholder."""
     if not text or not any(c.isdigit() for c in text):
         return text
     text = _LABELLED.sub(_labelled, text)
     text = _SSN_SHAPE.sub("[SSN]", text)
     text = _GROUPED.sub(_grouped, text)
-    return _BARE.sub(_bare, text)
+    text = _BARE.sub(_bare, text)
+    text = _CVV.sub(lambda m: f"{m.group('label')}{m.group('sep')}[cvv]", text)
+    if _CARD_GIVEN.search(text):
+        text = _EXPIRY.sub(lambda m: f"{m.group('label')}{m.group('sep')}[exp]", text)
+    return text

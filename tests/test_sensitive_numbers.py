@@ -54,6 +54,12 @@ MASKED = [
     ("my visa is 5555555555554444", "5555555555554444"),
     ("credit card # 6011 1111 1111 1117 exp 04/27", "6011 1111 1111 1117"),
     ("debit card ends in 4242", "4242"),
+    # A card's security code, and its expiry date next to a card
+    ("cvv 123", "123"),
+    ("CVC: 4567", "4567"),
+    ("security code is 321", "321"),
+    ("card 4111 1111 1111 1111 exp 12/28 cvv 123", "12/28"),
+    ("visa 5555555555554444, expires 04/2027", "04/2027"),
     # Bare digit runs nothing readable looks like
     ("it's 021000021", "021000021"),
     ("here: 000123456789", "000123456789"),
@@ -111,6 +117,8 @@ UNMASKED = [
     "my social security is 2400 a month",
     "social security income $2,400/mo",
     "card expires 2026",
+    "my rate lock expires 12/15",
+    "the offer expires 3/1, can you call?",
     "account opened 1/2/2020",
     "my account manager said 6 pm",
     "",
