@@ -71,7 +71,12 @@ _SETTLEABLE = ("keyword", "loan_type", "timeline", "applied_elsewhere", "handoff
 _KEYWORD_ORDER = (Keyword.STOP, Keyword.START, Keyword.HELP)
 _HANDOFF_ORDER = tuple(HandoffReason)
 
-_TYPOGRAPHY = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
+# Curly quotes to straight ones, and full-width forms (ＳＴＯＰ, typed on CJK keyboards or pasted) to ASCII:
+# one character for one, so spans found in the normalized text are spans of the original.
+_TYPOGRAPHY = str.maketrans({
+    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u3000": " ",
+    **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+})
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 _SPACES = re.compile(r"\s+")
 _DEFINE_REF = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
@@ -251,7 +256,8 @@ class InboundRuleFile(BaseModel):
 
 # --------------------------------------------------------------------------------------------- compiled
 def normalize(text: str) -> str:
-    """Curly quotes to straight ones; same length, so spans found in it are spans of the original."""
+    """Curly quotes to straight ones, full-width letters to ASCII; same length, so spans found in it are spans
+    of the original."""
     return text.translate(_TYPOGRAPHY)
 
 
