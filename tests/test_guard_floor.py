@@ -10,25 +10,27 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
+from service.app import create_app
 from service.cli import main
 from service.errors import PolicyError
-from service.app import create_app
 from service.policy.check import run_check
-from service.policy.files import load_outbound_rules
+from service.policy.files import OutboundRule, load_outbound_rules
 from service.policy.floor import FLOOR, FloorCategory
-from service.policy.guard import OutputGuard
+from service.policy.guard import OutputGuard, normalize, rule_matches
 from service.policy.manifest import MANIFEST_PATH, load_manifest
-from tests.helpers import POLICIES
+from tests.helpers import POLICIES, REPO
 from tests.test_required_rules import start_refusal
 
-MANIFEST = POLICIES / MANIFEST_PATH
+REDTEAM = REPO / "evals" / "outbound_redteam.jsonl"
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ def repo_guard() -> OutputGuard:
 def test_refuse_check_floor_category_uncovered_names_it(
     repo_guard: OutputGuard, tmp_path: Path, category: FloorCategory
 ) -> None:
-    """Every rule that blocks a category's floor texts removed, with its manifest entry: the category is named."""
+    """Every rule that blocks a category's floor texts removed with its manifest entry: the category is named."""
     policies = tmp_path / "policies"
     shutil.copytree(POLICIES, policies)
     for rule_id in sorted(_blocking_rules(repo_guard, category.must_block)):
@@ -136,3 +138,68 @@ def test_load_guard_self_test_counts_floor(tmp_path: Path) -> None:
     manifest = sum(len(r.must_block) for r in load_manifest(POLICIES).manifest.required)
     floor = sum(len(c.must_block) for c in FLOOR)
     assert guard.self_test.examples == rules + manifest + floor + 1  # and the known-good text
+
+
+# ------------------------------------------------------------------ every pattern pinned by the manifest
+def _redteam_blocks() -> list[tuple[str, str, str]]:
+    cases = [json.loads(line) for line in REDTEAM.read_text(encoding="utf-8").splitlines() if line.strip()]
+    blocks = [c for c in cases if c["expect"] == "block"]
+    return [(c["id"], c.get("category", "general"), normalize(c["text"])) for c in blocks]
+
+
+def _without_pattern(rule: OutboundRule, index: int) -> OutboundRule:
+    return OutboundRule.model_validate(
+        {**rule.model_dump(), "patterns": rule.patterns[:index] + rule.patterns[index + 1 :]}
+    )
+
+
+def _blocks(rule: OutboundRule, normalized: str) -> bool:
+    return bool(rule_matches(rule, normalized))
+
+
+RULES = {lr.rule.id: lr.rule for lr in load_outbound_rules(POLICIES)}
+
+
+@pytest.mark.parametrize("rule_id", sorted(r.id for r in load_manifest(POLICIES).manifest.required))
+def test_remove_pattern_that_lets_redteam_text_through_caught_by_manifest(rule_id: str) -> None:
+    """Weaken a required rule by one pattern, together with its own examples (they are the editor's to change):
+    if that lets any red-team text through the whole guard, the manifest's own examples for the rule, or the
+    floor, must stop it. Basis points used to be one such pattern: the manifest had no example of it."""
+    required = {r.id: r for r in load_manifest(POLICIES).manifest.required}[rule_id]
+    rule = RULES[rule_id]
+    blocking = [r for r in RULES.values() if r.severity == "block"]
+    blocks = _redteam_blocks()
+    caught_by = {cid: {r.id for r in blocking if _blocks(r, text)} for cid, _, text in blocks}
+    pinned = [normalize(t) for t in required.must_block]
+    floor = [normalize(t) for c in FLOOR for t in c.must_block]
+    floor_others = [any(_blocks(r, t) for r in blocking if r.id != rule_id) for t in floor]
+    unpinned: list[str] = []
+    for index, pattern in enumerate(rule.patterns):
+        weak = _without_pattern(rule, index)
+        if any(not _blocks(weak, text) for text in pinned):
+            continue  # a manifest example for this rule stops passing: caught
+        if any(not others and not _blocks(weak, t) for t, others in zip(floor, floor_others, strict=True)):
+            continue  # a floor text stops being blocked: caught
+        lost = [
+            f"{cid} ({cat})" for cid, cat, text in blocks if caught_by[cid] == {rule_id} and not _blocks(weak, text)
+        ]
+        if lost:
+            unpinned.append(f"patterns.{index} {pattern[:60]!r} alone blocks {', '.join(lost[:4])}")
+    assert not unpinned, f"{rule_id}: no manifest example pins\n  " + "\n  ".join(unpinned)
+
+
+def test_refuse_check_basis_points_patterns_removed_with_their_examples(policies_copy: Path) -> None:
+    """The reviewer's case: the basis-point patterns deleted from rates.yaml together with the examples only
+    they blocked; the rule's remaining examples all pass, so only the manifest's own examples can catch it."""
+    path = policies_copy / "outbound" / "rates.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    kept = [p for p in data["patterns"] if "bps" not in p]
+    assert len(kept) < len(data["patterns"])
+    weak = OutboundRule.model_validate({**data, "patterns": kept})
+    data["patterns"] = kept
+    data["examples"]["must_block"] = [t for t in data["examples"]["must_block"] if _blocks(weak, normalize(t))]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    result = _check(policies_copy)
+    assert result.exit_code == 1, result.output
+    assert re.search(r'required\.no-rate-quotes\.must_block\.\d+: "[^"]*(?:bps|bips)[^"]*" was not blocked by '
+                     r"no-rate-quotes", result.output), result.output
