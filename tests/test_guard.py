@@ -106,7 +106,10 @@ def test_block_opener_kind_without_identity_values(guard: OutputGuard) -> None:
     """No values passed: the NMLS ID and brokerage cannot be shown to be present, so the opener is held."""
     result = guard.check(OPENER, template="opener")
     assert not result.allowed
-    assert {v.rule for v in result.violations} == {"required-nmls_id", "required-brokerage"}
+    assert sorted(result.violations, key=lambda v: v.rule) == [
+        Violation("required-brokerage", "brokerage (no value given to check the text against)"),
+        Violation("required-nmls_id", "NMLS ID (no value given to check the text against)"),
+    ]
 
 
 URL_FIGURES = [

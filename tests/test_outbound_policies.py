@@ -72,6 +72,26 @@ def test_block_obfuscated_text_by_rule(guard: OutputGuard, text: str, rule_id: s
     assert rule_id in {v.rule for v in result.violations}
 
 
+# The black-box reviewer's phrasings (issue 9, section 2): approval promised in idioms, loan products named with
+# a structure, sentences that deny a promise, clock times in a list. Their families are in the rule files'
+# examples and evals/outbound_redteam.jsonl in other words.
+@pytest.mark.parametrize(
+    ("text", "allowed"),
+    [
+        ("No way you get turned down with us.", False),
+        ("You'll sail through underwriting, trust me.", False),
+        ("We have an adjustable-rate mortgage fixed for the first seven years.", False),
+        ("Graduated payment mortgage available for you", False),
+        ("Nobody can guarantee approval, but I'll walk you through the process.", True),
+        ("There's no guarantee of approval, but let's see what's possible.", True),
+        ("Reply with the best time (e.g. 6.30 or 7.15).", True),
+    ],
+)
+def test_check_reviewer_phrasing_verdict(guard: OutputGuard, text: str, allowed: bool) -> None:
+    result = guard.check(text)
+    assert result.allowed is allowed, result.violations
+
+
 # --- schema errors name the file and the field ------------------------------------------------------------
 
 GOOD_RULE = """\

@@ -227,3 +227,86 @@ def test_refuse_check_brokers_file_configured_but_missing(tmp_path: Path) -> Non
     )
     assert result.exit_code == 1
     assert f"{missing}: brokers file not found" in result.output
+
+
+# --- check-text: a template id it does not know, and identity values it was not given (issue 9, section 2)
+OPENER_TEXT = "Hi, this is Dana with Summit Home Loans (NMLS #123456). Sorry I missed your call! Reply STOP to opt out."
+
+
+@pytest.mark.parametrize(("template", "suggestion"), [("opener_bookin", "opener_booking"), ("Opener", "opener"),
+                                                      ("welcome", None)])
+def test_check_text_unknown_template_malformed_exit_two(template: str, suggestion: str | None) -> None:
+    """A typo in the template id used to skip what code requires for the kind and answer allowed, exit 0."""
+    line = {"text": "Hi, sorry I missed your call!", "template": template,
+            "required": {"brokerage": "Summit Home Loans", "nmls_id": "123456"}}
+    result = _run("check-text", "--policies", str(POLICIES), stdin=json.dumps(line) + "\n")
+    assert result.exit_code == 2, result.output
+    [answer] = _lines(result)
+    assert set(answer) == {"error"}
+    assert answer["error"].startswith(f'unknown template "{template}"')
+    if suggestion:
+        assert f'did you mean "{suggestion}"?' in answer["error"]
+
+
+def test_check_text_template_values_not_given_says_so() -> None:
+    """No "required" values: the brokerage and NMLS ID are not reported as missing from a text that has them."""
+    line = {"text": OPENER_TEXT, "template": "opener"}
+    result = _run("check-text", "--policies", str(POLICIES), stdin=json.dumps(line) + "\n")
+    assert result.exit_code == 2, result.output
+    [answer] = _lines(result)
+    assert answer["error"] == (
+        'template "opener" is checked against the brokerage and NMLS ID it was rendered with, and they were not '
+        'given: add "required": {"brokerage": "...", "nmls_id": "..."} or pass --brokers'
+    )
+
+
+TWO_BROKERS = """\
+brokers:
+  - twilio_number: "+14155550100"
+    name: Dana Whitfield
+    brokerage: Summit Home Loans
+    nmls_id: "123456"
+    forward_to: "+14155550111"
+    timezone: America/Los_Angeles
+  - twilio_number: "+12125550100"
+    name: Marcus Chen
+    brokerage: Harbor Mortgage
+    nmls_id: "2233445"
+    forward_to: "+12125550111"
+    timezone: America/New_York
+"""
+
+
+def test_check_text_template_values_from_brokers_file(tmp_path: Path) -> None:
+    one = tmp_path / "one.yaml"
+    one.write_text(TWO_BROKERS.split("  - twilio_number: \"+1212")[0], encoding="utf-8")
+    lines = [
+        {"text": OPENER_TEXT, "template": "opener"},
+        {"text": OPENER_TEXT.replace("Summit Home Loans", "Summit"), "template": "opener"},
+    ]
+    stdin = "".join(json.dumps(line) + "\n" for line in lines)
+    result = _run("check-text", "--policies", str(POLICIES), "--brokers", str(one), stdin=stdin)
+    assert result.exit_code == 1, result.output
+    assert _lines(result) == [
+        {"allowed": True, "violations": []},
+        {"allowed": False, "violations": [{"rule": "required-brokerage", "match": "Summit Home Loans"}]},
+    ]
+
+
+def test_check_text_template_values_several_brokers_need_broker_key(tmp_path: Path) -> None:
+    brokers = tmp_path / "brokers.yaml"
+    brokers.write_text(TWO_BROKERS, encoding="utf-8")
+    harbor = OPENER_TEXT.replace("Summit Home Loans", "Harbor Mortgage").replace("123456", "2233445")
+    lines = [
+        {"text": harbor, "template": "opener"},
+        {"text": harbor, "template": "opener", "broker": "+12125550100"},
+        {"text": harbor, "template": "opener", "broker": "+19995550100"},
+    ]
+    stdin = "".join(json.dumps(line) + "\n" for line in lines)
+    result = CliRunner().invoke(main, ["policy", "check-text", "--policies", str(POLICIES)], input=stdin,
+                                env={"TEXTBACK_BROKERS_FILE": str(brokers)}, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    first, second, third = _lines(result)
+    assert first["error"].startswith(f'{brokers} has 2 brokers: say which with "broker"')
+    assert second == {"allowed": True, "violations": []}
+    assert third["error"] == f'no broker with twilio_number "+19995550100" in {brokers}'

@@ -7,7 +7,9 @@ What is checked:
   severity; a missing or empty manifest is a finding;
 - every outbound example through the real OutputGuard: a must_block example must be blocked *by its own
   rule*, a must_pass example must pass the whole guard, and each of the manifest's examples must be blocked
-  by the rule it lists (the same run start-up does, service.policy.selftest);
+  by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
+  manifest requires; a finding names the category the policy set no longer covers); the same run start-up
+  does, service.policy.selftest;
 - every inbound and sending-policy example through its owner's `example_findings()`;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
   required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
@@ -29,6 +31,7 @@ from typing import Any
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
+from service.policy.floor import FLOOR
 from service.policy.manifest import load_manifest, manifest_findings
 
 
@@ -42,6 +45,7 @@ class CheckResult:
     rules: int = 0
     must_block: int = 0
     must_pass: int = 0
+    floor: int = 0
     templates: int = 0
     checked: list[str] = field(default_factory=list)
 
@@ -54,6 +58,7 @@ class CheckResult:
             f"{self.files} policy files",
             f"{self.rules} outbound rules "
             f"({self.must_block} must_block, {self.must_pass} must_pass examples)",
+            f"{self.floor} floor texts fixed in code",
             f"{self.templates} borrower templates through the guard",
             *self.checked,
         ]
@@ -177,6 +182,7 @@ def run_check(
     result.rules = len(rules)
     result.must_block = sum(len(r.rule.examples.must_block) for r in rules)
     result.must_pass = sum(len(r.rule.examples.must_pass) for r in rules)
+    result.floor = sum(len(category.must_block) for category in FLOOR)
 
     manifest = None
     try:

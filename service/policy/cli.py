@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -90,32 +91,45 @@ def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool
 
 @policy.command("check-text")
 @POLICIES_OPTION
-def check_text(policies_dir: Path) -> None:
+@click.option(
+    "--brokers", "brokers_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="A brokers file to take the values a template kind is checked against (brokerage, NMLS ID) from, "
+    "when a line does not give them [default: TEXTBACK_BROKERS_FILE when it is set].",
+)
+def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
     """Check texts through the output guard: JSON lines in, JSON lines out.
 
     \b
-    Input, one per line:   {"text": "...", "required": {"brokerage": "..."}, "template": "opener"}
-                           ("required" and "template" are optional; "template" applies what that template
-                           kind must say by code: the opener's NMLS ID, brokerage and opt-out, the help text's
-                           NMLS ID and contact)
+    Input, one per line:   {"text": "...", "required": {"brokerage": "..."}, "template": "opener",
+                            "broker": "+14155550100"}
+                           ("required", "template" and "broker" are optional. "template" must be a template
+                           id of the policies; it applies what that template kind must say by code: the
+                           opener's NMLS ID, brokerage and opt-out, the help text's NMLS ID and contact. The
+                           brokerage and NMLS ID it is checked against come from "required", else from the
+                           brokers file: its only broker, or the one whose twilio_number is "broker")
     Output, one per line:  {"allowed": true|false, "violations": [{"rule": "<id>", "match": "..."}]}
-    A malformed line gets  {"error": "..."}.  Blank lines are skipped.
+    A malformed line gets  {"error": "..."}: not JSON, an unknown key or template id, or a template kind's
+    values neither given nor found in a brokers file.  Blank lines are skipped.
     Exit status: 0 all allowed; 1 at least one blocked; 2 at least one malformed line (wins over 1);
-    3 the policies could not be loaded.
+    3 the policies or the brokers file could not be loaded.
     """
     from service.policy.guard import OutputGuard  # noqa: PLC0415
+    from service.templates import load_templates  # noqa: PLC0415
 
     try:
         guard = OutputGuard.load(policies_dir)
+        templates = set(load_templates(policies_dir).templates)
     except PolicyError as exc:
         click.echo(f"policy check-text: {exc}", err=True)
         sys.exit(3)
+    brokers = _brokers_for_check_text(brokers_file)
     blocked = malformed = False
     for line in sys.stdin:
         if not line.strip():
             continue
         try:
-            text, required, template = _parse_line(line)
+            text, required, template, broker = _parse_line(line)
+            required = _template_values(template, required, broker, templates, brokers)
         except ValueError as exc:
             malformed = True
             click.echo(json.dumps({"error": str(exc)}))
@@ -130,7 +144,81 @@ def check_text(policies_dir: Path) -> None:
         sys.exit(1)
 
 
-def _parse_line(line: str) -> tuple[str, dict[str, str], str | None]:
+def _brokers_for_check_text(brokers_file: Path | None) -> tuple[Path, list] | None:
+    """The brokers file `--brokers` names, else TEXTBACK_BROKERS_FILE when set (never the shipped example):
+    its path and brokers, or None. Exit 3 when it is given but cannot be read."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from service.brokers import load_brokers  # noqa: PLC0415
+    from service.errors import ConfigError  # noqa: PLC0415
+    from service.settings import Settings  # noqa: PLC0415
+
+    if brokers_file is None:
+        try:
+            settings = Settings()
+        except ValidationError:
+            return None  # the settings are not needed to check texts; values can still be given per line
+        if "brokers_file" not in settings.model_fields_set:
+            return None
+        brokers_file = settings.brokers_file
+    try:
+        return brokers_file, load_brokers(brokers_file)
+    except ConfigError as exc:
+        click.echo(f"policy check-text: {exc}", err=True)
+        sys.exit(3)
+
+
+def _closest(template: str, known: set[str]) -> str | None:
+    matches = difflib.get_close_matches(template, sorted(known), n=1)
+    return matches[0] if matches else None
+
+
+def _unknown_template(template: str, known: set[str]) -> str:
+    folded = {t.casefold(): t for t in known}
+    close = folded.get(template.casefold()) or _closest(template, known)
+    hint = f'; did you mean "{close}"?' if close else ""
+    return f'unknown template "{template}"{hint} (the ids in policies/templates: {", ".join(sorted(known))})'
+
+
+def _template_values(
+    template: str | None, required: dict[str, str], broker: str | None, known: set[str],
+    brokers: tuple[Path, list] | None,
+) -> dict[str, str]:
+    """`required`, completed with what the template kind is checked against; ValueError when it cannot be."""
+    from service.brokers import template_values  # noqa: PLC0415
+    from service.policy.required_content import REQUIRED_BY_KIND, value_names  # noqa: PLC0415
+
+    if template is not None and template not in known:
+        raise ValueError(_unknown_template(template, known))
+    if broker is not None and brokers is None:
+        msg = '"broker" names a broker of a brokers file: pass --brokers'
+        raise ValueError(msg)
+    needed = sorted(n for n in value_names(template or "") if not required.get(n, "").strip())
+    if not needed:
+        return required
+    if brokers is None:
+        what = {r.value: r.what for r in REQUIRED_BY_KIND[template or ""] if r.value}
+        names = " and ".join(what[n] for n in needed)
+        were = "they were" if len(needed) > 1 else "it was"
+        example = ", ".join(f'"{n}": "..."' for n in needed)
+        msg = (f'template "{template}" is checked against the {names} it was rendered with, and {were} not '
+               f'given: add "required": {{{example}}} or pass --brokers')
+        raise ValueError(msg)
+    path, configured = brokers
+    if broker is None and len(configured) != 1:
+        numbers = ", ".join(b.twilio_number for b in configured)
+        msg = f'{path} has {len(configured)} brokers: say which with "broker": "<twilio_number>" ({numbers})'
+        raise ValueError(msg)
+    by_number = {b.twilio_number: b for b in configured}
+    chosen = configured[0] if broker is None else by_number.get(broker)
+    if chosen is None:
+        msg = f'no broker with twilio_number "{broker}" in {path}'
+        raise ValueError(msg)
+    values = template_values(chosen)
+    return {**required, **{n: values[n] for n in needed}}
+
+
+def _parse_line(line: str) -> tuple[str, dict[str, str], str | None, str | None]:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -147,8 +235,12 @@ def _parse_line(line: str) -> tuple[str, dict[str, str], str | None]:
     if template is not None and not isinstance(template, str):
         msg = '"template" must be a template id'
         raise ValueError(msg)
-    unknown = sorted(set(data) - {"text", "required", "template"})
+    broker = data.get("broker")
+    if broker is not None and not isinstance(broker, str):
+        msg = '"broker" must be a broker\'s twilio_number'
+        raise ValueError(msg)
+    unknown = sorted(set(data) - {"text", "required", "template", "broker"})
     if unknown:
         msg = f"unknown keys {unknown}"
         raise ValueError(msg)
-    return data["text"], required, template
+    return data["text"], required, template, broker

@@ -304,7 +304,9 @@ def content_violations(text: str, required: Mapping[str, str], template: str | N
         rule = f"required-{requirement.name}"
         if rule not in seen:
             seen.add(rule)
-            found.append(Violation(rule=rule, match=requirement.what))
+            given = not requirement.value or required.get(requirement.value, "").strip()
+            what = requirement.what if given else f"{requirement.what} (no value given to check the text against)"
+            found.append(Violation(rule=rule, match=what))
     return found
 
 

@@ -266,6 +266,14 @@ def readme_text(policies_dir: Path) -> str:
             "under `TEXTBACK_GUARD_CACHE_DIR`) and refuses to start on any failure. The manifest is part of "
             "the policy-set version; changing it needs compliance sign-off.",
         ),
+        Block(
+            "p",
+            "Whatever these files say, the guard must also block a floor of texts fixed in code "
+            "(`service/policy/floor.py`: rate or APR quotes, payment amounts, repayment terms, loan "
+            "products, approval promises, points and fees, down payments), each by a rule the manifest requires at "
+            "`block`: deleting a rule file together with its manifest entry fails `policy check`, naming the "
+            "category the policy set no longer covers.",
+        ),
         Block("p", f"This table is generated; do not edit it by hand. Regenerate with `{README_COMMAND}`."),
         Block("table", rows),
     ]

@@ -1,10 +1,11 @@
 """Every example through the built guard: at start-up (refuse to start on any failure) and in `policy check`.
 
 What runs: each outbound rule's must_block examples (each must be blocked *by that rule*) and must_pass
-examples (each must pass the whole guard), the compliance manifest's own must_block examples (each blocked
-by the rule it lists), and one known-good text. This is the same Guard object the service then checks
-every text with, so a weakened pattern, a must_pass example the rules now block, or a guardrails upgrade
-that changes behaviour all stop start-up.
+examples (each must pass the whole guard), the compliance manifest's own must_block examples (each blocked by
+the rule it lists), the floor fixed in code (service.policy.floor: each text blocked by a rule the manifest
+requires at block, whatever the files say), and one known-good text. This is the same Guard object the service
+then checks every text with, so a weakened pattern, a must_pass example the rules now block, or a guardrails
+upgrade that changes behaviour all stop start-up.
 
 Cheap: a full run is a few hundred guard checks (~0.1-0.5 s); on success it is recorded as a small JSON
 file named by a key over the whole policy set (every file under policies/, the manifest included), the
@@ -30,7 +31,8 @@ from typing import Any
 from service.errors import PolicyError
 from service.logs import log
 from service.policy.files import LoadedRule, policy_digest
-from service.policy.manifest import LoadedManifest
+from service.policy.floor import FLOOR, FLOOR_SOURCE
+from service.policy.manifest import MANIFEST_PATH, SEVERITY_RANK, LoadedManifest
 
 logger = logging.getLogger("textback.policy")
 
@@ -49,6 +51,8 @@ class ExampleFailure:
     got: str  # "passed" / "was blocked only by x" / "was blocked by x ("...")"
 
     def as_error(self) -> PolicyError:
+        if self.kind == "floor":
+            return PolicyError(self.path, self.field, self.got)
         if self.field.startswith("required."):
             message = f"{_quote(self.text)} was not blocked by {self.rule} ({self.got})"
             return PolicyError(self.path, self.field, message)
@@ -56,7 +60,7 @@ class ExampleFailure:
 
     def check_line(self) -> str:
         """The line `policy check` prints (its format predates the start-up self-test)."""
-        if self.field.startswith("required."):
+        if self.kind == "floor" or self.field.startswith("required."):
             return str(self.as_error())
         return f"{self.path}: example {self.kind} {_quote(self.text)} {self.got}"
 
@@ -116,12 +120,56 @@ def run_examples(
                 field = f"required.{required.id}.must_block.{index}"
                 where = manifest.display if manifest else "policies/outbound/required.yaml"
                 failures.append(ExampleFailure(where, field, "must_block", required.id, example, got))
-    count += 1
+    floor_failures, floor_count = run_floor(guard, rules, manifest)
+    failures += floor_failures
+    count += floor_count + 1
     result = guard.check(KNOWN_GOOD_TEXT)
     if not result.allowed:
         got = f"was blocked by {_describe(result.violations)}"
         known = ExampleFailure("policies/outbound", "known-good text", "must_pass", "-", KNOWN_GOOD_TEXT, got)
         failures.append(known)
+    return failures, count
+
+
+def _anchored(rules: list[LoadedRule], manifest: LoadedManifest | None) -> set[str]:
+    """The rules that count for the floor: present at block and required by the manifest at block (every
+    block rule when there is no usable manifest: that is a finding of its own)."""
+    blocking = {lr.rule.id for lr in rules if lr.rule.severity == "block"}
+    if manifest is None:
+        return blocking
+    block = SEVERITY_RANK["block"]
+    required = {r.id for r in manifest.manifest.required if SEVERITY_RANK[r.min_severity] >= block}
+    return blocking & required
+
+
+def run_floor(
+    guard: Any, rules: list[LoadedRule], manifest: LoadedManifest | None
+) -> tuple[list[ExampleFailure], int]:
+    """Every floor text through `guard`: one failure per category the policy set no longer covers."""
+    anchored = _anchored(rules, manifest)
+    where = manifest.display if manifest else f"policies/{MANIFEST_PATH.as_posix()}"
+    failures: list[ExampleFailure] = []
+    count = 0
+    for category in FLOOR:
+        missed: list[tuple[str, set[str]]] = []
+        for text in category.must_block:
+            count += 1
+            blocked_by = {v.rule for v in guard.check(text).violations}
+            if not blocked_by & anchored:
+                missed.append((text, blocked_by))
+        if not missed:
+            continue
+        text, blocked_by = missed[0]
+        if blocked_by:
+            how = (f"was blocked only by {', '.join(sorted(blocked_by))}, which {where} does not require at "
+                   f"min_severity block, so nothing keeps it blocked")
+        else:
+            how = "passed"
+        more = f" (and {len(missed) - 1} more of its floor texts)" if len(missed) > 1 else ""
+        message = (f"the policy set does not cover {category.what}: {_quote(text)} {how}{more}; every "
+                   f"policy set must block the floor fixed in {FLOOR_SOURCE} with a rule the manifest requires")
+        field = f"floor.{category.name}"
+        failures.append(ExampleFailure(where, field, "floor", category.name, text, message))
     return failures, count
 
 
