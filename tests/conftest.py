@@ -197,9 +197,7 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
     return Settings(_env_file=None, **values)
 
 
-@pytest.fixture
-def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
-    """The application context on a fresh database, with the shared guard and rules."""
+def _context(settings, output_guard, reply_rules):  # noqa: ANN001, ANN202
     from service.context import build_context  # noqa: PLC0415
 
     context = build_context(settings)
@@ -207,6 +205,18 @@ def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
     context._rules = reply_rules  # noqa: SLF001
     yield context
     context.close()
+
+
+@pytest.fixture
+def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
+    """The application context on a fresh database, with the shared guard and rules."""
+    yield from _context(settings, output_guard, reply_rules)
+
+
+@pytest.fixture
+def second_ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
+    """A second, independent context (engine and pool) on the same database as `ctx`."""
+    yield from _context(settings, output_guard, reply_rules)
 
 
 @pytest.fixture

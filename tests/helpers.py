@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import respx
@@ -79,3 +82,22 @@ def sms_params(body: str, sid: str | None = None, sender: str = CALLER, to: str 
     return {"AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01", "MessageSid": sid, "SmsMessageSid": sid,
             "SmsSid": sid, "From": sender, "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1",
             "SmsStatus": "received", **extra}
+
+
+_Seen = TypeVar("_Seen")
+
+
+@contextmanager
+def session_hooks(seen: _Seen) -> Iterator[_Seen]:
+    """Listen to every ORM session's flushes, rollbacks and commits through `seen`'s methods of those names."""
+    from sqlalchemy import event  # noqa: PLC0415
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    hooks = {name: getattr(seen, name) for name in ("after_flush", "after_rollback", "after_commit")}
+    for name, hook in hooks.items():
+        event.listen(Session, name, hook)
+    try:
+        yield seen
+    finally:
+        for name, hook in hooks.items():
+            event.remove(Session, name, hook)

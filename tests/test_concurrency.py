@@ -23,7 +23,7 @@ from sqlmodel import Session, func, select
 
 from service import outbox
 from service.app import create_app
-from service.context import AppContext, build_context
+from service.context import AppContext
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
 from service.twilio.signature import sign
 from tests.helpers import BROKER, BROKER2, PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params, twilio_created
@@ -33,16 +33,6 @@ pytestmark = pytest.mark.postgres
 DIAL = "/twilio/voice/dial-status"
 COPIES_PER_INSTANCE = 2
 CALLERS = [f"+1415555{n:04d}" for n in range(2001, 2011)]  # under the per-broker breaker (15)
-
-
-@pytest.fixture
-def second_ctx(settings, output_guard, reply_rules) -> Iterator[AppContext]:  # noqa: ANN001
-    """A second, independent context (engine and pool) on the same database as `ctx`."""
-    context = build_context(settings)
-    context._guard = output_guard  # noqa: SLF001
-    context._rules = reply_rules  # noqa: SLF001
-    yield context
-    context.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from service import outbox, worker
 from service.models import InboundMessage, Lead, utcnow
 from tests.helpers import sms_params
-from tests.test_concurrency import clients, second_ctx  # noqa: F401 - two instances on one database
+from tests.test_concurrency import clients  # noqa: F401 - two instances on one database
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 from tests.test_handoff_priority import borrower_templates, opted_out
 

@@ -17,7 +17,6 @@ from datetime import timedelta
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
@@ -33,7 +32,9 @@ from service.models import (
     utcnow,
 )
 from service.privacy import purge_older_than
-from tests.helpers import BROKER, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params, twilio_created
+from tests.helpers import (
+    BROKER, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, session_hooks, sms_params, twilio_created,
+)
 
 DIAL = "/twilio/voice/dial-status"
 LOOKUP = f"https://lookups.twilio.com/v2/PhoneNumbers/{CALLER}"
@@ -73,14 +74,8 @@ class Commits:
 
 @pytest.fixture
 def commits() -> Iterator[Commits]:
-    seen = Commits()
-    hooks = {"after_flush": seen.after_flush, "after_rollback": seen.after_rollback,
-             "after_commit": seen.after_commit}
-    for name, hook in hooks.items():
-        event.listen(OrmSession, name, hook)
-    yield seen
-    for name, hook in hooks.items():
-        event.remove(OrmSession, name, hook)
+    with session_hooks(Commits()) as seen:
+        yield seen
 
 
 def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001

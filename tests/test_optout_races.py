@@ -27,19 +27,20 @@ from typing import Any
 import httpx
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
 from service import optout_lock, outbox
 from service.app import create_app
-from service.context import AppContext, build_context
+from service.context import AppContext
 from service.db import session_scope
 from service.errors import NumberBusy
 from service.models import OptOut, OptOutEvent
 from service.sending.policy import load_sending_policy
 from service.twilio.signature import sign
-from tests.helpers import BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, sms_params, twilio_created
+from tests.helpers import (
+    BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, session_hooks, sms_params, twilio_created,
+)
 from tests.optout_lock_children import change_in_child, hold_for_send_in_child
 
 pytestmark = pytest.mark.postgres
@@ -110,14 +111,8 @@ class Observed:
 
 @pytest.fixture
 def observed() -> Iterator[Observed]:
-    seen = Observed()
-    hooks = {"after_flush": seen.after_flush, "after_rollback": seen.after_rollback,
-             "after_commit": seen.after_commit}
-    for name, hook in hooks.items():
-        event.listen(OrmSession, name, hook)
-    yield seen
-    for name, hook in hooks.items():
-        event.remove(OrmSession, name, hook)
+    with session_hooks(Observed()) as seen:
+        yield seen
 
 
 @pytest.fixture
@@ -132,16 +127,6 @@ def roomy_sending_policy(tmp_path: Path):  # noqa: ANN201
         text = head + f"  {name}:\n    value: 100000" + rest[rest.index("\n"):]
     path.write_text(text)
     return load_sending_policy(copy)
-
-
-@pytest.fixture
-def second_ctx(settings, output_guard, reply_rules) -> Iterator[AppContext]:  # noqa: ANN001
-    """A second, independent context (engine and pool) on the same database as `ctx`."""
-    context = build_context(settings)
-    context._guard = output_guard  # noqa: SLF001
-    context._rules = reply_rules  # noqa: SLF001
-    yield context
-    context.close()
 
 
 @pytest.fixture
