@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import TypeVar
 
 import httpx
 import respx
+
+from service.twilio import fake
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
@@ -46,19 +47,9 @@ brokers:
     call_screening: false
 """
 
-_sid_counter = itertools.count(1)
-
-
 def message_json(to: str, from_: str, body: str, sid: str | None = None, status: str = "queued") -> dict:
     """A Messages API response body shaped like Twilio's."""
-    sid = sid or f"SM{next(_sid_counter):032x}"
-    return {
-        "account_sid": TWILIO_SID, "api_version": "2010-04-01", "body": body, "date_created": None,
-        "date_sent": None, "date_updated": None, "direction": "outbound-api", "error_code": None,
-        "error_message": None, "from": from_, "messaging_service_sid": None, "num_media": "0",
-        "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid, "status": status, "to": to,
-        "uri": f"/2010-04-01/Accounts/{TWILIO_SID}/Messages/{sid}.json", "subresource_uris": {},
-    }
+    return fake.message_json(to, from_, body, sid=sid, status=status, account_sid=TWILIO_SID)
 
 
 def twilio_created(request: httpx.Request) -> httpx.Response:
@@ -73,15 +64,11 @@ def sent_texts(route: respx.Route) -> list[dict[str, str]]:
 
 
 def call_params(call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
-    return {"AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid, "From": caller,
-            "To": to, "Caller": caller, "Called": to, "Direction": "inbound", "CallStatus": "ringing", **extra}
+    return fake.call_form(call_sid, caller, to, account_sid=TWILIO_SID, **extra)
 
 
 def sms_params(body: str, sid: str | None = None, sender: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
-    sid = sid or f"SM{next(_sid_counter):032x}"
-    return {"AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01", "MessageSid": sid, "SmsMessageSid": sid,
-            "SmsSid": sid, "From": sender, "To": to, "Body": body, "NumMedia": "0", "NumSegments": "1",
-            "SmsStatus": "received", **extra}
+    return fake.sms_form(body, sender, to, sid=sid, account_sid=TWILIO_SID, **extra)
 
 
 _Seen = TypeVar("_Seen")
