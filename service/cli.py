@@ -1,41 +1,98 @@
-"""The `textback` command line. Sub-commands import their modules lazily so each starts fast."""
+"""The `textback` command line: the table of sub-commands, each imported only when it runs.
+
+`textback --help` lists the commands from the table's one-line summaries, so it imports none of them (the
+service, guardrails, openai and SQLModel cost over a second to import); `textback CMD ...` imports CMD's
+module alone. tests/test_structure.py checks each summary against its command's docstring.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 import click
+from click.utils import make_default_short_help
 
-# name -> "module:attribute" of a click command or group; imported only when that command runs.
-LAZY_COMMANDS: dict[str, str] = {
-    "serve": "service.commands.serve:serve",
-    "worker": "service.commands.serve:worker",
-    "simulate": "service.commands.simulate:simulate",
-    "classify": "service.replies.cli:classify",
-    "policy": "service.policy.cli:policy",
-    "audit": "service.commands.audit:audit",
-    "evals": "service.evals.cli:evals",
-    "privacy": "service.commands.privacy:privacy",
-    "contacts": "service.commands.contacts:contacts",
+
+class LazyCommand(NamedTuple):
+    target: str  # "module:attribute" of a click command or group
+    summary: str  # the first line of the command's help, shown by `textback --help` without importing it
+
+
+COMMANDS: dict[str, LazyCommand] = {
+    "serve": LazyCommand(
+        "service.commands.serve:serve",
+        "Run the service (creates or migrates the tables, loads the brokers file).",
+    ),
+    "worker": LazyCommand(
+        "service.commands.serve:worker",
+        "Run only the background worker (sends due texts, processes replies) against the database.",
+    ),
+    "simulate": LazyCommand(
+        "service.commands.simulate:simulate",
+        "Send signed webhooks to a running service (--url) or to an in-process one.",
+    ),
+    "classify": LazyCommand(
+        "service.replies.cli:classify",
+        'Analyse borrower replies: JSON lines {"text", "received_at"?} on stdin, one analysis per line out.',
+    ),
+    "policy": LazyCommand(
+        "service.policy.cli:policy",
+        "Compliance policies: validate them, report on them, check texts against them.",
+    ),
+    "audit": LazyCommand(
+        "service.commands.audit:audit",
+        "Audit trail exports (reads TEXTBACK_DATABASE_URL).",
+    ),
+    "evals": LazyCommand(
+        "service.evals.cli:evals",
+        "Measured accuracy and safety: the labelled replies and the outbound red-team set.",
+    ),
+    "privacy": LazyCommand(
+        "service.commands.privacy:privacy",
+        "Borrower data: forget a number, purge old conversations (reads TEXTBACK_DATABASE_URL).",
+    ),
+    "contacts": LazyCommand(
+        "service.commands.contacts:contacts",
+        "Numbers never to text automatically.",
+    ),
 }
 
 
+def load_command(name: str) -> click.Command | None:
+    """Import the module behind `name` and return its click command (None for an unknown name)."""
+    entry = COMMANDS.get(name)
+    if entry is None:
+        return None
+    module_name, _, attr = entry.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+    command = getattr(module, attr)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{entry.target} is not a click command")
+    return command
+
+
 class LazyGroup(click.Group):
+    """A group whose sub-commands come from COMMANDS, imported on first use."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(LAZY_COMMANDS)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = LAZY_COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                return None
-            raise
-        return getattr(module, attr)
+        return load_command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own layout, from the table's summaries instead of the imported commands."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, make_default_short_help(COMMANDS[name].summary, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup)
