@@ -13,33 +13,19 @@ import csv
 import heapq
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 import phonenumbers
-from sqlalchemy import and_, inspect, or_
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from service.db import make_engine, normalize_url
-from service.models import (
-    AlertFailure,
-    Broker,
-    CallEvent,
-    Decision,
-    DeliveryEvent,
-    InboundMessage,
-    Lead,
-    OptOutEvent,
-    OutboundMessage,
-)
+from service.audit_rows import Event, EventRows, Source
+from service.models import Broker
 
 PAGE = 1000
-
-# Event types, in the order used to break ties between events at the same instant.
-EVENT_TYPES = ("call", "inbound_message", "decision", "opt_out_event", "outbound_text", "delivery", "alert_failure")
 
 COLUMNS: tuple[str, ...] = (
     # every event
@@ -89,11 +75,8 @@ COLUMNS: tuple[str, ...] = (
 # Free text that may hold a phone number (masked with --mask-phones) or start like a spreadsheet formula.
 TEXT_FIELDS = ("body", "reason", "last_error")
 PHONE_FIELDS = ("phone", "from", "to")
+TIME_FIELDS = ("time", "sent_at")
 FORMATS = ("csv", "jsonl")
-
-
-class AuditError(Exception):
-    """The export cannot run (no database, no tables); the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,47 +169,17 @@ class Masker:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading
-
-
-def open_database(url: str) -> Engine:
-    """An engine on an existing textback database (never creates one: an export reads what is there)."""
-    parsed = make_url(normalize_url(url))
-    sqlite = parsed.drivername.startswith("sqlite")
-    if sqlite and (
-        not parsed.database or parsed.database == ":memory:" or not Path(parsed.database).exists()
-    ):
-        raise AuditError(f"no database at {parsed.database or url!r} (TEXTBACK_DATABASE_URL)")
-    engine = make_engine(url)
-    try:
-        missing = [
-            t
-            for t in ("outboundmessage", "inboundmessage", "decision", "optoutevent", "callevent")
-            if not inspect(engine).has_table(t)
-        ]
-    except Exception as exc:
-        engine.dispose()
-        raise AuditError(f"cannot open the database: {type(exc).__name__}") from None
-    if missing:
-        engine.dispose()
-        raise AuditError(
-            f"the database has no textback tables ({', '.join(missing)} missing); run textback serve once"
-        )
-    return engine
+# Reading (what each table contributes is service/audit_rows.py)
 
 
 def _paged(
-    session: Session,
-    base: Any,
-    time_col: Any,
-    id_col: Any,
-    since: datetime,
-    until: datetime | None,
+    session: Session, source: Source, since: datetime, until: datetime | None
 ) -> Iterator[Any]:
-    """Rows of `base` with since <= time < until, ordered by (time, id), fetched PAGE at a time."""
+    """The source's rows with since <= time < until, ordered by (time, id), fetched PAGE at a time."""
+    time_col, id_col = (getattr(source.model, name) for name in (source.time_column, "id"))
     last: tuple[datetime, int] | None = None
     while True:
-        stmt = base.where(time_col >= since)
+        stmt: Select[Any] = source.query.where(time_col >= since)
         if until is not None:
             stmt = stmt.where(time_col < until)
         if last is not None:
@@ -236,207 +189,25 @@ def _paged(
         if len(rows) < PAGE:
             return
         head = rows[-1][0]
-        last = (getattr(head, time_col.key), head.id)
+        last = (getattr(head, source.time_column), head.id)
 
 
-def _guard_fields(result: dict[str, Any] | None) -> tuple[bool | None, list[dict[str, Any]] | None]:
-    if not result:
-        return None, None
-    return result.get("allowed"), list(result.get("violations") or [])
-
-
-def iter_events(
-    engine: Engine, *, since: datetime, until: datetime | None = None
-) -> Iterator[dict[str, Any]]:
+def iter_events(engine: Engine, *, since: datetime, until: datetime | None = None) -> Iterator[Event]:
     """Every event with since <= time < until, in time order, as dicts over COLUMNS (unmasked)."""
     with Session(engine) as session:
-        brokers = {b.id: b for b in session.exec(select(Broker)).all()}
+        rows = EventRows({b.id: b for b in session.exec(select(Broker)).all()})
 
-        def number(broker_id: int | None) -> str | None:
-            broker = brokers.get(broker_id) if broker_id is not None else None
-            return broker.twilio_number if broker else None
-
-        def outbound(row: Any) -> dict[str, Any]:
-            msg, lead_phone = row
-            allowed, violations = _guard_fields(msg.guard_result)
-            return {
-                "time": msg.created_at,
-                "record_id": msg.id,
-                "broker_id": msg.broker_id,
-                "broker_number": number(msg.broker_id),
-                "lead_id": msg.lead_id,
-                "phone": lead_phone or (msg.to_phone if msg.audience == "borrower" else None),
-                "from": msg.from_phone,
-                "to": msg.to_phone,
-                "audience": msg.audience,
-                "purpose": msg.purpose,
-                "template_id": msg.template_id,
-                "policy_version": msg.policy_version,
-                "guard_allowed": allowed,
-                "guard_violations": violations,
-                "status": msg.status,
-                "twilio_sid": msg.twilio_sid,
-                "delivery_status": msg.delivery_status,
-                "error_code": msg.error_code,
-                "last_error": msg.last_error,
-                "sent_at": format_time(msg.sent_at),
-                "body": msg.body,
-            }
-
-        def inbound(row: Any) -> dict[str, Any]:
-            (msg,) = row
-            return {
-                "time": msg.received_at,
-                "record_id": msg.id,
-                "broker_id": msg.broker_id,
-                "broker_number": number(msg.broker_id),
-                "lead_id": msg.lead_id,
-                "phone": msg.from_phone,
-                "from": msg.from_phone,
-                "to": number(msg.broker_id),
-                "status": msg.status,
-                "message_sid": msg.message_sid,
-                "opt_out_type": msg.opt_out_type,
-                "body": msg.body,
-            }
-
-        def decision(row: Any) -> dict[str, Any]:
-            dec, from_phone, broker_id = row
-            return {
-                "time": dec.created_at,
-                "record_id": dec.id,
-                "broker_id": broker_id,
-                "broker_number": number(broker_id),
-                "lead_id": dec.lead_id,
-                "phone": from_phone,
-                "inbound_id": dec.inbound_id,
-                "action": dec.action,
-                "source": dec.source,
-                "rules_fired": list(dec.rules_fired or []),
-                "rules_version": dec.rules_version,
-                "llm_prompt": dec.llm_prompt,
-                "llm_prompt_version": dec.llm_prompt_version,
-                "llm_model": dec.llm_model,
-                "llm_error": dec.llm_error,
-            }
-
-        def opt_out(row: Any) -> dict[str, Any]:
-            (event,) = row
-            return {
-                "time": event.created_at,
-                "record_id": event.id,
-                "broker_id": event.broker_id,
-                "broker_number": number(event.broker_id),
-                "phone": event.phone,
-                "action": event.action,
-                "source": event.source,
-                "message_sid": event.message_sid,
-            }
-
-        def call(row: Any) -> dict[str, Any]:
-            (event,) = row
-            return {
-                "time": event.created_at,
-                "record_id": event.id,
-                "broker_id": event.broker_id,
-                "broker_number": number(event.broker_id),
-                "phone": event.caller,
-                "from": event.caller,
-                "to": number(event.broker_id),
-                "call_sid": event.call_sid,
-                "kind": event.kind,
-                "status": event.status,
-                "missed": event.missed,
-                "reason": event.reason,
-                "duration": event.duration,
-            }
-
-        def delivery(row: Any) -> dict[str, Any]:
-            event, to_phone, broker_id, audience = row
-            return {
-                "time": event.created_at,
-                "record_id": event.id,
-                "broker_id": broker_id,
-                "broker_number": number(broker_id),
-                "phone": to_phone if audience == "borrower" else None,
-                "to": to_phone,
-                "message_sid": event.message_sid,
-                "twilio_sid": event.message_sid,
-                "delivery_status": event.status,
-                "error_code": event.error_code,
-            }
-
-        def alert_failure(row: Any) -> dict[str, Any]:
-            # An alert to the broker's team that did not get through; `status` says what was done about it.
-            failure, lead_phone = row
-            return {
-                "time": failure.created_at,
-                "record_id": failure.id,
-                "broker_id": failure.broker_id,
-                "broker_number": number(failure.broker_id),
-                "lead_id": failure.lead_id,
-                "phone": lead_phone,
-                "from": failure.from_phone,
-                "to": failure.to_phone,
-                "audience": "broker",
-                "template_id": failure.template_id,
-                "status": failure.action,
-                "error_code": failure.error_code,
-                "last_error": failure.error,
-            }
-
-        sources: list[tuple[str, Any, Any, Callable[[Any], dict[str, Any]]]] = [
-            ("call", select(CallEvent), CallEvent, call),
-            ("inbound_message", select(InboundMessage), InboundMessage, inbound),
-            (
-                "decision",
-                select(Decision, InboundMessage.from_phone, InboundMessage.broker_id).outerjoin(
-                    InboundMessage, Decision.inbound_id == InboundMessage.id
-                ),
-                Decision,
-                decision,
-            ),
-            ("opt_out_event", select(OptOutEvent), OptOutEvent, opt_out),
-            (
-                "outbound_text",
-                select(OutboundMessage, Lead.phone).outerjoin(Lead, OutboundMessage.lead_id == Lead.id),
-                OutboundMessage,
-                outbound,
-            ),
-            (
-                "delivery",
-                select(
-                    DeliveryEvent,
-                    OutboundMessage.to_phone,
-                    OutboundMessage.broker_id,
-                    OutboundMessage.audience,
-                ).outerjoin(OutboundMessage, OutboundMessage.twilio_sid == DeliveryEvent.message_sid),
-                DeliveryEvent,
-                delivery,
-            ),
-            (
-                "alert_failure",
-                select(AlertFailure, Lead.phone).outerjoin(Lead, AlertFailure.lead_id == Lead.id),
-                AlertFailure,
-                alert_failure,
-            ),
-        ]
-
-        def stream(
-            order: int, kind: str, base: Any, model: Any, build: Callable[[Any], dict[str, Any]]
-        ) -> Iterator[tuple[datetime, int, int, dict[str, Any]]]:
-            time_col = model.received_at if model is InboundMessage else model.created_at
-            for row in _paged(session, base, time_col, model.id, since, until):
-                event = {"event_type": kind, **build(row)}
+        def stream(order: int, source: Source) -> Iterator[tuple[datetime, int, int, Event]]:
+            for row in _paged(session, source, since, until):
+                event = {"event_type": source.kind, **source.build(row)}
                 yield event["time"], order, event["record_id"], event
 
-        streams = [
-            stream(i, kind, base, model, build) for i, (kind, base, model, build) in enumerate(sources)
-        ]
+        streams = [stream(order, source) for order, source in enumerate(rows.sources())]
         for _time, _order, _id, event in heapq.merge(*streams, key=lambda item: item[:3]):
             row = dict.fromkeys(COLUMNS)
             row.update(event)
-            row["time"] = format_time(event["time"])
+            for name in TIME_FIELDS:
+                row[name] = format_time(row[name])
             yield row
 
 
@@ -480,7 +251,7 @@ def _csv_cell(name: str, value: Any) -> str:
     return text
 
 
-def write_events(events: Iterable[dict[str, Any]], stream: TextIO, fmt: str) -> int:
+def write_events(events: Iterable[dict[str, Any]], stream: IO[str], fmt: str) -> int:
     """Write events as CSV (header = COLUMNS) or JSON lines; returns how many were written."""
     count = 0
     if fmt == "csv":
@@ -501,7 +272,7 @@ def write_events(events: Iterable[dict[str, Any]], stream: TextIO, fmt: str) -> 
 
 def export(
     engine: Engine,
-    stream: TextIO,
+    stream: IO[str],
     *,
     since: datetime,
     until: datetime | None = None,

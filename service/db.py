@@ -1,14 +1,17 @@
-"""The database: engine construction (SQLite by default, PostgreSQL too), sessions, schema creation."""
+"""The database: engine construction (SQLite by default, PostgreSQL too), sessions, schema creation, and
+opening an existing database for the commands that only read one (audit export, privacy)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, create_engine
 
 from service import models  # noqa: F401 - registers the tables on SQLModel.metadata
@@ -31,7 +34,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
             # The sqlite3 driver opens transactions lazily (only before a write), so a SAVEPOINT can start and
             # RELEASE commit one on its own. Take transaction control ourselves (SQLAlchemy's documented
             # recipe): every transaction is a real BEGIN, and IMMEDIATE so concurrent writers queue up instead
@@ -45,7 +48,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+        def _sqlite_begin(conn: Connection) -> None:
             # A connection marked read-only (the opt-out re-check under a send's number lock) reads a WAL
             # snapshot without queueing for the write lock: see service/optout_lock.py.
             read_only = conn.get_execution_options().get("sqlite_read_only")
@@ -56,6 +59,36 @@ def make_engine(url: str) -> Engine:
     # answered from memory), not after the operating system's TCP timeout of minutes.
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+
+
+class MissingDatabase(Exception):
+    """No textback database at the URL (no file, no tables, or it cannot be opened); the message says why."""
+
+
+def open_database(url: str) -> Engine:
+    """An engine on an existing textback database, for commands that read one (never creates it)."""
+    parsed = make_url(normalize_url(url))
+    sqlite = parsed.drivername.startswith("sqlite")
+    if sqlite and (
+        not parsed.database or parsed.database == ":memory:" or not Path(parsed.database).exists()
+    ):
+        raise MissingDatabase(f"no database at {parsed.database or url!r} (TEXTBACK_DATABASE_URL)")
+    engine = make_engine(url)
+    try:
+        missing = [
+            t
+            for t in ("outboundmessage", "inboundmessage", "decision", "optoutevent", "callevent")
+            if not inspect(engine).has_table(t)
+        ]
+    except Exception as exc:
+        engine.dispose()
+        raise MissingDatabase(f"cannot open the database: {type(exc).__name__}") from None
+    if missing:
+        engine.dispose()
+        raise MissingDatabase(
+            f"the database has no textback tables ({', '.join(missing)} missing); run textback serve once"
+        )
+    return engine
 
 
 def create_schema(engine: Engine) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from service.audit import COLUMNS, FORMATS, AuditError, export, open_database, parse_when
+from service.audit import COLUMNS, FORMATS, export, parse_when
+from service.db import MissingDatabase, open_database
+from service.settings import Settings
 
 
-class When(click.ParamType):
+class When(click.ParamType[datetime]):
     """YYYY-MM-DD or an ISO-8601 date-time (UTC when no zone is given)."""
 
     name = "DATE"
@@ -61,17 +63,15 @@ def export_command(since: datetime, until: datetime | None, fmt: str, output: st
     """One row per event, in time order: outbound texts, inbound messages, decisions, opt-out events, calls
     and delivery callbacks. CSV has a fixed header (event_type + every field, empty where not applicable);
     in CSV only, free text starting like a spreadsheet formula is prefixed with an apostrophe."""
-    from service.settings import Settings  # noqa: PLC0415
-
     if until is not None and until <= since:
         raise click.BadParameter("must be after --since", param_hint="--until")
     try:
         engine = open_database(Settings().database_url)
-    except AuditError as exc:
+    except MissingDatabase as exc:
         raise click.ClickException(str(exc)) from None
     try:
         if output == "-":
-            stream = click.get_text_stream("stdout")
+            stream = click.open_file("-", "w")  # click's stdout text stream, left open
             count = export(engine, stream, since=since, until=until, fmt=fmt, mask_phones=mask_phones)
             stream.flush()
         else:

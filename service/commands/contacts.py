@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -12,7 +13,7 @@ from service.phones import InvalidPhone, mask, to_e164
 from service.settings import get_settings
 
 
-def _engine():  # noqa: ANN202
+def _engine() -> Engine:
     engine = make_engine(get_settings().database_url)
     create_schema(engine)
     return engine

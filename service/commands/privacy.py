@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
-from service.audit import AuditError, mask_phone, open_database
+from service.audit import mask_phone
+from service.db import MissingDatabase, open_database
+from service.models import Broker
 from service.phones import InvalidPhone, to_e164
+from service.privacy import forget_number, purge_older_than
+from service.settings import Settings
 
 
-def _engine() -> Any:
-    from service.settings import Settings  # noqa: PLC0415
-
+def _engine() -> Engine:
     try:
         return open_database(Settings().database_url)
-    except AuditError as exc:
+    except MissingDatabase as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -42,11 +44,6 @@ def forget(number: str, broker_number: str | None, yes: bool) -> None:
     """Delete everything stored about NUMBER (leads, texts, replies, decisions, calls).
 
     The opt-out record and its history are kept, so a forgotten number that opted out stays opted out."""
-    from sqlmodel import Session, select  # noqa: PLC0415
-
-    from service.models import Broker  # noqa: PLC0415
-    from service.privacy import forget_number  # noqa: PLC0415
-
     try:
         phone = to_e164(number)
     except InvalidPhone as exc:
@@ -92,9 +89,6 @@ def purge(days: int | None) -> None:
     """Delete conversations past the retention period, with their texts, decisions and calls.
 
     Opt-out records stay, and conversations with work still pending are left alone."""
-    from service.privacy import purge_older_than  # noqa: PLC0415
-    from service.settings import Settings  # noqa: PLC0415
-
     if days is None:
         days = Settings().retention_days
         if days is None:
