@@ -113,7 +113,7 @@ def ping(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - readiness: any failure means not ready
+    except Exception:  # readiness: any failure means not ready
         return False
     return True
 

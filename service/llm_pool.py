@@ -65,7 +65,7 @@ class LLMPool:
     def _run(self, job: Callable[[], None]) -> None:
         try:
             job()
-        except Exception as exc:  # noqa: BLE001 - a job's failure never takes the pool down
+        except Exception as exc:  # a job's failure never takes the pool down
             log(logger, logging.ERROR, "llm job failed", exc_type=type(exc).__name__)
         finally:
             self._free()

@@ -14,12 +14,12 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, delete, exists, or_
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, col, select
 
 from service.db import session_scope
 from service.logs import log
@@ -58,6 +58,11 @@ def _chunks(values: Sequence[T], size: int = BATCH) -> Iterable[list[T]]:
         yield list(values[start : start + size])
 
 
+def _ids(keys: Iterable[int | None]) -> list[int]:
+    """Primary keys read by a query (SQLModel types them optional; a stored row always has one)."""
+    return [key for key in keys if key is not None]
+
+
 def _same_number(raw: str | None, phone: str) -> bool:
     if not raw:
         return False
@@ -82,14 +87,15 @@ def _remember_sids(session: Session, sids: Iterable[str], kind: str) -> None:
     """Keep the hash of each SID about to be deleted (once each), for replay protection."""
     digests = {sid_digest(sid) for sid in sids if sid}
     for chunk in _chunks(sorted(digests)):
-        known = set(session.exec(select(ForgottenSid.digest).where(ForgottenSid.digest.in_(chunk))).all())
+        known = set(session.exec(select(ForgottenSid.digest).where(col(ForgottenSid.digest).in_(chunk))).all())
         session.add_all(ForgottenSid(digest=d, kind=kind) for d in chunk if d not in known)
     session.flush()
 
 
-def _delete(session: Session, model: type, *conditions: Any) -> int:
+def _delete(session: Session, model: type[SQLModel], *conditions: Any) -> int:
     stmt = delete(model).where(*conditions).execution_options(synchronize_session=False)
-    return session.execute(stmt).rowcount or 0
+    result = cast("CursorResult[Any]", session.execute(stmt))  # a DELETE's result is a cursor result
+    return result.rowcount or 0
 
 
 def _delete_rows(
@@ -103,29 +109,29 @@ def _delete_rows(
     """Delete the given rows and everything hanging off them, children first; returns counts."""
     counts = _zero()
     for chunk in _chunks(inbound_ids):
-        counts["decisions"] += _delete(session, Decision, Decision.inbound_id.in_(chunk))
+        counts["decisions"] += _delete(session, Decision, col(Decision.inbound_id).in_(chunk))
     for chunk in _chunks(lead_ids):
-        counts["decisions"] += _delete(session, Decision, Decision.lead_id.in_(chunk))
+        counts["decisions"] += _delete(session, Decision, col(Decision.lead_id).in_(chunk))
     for chunk in _chunks(outbound_ids):
         sids = [
             sid
             for sid in session.exec(
-                select(OutboundMessage.twilio_sid).where(OutboundMessage.id.in_(chunk))
+                select(OutboundMessage.twilio_sid).where(col(OutboundMessage.id).in_(chunk))
             ).all()
             if sid
         ]
         if sids:
-            counts["delivery_events"] += _delete(session, DeliveryEvent, DeliveryEvent.message_sid.in_(sids))
-        counts["outbound_messages"] += _delete(session, OutboundMessage, OutboundMessage.id.in_(chunk))
+            counts["delivery_events"] += _delete(session, DeliveryEvent, col(DeliveryEvent.message_sid).in_(sids))
+        counts["outbound_messages"] += _delete(session, OutboundMessage, col(OutboundMessage.id).in_(chunk))
     for chunk in _chunks(inbound_ids):
         _remember_sids(session, session.exec(
-            select(InboundMessage.message_sid).where(InboundMessage.id.in_(chunk))).all(), "message")
-        counts["inbound_messages"] += _delete(session, InboundMessage, InboundMessage.id.in_(chunk))
-    for chunk in _chunks(call_sids):
-        _remember_sids(session, chunk, "call")
-        counts["call_events"] += _delete(session, CallEvent, CallEvent.call_sid.in_(chunk))
+            select(InboundMessage.message_sid).where(col(InboundMessage.id).in_(chunk))).all(), "message")
+        counts["inbound_messages"] += _delete(session, InboundMessage, col(InboundMessage.id).in_(chunk))
+    for sid_chunk in _chunks(call_sids):
+        _remember_sids(session, sid_chunk, "call")
+        counts["call_events"] += _delete(session, CallEvent, col(CallEvent.call_sid).in_(sid_chunk))
     for chunk in _chunks(lead_ids):
-        counts["leads"] += _delete(session, Lead, Lead.id.in_(chunk))
+        counts["leads"] += _delete(session, Lead, col(Lead.id).in_(chunk))
     return counts
 
 
@@ -139,34 +145,34 @@ def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = No
     calls. The opt-out status and history stay. Raises InvalidPhone for a number that is not one."""
     phone = to_e164(phone_e164)
     with session_scope(engine) as session:
-        lead_q = select(Lead.id).where(Lead.phone == phone)
+        lead_q = select(Lead.id).where(col(Lead.phone) == phone)
         inbound_q = select(InboundMessage.id)
         outbound_q = select(OutboundMessage.id)
-        call_q = select(CallEvent.call_sid, CallEvent.caller).where(CallEvent.caller.contains(phone[-7:]))
+        call_q = select(CallEvent.call_sid, CallEvent.caller).where(col(CallEvent.caller).contains(phone[-7:]))
         if broker_id is not None:
-            lead_q = lead_q.where(Lead.broker_id == broker_id)
-            inbound_q = inbound_q.where(InboundMessage.broker_id == broker_id)
-            outbound_q = outbound_q.where(OutboundMessage.broker_id == broker_id)
-            call_q = call_q.where(CallEvent.broker_id == broker_id)
-        lead_ids = list(session.exec(lead_q).all())
-        about_lead = [OutboundMessage.lead_id.in_(lead_ids)] if lead_ids else []
-        inbound_ids = list(
+            lead_q = lead_q.where(col(Lead.broker_id) == broker_id)
+            inbound_q = inbound_q.where(col(InboundMessage.broker_id) == broker_id)
+            outbound_q = outbound_q.where(col(OutboundMessage.broker_id) == broker_id)
+            call_q = call_q.where(col(CallEvent.broker_id) == broker_id)
+        lead_ids = _ids(session.exec(lead_q).all())
+        about_lead = [col(OutboundMessage.lead_id).in_(lead_ids)] if lead_ids else []
+        inbound_ids = _ids(
             session.exec(
                 inbound_q.where(
                     or_(
-                        InboundMessage.from_phone == phone,
-                        *([InboundMessage.lead_id.in_(lead_ids)] if lead_ids else []),
+                        col(InboundMessage.from_phone) == phone,
+                        *([col(InboundMessage.lead_id).in_(lead_ids)] if lead_ids else []),
                     )
                 )
             ).all()
         )
         # Texts to the number, texts on its leads (alerts to the broker), and any text naming it.
-        outbound_ids = list(
+        outbound_ids = _ids(
             session.exec(
                 outbound_q.where(
                     or_(
-                        OutboundMessage.to_phone == phone,
-                        OutboundMessage.body.contains(phone),
+                        col(OutboundMessage.to_phone) == phone,
+                        col(OutboundMessage.body).contains(phone),
                         *about_lead,
                     )
                 )
@@ -181,7 +187,7 @@ def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = No
             call_sids=call_sids,
         )
         # The Lookup result says what kind of line the number is: it goes too (a later call looks it up again).
-        counts["line_types"] = _delete(session, LineTypeCache, LineTypeCache.phone == phone)
+        counts["line_types"] = _delete(session, LineTypeCache, col(LineTypeCache.phone) == phone)
     log(logger, logging.INFO, "number forgotten", phone=mask(phone), broker_id=broker_id, **counts)
     return counts
 
@@ -193,35 +199,35 @@ def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = No
 def _stale_lead_ids(session: Session, cutoff: datetime, among: list[int] | None = None) -> list[int]:
     """Leads with no activity since the cutoff and no work still pending (optionally only among some ids)."""
     recent_inbound = exists().where(
-        InboundMessage.lead_id == Lead.id,
-        or_(InboundMessage.received_at >= cutoff, InboundMessage.status.in_(PENDING_INBOUND)),
+        col(InboundMessage.lead_id) == Lead.id,
+        or_(col(InboundMessage.received_at) >= cutoff, col(InboundMessage.status).in_(PENDING_INBOUND)),
     )
     recent_outbound = exists().where(
         or_(
-            OutboundMessage.lead_id == Lead.id,
-            and_(OutboundMessage.broker_id == Lead.broker_id, OutboundMessage.to_phone == Lead.phone),
+            col(OutboundMessage.lead_id) == Lead.id,
+            and_(col(OutboundMessage.broker_id) == Lead.broker_id, col(OutboundMessage.to_phone) == Lead.phone),
         ),
         or_(
-            OutboundMessage.created_at >= cutoff,
-            OutboundMessage.sent_at >= cutoff,
-            OutboundMessage.status.in_(PENDING_OUTBOUND),
+            col(OutboundMessage.created_at) >= cutoff,
+            col(OutboundMessage.sent_at) >= cutoff,
+            col(OutboundMessage.status).in_(PENDING_OUTBOUND),
         ),
     )
     recent_call = exists().where(
-        CallEvent.broker_id == Lead.broker_id,
-        CallEvent.caller == Lead.phone,
-        CallEvent.created_at >= cutoff,
+        col(CallEvent.broker_id) == Lead.broker_id,
+        col(CallEvent.caller) == Lead.phone,
+        col(CallEvent.created_at) >= cutoff,
     )
     stmt = (
         select(Lead.id)
-        .where(Lead.created_at < cutoff, Lead.updated_at < cutoff)
-        .where(or_(Lead.opener_at.is_(None), Lead.opener_at < cutoff))
+        .where(col(Lead.created_at) < cutoff, col(Lead.updated_at) < cutoff)
+        .where(or_(col(Lead.opener_at).is_(None), col(Lead.opener_at) < cutoff))
         .where(~recent_inbound, ~recent_outbound, ~recent_call)
-        .order_by(Lead.id)
+        .order_by(col(Lead.id))
     )
     if among is not None:
-        stmt = stmt.where(Lead.id.in_(among))
-    return list(session.exec(stmt).all())
+        stmt = stmt.where(col(Lead.id).in_(among))
+    return _ids(session.exec(stmt).all())
 
 
 def _purge_leads(engine: Engine, candidates: list[int], cutoff: datetime) -> dict[str, int]:
@@ -229,20 +235,20 @@ def _purge_leads(engine: Engine, candidates: list[int], cutoff: datetime) -> dic
         lead_ids = _stale_lead_ids(session, cutoff, among=candidates)  # again: a call may just have come in
         if not lead_ids:
             return _zero()
-        leads = session.exec(select(Lead.broker_id, Lead.phone).where(Lead.id.in_(lead_ids))).all()
-        inbound_ids = list(
-            session.exec(select(InboundMessage.id).where(InboundMessage.lead_id.in_(lead_ids))).all()
+        leads = session.exec(select(Lead.broker_id, Lead.phone).where(col(Lead.id).in_(lead_ids))).all()
+        inbound_ids = _ids(
+            session.exec(select(InboundMessage.id).where(col(InboundMessage.lead_id).in_(lead_ids))).all()
         )
-        by_number = [and_(OutboundMessage.broker_id == b, OutboundMessage.to_phone == p) for b, p in leads]
-        outbound_ids = list(
+        by_number = [and_(col(OutboundMessage.broker_id) == b, col(OutboundMessage.to_phone) == p) for b, p in leads]
+        outbound_ids = _ids(
             session.exec(
                 select(OutboundMessage.id).where(
-                    or_(OutboundMessage.lead_id.in_(lead_ids), *by_number),
-                    OutboundMessage.status.not_in(PENDING_OUTBOUND),
+                    or_(col(OutboundMessage.lead_id).in_(lead_ids), *by_number),
+                    col(OutboundMessage.status).not_in(PENDING_OUTBOUND),
                 )
             ).all()
         )
-        calls = [and_(CallEvent.broker_id == b, CallEvent.caller == p) for b, p in leads]
+        calls = [and_(col(CallEvent.broker_id) == b, col(CallEvent.caller) == p) for b, p in leads]
         call_sids = (
             sorted(set(session.exec(select(CallEvent.call_sid).where(or_(*calls))).all())) if calls else []
         )
@@ -259,21 +265,21 @@ def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
     """Old rows that belong to no lead: calls that never became one (answered, withheld, screening), alerts
     without a lead, delivery callbacks for texts no longer stored."""
     with session_scope(engine) as session:
-        outbound_ids = list(
+        outbound_ids = _ids(
             session.exec(
                 select(OutboundMessage.id).where(
-                    OutboundMessage.lead_id.is_(None),
-                    OutboundMessage.created_at < cutoff,
-                    OutboundMessage.status.not_in(PENDING_OUTBOUND),
+                    col(OutboundMessage.lead_id).is_(None),
+                    col(OutboundMessage.created_at) < cutoff,
+                    col(OutboundMessage.status).not_in(PENDING_OUTBOUND),
                 )
             ).all()
         )
-        inbound_ids = list(
+        inbound_ids = _ids(
             session.exec(
                 select(InboundMessage.id).where(
-                    InboundMessage.lead_id.is_(None),
-                    InboundMessage.received_at < cutoff,
-                    InboundMessage.status.not_in(PENDING_INBOUND),
+                    col(InboundMessage.lead_id).is_(None),
+                    col(InboundMessage.received_at) < cutoff,
+                    col(InboundMessage.status).not_in(PENDING_INBOUND),
                 )
             ).all()
         )
@@ -281,15 +287,15 @@ def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
             session, lead_ids=[], inbound_ids=inbound_ids, outbound_ids=outbound_ids, call_sids=[]
         )
         other = aliased(CallEvent)
-        has_lead = exists().where(Lead.broker_id == CallEvent.broker_id, Lead.phone == CallEvent.caller)
-        fresh_leg = exists().where(other.call_sid == CallEvent.call_sid, other.created_at >= cutoff)
-        stale_calls = (CallEvent.created_at < cutoff, ~has_lead, ~fresh_leg)
+        has_lead = exists().where(col(Lead.broker_id) == CallEvent.broker_id, col(Lead.phone) == CallEvent.caller)
+        fresh_leg = exists().where(col(other.call_sid) == CallEvent.call_sid, col(other.created_at) >= cutoff)
+        stale_calls = (col(CallEvent.created_at) < cutoff, ~has_lead, ~fresh_leg)
         _remember_sids(session, session.exec(select(CallEvent.call_sid).where(*stale_calls)).all(), "call")
         counts["call_events"] += _delete(session, CallEvent, *stale_calls)
-        counts["line_types"] += _delete(session, LineTypeCache, LineTypeCache.checked_at < cutoff)
-        known = exists().where(OutboundMessage.twilio_sid == DeliveryEvent.message_sid)
+        counts["line_types"] += _delete(session, LineTypeCache, col(LineTypeCache.checked_at) < cutoff)
+        known = exists().where(col(OutboundMessage.twilio_sid) == DeliveryEvent.message_sid)
         counts["delivery_events"] += _delete(
-            session, DeliveryEvent, DeliveryEvent.created_at < cutoff, ~known
+            session, DeliveryEvent, col(DeliveryEvent.created_at) < cutoff, ~known
         )
     return counts
 

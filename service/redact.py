@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from service.sensitive import mask_sensitive
+
 _LONG_NUMBER = re.compile(r"\d(?:[\s.-]?\d){3,}")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 
@@ -17,7 +19,5 @@ def redact(text: str | None, *, keep: int = 0) -> str:
         return "-"
     if keep <= 0:
         return f"<{len(text)} chars>"
-    from service.sensitive import mask_sensitive  # noqa: PLC0415 - redact stays importable on its own
-
     masked = _EMAIL.sub("<email>", _LONG_NUMBER.sub(lambda m: "#" * len(m.group()), mask_sensitive(text)))
     return masked[:keep] + ("..." if len(masked) > keep else "")

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.phones import is_strict_e164
+
 DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
 
 
@@ -92,8 +94,6 @@ class Settings(BaseSettings):
     @field_validator("alerts_from", "operator_alert_to")
     @classmethod
     def _phones(cls, value: str | list[str] | None) -> str | list[str] | None:
-        from service.phones import is_strict_e164  # noqa: PLC0415
-
         for number in [value] if isinstance(value, str) else value or []:
             if not is_strict_e164(number):
                 msg = f"{number!r} is not an E.164 phone number (like +14155550123)"

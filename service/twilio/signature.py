@@ -25,4 +25,5 @@ def verify(*, token: str, url: str, params: Mapping[str, str], signature: str | 
 
 def sign(*, token: str, url: str, params: Mapping[str, str]) -> str:
     """The signature Twilio would send for this request (for the simulator and the tests)."""
-    return RequestValidator(token).compute_signature(url, dict(params))
+    signature: str = RequestValidator(token).compute_signature(url, dict(params))
+    return signature
