@@ -172,9 +172,7 @@ class Masker:
 # Reading (what each table contributes is service/audit_rows.py)
 
 
-def _paged(
-    session: Session, source: Source, since: datetime, until: datetime | None
-) -> Iterator[Any]:
+def _paged(session: Session, source: Source, since: datetime, until: datetime | None) -> Iterator[Any]:
     """The source's rows with since <= time < until, ordered by (time, id), fetched PAGE at a time."""
     time_col, id_col = (getattr(source.model, name) for name in (source.time_column, "id"))
     last: tuple[datetime, int] | None = None

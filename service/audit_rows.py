@@ -73,7 +73,9 @@ class EventRows:
             Source("opt_out_event", select(OptOutEvent), OptOutEvent, "created_at", self.opt_out),
             Source(
                 "outbound_text",
-                select(OutboundMessage, Lead.phone).outerjoin(Lead, col(OutboundMessage.lead_id) == col(Lead.id)),
+                select(OutboundMessage, Lead.phone).outerjoin(
+                    Lead, col(OutboundMessage.lead_id) == col(Lead.id)
+                ),
                 OutboundMessage,
                 "created_at",
                 self.outbound,
@@ -85,7 +87,9 @@ class EventRows:
                     OutboundMessage.to_phone,
                     OutboundMessage.broker_id,
                     OutboundMessage.audience,
-                ).outerjoin(OutboundMessage, col(OutboundMessage.twilio_sid) == col(DeliveryEvent.message_sid)),
+                ).outerjoin(
+                    OutboundMessage, col(OutboundMessage.twilio_sid) == col(DeliveryEvent.message_sid)
+                ),
                 DeliveryEvent,
                 "created_at",
                 self.delivery,

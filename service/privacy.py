@@ -39,7 +39,13 @@ from service.phones import InvalidPhone, mask, to_e164
 logger = logging.getLogger("textback.privacy")
 
 COUNT_KEYS = (
-    "leads", "inbound_messages", "outbound_messages", "decisions", "call_events", "delivery_events", "line_types",
+    "leads",
+    "inbound_messages",
+    "outbound_messages",
+    "decisions",
+    "call_events",
+    "delivery_events",
+    "line_types",
 )
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
@@ -87,7 +93,9 @@ def _remember_sids(session: Session, sids: Iterable[str], kind: str) -> None:
     """Keep the hash of each SID about to be deleted (once each), for replay protection."""
     digests = {sid_digest(sid) for sid in sids if sid}
     for chunk in _chunks(sorted(digests)):
-        known = set(session.exec(select(ForgottenSid.digest).where(col(ForgottenSid.digest).in_(chunk))).all())
+        known = set(
+            session.exec(select(ForgottenSid.digest).where(col(ForgottenSid.digest).in_(chunk))).all()
+        )
         session.add_all(ForgottenSid(digest=d, kind=kind) for d in chunk if d not in known)
     session.flush()
 
@@ -121,11 +129,16 @@ def _delete_rows(
             if sid
         ]
         if sids:
-            counts["delivery_events"] += _delete(session, DeliveryEvent, col(DeliveryEvent.message_sid).in_(sids))
+            counts["delivery_events"] += _delete(
+                session, DeliveryEvent, col(DeliveryEvent.message_sid).in_(sids)
+            )
         counts["outbound_messages"] += _delete(session, OutboundMessage, col(OutboundMessage.id).in_(chunk))
     for chunk in _chunks(inbound_ids):
-        _remember_sids(session, session.exec(
-            select(InboundMessage.message_sid).where(col(InboundMessage.id).in_(chunk))).all(), "message")
+        _remember_sids(
+            session,
+            session.exec(select(InboundMessage.message_sid).where(col(InboundMessage.id).in_(chunk))).all(),
+            "message",
+        )
         counts["inbound_messages"] += _delete(session, InboundMessage, col(InboundMessage.id).in_(chunk))
     for sid_chunk in _chunks(call_sids):
         _remember_sids(session, sid_chunk, "call")
@@ -148,7 +161,9 @@ def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = No
         lead_q = select(Lead.id).where(col(Lead.phone) == phone)
         inbound_q = select(InboundMessage.id)
         outbound_q = select(OutboundMessage.id)
-        call_q = select(CallEvent.call_sid, CallEvent.caller).where(col(CallEvent.caller).contains(phone[-7:]))
+        call_q = select(CallEvent.call_sid, CallEvent.caller).where(
+            col(CallEvent.caller).contains(phone[-7:])
+        )
         if broker_id is not None:
             lead_q = lead_q.where(col(Lead.broker_id) == broker_id)
             inbound_q = inbound_q.where(col(InboundMessage.broker_id) == broker_id)
@@ -205,7 +220,9 @@ def _stale_lead_ids(session: Session, cutoff: datetime, among: list[int] | None 
     recent_outbound = exists().where(
         or_(
             col(OutboundMessage.lead_id) == Lead.id,
-            and_(col(OutboundMessage.broker_id) == Lead.broker_id, col(OutboundMessage.to_phone) == Lead.phone),
+            and_(
+                col(OutboundMessage.broker_id) == Lead.broker_id, col(OutboundMessage.to_phone) == Lead.phone
+            ),
         ),
         or_(
             col(OutboundMessage.created_at) >= cutoff,
@@ -239,7 +256,9 @@ def _purge_leads(engine: Engine, candidates: list[int], cutoff: datetime) -> dic
         inbound_ids = _ids(
             session.exec(select(InboundMessage.id).where(col(InboundMessage.lead_id).in_(lead_ids))).all()
         )
-        by_number = [and_(col(OutboundMessage.broker_id) == b, col(OutboundMessage.to_phone) == p) for b, p in leads]
+        by_number = [
+            and_(col(OutboundMessage.broker_id) == b, col(OutboundMessage.to_phone) == p) for b, p in leads
+        ]
         outbound_ids = _ids(
             session.exec(
                 select(OutboundMessage.id).where(
@@ -287,7 +306,9 @@ def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
             session, lead_ids=[], inbound_ids=inbound_ids, outbound_ids=outbound_ids, call_sids=[]
         )
         other = aliased(CallEvent)
-        has_lead = exists().where(col(Lead.broker_id) == CallEvent.broker_id, col(Lead.phone) == CallEvent.caller)
+        has_lead = exists().where(
+            col(Lead.broker_id) == CallEvent.broker_id, col(Lead.phone) == CallEvent.caller
+        )
         fresh_leg = exists().where(col(other.call_sid) == CallEvent.call_sid, col(other.created_at) >= cutoff)
         stale_calls = (col(CallEvent.created_at) < cutoff, ~has_lead, ~fresh_leg)
         _remember_sids(session, session.exec(select(CallEvent.call_sid).where(*stale_calls)).all(), "call")

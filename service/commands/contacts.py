@@ -42,7 +42,9 @@ def contacts() -> None:
 
 @contacts.command("add")
 @click.argument("phone")
-@click.option("--broker", "broker_number", default=None, help="Only for this broker's Twilio number (default: all).")
+@click.option(
+    "--broker", "broker_number", default=None, help="Only for this broker's Twilio number (default: all)."
+)
 @click.option("--note", default=None)
 def add(phone: str, broker_number: str | None, note: str | None) -> None:
     """Add a number to the do-not-text list."""
