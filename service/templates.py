@@ -10,10 +10,10 @@ from pathlib import Path
 from string import Template
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import PolicyError
+from service.policy.files import PolicyFileModel, load_policy_model
 from service.policy.required_content import REQUIRED_BY_KIND, missing_content, value_names
 from service.sms import is_gsm7, non_gsm7_chars, segments
 
@@ -74,13 +74,8 @@ class TemplateSpec(BaseModel):
     requires: list[str] = Field(default_factory=list)
 
 
-class TemplateFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
+class TemplateFile(PolicyFileModel):
     kind: Literal["templates"]
-    title: str
-    rationale: str
     templates: dict[str, TemplateSpec]
     # Fixed wording a template's placeholder is built from (e.g. how each handoff reason reads in $reasons).
     phrases: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
@@ -153,16 +148,7 @@ def load_templates(policies_dir: Path) -> TemplateSet:
     for path in files:
         raw = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + raw)
-        try:
-            data = yaml.safe_load(raw)
-            parsed = TemplateFile.model_validate(data)
-        except yaml.YAMLError as exc:
-            raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            raise PolicyError(str(path), loc, msg) from None
+        parsed = load_policy_model(path, TemplateFile)
         for tid, spec in parsed.templates.items():
             if tid in templates:
                 raise PolicyError(str(path), f"templates.{tid}", f"duplicate template id (also in {sources[tid]})")

@@ -41,12 +41,13 @@ from service.evals.metrics import (
     score_guard,
     score_replies,
 )
+from service.evals.render import ConversationReport, broken_lines
+from service.evals.scripts import CONVERSATIONS_DIR
 from service.evals.thresholds import Thresholds, broken, load_thresholds
 
 if TYPE_CHECKING:
     import httpx
 
-    from service.evals.conversations import ConversationReport
     from service.policy.guard import OutputGuard
     from service.replies.llm import ReplyExtractor
     from service.replies.rules import RuleSet
@@ -230,9 +231,7 @@ def run(config: RunConfig) -> RunResult:
         extra={"fields": {"cases": len(cases), "llm": config.llm, "failed_ids": result.replies.failed_ids}},
     )
 
-    from service.evals import conversations  # noqa: PLC0415 - imports the app only when the set runs
-
-    conversations_dir = config.data_dir / conversations.CONVERSATIONS_DIR
+    conversations_dir = config.data_dir / CONVERSATIONS_DIR
     with_conversations = config.run_conversations and conversations_dir.is_dir()
     guard = None
     if config.run_guard or with_conversations:
@@ -249,9 +248,11 @@ def run(config: RunConfig) -> RunResult:
 
     result.broken = broken(thresholds, result.replies, result.guard)
     if with_conversations:
-        report = conversations.run_conversations(conversations_dir, config.policies_dir, guard=guard)
+        from service.evals.driver import run_conversations  # noqa: PLC0415 - imports the app only when the set runs
+
+        report = run_conversations(conversations_dir, config.policies_dir, guard=guard)
         result.conversations = report
         result.seconds["conversations"] = report.seconds
         floors = thresholds.conversations
-        result.broken += conversations.broken_lines(report, floors.scripts_min, floors.failed_max)
+        result.broken += broken_lines(report, floors.scripts_min, floors.failed_max)
     return result

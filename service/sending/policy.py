@@ -3,8 +3,8 @@
     policies/sending/quiet_hours.yaml   kind: quiet_hours   federal + state windows, opener_is_reply, examples
     policies/sending/caps.yaml          kind: caps          per-lead, per-broker and circuit-breaker limits
 
-Both are parsed by strict models (unknown keys are errors); every problem is a `PolicyError` naming the file
-and the field. The quiet-hours examples are run by the loader, so a file whose examples disagree with its own
+Both are read by the one strict YAML reader (service.yamlfile, through service.policy.files) into strict models
+(unknown and duplicate keys are errors); every problem is a `PolicyError` naming the file, line and field. The quiet-hours examples are run by the loader, so a file whose examples disagree with its own
 windows never loads.
 
 Windows are half-open, `[start, end)` in the recipient's wall-clock time: "8 a.m.-9 p.m." allows 08:00:00 and
@@ -16,26 +16,17 @@ instant the clocks jump past it; an ambiguous one (repeated in a fall-back hour)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from service.errors import PolicyError
+from service.policy.files import PolicyFileModel, load_policy_model
 from service.sending.recipient import US_STATE_CODES, RecipientZone, recipient_zone
 
 __all__ = [
@@ -173,11 +164,10 @@ class QuietHoursExample(_Strict):
         return f"{self.where} {self.local:%a %Y-%m-%dT%H:%M}{opener} {verdict}"
 
 
-class QuietHoursFile(_Strict):
-    id: str = Field(min_length=1)
+class QuietHoursFile(PolicyFileModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     kind: Literal["quiet_hours"]
-    title: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
     opener_is_reply: bool = True
     federal: FederalRule
     states: dict[str, StateRule] = Field(default_factory=dict)
@@ -218,35 +208,14 @@ class CapLimits(_Strict):
         return self
 
 
-class CapsFile(_Strict):
-    id: str = Field(min_length=1)
+class CapsFile(PolicyFileModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     kind: Literal["caps"]
-    title: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
     limits: CapLimits
 
 
 # --------------------------------------------------------------------------------------------- loading
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class _StrictYamlLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (two `FL:` entries must not silently become one)."""
-
-
-def _mapping_without_duplicates(loader: _StrictYamlLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
 
 def _zone_or_error(name: str) -> ZoneInfo:
     try:
@@ -254,38 +223,6 @@ def _zone_or_error(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError):
         msg = f"unknown IANA timezone {name!r}"
         raise ValueError(msg) from None
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"[key]", "literal['closed']", "Window"} or part.startswith("function-"):
-            continue  # pydantic's union, validator and dict-key labels, not keys a reviewer wrote
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _read_model(path: Path, model: type[_M]) -> _M:
-    if not path.is_file():
-        raise PolicyError(str(path), None, "file not found")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise PolicyError(str(path), None, "expected a mapping at the top level")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        # A misspelt key also makes the right one "missing": name the misspelling, it is the actual mistake.
-        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        err = errors[0]
-        field = _field_path(err["loc"]) or None
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise PolicyError(str(path), field, msg) from None
 
 
 # --------------------------------------------------------------------------------------------- policy
@@ -441,8 +378,8 @@ def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> S
     """
     qh_path = policies_dir / QUIET_HOURS_FILE
     caps_path = policies_dir / CAPS_FILE
-    qh = _read_model(qh_path, QuietHoursFile)
-    caps_file = _read_model(caps_path, CapsFile)
+    qh = load_policy_model(qh_path, QuietHoursFile)
+    caps_file = load_policy_model(caps_path, CapsFile)
     limits = caps_file.limits
     policy = SendingPolicy(
         quiet_hours=QuietHours(
