@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import PolicyError
 from service.policy.files import PolicyFileModel, load_policy_model
+from service.policy.normalize import normalize
 from service.policy.required_content import REQUIRED_BY_KIND, missing_content, value_names
 from service.sms import is_gsm7, non_gsm7_chars, segments
 
@@ -178,8 +179,6 @@ def _check_required_kinds(template_set: TemplateSet, policies_dir: Path) -> None
     """Every template the service sends to a borrower exists and is marked borrower (so the output guard and
     the opt-out checks apply: an edit to `audience: broker` must not switch them off), and the kinds whose
     content is required by code say it when rendered with sample data (service.policy.required_content)."""
-    from service.policy.guard import normalize  # noqa: PLC0415 - cheap; guardrails is not imported
-
     for kind in sorted(BORROWER_TEMPLATES):
         spec = template_set.templates.get(kind)
         if spec is None:

@@ -19,7 +19,8 @@ import respx
 
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 from service.replies.classify import build_extractor, classify, merge
-from service.replies.llm import LLMExtraction, LLMHandoffReason, ReplyExtractor
+from service.replies.extraction import LLMExtraction, LLMHandoffReason
+from service.replies.llm import ReplyExtractor
 from service.replies.rules import RuleSet, load_rules
 
 BASE_URL = "https://llm.test/v1"

@@ -16,7 +16,8 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version
-from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, normalize, scan
+from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, scan
+from service.policy.normalize import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

@@ -28,13 +28,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, get_args
 
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+from service.replies.extraction import LLMExtraction, LLMFailure
 
 if TYPE_CHECKING:  # the openai SDK costs ~1.5 s to import; rules-only callers never pay it
     from pathlib import Path
 
     import httpx
 
-    from service.replies.llm import LLMExtraction, ReplyExtractor
+    from service.replies.llm import ReplyExtractor
 
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
@@ -60,8 +61,6 @@ def classify(
     analysis = rules.analyze(text, received_at)
     if not analysis.needs_llm or extractor is None:
         return analysis
-
-    from service.replies.llm import LLMFailure  # noqa: PLC0415 - already imported by the extractor
 
     consulted = analysis.model_copy(
         update={
