@@ -34,7 +34,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 # Location parts pydantic adds that are not keys a reviewer wrote: union members ("Window", "str",
 # "literal['closed']"), validators ("function-after[...]"), dict keys ("[key]").
-_LABEL = re.compile(r"^(?:\[key\]|function-.*|literal\[.*|[A-Z][a-z]\w*|str|int|float|bool|list\[.*|dict\[.*)$")
+_LABEL = re.compile(r"^(?:\[key\]|function-.*|literal\[.*|_?[A-Z][a-z]\w*|str|int|float|bool|list\[.*|dict\[.*)$")
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys."""

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version, read_policy_files
-from service.policy.guard import OutputGuard
+from service.policy.guard import OutputGuard, scan
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 RULES = load_outbound_rules(POLICIES)
@@ -159,6 +159,36 @@ def test_reject_policy_file_duplicate_key(tmp_path: Path) -> None:
     error = _error(_write(tmp_path, GOOD_RULE + "severity: warn\n"))
     assert error.path == "policies/outbound/sample.yaml"
     assert "duplicate key 'severity'" in error.message
+
+
+DEFINE_RULE = """\
+id: sample-rule
+kind: outbound_rule
+title: A sample rule
+rationale: 12 CFR 1026.24(c), for the test.
+severity: block
+define:
+  figure: '\\d+(?:\\.\\d+)?'
+patterns: ['${figure}\\s*%']
+allow: ['${figure}\\s*% of callers']
+examples:
+  must_match: ["5.5 %"]
+  must_not_match: ["hello"]
+"""
+
+
+def test_load_outbound_rule_expands_define_fragments(tmp_path: Path) -> None:
+    [loaded] = load_outbound_rules(_write(tmp_path, DEFINE_RULE))
+    assert loaded.rule.patterns == ["${figure}\\s*%"]  # as written, for the reviewer
+    assert [p.pattern for p in loaded.rule.compiled] == ["\\d+(?:\\.\\d+)?\\s*%"]
+    assert scan("Rates from 5.5 % today", [loaded.rule])
+    assert not scan("90% of callers get a call back", [loaded.rule])  # the allow span, expanded too
+
+
+def test_reject_outbound_rule_unknown_define_fragment(tmp_path: Path) -> None:
+    error = _error(_write(tmp_path, DEFINE_RULE.replace("['${figure}\\s*%']", "['${figur}\\s*%']")))
+    assert error.field == "patterns"
+    assert "unknown ${figur}; define it under 'define'" in error.message
 
 
 def test_reject_policy_file_duplicate_id(tmp_path: Path) -> None:
