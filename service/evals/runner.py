@@ -44,13 +44,14 @@ from service.evals.metrics import (
 from service.evals.render import ConversationReport, broken_lines
 from service.evals.scripts import CONVERSATIONS_DIR
 from service.evals.thresholds import Thresholds, broken, load_thresholds
+from service.policy.guard import OutputGuard  # cheap: guardrails is imported by OutputGuard.load only
+from service.replies.classify import build_extractor, classify
+from service.replies.rules import RuleSet, load_rules
 
 if TYPE_CHECKING:
     import httpx
 
-    from service.policy.guard import OutputGuard
     from service.replies.llm import ReplyExtractor
-    from service.replies.rules import RuleSet
 
 logger = logging.getLogger("textback.evals")
 
@@ -126,8 +127,6 @@ def _extractor(
         return None, None, None
     import httpx  # noqa: PLC0415 - only the LLM modes need it
 
-    from service.replies.classify import build_extractor  # noqa: PLC0415
-
     if config.llm == "replay":
         transport: ReplayTransport | RecordingTransport = ReplayTransport(config.cassette_path)
         header = read_header(config.cassette_path)
@@ -164,8 +163,6 @@ def run_replies(
     replay: ReplayTransport | None = None,
 ) -> list[ReplyOutcome]:
     """Each case through the rules alone, and through `classify` when an extractor is given."""
-    from service.replies.classify import classify  # noqa: PLC0415
-
     outcomes: list[ReplyOutcome] = []
     for case in cases:
         by_rules = rules.analyze(case.text, case.received_at)
@@ -187,8 +184,6 @@ def run_guard(
     cases: list[OutboundCase], policies_dir: Path, guard: OutputGuard | None = None
 ) -> tuple[list[GuardOutcome], str]:
     if guard is None:
-        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
-
         guard = OutputGuard.load(policies_dir)
     outcomes = []
     for case in cases:
@@ -199,8 +194,6 @@ def run_guard(
 
 def run(config: RunConfig) -> RunResult:
     """The whole suite. Raises DatasetError, ThresholdError, PolicyError, CassetteError or EvalConfigError."""
-    from service.replies.rules import load_rules  # noqa: PLC0415
-
     thresholds = load_thresholds(config.thresholds_path or config.data_dir / "thresholds.yaml")
     result = RunResult(config=config, thresholds=thresholds)
     if config.llm == "replay" and not config.cassette_path.exists():
@@ -235,8 +228,6 @@ def run(config: RunConfig) -> RunResult:
     with_conversations = config.run_conversations and conversations_dir.is_dir()
     guard = None
     if config.run_guard or with_conversations:
-        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
-
         started = time.perf_counter()
         guard = OutputGuard.load(config.policies_dir)  # built once, shared by both sets
         result.seconds["guard load"] = time.perf_counter() - started

@@ -34,14 +34,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service.errors import PolicyError
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
+from service.policy.manifest import load_manifest, manifest_findings
 from service.policy.normalize import normalize
-
-if TYPE_CHECKING:
-    from service.policy.selftest import SelfTest
+from service.policy.required_content import missing_content
+from service.policy.selftest import SelfTest, run_self_test
 
 VALIDATOR_NAME = "textback/outbound-policy"
 _SEPARATOR = ": "
@@ -104,8 +104,6 @@ def required_missing(text: str, required: Mapping[str, str]) -> list[Violation]:
 def content_violations(text: str, required: Mapping[str, str], template: str | None) -> list[Violation]:
     """What the text must say and does not: the caller's required values, then what its template kind
     requires by code (service.policy.required_content: NMLS ID, brokerage, opt-out, help contact)."""
-    from service.policy.required_content import missing_content  # noqa: PLC0415 - no import cycle
-
     found = required_missing(text, required)
     seen = {v.rule for v in found}
     for requirement in missing_content(normalize(text), template, required, normalize):
@@ -199,9 +197,6 @@ class OutputGuard:
         """Read the outbound rules, hold them to the manifest, build the Guard and run every example through
         it (skipped when `cache_dir` records a pass for this exact policy set and guard code). PolicyError,
         naming the file, if anything is off: the service must not start."""
-        from service.policy.manifest import load_manifest, manifest_findings  # noqa: PLC0415
-        from service.policy.selftest import run_self_test  # noqa: PLC0415
-
         rules = load_outbound_rules(policies_dir)
         manifest = load_manifest(policies_dir)
         findings = manifest_findings(manifest, rules)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, get_args
 
+from service.prompts import PROMPTS_DIR
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 from service.replies.extraction import LLMExtraction, LLMFailure
 
@@ -136,7 +137,6 @@ def build_extractor(
     """
     if api_key is None or not api_key.strip():
         return None
-    from service.prompts import PROMPTS_DIR  # noqa: PLC0415
     from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - keep rules-only start-up fast
 
     return ReplyExtractor(
