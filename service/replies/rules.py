@@ -1,8 +1,10 @@
 """The deterministic rules layer: one borrower SMS reply in, a `ReplyAnalysis` out, no network, no LLM.
 
-Rules live in reviewable files under ``policies/inbound/`` (one rule a file, kind ``inbound_rule``); the
-calendar arithmetic for timelines lives in `service.replies.timeline`. Everything is compiled once by
-`load_rules`; `RuleSet.analyze` is pure and fast (see ``benchmarks/bench_rules.py``).
+Rules live in reviewable files under ``policies/inbound/`` (one rule a file, kind ``inbound_rule``); one
+rule's schema, compiled form and matching are `service.replies.rule`, its literal pre-screen
+`service.replies.prescreen`, the calendar arithmetic for timelines `service.replies.timeline`. This module
+owns the rule set: `load_rules` reads and compiles every file once; `RuleSet.analyze` is pure and fast (see
+``benchmarks/bench_rules.py``) and turns the rules that fired into one `ReplyAnalysis`.
 
 How a rule matches (all regexes are case-insensitive, curly quotes are read as straight ones):
 
@@ -17,7 +19,10 @@ How a rule matches (all regexes are case-insensitive, curly quotes are read as s
   file order and the first match wins.
 - ``unless_settled`` (only for ``sets: {field: needs_llm, value: true}``): the rule is a *hint* that asks for
   the LLM when its words appear but the named field is still unsettled ("FHA loan" with no loan type).
-- ``define``: named sub-patterns, written ``${name}`` inside patterns, so a long regex stays readable.
+- ``define``: named sub-patterns, written ``${name}`` inside patterns, so a long regex stays readable (the same
+  mechanism outbound rules have, service.policy.files.expand_defines).
+- ``examples``: ``must_match`` texts the rule must fire on, ``must_not_match`` texts it must not (the examples
+  vocabulary of every rule kind); `RuleSet.example_findings` runs them.
 
 A rule that fires is final for its field. Multi-valued and boolean fields take the union of what fired.
 Single-valued fields (``loan_type``, ``timeline``, ``applied_elsewhere``) take the value when every rule
