@@ -23,7 +23,7 @@ from service.policy.guard import OutputGuard, scan  # noqa: E402
 
 def _texts(policies: Path) -> list[tuple[str, dict[str, str]]]:
     rules = load_outbound_rules(policies)
-    texts = [(t, {}) for r in rules for t in [*r.rule.examples.must_block, *r.rule.examples.must_pass]]
+    texts = [(t, {}) for r in rules for t in [*r.rule.examples.must_match, *r.rule.examples.must_not_match]]
     try:
         from service.templates import load_templates  # noqa: PLC0415
 

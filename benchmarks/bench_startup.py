@@ -57,7 +57,7 @@ def main() -> None:
     )
     guard = OutputGuard.from_rules(rules, version, policies)
     old_self_test = _median_ms(
-        lambda: [guard.check(r.rule.examples.must_block[0]) for r in rules if r.rule.severity == "block"], args.rounds
+        lambda: [guard.check(r.rule.examples.must_match[0]) for r in rules if r.rule.severity == "block"], args.rounds
     )
     with tempfile.TemporaryDirectory() as tmp:
         counter = iter(range(10**6))

@@ -1,4 +1,8 @@
-"""The brokers file: strict YAML describing each broker's Twilio number, identity and routing."""
+"""The brokers file: strict YAML describing each broker's Twilio number, identity and routing.
+
+Read by the one strict YAML reader (service.yamlfile): duplicate keys are refused and every error names the
+file, the line and the field (``brokers.yaml:8: brokers[0].timezone: ...``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.errors import ConfigError
 from service.phones import is_strict_e164
+from service.yamlfile import YamlFileError, read_yaml
 
 
 class CallMode(StrEnum):
@@ -81,50 +86,26 @@ class BrokerConfig(BaseModel):
         return self
 
 
-def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
-    """Walk a composed YAML node along a pydantic error location; return the 1-based line."""
-    current = node
-    for part in loc:
-        if isinstance(current, yaml.MappingNode):
-            for key, value in current.value:
-                if key.value == part:
-                    current = key if value is None else value
-                    break
-            else:
-                break
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
-            current = current.value[part]
-        else:
-            break
-    return current.start_mark.line + 1
-
-
 def load_brokers(path: Path) -> list[BrokerConfig]:
     """Read and validate the brokers file; every error names the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise ConfigError(
             f"{path}: brokers file not found (set TEXTBACK_BROKERS_FILE or copy brokers.example.yaml)"
-        ) from None
+        )
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        doc = read_yaml(path)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
+    data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("brokers"), list) or set(data) != {"brokers"}:
         raise ConfigError(f"{path}:1: expected one top-level key 'brokers' holding a list of brokers")
     brokers: list[BrokerConfig] = []
     errors: list[str] = []
     for index, item in enumerate(data["brokers"]):
         try:
-            brokers.append(BrokerConfig.model_validate(item))
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ("brokers", index, *err["loc"])
-                field = ".".join(str(p) for p in err["loc"]) or "(broker)"
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                errors.append(f"{path}:{_line_of(root, loc)}: brokers[{index}].{field}: {msg}")
+            brokers.append(doc.validate(BrokerConfig, item, prefix=("brokers", index)))
+        except YamlFileError as exc:
+            errors += [str(problem) for problem in exc.problems]
     numbers = [b.twilio_number for b in brokers]
     dupes = sorted({n for n in numbers if numbers.count(n) > 1})
     if dupes:
@@ -152,21 +133,16 @@ def template_values(broker: Any) -> dict[str, str]:
 
 def field_lines(path: Path) -> list[dict[str, int]]:
     """For each broker in the file, the 1-based line of each key's value (and "" for the entry itself)."""
-    root = yaml.compose(path.read_text(encoding="utf-8"))
-    items = _line_of_items(root)
+    node = read_yaml(path).node
+    items: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        items = next((list(v.value) for k, v in node.value if k.value == "brokers" and isinstance(v, yaml.SequenceNode)),
+                     [])
     out: list[dict[str, int]] = []
     for item in items:
         lines = {"": item.start_mark.line + 1}
         if isinstance(item, yaml.MappingNode):
             for key, value in item.value:
-                lines[str(key.value)] = (value or key).start_mark.line + 1
+                lines[str(key.value)] = value.start_mark.line + 1
         out.append(lines)
     return out
-
-
-def _line_of_items(root: yaml.Node | None) -> list[yaml.Node]:
-    if isinstance(root, yaml.MappingNode):
-        for key, value in root.value:
-            if key.value == "brokers" and isinstance(value, yaml.SequenceNode):
-                return list(value.value)
-    return []

@@ -21,13 +21,15 @@ class ConfigError(TextbackError):
 
 
 class PolicyError(TextbackError):
-    """A policy file is invalid; the message names the file and the field."""
+    """A policy file is invalid; the message names the file, the line (when known) and the field."""
 
-    def __init__(self, path: str, field: str | None, message: str) -> None:
+    def __init__(self, path: str, field: str | None, message: str, *, line: int | None = None) -> None:
         self.path = path
         self.field = field
         self.message = message
-        where = f"{path}: {field}" if field else path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else path
+        where = f"{where}: {field}" if field else where
         super().__init__(f"{where}: {message}")
 
 

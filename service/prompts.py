@@ -19,7 +19,7 @@ The body is split into chat messages by `<!-- role: system|user|assistant -->` m
 the Markdown is rendered, explicit when the file is read raw); it must start with one. `$variables` use
 `string.Template` syntax (`$$` for a literal dollar). Rendering is strict: a variable the body uses but the
 caller does not give, or a value the body never uses, is an error, never a blank or a silent extra.
-Unknown front-matter keys are errors too.
+Unknown and duplicate front-matter keys are errors too (read by service.yamlfile, located by line).
 
 A prompt written for a structured answer lists the fields it describes as top-level bullets under a line that
 reads `Fields:` (`- loan_type: ...`, continuation lines indented, the list ending at the first blank line);
@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import ConfigError
+from service.yamlfile import YamlFileError, read_yaml
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -161,18 +161,13 @@ def load_prompt(name: str, *, prompts_dir: Path = PROMPTS_DIR) -> Prompt:
     if match is None:
         raise PromptError(f"{path}: must start with YAML front matter between '---' lines")
     try:
-        data = yaml.safe_load(match["meta"])
-    except yaml.YAMLError as exc:
-        raise PromptError(f"{path}: front matter is not valid YAML ({exc.__class__.__name__})") from exc
-    if not isinstance(data, dict):
-        raise PromptError(f"{path}: front matter must be a mapping")
-    try:
-        meta = PromptMeta.model_validate(data)
-    except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}" for error in exc.errors()
-        )
-        raise PromptError(f"{path}: front matter: {details}") from exc
+        # The front matter starts on the file's second line (after the opening '---').
+        doc = read_yaml(path, text=match["meta"], line_offset=1)
+        if not isinstance(doc.data, dict):
+            raise PromptError(f"{path}:2: front matter must be a mapping")
+        meta = doc.validate(PromptMeta)
+    except YamlFileError as exc:
+        raise PromptError("; ".join(f"{problem} (front matter)" for problem in exc.problems)) from exc
     if meta.name != path.stem:
         raise PromptError(f"{path}: name {meta.name!r} does not match the file name {path.stem!r}")
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from string import Template
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import PolicyError
+from service.policy.files import PolicyFileModel, load_policy_model
+from service.policy.normalize import normalize
 from service.policy.required_content import REQUIRED_BY_KIND, missing_content, value_names
 from service.sms import is_gsm7, non_gsm7_chars, segments
 
@@ -74,13 +75,8 @@ class TemplateSpec(BaseModel):
     requires: list[str] = Field(default_factory=list)
 
 
-class TemplateFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
+class TemplateFile(PolicyFileModel):
     kind: Literal["templates"]
-    title: str
-    rationale: str
     templates: dict[str, TemplateSpec]
     # Fixed wording a template's placeholder is built from (e.g. how each handoff reason reads in $reasons).
     phrases: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
@@ -153,16 +149,7 @@ def load_templates(policies_dir: Path) -> TemplateSet:
     for path in files:
         raw = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + raw)
-        try:
-            data = yaml.safe_load(raw)
-            parsed = TemplateFile.model_validate(data)
-        except yaml.YAMLError as exc:
-            raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            raise PolicyError(str(path), loc, msg) from None
+        parsed = load_policy_model(path, TemplateFile)
         for tid, spec in parsed.templates.items():
             if tid in templates:
                 raise PolicyError(str(path), f"templates.{tid}", f"duplicate template id (also in {sources[tid]})")
@@ -192,8 +179,6 @@ def _check_required_kinds(template_set: TemplateSet, policies_dir: Path) -> None
     """Every template the service sends to a borrower exists and is marked borrower (so the output guard and
     the opt-out checks apply: an edit to `audience: broker` must not switch them off), and the kinds whose
     content is required by code say it when rendered with sample data (service.policy.required_content)."""
-    from service.policy.guard import normalize  # noqa: PLC0415 - cheap; guardrails is not imported
-
     for kind in sorted(BORROWER_TEMPLATES):
         spec = template_set.templates.get(kind)
         if spec is None:

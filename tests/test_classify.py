@@ -19,7 +19,8 @@ import respx
 
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 from service.replies.classify import build_extractor, classify, merge
-from service.replies.llm import LLMExtraction, LLMHandoffReason, ReplyExtractor
+from service.replies.extraction import LLMExtraction, LLMHandoffReason
+from service.replies.llm import ReplyExtractor
 from service.replies.rules import RuleSet, load_rules
 
 BASE_URL = "https://llm.test/v1"
@@ -139,7 +140,6 @@ def test_classify_reply_needs_llm_records_prompt_and_model(
     assert result.llm_prompt_version == extractor.prompt_version
     assert result.llm_model == "gpt-4o-mini"
     assert result.llm_error is None
-    assert result.needs_human is False
 
 
 # --- failures: rules result kept, llm_error set, a human takes it -----------------------------------------
@@ -178,7 +178,6 @@ def test_classify_reply_llm_failure_keeps_rules_and_hands_off(
     result = classify(TEXT, RECEIVED, rules=FixedRules(rules), extractor=extractor)
 
     assert result.llm_error == reason
-    assert result.needs_human is True
     assert result.model_dump(exclude={"llm_error", "llm_prompt", "llm_prompt_version", "llm_model"}) == (
         rules.model_dump(exclude={"llm_error", "llm_prompt", "llm_prompt_version", "llm_model"})
     )
@@ -213,7 +212,6 @@ def test_classify_reply_model_omits_rules_handoff_handoff_stands(
     result = classify(TEXT, RECEIVED, rules=FixedRules(rules), extractor=extractor)
 
     assert result.handoff_reasons == [HandoffReason.RATE_LOCK, HandoffReason.CLOSING]
-    assert result.needs_human is True
 
 
 def test_classify_reply_model_denies_opt_out_stop_stands(
@@ -248,7 +246,6 @@ def test_classify_reply_hostile_answer_surfaces_nothing(
     for leak in ("5.9", "APR", "Ignore", "9pm", "YES"):
         assert leak not in dumped
     assert result.llm_error == "schema_violation"
-    assert result.needs_human is True
     assert result.callback_window is None
 
 
@@ -362,7 +359,6 @@ def test_classify_reply_real_rules_handoff_survives_hostile_model(
     result = classify("can I lock my rate today? we close friday", RECEIVED, rules=real_rules, extractor=extractor)
 
     assert HandoffReason.RATE_LOCK in result.handoff_reasons
-    assert result.needs_human is True
     assert result.keyword is None
 
 

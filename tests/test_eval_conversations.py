@@ -11,14 +11,9 @@ import yaml
 from click.testing import CliRunner
 
 from service.cli import main
-from service.evals.conversations import (
-    CONVERSATIONS_DIR,
-    broken_lines,
-    load_scripts,
-    markdown_lines,
-    run_conversations,
-    table_lines,
-)
+from service.evals.driver import run_conversations
+from service.evals.render import broken_lines, markdown_lines, table_lines
+from service.evals.scripts import CONVERSATIONS_DIR, load_scripts
 from service.evals.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parent.parent

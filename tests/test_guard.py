@@ -16,7 +16,8 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version
-from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, normalize, scan
+from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, scan
+from service.policy.normalize import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -257,8 +258,8 @@ def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None
             severity: block
             patterns: ['\\bzzz\\b']
             examples:
-              must_block: ["Rates from 5.9%"]
-              must_pass: ["hello"]
+              must_match: ["Rates from 5.9%"]
+              must_not_match: ["hello"]
             """
         ),
         encoding="utf-8",
@@ -272,14 +273,14 @@ def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None
             rationale: The compliance manifest, for the test.
             owner: compliance
             required:
-              - {id: weak-rule, min_severity: block, must_block: ["zzz"]}
+              - {id: weak-rule, min_severity: block, must_match: ["zzz"]}
             """
         ),
         encoding="utf-8",
     )
-    with pytest.raises(PolicyError, match='must_block example "Rates from 5.9%" passed') as info:
+    with pytest.raises(PolicyError, match='must_match example "Rates from 5.9%" passed') as info:
         OutputGuard.load(tmp_path / "policies")
-    assert (info.value.path, info.value.field) == ("policies/outbound/weak.yaml", "examples.must_block.0")
+    assert (info.value.path, info.value.field) == ("policies/outbound/weak.yaml", "examples.must_match[0]")
 
 
 def test_check_text_same_result_across_threads(guard: OutputGuard) -> None:

@@ -25,7 +25,8 @@ from service.errors import PolicyError
 from service.policy.check import run_check
 from service.policy.files import OutboundRule, load_outbound_rules
 from service.policy.floor import FLOOR, FloorCategory
-from service.policy.guard import OutputGuard, normalize, rule_matches
+from service.policy.guard import OutputGuard, rule_matches
+from service.policy.normalize import normalize
 from service.policy.manifest import MANIFEST_PATH, load_manifest
 from tests.helpers import POLICIES, REPO
 from tests.test_required_rules import start_refusal
@@ -134,8 +135,8 @@ def test_check_floor_repo_policies_block_every_text(repo_guard: OutputGuard) -> 
 
 def test_load_guard_self_test_counts_floor(tmp_path: Path) -> None:
     guard = OutputGuard.load(POLICIES, cache_dir=tmp_path)
-    rules = sum(len(r.rule.examples.must_block) + len(r.rule.examples.must_pass) for r in guard.rules)
-    manifest = sum(len(r.must_block) for r in load_manifest(POLICIES).manifest.required)
+    rules = sum(len(r.rule.examples.must_match) + len(r.rule.examples.must_not_match) for r in guard.rules)
+    manifest = sum(len(r.must_match) for r in load_manifest(POLICIES).manifest.required)
     floor = sum(len(c.must_block) for c in FLOOR)
     assert guard.self_test.examples == rules + manifest + floor + 1  # and the known-good text
 
@@ -170,7 +171,7 @@ def test_remove_pattern_that_lets_redteam_text_through_caught_by_manifest(rule_i
     blocking = [r for r in RULES.values() if r.severity == "block"]
     blocks = _redteam_blocks()
     caught_by = {cid: {r.id for r in blocking if _blocks(r, text)} for cid, _, text in blocks}
-    pinned = [normalize(t) for t in required.must_block]
+    pinned = [normalize(t) for t in required.must_match]
     floor = [normalize(t) for c in FLOOR for t in c.must_block]
     floor_others = [any(_blocks(r, t) for r in blocking if r.id != rule_id) for t in floor]
     unpinned: list[str] = []
@@ -197,9 +198,9 @@ def test_refuse_check_basis_points_patterns_removed_with_their_examples(policies
     assert len(kept) < len(data["patterns"])
     weak = OutboundRule.model_validate({**data, "patterns": kept})
     data["patterns"] = kept
-    data["examples"]["must_block"] = [t for t in data["examples"]["must_block"] if _blocks(weak, normalize(t))]
+    data["examples"]["must_match"] = [t for t in data["examples"]["must_match"] if _blocks(weak, normalize(t))]
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     result = _check(policies_copy)
     assert result.exit_code == 1, result.output
-    assert re.search(r'required\.no-rate-quotes\.must_block\.\d+: "[^"]*(?:bps|bips)[^"]*" was not blocked by '
+    assert re.search(r'required\.no-rate-quotes\.must_match\[\d+\]: "[^"]*(?:bps|bips)[^"]*" was not blocked by '
                      r"no-rate-quotes", result.output), result.output

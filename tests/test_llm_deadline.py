@@ -18,7 +18,8 @@ import httpx
 import pytest
 import respx
 
-from service.replies.llm import LLMFailure, ReplyExtractor
+from service.replies.extraction import LLMFailure
+from service.replies.llm import ReplyExtractor
 from tests.llm_helpers import HangingStream, TrickleStream
 from tests.test_reply_llm import BASE_URL, COMPLETIONS, RECEIVED, TEXT, answer, completion, error_body
 

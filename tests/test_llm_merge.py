@@ -14,7 +14,7 @@ import pytest
 
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
 from service.replies.classify import merge
-from service.replies.llm import LLMExtraction, LLMHandoffReason
+from service.replies.extraction import LLMExtraction, LLMHandoffReason
 
 R = HandoffReason
 NOTHING: dict[str, Any] = {

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from service.errors import ConfigError
 from service.prompts import PromptError
 from service.replies.cli import classify
-from service.replies.llm import load_extraction_prompt
+from service.replies.extraction import load_extraction_prompt
 from service.settings import Settings
 from tests.helpers import BROKERS_YAML, POLICIES, REPO
 from tests.llm_helpers import HangingStream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version, read_policy_files
-from service.policy.guard import OutputGuard
+from service.policy.guard import OutputGuard, scan
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 RULES = load_outbound_rules(POLICIES)
@@ -30,14 +31,14 @@ def guard() -> OutputGuard:
     return OutputGuard.load(POLICIES)
 
 
-@pytest.mark.parametrize(("rule_id", "text"), _cases("must_block"))
+@pytest.mark.parametrize(("rule_id", "text"), _cases("must_match"))
 def test_block_example_by_its_rule(guard: OutputGuard, rule_id: str, text: str) -> None:
     result = guard.check(text)
     assert not result.allowed
     assert rule_id in {v.rule for v in result.violations}, result.violations
 
 
-@pytest.mark.parametrize(("rule_id", "text"), _cases("must_pass"))
+@pytest.mark.parametrize(("rule_id", "text"), _cases("must_not_match"))
 def test_pass_example_through_guard(guard: OutputGuard, rule_id: str, text: str) -> None:
     result = guard.check(text)
     assert result.allowed, f"{rule_id}: {result.violations}"
@@ -45,8 +46,8 @@ def test_pass_example_through_guard(guard: OutputGuard, rule_id: str, text: str)
 
 
 def test_count_outbound_examples_meets_floor() -> None:
-    assert sum(len(r.rule.examples.must_block) for r in RULES) >= MIN_EXAMPLES
-    assert sum(len(r.rule.examples.must_pass) for r in RULES) >= MIN_EXAMPLES
+    assert sum(len(r.rule.examples.must_match) for r in RULES) >= MIN_EXAMPLES
+    assert sum(len(r.rule.examples.must_not_match) for r in RULES) >= MIN_EXAMPLES
 
 
 @pytest.mark.parametrize(
@@ -102,8 +103,8 @@ rationale: 12 CFR 1026.24(c), for the test.
 severity: block
 patterns: ['\\d+%']
 examples:
-  must_block: ["5%"]
-  must_pass: ["hello"]
+  must_match: ["5%"]
+  must_not_match: ["hello"]
 """
 
 
@@ -134,12 +135,12 @@ def test_load_outbound_rule_valid_file(tmp_path: Path) -> None:
         (lambda t: t.replace("kind: outbound_rule", "kind: outbound_rules"), "kind", "unknown kind"),
         (lambda t: t.replace("['\\d+%']", "['(unclosed']"), "patterns", "bad regex"),
         (lambda t: t.replace("['\\d+%']", "['x*']"), "patterns", "empty string"),
-        (lambda t: t.replace('  must_pass: ["hello"]\n', ""), "examples.must_pass", "missing"),
-        (lambda t: t.replace("examples:\n  must_block", "exemples:\n  must_block"), "examples", ""),
+        (lambda t: t.replace('  must_not_match: ["hello"]\n', ""), "examples.must_not_match", "missing"),
+        (lambda t: t.replace("examples:\n  must_match", "exemples:\n  must_match"), "exemples", "unknown key"),
         (lambda t: t.replace("id: sample-rule", "id: Sample Rule"), "id", "kebab-case"),
         (lambda t: t.replace("severity: block", "severity: maybe"), "severity", ""),
         (lambda t: t.replace("title: A sample rule\n", ""), "title", "missing"),
-        (lambda t: t.replace('["5%"]', "[5]"), "examples.must_block.0", ""),
+        (lambda t: t.replace('["5%"]', "[5]"), "examples.must_match[0]", ""),
     ],
     ids=["unknown-key", "unknown-kind", "bad-regex", "empty-regex", "missing-examples", "misspelt-section",
          "bad-id", "bad-severity", "missing-title", "non-string-example"],
@@ -150,13 +151,44 @@ def test_reject_outbound_rule_schema_error(tmp_path: Path, edit, field: str, mes
     assert error.field is not None
     assert error.field.startswith(field)
     assert message in error.message
-    assert str(error).startswith("policies/outbound/sample.yaml: ")
+    assert re.match(r"policies/outbound/sample\.yaml:\d+: ", str(error)), str(error)
+    assert error.line is not None
 
 
 def test_reject_policy_file_duplicate_key(tmp_path: Path) -> None:
     error = _error(_write(tmp_path, GOOD_RULE + "severity: warn\n"))
     assert error.path == "policies/outbound/sample.yaml"
     assert "duplicate key 'severity'" in error.message
+
+
+DEFINE_RULE = """\
+id: sample-rule
+kind: outbound_rule
+title: A sample rule
+rationale: 12 CFR 1026.24(c), for the test.
+severity: block
+define:
+  figure: '\\d+(?:\\.\\d+)?'
+patterns: ['${figure}\\s*%']
+allow: ['${figure}\\s*% of callers']
+examples:
+  must_match: ["5.5 %"]
+  must_not_match: ["hello"]
+"""
+
+
+def test_load_outbound_rule_expands_define_fragments(tmp_path: Path) -> None:
+    [loaded] = load_outbound_rules(_write(tmp_path, DEFINE_RULE))
+    assert loaded.rule.patterns == ["${figure}\\s*%"]  # as written, for the reviewer
+    assert [p.pattern for p in loaded.rule.compiled] == ["\\d+(?:\\.\\d+)?\\s*%"]
+    assert scan("Rates from 5.5 % today", [loaded.rule])
+    assert not scan("90% of callers get a call back", [loaded.rule])  # the allow span, expanded too
+
+
+def test_reject_outbound_rule_unknown_define_fragment(tmp_path: Path) -> None:
+    error = _error(_write(tmp_path, DEFINE_RULE.replace("['${figure}\\s*%']", "['${figur}\\s*%']")))
+    assert error.field == "patterns"
+    assert "unknown ${figur}; define it under 'define'" in error.message
 
 
 def test_reject_policy_file_duplicate_id(tmp_path: Path) -> None:

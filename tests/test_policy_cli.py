@@ -54,14 +54,14 @@ def test_refuse_template_edited_to_contain_rate(policies_copy: Path) -> None:
 
 def test_refuse_example_that_misbehaves(policies_copy: Path) -> None:
     rates = policies_copy / "outbound" / "rates.yaml"
-    _edit(rates, "  must_block:\n", '  must_block:\n    - "See you at 3 PM"\n')
-    _edit(rates, "  must_pass:\n", '  must_pass:\n    - "Rates from 5.9% today"\n')
+    _edit(rates, "  must_match:\n", '  must_match:\n    - "See you at 3 PM"\n')
+    _edit(rates, "  must_not_match:\n", '  must_not_match:\n    - "Rates from 5.9% today"\n')
     result = _run("check", "--policies", str(policies_copy))
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert 'policies/outbound/rates.yaml: example must_block "See you at 3 PM" passed' in lines
+    assert 'policies/outbound/rates.yaml: example must_match "See you at 3 PM" passed' in lines
     assert (
-        'policies/outbound/rates.yaml: example must_pass "Rates from 5.9% today" was blocked by '
+        'policies/outbound/rates.yaml: example must_not_match "Rates from 5.9% today" was blocked by '
         'no-rate-quotes ("Rates from 5.9%")'
     ) in lines
 
@@ -70,7 +70,7 @@ def test_refuse_policy_file_unknown_key(policies_copy: Path) -> None:
     _edit(policies_copy / "outbound" / "fees.yaml", "severity: block", "severity: block\nseverity_note: x")
     result = _run("check", "--policies", str(policies_copy))
     assert result.exit_code == 1
-    assert "policies/outbound/fees.yaml: severity_note: unknown key" in result.output.splitlines()
+    assert "policies/outbound/fees.yaml:10: severity_note: unknown key" in result.output.splitlines()
 
 
 def test_report_policies_markdown_sections() -> None:

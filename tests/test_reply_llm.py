@@ -14,13 +14,8 @@ import respx
 
 from service.replies.analysis import LoanType, Timeline
 from service.replies.delimiters import delimiters
-from service.replies.llm import (
-    FAILURE_REASONS,
-    LLMExtraction,
-    LLMFailure,
-    LLMHandoffReason,
-    ReplyExtractor,
-)
+from service.replies.extraction import FAILURE_REASONS, LLMExtraction, LLMFailure, LLMHandoffReason
+from service.replies.llm import ReplyExtractor
 
 BASE_URL = "https://llm.test/v1"
 COMPLETIONS = f"{BASE_URL}/chat/completions"

@@ -3,13 +3,14 @@
 - policies/outbound/required.yaml, the compliance manifest, names the rules that must be in force and their
   minimum severity, with examples of its own: a missing, renamed, downgraded or neutered rule, or a missing or
   empty manifest, fails `policy check` and stops start-up.
-- Start-up runs every must_block and must_pass example of every rule through the guard the service uses,
+- Start-up runs every must_match and must_not_match example of every rule through the guard the service uses,
   once per policy version (cached under var/), and refuses to start on any failure.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def _neuter(policies: Path) -> None:
     text = rates.read_text(encoding="utf-8")
     head = text.split("patterns:")[0]
     rates.write_text(
-        head + "patterns:\n  - '\\bzzqx\\b'\nexamples:\n  must_block:\n    - \"zzqx\"\n  must_pass:\n    - \"hello\"\n",
+        head + "patterns:\n  - '\\bzzqx\\b'\nexamples:\n  must_match:\n    - \"zzqx\"\n  must_not_match:\n    - \"hello\"\n",
         encoding="utf-8",
     )
 
@@ -105,7 +106,7 @@ WEAKENINGS: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "patterns neutered": (
         _neuter,
-        'policies/outbound/required.yaml: required.no-rate-quotes.must_block.0: "Rates from 5.99% APR this week." '
+        'policies/outbound/required.yaml: required.no-rate-quotes.must_match[0]: "Rates from 5.99% APR this week." '
         "was not blocked by no-rate-quotes",
     ),
 }
@@ -139,7 +140,7 @@ def test_check_policies_manifest_with_no_rules_fails(policies_copy: Path) -> Non
     manifest.write_text(head + "required: []\n", encoding="utf-8")
     result = _check(policies_copy)
     assert result.exit_code == 1, result.output
-    assert "policies/outbound/required.yaml: required:" in result.output
+    assert re.search(r"^policies/outbound/required\.yaml:\d+: required: ", result.output, re.MULTILINE), result.output
 
 
 def test_version_policy_set_changes_with_manifest(policies_copy: Path) -> None:
@@ -197,7 +198,7 @@ def test_refuse_serve_command_required_rule_downgraded(policies_copy: Path, tmp_
 
 # ----------------------------------------------------------------------------- every example at start-up
 def _keep_first_pattern(path: Path) -> None:
-    """Weaken a rule to its first pattern: its first must_block example still blocks, later ones do not."""
+    """Weaken a rule to its first pattern: its first must_match example still blocks, later ones do not."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     start = lines.index("patterns:\n")
     first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("  - "))
@@ -205,30 +206,30 @@ def _keep_first_pattern(path: Path) -> None:
     path.write_text("".join(lines[: first + 1] + lines[end:]), encoding="utf-8")
 
 
-def test_load_guard_later_must_block_example_fails_refuses(policies_copy: Path) -> None:
+def test_load_guard_later_must_match_example_fails_refuses(policies_copy: Path) -> None:
     """A weakened rule whose first example still blocks but a later one does not."""
     _keep_first_pattern(policies_copy / RATES)
     guard = OutputGuard.from_rules(load_outbound_rules(policies_copy), "test", policies_copy)
     first = next(r.rule for r in load_outbound_rules(policies_copy) if r.rule.id == "no-rate-quotes")
-    assert not guard.check(first.examples.must_block[0]).allowed  # what start-up used to run: still blocked
+    assert not guard.check(first.examples.must_match[0]).allowed  # what start-up used to run: still blocked
     with pytest.raises(PolicyError) as info:
         OutputGuard.load(policies_copy)
     message = str(info.value)
-    assert message.startswith("policies/outbound/rates.yaml: examples.must_block.")
+    assert message.startswith("policies/outbound/rates.yaml: examples.must_match[")
     assert "more; run `textback policy check`" in message
 
 
-def test_load_guard_must_pass_example_blocked_refuses(policies_copy: Path) -> None:
+def test_load_guard_must_not_match_example_blocked_refuses(policies_copy: Path) -> None:
     _edit(policies_copy / "outbound" / "ltv.yaml", "patterns:\n", "patterns:\n  - '\\bcounties\\b'\n")
     with pytest.raises(PolicyError) as info:
         OutputGuard.load(policies_copy)
-    assert str(info.value).startswith("policies/outbound/ltv.yaml: examples.must_pass.")
+    assert str(info.value).startswith("policies/outbound/ltv.yaml: examples.must_not_match[")
     assert "64 counties" in str(info.value)
 
 
 def test_load_guard_every_example_counted(tmp_path: Path) -> None:
     guard = OutputGuard.load(POLICIES, cache_dir=tmp_path)
-    examples = sum(len(r.rule.examples.must_block) + len(r.rule.examples.must_pass) for r in guard.rules)
+    examples = sum(len(r.rule.examples.must_match) + len(r.rule.examples.must_not_match) for r in guard.rules)
     assert guard.self_test.examples > examples  # the rules' examples, the manifest's and a known-good text
     assert guard.self_test.cached is False
 

@@ -50,7 +50,7 @@ def test_load_policy_from_copy_unchanged(policies_copy: Path) -> None:
         ("quiet_hours.yaml", "opener_is_reply: true", "opener_is_reply: true\ncolour: red", "colour", "unknown key"),
         ("quiet_hours.yaml", "kind: quiet_hours", "kind: caps", "kind", "quiet_hours"),
         ("quiet_hours.yaml", "opener_is_reply: true", "opener_is_reply: maybe", "opener_is_reply", "boolean"),
-        ("quiet_hours.yaml", "id: quiet-hours\n", "", "id", "Field required"),
+        ("quiet_hours.yaml", "id: quiet-hours\n", "", "id", "required key is missing"),
         ("quiet_hours.yaml", "title: No automated", "titel: No automated", "titel", "unknown key"),
         ("quiet_hours.yaml", "  FL:\n    citation", "  FL:\n    windw: 1\n    citation", "states.FL.windw", "unknown key"),
         ("quiet_hours.yaml", 'window: {start: "08:00", end: "21:00"}', 'window: {start: "08:00", end: 21:00}',
@@ -80,7 +80,7 @@ def test_load_policy_from_copy_unchanged(policies_copy: Path) -> None:
         ("caps.yaml", "value: 6\n", "value: 3\n", "limits", "per_lead_per_day cannot exceed per_lead_total"),
         ("caps.yaml", "value: 15\n", "value: 150\n", "limits", "breaker_max_openers_per_broker"),
         ("caps.yaml", "    title: Circuit-breaker window in minutes\n", "", "limits.breaker_window_minutes.title",
-         "Field required"),
+         "required key is missing"),
     ],
 )  # fmt: skip
 def test_reject_policy_file_with_schema_error_naming_file_and_field(

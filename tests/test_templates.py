@@ -75,7 +75,7 @@ def test_find_no_problems_in_shipped_templates() -> None:
 def test_reject_template_file_with_unknown_key(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "t.yaml").write_text(
-        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: hi\n    audience: borrower\n    colour: red\n"
+        "id: t\nkind: templates\ntitle: Test templates\nrationale: Templates written by this test.\ntemplates:\n  opener:\n    text: hi\n    audience: borrower\n    colour: red\n"
     )
     with pytest.raises(PolicyError) as info:
         load_templates(tmp_path)
@@ -86,7 +86,7 @@ def test_reject_template_file_with_unknown_key(tmp_path: Path) -> None:
 def test_reject_template_with_unknown_placeholder(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "t.yaml").write_text(
-        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  opener:\n    text: hi $rate\n    audience: borrower\n"
+        "id: t\nkind: templates\ntitle: Test templates\nrationale: Templates written by this test.\ntemplates:\n  opener:\n    text: hi $rate\n    audience: borrower\n"
     )
     with pytest.raises(PolicyError, match="rate"):
         load_templates(tmp_path)
@@ -95,7 +95,7 @@ def test_reject_template_with_unknown_placeholder(tmp_path: Path) -> None:
 def test_flag_template_longer_than_two_segments(tmp_path: Path) -> None:
     shutil.copytree(POLICIES / "templates", tmp_path / "templates")
     (tmp_path / "templates" / "t.yaml").write_text(
-        "id: t\nkind: templates\ntitle: T\nrationale: R\ntemplates:\n  long_one:\n    text: " + "word " * 70 + "\n    audience: borrower\n"
+        "id: t\nkind: templates\ntitle: Test templates\nrationale: Templates written by this test.\ntemplates:\n  long_one:\n    text: " + "word " * 70 + "\n    audience: borrower\n"
     )
     findings = load_templates(tmp_path).findings()
     assert any("segments" in f for f in findings)

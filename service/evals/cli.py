@@ -89,7 +89,7 @@ def run_command(  # noqa: PLR0913 - one parameter per option
     except (DatasetError, ThresholdError, CassetteError, EvalConfigError, TextbackError) as exc:
         click.echo(f"evals: {exc}", err=True)
         raise SystemExit(2) from None
-    from service.evals.conversations import markdown_lines, table_lines  # noqa: PLC0415
+    from service.evals.render import markdown_lines, table_lines  # noqa: PLC0415
 
     conversations = result.conversations
     click.echo(table(result) + ("\n" + "\n".join(table_lines(conversations)) if conversations else ""))

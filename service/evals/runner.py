@@ -41,15 +41,17 @@ from service.evals.metrics import (
     score_guard,
     score_replies,
 )
+from service.evals.render import ConversationReport, broken_lines
+from service.evals.scripts import CONVERSATIONS_DIR
 from service.evals.thresholds import Thresholds, broken, load_thresholds
+from service.policy.guard import OutputGuard  # cheap: guardrails is imported by OutputGuard.load only
+from service.replies.classify import build_extractor, classify
+from service.replies.rules import RuleSet, load_rules
 
 if TYPE_CHECKING:
     import httpx
 
-    from service.evals.conversations import ConversationReport
-    from service.policy.guard import OutputGuard
     from service.replies.llm import ReplyExtractor
-    from service.replies.rules import RuleSet
 
 logger = logging.getLogger("textback.evals")
 
@@ -125,8 +127,6 @@ def _extractor(
         return None, None, None
     import httpx  # noqa: PLC0415 - only the LLM modes need it
 
-    from service.replies.classify import build_extractor  # noqa: PLC0415
-
     if config.llm == "replay":
         transport: ReplayTransport | RecordingTransport = ReplayTransport(config.cassette_path)
         header = read_header(config.cassette_path)
@@ -163,8 +163,6 @@ def run_replies(
     replay: ReplayTransport | None = None,
 ) -> list[ReplyOutcome]:
     """Each case through the rules alone, and through `classify` when an extractor is given."""
-    from service.replies.classify import classify  # noqa: PLC0415
-
     outcomes: list[ReplyOutcome] = []
     for case in cases:
         by_rules = rules.analyze(case.text, case.received_at)
@@ -186,8 +184,6 @@ def run_guard(
     cases: list[OutboundCase], policies_dir: Path, guard: OutputGuard | None = None
 ) -> tuple[list[GuardOutcome], str]:
     if guard is None:
-        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
-
         guard = OutputGuard.load(policies_dir)
     outcomes = []
     for case in cases:
@@ -198,8 +194,6 @@ def run_guard(
 
 def run(config: RunConfig) -> RunResult:
     """The whole suite. Raises DatasetError, ThresholdError, PolicyError, CassetteError or EvalConfigError."""
-    from service.replies.rules import load_rules  # noqa: PLC0415
-
     thresholds = load_thresholds(config.thresholds_path or config.data_dir / "thresholds.yaml")
     result = RunResult(config=config, thresholds=thresholds)
     if config.llm == "replay" and not config.cassette_path.exists():
@@ -230,14 +224,10 @@ def run(config: RunConfig) -> RunResult:
         extra={"fields": {"cases": len(cases), "llm": config.llm, "failed_ids": result.replies.failed_ids}},
     )
 
-    from service.evals import conversations  # noqa: PLC0415 - imports the app only when the set runs
-
-    conversations_dir = config.data_dir / conversations.CONVERSATIONS_DIR
+    conversations_dir = config.data_dir / CONVERSATIONS_DIR
     with_conversations = config.run_conversations and conversations_dir.is_dir()
     guard = None
     if config.run_guard or with_conversations:
-        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails (~5 s)
-
         started = time.perf_counter()
         guard = OutputGuard.load(config.policies_dir)  # built once, shared by both sets
         result.seconds["guard load"] = time.perf_counter() - started
@@ -249,9 +239,11 @@ def run(config: RunConfig) -> RunResult:
 
     result.broken = broken(thresholds, result.replies, result.guard)
     if with_conversations:
-        report = conversations.run_conversations(conversations_dir, config.policies_dir, guard=guard)
+        from service.evals.driver import run_conversations  # noqa: PLC0415 - imports the app only when the set runs
+
+        report = run_conversations(conversations_dir, config.policies_dir, guard=guard)
         result.conversations = report
         result.seconds["conversations"] = report.seconds
         floors = thresholds.conversations
-        result.broken += conversations.broken_lines(report, floors.scripts_min, floors.failed_max)
+        result.broken += broken_lines(report, floors.scripts_min, floors.failed_max)
     return result

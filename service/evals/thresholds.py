@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.evals.datasets import FIELDS
 from service.evals.metrics import REASONS, GuardReport, RepliesReport
+from service.yamlfile import YamlFileError, read_yaml
 
 
 class ThresholdError(ValueError):
@@ -56,16 +56,12 @@ class Thresholds(_Strict):
 
 
 def load_thresholds(path: Path) -> Thresholds:
+    """Read the thresholds file strictly (service.yamlfile); ThresholdError naming the file, line and field."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        thresholds = Thresholds.model_validate(data)
-    except OSError as exc:
-        raise ThresholdError(f"{path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ThresholdError(f"{path}: invalid YAML ({exc})") from None
-    except ValidationError as exc:
-        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
-        raise ThresholdError(f"{path}: {where}") from None
+        doc = read_yaml(path)
+        thresholds = doc.validate(Thresholds, doc.data or {})
+    except YamlFileError as exc:
+        raise ThresholdError("; ".join(str(problem) for problem in exc.problems)) from None
     unknown = sorted(set(thresholds.replies.rules_handoff_recall_min) - set(REASONS))
     unknown += sorted(set(thresholds.replies.rules_coverage_min) - set(FIELDS))
     if unknown:

@@ -5,8 +5,8 @@ What is checked:
   (outbound rules here; inbound rules, templates and the sending policy by their owners' loaders);
 - the compliance manifest (policies/outbound/required.yaml): every required rule present, at its minimum
   severity; a missing or empty manifest is a finding;
-- every outbound example through the real OutputGuard: a must_block example must be blocked *by its own
-  rule*, a must_pass example must pass the whole guard, and each of the manifest's examples must be blocked
+- every outbound example through the real OutputGuard: a must_match example must be blocked *by its own
+  rule*, a must_not_match example must pass the whole guard, and each of the manifest's examples must be blocked
   by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
   manifest requires; a finding names the category the policy set no longer covers); the same run start-up
   does, service.policy.selftest;
@@ -43,8 +43,8 @@ class CheckResult:
     version: str = ""
     files: int = 0
     rules: int = 0
-    must_block: int = 0
-    must_pass: int = 0
+    must_match: int = 0
+    must_not_match: int = 0
     floor: int = 0
     templates: int = 0
     checked: list[str] = field(default_factory=list)
@@ -57,7 +57,7 @@ class CheckResult:
         parts = [
             f"{self.files} policy files",
             f"{self.rules} outbound rules "
-            f"({self.must_block} must_block, {self.must_pass} must_pass examples)",
+            f"({self.must_match} must_match, {self.must_not_match} must_not_match examples)",
             f"{self.floor} floor texts fixed in code",
             f"{self.templates} borrower templates through the guard",
             *self.checked,
@@ -180,8 +180,8 @@ def run_check(
     rules, rule_errors = outbound_rules(files)
     result.findings += [str(e) for e in rule_errors]
     result.rules = len(rules)
-    result.must_block = sum(len(r.rule.examples.must_block) for r in rules)
-    result.must_pass = sum(len(r.rule.examples.must_pass) for r in rules)
+    result.must_match = sum(len(r.rule.examples.must_match) for r in rules)
+    result.must_not_match = sum(len(r.rule.examples.must_not_match) for r in rules)
     result.floor = sum(len(category.must_block) for category in FLOOR)
 
     manifest = None

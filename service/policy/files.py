@@ -1,10 +1,14 @@
-"""Policy files under policies/: a strict schema, one loader, and the policy-set version.
+"""Policy files under policies/: the header every kind shares, the outbound rule schema, the policy-set version.
 
-Every YAML file under policies/ has a header (`id`, `kind`, `title`, `rationale`) and kind-specific keys.
-This module owns the header for every kind and the whole schema of `outbound_rule` files; the other kinds'
-keys are validated by their owners (service.templates, service.replies.rules, service.sending.policy).
+Every YAML file under policies/ is read by the one strict reader (service.yamlfile: duplicate keys refused,
+every error located by file, line and field) and starts with the same header (`PolicyFileModel`: `id`,
+`kind`, `title`, `rationale`). Each kind's model extends that header; this module owns the header for every
+kind, the examples vocabulary every rule kind shares (`Examples`), the `define:` fragments every rule kind
+may use (`expand_defines`), and the whole schema of `outbound_rule` files. The other kinds' keys are
+validated by their owners (service.templates, service.replies.rule, service.sending.policy,
+service.policy.manifest).
 
-Errors are `PolicyError(path, field, message)`; the path is shown relative to the folder that holds
+Errors are `PolicyError(path, field, message, line=...)`; the path is shown relative to the folder that holds
 policies/ (``policies/outbound/rates.yaml``) so a finding reads the same on every machine.
 """
 
@@ -14,12 +18,20 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from service.errors import PolicyError
+from service.yamlfile import YamlDocument, YamlFileError, YamlProblem, read_yaml
 
 KINDS: dict[str, str] = {
     "outbound_rule": "outbound",
@@ -31,34 +43,18 @@ KINDS: dict[str, str] = {
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_DEFINE_REF = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+_M = TypeVar("_M", bound=BaseModel)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+class PolicyFileModel(BaseModel):
+    """The header every policy file starts with; each kind's model extends it with `kind` and its own keys.
 
+    Unknown keys are errors in every kind."""
 
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-class PolicyHeader(BaseModel):
-    """The keys every policy file has, whatever its kind."""
-
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     id: StrictStr
-    kind: StrictStr
     title: StrictStr = Field(min_length=3)
     rationale: StrictStr = Field(min_length=10)
 
@@ -70,6 +66,14 @@ class PolicyHeader(BaseModel):
             raise ValueError(msg)
         return value
 
+
+class PolicyHeader(PolicyFileModel):
+    """The header alone, whatever the kind (its other keys are kept for the kind's owner)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: StrictStr
+
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
@@ -80,12 +84,36 @@ class PolicyHeader(BaseModel):
 
 
 class Examples(BaseModel):
-    """Texts the rule must block and texts it must let through: the rule's own test cases."""
+    """A rule's own test cases, in every rule kind: texts the rule must match, texts it must not.
+
+    What "match" means is the kind's: an inbound rule fires (sets its field); an outbound rule blocks. For an
+    outbound rule a `must_not_match` text must pass the whole guard (it is a text that may be sent), not just
+    this rule."""
 
     model_config = ConfigDict(extra="forbid")
 
-    must_block: list[StrictStr] = Field(min_length=1)
-    must_pass: list[StrictStr] = Field(min_length=1)
+    must_match: list[StrictStr] = Field(min_length=1)
+    must_not_match: list[StrictStr] = Field(default_factory=list)
+
+
+class OutboundExamples(Examples):
+    """An outbound rule proves both sides: at least one text it blocks and one the guard lets through."""
+
+    must_not_match: list[StrictStr] = Field(min_length=1)
+
+
+def expand_defines(pattern: str, define: dict[str, str]) -> str:
+    """`pattern` with each ``${name}`` replaced by the rule's `define:` fragment; ValueError for an unknown one."""
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in define:
+            msg = f"unknown ${{{name}}}; define it under 'define'"
+            raise ValueError(msg)
+        return define[name]
+
+    # Definitions may use earlier-looking definitions; two passes are plenty for readable files.
+    return _DEFINE_REF.sub(sub, _DEFINE_REF.sub(sub, pattern))
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -100,38 +128,35 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
-class OutboundRule(BaseModel):
+class OutboundRule(PolicyFileModel):
     """One outbound content rule: what a text to a borrower must never say.
 
     `patterns` are case-insensitive regexes; a match anywhere is a violation. `allow` patterns mark spans
     that are fine (e.g. "Msg & data rates may apply"); they are blanked out before `patterns` run, so a
-    violation elsewhere in the same text is still found.
+    violation elsewhere in the same text is still found. Both may use ``${name}`` fragments from `define`.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr
     kind: Literal["outbound_rule"]
-    title: StrictStr = Field(min_length=3)
-    rationale: StrictStr = Field(min_length=10)
     severity: Literal["block", "warn"]
+    define: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     patterns: list[StrictStr] = Field(min_length=1)
     allow: list[StrictStr] = Field(default_factory=list)
-    examples: Examples
+    examples: OutboundExamples
 
     _compiled: list[re.Pattern[str]] = PrivateAttr(default_factory=list)
     _compiled_allow: list[re.Pattern[str]] = PrivateAttr(default_factory=list)
 
     @field_validator("patterns", "allow")
     @classmethod
-    def _valid_regexes(cls, value: list[str]) -> list[str]:
+    def _valid_regexes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        define = info.data.get("define") or {}
         for pattern in value:
-            _compile(pattern)
+            _compile(expand_defines(pattern, define))
         return value
 
     def model_post_init(self, __context: Any) -> None:
-        self._compiled = [_compile(p) for p in self.patterns]
-        self._compiled_allow = [_compile(p) for p in self.allow]
+        self._compiled = [_compile(expand_defines(p, self.define)) for p in self.patterns]
+        self._compiled_allow = [_compile(expand_defines(p, self.define)) for p in self.allow]
 
     @property
     def compiled(self) -> list[re.Pattern[str]]:
@@ -144,12 +169,23 @@ class OutboundRule(BaseModel):
 
 @dataclass(frozen=True)
 class PolicyFile:
-    """One parsed policy file: where it is, its header, and its raw data for the kind's owner."""
+    """One parsed policy file: where it is, its header, and its parsed document for the kind's owner."""
 
     path: Path
     display: str
     header: PolicyHeader
-    data: dict[str, Any]
+    doc: YamlDocument
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc.data  # type: ignore[no-any-return]
+
+    def validate(self, model: type[_M]) -> _M:
+        """The whole file validated by its kind's model; PolicyError (file, line, field) on the first problem."""
+        try:
+            return self.doc.validate(model)
+        except YamlFileError as exc:
+            raise policy_error(exc.first) from None
 
 
 @dataclass(frozen=True)
@@ -187,35 +223,44 @@ def policy_version(policies_dir: Path) -> str:
     return policy_digest(policies_dir)[:12]
 
 
-def _first_error(display: str, exc: ValidationError) -> PolicyError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or None
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] == "missing":
-        message = "required key is missing"
-    else:
-        message = str(err["msg"]).removeprefix("Value error, ")
-    return PolicyError(display, loc, message)
+def policy_error(problem: YamlProblem) -> PolicyError:
+    """A located YAML problem as the PolicyError every policy loader raises."""
+    return PolicyError(problem.path, problem.field, problem.message, line=problem.line)
 
 
-def _read(path: Path, policies_dir: Path) -> PolicyFile:
+def read_policy(path: Path, policies_dir: Path) -> PolicyFile:
+    """One policy file, parsed strictly, its header validated and its folder checked against its kind."""
     display = display_path(path, policies_dir)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PolicyError(display, None, f"not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PolicyError(display, None, "must be a mapping with id, kind, title and rationale")
+        doc = read_yaml(path, display=display)
+    except YamlFileError as exc:
+        raise policy_error(exc.first) from None
+    if not isinstance(doc.data, dict):
+        raise PolicyError(display, None, "must be a mapping with id, kind, title and rationale", line=1)
     try:
-        header = PolicyHeader.model_validate(data)
-    except ValidationError as exc:
-        raise _first_error(display, exc) from None
+        header = doc.validate(PolicyHeader)
+    except YamlFileError as exc:
+        raise policy_error(exc.first) from None
     folder = KINDS[header.kind]
     parent = path.parent.relative_to(policies_dir).as_posix() if path.parent != policies_dir else ""
     if parent.split("/")[0] != folder:
-        raise PolicyError(display, "kind", f"a {header.kind} file belongs under policies/{folder}/")
-    return PolicyFile(path=path, display=display, header=header, data=data)
+        line = doc.line_of(("kind",))
+        raise PolicyError(display, "kind", f"a {header.kind} file belongs under policies/{folder}/", line=line)
+    return PolicyFile(path=path, display=display, header=header, doc=doc)
+
+
+def load_policy_model(path: Path, model: type[_M], *, display: str | None = None) -> _M:
+    """A policy file read on its own (no header-folder check), validated by `model`; PolicyError otherwise."""
+    shown = display if display is not None else str(path)
+    if not path.is_file():
+        raise PolicyError(shown, None, "file not found")
+    try:
+        doc = read_yaml(path, display=shown)
+        if not isinstance(doc.data, dict):
+            raise PolicyError(shown, None, "expected a mapping at the top level", line=1)
+        return doc.validate(model)
+    except YamlFileError as exc:
+        raise policy_error(exc.first) from None
 
 
 def read_policy_files(policies_dir: Path) -> tuple[list[PolicyFile], list[PolicyError]]:
@@ -225,13 +270,14 @@ def read_policy_files(policies_dir: Path) -> tuple[list[PolicyFile], list[Policy
     seen: dict[str, str] = {}
     for path in policy_paths(policies_dir):
         try:
-            policy = _read(path, policies_dir)
+            policy = read_policy(path, policies_dir)
         except PolicyError as exc:
             errors.append(exc)
             continue
         if policy.header.id in seen:
             also = seen[policy.header.id]
-            errors.append(PolicyError(policy.display, "id", f"duplicate id (also in {also})"))
+            line = policy.doc.line_of(("id",))
+            errors.append(PolicyError(policy.display, "id", f"duplicate id (also in {also})", line=line))
             continue
         seen[policy.header.id] = policy.display
         files.append(policy)
@@ -246,9 +292,9 @@ def outbound_rules(files: list[PolicyFile]) -> tuple[list[LoadedRule], list[Poli
         if policy.header.kind != "outbound_rule":
             continue
         try:
-            rules.append(LoadedRule(OutboundRule.model_validate(policy.data), policy))
-        except ValidationError as exc:
-            errors.append(_first_error(policy.display, exc))
+            rules.append(LoadedRule(policy.validate(OutboundRule), policy))
+        except PolicyError as exc:
+            errors.append(exc)
     return rules, errors
 
 

@@ -8,7 +8,7 @@ would still build and every remaining example would still pass.
     required:
       - id: no-rate-quotes          # an outbound_rule id that must exist
         min_severity: block         # block > warn
-        must_block:                 # the manifest's own examples: each must be blocked BY this rule
+        must_match:                 # the manifest's own examples: each must be blocked BY this rule
           - "Rates from 5.99% APR this week."
 
 A rule whose patterns were neutered and whose examples were rewritten to match still fails on the
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from service.errors import PolicyError
-from service.policy.files import LoadedRule, PolicyFile, _first_error, _read, display_path
+from service.policy.files import LoadedRule, PolicyFile, PolicyFileModel, display_path, read_policy
 
 MANIFEST_PATH = Path("outbound") / "required.yaml"  # relative to the policies folder
 SEVERITY_RANK = {"warn": 1, "block": 2}
@@ -38,18 +38,13 @@ class RequiredRule(BaseModel):
 
     id: StrictStr
     min_severity: Literal["block", "warn"]
-    must_block: list[StrictStr] = Field(min_length=1)
+    must_match: list[StrictStr] = Field(min_length=1)  # the examples vocabulary of every rule kind
 
 
-class Manifest(BaseModel):
+class Manifest(PolicyFileModel):
     """The whole manifest file."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: StrictStr
     kind: Literal["outbound_manifest"]
-    title: StrictStr = Field(min_length=3)
-    rationale: StrictStr = Field(min_length=10)
     owner: StrictStr = Field(min_length=2)
     required: list[RequiredRule] = Field(min_length=1)
 
@@ -84,12 +79,8 @@ def load_manifest(policies_dir: Path) -> LoadedManifest:
     where = manifest_display(policies_dir)
     if not path.is_file():
         raise PolicyError(where, None, "the compliance manifest of required outbound rules is missing")
-    policy = _read(path, policies_dir)
-    try:
-        manifest = Manifest.model_validate(policy.data)
-    except ValidationError as exc:
-        raise _first_error(where, exc) from None
-    return LoadedManifest(manifest, policy)
+    policy = read_policy(path, policies_dir)
+    return LoadedManifest(policy.validate(Manifest), policy)
 
 
 def manifest_findings(loaded: LoadedManifest, rules: list[LoadedRule]) -> list[PolicyError]:

@@ -145,7 +145,7 @@ def _manifest_blocks(files: list[PolicyFile]) -> list[Block]:
             Block("p", f"File: {policy.display}. Owner: {policy.data.get('owner', '?')}."),
             Block("p", f"Rationale: {policy.header.rationale.strip()}"),
             Block("table", [["rule", "minimum severity", "manifest examples"]] + [
-                [str(r.get("id")), str(r.get("min_severity")), len(r.get("must_block") or [])]
+                [str(r.get("id")), str(r.get("min_severity")), len(r.get("must_match") or [])]
                 for r in required if isinstance(r, dict)
             ]),
         ]
@@ -164,8 +164,8 @@ def build_report(policies_dir: Path) -> list[Block]:
         Block(
             "p",
             f"{len(files)} policy files; {len(loaded)} outbound content rules with "
-            f"{sum(len(r.examples.must_block) for r in rules)} must_block and "
-            f"{sum(len(r.examples.must_pass) for r in rules)} must_pass examples. Every text a borrower "
+            f"{sum(len(r.examples.must_match) for r in rules)} must_match and "
+            f"{sum(len(r.examples.must_not_match) for r in rules)} must_not_match examples. Every text a borrower "
             "receives passes the output guard built from these rules; a blocked text is never sent.",
         ),
     ]
@@ -173,10 +173,10 @@ def build_report(policies_dir: Path) -> list[Block]:
         blocks += [Block("h2", "Findings"), Block("list", [str(e) for e in [*errors, *rule_errors]])]
 
     blocks.append(Block("h2", "Outbound content rules"))
-    table = [["id", "title", "severity", "patterns", "must_block", "must_pass", "file"]]
+    table = [["id", "title", "severity", "patterns", "must_match", "must_not_match", "file"]]
     table += [
-        [r.rule.id, r.rule.title, r.rule.severity, len(r.rule.patterns), len(r.rule.examples.must_block),
-         len(r.rule.examples.must_pass), r.file.display]
+        [r.rule.id, r.rule.title, r.rule.severity, len(r.rule.patterns), len(r.rule.examples.must_match),
+         len(r.rule.examples.must_not_match), r.file.display]
         for r in loaded
     ]
     blocks.append(Block("table", table))
@@ -194,11 +194,16 @@ def build_report(policies_dir: Path) -> list[Block]:
                 Block("p", "Allowed spans (ignored before matching):"),
                 Block("code", "\n".join(rule.allow)),
             ]
+        if rule.define:
+            blocks += [
+                Block("p", "Named fragments (written ${name} in the patterns above):"),
+                Block("code", "\n".join(f"{name}: {fragment}" for name, fragment in rule.define.items())),
+            ]
         blocks += [
-            Block("p", "Must block:"),
-            Block("list", rule.examples.must_block),
-            Block("p", "Must pass:"),
-            Block("list", rule.examples.must_pass),
+            Block("p", "Must match (blocked by this rule):"),
+            Block("list", rule.examples.must_match),
+            Block("p", "Must not match (passes the whole guard):"),
+            Block("list", rule.examples.must_not_match),
         ]
 
     blocks += _manifest_blocks(files)
@@ -241,7 +246,7 @@ def readme_text(policies_dir: Path) -> str:
         severity, examples = "", ""
         if policy.header.id in counts:
             sev, ex = counts[policy.header.id]
-            severity, examples = sev, f"{len(ex.must_block)} must_block, {len(ex.must_pass)} must_pass"
+            severity, examples = sev, f"{len(ex.must_match)} must_match, {len(ex.must_not_match)} must_not_match"
         else:
             data_severity = policy.data.get("severity")
             severity = str(data_severity) if isinstance(data_severity, str) else ""

@@ -1,10 +1,10 @@
 """Every example through the built guard: at start-up (refuse to start on any failure) and in `policy check`.
 
-What runs: each outbound rule's must_block examples (each must be blocked *by that rule*) and must_pass
-examples (each must pass the whole guard), the compliance manifest's own must_block examples (each blocked by
+What runs: each outbound rule's must_match examples (each must be blocked *by that rule*) and must_not_match
+examples (each must pass the whole guard), the compliance manifest's own must_match examples (each blocked by
 the rule it lists), the floor fixed in code (service.policy.floor: each text blocked by a rule the manifest
 requires at block, whatever the files say), and one known-good text. This is the same Guard object the service
-then checks every text with, so a weakened pattern, a must_pass example the rules now block, or a guardrails
+then checks every text with, so a weakened pattern, a must_not_match example the rules now block, or a guardrails
 upgrade that changes behaviour all stop start-up.
 
 Cheap: a full run is a few hundred guard checks (~0.1-0.5 s); on success it is recorded as a small JSON
@@ -44,8 +44,8 @@ class ExampleFailure:
     """One example the built guard got wrong."""
 
     path: str  # policies/outbound/rates.yaml (or the manifest)
-    field: str  # examples.must_block.3 / required.no-rate-quotes.must_block.0
-    kind: str  # must_block | must_pass
+    field: str  # examples.must_match[3] / required.no-rate-quotes.must_match[0]
+    kind: str  # must_match | must_not_match | floor
     rule: str
     text: str
     got: str  # "passed" / "was blocked only by x" / "was blocked by x ("...")"
@@ -91,42 +91,42 @@ def run_examples(
     count = 0
     for loaded in rules:
         rule, where = loaded.rule, loaded.file.display
-        for index, example in enumerate(rule.examples.must_block):
+        for index, example in enumerate(rule.examples.must_match):
             count += 1
             result = guard.check(example)
             fired = {v.rule for v in [*result.violations, *result.warnings]}
             if rule.id not in fired:
                 got = "passed" if result.allowed else f"was blocked only by {', '.join(sorted(fired))}"
-                field = f"examples.must_block.{index}"
-                failures.append(ExampleFailure(where, field, "must_block", rule.id, example, got))
-        for index, example in enumerate(rule.examples.must_pass):
+                field = f"examples.must_match[{index}]"
+                failures.append(ExampleFailure(where, field, "must_match", rule.id, example, got))
+        for index, example in enumerate(rule.examples.must_not_match):
             count += 1
             result = guard.check(example)
             if not result.allowed:
                 got = f"was blocked by {_describe(result.violations)}"
-                field = f"examples.must_pass.{index}"
-                failures.append(ExampleFailure(where, field, "must_pass", rule.id, example, got))
+                field = f"examples.must_not_match[{index}]"
+                failures.append(ExampleFailure(where, field, "must_not_match", rule.id, example, got))
     present = {loaded.rule.id for loaded in rules}
     required_rules = manifest.manifest.required if manifest else []
     for required in required_rules:
         if required.id not in present:
             continue  # reported as a missing rule by manifest_findings
-        for index, example in enumerate(required.must_block):
+        for index, example in enumerate(required.must_match):
             count += 1
             result = guard.check(example)
             blocked_by = {v.rule for v in result.violations}
             if result.allowed or required.id not in blocked_by:
                 got = "passed" if result.allowed else f"blocked only by {', '.join(sorted(blocked_by))}"
-                field = f"required.{required.id}.must_block.{index}"
+                field = f"required.{required.id}.must_match[{index}]"
                 where = manifest.display if manifest else "policies/outbound/required.yaml"
-                failures.append(ExampleFailure(where, field, "must_block", required.id, example, got))
+                failures.append(ExampleFailure(where, field, "must_match", required.id, example, got))
     floor_failures, floor_count = run_floor(guard, rules, manifest)
     failures += floor_failures
     count += floor_count + 1
     result = guard.check(KNOWN_GOOD_TEXT)
     if not result.allowed:
         got = f"was blocked by {_describe(result.violations)}"
-        known = ExampleFailure("policies/outbound", "known-good text", "must_pass", "-", KNOWN_GOOD_TEXT, got)
+        known = ExampleFailure("policies/outbound", "known-good text", "must_not_match", "-", KNOWN_GOOD_TEXT, got)
         failures.append(known)
     return failures, count
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,21 @@ class Source(StrEnum):
     RULES_LLM = "rules+llm"
 
 
+# The fields of ReplyAnalysis a rule (``sets: {field: ...}``) can set; service.replies.classify derives the
+# content fields from it.
+FieldName = Literal[
+    "keyword",
+    "loan_type",
+    "timeline",
+    "applied_elsewhere",
+    "wrong_number",
+    "not_interested",
+    "handoff_reasons",
+    "callback_window",
+    "needs_llm",
+]
+
+
 class ReplyAnalysis(BaseModel):
     """Everything the service needs to know about one inbound reply.
 
@@ -71,8 +87,3 @@ class ReplyAnalysis(BaseModel):
     llm_prompt_version: str | None = None
     llm_model: str | None = None
     llm_error: str | None = None
-
-    @property
-    def needs_human(self) -> bool:
-        """True when a person must take the conversation now."""
-        return bool(self.handoff_reasons) or self.llm_error is not None

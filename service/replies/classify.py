@@ -18,37 +18,31 @@ How the two combine (`merge`): the LLM may only move a reply toward a person or 
 - `needs_llm` and `rules_fired` stay as the rules set them: they describe the rules pass.
 
 Whenever the LLM was consulted, `llm_prompt`, `llm_prompt_version` (version+content hash) and `llm_model` are
-recorded. On `LLMFailure` the rules' result is kept as it is, with `llm_error` set to the failure's reason,
-which makes `needs_human` true: a person takes the lead; nothing is guessed.
+recorded. On `LLMFailure` the rules' result is kept as it is, with `llm_error` set to the failure's reason;
+the conversation hands a reply with `llm_error` to a person (service.conversation): nothing is guessed.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, get_args
 
-from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+from service.prompts import PROMPTS_DIR
+from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+from service.replies.extraction import LLMExtraction, LLMFailure
 
 if TYPE_CHECKING:  # the openai SDK costs ~1.5 s to import; rules-only callers never pay it
     from pathlib import Path
 
     import httpx
 
-    from service.replies.llm import LLMExtraction, ReplyExtractor
+    from service.replies.llm import ReplyExtractor
 
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
-# The fields that carry what a reply says (as opposed to provenance: source, needs_llm, rules_fired, llm_*).
-CONTENT_FIELDS = (
-    "keyword",
-    "loan_type",
-    "timeline",
-    "applied_elsewhere",
-    "wrong_number",
-    "not_interested",
-    "handoff_reasons",
-    "callback_window",
-)
+# The fields that carry what a reply says (as opposed to provenance: source, needs_llm, rules_fired, llm_*):
+# every field a rule can set, except `needs_llm` (which describes the rules pass).
+CONTENT_FIELDS: tuple[str, ...] = tuple(name for name in get_args(FieldName) if name != "needs_llm")
 
 
 class RulesAnalyzer(Protocol):
@@ -68,8 +62,6 @@ def classify(
     analysis = rules.analyze(text, received_at)
     if not analysis.needs_llm or extractor is None:
         return analysis
-
-    from service.replies.llm import LLMFailure  # noqa: PLC0415 - already imported by the extractor
 
     consulted = analysis.model_copy(
         update={
@@ -145,7 +137,6 @@ def build_extractor(
     """
     if api_key is None or not api_key.strip():
         return None
-    from service.prompts import PROMPTS_DIR  # noqa: PLC0415
     from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - keep rules-only start-up fast
 
     return ReplyExtractor(

@@ -13,22 +13,11 @@ trickles in a few bytes at a time, a wait before a retry). The SDK's own retries
 connection failure only when the wait it asks for (`Retry-After`, else a short backoff) still leaves time for
 another attempt before the deadline; otherwise the call fails at once with the reason it had.
 
-Every way the call can go wrong raises one exception, `LLMFailure`, whose `reason` is one of:
+Every way the call can go wrong raises one exception, `LLMFailure` (service.replies.extraction, which lists
+the reasons). The caller (`classify`) turns any failure into "a human takes it".
 
-    api_error         the endpoint answered with an error status (after the one retry for 5xx), or a
-                      200 whose body is not a chat completion (HTML from a proxy, no choices)
-    rate_limited      HTTP 429 (after the one retry, or at once when the Retry-After outlasts the deadline)
-    timeout           no answer within the deadline
-    connection        could not connect (after the one retry)
-    refusal           the model refused (`message.refusal`) or the content filter stopped it
-    length            the answer was cut off (`finish_reason == "length"`)
-    invalid_json      the content is not JSON (garbage, truncated JSON, or empty content)
-    schema_violation  JSON that breaks the schema: a value outside an enum, an extra field, a missing field
-                      (a partial object), a wrong type
-
-`detail` adds a short machine-made hint (HTTP status, exception class, failing field names); neither the
-reason nor the detail ever contains borrower or model text, so both are safe to log and store. The caller
-(`classify`) turns any failure into "a human takes it".
+What the model may answer (`LLMExtraction`), the failure type and the prompt check live in
+service.replies.extraction, which does not import the openai SDK; this module is the call itself.
 """
 
 from __future__ import annotations
@@ -43,23 +32,19 @@ import threading
 import time
 from collections.abc import Coroutine
 from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 import httpx
 import openai
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from service.errors import TextbackError
-from service.prompts import PROMPTS_DIR, Prompt, PromptError, load_prompt
-from service.replies.analysis import HandoffReason, LoanType, Timeline
+from service.prompts import PROMPTS_DIR, Prompt
 from service.replies.delimiters import delimiters, neutralise
+from service.replies.extraction import LLMExtraction, LLMFailure, load_extraction_prompt
 
 logger = logging.getLogger("textback.replies.llm")
 
-PROMPT_NAME = "reply_extraction"
-PROMPT_VARIABLES = frozenset({"begin", "end", "received_date", "reply_text"})
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 MAX_REPLY_CHARS = 1600  # Twilio's limit for one inbound message; anything longer is cut, never sent whole
 MAX_COMPLETION_TOKENS = 256  # the JSON answer is ~80 tokens; a longer answer is a failure (`length`)
@@ -69,19 +54,6 @@ RETRYABLE_STATUS = frozenset({408, 409})  # and every 5xx; 429 is `rate_limited`
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _T = TypeVar("_T")
-
-FailureReason = Literal[
-    "api_error",
-    "rate_limited",
-    "timeout",
-    "connection",
-    "refusal",
-    "length",
-    "invalid_json",
-    "schema_violation",
-]
-FAILURE_REASONS: frozenset[str] = frozenset(get_args(FailureReason))
-
 
 class _RedactRequestBodies(logging.Filter):
     """Drop the request body from the SDK's "Request options" debug record: it holds the borrower's text."""
@@ -99,37 +71,6 @@ def _install_log_redaction() -> None:
 
 
 _install_log_redaction()
-
-
-class LLMFailure(TextbackError):
-    """The LLM could not give a usable answer; `reason` is one of FAILURE_REASONS (see the module docstring)."""
-
-    def __init__(self, reason: FailureReason, *, detail: str | None = None) -> None:
-        if reason not in FAILURE_REASONS:
-            raise ValueError(f"unknown LLM failure reason {reason!r}")
-        self.reason: FailureReason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-# The model may propose every handoff reason (rate_lock, closing, deadline and transaction_issue included):
-# it can only add reasons to what the rules found, never remove one (see `service.replies.classify.merge`).
-LLMHandoffReason = HandoffReason
-
-
-class LLMExtraction(BaseModel):
-    """The model's whole answer. Strict: every field required, nothing extra, no free text."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    loan_type: LoanType
-    timeline: Timeline
-    applied_elsewhere: bool | None
-    wrong_number: bool
-    not_interested: bool
-    opt_out_request: bool
-    callback_requested: bool
-    handoff_reasons: list[LLMHandoffReason]
 
 
 class _Retryable(Exception):
@@ -177,50 +118,6 @@ class _EventLoopThread:
         thread.join(timeout=5)
         if not thread.is_alive():
             loop.close()
-
-
-def check_prompt(prompt: Prompt) -> Prompt:
-    """Hold a prompt against `LLMExtraction`: the schema it names, the fields its `Fields:` list describes,
-    the values it offers for each enum field and the variables it uses. PromptError names the file."""
-    where = str(prompt.path)
-    if prompt.output_schema != LLMExtraction.__name__:
-        raise PromptError(f"{where}: output_schema is {prompt.output_schema!r}, expected {LLMExtraction.__name__!r}")
-    listed = list(prompt.listed_fields)
-    expected = list(LLMExtraction.model_fields)
-    missing = [name for name in expected if name not in listed]
-    extra = [name for name in listed if name not in expected]
-    repeated = sorted({name for name in listed if listed.count(name) > 1})
-    if missing or extra or repeated:
-        problems = [f"{label} {names}" for label, names in
-                    (("missing", missing), ("not in the schema", extra), ("listed twice", repeated)) if names]
-        raise PromptError(f"{where}: the 'Fields:' list disagrees with {LLMExtraction.__name__}: "
-                          + "; ".join(problems))
-    body = "\n".join(section.template.template for section in prompt.sections)
-    for name, values in _enum_values().items():
-        unnamed = [value for value in values if f'"{value}"' not in body]
-        if unnamed:
-            raise PromptError(f"{where}: the prompt never offers {name} value(s) {unnamed} that the schema allows")
-    if prompt.variables != PROMPT_VARIABLES:
-        raise PromptError(f"{where}: uses variables {sorted(prompt.variables)}, expected {sorted(PROMPT_VARIABLES)}")
-    if set(prompt.sections_using("reply_text")) != {"user"}:
-        raise PromptError(f"{where}: $reply_text must appear in user sections only")
-    return prompt
-
-
-def load_extraction_prompt(prompts_dir: Path = PROMPTS_DIR) -> Prompt:
-    """Load `reply_extraction.md` from `prompts_dir` and check it against the output schema."""
-    return check_prompt(load_prompt(PROMPT_NAME, prompts_dir=prompts_dir))
-
-
-def _enum_values() -> dict[str, list[str]]:
-    """For each LLMExtraction field holding an enum (or a list of one), the values the schema allows."""
-    out: dict[str, list[str]] = {}
-    for name, info in LLMExtraction.model_fields.items():
-        annotation: Any = info.annotation
-        for candidate in (annotation, *get_args(annotation)):
-            if isinstance(candidate, type) and issubclass(candidate, Enum):
-                out[name] = [member.value for member in candidate]
-    return out
 
 
 class ReplyExtractor:

@@ -3,9 +3,10 @@
     policies/sending/quiet_hours.yaml   kind: quiet_hours   federal + state windows, opener_is_reply, examples
     policies/sending/caps.yaml          kind: caps          per-lead, per-broker and circuit-breaker limits
 
-Both are parsed by strict models (unknown keys are errors); every problem is a `PolicyError` naming the file
-and the field. The quiet-hours examples are run by the loader, so a file whose examples disagree with its own
-windows never loads.
+Both are read by the one strict YAML reader (service.yamlfile, through service.policy.files) into the strict
+models of service.sending.policy_files (unknown and duplicate keys are errors); every problem is a
+`PolicyError` naming the file, line and field. The quiet-hours examples are run by the loader, so a file whose
+examples disagree with its own windows never loads.
 
 Windows are half-open, `[start, end)` in the recipient's wall-clock time: "8 a.m.-9 p.m." allows 08:00:00 and
 20:59:59, not 21:00. Wall times are turned into instants with zoneinfo, per date, so a window is right on
@@ -15,28 +16,16 @@ instant the clocks jump past it; an ambiguous one (repeated in a fall-back hour)
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from zoneinfo import ZoneInfo
 
 from service.errors import PolicyError
-from service.sending.recipient import US_STATE_CODES, RecipientZone, recipient_zone
+from service.policy.files import load_policy_model
+from service.sending.policy_files import WEEKDAYS, CapsFile, QuietHoursExample, QuietHoursFile, StateRule, Window
+from service.sending.recipient import RecipientZone, recipient_zone
 
 __all__ = [
     "Caps",
@@ -50,9 +39,6 @@ __all__ = [
 QUIET_HOURS_FILE = Path("sending") / "quiet_hours.yaml"
 CAPS_FILE = Path("sending") / "caps.yaml"
 
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _SEARCH_DAYS = 14  # a window must open within two weeks; anything else is a broken policy
 _MAX_ZONE_ROUNDS = 32
 
@@ -85,207 +71,6 @@ def wall_time_to_utc(local_date: date, wall: time, tz: ZoneInfo) -> datetime:
         else:
             lo = mid
     return lo if reached(lo) else hi
-
-
-# --------------------------------------------------------------------------------------------- file schema
-
-
-def _parse_hhmm(value: object) -> time:
-    # Unquoted 20:00 is the integer 1200 to YAML 1.1 (base 60); insist on quoted "HH:MM" so that cannot slip.
-    if isinstance(value, time):
-        return value
-    if not isinstance(value, str) or not _HHMM.match(value):
-        msg = f"write times as quoted 24-hour 'HH:MM' strings, got {value!r}"
-        raise ValueError(msg)
-    hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
-
-
-HHMM = Annotated[time, BeforeValidator(_parse_hhmm)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Window(_Strict):
-    """Texts allowed from `start` (inclusive) to `end` (exclusive), recipient's local wall time."""
-
-    start: HHMM
-    end: HHMM
-
-    @model_validator(mode="after")
-    def _start_before_end(self) -> Window:
-        if self.start >= self.end:
-            msg = f"start {self.start:%H:%M} must be before end {self.end:%H:%M}"
-            raise ValueError(msg)
-        return self
-
-
-class FederalRule(_Strict):
-    citation: str = Field(min_length=1)
-    window: Window
-
-
-class StateRule(_Strict):
-    citation: str = Field(min_length=1)
-    window: Window
-    # Per-weekday overrides: a different window, or "closed" for no automated texts that day.
-    days: dict[Weekday, Window | Literal["closed"]] = Field(default_factory=dict)
-    note: str | None = None
-
-
-class QuietHoursExample(_Strict):
-    """One self-check: at this local wall time, for this state or phone, is an automated text allowed?"""
-
-    where: str = Field(min_length=2)  # a two-letter state code, or an E.164 phone number
-    local: datetime  # naive wall time in the recipient's zone
-    allowed: bool
-    opener: bool = False
-    fallback_tz: str = "America/New_York"  # the broker's zone, used when the phone has no geography
-
-    @field_validator("where")
-    @classmethod
-    def _state_or_phone(cls, value: str) -> str:
-        if value.startswith("+") or value in US_STATE_CODES:
-            return value
-        msg = f"{value!r} is neither a US state code nor an E.164 number"
-        raise ValueError(msg)
-
-    @field_validator("local")
-    @classmethod
-    def _naive(cls, value: datetime) -> datetime:
-        if value.tzinfo is not None:
-            msg = "give the recipient's local wall time without an offset"
-            raise ValueError(msg)
-        return value
-
-    @field_validator("fallback_tz")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        _zone_or_error(value)
-        return value
-
-    @property
-    def label(self) -> str:
-        verdict = "allowed" if self.allowed else "blocked"
-        opener = " opener" if self.opener else ""
-        return f"{self.where} {self.local:%a %Y-%m-%dT%H:%M}{opener} {verdict}"
-
-
-class QuietHoursFile(_Strict):
-    id: str = Field(min_length=1)
-    kind: Literal["quiet_hours"]
-    title: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
-    opener_is_reply: bool = True
-    federal: FederalRule
-    states: dict[str, StateRule] = Field(default_factory=dict)
-    examples: list[QuietHoursExample] = Field(min_length=1)
-
-    @field_validator("states")
-    @classmethod
-    def _known_states(cls, value: dict[str, StateRule]) -> dict[str, StateRule]:
-        unknown = sorted(code for code in value if code not in US_STATE_CODES)
-        if unknown:
-            msg = f"not US state codes: {unknown}"
-            raise ValueError(msg)
-        return value
-
-
-class Limit(_Strict):
-    value: PositiveInt
-    title: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
-
-
-class CapLimits(_Strict):
-    per_lead_per_day: Limit
-    per_lead_total: Limit
-    per_broker_per_day: Limit
-    breaker_window_minutes: Limit
-    breaker_max_openers: Limit
-    breaker_max_openers_per_broker: Limit
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CapLimits:
-        if self.per_lead_per_day.value > self.per_lead_total.value:
-            msg = "per_lead_per_day cannot exceed per_lead_total"
-            raise ValueError(msg)
-        if self.breaker_max_openers_per_broker.value > self.breaker_max_openers.value:
-            msg = "breaker_max_openers_per_broker cannot exceed breaker_max_openers"
-            raise ValueError(msg)
-        return self
-
-
-class CapsFile(_Strict):
-    id: str = Field(min_length=1)
-    kind: Literal["caps"]
-    title: str = Field(min_length=1)
-    rationale: str = Field(min_length=1)
-    limits: CapLimits
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class _StrictYamlLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (two `FL:` entries must not silently become one)."""
-
-
-def _mapping_without_duplicates(loader: _StrictYamlLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def _zone_or_error(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        msg = f"unknown IANA timezone {name!r}"
-        raise ValueError(msg) from None
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"[key]", "literal['closed']", "Window"} or part.startswith("function-"):
-            continue  # pydantic's union, validator and dict-key labels, not keys a reviewer wrote
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _read_model(path: Path, model: type[_M]) -> _M:
-    if not path.is_file():
-        raise PolicyError(str(path), None, "file not found")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        raise PolicyError(str(path), None, f"not valid YAML: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise PolicyError(str(path), None, "expected a mapping at the top level")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        # A misspelt key also makes the right one "missing": name the misspelling, it is the actual mistake.
-        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        err = errors[0]
-        field = _field_path(err["loc"]) or None
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise PolicyError(str(path), field, msg) from None
 
 
 # --------------------------------------------------------------------------------------------- policy
@@ -441,8 +226,8 @@ def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> S
     """
     qh_path = policies_dir / QUIET_HOURS_FILE
     caps_path = policies_dir / CAPS_FILE
-    qh = _read_model(qh_path, QuietHoursFile)
-    caps_file = _read_model(caps_path, CapsFile)
+    qh = load_policy_model(qh_path, QuietHoursFile)
+    caps_file = load_policy_model(caps_path, CapsFile)
     limits = caps_file.limits
     policy = SendingPolicy(
         quiet_hours=QuietHours(

@@ -1,0 +1,154 @@
+"""The regex pre-screen of the inbound rules: which literal pieces a reply must contain for a pattern to match.
+
+Most rules cannot match most replies. Each pattern's parse tree tells which literal text every match must
+contain ("refi" for ``\\brefi\\b``, one of {"1", DIGIT} for an hour); a rule is only run when the lowercased
+reply contains one of its required pieces (`screen`, `screens`), found in one pass by `PieceFinder`. The
+screen is derived from the regex itself, so it can only skip work, never change an answer: a pattern the
+analysis cannot reason about has no screen, and the rule always runs.
+
+Why this reads ``re._parser``: the standard library has no public API for a regex's parse tree. The public
+alias ``sre_parse`` is the same module, deprecated since Python 3.11 (importing it warns), and a home-made
+regex parser would have to agree with ``re`` on every construct to stay sound. So the parse tree is read
+here, in this module only, and every read is guarded: if a future Python changes the tree, `screen` and
+`screens` return "no screen" for the patterns they cannot read and the rules simply run unscreened
+(``tests/test_reply_rules.py`` checks that the screen agrees with the full match).
+"""
+
+from __future__ import annotations
+
+import re
+import re._constants as _sre  # the regex parse tree, read only here (see the module docstring)
+import re._parser as _sre_parse
+from typing import Any
+
+__all__ = ["DIGIT", "PieceFinder", "screen", "screens"]
+
+DIGIT = "\\d"
+
+
+def _is_digit_class(items: list[tuple[Any, Any]]) -> bool:
+    for op, arg in items:
+        if op is _sre.RANGE and 48 <= arg[0] <= arg[1] <= 57:  # noqa: PLR2004 - '0'..'9'
+            continue
+        if op is _sre.LITERAL and 48 <= arg <= 57:  # noqa: PLR2004
+            continue
+        if op is _sre.CATEGORY and arg is _sre.CATEGORY_DIGIT:
+            continue
+        return False
+    return True
+
+
+def _selectivity(pieces: frozenset[str]) -> tuple[int, float]:
+    lengths = [1 if p == DIGIT else len(p) for p in pieces]
+    return min(lengths), sum(lengths) / len(lengths)
+
+
+def _required(seq: Any) -> frozenset[str] | None:
+    """Pieces of which every match of the sequence contains at least one, or None when there are none."""
+    candidates = _all_required(seq)
+    # The most selective: the one whose shortest piece is longest (a digit counts as one character).
+    return max(candidates, key=_selectivity) if candidates else None
+
+
+def _all_required(seq: Any) -> list[frozenset[str]]:
+    """Every set of pieces a match must contain one of (a match contains one piece of each set)."""
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if run:
+            candidates.append(frozenset({"".join(run)}))
+            run.clear()
+
+    for op, arg in seq:
+        if op is _sre.LITERAL:
+            run.append(chr(arg).lower())
+            continue
+        close_run()
+        sub: frozenset[str] | None = None
+        if op is _sre.SUBPATTERN:
+            sub = _required(arg[-1])
+        elif op is _sre.ATOMIC_GROUP:
+            sub = _required(arg)
+        elif op is _sre.BRANCH:
+            alternatives = [_required(alt) for alt in arg[1]]
+            if all(a is not None for a in alternatives):
+                sub = frozenset().union(*alternatives)  # type: ignore[arg-type]
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            sub = _required(arg[2])
+        elif op is _sre.IN and _is_digit_class(arg):
+            sub = frozenset({DIGIT})
+        if sub:
+            candidates.append(sub)
+    close_run()
+    return candidates
+
+
+def screen(patterns: list[str]) -> frozenset[str] | None:
+    """Pieces of which a reply must contain one for any of the patterns to match, or None when some pattern
+    has no required piece (then the rule always runs)."""
+    pieces: set[str] = set()
+    for pattern in patterns:
+        try:
+            found = _required(_sre_parse.parse(pattern, re.IGNORECASE))
+        except Exception:  # noqa: BLE001 - the screen is an optimisation; without it the rule just always runs
+            return None
+        if found is None:
+            return None
+        pieces |= found
+    return frozenset(pieces)
+
+
+def screens(pattern: str) -> tuple[frozenset[str], ...]:
+    """Up to three piece sets the reply must each meet (one piece of each) for `pattern` to match."""
+    try:
+        found = _all_required(_sre_parse.parse(pattern, re.IGNORECASE))
+    except Exception:  # noqa: BLE001 - as above: no screen, the pattern always runs
+        return ()
+    return tuple(sorted(set(found), key=_selectivity, reverse=True)[:3])
+
+
+class PieceFinder:
+    """Finds, in one pass over the lowercased reply, every screen piece it contains.
+
+    A lookahead alternation (longest pieces first) reports the longest piece starting at each position; the
+    pieces that are prefixes of it start there too, so each hit adds its prefix closure. Digits are one
+    search of their own.
+    """
+
+    def __init__(self, pieces: set[str]) -> None:
+        words = sorted(pieces - {DIGIT}, key=len, reverse=True)
+        self._finder = re.compile("(?=(" + _trie_regex(words) + "))") if words else None
+        self._closure = {w: frozenset(q for q in words if w.startswith(q)) for w in words}
+
+    def __call__(self, lower: str) -> set[str]:
+        present: set[str] = set()
+        if self._finder is not None:
+            closure = self._closure
+            for hit in set(self._finder.findall(lower)):
+                present |= closure[hit]
+        if _DIGIT.search(lower) is not None:
+            present.add(DIGIT)
+        return present
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _trie_regex(words: list[str]) -> str:
+    """One regex for a set of literal words, prefixes factored out ("ref(?:i|inanc)"), longest match first."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        parts = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        if not parts:
+            return ""
+        inner = parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+        return f"(?:{inner})?" if "" in node else inner
+
+    return emit(root)

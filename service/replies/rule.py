@@ -1,0 +1,217 @@
+"""One inbound rule: the schema of a ``policies/inbound/*.yaml`` file, its compiled form, and how it matches.
+
+`compile_rule` turns a validated `InboundRuleFile` into a `CompiledRule` (regexes compiled, ``${name}``
+fragments from `define` expanded, the literal pre-screens of service.replies.prescreen derived); the rule set
+that loads every file and analyses a reply is service.replies.rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from service.errors import PolicyError
+from service.policy.files import Examples, PolicyFileModel, expand_defines
+from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, Timeline
+from service.replies.prescreen import screen, screens
+
+_ENUM_FIELDS: dict[str, type] = {
+    "keyword": Keyword,
+    "loan_type": LoanType,
+    "timeline": Timeline,
+    "handoff_reasons": HandoffReason,
+}
+_SETTLEABLE = ("keyword", "loan_type", "timeline", "applied_elsewhere", "handoff_reasons", "callback_window")
+
+# Curly quotes to straight ones, and full-width forms (ＳＴＯＰ, typed on CJK keyboards or pasted) to ASCII:
+# one character for one, so spans found in the normalized text are spans of the original.
+_TYPOGRAPHY = str.maketrans({
+    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u3000": " ",
+    **{chr(code): chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)},
+})
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+_SPACES = re.compile(r"\s+")
+
+
+class _Sets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: FieldName
+    value: StrictStr | StrictBool | None = None
+
+
+class InboundRuleFile(PolicyFileModel):
+    """The strict schema of one ``policies/inbound/*.yaml`` file; unknown keys are errors."""
+
+    kind: Literal["inbound_rule"]
+    severity: Literal["high", "medium", "low"]
+    sets: _Sets
+    define: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    whole_message: list[StrictStr] = Field(default_factory=list)
+    patterns: list[StrictStr] = Field(default_factory=list)
+    ignore: list[StrictStr] = Field(default_factory=list)
+    yields_to: list[StrictStr] = Field(default_factory=list)
+    extract: StrictStr | None = None
+    unless_settled: Literal[_SETTLEABLE] | None = None  # type: ignore[valid-type]
+    examples: Examples
+
+
+# --------------------------------------------------------------------------------------------- compiled
+def normalize(text: str) -> str:
+    """Curly quotes to straight ones, full-width letters to ASCII; same length, so spans found in it are spans
+    of the original."""
+    return text.translate(_TYPOGRAPHY)
+
+
+def whole_message_key(text: str) -> str:
+    """The reply as a whole-message keyword: lowercase, edges' punctuation/emoji gone, spaces collapsed."""
+    return _SPACES.sub(" ", _EDGES.sub("", text.lower()))
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group())
+
+
+@dataclass(slots=True)
+class CompiledRule:
+    id: str
+    display: str
+    field: str
+    value: Any
+    whole: frozenset[str]
+    pattern: re.Pattern[str] | None
+    screen: frozenset[str] | None
+    ordered: tuple[re.Pattern[str], ...]
+    screens: tuple[tuple[frozenset[str], ...], ...]
+    ignore: re.Pattern[str] | None
+    yields_to: frozenset[str]
+    extract: str | None
+    unless_settled: str | None
+    must_match: tuple[str, ...]
+    must_not_match: tuple[str, ...]
+
+    """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
+
+    def match(self, text: str, key: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
+        """Whether the rule fires on the (normalized) text, and the span to extract for `extract` rules.
+
+        `present` is the set of screen pieces found in the reply (see `service.replies.prescreen.PieceFinder`)."""
+        if key in self.whole:
+            return True, None
+        if self.pattern is None or (self.screen is not None and self.screen.isdisjoint(present)):
+            return False, None
+        return self.match_screened(text, present)
+
+    def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
+        """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
+        plain = self.extract is None and self.ignore is None
+        candidates = []
+        for pattern, screen in zip(self.ordered, self.screens, strict=True):
+            for pieces in screen:
+                if pieces.isdisjoint(present):
+                    break
+            else:
+                if plain:  # nothing to blank or extract: the first pattern that matches settles it
+                    if pattern.search(text) is not None:
+                        return True, None
+                    continue
+                candidates.append(pattern)
+        if plain:
+            return False, None
+        if self.extract is None:
+            for pattern in candidates:
+                if pattern.search(text) is not None:
+                    break
+            else:
+                return False, None
+        if self.ignore is not None:
+            text = self.ignore.sub(_blank, text)
+        for pattern in candidates:
+            found = pattern.search(text)
+            if found is not None:
+                return True, None if self.extract is None else found.span(self.extract)
+        return False, None
+
+
+def _expand(display: str, where: str, pattern: str, define: dict[str, str]) -> str:
+    try:
+        return expand_defines(pattern, define)
+    except ValueError as exc:
+        raise PolicyError(display, where, str(exc)) from None
+
+
+def _compile(display: str, where: str, pattern: str) -> re.Pattern[str]:
+    try:
+        compiled = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise PolicyError(display, where, f"bad regex {pattern!r}: {exc}") from None
+    if compiled.fullmatch(""):
+        raise PolicyError(display, where, f"regex {pattern!r} matches the empty string")
+    return compiled
+
+
+def _value(display: str, spec: InboundRuleFile) -> Any:
+    name, value = spec.sets.field, spec.sets.value
+    if name == "callback_window":
+        if value is not None or spec.extract is None:
+            raise PolicyError(
+                display, "sets.value", "callback_window takes no value; name a group in 'extract'"
+            )
+        return None
+    if spec.extract is not None:
+        raise PolicyError(display, "extract", "only callback_window rules extract text")
+    if spec.unless_settled is not None and (name, value) != ("needs_llm", True):
+        raise PolicyError(display, "unless_settled", "only hints ({field: needs_llm, value: true}) use it")
+    if name in _ENUM_FIELDS:
+        enum = _ENUM_FIELDS[name]
+        allowed = [m.value for m in enum if m.value != "unknown"]
+        if not isinstance(value, str) or value not in allowed:
+            raise PolicyError(display, "sets.value", f"{value!r} is not one of {allowed}")
+        return enum(value)
+    if not isinstance(value, bool):
+        raise PolicyError(display, "sets.value", f"{name} takes true or false, got {value!r}")
+    if name in {"wrong_number", "not_interested"} and value is not True:
+        raise PolicyError(display, "sets.value", f"a {name} rule can only set it to true")
+    if name == "needs_llm" and value is True and spec.unless_settled is None:
+        raise PolicyError(display, "unless_settled", "a needs_llm hint must name the field it stands in for")
+    return value
+
+
+def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
+    """The rule in `spec`, checked beyond its schema and compiled; PolicyError naming the file and field."""
+    value = _value(display, spec)
+    if not spec.patterns and not spec.whole_message:
+        raise PolicyError(display, "patterns", "a rule needs patterns or whole_message")
+    if spec.extract is not None and not spec.patterns:
+        raise PolicyError(display, "patterns", "an extract rule needs patterns")
+    expanded = [_expand(display, f"patterns[{i}]", p, spec.define) for i, p in enumerate(spec.patterns)]
+    ordered = tuple(_compile(display, f"patterns[{i}]", p) for i, p in enumerate(expanded))
+    if spec.extract is not None:
+        for i, compiled in enumerate(ordered):
+            if spec.extract not in compiled.groupindex:
+                raise PolicyError(
+                    display, f"patterns[{i}]", f"has no group (?P<{spec.extract}>...) to extract"
+                )
+    ignore = [_expand(display, f"ignore[{i}]", p, spec.define) for i, p in enumerate(spec.ignore)]
+    for i, pattern in enumerate(ignore):
+        _compile(display, f"ignore[{i}]", pattern)
+    return CompiledRule(
+        id=spec.id,
+        display=display,
+        field=spec.sets.field,
+        value=value,
+        whole=frozenset(whole_message_key(normalize(w)) for w in spec.whole_message),
+        pattern=ordered[0] if ordered else None,
+        screen=screen(expanded),
+        screens=tuple(screens(p) for p in expanded),
+        ordered=ordered,
+        ignore=re.compile("|".join(f"(?:{p})" for p in ignore), re.I) if ignore else None,
+        yields_to=frozenset(spec.yields_to),
+        extract=spec.extract,
+        unless_settled=spec.unless_settled,
+        must_match=tuple(spec.examples.must_match),
+        must_not_match=tuple(spec.examples.must_not_match),
+    )

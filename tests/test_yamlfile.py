@@ -1,0 +1,162 @@
+"""The one strict YAML reader: duplicate keys refused and file:line:field in every error, for every YAML file
+the service reads (policy files, brokers file, prompt front matter, eval thresholds, conversation scripts)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from service.brokers import load_brokers
+from service.errors import ConfigError, PolicyError
+from service.evals.datasets import DatasetError
+from service.evals.scripts import load_scripts
+from service.evals.thresholds import ThresholdError, load_thresholds
+from service.policy.files import load_outbound_rules
+from service.prompts import PromptError, load_prompt
+from service.replies.rules import load_rules
+from service.sending.policy import load_sending_policy
+from service.templates import load_templates
+from service.yamlfile import YamlFileError, read_yaml
+
+REPO = Path(__file__).resolve().parent.parent
+POLICIES = REPO / "policies"
+
+
+class _Window(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str
+    end: str
+
+
+class _Day(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: dict[str, _Window | Literal["closed"]]
+    items: list[int]
+
+
+def _doc(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "f.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_yaml_refuses_duplicate_key_at_its_line(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "a: 1\nb:\n  c: 1\n  c: 2\n")
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path)
+    assert str(info.value) == f"{path}:4: duplicate key 'c'"
+
+
+def test_read_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "a: 1\nb: [1,\n")
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path)
+    problem = info.value.first
+    assert (problem.path, problem.field) == (str(path), None)
+    assert problem.line is not None
+    assert problem.message.startswith("not valid YAML: ")
+
+
+def test_validate_locates_nested_error_and_drops_pydantic_labels(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "days:\n  sunday: closed\n  monday:\n    start: '08:00'\n    until: '20:00'\nitems: [1, x]\n")
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path).validate(_Day)
+    shown = [str(p) for p in info.value.problems]
+    # The unknown key comes first (the misspelling is the mistake, not the "missing" key it causes).
+    assert shown[0] == f"{path}:5: days.monday.until: unknown key"
+    assert f"{path}:4: days.monday.end: required key is missing" in shown  # the mapping that lacks it
+    assert any(line.startswith(f"{path}:6: items[1]: ") for line in shown), shown
+
+
+def test_validate_missing_top_level_key_is_line_one(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "items: []\n")
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path).validate(_Day)
+    assert str(info.value) == f"{path}:1: days: required key is missing"
+
+
+# Every YAML file the service reads refuses a duplicate key, naming the file and the line.
+
+
+def _policies(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+def _duplicate(path: Path, key_line: str) -> int:
+    """Repeat `key_line` right after itself; returns the 1-based line of the repeat."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if line.rstrip("\n") == key_line)
+    lines.insert(index + 1, lines[index])
+    path.write_text("".join(lines), encoding="utf-8")
+    return index + 2
+
+
+@pytest.mark.parametrize(
+    ("relative", "key_line", "load"),
+    [
+        ("outbound/rates.yaml", "severity: block", load_outbound_rules),
+        ("inbound/wrong-number.yaml", "severity: high", load_rules),
+        ("templates/borrower.yaml", "kind: templates", load_templates),
+        ("sending/caps.yaml", "kind: caps", lambda d: load_sending_policy(d)),
+    ],
+    ids=["outbound", "inbound", "templates", "sending"],
+)
+def test_policy_file_duplicate_key_refused_with_line(tmp_path: Path, relative: str, key_line: str, load) -> None:  # noqa: ANN001
+    policies = _policies(tmp_path)
+    line = _duplicate(policies / relative, key_line)
+    with pytest.raises(PolicyError) as info:
+        load(policies)
+    assert info.value.line == line
+    assert "duplicate key" in info.value.message
+    assert f"{relative}:{line}: " in str(info.value)
+
+
+def test_brokers_file_duplicate_key_refused_with_line(tmp_path: Path) -> None:
+    path = tmp_path / "brokers.yaml"
+    shutil.copy(REPO / "brokers.example.yaml", path)
+    first = next(line for line in path.read_text(encoding="utf-8").splitlines() if "timezone:" in line)
+    line = _duplicate(path, first)
+    with pytest.raises(ConfigError, match=rf"{path}:{line}: duplicate key 'timezone'"):
+        load_brokers(path)
+
+
+def test_thresholds_duplicate_key_refused_with_line(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("guard:\n  block_recall_min: 1.0\n  block_recall_min: 0.5\n", encoding="utf-8")
+    with pytest.raises(ThresholdError, match=rf"{path}:3: duplicate key 'block_recall_min'"):
+        load_thresholds(path)
+
+
+def test_thresholds_schema_error_names_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("guard:\n  block_recall_min: 1.0\n  block_recal_max: 0.5\n", encoding="utf-8")
+    with pytest.raises(ThresholdError, match=rf"{path}:3: guard.block_recal_max: unknown key"):
+        load_thresholds(path)
+
+
+def test_conversation_script_duplicate_key_refused_with_line(tmp_path: Path) -> None:
+    scripts = tmp_path / "conversations"
+    scripts.mkdir()
+    source = sorted((REPO / "evals" / "conversations").glob("*.yaml"))[0]
+    path = scripts / source.name
+    shutil.copy(source, path)
+    first = next(line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("caller:"))
+    line = _duplicate(path, first)
+    with pytest.raises(DatasetError, match=rf"{path}:{line}: duplicate key 'caller'"):
+        load_scripts(scripts)
+
+
+def test_prompt_front_matter_duplicate_key_refused_with_file_line(tmp_path: Path) -> None:
+    path = tmp_path / "reply_extraction.md"
+    shutil.copy(REPO / "prompts" / "reply_extraction.md", path)
+    line = _duplicate(path, "temperature: 0")
+    with pytest.raises(PromptError, match=rf"{path}:{line}: duplicate key 'temperature'"):
+        load_prompt("reply_extraction", prompts_dir=tmp_path)
