@@ -37,7 +37,7 @@ from service.models import InboundMessage, utcnow
 
 if TYPE_CHECKING:
     from service.context import AppContext
-    from service.flow import Outcome
+    from service.twilio.outcome import Outcome
 
 logger = logging.getLogger("textback.worker")
 

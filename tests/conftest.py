@@ -229,11 +229,14 @@ def twilio_api() -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 def client(ctx, twilio_api):  # noqa: ANN001, ANN201
-    """A test client for the app on `ctx`; background work runs before each call returns."""
+    """A test client for the app on `ctx`; background work runs before each call returns. Logging is set up as
+    the process entry points set it up (`textback serve`, service.asgi), so tests see the service's log events."""
     from litestar.testing import TestClient  # noqa: PLC0415
 
     from service.app import create_app  # noqa: PLC0415
+    from service.logs import configure_logging  # noqa: PLC0415
 
+    configure_logging(ctx.settings.log_level)
     app = create_app(ctx=ctx, run_worker=False)
     with TestClient(app=app, base_url="http://testserver.local") as test_client:
         yield test_client

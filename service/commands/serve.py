@@ -33,8 +33,10 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from service.app import create_app  # noqa: PLC0415
     from service.context import build_context  # noqa: PLC0415
+    from service.logs import configure_logging  # noqa: PLC0415
 
     settings = _settings()
+    configure_logging(settings.log_level)
     try:
         # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its
         # message.
