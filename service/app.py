@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.context import AppContext, build_context
 from service.db import ping
-from service.errors import BadRequestError, WebhookError
+from service.errors import BadRequestError, NotStoredError, WebhookError
 from service.logs import log, request_id
 from service.replay import database_unavailable, spool_webhook
 from service.settings import Settings, get_settings
@@ -72,6 +72,10 @@ async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
     return {key: value.replace("\x00", "") for key, value in params.items()}
 
 
+def ctx_worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
 async def _webhook(request: Request, handler: Handler, media: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
@@ -118,8 +122,7 @@ async def _fallback(request: Request, primary: str) -> Response:
         log(logger, logging.ERROR, "fallback webhook not spooled", path=request.url.path, reason=str(exc),
             error_code=form.get("ErrorCode"))
         if primary != "/twilio/voice":
-            return Response(content={"error": "cannot store the message, retry later", "status": 503},
-                            status_code=503, media_type=MediaType.JSON)
+            raise NotStoredError("cannot store the message, retry later") from None
         # The caller is on the line: ring the broker even though the call could not be recorded.
     else:
         log(logger, logging.WARNING, "fallback webhook spooled", path=request.url.path,
@@ -129,21 +132,17 @@ async def _fallback(request: Request, primary: str) -> Response:
 
 
 @post("/twilio/voice/fallback", name="voice_fallback", summary="Twilio Fallback URL for voice", tags=["twilio"],
-      status_code=200, media_type="application/xml")
+      status_code=200, media_type=XML)
 async def voice_fallback(request: Request) -> Response:
     """Rings the broker from the settings in memory; the call is stored when the worker replays the spool."""
     return await _fallback(request, "/twilio/voice")
 
 
 @post("/twilio/sms/fallback", name="sms_fallback", summary="Twilio Fallback URL for messaging", tags=["twilio"],
-      status_code=200, media_type="application/xml")
+      status_code=200, media_type=XML)
 async def sms_fallback(request: Request) -> Response:
     """Accepts the message into the spool (replayed by the worker); answers an empty TwiML response."""
     return await _fallback(request, "/twilio/sms")
-
-
-def ctx_worker(request: Request) -> Worker:
-    return request.app.state.worker
 
 
 def _webhook_route(path: str, handler: Handler) -> HTTPRouteHandler:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import click
 import httpx
 
+from service.logs import configure_logging
 from service.settings import Settings, get_settings
 from service.twilio.fake import call_form, dial_status_form, random_sid, signature_headers, sms_form
 
@@ -26,7 +27,6 @@ def _client(settings: Settings, url: str | None) -> Iterator[httpx.Client]:
     from litestar.testing import TestClient  # noqa: PLC0415
 
     from service.app import create_app  # noqa: PLC0415
-    from service.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_level)  # this process serves the app: it logs as `textback serve` does
     with TestClient(app=create_app(settings, run_worker=False), base_url=settings.public_url) as client:
