@@ -163,7 +163,7 @@ def cap_at_two(tmp_path: Path, collaborators: dict[str, object]) -> None:
     collaborators["sending_policy"] = policy_with(tmp_path, per_broker_per_day=2)
 
 
-def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three, client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three, client, post, twilio_api, ctx) -> None:
     for index in range(6):
         missed(client, post, caller=f"+1415555{index:04d}", index=index)
     client.app.state.worker.run_once()  # the alert is queued and the worker woken
@@ -178,7 +178,7 @@ def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three,
     assert any("circuit breaker" in (r or "") for r in reasons)
 
 
-def test_stop_at_per_broker_daily_cap(cap_at_two, client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_stop_at_per_broker_daily_cap(cap_at_two, client, post, twilio_api, ctx) -> None:
     for index in range(4):
         missed(client, post, caller=f"+1415555{index:04d}", index=index)
     assert len(sent_texts(twilio_api["messages"])) == 2
