@@ -1,10 +1,12 @@
-"""The Litestar application: create_app() wires routes, the error mapping, the lifespan and the worker."""
+"""The Litestar application: create_app() wires the routes, their dependencies (the context and the worker),
+the one mapping from errors to HTTP answers, and the lifespan. Logging is the process's: its entry point
+(`textback serve`, service.asgi) configures it, never the app."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -14,21 +16,21 @@ from litestar.datastructures import State
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session
 
-from service import flow
 from service.context import AppContext, build_context
-from service.errors import BadRequestError, WebhookError
-from service.logs import configure_logging, log, request_id
+from service.db import ping
+from service.errors import BadRequestError, NotStoredError, WebhookError
+from service.logs import log, request_id
 from service.replay import database_unavailable, spool_webhook
 from service.settings import Settings, get_settings
 from service.spool import SpoolError
 from service.twilio.signature import public_url_for, verify
+from service.twilio.webhooks import WEBHOOKS, Handler, offline_answer
 from service.worker import Worker, run_after_commit
 
 logger = logging.getLogger("textback.app")
 
-Handler = Callable[[Session, AppContext, Mapping[str, str]], flow.Outcome]
+XML = "application/xml"
 
 
 def error_to_response(request: Request, exc: Exception) -> Response:
@@ -70,6 +72,10 @@ async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
     return {key: value.replace("\x00", "") for key, value in params.items()}
 
 
+def ctx_worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
 async def _webhook(request: Request, handler: Handler, media: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
@@ -103,7 +109,7 @@ async def _fallback(request: Request, primary: str) -> Response:
     rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
     request_id.set(rid)
     form = await _verified_form(request, ctx)
-    answer = flow.offline_answer(ctx, primary, form)
+    answer = offline_answer(ctx, primary, form)
 
     def spool() -> None:
         if ctx.spool is None:
@@ -116,8 +122,7 @@ async def _fallback(request: Request, primary: str) -> Response:
         log(logger, logging.ERROR, "fallback webhook not spooled", path=request.url.path, reason=str(exc),
             error_code=form.get("ErrorCode"))
         if primary != "/twilio/voice":
-            return Response(content={"error": "cannot store the message, retry later", "status": 503},
-                            status_code=503, media_type=MediaType.JSON)
+            raise NotStoredError("cannot store the message, retry later") from None
         # The caller is on the line: ring the broker even though the call could not be recorded.
     else:
         log(logger, logging.WARNING, "fallback webhook spooled", path=request.url.path,
@@ -127,41 +132,21 @@ async def _fallback(request: Request, primary: str) -> Response:
 
 
 @post("/twilio/voice/fallback", name="voice_fallback", summary="Twilio Fallback URL for voice", tags=["twilio"],
-      status_code=200, media_type="application/xml")
+      status_code=200, media_type=XML)
 async def voice_fallback(request: Request) -> Response:
     """Rings the broker from the settings in memory; the call is stored when the worker replays the spool."""
     return await _fallback(request, "/twilio/voice")
 
 
 @post("/twilio/sms/fallback", name="sms_fallback", summary="Twilio Fallback URL for messaging", tags=["twilio"],
-      status_code=200, media_type="application/xml")
+      status_code=200, media_type=XML)
 async def sms_fallback(request: Request) -> Response:
     """Accepts the message into the spool (replayed by the worker); answers an empty TwiML response."""
     return await _fallback(request, "/twilio/sms")
 
 
-def ctx_worker(request: Request) -> Worker:
-    return request.app.state.worker
-
-
-XML = "application/xml"
-
-# Every Twilio webhook: the path Twilio posts to, and the flow function that answers it.
-WEBHOOKS: dict[str, Handler] = {
-    "/twilio/voice": flow.handle_voice,
-    "/twilio/voice/dial-status": flow.handle_dial_status,
-    "/twilio/voice/status": flow.handle_call_status,
-    "/twilio/voice/screen": flow.handle_screen,
-    "/twilio/voice/screen/accept": flow.handle_screen_accept,
-    "/twilio/voice/voicemail": flow.handle_voicemail,
-    "/twilio/voice/transcription": flow.handle_transcription,
-    "/twilio/sms": flow.handle_inbound_sms,
-    "/twilio/sms/status": flow.handle_sms_status,
-}
-
-
 def _webhook_route(path: str, handler: Handler) -> HTTPRouteHandler:
-    """A thin POST handler: verify, run the flow function in one transaction, answer TwiML."""
+    """A thin POST handler: verify, run the webhook handler in one transaction, answer TwiML."""
 
     async def endpoint(request: Request) -> Response:
         return await _webhook(request, handler, XML)
@@ -184,8 +169,6 @@ async def health() -> dict[str, str]:
 @get("/ready", sync_to_thread=True)
 def ready(request: Request) -> Response:
     """The database is reachable."""
-    from service.db import ping  # noqa: PLC0415
-
     if ping(request.app.state.ctx.engine):
         return Response(content={"status": "ready"}, status_code=200)
     return Response(content={"status": "database unreachable"}, status_code=503)
@@ -197,7 +180,6 @@ ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, ready]
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
     """Build the app. Settings (or a ready context, in tests) are passed in, never read at import."""
     settings = settings or (ctx.settings if ctx else get_settings())
-    configure_logging(settings.log_level)
     context = ctx or build_context(settings)
     worker = Worker(context)
     start_thread = settings.run_worker if run_worker is None else run_worker

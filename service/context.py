@@ -1,25 +1,33 @@
-"""Everything the handlers and workers share, built once from Settings and passed down."""
+"""Everything the handlers and workers share (AppContext), built once from Settings by build_context and passed
+down; the brokers file and the do-not-text file are synced into the database on the way.
+
+build_context takes its collaborators (the Twilio gateway, the output guard, the reply rules, the sending
+policy, the LLM extractor) as arguments; whichever is not given is built from the settings, the slow ones on
+first use."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.brokers import BrokerConfig, load_brokers
 from service.db import create_schema, make_engine, session_scope
-from service.models import Broker
+from service.errors import ConfigError, PolicyError
+from service.models import Broker, DoNotText
+from service.phones import is_strict_e164
+from service.policy.broker_values import broker_findings
+from service.replies.rules import load_rules
 from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
-
-if TYPE_CHECKING:
-    from service.twilio.client import TwilioGateway
+from service.twilio.client import TwilioGateway
 
 logger = logging.getLogger("textback.context")
 
@@ -68,7 +76,7 @@ class AppContext:
         """The output guard, built on first use (importing guardrails takes seconds)."""
         with self._lock:
             if self._guard is None:
-                from service.policy.guard import OutputGuard  # noqa: PLC0415 - lazy by design
+                from service.policy.guard import OutputGuard  # noqa: PLC0415 - importing guardrails takes seconds
 
                 self._guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
             return self._guard
@@ -78,7 +86,7 @@ class AppContext:
         """Quiet hours and caps from policies/sending (loaded and self-checked on first use)."""
         with self._lock:
             if self._sending is None:
-                from service.sending.policy import load_sending_policy  # noqa: PLC0415
+                from service.sending.policy import load_sending_policy  # noqa: PLC0415 - phonenumbers geodata: seconds
 
                 self._sending = load_sending_policy(self.settings.policies_dir)
             return self._sending
@@ -87,8 +95,6 @@ class AppContext:
     def rules(self) -> Any:
         with self._lock:
             if self._rules is None:
-                from service.replies.rules import load_rules  # noqa: PLC0415
-
                 self._rules = load_rules(self.settings.policies_dir)
             return self._rules
 
@@ -100,7 +106,7 @@ class AppContext:
             return None
         with self._lock:
             if self._extractor is None:
-                from service.replies.llm import ReplyExtractor  # noqa: PLC0415
+                from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - imports openai (~2 s); only with a key
 
                 self._extractor = ReplyExtractor(
                     api_key=self.settings.openai_api_key or "",
@@ -115,9 +121,6 @@ class AppContext:
         """Refuse to start when any borrower template, filled with sample data, fails the output guard (a
         template edited to contain a rate never goes live), or when a value from the brokers file does, alone
         or rendered into a template (ConfigError naming the file and the line of the value)."""
-        from service.errors import ConfigError, PolicyError  # noqa: PLC0415
-        from service.policy.broker_values import broker_findings  # noqa: PLC0415
-
         for rendered in self.templates.sample_renders():
             if rendered.audience != "borrower":
                 continue
@@ -136,8 +139,6 @@ class AppContext:
     def warm_up(self) -> None:
         """Load the guard, the rules (and their date parser) and the sending policy before the first webhook,
         so the first missed call is answered within the second like every other."""
-        from datetime import UTC, datetime  # noqa: PLC0415
-
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         self.check_templates()
         self.rules.analyze("buying a home by March, after 5 works", datetime.now(UTC))
@@ -180,9 +181,6 @@ def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broke
 
 def read_do_not_text_file(path: Path) -> list[str]:
     """One E.164 number per line; '#' starts a comment. A bad line is a ConfigError naming the line."""
-    from service.errors import ConfigError  # noqa: PLC0415
-    from service.phones import is_strict_e164  # noqa: PLC0415
-
     numbers: list[str] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -200,8 +198,6 @@ def read_do_not_text_file(path: Path) -> list[str]:
 
 def sync_do_not_text(engine: Engine, numbers: list[str]) -> None:
     """Make the file's numbers the 'file' entries of the do-not-text list (API entries are kept)."""
-    from service.models import DoNotText  # noqa: PLC0415
-
     with session_scope(engine) as session:
         existing = session.exec(select(DoNotText).where(DoNotText.source == "file")).all()
         have = {row.phone for row in existing}
@@ -212,8 +208,13 @@ def sync_do_not_text(engine: Engine, numbers: list[str]) -> None:
             session.add(DoNotText(phone=phone, broker_id=None, source="file"))
 
 
-def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -> AppContext:
-    """Validate configuration, create or migrate the schema, load brokers and templates."""
+def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, guard: GuardLike | None = None,
+                  rules: Any = None, sending_policy: Any = None, extractor: Any = None) -> AppContext:
+    """Validate configuration, create or migrate the schema, load brokers and templates.
+
+    The collaborators given are used as they are (tests share one guard across a run; the evals share the
+    rules and the sending policy across scripts); the others are built from the settings: the gateway now
+    (none in dry-run), the guard, rules, sending policy and extractor on first use."""
     configs = load_brokers(settings.resolved_brokers_file())
     templates = load_templates(settings.policies_dir)
     engine = make_engine(settings.database_url)
@@ -222,8 +223,6 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -
     if settings.do_not_text_file is not None:
         sync_do_not_text(engine, read_do_not_text_file(settings.do_not_text_file))
     if gateway is None and not settings.dry_run:
-        from service.twilio.client import TwilioGateway  # noqa: PLC0415
-
         gateway = TwilioGateway(
             account_sid=settings.twilio_account_sid or "",
             auth_token=settings.twilio_auth_token or "",
@@ -232,4 +231,5 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None) -
             timeout=settings.send_timeout_seconds,
         )
     return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers,
-                      spool=Spool(settings.spool_dir))
+                      spool=Spool(settings.spool_dir), _guard=guard, _rules=rules, _sending=sending_policy,
+                      _extractor=extractor)

@@ -6,7 +6,10 @@ TextbackError
 ├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
-    └── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
+    ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
+    └── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
+
+service.app.error_to_response is the one place these (and database errors) become HTTP answers.
 """
 
 from __future__ import annotations
@@ -56,3 +59,9 @@ class SignatureError(WebhookError):
 
 class BadRequestError(WebhookError):
     """The request is malformed, oversized or names something unknown."""
+
+
+class NotStoredError(WebhookError):
+    """Neither the database nor the spool could take the webhook: answering 503 makes Twilio retry it."""
+
+    status_code = 503

@@ -31,6 +31,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for every `textback.*` logger. Process-wide: only the process entry points call it
+    (`textback serve` / `worker`, service.asgi, an in-process `simulate`), never create_app."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("textback")

@@ -1,37 +1,35 @@
 """Webhooks through a database outage: spool what cannot be stored, answer from memory, replay it later.
 
 When a webhook's transaction fails because the database is unreachable, the app spools the verified form
-(`service.spool`) and answers with the TwiML it can give without the database (`flow.offline_answer`: the
+(`service.spool`) and answers with the TwiML it can give without the database (`webhooks.offline_answer`: the
 caller still rings through to the broker). The worker replays the spool in arrival order through the same
 handlers as soon as the database answers; every handler is idempotent on CallSid / MessageSid, so a record
 replayed twice (or one Twilio also retried) changes nothing. A missed call replayed later than
-`replay_opener_max_age_seconds` alerts the broker instead of texting the caller (`flow.start_opener`).
+`replay_opener_max_age_seconds` alerts the broker instead of texting the caller (`calls.start_opener`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlmodel import Session
 
-from service import flow
+from service.calls import replayed_at
 from service.db import ping, session_scope
 from service.errors import WebhookError
 from service.logs import log, request_id
-from service.spool import SpooledWebhook
+from service.spool import SpooledWebhook, SpoolError
+from service.twilio.webhooks import WEBHOOKS, Handler, offline_answer
 
 if TYPE_CHECKING:
     from service.context import AppContext
 
 logger = logging.getLogger("textback.replay")
-
-Handler = Callable[[Session, "AppContext", Mapping[str, str]], flow.Outcome]
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -47,9 +45,7 @@ def spool_webhook(ctx: AppContext, path: str, form: Mapping[str, str], *, rid: s
 
     The form is checked as its handler would check it first (a bad request still gets its 4xx and is not
     spooled). Raises SpoolError when the spool cannot be written (the caller answers 503, as before)."""
-    from service.spool import SpoolError  # noqa: PLC0415
-
-    answer = flow.offline_answer(ctx, path, form)
+    answer = offline_answer(ctx, path, form)
     if ctx.spool is None:
         raise SpoolError("no spool configured")
     ctx.spool.append(path, form, request_id=rid)
@@ -80,8 +76,6 @@ def replay_spool(ctx: AppContext) -> ReplayResult:
     spool = ctx.spool
     if spool is None or not spool.has_files() or not ping(ctx.engine):
         return result
-    from service.app import WEBHOOKS  # noqa: PLC0415 - the app imports this module
-
     started = time.perf_counter()
     claims = spool.claim()
     records = sorted(
@@ -122,7 +116,7 @@ def _replay_one(ctx: AppContext, handlers: Mapping[str, Handler], record: Spoole
             origin=record.origin)
         return
     rid = request_id.set(record.request_id)
-    age = flow.replayed_at.set(record.received_at)
+    age = replayed_at.set(record.received_at)
     try:
         with session_scope(ctx.engine) as session:
             outcome = handler(session, ctx, record.form)
@@ -141,7 +135,7 @@ def _replay_one(ctx: AppContext, handlers: Mapping[str, Handler], record: Spoole
             exc_type=type(exc).__name__, origin=record.origin)
         return
     finally:
-        flow.replayed_at.reset(age)
+        replayed_at.reset(age)
         request_id.reset(rid)
     result.replayed += 1
     result.send_ids += outcome.send_ids

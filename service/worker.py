@@ -34,10 +34,11 @@ from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import InboundMessage, utcnow
+from service.replay import replay_spool
 
 if TYPE_CHECKING:
     from service.context import AppContext
-    from service.flow import Outcome
+    from service.twilio.outcome import Outcome
 
 logger = logging.getLogger("textback.worker")
 
@@ -243,8 +244,6 @@ class Worker:
         """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), send every
         due text, and (hourly) apply the retention."""
-        from service.replay import replay_spool  # noqa: PLC0415 - the replay module imports the app flow
-
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)

@@ -197,26 +197,32 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
     return Settings(_env_file=None, **values)
 
 
-def _context(settings, output_guard, reply_rules):  # noqa: ANN001, ANN202
+@pytest.fixture
+def collaborators(output_guard, reply_rules) -> dict[str, object]:  # noqa: ANN001
+    """What `ctx` is built with besides the settings (build_context's keyword arguments): the guard and rules
+    shared across the run (the guard takes seconds to build). A test's fixture listed before `ctx` may add one
+    (`sending_policy`, `gateway`, `extractor`) or replace one."""
+    return {"guard": output_guard, "rules": reply_rules}
+
+
+def _context(settings, collaborators):  # noqa: ANN001, ANN202
     from service.context import build_context  # noqa: PLC0415
 
-    context = build_context(settings)
-    context._guard = output_guard  # noqa: SLF001 - shared across tests; built once per session
-    context._rules = reply_rules  # noqa: SLF001
+    context = build_context(settings, **collaborators)
     yield context
     context.close()
 
 
 @pytest.fixture
-def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
+def ctx(settings, collaborators):  # noqa: ANN001, ANN201
     """The application context on a fresh database, with the shared guard and rules."""
-    yield from _context(settings, output_guard, reply_rules)
+    yield from _context(settings, collaborators)
 
 
 @pytest.fixture
-def second_ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
-    """A second, independent context (engine and pool) on the same database as `ctx`."""
-    yield from _context(settings, output_guard, reply_rules)
+def second_ctx(settings, collaborators):  # noqa: ANN001, ANN201
+    """A second, independent context (engine and pool) on the same database as `ctx`, same collaborators."""
+    yield from _context(settings, collaborators)
 
 
 @pytest.fixture
@@ -229,11 +235,14 @@ def twilio_api() -> Iterator[respx.MockRouter]:
 
 @pytest.fixture
 def client(ctx, twilio_api):  # noqa: ANN001, ANN201
-    """A test client for the app on `ctx`; background work runs before each call returns."""
+    """A test client for the app on `ctx`; background work runs before each call returns. Logging is set up as
+    the process entry points set it up (`textback serve`, service.asgi), so tests see the service's log events."""
     from litestar.testing import TestClient  # noqa: PLC0415
 
     from service.app import create_app  # noqa: PLC0415
+    from service.logs import configure_logging  # noqa: PLC0415
 
+    configure_logging(ctx.settings.log_level)
     app = create_app(ctx=ctx, run_worker=False)
     with TestClient(app=app, base_url="http://testserver.local") as test_client:
         yield test_client

@@ -251,21 +251,21 @@ def test_answer_every_webhook_from_memory_when_database_is_down(client, post, tw
 def test_keep_spool_when_database_fails_again_mid_replay(client, post, twilio_api, ctx, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError  # noqa: PLC0415
 
-    from service import app as app_module  # noqa: PLC0415
+    from service.twilio import webhooks  # noqa: PLC0415
 
     with database_down(ctx):
         post(client, DIAL, call_params(DialCallStatus="no-answer"))
         post(client, "/twilio/sms", sms_params("purchase"))
-    real = app_module.WEBHOOKS["/twilio/sms"]
+    real = webhooks.WEBHOOKS["/twilio/sms"]
 
     def flaky(session, context, form):  # noqa: ANN001, ANN202
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/sms", flaky)
+    monkeypatch.setitem(webhooks.WEBHOOKS, "/twilio/sms", flaky)
     result = replay_spool(ctx)
     assert (result.replayed, result.left) == (1, 1)
     assert len(spooled(ctx)) == 2  # kept whole; the call is replayed again harmlessly
-    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/sms", real)
+    monkeypatch.setitem(webhooks.WEBHOOKS, "/twilio/sms", real)
     client.app.state.worker.run_once()
     assert spooled(ctx) == []
     assert len(rows(ctx, InboundMessage)) == 1
@@ -273,7 +273,7 @@ def test_keep_spool_when_database_fails_again_mid_replay(client, post, twilio_ap
 
 
 def test_set_aside_spooled_webhook_that_cannot_be_replayed(client, post, twilio_api, ctx, monkeypatch) -> None:
-    from service import app as app_module  # noqa: PLC0415
+    from service.twilio import webhooks  # noqa: PLC0415
 
     with database_down(ctx):
         post(client, "/twilio/voice/status", call_params(CallStatus="completed"))
@@ -282,7 +282,7 @@ def test_set_aside_spooled_webhook_that_cannot_be_replayed(client, post, twilio_
     def broken(session, context, form):  # noqa: ANN001, ANN202
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(app_module.WEBHOOKS, "/twilio/voice/status", broken)
+    monkeypatch.setitem(webhooks.WEBHOOKS, "/twilio/voice/status", broken)
     result = replay_spool(ctx)
     assert (result.replayed, result.dead) == (1, 1)
     assert spooled(ctx) == []

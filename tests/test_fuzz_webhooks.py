@@ -31,9 +31,9 @@ from litestar.testing import TestClient
 from sqlmodel import Session, func, select
 
 from service.app import create_app
-from service.flow import KNOWN_DIAL_STATUSES, MAX_SMS_BODY
 from service.models import OutboundMessage
 from service.phones import InvalidPhone, to_e164
+from service.twilio.forms import KNOWN_DIAL_STATUSES, MAX_SMS_BODY
 from service.twilio.signature import sign
 from tests.helpers import (
     BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, call_params, sms_params,

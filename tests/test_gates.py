@@ -114,8 +114,7 @@ def test_skip_opener_for_known_contact_from_file(tmp_path, settings, output_guar
     dnt = tmp_path / "do-not-text.txt"
     dnt.write_text(f"# staff\n{CALLER}  # Dana's assistant\n")
     settings.do_not_text_file = dnt
-    context = build_context(settings)
-    context._guard, context._rules = output_guard, reply_rules  # noqa: SLF001
+    context = build_context(settings, guard=output_guard, rules=reply_rules)
     params = call_params(DialCallStatus="no-answer")
     with TestClient(create_app(ctx=context, run_worker=False), base_url="http://testserver.local") as client:
         sig = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + DIAL, params=params)
@@ -152,8 +151,19 @@ def test_skip_opener_for_contact_added_by_cli(client, post, twilio_api, ctx, mon
         get_settings.cache_clear()
 
 
-def test_trip_circuit_breaker_on_call_flood_and_alert_operator(client, post, twilio_api, ctx, tmp_path) -> None:
-    ctx._sending = policy_with(tmp_path, breaker_max_openers_per_broker=3)  # noqa: SLF001
+@pytest.fixture
+def breaker_at_three(tmp_path: Path, collaborators: dict[str, object]) -> None:
+    """`ctx` is built with the circuit breaker tripping after three openers for one broker."""
+    collaborators["sending_policy"] = policy_with(tmp_path, breaker_max_openers_per_broker=3)
+
+
+@pytest.fixture
+def cap_at_two(tmp_path: Path, collaborators: dict[str, object]) -> None:
+    """`ctx` is built with a cap of two texts per broker per day."""
+    collaborators["sending_policy"] = policy_with(tmp_path, per_broker_per_day=2)
+
+
+def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three, client, post, twilio_api, ctx) -> None:
     for index in range(6):
         missed(client, post, caller=f"+1415555{index:04d}", index=index)
     client.app.state.worker.run_once()  # the alert is queued and the worker woken
@@ -168,8 +178,7 @@ def test_trip_circuit_breaker_on_call_flood_and_alert_operator(client, post, twi
     assert any("circuit breaker" in (r or "") for r in reasons)
 
 
-def test_stop_at_per_broker_daily_cap(client, post, twilio_api, ctx, tmp_path) -> None:
-    ctx._sending = policy_with(tmp_path, per_broker_per_day=2)  # noqa: SLF001
+def test_stop_at_per_broker_daily_cap(cap_at_two, client, post, twilio_api, ctx) -> None:
     for index in range(4):
         missed(client, post, caller=f"+1415555{index:04d}", index=index)
     assert len(sent_texts(twilio_api["messages"])) == 2

@@ -119,8 +119,7 @@ def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, 
     assert "booking_url: https://cal.example.com/marcus" in text
     brokers.write_text(text.replace("https://cal.example.com/marcus", "https://cal.example.com/marcus?promo=5.5%25APR"))
     line = 1 + brokers.read_text().splitlines().index("    booking_url: https://cal.example.com/marcus?promo=5.5%25APR")
-    context = build_context(settings.model_copy(update={"brokers_file": brokers}))
-    context._guard = output_guard  # noqa: SLF001
+    context = build_context(settings.model_copy(update={"brokers_file": brokers}), guard=output_guard)
     try:
         with pytest.raises(ConfigError) as info:
             context.warm_up()

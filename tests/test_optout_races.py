@@ -116,8 +116,9 @@ def observed() -> Iterator[Observed]:
 
 
 @pytest.fixture
-def roomy_sending_policy(tmp_path: Path):  # noqa: ANN201
-    """The shipped sending policy with the breaker and caps raised: many openers at once are the test."""
+def roomy_sending_policy(tmp_path: Path, collaborators: dict[str, object]):  # noqa: ANN201
+    """The shipped sending policy with the breaker and caps raised (many openers at once are the test), for
+    every context built after it."""
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
     path = copy / "sending" / "caps.yaml"
@@ -126,14 +127,14 @@ def roomy_sending_policy(tmp_path: Path):  # noqa: ANN201
         head, _, rest = text.partition(f"  {name}:\n    value: ")
         text = head + f"  {name}:\n    value: 100000" + rest[rest.index("\n"):]
     path.write_text(text)
-    return load_sending_policy(copy)
+    collaborators["sending_policy"] = policy = load_sending_policy(copy)
+    return policy
 
 
 @pytest.fixture
-def clients(ctx, second_ctx, twilio_api, roomy_sending_policy) -> Iterator[list[TestClient]]:  # noqa: ANN001
-    """Two app instances on one database, each running its own after-response work."""
-    for context in (ctx, second_ctx):
-        context._sending = roomy_sending_policy  # noqa: SLF001
+def clients(roomy_sending_policy, ctx, second_ctx, twilio_api) -> Iterator[list[TestClient]]:  # noqa: ANN001
+    """Two app instances on one database (both built with the roomy policy), each running its own
+    after-response work."""
     with TestClient(app=create_app(ctx=ctx, run_worker=False), base_url="http://testserver.local") as one, \
          TestClient(app=create_app(ctx=second_ctx, run_worker=False), base_url="http://testserver.local") as two:
         yield [one, two]

@@ -39,7 +39,7 @@ def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twili
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("service.flow.queue_text", flaky)
+    monkeypatch.setattr("service.calls.queue_text", flaky)
     params = call_params(DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
     assert borrower(twilio_api["messages"]) == []  # nothing half-written

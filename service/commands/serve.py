@@ -1,4 +1,8 @@
-"""`textback serve` and `textback worker`."""
+"""`textback serve` and `textback worker`: the process entry points. Each configures the process's logging,
+validates the configuration, then runs the app (uvicorn) or the worker.
+
+The app, uvicorn, the worker and the settings are imported inside the commands: `textback --help` imports this
+module, and they take seconds to import."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import click
 
 from service.errors import TextbackError
+from service.logs import configure_logging
 
 
 def _settings():  # noqa: ANN202 - Settings, imported lazily
@@ -35,6 +40,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from service.context import build_context  # noqa: PLC0415
 
     settings = _settings()
+    configure_logging(settings.log_level)
     try:
         # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its
         # message.
@@ -58,7 +64,6 @@ def serve(host: str, port: int, workers: int) -> None:
 def worker() -> None:
     """Run only the background worker (sends due texts, processes replies) against the database."""
     from service.context import build_context  # noqa: PLC0415
-    from service.logs import configure_logging  # noqa: PLC0415
     from service.worker import Worker  # noqa: PLC0415
 
     settings = _settings()

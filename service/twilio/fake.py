@@ -7,6 +7,7 @@ field Twilio adds or renames changes in one place. Nothing here decides anything
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Mapping
 
 from service.twilio.signature import sign
@@ -20,6 +21,11 @@ _counter = itertools.count(1)
 def new_sid(prefix: str) -> str:
     """A fresh, well-formed Twilio SID (`SM...`, `CA...`): the prefix and 32 hex digits, unique per process."""
     return f"{prefix}{next(_counter):032x}"
+
+
+def random_sid(prefix: str) -> str:
+    """A well-formed Twilio SID unique across processes (the simulator posts to a service that outlives it)."""
+    return prefix + secrets.token_hex(16)
 
 
 def call_form(call_sid: str, caller: str, to: str, *, account_sid: str = DEFAULT_ACCOUNT_SID,

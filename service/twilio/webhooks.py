@@ -1,0 +1,207 @@
+"""The Twilio webhooks: one thin handler per path (parse the form, refuse a replay, hand to the step that owns
+it), the inbound text and delivery-status steps, and the answers given from memory when the database is down.
+
+A handler runs inside one transaction and returns an Outcome (the TwiML, and the texts and inbound messages
+to hand to the worker after commit). Nothing here talks to Twilio's API: texts are rows, sent by the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, select
+
+from service import calls
+from service.conversation import forward_settled, handle_keyword, opt_out_in_plain_words
+from service.db import insert_once
+from service.errors import BadRequestError
+from service.flow import get_or_create_lead
+from service.logs import log
+from service.models import DeliveryEvent, InboundMessage, OutboundMessage
+from service.outbox import apply_error_to_lead
+from service.phones import mask
+from service.privacy import was_forgotten
+from service.twilio import twiml
+from service.twilio.forms import (
+    CALL_STATUSES, KNOWN_DIAL_STATUSES, MESSAGE_SID, CallForm, CallStatusForm, DialStatusForm, InboundSmsForm,
+    ScreenAcceptForm, ScreenForm, SmsStatusForm, TranscriptionForm, VoicemailForm, broker_for, call_sid,
+    require, sid,
+)
+from service.twilio.outcome import Outcome, refuse_replay
+
+if TYPE_CHECKING:
+    from service.context import AppContext
+
+# The logger name the webhook events have always been logged under (operators filter on it).
+logger = logging.getLogger("textback.flow")
+
+Handler = Callable[[Session, "AppContext", Mapping[str, str]], Outcome]
+
+
+# -- voice ----------------------------------------------------------------------------------------------------
+
+def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """An incoming call: ring the broker (forwarding) or treat it as already missed (carrier-forwarded)."""
+    call = CallForm.parse(form, ctx.broker_for)
+    if was_forgotten(session, call.call_sid):
+        return refuse_replay(call.call_sid, twiml.hangup())
+    return calls.incoming_call(session, ctx, call)
+
+
+def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    dial = DialStatusForm.parse(form, ctx.broker_for)
+    if was_forgotten(session, dial.call_sid):
+        return refuse_replay(dial.call_sid, twiml.hangup())
+    return calls.dial_ended(session, ctx, dial)
+
+
+def handle_screen(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001
+    """The whisper on the broker's leg (the Dial <Number url>)."""
+    return calls.screen(ctx, ScreenForm.parse(form))
+
+
+def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001
+    """The broker pressed a key: a person, not a voicemail greeting, took the call; bridge it."""
+    return calls.screen_accepted(session, ScreenAcceptForm.parse(form))
+
+
+def handle_voicemail(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """The <Record> action: the broker gets the caller, the length and the recording link, once per recording.
+
+    A recording shorter than MIN_VOICEMAIL_SECONDS is a hang-up at the beep, not a message: it is recorded but
+    not alerted (the missed call itself was handled already: opener, or an alert when none could go). A length
+    Twilio does not give is alerted: a needless alert costs less than a lost message."""
+    return calls.voicemail_recorded(session, ctx, VoicemailForm.parse(form, ctx.broker_for))
+
+
+def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Twilio's transcription of a voicemail (the <Record transcribeCallback>): the transcript goes to the broker,
+    once per recording. It is the caller's own words: it goes into the alert and nowhere else (never a log)."""
+    return calls.transcription_received(session, ctx, TranscriptionForm.parse(form, ctx.broker_for))
+
+
+def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    return calls.record_call_status(session, CallStatusForm.parse(form, ctx.broker_for))
+
+
+# -- messaging --------------------------------------------------------------------------------------------
+
+def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Store the inbound text first; honour carrier keywords at once; the rest is processed after commit."""
+    sms = InboundSmsForm.parse(form, ctx.broker_for)
+    broker, sender = sms.broker, sms.sender
+    if was_forgotten(session, sms.message_sid):
+        return refuse_replay(sms.message_sid)
+    if sender in ctx.own_numbers:
+        # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
+        # borrower (no lead, no keyword handling, no alert about their own text).
+        own = InboundMessage(message_sid=sms.message_sid, broker_id=broker.id, lead_id=None, from_phone=sender,
+                             body=sms.body, status="processed", num_media=sms.num_media)
+        insert_once(session, own)
+        log(logger, logging.INFO, "text from a broker number stored", message_sid=sms.message_sid,
+            broker_id=broker.id)
+        return Outcome(twiml=twiml.empty_messaging())
+    lead = get_or_create_lead(session, broker.id, sender)
+    inbound = InboundMessage(message_sid=sms.message_sid, broker_id=broker.id, lead_id=lead.id, from_phone=sender,
+                             body=sms.body, opt_out_type=sms.opt_out_type, num_media=sms.num_media)
+    if not insert_once(session, inbound):
+        log(logger, logging.INFO, "duplicate inbound ignored", message_sid=sms.message_sid)
+        return Outcome(twiml=twiml.empty_messaging())
+    log(logger, logging.INFO, "inbound stored", message_sid=sms.message_sid, sender=mask(sender),
+        broker_id=broker.id)
+    before = {"state": lead.state, "worked": lead.handoff_worked_at is not None}
+    ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
+    if ids is None:
+        # An opt-out in plain words is final before the answer too (texts already queued never leave).
+        ids = opt_out_in_plain_words(session, ctx, broker=broker, lead=lead, inbound=inbound)
+    if ids is None:
+        return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
+    if inbound.status == "processed":
+        # Settled here (a keyword, a plain-words opt-out with no reason for a person): the broker still hears
+        # of it when a person is about to work this lead.
+        ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, **before)
+        return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
+    return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
+
+
+def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Delivery status for one of our texts: recorded on the message; permanent errors marked on the lead."""
+    delivery = SmsStatusForm.parse(form)
+    message_sid, status, code = delivery.message_sid, delivery.status, delivery.error_code
+    if not insert_once(session, DeliveryEvent(message_sid=message_sid, status=status, error_code=code)):
+        return Outcome(twiml=twiml.empty_messaging())
+    msg = session.exec(select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid)).first()
+    if msg is None:
+        log(logger, logging.INFO, "status for an unknown message", message_sid=message_sid, status=status)
+        return Outcome(twiml=twiml.empty_messaging())
+    msg.delivery_status = status
+    if code is not None:
+        msg.error_code = code
+    session.add(msg)
+    ids: list[int] = []
+    if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
+        ids = apply_error_to_lead(ctx, session, msg, code)
+    return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
+
+
+# Every Twilio webhook: the path Twilio posts to, and the handler that answers it.
+WEBHOOKS: dict[str, Handler] = {
+    "/twilio/voice": handle_voice,
+    "/twilio/voice/dial-status": handle_dial_status,
+    "/twilio/voice/status": handle_call_status,
+    "/twilio/voice/screen": handle_screen,
+    "/twilio/voice/screen/accept": handle_screen_accept,
+    "/twilio/voice/voicemail": handle_voicemail,
+    "/twilio/voice/transcription": handle_transcription,
+    "/twilio/sms": handle_inbound_sms,
+    "/twilio/sms/status": handle_sms_status,
+}
+
+
+# -- without the database -----------------------------------------------------------------------------------
+
+def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
+    """The TwiML a webhook answers with when the database cannot be reached (its form is spooled and replayed
+    later): what the handler would say, from what the process holds in memory. The form is checked as the
+    handler checks it, so a bad request still gets its 4xx. KeyError for a path with no such answer."""
+    # The checks run in the order they always have here, so a form bad in two ways gets the same answer.
+    if path == "/twilio/voice/screen":
+        return calls.screen_twiml(ctx, ScreenForm.parse(form).caller)
+    if path == "/twilio/voice/screen/accept":
+        require(form, "CallSid")
+        return twiml.empty_voice() if (form.get("Digits") or "").strip() else twiml.hangup()
+    if path == "/twilio/sms/status":
+        SmsStatusForm.parse(form)
+        return twiml.empty_messaging()
+    if path == "/twilio/voice/transcription":
+        call_sid(form)
+        return twiml.empty_voice()
+    if path == "/twilio/voice":
+        return calls.incoming_call_twiml(ctx, CallForm.parse(form, ctx.broker_for))
+    if path == "/twilio/voice/voicemail":
+        VoicemailForm.parse(form, ctx.broker_for)
+        return twiml.hangup()
+    broker = broker_for(ctx.broker_for, form)
+    if path == "/twilio/sms":
+        message_sid, _from = require(form, "MessageSid", "From")
+        sid(message_sid, MESSAGE_SID, "MessageSid")
+        return twiml.empty_messaging()
+    if not path.startswith("/twilio/voice"):
+        raise KeyError(path)
+    call_sid(form)
+    if path == "/twilio/voice/dial-status":
+        (status,) = require(form, "DialCallStatus")
+        status = status.lower()
+        if status not in KNOWN_DIAL_STATUSES:
+            raise BadRequestError("unknown DialCallStatus", status_code=422)
+        bridged = (form.get("DialBridged") or "").strip().lower()
+        missed = calls.missed_without_database(broker, status, bridged)
+        return calls.missed_call_twiml(ctx, broker) if missed else twiml.hangup()
+    if path == "/twilio/voice/status":
+        (status,) = require(form, "CallStatus")
+        if status.lower() not in CALL_STATUSES:
+            raise BadRequestError("unknown CallStatus", status_code=422)
+        return twiml.empty_voice()
+    raise KeyError(path)
