@@ -103,6 +103,7 @@ import httpx  # noqa: E402
 import respx  # noqa: E402
 
 from service.policy.guard import GuardResult, OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
+from service.sending.policy import SendingPolicy, load_sending_policy  # noqa: E402
 from tests.helpers import (  # noqa: E402
     BROKERS_YAML, MESSAGES_URL, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_created,
 )
@@ -195,6 +196,12 @@ def reply_rules():  # noqa: ANN201
     return load_rules(POLICIES)
 
 
+@pytest.fixture(scope="session")
+def sending_policy() -> SendingPolicy:
+    """The real quiet hours and caps from policies/sending (frozen), read once instead of in every start-up."""
+    return load_sending_policy(POLICIES)
+
+
 @pytest.fixture
 def brokers_file(tmp_path: Path) -> Path:
     path = tmp_path / "brokers.yaml"
@@ -223,26 +230,27 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
     return Settings(_env_file=None, **values)
 
 
-def _context(settings, output_guard, reply_rules):  # noqa: ANN001, ANN202
+def _context(settings, output_guard, reply_rules, sending_policy):  # noqa: ANN001, ANN202
     from service.context import build_context  # noqa: PLC0415
 
     context = build_context(settings)
     context._guard = output_guard  # noqa: SLF001 - shared across tests; built once per session
     context._rules = reply_rules  # noqa: SLF001
+    context._sending = sending_policy  # noqa: SLF001
     yield context
     context.close()
 
 
 @pytest.fixture
-def ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
-    """The application context on a fresh database, with the shared guard and rules."""
-    yield from _context(settings, output_guard, reply_rules)
+def ctx(settings, output_guard, reply_rules, sending_policy):  # noqa: ANN001, ANN201
+    """The application context on a fresh database, with the shared guard, rules and sending policy."""
+    yield from _context(settings, output_guard, reply_rules, sending_policy)
 
 
 @pytest.fixture
-def second_ctx(settings, output_guard, reply_rules):  # noqa: ANN001, ANN201
+def second_ctx(settings, output_guard, reply_rules, sending_policy):  # noqa: ANN001, ANN201
     """A second, independent context (engine and pool) on the same database as `ctx`."""
-    yield from _context(settings, output_guard, reply_rules)
+    yield from _context(settings, output_guard, reply_rules, sending_policy)
 
 
 @pytest.fixture
