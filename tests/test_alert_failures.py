@@ -267,3 +267,23 @@ def test_reject_alerts_sender_that_is_not_a_phone_number() -> None:
 
     with pytest.raises(ValidationError, match="alerts_from"):
         Settings(_env_file=None, alerts_from="555-0100")
+
+
+def test_alert_operator_when_broker_alert_fails(client, post, twilio_api, ctx) -> None:
+    route = twilio_api["messages"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        if form["To"] == BROKER_ALERT:
+            return httpx.Response(400, json={"code": 21610, "message": "unsubscribed", "status": 400})
+        return httpx.Response(201, json=message_json(form["To"], form["From"], form["Body"]))
+
+    route.side_effect = answer
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    post(client, "/twilio/sms", sms_params("can I lock my rate?"))
+    for _ in range(2):  # 21610 is about this sender: the alert is tried from another number before escalating
+        client.app.state.worker.run_once()
+    assert len({t["From"] for t in sent_texts(route) if t["To"] == BROKER_ALERT}) == 2
+    to_operator = [t["Body"] for t in sent_texts(route) if t["To"] == OPERATOR]
+    assert len(to_operator) == 1
+    assert "failed" in to_operator[0]

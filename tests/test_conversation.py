@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import respx
 from sqlmodel import Session, select
 
-from service.models import Decision, Lead
-from tests.helpers import BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+from service import outbox
+from service.models import Decision, Lead, OutboundMessage
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
 OPENAI = "https://api.openai.com/v1/chat/completions"
@@ -159,3 +163,41 @@ def test_forward_text_to_broker_when_no_opener_was_sent(client, post, twilio_api
     [alert] = to_broker(twilio_api["messages"])
     assert "looking to refi" in alert
     assert lead(ctx).loan_type == "refinance"  # still captured for the broker
+
+
+def test_ask_each_question_once_when_replies_arrive_together(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    barrier = threading.Barrier(2)
+
+    def send(text: str) -> None:
+        barrier.wait()
+        post(client, "/twilio/sms", sms_params(text))
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in ("refi", "in about 2 months")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    bodies = to_borrower(twilio_api["messages"])
+    assert len(bodies) == len(set(bodies))  # nothing asked twice
+    with Session(ctx.engine) as session:
+        the_lead = session.exec(select(Lead)).one()
+    assert (the_lead.loan_type, the_lead.timeline) == ("refinance", "1_to_3_months")
+    assert the_lead.automated_count == len(bodies)
+
+
+def test_supersede_held_question_when_borrower_replies_again(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        the_lead = session.exec(select(Lead)).one()
+        held = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=the_lead, to=CALLER,
+                                 template_id="ask_timeline", purpose="question", now=night)
+        session.commit()
+    assert held is not None
+    assert held.status == "pending"
+    reply(client, post, "refi, in 2 months")
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, held.id)
+    assert row.status == "suppressed"
+    assert row.last_error == "superseded by a newer reply"

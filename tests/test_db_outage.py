@@ -12,8 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
+from service import outbox
 from service.db import make_engine
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
@@ -315,3 +317,24 @@ def test_keep_spool_private(tmp_path) -> None:
     [path] = list((tmp_path / "spool").glob("*.jsonl"))
     assert path.stat().st_mode & 0o077 == 0
     assert (tmp_path / "spool").stat().st_mode & 0o077 == 0
+
+
+def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twilio_api, ctx, monkeypatch) -> None:
+    """A failure after the call event is written rolls everything back, so Twilio's retry (or the replay of the
+    spooled webhook) gives the text, exactly once."""
+    real = outbox.queue_text
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("service.flow.queue_text", flaky)
+    params = call_params(DialCallStatus="no-answer")
+    assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
+    assert to_caller(twilio_api["messages"]) == []  # nothing half-written
+    assert post(client, DIAL, params).status_code == 200
+    client.app.state.worker.run_once()  # replays the spooled copy: a no-op
+    assert len(to_caller(twilio_api["messages"])) == 1

@@ -7,8 +7,11 @@ import pytest
 from sqlmodel import Session, select
 
 from service.db import make_engine
-from service.models import CallEvent, InboundMessage, OutboundMessage
-from tests.helpers import BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params
+from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
+from service.twilio import fake
+from tests.helpers import (
+    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, TWILIO_SID, call_params, message_json, sent_texts, sms_params,
+)
 
 DIAL = "/twilio/voice/dial-status"
 EMPTY_LIST = {"messages": [], "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
@@ -129,3 +132,22 @@ def test_reject_stale_claim_shorter_than_a_send() -> None:
 
     with pytest.raises(ValidationError, match="stale_claim_seconds"):
         Settings(_env_file=None, send_timeout_seconds=60, stale_claim_seconds=30)
+
+
+def test_apply_failed_status_found_when_reconciling(client, post, twilio_api, ctx) -> None:
+    route = twilio_api["messages"]
+    route.side_effect = [httpx.ReadTimeout("no answer"),
+                         *[httpx.Response(201, json=message_json(BROKER_ALERT, BROKER, "alert")) for _ in range(2)]]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    with Session(ctx.engine) as session:
+        body = session.exec(select(OutboundMessage)).one().body
+    failed = fake.message_json(CALLER, BROKER, body, sid="SM" + "d" * 32, status="undelivered",
+                               account_sid=TWILIO_SID, error_code=30006)
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(
+        200, json=fake.message_list_json([failed], account_sid=TWILIO_SID))
+    client.app.state.worker.run_once()
+    client.app.state.worker.run_once()
+    with Session(ctx.engine) as session:
+        lead = session.exec(select(Lead)).one()
+    assert lead.not_textable_reason == "landline_or_unreachable"
+    assert any("could not text" in a for a in [t["Body"] for t in sent_texts(route) if t["To"] == BROKER_ALERT])

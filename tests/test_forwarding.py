@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import Session, select
 
 from service import outbox, worker
-from service.models import InboundMessage, Lead, utcnow
-from tests.helpers import sms_params
+from service.models import DoNotText, InboundMessage, Lead, utcnow
+from tests.helpers import CALLER, sms_params
 from tests.test_concurrency import clients  # noqa: F401 - two instances on one database
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 from tests.test_handoff_priority import borrower_templates, opted_out
@@ -272,3 +272,37 @@ def test_decide_forward_by_state_worked_and_keyword(state, worked, keyword, forw
     from service.conversation import should_forward  # noqa: PLC0415
 
     assert should_forward(state, worked=worked, keyword=keyword) is forwarded
+
+
+def test_forward_reply_when_opener_was_suppressed(client, post, twilio_api, ctx) -> None:
+    with Session(ctx.engine) as session:
+        session.add(DoNotText(phone=CALLER, broker_id=None, source="api"))
+        session.commit()
+    missed(client, post)
+    reply(client, post, "purchase")
+    assert to_borrower(twilio_api["messages"]) == []
+    [alert] = to_broker(twilio_api["messages"])
+    assert "purchase" in alert
+    with Session(ctx.engine) as session:
+        the_lead = session.exec(select(Lead)).one()
+    assert the_lead.opener_at is None
+
+
+def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twilio_api, ctx, monkeypatch) -> None:
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("a bug in processing")
+
+    missed(client, post)
+    monkeypatch.setattr("service.conversation.analyze_reply", broken)
+    post(client, "/twilio/sms", sms_params("we want to buy in spring"))
+    for _ in range(worker.MAX_INBOUND_ATTEMPTS):
+        with Session(ctx.engine) as session:
+            row = session.exec(select(InboundMessage)).one()
+        worker.process_inbound(ctx, row.id)
+        with Session(ctx.engine) as session:
+            row = session.exec(select(InboundMessage)).one()
+        if row.status == "failed":
+            break
+    assert row.status == "failed"
+    outbox.send_due(ctx)
+    assert any("buy in spring" in a for a in to_broker(twilio_api["messages"]))

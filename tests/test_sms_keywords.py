@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from service.models import InboundMessage, OptOut, OptOutEvent
-from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+from service.models import InboundMessage, Lead, OptOut, OptOutEvent
+from tests.helpers import BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
 STOP_WORDS = ["STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
@@ -115,3 +115,12 @@ def test_store_inbound_before_processing(client, post, twilio_api, ctx) -> None:
     assert row.message_sid == "SM" + "7" * 32
     assert row.body == "STOP"
     assert row.status == "processed"
+
+
+def test_store_text_from_broker_number_without_a_lead(client, post, twilio_api, ctx) -> None:
+    for text in ("ok calling him now", "STOP"):
+        assert post(client, "/twilio/sms", sms_params(text, sender=BROKER_CELL)).status_code == 200
+    assert sent_texts(twilio_api["messages"]) == []
+    with Session(ctx.engine) as session:
+        assert session.exec(select(Lead)).all() == []
+        assert len(session.exec(select(InboundMessage)).all()) == 2
