@@ -9,7 +9,9 @@ from typing import TypeVar
 
 import httpx
 import respx
+from sqlmodel import Session, select
 
+from service.models import OutboundMessage
 from service.twilio import fake
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +63,23 @@ def twilio_created(request: httpx.Request) -> httpx.Response:
 def sent_texts(route: respx.Route) -> list[dict[str, str]]:
     """The form bodies of every Messages API request a route saw."""
     return [dict(httpx.QueryParams(call.request.content.decode())) for call in route.calls]
+
+
+def sent_templates(ctx, route: respx.Route, to: str) -> list[str]:  # noqa: ANN001
+    """The template id of every text the Messages API was asked to send to `to`, in order.
+
+    Each text sent is matched to the stored row it was rendered into (recipient and body), so engine tests say
+    which template went out, not how it is worded: a reviewer may reword a template without breaking them.
+    """
+    with Session(ctx.engine) as session:
+        rows = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == to)).all()
+    ids: list[str] = []
+    for text in sent_texts(route):
+        if text["To"] != to:
+            continue
+        [template_id] = {row.template_id for row in rows if row.body == text["Body"]}
+        ids.append(template_id)
+    return ids
 
 
 def call_params(call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision, OutboundMessage
+from tests.helpers import BROKER_ALERT, CALLER, sent_templates
 from tests.test_conversation import OPENAI, lead, missed, reply, to_borrower, to_broker
 
 UNCLEAR = "my cousin said you were good, she used you last year when she got her place"
@@ -41,7 +42,7 @@ def test_fill_fields_from_llm_when_rules_cannot(client, post, twilio_api, ctx) -
     reply(client, post, UNCLEAR)
     state = lead(ctx)
     assert (state.loan_type, state.timeline) == ("purchase", "3_to_6_months")
-    assert "applied with another lender" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "ask_applied_elsewhere"
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision)).one()
     assert decision.source == "llm"
@@ -64,7 +65,7 @@ def test_keep_borrower_texts_fixed_when_llm_answer_is_hostile(client, post, twil
     reply(client, post, UNCLEAR)
     borrower = to_borrower(twilio_api["messages"])
     assert len(borrower) == 2
-    assert "get back to you personally" in borrower[1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[1] == "handoff_ack"
     assert not any("%" in body or "$" in body for body in borrower)
     with Session(ctx.engine) as session:
         assert all(row.template_id for row in session.exec(select(OutboundMessage)))
@@ -75,7 +76,7 @@ def test_keep_rules_handoff_when_llm_disagrees(client, post, twilio_api, ctx) ->
     twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
     missed(client, post)
     reply(client, post, "can I lock my rate?")
-    assert "rate lock" in to_broker(twilio_api["messages"])[0]
+    assert ctx.templates.phrase("rate_lock") in to_broker(twilio_api["messages"])[0]
     assert lead(ctx).state == "handoff"
 
 
@@ -84,9 +85,9 @@ def test_hand_off_when_llm_times_out(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, UNCLEAR)
     assert route.called
-    assert "get back to you personally" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
     [alert] = to_broker(twilio_api["messages"])
-    assert "needs a person" in alert
+    assert ctx.templates.phrase("llm_unavailable") in alert
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision)).one()
     assert decision.llm_error == "timeout"
