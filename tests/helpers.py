@@ -11,6 +11,7 @@ import httpx
 import respx
 from sqlmodel import Session, select
 
+from service.brokers import template_values
 from service.models import OutboundMessage
 from service.twilio import fake
 
@@ -63,6 +64,11 @@ def twilio_created(request: httpx.Request) -> httpx.Response:
 def sent_texts(route: respx.Route) -> list[dict[str, str]]:
     """The form bodies of every Messages API request a route saw."""
     return [dict(httpx.QueryParams(call.request.content.decode())) for call in route.calls]
+
+
+def rendered(ctx, template_id: str, broker: str = BROKER, **values: str) -> str:  # noqa: ANN001
+    """The text `template_id` renders to for `broker`: its reviewed wording, whatever a reviewer made it."""
+    return ctx.templates.render(template_id, {**template_values(ctx.broker_for(broker)), **values}).text
 
 
 def sent_templates(ctx, route: respx.Route, to: str) -> list[str]:  # noqa: ANN001

@@ -14,7 +14,8 @@ from sqlmodel import Session, select
 
 from service.models import Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, message_json, sent_texts, sms_params,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, message_json, sent_templates, sent_texts,
+    sms_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -108,7 +109,7 @@ def test_log_retry_and_escalate_alert_when_delivery_fails(client, post, twilio_a
     to_operator = [t for t in sent_texts(twilio_api["messages"]) if t["To"] == OPERATOR]
     assert len(to_operator) == 1
     assert CALLER in to_operator[0]["Body"]
-    assert "failed" in to_operator[0]["Body"]
+    assert sent_templates(ctx, twilio_api["messages"], OPERATOR) == ["alert_escalation"]
     assert to_operator[0]["From"] != BROKER
 
 
@@ -155,7 +156,7 @@ def test_send_could_not_text_alert_from_another_number_when_broker_number_cannot
     client.app.state.worker.run_once()
     could_not = [t for t in sent_texts(route) if t["To"] == BROKER_ALERT]
     assert len(could_not) == 1
-    assert "could not text" in could_not[0]["Body"]
+    assert sent_templates(ctx, route, BROKER_ALERT) == ["alert_send_failed"]
     assert could_not[0]["From"] == BROKER2  # the other configured broker number (no TEXTBACK_ALERTS_FROM)
     # The operator learns that the broker's number cannot send, once.
     notices = [t for t in sent_texts(route) if t["To"] == OPERATOR]
@@ -286,4 +287,4 @@ def test_alert_operator_when_broker_alert_fails(client, post, twilio_api, ctx) -
     assert len({t["From"] for t in sent_texts(route) if t["To"] == BROKER_ALERT}) == 2
     to_operator = [t["Body"] for t in sent_texts(route) if t["To"] == OPERATOR]
     assert len(to_operator) == 1
-    assert "failed" in to_operator[0]
+    assert sent_templates(ctx, route, OPERATOR) == ["alert_escalation"]

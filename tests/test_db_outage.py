@@ -20,7 +20,7 @@ from service.db import make_engine
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
 from tests.helpers import (
-    BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_texts, sms_params,
+    BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_templates, sent_texts, sms_params,
 )
 
 VOICE = "/twilio/voice"
@@ -101,7 +101,7 @@ def test_alert_broker_instead_of_late_opener(client, post, twilio_api, ctx, cloc
     assert to_caller(twilio_api["messages"]) == []
     [alert] = [t for t in sent_texts(twilio_api["messages"]) if t["To"] == BROKER_ALERT]
     assert CALLER in alert["Body"]
-    assert "call them back" in alert["Body"]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_missed_late"]
     [event] = rows(ctx, CallEvent)
     assert event.missed
 

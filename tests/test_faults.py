@@ -10,7 +10,8 @@ from service.db import make_engine
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
 from service.twilio import fake
 from tests.helpers import (
-    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, TWILIO_SID, call_params, message_json, sent_texts, sms_params,
+    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, TWILIO_SID, call_params, message_json, sent_templates, sent_texts,
+    sms_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -81,7 +82,7 @@ def test_hand_off_after_send_keeps_failing(client, post, twilio_api, ctx) -> Non
     assert opener[0].attempts == 3
     texts = sent_texts(route)
     assert texts[-1]["To"] == BROKER_ALERT
-    assert "could not text" in texts[-1]["Body"]
+    assert sent_templates(ctx, route, BROKER_ALERT)[-1] == "alert_send_failed"
 
 
 def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post, twilio_api, ctx, tmp_path) -> None:
@@ -150,4 +151,4 @@ def test_apply_failed_status_found_when_reconciling(client, post, twilio_api, ct
     with Session(ctx.engine) as session:
         lead = session.exec(select(Lead)).one()
     assert lead.not_textable_reason == "landline_or_unreachable"
-    assert any("could not text" in a for a in [t["Body"] for t in sent_texts(route) if t["To"] == BROKER_ALERT])
+    assert "alert_send_failed" in sent_templates(ctx, route, BROKER_ALERT)

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from service.models import CallEvent, Lead, OutboundMessage
 from tests.helpers import (
     BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, TWILIO_SID, call_params, message_json,
-    sent_texts, sms_params,
+    rendered, sent_templates, sent_texts, sms_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -34,7 +34,7 @@ def outbound(ctx) -> list[OutboundMessage]:  # noqa: ANN001
         return list(session.exec(select(OutboundMessage).order_by(OutboundMessage.id)))
 
 
-def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api) -> None:
+def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api, ctx) -> None:
     response = post(client, DIAL, dial("no-answer"))
     root = twiml(response)
     assert root.find("Say") is not None
@@ -46,10 +46,9 @@ def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api) -> No
     body = texts[0]["Body"]
     assert "Dana Whitfield" in body
     assert "Summit Home Loans" in body
-    assert "NMLS #123456" in body
-    assert "missed your call" in body
-    assert "PURCHASE or REFINANCE" in body
-    assert "Reply STOP to opt out" in body
+    assert "123456" in body
+    assert body == rendered(ctx, "opener")
+    assert sent_templates(ctx, twilio_api["messages"], CALLER) == ["opener"]
     assert texts[0]["StatusCallback"] == "https://textback.example.com/twilio/sms/status"
 
 
@@ -192,11 +191,11 @@ def test_send_opener_to_same_caller_for_each_broker(client, post, twilio_api) ->
     assert [t["From"] for t in sent_texts(twilio_api["messages"])] == [BROKER, BROKER2]
 
 
-def test_skip_opener_for_caller_who_opted_out(client, post, twilio_api) -> None:
+def test_skip_opener_for_caller_who_opted_out(client, post, twilio_api, ctx) -> None:
     post(client, "/twilio/sms", sms_params("STOP"))
     confirmations = sent_texts(twilio_api["messages"])
     assert len(confirmations) == 1
-    assert "unsubscribed" in confirmations[0]["Body"]
+    assert confirmations[0]["Body"] == rendered(ctx, "optout_confirm")
     post(client, DIAL, dial("no-answer", call_sid="CA" + "c" * 32))
     assert len(sent_texts(twilio_api["messages"])) == 1
 
@@ -250,7 +249,7 @@ def test_record_permanent_error_on_lead_and_alert_broker(client, post, twilio_ap
     assert lead.not_textable_reason
     texts = sent_texts(route)
     assert texts[-1]["To"] == BROKER_ALERT
-    assert "could not text" in texts[-1]["Body"]
+    assert sent_templates(ctx, route, BROKER_ALERT)[-1] == "alert_send_failed"
     assert len([t for t in texts if t["To"] == CALLER]) == 1
 
 

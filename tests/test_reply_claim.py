@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision, InboundMessage
-from tests.helpers import sms_params
+from tests.helpers import CALLER, sent_templates, sms_params
 from tests.llm_helpers import HangingStream, signed_post
 from tests.test_conversation import OPENAI, missed, to_borrower, to_broker
 from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR, completion
@@ -78,5 +78,5 @@ def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, tw
     assert [d.action for d in decisions] == ["ask:applied_elsewhere"]
     borrower = to_borrower(twilio_api["messages"])
     assert len(borrower) == 2  # the opener and one question, not two answers to one reply
-    assert "applied with another lender" in borrower[1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[1] == "ask_applied_elsewhere"
     assert to_broker(twilio_api["messages"]) == []  # no false "ready for a callback" alert
