@@ -50,9 +50,10 @@ brokers:
     call_screening: false
 """
 
-def message_json(to: str, from_: str, body: str, sid: str | None = None, status: str = "queued") -> dict:
+def message_json(to: str, from_: str, body: str, sid: str | None = None, status: str = "queued",
+                 error_code: int | None = None) -> dict:
     """A Messages API response body shaped like Twilio's."""
-    return fake.message_json(to, from_, body, sid=sid, status=status, account_sid=TWILIO_SID)
+    return fake.message_json(to, from_, body, sid=sid, status=status, account_sid=TWILIO_SID, error_code=error_code)
 
 
 def twilio_created(request: httpx.Request) -> httpx.Response:
@@ -92,8 +93,24 @@ def call_params(call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str =
     return fake.call_form(call_sid, caller, to, account_sid=TWILIO_SID, **extra)
 
 
+def dial_params(status: str, call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER,
+                **extra: str) -> dict[str, str]:
+    return fake.dial_status_form(call_sid, caller, to, status, account_sid=TWILIO_SID, **extra)
+
+
 def sms_params(body: str, sid: str | None = None, sender: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
     return fake.sms_form(body, sender, to, sid=sid, account_sid=TWILIO_SID, **extra)
+
+
+def status_params(sid: str, status: str, to: str = CALLER, from_: str = BROKER, error_code: int | str | None = None,
+                  **extra: str) -> dict[str, str]:
+    return fake.status_form(sid, status, to=to, from_=from_, account_sid=TWILIO_SID,
+                            error_code=None if error_code is None else str(error_code), **extra)
+
+
+def messages_page(messages: list[dict]) -> dict[str, object]:
+    """One page of the Messages list API holding `messages`."""
+    return fake.message_list_json(messages, account_sid=TWILIO_SID)
 
 
 _Seen = TypeVar("_Seen")

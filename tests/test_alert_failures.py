@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from service.models import Lead, OutboundMessage
 from tests.helpers import (
     BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, message_json, sent_templates, sent_texts,
-    sms_params,
+    sms_params, status_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -62,10 +62,7 @@ def the_lead(ctx) -> Lead:  # noqa: ANN001
 
 def status_callback(post, client, sid: str, status: str, code: int | None, sender: str = BROKER,  # noqa: ANN001, PLR0913
                     to: str = BROKER_ALERT) -> None:
-    params = {"MessageSid": sid, "MessageStatus": status, "To": to, "From": sender, "AccountSid": "AC" + "0" * 32}
-    if code is not None:
-        params["ErrorCode"] = str(code)
-    assert post(client, STATUS, params).status_code == 200
+    assert post(client, STATUS, status_params(sid, status, to=to, from_=sender, error_code=code)).status_code == 200
 
 
 def warnings_about(records: list[logging.LogRecord], msg_id: int) -> list[dict]:  # noqa: ANN001

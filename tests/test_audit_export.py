@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from service.audit import COLUMNS, Masker, mask_phone, parse_when
 from service.cli import main
 from service.models import OutboundMessage, utcnow
-from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, rendered, sms_params
+from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, rendered, sms_params, status_params
 
 DIAL = "/twilio/voice/dial-status"
 OTHER_CALLER = "+14155550142"
@@ -36,14 +36,7 @@ def delivered(client, post, ctx) -> str:  # noqa: ANN001
             select(OutboundMessage.twilio_sid).where(OutboundMessage.purpose == "opener")
         ).first()
     assert sid
-    params = {
-        "AccountSid": "AC" + "0" * 32,
-        "MessageSid": sid,
-        "MessageStatus": "delivered",
-        "To": CALLER,
-        "From": BROKER,
-    }
-    assert post(client, "/twilio/sms/status", params).status_code == 200
+    assert post(client, "/twilio/sms/status", status_params(sid, "delivered")).status_code == 200
     return sid
 
 

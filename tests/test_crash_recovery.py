@@ -38,8 +38,8 @@ from sqlmodel import Session, SQLModel, select
 from benchmarks.mock_twilio import MockTwilio
 from service.db import make_engine
 from service.models import Decision, InboundMessage, OutboundMessage
-from service.twilio.signature import sign
-from tests.helpers import BROKER, BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, call_params, sms_params
+from service.twilio import fake
+from tests.helpers import BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, dial_params, sms_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -122,8 +122,8 @@ class ServiceProcess:
 
     def post(self, path: str, params: dict[str, str]) -> httpx.Response:
         """A webhook signed exactly as Twilio signs it, on a fresh connection."""
-        signature = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + path, params=params)
-        return httpx.post(self.url + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=30)
+        headers = fake.signature_headers(token=TWILIO_TOKEN, public_url=PUBLIC_URL, path=path, form=params)
+        return httpx.post(self.url + path, data=params, headers=headers, timeout=30)
 
 
 class BlackHole:
@@ -214,8 +214,7 @@ def inbound_row(engine: Engine, sid: str) -> InboundMessage | None:
 
 
 def dial(call_sid: str, caller: str) -> dict[str, str]:
-    return call_params(call_sid, caller, BROKER, CallStatus="in-progress", DialCallStatus="no-answer",
-                       DialCallSid="CA" + "9" * 32)
+    return dial_params("no-answer", call_sid, caller)
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)

@@ -21,6 +21,7 @@ from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, u
 from service.replay import replay_spool
 from tests.helpers import (
     BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_templates, sent_texts, sms_params,
+    status_params,
 )
 
 VOICE = "/twilio/voice"
@@ -229,7 +230,7 @@ def test_keep_every_record_when_writers_and_replayers_race(tmp_path) -> None:
         ("/twilio/voice/status", call_params(CallStatus="completed"), None),
         ("/twilio/voice/screen/accept", call_params(Digits="1"), None),
         ("/twilio/voice/voicemail", call_params(RecordingDuration="12", RecordingUrl="https://api.twilio.com/x"), "Hangup"),
-        ("/twilio/sms/status", {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"}, None),
+        ("/twilio/sms/status", status_params("SM" + "f" * 32, "delivered"), None),
     ],
     ids=["forwarded-call", "dial-missed", "dial-unbridged", "dial-bridged", "dial-screened-unknown", "call-status",
          "screen-accept", "voicemail", "sms-status"],

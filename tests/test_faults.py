@@ -8,15 +8,13 @@ from sqlmodel import Session, select
 
 from service.db import make_engine
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
-from service.twilio import fake
 from tests.helpers import (
-    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, TWILIO_SID, call_params, message_json, sent_templates, sent_texts,
+    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, messages_page, sent_templates, sent_texts,
     sms_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
-EMPTY_LIST = {"messages": [], "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
-              "previous_page_uri": None, "start": 0, "uri": ""}
+EMPTY_LIST = messages_page([])
 
 
 def rows(ctx, model) -> list:  # noqa: ANN001
@@ -57,10 +55,8 @@ def test_reconcile_timed_out_send_instead_of_resending(client, post, twilio_api,
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     [row] = rows(ctx, OutboundMessage)
     assert row.unknown_outcome
-    list_route = twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json={
-        "messages": [message_json(CALLER, BROKER, row.body, sid="SM" + "b" * 32, status="delivered")],
-        "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
-        "previous_page_uri": None, "start": 0, "uri": ""})
+    list_route = twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(
+        [message_json(CALLER, BROKER, row.body, sid="SM" + "b" * 32, status="delivered")]))
     client.app.state.worker.run_once()
     [row] = rows(ctx, OutboundMessage)
     assert row.status == "sent"
@@ -142,10 +138,8 @@ def test_apply_failed_status_found_when_reconciling(client, post, twilio_api, ct
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     with Session(ctx.engine) as session:
         body = session.exec(select(OutboundMessage)).one().body
-    failed = fake.message_json(CALLER, BROKER, body, sid="SM" + "d" * 32, status="undelivered",
-                               account_sid=TWILIO_SID, error_code=30006)
-    twilio_api.get(url__startswith=MESSAGES_URL).respond(
-        200, json=fake.message_list_json([failed], account_sid=TWILIO_SID))
+    failed = message_json(CALLER, BROKER, body, sid="SM" + "d" * 32, status="undelivered", error_code=30006)
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page([failed]))
     client.app.state.worker.run_once()
     client.app.state.worker.run_once()
     with Session(ctx.engine) as session:

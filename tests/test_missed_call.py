@@ -11,16 +11,15 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, TWILIO_SID, call_params, message_json,
-    rendered, sent_templates, sent_texts, sms_params,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, dial_params, message_json,
+    rendered, sent_templates, sent_texts, sms_params, status_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
 
 
 def dial(status: str, call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
-    return call_params(call_sid, caller, to, CallStatus="in-progress", DialCallStatus=status,
-                       DialCallSid="CA" + "9" * 32, **extra)
+    return dial_params(status, call_sid, caller, to, **extra)
 
 
 def twiml(response: httpx.Response) -> ET.Element:
@@ -265,8 +264,7 @@ def test_record_call_status_callback(client, post, ctx) -> None:
 def test_record_delivery_status_on_outbound_message(client, post, twilio_api, ctx) -> None:
     post(client, DIAL, dial("no-answer"))
     [row] = outbound(ctx)
-    status = {"AccountSid": TWILIO_SID, "MessageSid": row.twilio_sid, "MessageStatus": "undelivered",
-              "ErrorCode": "30006", "To": CALLER, "From": BROKER}
+    status = status_params(row.twilio_sid, "undelivered", error_code=30006)
     assert post(client, "/twilio/sms/status", status).status_code == 200
     [row] = outbound(ctx)[:1]
     assert row.delivery_status == "undelivered"

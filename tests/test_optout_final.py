@@ -33,7 +33,7 @@ from service.models import (
 )
 from service.privacy import purge_older_than
 from tests.helpers import (
-    BROKER, CALLER, MESSAGES_URL, call_params, message_json, rendered, sent_texts, session_hooks, sms_params,
+    BROKER, CALLER, MESSAGES_URL, call_params, message_json, messages_page, rendered, sent_texts, session_hooks, sms_params,
     twilio_created,
 )
 
@@ -196,9 +196,7 @@ def _timeout_first_opener(route) -> None:  # noqa: ANN001
 
 
 def _messages_list(twilio_api, messages: list[dict]) -> None:  # noqa: ANN001
-    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json={
-        "messages": messages, "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0,
-        "page_size": 50, "previous_page_uri": None, "start": 0, "uri": ""})
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(messages))
 
 
 def _export(ctx) -> list[dict]:  # noqa: ANN001
