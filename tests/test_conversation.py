@@ -11,10 +11,11 @@ from sqlmodel import Session, select
 
 from service import outbox
 from service.models import Decision, Lead, OutboundMessage
+from service.replies.llm_fake import completions_url
 from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_templates, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
-OPENAI = "https://api.openai.com/v1/chat/completions"
+OPENAI = completions_url()
 
 
 def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001

@@ -36,7 +36,7 @@ from service.models import OutboundMessage
 from service.phones import InvalidPhone, to_e164
 from service.twilio.signature import sign
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, call_params, dial_params,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_TOKEN, call_params, dial_params,
     sms_params, status_params,
 )
 

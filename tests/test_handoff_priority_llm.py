@@ -8,9 +8,10 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision
+from service.replies.llm_fake import completion_json
 from tests.helpers import BROKER_ALERT, sent_templates
 from tests.test_conversation import OPENAI, lead, missed, reply, to_broker
-from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR, completion
+from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR
 from tests.test_handoff_priority import borrower_templates, opted_out
 
 
@@ -29,7 +30,7 @@ def settings_env() -> dict[str, object]:
 )
 def test_alert_broker_when_llm_closes_and_hands_off_at_once(client, post, twilio_api, ctx, answer, templates,
                                                             note) -> None:
-    route = twilio_api.post(OPENAI).respond(200, json=completion(json.dumps({**LLM_ANSWER, **answer})))
+    route = twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps({**LLM_ANSWER, **answer})))
     missed(client, post)
     reply(client, post, UNCLEAR)
     assert route.called
