@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from service.db import make_engine
 from service.models import Decision, InboundMessage, OutboundMessage
 from service.twilio import fake
 from tests.helpers import BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, dial_params, sms_params
+from tests.outage import SilentListener
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -126,35 +126,6 @@ class ServiceProcess:
         return httpx.post(self.url + path, data=params, headers=headers, timeout=30)
 
 
-class BlackHole:
-    """A loopback TCP endpoint that accepts connections and never answers (an LLM API that hangs)."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.1)
-        self.port = self._server.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in self.accepted:
-            conn.close()
-        self._server.close()
-
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, on_fail: Callable[[], str] = str) -> Any:
     deadline = time.monotonic() + timeout
@@ -225,7 +196,7 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     db_urls = crash_database_url(request.param, tmp)
     database_url = next(db_urls)
     engine = make_engine(database_url)
-    llm = BlackHole()
+    llm = SilentListener()  # an LLM API that hangs
     mock = MockTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN).start()
     base_env = {
         "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_PUBLIC_URL": PUBLIC_URL,

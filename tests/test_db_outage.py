@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,29 +14,17 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from service import outbox
-from service.db import make_engine
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
 from tests.helpers import (
     BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_templates, sent_texts, sms_params,
     status_params,
 )
+from tests.outage import database_down
 
 VOICE = "/twilio/voice"
 DIAL = "/twilio/voice/dial-status"
-UNREACHABLE = "postgresql://postgres@127.0.0.1:1/unreachable"
 
-
-@contextmanager
-def database_down(ctx) -> Iterator[None]:  # noqa: ANN001
-    """Point the service at a database that refuses every connection, as tests/test_faults.py does."""
-    good = ctx.engine
-    ctx.engine = make_engine(UNREACHABLE)
-    try:
-        yield
-    finally:
-        ctx.engine.dispose()
-        ctx.engine = good
 
 
 def rows(ctx, model) -> list:  # noqa: ANN001

@@ -6,12 +6,12 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from service.db import make_engine
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
 from tests.helpers import (
     BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, messages_page, sent_templates, sent_texts,
     sms_params,
 )
+from tests.outage import database_down
 
 DIAL = "/twilio/voice/dial-status"
 EMPTY_LIST = messages_page([])
@@ -86,16 +86,11 @@ def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post
     spool cannot be written either; tests/test_db_outage.py covers the spooled path.)"""
     (tmp_path / "full-disk").write_text("")
     ctx.spool.directory = tmp_path / "full-disk" / "spool"
-    good = ctx.engine
-    ctx.engine = make_engine("postgresql://postgres@127.0.0.1:1/unreachable")
-    try:
+    with database_down(ctx):
         params = call_params(DialCallStatus="no-answer")
         assert post(client, DIAL, params).status_code == 503
         assert post(client, "/twilio/sms", sms_params("purchase", sid="SM" + "c" * 32)).status_code == 503
         assert client.get("/ready").status_code == 503
-    finally:
-        ctx.engine.dispose()
-        ctx.engine = good
     assert rows(ctx, CallEvent) == []
     assert rows(ctx, InboundMessage) == []
     assert post(client, DIAL, params).status_code == 200
