@@ -12,6 +12,7 @@ import respx
 from sqlmodel import Session, select
 
 from service.brokers import template_values
+from service.context import AppContext
 from service.models import OutboundMessage
 from service.twilio import fake
 
@@ -67,12 +68,12 @@ def sent_texts(route: respx.Route) -> list[dict[str, str]]:
     return [dict(httpx.QueryParams(call.request.content.decode())) for call in route.calls]
 
 
-def rendered(ctx, template_id: str, broker: str = BROKER, **values: str) -> str:  # noqa: ANN001
+def rendered(ctx: AppContext, template_id: str, broker: str = BROKER, **values: str) -> str:
     """The text `template_id` renders to for `broker`: its reviewed wording, whatever a reviewer made it."""
     return ctx.templates.render(template_id, {**template_values(ctx.broker_for(broker)), **values}).text
 
 
-def sent_templates(ctx, route: respx.Route, to: str) -> list[str]:  # noqa: ANN001
+def sent_templates(ctx: AppContext, route: respx.Route, to: str) -> list[str]:
     """The template id of every text the Messages API was asked to send to `to`, in order.
 
     Each text sent is matched to the stored row it was rendered into (recipient and body), so engine tests say

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 
 from service.context import AppContext
@@ -28,7 +28,7 @@ def engine_at(ctx: AppContext, url: str) -> Iterator[None]:
         ctx.engine = good
 
 
-def database_down(ctx: AppContext) -> Iterator[None]:
+def database_down(ctx: AppContext) -> AbstractContextManager[None]:
     """The database refuses every connection for the block."""
     return engine_at(ctx, UNREACHABLE)
 

@@ -76,7 +76,7 @@ def of_type(rows: list, event_type: str) -> list:  # noqa: ANN001
     return [r for r in rows if r["event_type"] == event_type]
 
 
-def test_export_history_as_csv_with_every_event_in_time_order(history: str, ctx) -> None:  # noqa: ANN001
+def test_export_history_as_csv_with_every_event_in_time_order(history: str, ctx) -> None:
     rows = export_csv(history)
     assert {r["event_type"] for r in rows} == {
         "call",
