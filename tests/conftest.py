@@ -103,7 +103,6 @@ import httpx  # noqa: E402
 import respx  # noqa: E402
 
 from service.policy.guard import GuardResult, OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
-from service.sending.policy import SendingPolicy, load_sending_policy  # noqa: E402
 from tests.helpers import (  # noqa: E402
     BROKERS_YAML, MESSAGES_URL, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_created,
 )
@@ -197,8 +196,11 @@ def reply_rules():  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def sending_policy() -> SendingPolicy:
+def sending_policy():  # noqa: ANN201
     """The real quiet hours and caps from policies/sending (frozen), read once instead of in every start-up."""
+    # Lazy: service.sending imports phonenumbers' geocoder (4.4 s measured), which tests without `ctx` never need.
+    from service.sending.policy import load_sending_policy  # noqa: PLC0415
+
     return load_sending_policy(POLICIES)
 
 
