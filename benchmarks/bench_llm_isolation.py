@@ -43,7 +43,8 @@ from benchmarks.load_test import (  # noqa: E402
     ACCOUNT_SID, AUTH_TOKEN, BROKERS_YAML, PUBLIC_URL, prepare_policies, start_service, stop,
 )
 from benchmarks.mock_twilio import MockTwilio  # noqa: E402
-from service.twilio.signature import sign  # noqa: E402
+from service.replies.llm_fake import error_json  # noqa: E402
+from service.twilio import fake  # noqa: E402
 
 BROKER = "+14155550100"
 UNSETTLED = "well it kind of depends on a few things honestly"  # the rules leave this to the LLM
@@ -66,8 +67,7 @@ class MockLLM:
                     owner.calls += 1
                 if owner.mode == "hang":
                     time.sleep(130)
-                body = json.dumps({"error": {"message": "Rate limit reached", "type": "requests",
-                                             "param": None, "code": "rate_limit_exceeded"}}).encode()
+                body = json.dumps(error_json("Rate limit reached", "requests", "rate_limit_exceeded")).encode()
                 try:
                     self.send_response(429)
                     self.send_header("content-type", "application/json")
@@ -100,21 +100,18 @@ class Bench:
         return f"+1415556{next(self._numbers):04d}"
 
     def post(self, path: str, params: dict[str, str]) -> None:
-        signature = sign(token=AUTH_TOKEN, url=PUBLIC_URL + path, params=params)
+        headers = fake.signature_headers(token=AUTH_TOKEN, public_url=PUBLIC_URL, path=path, form=params)
         with httpx.Client(timeout=60) as client:  # a fresh connection, as Twilio's
-            client.post(self.url + path, data=params, headers={"X-Twilio-Signature": signature})
+            client.post(self.url + path, data=params, headers=headers)
 
     def missed_call(self, caller: str) -> None:
         sid = f"CA{next(self._sids):032x}"
-        self.post("/twilio/voice/dial-status", {
-            "AccountSid": ACCOUNT_SID, "CallSid": sid, "From": caller, "To": BROKER, "Caller": caller,
-            "Called": BROKER, "Direction": "inbound", "CallStatus": "in-progress", "DialCallStatus": "no-answer",
-            "DialCallSid": "CA" + "9" * 32})
+        self.post("/twilio/voice/dial-status",
+                  fake.dial_status_form(sid, caller, BROKER, "no-answer", account_sid=ACCOUNT_SID))
 
     def reply(self, caller: str) -> None:
         sid = f"SM{next(self._sids):032x}"
-        self.post("/twilio/sms", {"AccountSid": ACCOUNT_SID, "MessageSid": sid, "SmsMessageSid": sid,
-                                  "From": caller, "To": BROKER, "Body": UNSETTLED, "NumMedia": "0"})
+        self.post("/twilio/sms", fake.sms_form(UNSETTLED, caller, BROKER, sid=sid, account_sid=ACCOUNT_SID))
 
     def opener_at(self, caller: str, timeout: float) -> float | None:
         deadline = time.monotonic() + timeout

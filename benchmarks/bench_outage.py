@@ -22,11 +22,9 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,10 +37,10 @@ from load_test import prepare_policies  # noqa: E402 - the breaker and caps rais
 
 from service.app import create_app  # noqa: E402
 from service.context import build_context  # noqa: E402
-from service.db import make_engine  # noqa: E402
 from service.replay import replay_spool  # noqa: E402
 from service.settings import DEV_AUTH_TOKEN, Settings  # noqa: E402
-from service.twilio.signature import sign  # noqa: E402
+from service.twilio import fake  # noqa: E402
+from tests.outage import SilentListener, database_down, engine_at  # noqa: E402
 
 PUBLIC = "https://textback.example.com"
 BROKER = "+14155550100"
@@ -50,55 +48,17 @@ BROKER = "+14155550100"
 
 def params(n: int, **extra: str) -> dict[str, str]:
     caller = f"+1415555{n % 10000:04d}"
-    return {"AccountSid": "AC" + "0" * 32, "CallSid": f"CA{n:032x}", "From": caller, "To": BROKER,
-            "Caller": caller, "Called": BROKER, "Direction": "inbound", "CallStatus": "ringing", **extra}
+    return fake.call_form(f"CA{n:032x}", caller, BROKER, **extra)
 
 
 def post(client: TestClient, path: str, form: dict[str, str]) -> float:
-    signature = sign(token=DEV_AUTH_TOKEN, url=PUBLIC + path, params=form)
+    headers = fake.signature_headers(token=DEV_AUTH_TOKEN, public_url=PUBLIC, path=path, form=form)
     start = time.perf_counter()
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+    response = client.post(path, data=form, headers=headers)
     elapsed = time.perf_counter() - start
     assert response.status_code == 200, response.text  # noqa: S101
     return elapsed
 
-
-@contextlib.contextmanager
-def engine_at(ctx, url: str):  # noqa: ANN001, ANN201
-    good = ctx.engine
-    ctx.engine = make_engine(url)
-    try:
-        yield
-    finally:
-        ctx.engine.dispose()
-        ctx.engine = good
-
-
-@contextlib.contextmanager
-def silent_listener():  # noqa: ANN201
-    """A loopback TCP port that accepts connections and never says a word (a hung database host)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
 
 
 def ms(values: list[float]) -> float:
@@ -124,17 +84,17 @@ def main() -> None:
                 contextlib.redirect_stdout(io.StringIO()):
             n = args.calls
             up = [post(client, "/twilio/voice", params(i)) for i in range(n)]
-            with engine_at(ctx, "postgresql://postgres@127.0.0.1:1/unreachable"):
+            with database_down(ctx):
                 down = [post(client, "/twilio/voice", params(n + i)) for i in range(n)]
             hung: list[float] = []
             if args.hung:
-                with silent_listener() as port, engine_at(ctx, f"postgresql://postgres@127.0.0.1:{port}/db"):
+                with SilentListener() as host, engine_at(ctx, f"postgresql://postgres@127.0.0.1:{host.port}/db"):
                     hung = [post(client, "/twilio/voice", params(2 * n + i)) for i in range(3)]
             replay_spool(ctx)  # the voice webhooks spooled above, out of the way
 
             direct = [post(client, "/twilio/voice/dial-status", params(10 * n + i, DialCallStatus="no-answer"))
                       for i in range(n)]
-            with engine_at(ctx, "postgresql://postgres@127.0.0.1:1/unreachable"):
+            with database_down(ctx):
                 for i in range(n):
                     post(client, "/twilio/voice/dial-status", params(20 * n + i, DialCallStatus="no-answer"))
             start = time.perf_counter()

@@ -49,6 +49,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from service.twilio import fake  # noqa: E402
 from service.twilio.signature import sign  # noqa: E402
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -121,15 +122,12 @@ def _sid(rng: random.Random, prefix: str) -> str:
 
 
 def _dial(call_sid: str, caller: str, broker: str) -> dict[str, str]:
-    return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid, "From": caller,
-            "To": broker, "Caller": caller, "Called": broker, "Direction": "inbound", "CallStatus": "in-progress",
-            "DialCallStatus": "no-answer", "DialCallSid": call_sid[:2] + call_sid[:1:-1], "DialCallDuration": "0"}
+    return fake.dial_status_form(call_sid, caller, broker, "no-answer", account_sid=ACCOUNT_SID,
+                                 DialCallSid=call_sid[:2] + call_sid[:1:-1], DialCallDuration="0")
 
 
 def _sms(sid: str, sender: str, broker: str, body: str) -> dict[str, str]:
-    return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "MessageSid": sid, "SmsMessageSid": sid,
-            "SmsSid": sid, "From": sender, "To": broker, "Body": body, "NumMedia": "0", "NumSegments": "1",
-            "SmsStatus": "received"}
+    return fake.sms_form(body, sender, broker, sid=sid, account_sid=ACCOUNT_SID)
 
 
 def _req(kind: str, path: str, params: dict[str, str], key: str, *, forged: bool = False) -> Req:

@@ -47,9 +47,14 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-API_VERSION = "2010-04-01"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's service
+
+from service.twilio import fake  # noqa: E402
+
+API_VERSION = fake.API_VERSION
 _LIST_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
 _ONE_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<sid>[^/]+)\.json$")
 
@@ -221,16 +226,13 @@ class MockTwilio:
     def _create(self, account: str, form: dict[str, str]) -> dict[str, Any]:
         now = datetime.now(UTC)
         sid = "SM" + secrets.token_hex(16)
-        message = {
-            "account_sid": account, "api_version": API_VERSION, "body": form.get("Body", ""),
+        message = fake.message_json(form.get("To"), form.get("From"), form.get("Body", ""), sid=sid,
+                                    account_sid=account)
+        message.update({
             "date_created": _rfc2822(now), "date_sent": _rfc2822(now), "date_updated": _rfc2822(now),
-            "direction": "outbound-api", "error_code": None, "error_message": None,
-            "from": form.get("From"), "messaging_service_sid": form.get("MessagingServiceSid"),
-            "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid,
-            "status": "queued", "to": form.get("To"),
-            "uri": f"/{API_VERSION}/Accounts/{account}/Messages/{sid}.json",
+            "messaging_service_sid": form.get("MessagingServiceSid"),
             "subresource_uris": {"media": f"/{API_VERSION}/Accounts/{account}/Messages/{sid}/Media.json"},
-        }
+        })
         with self._lock:
             self._state.messages.append(message)
         return message

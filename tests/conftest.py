@@ -94,11 +94,15 @@ def outbound_attempts():  # noqa: ANN201
 # The service under test: a real database, the real twilio SDK with only its HTTP boundary mocked (respx).
 
 import os  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import respx  # noqa: E402
 
+from service.policy.guard import GuardResult, OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
 from tests.helpers import (  # noqa: E402
     BROKERS_YAML, MESSAGES_URL, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_created,
 )
@@ -153,12 +157,34 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: s
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def output_guard():  # noqa: ANN201
-    """The real output guard, built once (importing guardrails takes seconds)."""
-    from service.policy.guard import OutputGuard  # noqa: PLC0415
+class RememberingGuard(OutputGuard):
+    """The real output guard, answering a text it has already checked with the verdict it gave then.
 
-    return OutputGuard.load(POLICIES)
+    Every `ctx` start-up runs all sample templates and broker values through the guard (0.12 s a test, a third
+    of a test's set-up); the verdict is a pure function of the text, the required values and the template, so
+    the session's guard remembers it. Guard errors are never remembered, and each caller gets its own lists.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verdicts: dict[tuple[object, ...], GuardResult] = {}
+
+    def check(self, text: str, *, required: Mapping[str, str] | None = None,
+              template: str | None = None) -> GuardResult:
+        key = (text, tuple(sorted((required or {}).items())), template)
+        known = self._verdicts.get(key)
+        if known is None:
+            known = super().check(text, required=required, template=template)
+            if any(v.rule == "guard-error" for v in known.violations):
+                return known
+            self._verdicts[key] = known
+        return replace(known, violations=list(known.violations), warnings=list(known.warnings))
+
+
+@pytest.fixture(scope="session")
+def output_guard() -> OutputGuard:
+    """The real output guard, built once (importing guardrails takes seconds) and remembering its verdicts."""
+    return RememberingGuard.load(POLICIES)
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +193,15 @@ def reply_rules():  # noqa: ANN201
     from service.replies.rules import load_rules  # noqa: PLC0415
 
     return load_rules(POLICIES)
+
+
+@pytest.fixture(scope="session")
+def sending_policy():  # noqa: ANN201
+    """The real quiet hours and caps from policies/sending (frozen), read once instead of in every start-up."""
+    # Lazy: service.sending imports phonenumbers' geocoder (4.4 s measured), which tests without `ctx` never need.
+    from service.sending.policy import load_sending_policy  # noqa: PLC0415
+
+    return load_sending_policy(POLICIES)
 
 
 @pytest.fixture
@@ -198,11 +233,11 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
 
 
 @pytest.fixture
-def collaborators(output_guard, reply_rules) -> dict[str, object]:  # noqa: ANN001
-    """What `ctx` is built with besides the settings (build_context's keyword arguments): the guard and rules
-    shared across the run (the guard takes seconds to build). A test's fixture listed before `ctx` may add one
-    (`sending_policy`, `gateway`, `extractor`) or replace one."""
-    return {"guard": output_guard, "rules": reply_rules}
+def collaborators(output_guard, reply_rules, sending_policy) -> dict[str, object]:  # noqa: ANN001
+    """What `ctx` is built with besides the settings (build_context's keyword arguments): the guard, rules and
+    sending policy shared across the run (the guard takes seconds to build). A test's fixture listed before
+    `ctx` may add one (`gateway`, `extractor`) or replace one (`sending_policy`)."""
+    return {"guard": output_guard, "rules": reply_rules, "sending_policy": sending_policy}
 
 
 def _context(settings, collaborators):  # noqa: ANN001, ANN202

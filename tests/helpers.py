@@ -9,7 +9,11 @@ from typing import TypeVar
 
 import httpx
 import respx
+from sqlmodel import Session, select
 
+from service.brokers import template_values
+from service.context import AppContext
+from service.models import OutboundMessage
 from service.twilio import fake
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +51,10 @@ brokers:
     call_screening: false
 """
 
-def message_json(to: str, from_: str, body: str, sid: str | None = None, status: str = "queued") -> dict:
+def message_json(to: str, from_: str, body: str, sid: str | None = None, status: str = "queued",
+                 error_code: int | None = None) -> dict:
     """A Messages API response body shaped like Twilio's."""
-    return fake.message_json(to, from_, body, sid=sid, status=status, account_sid=TWILIO_SID)
+    return fake.message_json(to, from_, body, sid=sid, status=status, account_sid=TWILIO_SID, error_code=error_code)
 
 
 def twilio_created(request: httpx.Request) -> httpx.Response:
@@ -63,12 +68,50 @@ def sent_texts(route: respx.Route) -> list[dict[str, str]]:
     return [dict(httpx.QueryParams(call.request.content.decode())) for call in route.calls]
 
 
+def rendered(ctx: AppContext, template_id: str, broker: str = BROKER, **values: str) -> str:
+    """The text `template_id` renders to for `broker`: its reviewed wording, whatever a reviewer made it."""
+    return ctx.templates.render(template_id, {**template_values(ctx.broker_for(broker)), **values}).text
+
+
+def sent_templates(ctx: AppContext, route: respx.Route, to: str) -> list[str]:
+    """The template id of every text the Messages API was asked to send to `to`, in order.
+
+    Each text sent is matched to the stored row it was rendered into (recipient and body), so engine tests say
+    which template went out, not how it is worded: a reviewer may reword a template without breaking them.
+    """
+    with Session(ctx.engine) as session:
+        rows = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == to)).all()
+    ids: list[str] = []
+    for text in sent_texts(route):
+        if text["To"] != to:
+            continue
+        [template_id] = {row.template_id for row in rows if row.body == text["Body"]}
+        ids.append(template_id)
+    return ids
+
+
 def call_params(call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
     return fake.call_form(call_sid, caller, to, account_sid=TWILIO_SID, **extra)
 
 
+def dial_params(status: str, call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER,
+                **extra: str) -> dict[str, str]:
+    return fake.dial_status_form(call_sid, caller, to, status, account_sid=TWILIO_SID, **extra)
+
+
 def sms_params(body: str, sid: str | None = None, sender: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
     return fake.sms_form(body, sender, to, sid=sid, account_sid=TWILIO_SID, **extra)
+
+
+def status_params(sid: str, status: str, to: str = CALLER, from_: str = BROKER, error_code: int | str | None = None,
+                  **extra: str) -> dict[str, str]:
+    return fake.status_form(sid, status, to=to, from_=from_, account_sid=TWILIO_SID,
+                            error_code=None if error_code is None else str(error_code), **extra)
+
+
+def messages_page(messages: list[dict]) -> dict[str, object]:
+    """One page of the Messages list API holding `messages`."""
+    return fake.message_list_json(messages, account_sid=TWILIO_SID)
 
 
 _Seen = TypeVar("_Seen")

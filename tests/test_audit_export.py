@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from service.audit import COLUMNS, Masker, mask_phone, parse_when
 from service.cli import main
 from service.models import OutboundMessage, utcnow
-from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, sms_params
+from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, rendered, sms_params, status_params
 
 DIAL = "/twilio/voice/dial-status"
 OTHER_CALLER = "+14155550142"
@@ -36,14 +36,7 @@ def delivered(client, post, ctx) -> str:  # noqa: ANN001
             select(OutboundMessage.twilio_sid).where(OutboundMessage.purpose == "opener")
         ).first()
     assert sid
-    params = {
-        "AccountSid": "AC" + "0" * 32,
-        "MessageSid": sid,
-        "MessageStatus": "delivered",
-        "To": CALLER,
-        "From": BROKER,
-    }
-    assert post(client, "/twilio/sms/status", params).status_code == 200
+    assert post(client, "/twilio/sms/status", status_params(sid, "delivered")).status_code == 200
     return sid
 
 
@@ -83,7 +76,7 @@ def of_type(rows: list, event_type: str) -> list:  # noqa: ANN001
     return [r for r in rows if r["event_type"] == event_type]
 
 
-def test_export_history_as_csv_with_every_event_in_time_order(history: str) -> None:
+def test_export_history_as_csv_with_every_event_in_time_order(history: str, ctx) -> None:
     rows = export_csv(history)
     assert {r["event_type"] for r in rows} == {
         "call",
@@ -119,7 +112,7 @@ def test_export_history_as_csv_with_every_event_in_time_order(history: str) -> N
     assert opener["status"] == "sent"
     assert opener["twilio_sid"].startswith("SM")
     assert opener["delivery_status"] == "delivered"
-    assert "Reply STOP to opt out" in opener["body"]
+    assert opener["body"] == rendered(ctx, "opener")
     assert opener["inbound_id"] == opener["call_sid"] == ""  # not applicable: empty
 
     [delivery] = of_type(rows, "delivery")

@@ -21,10 +21,11 @@ from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnal
 from service.replies.classify import build_extractor, classify, merge
 from service.replies.extraction import LLMExtraction, LLMHandoffReason
 from service.replies.llm import ReplyExtractor
+from service.replies.llm_fake import completion_json, completions_url, error_json
 from service.replies.rules import RuleSet, load_rules
 
 BASE_URL = "https://llm.test/v1"
-COMPLETIONS = f"{BASE_URL}/chat/completions"
+COMPLETIONS = completions_url(BASE_URL)
 RECEIVED = datetime(2025, 11, 14, 17, 5, tzinfo=UTC)
 TEXT = "thinking about it, my cousin said I should ask you guys"
 
@@ -52,29 +53,11 @@ class FixedRules:
         return self.analysis.model_copy(deep=True)
 
 
-def completion(content: str | None, *, finish_reason: str = "stop", refusal: str | None = None) -> dict[str, Any]:
-    """A chat.completion body shaped like the live API's."""
-    return {
-        "id": "chatcmpl-ClAsSiFy0000000000000001",
-        "object": "chat.completion",
-        "created": 1763139900,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {"prompt_tokens": 520, "completion_tokens": 58, "total_tokens": 578},
-        "system_fingerprint": "fp_560af6e559",
-    }
 
 
 def model_says(**fields: object) -> dict[str, Any]:
     """A completion whose content is NOTHING with these fields changed."""
-    return completion(json.dumps({**NOTHING, **fields}))
+    return completion_json(json.dumps({**NOTHING, **fields}))
 
 
 def extraction(**fields: object) -> LLMExtraction:
@@ -148,17 +131,17 @@ def test_classify_reply_needs_llm_records_prompt_and_model(
 @pytest.mark.parametrize(
     ("response", "reason"),
     [
-        pytest.param(httpx.Response(200, json=completion(None, refusal="I can't help with that.")), "refusal",
+        pytest.param(httpx.Response(200, json=completion_json(None, refusal="I can't help with that.")), "refusal",
                      id="refusal"),
-        pytest.param(httpx.Response(200, json=completion('{"loan_type": "refi', finish_reason="length")), "length",
+        pytest.param(httpx.Response(200, json=completion_json('{"loan_type": "refi', finish_reason="length")), "length",
                      id="length"),
-        pytest.param(httpx.Response(200, json=completion("refinance")), "invalid_json", id="invalid-json"),
+        pytest.param(httpx.Response(200, json=completion_json("refinance")), "invalid_json", id="invalid-json"),
         pytest.param(httpx.Response(200, json=model_says(loan_type="jumbo")), "schema_violation", id="enum"),
         pytest.param(httpx.Response(200, json=model_says(handoff_reasons=["call_now"])), "schema_violation",
                      id="reason-outside-schema"),
-        pytest.param(httpx.Response(500, json={"error": {"message": "boom", "type": "server_error"}}), "api_error",
+        pytest.param(httpx.Response(500, json=error_json("boom", "server_error")), "api_error",
                      id="500"),
-        pytest.param(httpx.Response(429, json={"error": {"message": "slow", "type": "requests"}}), "rate_limited",
+        pytest.param(httpx.Response(429, json=error_json("slow", "requests")), "rate_limited",
                      id="429"),
         pytest.param(httpx.ReadTimeout("timed out"), "timeout", id="timeout"),
         pytest.param(httpx.ConnectError("refused"), "connection", id="connection"),
@@ -237,7 +220,7 @@ def test_classify_reply_model_denies_opt_out_stop_stands(
 def test_classify_reply_hostile_answer_surfaces_nothing(
     extractor: ReplyExtractor, respx_mock: respx.MockRouter, content: str
 ) -> None:
-    respx_mock.post(COMPLETIONS).respond(200, json=completion(content))
+    respx_mock.post(COMPLETIONS).respond(200, json=completion_json(content))
     rules = ReplyAnalysis(needs_llm=True, rules_fired=["hint-loan"])
 
     result = classify(TEXT, RECEIVED, rules=FixedRules(rules), extractor=extractor)

@@ -16,9 +16,11 @@ from click.testing import CliRunner
 
 from service.replies.analysis import ReplyAnalysis
 from service.replies.cli import InputLineError, classify, parse_line
+from service.replies.llm_fake import completions_url, extraction_json
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
+LLM_URL = "https://llm.test/v1"
 NO_LLM_ENV = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "TEXTBACK_LLM_MODEL": ""}
 # Words no rule knows: the rules leave the reply open and ask for the LLM.
 UNSETTLED_TEXT = "Bonjour, je voudrais des informations"
@@ -113,8 +115,8 @@ def test_parse_line_received_at_is_aware(line: str, expected: datetime) -> None:
 
 
 def test_classify_cli_no_llm_flag_never_calls_llm(respx_mock: respx.MockRouter) -> None:
-    route = respx_mock.post("https://llm.test/v1/chat/completions")
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "https://llm.test/v1", "TEXTBACK_LLM_MODEL": "m"}
+    route = respx_mock.post(completions_url(LLM_URL))
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LLM_URL, "TEXTBACK_LLM_MODEL": "m"}
     respx_mock.assert_all_called = False
 
     code, out, _ = run([json.dumps({"text": UNSETTLED_TEXT})], "--no-llm", env=env)
@@ -139,14 +141,8 @@ def test_classify_cli_llm_env_configures_endpoint_and_model(respx_mock: respx.Mo
         "loan_type": "purchase", "timeline": "unknown", "applied_elsewhere": None, "wrong_number": False,
         "not_interested": False, "opt_out_request": False, "callback_requested": False, "handoff_reasons": [],
     }
-    route = respx_mock.post("https://llm.test/v1/chat/completions").respond(200, json={
-        "id": "chatcmpl-Cli000000000000000001", "object": "chat.completion", "created": 1763139900,
-        "model": "my-model-2025", "system_fingerprint": "fp_1",
-        "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": json.dumps(content), "refusal": None}}],
-        "usage": {"prompt_tokens": 500, "completion_tokens": 50, "total_tokens": 550},
-    })
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "https://llm.test/v1", "TEXTBACK_LLM_MODEL": "my-model"}
+    route = respx_mock.post(completions_url(LLM_URL)).respond(200, json=extraction_json(content, model="my-model-2025"))
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LLM_URL, "TEXTBACK_LLM_MODEL": "my-model"}
 
     code, out, _ = run([json.dumps({"text": UNSETTLED_TEXT})], env=env)
 
@@ -160,9 +156,9 @@ def test_classify_cli_llm_env_configures_endpoint_and_model(respx_mock: respx.Mo
 
 
 def test_classify_cli_llm_down_hands_off_without_failing(respx_mock: respx.MockRouter) -> None:
-    respx_mock.post("https://llm.test/v1/chat/completions").respond(503, json={"error": {"message": "down"}},
-                                                                    headers={"retry-after-ms": "5"})
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "https://llm.test/v1", "TEXTBACK_LLM_MODEL": ""}
+    respx_mock.post(completions_url(LLM_URL)).respond(503, json={"error": {"message": "down"}},
+                                              headers={"retry-after-ms": "5"})
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": LLM_URL, "TEXTBACK_LLM_MODEL": ""}
 
     code, out, _ = run([json.dumps({"text": UNSETTLED_TEXT})], env=env)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import respx
 from sqlmodel import Session, select
 
-from service.models import Decision, Lead
-from tests.helpers import BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+from service import outbox
+from service.models import Decision, Lead, OutboundMessage
+from service.replies.llm_fake import completions_url
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_templates, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
-OPENAI = "https://api.openai.com/v1/chat/completions"
+OPENAI = completions_url()
 
 
 def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001
@@ -39,7 +44,8 @@ def test_advance_conversation_when_reply_gives_loan_type_and_timeline(client, po
     reply(client, post, "refi, hoping to get it done in the next 2 weeks")
     texts = to_borrower(twilio_api["messages"])
     assert len(texts) == 2
-    assert "applied with another lender" in texts[1]  # loan type and timeline known: the next question
+    # loan type and timeline known: the next question
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[1] == "ask_applied_elsewhere"
     state = lead(ctx)
     assert (state.loan_type, state.timeline, state.state) == ("refinance", "under_30_days", "asking")
     assert to_broker(twilio_api["messages"]) == []
@@ -50,12 +56,10 @@ def test_reach_ready_and_alert_broker_once_with_summary(client, post, twilio_api
     reply(client, post, "Purchase")
     reply(client, post, "probably in 2 months")
     reply(client, post, "no")
-    borrower = to_borrower(twilio_api["messages"])
-    assert "Roughly when" in borrower[1]
-    assert "applied with another lender" in borrower[2]
-    assert "will call you shortly" in borrower[3]
+    borrower = sent_templates(ctx, twilio_api["messages"], CALLER)
+    assert borrower[1:4] == ["ask_timeline", "ask_applied_elsewhere", "ready"]
     [alert] = to_broker(twilio_api["messages"])
-    assert "ready for a callback" in alert
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_ready"]
     assert "purchase" in alert
     assert "1-3 months" in alert
     assert "not applied elsewhere" in alert
@@ -64,23 +68,23 @@ def test_reach_ready_and_alert_broker_once_with_summary(client, post, twilio_api
     assert len(to_borrower(twilio_api["messages"])) == 4
 
 
-def test_never_repeat_an_answered_question(client, post, twilio_api) -> None:
+def test_never_repeat_an_answered_question(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "we want to buy in about 3 months, haven't applied anywhere else")
-    borrower = to_borrower(twilio_api["messages"])
+    borrower = sent_templates(ctx, twilio_api["messages"], CALLER)
     assert len(borrower) == 2
-    assert "will call you shortly" in borrower[1]
+    assert borrower[1] == "ready"
 
 
 def test_hand_off_rate_lock_question_with_ack_and_alert(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "can I lock my rate?")
-    borrower = to_borrower(twilio_api["messages"])
+    borrower = sent_templates(ctx, twilio_api["messages"], CALLER)
     assert len(borrower) == 2
-    assert "get back to you personally" in borrower[1]  # only the acknowledgement
+    assert borrower[1] == "handoff_ack"  # only the acknowledgement
     [alert] = to_broker(twilio_api["messages"])
     assert CALLER in alert
-    assert "rate lock" in alert
+    assert ctx.templates.phrase("rate_lock") in alert
     assert "can I lock my rate?" in alert
     assert lead(ctx).state == "handoff"
     reply(client, post, "hello??")
@@ -89,28 +93,27 @@ def test_hand_off_rate_lock_question_with_ack_and_alert(client, post, twilio_api
 
 
 @pytest.mark.parametrize(
-    ("text", "words"),
+    ("text", "reason"),
     [
         ("our closing is friday and the title company needs wire instructions", "closing"),
         ("the contract deadline is Monday, need the approval letter", "deadline"),
-        ("what's your rate on a 30 year fixed?", "rates or terms"),
-        ("can you call me after 5?", "asked for a call"),
-        ("this is harassment, I'm reporting you to the CFPB", "unhappy"),
+        ("what's your rate on a 30 year fixed?", "rate_or_terms"),
+        ("can you call me after 5?", "human_request"),
+        ("this is harassment, I'm reporting you to the CFPB", "complaint"),
     ],
 )
-def test_hand_off_reply_needing_a_person(client, post, twilio_api, text, words) -> None:
+def test_hand_off_reply_needing_a_person(client, post, twilio_api, ctx, text, reason) -> None:
     missed(client, post)
     reply(client, post, text)
     assert len(to_borrower(twilio_api["messages"])) == 2
     [alert] = to_broker(twilio_api["messages"])
-    assert words in alert
+    assert ctx.templates.phrase(reason) in alert
 
 
 def test_close_lead_politely_on_wrong_number(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "wrong number")
-    borrower = to_borrower(twilio_api["messages"])
-    assert "won't text this number again" in borrower[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "closing_wrong_number"
     assert lead(ctx).closed_reason == "wrong_number"
     missed(client, post, sid="CA" + "2" * 32)
     assert len(to_borrower(twilio_api["messages"])) == 2
@@ -119,14 +122,14 @@ def test_close_lead_politely_on_wrong_number(client, post, twilio_api, ctx) -> N
 def test_close_lead_politely_when_not_interested(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "not interested anymore, thanks")
-    assert "We won't text you again" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "closing_not_interested"
     assert lead(ctx).state == "closed"
 
 
 def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "please stop texting me")
-    assert "unsubscribed" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "optout_confirm"
     missed(client, post, sid="CA" + "2" * 32)
     reply(client, post, "purchase")
     assert len(to_borrower(twilio_api["messages"])) == 2
@@ -135,9 +138,9 @@ def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
 def test_hand_off_unclear_reply_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "my cousin said you were good, she used you last year")
-    assert "get back to you personally" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
     [alert] = to_broker(twilio_api["messages"])
-    assert "needs a person" in alert
+    assert ctx.templates.phrase("needs_review") in alert
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision).where(Decision.action == "handoff")).one()
     assert decision.analysis["needs_llm"] is True
@@ -149,7 +152,7 @@ def test_stop_automated_texts_at_per_lead_cap(client, post, twilio_api, ctx) -> 
     reply(client, post, "purchase")  # asks timeline: 2 automated texts
     reply(client, post, "in about 2 months")  # the cap: a person takes over
     assert len(to_borrower(twilio_api["messages"])) == 2
-    assert "automated texts used up" in to_broker(twilio_api["messages"])[-1]
+    assert ctx.templates.phrase("cap_reached") in to_broker(twilio_api["messages"])[-1]
 
 
 def test_forward_text_to_broker_when_no_opener_was_sent(client, post, twilio_api, ctx) -> None:
@@ -159,3 +162,41 @@ def test_forward_text_to_broker_when_no_opener_was_sent(client, post, twilio_api
     [alert] = to_broker(twilio_api["messages"])
     assert "looking to refi" in alert
     assert lead(ctx).loan_type == "refinance"  # still captured for the broker
+
+
+def test_ask_each_question_once_when_replies_arrive_together(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    barrier = threading.Barrier(2)
+
+    def send(text: str) -> None:
+        barrier.wait()
+        post(client, "/twilio/sms", sms_params(text))
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in ("refi", "in about 2 months")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    bodies = to_borrower(twilio_api["messages"])
+    assert len(bodies) == len(set(bodies))  # nothing asked twice
+    with Session(ctx.engine) as session:
+        the_lead = session.exec(select(Lead)).one()
+    assert (the_lead.loan_type, the_lead.timeline) == ("refinance", "1_to_3_months")
+    assert the_lead.automated_count == len(bodies)
+
+
+def test_supersede_held_question_when_borrower_replies_again(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        the_lead = session.exec(select(Lead)).one()
+        held = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=the_lead, to=CALLER,
+                                 template_id="ask_timeline", purpose="question", now=night)
+        session.commit()
+    assert held is not None
+    assert held.status == "pending"
+    reply(client, post, "refi, in 2 months")
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, held.id)
+    assert row.status == "suppressed"
+    assert row.last_error == "superseded by a newer reply"

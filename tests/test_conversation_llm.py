@@ -9,20 +9,13 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision, OutboundMessage
+from service.replies.llm_fake import completion_json
+from tests.helpers import CALLER, sent_templates
 from tests.test_conversation import OPENAI, lead, missed, reply, to_borrower, to_broker
 
 UNCLEAR = "my cousin said you were good, she used you last year when she got her place"
 
 
-def completion(content: str) -> dict:
-    return {
-        "id": "chatcmpl-Textback0042", "object": "chat.completion", "created": 1764400000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []}}],
-        "usage": {"prompt_tokens": 400, "completion_tokens": 40, "total_tokens": 440},
-        "system_fingerprint": "fp_textback",
-    }
 
 
 LLM_ANSWER = {"loan_type": "purchase", "timeline": "3_to_6_months", "applied_elsewhere": None,
@@ -36,12 +29,12 @@ def settings_env() -> dict[str, object]:
 
 
 def test_fill_fields_from_llm_when_rules_cannot(client, post, twilio_api, ctx) -> None:
-    twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
+    twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps(LLM_ANSWER)))
     missed(client, post)
     reply(client, post, UNCLEAR)
     state = lead(ctx)
     assert (state.loan_type, state.timeline) == ("purchase", "3_to_6_months")
-    assert "applied with another lender" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "ask_applied_elsewhere"
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision)).one()
     assert decision.source == "llm"
@@ -59,12 +52,12 @@ def test_fill_fields_from_llm_when_rules_cannot(client, post, twilio_api, ctx) -
     ],
 )
 def test_keep_borrower_texts_fixed_when_llm_answer_is_hostile(client, post, twilio_api, ctx, content) -> None:
-    twilio_api.post(OPENAI).respond(200, json=completion(content))
+    twilio_api.post(OPENAI).respond(200, json=completion_json(content))
     missed(client, post)
     reply(client, post, UNCLEAR)
     borrower = to_borrower(twilio_api["messages"])
     assert len(borrower) == 2
-    assert "get back to you personally" in borrower[1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[1] == "handoff_ack"
     assert not any("%" in body or "$" in body for body in borrower)
     with Session(ctx.engine) as session:
         assert all(row.template_id for row in session.exec(select(OutboundMessage)))
@@ -72,10 +65,10 @@ def test_keep_borrower_texts_fixed_when_llm_answer_is_hostile(client, post, twil
 
 
 def test_keep_rules_handoff_when_llm_disagrees(client, post, twilio_api, ctx) -> None:
-    twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
+    twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps(LLM_ANSWER)))
     missed(client, post)
     reply(client, post, "can I lock my rate?")
-    assert "rate lock" in to_broker(twilio_api["messages"])[0]
+    assert ctx.templates.phrase("rate_lock") in to_broker(twilio_api["messages"])[0]
     assert lead(ctx).state == "handoff"
 
 
@@ -84,16 +77,16 @@ def test_hand_off_when_llm_times_out(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, UNCLEAR)
     assert route.called
-    assert "get back to you personally" in to_borrower(twilio_api["messages"])[-1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
     [alert] = to_broker(twilio_api["messages"])
-    assert "needs a person" in alert
+    assert ctx.templates.phrase("llm_unavailable") in alert
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision)).one()
     assert decision.llm_error == "timeout"
 
 
 def test_skip_llm_when_rules_settle_reply(client, post, twilio_api) -> None:
-    route = twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
+    route = twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps(LLM_ANSWER)))
     missed(client, post)
     reply(client, post, "refinance")
     assert not route.called

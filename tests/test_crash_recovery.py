@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
@@ -38,8 +37,9 @@ from sqlmodel import Session, SQLModel, select
 from benchmarks.mock_twilio import MockTwilio
 from service.db import make_engine
 from service.models import Decision, InboundMessage, OutboundMessage
-from service.twilio.signature import sign
-from tests.helpers import BROKER, BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, call_params, sms_params
+from service.twilio import fake
+from tests.helpers import BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, dial_params, sms_params
+from tests.outage import SilentListener
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -122,38 +122,9 @@ class ServiceProcess:
 
     def post(self, path: str, params: dict[str, str]) -> httpx.Response:
         """A webhook signed exactly as Twilio signs it, on a fresh connection."""
-        signature = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + path, params=params)
-        return httpx.post(self.url + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=30)
+        headers = fake.signature_headers(token=TWILIO_TOKEN, public_url=PUBLIC_URL, path=path, form=params)
+        return httpx.post(self.url + path, data=params, headers=headers, timeout=30)
 
-
-class BlackHole:
-    """A loopback TCP endpoint that accepts connections and never answers (an LLM API that hangs)."""
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.1)
-        self.port = self._server.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in self.accepted:
-            conn.close()
-        self._server.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, on_fail: Callable[[], str] = str) -> Any:
@@ -214,8 +185,7 @@ def inbound_row(engine: Engine, sid: str) -> InboundMessage | None:
 
 
 def dial(call_sid: str, caller: str) -> dict[str, str]:
-    return call_params(call_sid, caller, BROKER, CallStatus="in-progress", DialCallStatus="no-answer",
-                       DialCallSid="CA" + "9" * 32)
+    return dial_params("no-answer", call_sid, caller)
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)
@@ -226,7 +196,7 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     db_urls = crash_database_url(request.param, tmp)
     database_url = next(db_urls)
     engine = make_engine(database_url)
-    llm = BlackHole()
+    llm = SilentListener()  # an LLM API that hangs
     mock = MockTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN).start()
     base_env = {
         "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_PUBLIC_URL": PUBLIC_URL,
@@ -354,7 +324,8 @@ def test_process_stored_reply_after_kill_mid_processing(crash: Crash) -> None:
 
 
 def test_send_each_opener_exactly_once_after_restart(crash: Crash) -> None:
+    opener_bodies = {m.body for m in outbound_rows(crash.engine) if m.template_id == "opener"}
     for phone in (REPLIER, REACHED, NOT_REACHED):
-        openers = [m for m in _messages_to(crash.mock, phone) if "missed your call" in m["body"]]
+        openers = [m for m in _messages_to(crash.mock, phone) if m["body"] in opener_bodies]
         assert len(openers) == 1, phone
     assert not [m for m in outbound_rows(crash.engine) if m.status == "sending"]

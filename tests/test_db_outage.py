@@ -6,36 +6,25 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from service.db import make_engine
+from service import outbox
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
 from tests.helpers import (
-    BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_texts, sms_params,
+    BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_templates, sent_texts, sms_params,
+    status_params,
 )
+from tests.outage import database_down
 
 VOICE = "/twilio/voice"
 DIAL = "/twilio/voice/dial-status"
-UNREACHABLE = "postgresql://postgres@127.0.0.1:1/unreachable"
 
-
-@contextmanager
-def database_down(ctx) -> Iterator[None]:  # noqa: ANN001
-    """Point the service at a database that refuses every connection, as tests/test_faults.py does."""
-    good = ctx.engine
-    ctx.engine = make_engine(UNREACHABLE)
-    try:
-        yield
-    finally:
-        ctx.engine.dispose()
-        ctx.engine = good
 
 
 def rows(ctx, model) -> list:  # noqa: ANN001
@@ -99,7 +88,7 @@ def test_alert_broker_instead_of_late_opener(client, post, twilio_api, ctx, cloc
     assert to_caller(twilio_api["messages"]) == []
     [alert] = [t for t in sent_texts(twilio_api["messages"]) if t["To"] == BROKER_ALERT]
     assert CALLER in alert["Body"]
-    assert "call them back" in alert["Body"]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_missed_late"]
     [event] = rows(ctx, CallEvent)
     assert event.missed
 
@@ -227,7 +216,7 @@ def test_keep_every_record_when_writers_and_replayers_race(tmp_path) -> None:
         ("/twilio/voice/status", call_params(CallStatus="completed"), None),
         ("/twilio/voice/screen/accept", call_params(Digits="1"), None),
         ("/twilio/voice/voicemail", call_params(RecordingDuration="12", RecordingUrl="https://api.twilio.com/x"), "Hangup"),
-        ("/twilio/sms/status", {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"}, None),
+        ("/twilio/sms/status", status_params("SM" + "f" * 32, "delivered"), None),
     ],
     ids=["forwarded-call", "dial-missed", "dial-unbridged", "dial-bridged", "dial-screened-unknown", "call-status",
          "screen-accept", "voicemail", "sms-status"],
@@ -315,3 +304,24 @@ def test_keep_spool_private(tmp_path) -> None:
     [path] = list((tmp_path / "spool").glob("*.jsonl"))
     assert path.stat().st_mode & 0o077 == 0
     assert (tmp_path / "spool").stat().st_mode & 0o077 == 0
+
+
+def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twilio_api, ctx, monkeypatch) -> None:
+    """A failure after the call event is written rolls everything back, so Twilio's retry (or the replay of the
+    spooled webhook) gives the text, exactly once."""
+    real = outbox.queue_text
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("service.calls.queue_text", flaky)
+    params = call_params(DialCallStatus="no-answer")
+    assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
+    assert to_caller(twilio_api["messages"]) == []  # nothing half-written
+    assert post(client, DIAL, params).status_code == 200
+    client.app.state.worker.run_once()  # replays the spooled copy: a no-op
+    assert len(to_caller(twilio_api["messages"])) == 1

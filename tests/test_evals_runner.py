@@ -26,6 +26,7 @@ from service.evals.metrics import GuardOutcome, ReplyOutcome, plain, score_guard
 from service.evals.runner import RunConfig, run
 from service.evals.thresholds import broken, load_thresholds
 from service.replies.analysis import Keyword, ReplyAnalysis
+from service.replies.llm_fake import extraction_json
 from service.replies.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,23 +48,6 @@ REQUIRED_TAGS = {
 }  # fmt: skip
 
 
-def _completion(content: dict[str, object]) -> dict[str, object]:
-    """A chat-completion body as an OpenAI-compatible endpoint returns it."""
-    return {
-        "id": "chatcmpl-eval-1",
-        "object": "chat.completion",
-        "created": 1_763_000_000,
-        "model": "test-model",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": json.dumps(content), "refusal": None},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 412, "completion_tokens": 61, "total_tokens": 473},
-    }
 
 
 EXTRACTION = {
@@ -278,7 +262,7 @@ def test_print_evals_table_never_shows_borrower_text(data_dir: Path) -> None:
 # --------------------------------------------------------------------------------------- record / replay
 def test_replay_recorded_request_returns_recorded_response(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
-    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=_completion(EXTRACTION)))
+    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=extraction_json(EXTRACTION, model="test-model")))
     recorder = RecordingTransport(cassette, inner=upstream, base_url=BASE_URL, model="test-model")
     with httpx.Client(transport=recorder) as client:
         sent = client.post(f"{BASE_URL}/chat/completions", json={"b": 1, "a": [2]}).json()
@@ -291,7 +275,7 @@ def test_replay_recorded_request_returns_recorded_response(tmp_path: Path) -> No
 
 def test_replay_unrecorded_request_refused(tmp_path: Path, outbound_attempts: Attempts) -> None:
     cassette = tmp_path / "c.jsonl"
-    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=_completion(EXTRACTION)))
+    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=extraction_json(EXTRACTION, model="test-model")))
     recorder = RecordingTransport(cassette, inner=upstream, base_url=BASE_URL, model="test-model")
     with httpx.Client(transport=recorder) as client:
         client.post(f"{BASE_URL}/chat/completions", json={"text": "recorded"})
@@ -324,7 +308,7 @@ def test_run_evals_replay_through_sdk_matches_live_recording(
 
     def endpoint(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=_completion(EXTRACTION))
+        return httpx.Response(200, json=extraction_json(EXTRACTION, model="test-model"))
 
     cassette = data_dir / "cassettes" / "replies.jsonl"
     upstream = httpx.MockTransport(endpoint)

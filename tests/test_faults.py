@@ -6,13 +6,15 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from service.db import make_engine
-from service.models import CallEvent, InboundMessage, OutboundMessage
-from tests.helpers import BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params
+from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
+from tests.helpers import (
+    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, messages_page, sent_templates, sent_texts,
+    sms_params,
+)
+from tests.outage import database_down
 
 DIAL = "/twilio/voice/dial-status"
-EMPTY_LIST = {"messages": [], "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
-              "previous_page_uri": None, "start": 0, "uri": ""}
+EMPTY_LIST = messages_page([])
 
 
 def rows(ctx, model) -> list:  # noqa: ANN001
@@ -53,10 +55,8 @@ def test_reconcile_timed_out_send_instead_of_resending(client, post, twilio_api,
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     [row] = rows(ctx, OutboundMessage)
     assert row.unknown_outcome
-    list_route = twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json={
-        "messages": [message_json(CALLER, BROKER, row.body, sid="SM" + "b" * 32, status="delivered")],
-        "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0, "page_size": 50,
-        "previous_page_uri": None, "start": 0, "uri": ""})
+    list_route = twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(
+        [message_json(CALLER, BROKER, row.body, sid="SM" + "b" * 32, status="delivered")]))
     client.app.state.worker.run_once()
     [row] = rows(ctx, OutboundMessage)
     assert row.status == "sent"
@@ -78,7 +78,7 @@ def test_hand_off_after_send_keeps_failing(client, post, twilio_api, ctx) -> Non
     assert opener[0].attempts == 3
     texts = sent_texts(route)
     assert texts[-1]["To"] == BROKER_ALERT
-    assert "could not text" in texts[-1]["Body"]
+    assert sent_templates(ctx, route, BROKER_ALERT)[-1] == "alert_send_failed"
 
 
 def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post, twilio_api, ctx, tmp_path) -> None:
@@ -86,16 +86,11 @@ def test_answer_503_when_database_unreachable_then_recover_on_retry(client, post
     spool cannot be written either; tests/test_db_outage.py covers the spooled path.)"""
     (tmp_path / "full-disk").write_text("")
     ctx.spool.directory = tmp_path / "full-disk" / "spool"
-    good = ctx.engine
-    ctx.engine = make_engine("postgresql://postgres@127.0.0.1:1/unreachable")
-    try:
+    with database_down(ctx):
         params = call_params(DialCallStatus="no-answer")
         assert post(client, DIAL, params).status_code == 503
         assert post(client, "/twilio/sms", sms_params("purchase", sid="SM" + "c" * 32)).status_code == 503
         assert client.get("/ready").status_code == 503
-    finally:
-        ctx.engine.dispose()
-        ctx.engine = good
     assert rows(ctx, CallEvent) == []
     assert rows(ctx, InboundMessage) == []
     assert post(client, DIAL, params).status_code == 200
@@ -129,3 +124,20 @@ def test_reject_stale_claim_shorter_than_a_send() -> None:
 
     with pytest.raises(ValidationError, match="stale_claim_seconds"):
         Settings(_env_file=None, send_timeout_seconds=60, stale_claim_seconds=30)
+
+
+def test_apply_failed_status_found_when_reconciling(client, post, twilio_api, ctx) -> None:
+    route = twilio_api["messages"]
+    route.side_effect = [httpx.ReadTimeout("no answer"),
+                         *[httpx.Response(201, json=message_json(BROKER_ALERT, BROKER, "alert")) for _ in range(2)]]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    with Session(ctx.engine) as session:
+        body = session.exec(select(OutboundMessage)).one().body
+    failed = message_json(CALLER, BROKER, body, sid="SM" + "d" * 32, status="undelivered", error_code=30006)
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page([failed]))
+    client.app.state.worker.run_once()
+    client.app.state.worker.run_once()
+    with Session(ctx.engine) as session:
+        lead = session.exec(select(Lead)).one()
+    assert lead.not_textable_reason == "landline_or_unreachable"
+    assert "alert_send_failed" in sent_templates(ctx, route, BROKER_ALERT)

@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import Session, select
 
 from service import outbox, worker
-from service.models import InboundMessage, Lead, utcnow
-from tests.helpers import sms_params
+from service.models import DoNotText, InboundMessage, Lead, utcnow
+from tests.helpers import BROKER_ALERT, CALLER, sent_templates, sms_params
 from tests.test_concurrency import clients  # noqa: F401 - two instances on one database
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 from tests.test_handoff_priority import borrower_templates, opted_out
@@ -51,8 +51,8 @@ def test_forward_urgent_text_when_lead_closed(client, post, twilio_api, ctx, clo
     before = len(to_borrower(twilio_api["messages"]))
     reply(client, post, urgent)
     [alert] = to_broker(twilio_api["messages"])
-    assert "please call" in alert
-    assert "asked about a rate lock" in alert
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_handoff"]
+    assert ctx.templates.phrase("rate_lock") in alert
     assert "rate lock expires friday" in alert
     # Nothing automated goes back: no ack after a close; a new "stop" adds only a first-time confirmation.
     new = borrower_templates(ctx)[before:]
@@ -97,7 +97,7 @@ def test_skip_forward_of_plain_text_when_handoff_worked(client, post, twilio_api
     reply(client, post, "also our closing got moved to tomorrow")
     alerts = to_broker(twilio_api["messages"])
     assert len(alerts) == 2
-    assert "about a closing" in alerts[1]
+    assert ctx.templates.phrase("closing") in alerts[1]
     assert lead(ctx).handoff_worked_at is None  # a new reason is a new handoff, not yet worked
 
 
@@ -109,7 +109,7 @@ def test_alert_new_reason_at_once_inside_rate_limit_window(client, post, twilio_
     reply(client, post, "our closing is tomorrow morning")
     alerts = to_broker(twilio_api["messages"])
     assert len(alerts) == 3
-    assert "about a closing" in alerts[2]
+    assert ctx.templates.phrase("closing") in alerts[2]
     assert "closing is tomorrow morning" in alerts[2]
 
 
@@ -272,3 +272,37 @@ def test_decide_forward_by_state_worked_and_keyword(state, worked, keyword, forw
     from service.conversation import should_forward  # noqa: PLC0415
 
     assert should_forward(state, worked=worked, keyword=keyword) is forwarded
+
+
+def test_forward_reply_when_opener_was_suppressed(client, post, twilio_api, ctx) -> None:
+    with Session(ctx.engine) as session:
+        session.add(DoNotText(phone=CALLER, broker_id=None, source="api"))
+        session.commit()
+    missed(client, post)
+    reply(client, post, "purchase")
+    assert to_borrower(twilio_api["messages"]) == []
+    [alert] = to_broker(twilio_api["messages"])
+    assert "purchase" in alert
+    with Session(ctx.engine) as session:
+        the_lead = session.exec(select(Lead)).one()
+    assert the_lead.opener_at is None
+
+
+def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twilio_api, ctx, monkeypatch) -> None:
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("a bug in processing")
+
+    missed(client, post)
+    monkeypatch.setattr("service.conversation.analyze_reply", broken)
+    post(client, "/twilio/sms", sms_params("we want to buy in spring"))
+    for _ in range(worker.MAX_INBOUND_ATTEMPTS):
+        with Session(ctx.engine) as session:
+            row = session.exec(select(InboundMessage)).one()
+        worker.process_inbound(ctx, row.id)
+        with Session(ctx.engine) as session:
+            row = session.exec(select(InboundMessage)).one()
+        if row.status == "failed":
+            break
+    assert row.status == "failed"
+    outbox.send_due(ctx)
+    assert any("buy in spring" in a for a in to_broker(twilio_api["messages"]))

@@ -36,7 +36,8 @@ from service.phones import InvalidPhone, to_e164
 from service.twilio.forms import KNOWN_DIAL_STATUSES, MAX_SMS_BODY
 from service.twilio.signature import sign
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, call_params, sms_params,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_TOKEN, call_params, dial_params,
+    sms_params, status_params,
 )
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
@@ -53,8 +54,7 @@ def _base(path: str) -> dict[str, str]:
     call = call_params(CALL_SID, CALLER, BROKER)
     return {
         "/twilio/voice": call,
-        "/twilio/voice/dial-status": {**call, "CallStatus": "in-progress", "DialCallStatus": "no-answer",
-                                      "DialCallSid": "CA" + "9" * 32, "DialCallDuration": "0"},
+        "/twilio/voice/dial-status": dial_params("no-answer", CALL_SID, DialCallDuration="0"),
         "/twilio/voice/status": {**call, "CallStatus": "completed", "CallDuration": "14"},
         "/twilio/voice/screen": {**call, "CallSid": "CA" + "8" * 32, "ParentCallSid": CALL_SID,
                                  "To": BROKER_CELL},
@@ -67,9 +67,7 @@ def _base(path: str) -> dict[str, str]:
         "/twilio/voice/fallback": {**call, "ErrorCode": "11200", "ErrorUrl": "https://textback.example.com/twilio/voice"},
         "/twilio/sms/fallback": {**sms_params("refi, in the next month or so", MESSAGE_SID), "ErrorCode": "11205"},
         "/twilio/sms": sms_params("refi, in the next month or so", MESSAGE_SID),
-        "/twilio/sms/status": {"AccountSid": TWILIO_SID, "ApiVersion": "2010-04-01", "MessageSid": MESSAGE_SID,
-                               "SmsSid": MESSAGE_SID, "MessageStatus": "undelivered", "ErrorCode": "30006",
-                               "From": BROKER, "To": CALLER},
+        "/twilio/sms/status": status_params(MESSAGE_SID, "undelivered", error_code=30006),
     }[path]
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from service import gates
+from service import gates, outbox
 from service.models import Broker, Lead, OutboundMessage
 from service.sending.policy import load_sending_policy
-from tests.helpers import BROKER, BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
+from tests.helpers import BROKER, BROKER_ALERT, CALLER, POLICIES, call_params, sent_templates, sent_texts
 
 DIAL = "/twilio/voice/dial-status"
 LOOKUP = "https://lookups.twilio.com/v2/PhoneNumbers/{}"
@@ -172,7 +172,7 @@ def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three,
     alerts = [t for t in texts if t["To"] == BROKER_ALERT]
     assert len(openers) == 3
     assert len(alerts) == 1
-    assert "paused" in alerts[0]["Body"]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_operator"]
     with Session(ctx.engine) as session:
         reasons = {m.last_error for m in session.exec(select(OutboundMessage).where(OutboundMessage.status == "suppressed"))}
     assert any("circuit breaker" in (r or "") for r in reasons)
@@ -204,3 +204,36 @@ def test_send_opener_when_line_type_lookup_fails(client, post, twilio_api, ctx) 
     twilio_api.get(LOOKUP.format(CALLER)).respond(500, json={"code": 20500, "message": "error", "status": 500})
     missed(client, post)
     assert len(sent_texts(twilio_api["messages"])) == 1
+
+
+def test_hold_retry_when_it_would_cross_into_quiet_hours(client, post, twilio_api, ctx) -> None:
+    missed(client, post)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        lead = session.exec(select(Lead)).one()
+        msg = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
+                                template_id="ask_timeline", purpose="question", now=datetime.now(UTC))
+        session.commit()
+    night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0)  # 2-3 a.m. in California
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, msg.id)
+        row.next_attempt_at, row.last_error = night - timedelta(minutes=1), None
+        session.add(row)
+        session.commit()
+    assert outbox.send_one(ctx, msg.id, now=night) == "pending"
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, msg.id)
+    assert row.next_attempt_at > night
+    assert row.last_error == "deferred: quiet hours at send time"
+    assert len([t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER]) == 1  # only the opener
+
+
+def test_alert_broker_when_lookup_says_not_textable(client, post, twilio_api, ctx) -> None:
+    ctx.settings.line_type_lookup = True
+    twilio_api.get(LOOKUP.format(CALLER)).respond(200, json={
+        "phone_number": CALLER, "valid": True, "line_type_intelligence": {"type": "landline", "error_code": None}})
+    missed(client, post)
+    client.app.state.worker.run_once()
+    texts = sent_texts(twilio_api["messages"])
+    assert [t for t in texts if t["To"] == CALLER] == []
+    [alert] = [t["Body"] for t in texts if t["To"] == BROKER_ALERT]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_send_failed"]

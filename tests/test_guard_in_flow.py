@@ -12,7 +12,7 @@ from service.app import create_app
 from service.errors import ConfigError, PolicyError
 from service.models import Lead, OutboundMessage
 from service.templates import TemplateSet, load_templates
-from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_texts
+from tests.helpers import BROKER_ALERT, CALLER, POLICIES, call_params, sent_templates, sent_texts
 
 DIAL = "/twilio/voice/dial-status"
 
@@ -43,7 +43,7 @@ def test_block_text_at_send_time_alert_broker_and_never_send(tmp_path, client, p
     texts = sent_texts(twilio_api["messages"])
     assert [t for t in texts if t["To"] == CALLER] == []
     [alert] = [t for t in texts if t["To"] == BROKER_ALERT]
-    assert "held by the compliance check" in alert["Body"]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_blocked"]
     with Session(ctx.engine) as session:
         row = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == CALLER)).one()
         lead = session.exec(select(Lead)).one()

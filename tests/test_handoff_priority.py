@@ -10,8 +10,8 @@ from service import outbox, worker
 from service.conversation import _opt_out, _record
 from service.models import Broker, InboundMessage, Lead, OutboundMessage
 from service.replies.analysis import Keyword, ReplyAnalysis
-from tests.helpers import CALLER, sms_params
-from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
+from tests.helpers import CALLER, sent_templates, sms_params
+from tests.test_conversation import lead, missed, reply, to_broker
 
 URGENT_STOP = "please stop texting me and just call me, my rate lock expires friday"
 
@@ -34,9 +34,9 @@ def test_alert_broker_when_opt_out_reply_carries_handoff_reason(client, post, tw
     reply(client, post, URGENT_STOP)
     assert borrower_templates(ctx) == ["opener", "optout_confirm"]  # one confirmation, no ack, nothing else
     [alert] = to_broker(twilio_api["messages"])
-    assert "asked about a rate lock" in alert
-    assert "asked for a call" in alert
-    assert "opted out of texts" in alert  # the broker calls, never texts
+    assert ctx.templates.phrase("rate_lock") in alert
+    assert ctx.templates.phrase("human_request") in alert
+    assert ctx.templates.phrase("opted_out") in alert  # the broker calls, never texts
     assert "my rate lock expires friday" in alert
     state = lead(ctx)
     assert state.state == "handoff"
@@ -66,7 +66,7 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
     outbox.send_due(ctx, worker.process_inbound(ctx, inbound_id))
     assert borrower_templates(ctx) == ["opener", "optout_confirm"]
     [alert] = to_broker(twilio_api["messages"])
-    assert "asked about a rate lock" in alert
+    assert ctx.templates.phrase("rate_lock") in alert
     assert lead(ctx).state == "handoff"
     assert opted_out(ctx)
 
@@ -74,11 +74,10 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
 @pytest.mark.parametrize(
     ("text", "note", "reason"),
     [
-        ("you have the wrong number. but my rate lock expires tomorrow, call me", "said wrong number",
-         "asked about a rate lock"),
-        ("wrong number, but can someone call me about my closing friday", "said wrong number", "about a closing"),
-        ("not interested anymore, call me", "said not interested", "asked for a call"),
-        ("not interested. this is harassment, I'm reporting you to the CFPB", "said not interested", "is unhappy"),
+        ("you have the wrong number. but my rate lock expires tomorrow, call me", "wrong_number", "rate_lock"),
+        ("wrong number, but can someone call me about my closing friday", "wrong_number", "closing"),
+        ("not interested anymore, call me", "not_interested", "human_request"),
+        ("not interested. this is harassment, I'm reporting you to the CFPB", "not_interested", "complaint"),
     ],
 )
 def test_hand_off_instead_of_closing_when_reply_carries_reason(client, post, twilio_api, ctx, text, note,
@@ -87,8 +86,8 @@ def test_hand_off_instead_of_closing_when_reply_carries_reason(client, post, twi
     reply(client, post, text)
     assert borrower_templates(ctx) == ["opener"]  # no closing text, no acknowledgement
     [alert] = to_broker(twilio_api["messages"])
-    assert reason in alert
-    assert note in alert
+    assert ctx.templates.phrase(reason) in alert
+    assert ctx.templates.phrase(note) in alert
     state = lead(ctx)
     assert (state.state, state.closed_reason) == ("handoff", None)
     assert not opted_out(ctx)
@@ -98,7 +97,7 @@ def test_alert_broker_when_text_without_opener_opts_out_with_reason(client, post
     reply(client, post, URGENT_STOP)  # no call came first
     assert borrower_templates(ctx) == ["optout_confirm"]
     [alert] = to_broker(twilio_api["messages"])
-    assert "asked about a rate lock" in alert
+    assert ctx.templates.phrase("rate_lock") in alert
     assert opted_out(ctx)
 
 
@@ -108,7 +107,7 @@ def test_keep_closing_path_when_reply_carries_no_reason(client, post, twilio_api
     assert borrower_templates(ctx) == ["opener", "closing_wrong_number"]
     assert to_broker(twilio_api["messages"]) == []
     assert lead(ctx).closed_reason == "wrong_number"
-    assert to_borrower(twilio_api["messages"])[-1].startswith("Sorry for the mix-up")
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "closing_wrong_number"
 
 
 def test_name_every_reason_and_note_in_broker_phrases() -> None:

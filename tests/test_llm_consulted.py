@@ -10,8 +10,9 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision, InboundMessage
+from service.replies.llm_fake import completion_json
 from tests.test_conversation import OPENAI, lead, missed, reply, to_broker
-from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR, completion
+from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def to_lead_state(client, post, state: str) -> None:  # noqa: ANN001
     ],
 )
 def test_skip_llm_when_its_answer_changes_nothing(client, post, twilio_api, ctx, state, text, why) -> None:
-    route = twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
+    route = twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps(LLM_ANSWER)))
     to_lead_state(client, post, state)
     reply(client, post, text)
     assert not route.called
@@ -62,7 +63,7 @@ def test_skip_llm_when_its_answer_changes_nothing(client, post, twilio_api, ctx,
 
 @pytest.mark.parametrize("state", ["opened", "asking"])
 def test_call_llm_when_conversation_reply_is_unclear(client, post, twilio_api, ctx, state) -> None:
-    route = twilio_api.post(OPENAI).respond(200, json=completion(json.dumps(LLM_ANSWER)))
+    route = twilio_api.post(OPENAI).respond(200, json=completion_json(json.dumps(LLM_ANSWER)))
     to_lead_state(client, post, state)
     reply(client, post, UNCLEAR)
     assert route.call_count == 1

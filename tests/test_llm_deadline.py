@@ -20,8 +20,9 @@ import respx
 
 from service.replies.extraction import LLMFailure
 from service.replies.llm import ReplyExtractor
+from service.replies.llm_fake import completion_json, error_json
 from tests.llm_helpers import HangingStream, TrickleStream
-from tests.test_reply_llm import BASE_URL, COMPLETIONS, RECEIVED, TEXT, answer, completion, error_body
+from tests.test_reply_llm import BASE_URL, COMPLETIONS, RECEIVED, TEXT, answer
 
 SLACK = 1.5  # generous: the box is shared; this bounds correctness, it is not a performance claim
 
@@ -88,7 +89,7 @@ def test_extract_reply_429_long_retry_after_fails_at_once_as_rate_limited(
     headers: Callable[[], dict[str, str]],
 ) -> None:
     route = respx_mock.post(COMPLETIONS).respond(
-        429, json=error_body("Rate limit reached", "requests", "rate_limit_exceeded"), headers=headers())
+        429, json=error_json("Rate limit reached", "requests", "rate_limit_exceeded"), headers=headers())
     extractor = extractors(2.0)
 
     box = within(2.0 + SLACK, lambda: extractor.extract(TEXT, RECEIVED))
@@ -102,7 +103,7 @@ def test_extract_reply_retry_after_longer_than_remaining_never_sleeps(
     extractors: Callable[[float], ReplyExtractor], respx_mock: respx.MockRouter,
 ) -> None:
     route = respx_mock.post(COMPLETIONS).respond(
-        503, json=error_body("Overloaded", "server_error"), headers={"retry-after": "3.5"})
+        503, json=error_json("Overloaded", "server_error"), headers={"retry-after": "3.5"})
     extractor = extractors(3.0)
 
     box = within(3.0 + SLACK, lambda: extractor.extract(TEXT, RECEIVED))
@@ -116,8 +117,8 @@ def test_extract_reply_short_retry_after_retries_within_deadline(
     extractors: Callable[[float], ReplyExtractor], respx_mock: respx.MockRouter,
 ) -> None:
     route = respx_mock.post(COMPLETIONS).mock(side_effect=[
-        httpx.Response(429, json=error_body("Rate limit reached", "requests"), headers={"retry-after": "0.3"}),
-        httpx.Response(200, json=completion(answer(loan_type="purchase"))),
+        httpx.Response(429, json=error_json("Rate limit reached", "requests"), headers={"retry-after": "0.3"}),
+        httpx.Response(200, json=completion_json(answer(loan_type="purchase"))),
     ])
     extractor = extractors(3.0)
 
@@ -131,7 +132,7 @@ def test_extract_reply_short_retry_after_retries_within_deadline(
 def test_extract_reply_trickled_body_cut_at_deadline(
     extractors: Callable[[float], ReplyExtractor], respx_mock: respx.MockRouter,
 ) -> None:
-    body = json.dumps(completion(answer())).encode()  # ~900 bytes, 4 every 50 ms: ~11 s in all
+    body = json.dumps(completion_json(answer())).encode()  # ~900 bytes, 4 every 50 ms: ~11 s in all
     route = respx_mock.post(COMPLETIONS).mock(side_effect=lambda request: httpx.Response(
         200, headers={"content-type": "application/json"}, stream=TrickleStream(body, chunk=4, interval=0.05)))
     extractor = extractors(1.0)
@@ -162,7 +163,7 @@ def test_extract_reply_hanging_body_cut_at_deadline(
 def test_extract_reply_slow_first_attempt_leaves_no_time_for_retry(
     extractors: Callable[[float], ReplyExtractor], respx_mock: respx.MockRouter,
 ) -> None:
-    body = json.dumps(error_body("The server had an error", "server_error")).encode()
+    body = json.dumps(error_json("The server had an error", "server_error")).encode()
     route = respx_mock.post(COMPLETIONS).mock(side_effect=lambda request: httpx.Response(
         500, headers={"content-type": "application/json", "retry-after-ms": "5"},
         stream=TrickleStream(body, chunk=8, interval=0.1)))  # ~1.1 s per attempt

@@ -24,14 +24,15 @@ from service.errors import ConfigError
 from service.prompts import PromptError
 from service.replies.cli import classify
 from service.replies.extraction import load_extraction_prompt
+from service.replies.llm_fake import completion_json, completions_url
 from service.settings import Settings
 from tests.helpers import BROKERS_YAML, POLICIES, REPO
 from tests.llm_helpers import HangingStream
-from tests.test_reply_llm import answer, completion
+from tests.test_reply_llm import answer
 
 PROMPT = REPO / "prompts" / "reply_extraction.md"
 BASE_URL = "https://llm.test/v1"
-COMPLETIONS = f"{BASE_URL}/chat/completions"
+COMPLETIONS = completions_url(BASE_URL)
 MARKER = "You read for the Acme test desk."
 UNSETTLED_TEXT = "Bonjour, je voudrais des informations"  # no rule knows these words: the LLM is asked
 
@@ -163,7 +164,7 @@ def test_warm_up_bad_prompt_without_llm_key_starts(no_prompt_no_key: None, ctx) 
 def test_handle_reply_uses_prompt_from_prompts_dir(custom_prompt: Path, ctx, client, post, twilio_api) -> None:  # noqa: ANN001
     from tests.test_conversation import missed, reply  # noqa: PLC0415
 
-    route = twilio_api.post(COMPLETIONS).respond(200, json=completion(answer()))
+    route = twilio_api.post(COMPLETIONS).respond(200, json=completion_json(answer()))
 
     missed(client, post)
     reply(client, post, UNSETTLED_TEXT)
@@ -189,7 +190,7 @@ def run_classify(env: dict[str, str]) -> tuple[int, list[dict], str]:
 
 
 def test_classify_cli_reads_prompt_from_prompts_dir(tmp_path: Path, respx_mock: respx.MockRouter) -> None:
-    route = respx_mock.post(COMPLETIONS).respond(200, json=completion(answer()))
+    route = respx_mock.post(COMPLETIONS).respond(200, json=completion_json(answer()))
 
     code, out, _ = run_classify(classify_env(TEXTBACK_PROMPTS_DIR=str(prompts_dir(tmp_path, custom))))
 
@@ -283,7 +284,7 @@ def test_run_evals_replay_uses_prompt_from_prompts_dir(tmp_path: Path) -> None:
                 if rules.analyze(json.loads(line)["text"], time_of(json.loads(line))).needs_llm)
     (data / "replies.jsonl").write_text(case + "\n", encoding="utf-8")
     folder = prompts_dir(tmp_path, custom)
-    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=completion(answer())))
+    upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=completion_json(answer())))
     recorder = RecordingTransport(data / "cassettes" / "replies.jsonl", inner=upstream, base_url=BASE_URL, model="m")
     extractor = build_extractor(api_key="k", base_url=BASE_URL, model="m", prompts_dir=folder,
                                 http_client=httpx.AsyncClient(transport=recorder))

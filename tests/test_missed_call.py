@@ -11,16 +11,15 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, TWILIO_SID, call_params, message_json,
-    sent_texts, sms_params,
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, dial_params, message_json,
+    rendered, sent_templates, sent_texts, sms_params, status_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
 
 
 def dial(status: str, call_sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER, **extra: str) -> dict[str, str]:
-    return call_params(call_sid, caller, to, CallStatus="in-progress", DialCallStatus=status,
-                       DialCallSid="CA" + "9" * 32, **extra)
+    return dial_params(status, call_sid, caller, to, **extra)
 
 
 def twiml(response: httpx.Response) -> ET.Element:
@@ -34,7 +33,7 @@ def outbound(ctx) -> list[OutboundMessage]:  # noqa: ANN001
         return list(session.exec(select(OutboundMessage).order_by(OutboundMessage.id)))
 
 
-def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api) -> None:
+def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api, ctx) -> None:
     response = post(client, DIAL, dial("no-answer"))
     root = twiml(response)
     assert root.find("Say") is not None
@@ -46,10 +45,9 @@ def test_send_opener_on_missed_call_exactly_once(client, post, twilio_api) -> No
     body = texts[0]["Body"]
     assert "Dana Whitfield" in body
     assert "Summit Home Loans" in body
-    assert "NMLS #123456" in body
-    assert "missed your call" in body
-    assert "PURCHASE or REFINANCE" in body
-    assert "Reply STOP to opt out" in body
+    assert "123456" in body
+    assert body == rendered(ctx, "opener")
+    assert sent_templates(ctx, twilio_api["messages"], CALLER) == ["opener"]
     assert texts[0]["StatusCallback"] == "https://textback.example.com/twilio/sms/status"
 
 
@@ -192,11 +190,11 @@ def test_send_opener_to_same_caller_for_each_broker(client, post, twilio_api) ->
     assert [t["From"] for t in sent_texts(twilio_api["messages"])] == [BROKER, BROKER2]
 
 
-def test_skip_opener_for_caller_who_opted_out(client, post, twilio_api) -> None:
+def test_skip_opener_for_caller_who_opted_out(client, post, twilio_api, ctx) -> None:
     post(client, "/twilio/sms", sms_params("STOP"))
     confirmations = sent_texts(twilio_api["messages"])
     assert len(confirmations) == 1
-    assert "unsubscribed" in confirmations[0]["Body"]
+    assert confirmations[0]["Body"] == rendered(ctx, "optout_confirm")
     post(client, DIAL, dial("no-answer", call_sid="CA" + "c" * 32))
     assert len(sent_texts(twilio_api["messages"])) == 1
 
@@ -250,7 +248,7 @@ def test_record_permanent_error_on_lead_and_alert_broker(client, post, twilio_ap
     assert lead.not_textable_reason
     texts = sent_texts(route)
     assert texts[-1]["To"] == BROKER_ALERT
-    assert "could not text" in texts[-1]["Body"]
+    assert sent_templates(ctx, route, BROKER_ALERT)[-1] == "alert_send_failed"
     assert len([t for t in texts if t["To"] == CALLER]) == 1
 
 
@@ -266,8 +264,7 @@ def test_record_call_status_callback(client, post, ctx) -> None:
 def test_record_delivery_status_on_outbound_message(client, post, twilio_api, ctx) -> None:
     post(client, DIAL, dial("no-answer"))
     [row] = outbound(ctx)
-    status = {"AccountSid": TWILIO_SID, "MessageSid": row.twilio_sid, "MessageStatus": "undelivered",
-              "ErrorCode": "30006", "To": CALLER, "From": BROKER}
+    status = status_params(row.twilio_sid, "undelivered", error_code=30006)
     assert post(client, "/twilio/sms/status", status).status_code == 200
     [row] = outbound(ctx)[:1]
     assert row.delivery_status == "undelivered"

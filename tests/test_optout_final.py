@@ -33,13 +33,12 @@ from service.models import (
 )
 from service.privacy import purge_older_than
 from tests.helpers import (
-    BROKER, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, session_hooks, sms_params, twilio_created,
+    BROKER, CALLER, MESSAGES_URL, call_params, message_json, messages_page, rendered, sent_texts, session_hooks, sms_params,
+    twilio_created,
 )
 
 DIAL = "/twilio/voice/dial-status"
 LOOKUP = f"https://lookups.twilio.com/v2/PhoneNumbers/{CALLER}"
-CONFIRMATION = "You're unsubscribed"
-RESUBSCRIBED = "You're resubscribed"
 HANDOFF_STOP = "please stop texting me and just call me, my rate lock expires friday"
 
 
@@ -124,7 +123,7 @@ def test_apply_plain_words_opt_out_in_webhook_transaction(client, post, twilio_a
     assert decision.action == "opt_out"
     assert decision.rules_fired
     assert {r.status for r in rows} == {"suppressed"}
-    assert [b for b in texts_to_caller(twilio_api["messages"]) if b.startswith(CONFIRMATION)] != []
+    assert [b for b in texts_to_caller(twilio_api["messages"]) if b == rendered(ctx, "optout_confirm")] != []
     assert len(texts_to_caller(twilio_api["messages"])) == 2, "the opener and one confirmation"
 
 
@@ -138,7 +137,7 @@ def test_apply_opt_out_in_webhook_and_leave_reply_when_stop_carries_handoff_reas
     assert optouts == {CALLER: True}
     assert status == "received", "the reply still goes to reply processing (a person was asked for)"
     texts = texts_to_caller(twilio_api["messages"])
-    assert [b for b in texts if b.startswith(CONFIRMATION)] == [texts[-1]]
+    assert [b for b in texts if b == rendered(ctx, "optout_confirm")] == [texts[-1]]
     assert len(texts) == 2, "the opener and exactly one confirmation, though the reply is processed twice"
     with Session(ctx.engine) as session:
         events = session.exec(select(OptOutEvent)).all()
@@ -174,8 +173,8 @@ def test_send_one_confirmation_per_opt_out_in_any_words(client, post, twilio_api
     for word in ("STOP", "unsubscribe", "please stop texting me", "Stop!!", "START", "cancel", "end"):
         assert post(client, "/twilio/sms", sms_params(word)).status_code == 200
     texts = texts_to_caller(twilio_api["messages"])
-    assert [t.split(" ", 2)[:2] for t in texts] == [["You're", "unsubscribed"], ["You're", "resubscribed"],
-                                                    ["You're", "unsubscribed"]]
+    stop, start = rendered(ctx, "optout_confirm"), rendered(ctx, "optin_confirm")
+    assert texts == [stop, start, stop]
     with Session(ctx.engine) as session:
         assert len(session.exec(select(OptOutEvent)).all()) == 7  # every request is in the history
 
@@ -197,9 +196,7 @@ def _timeout_first_opener(route) -> None:  # noqa: ANN001
 
 
 def _messages_list(twilio_api, messages: list[dict]) -> None:  # noqa: ANN001
-    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json={
-        "messages": messages, "end": 0, "first_page_uri": "", "next_page_uri": None, "page": 0,
-        "page_size": 50, "previous_page_uri": None, "start": 0, "uri": ""})
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(messages))
 
 
 def _export(ctx) -> list[dict]:  # noqa: ANN001
@@ -289,7 +286,7 @@ def test_refuse_replayed_start_after_number_erased(client, post, twilio_api, ctx
     assert list(ET.fromstring(response.text)) == [], "empty TwiML"
     assert opted_out(ctx), "a replay never opts a number back in"
     assert len(twilio_api["messages"].calls) == sent
-    assert not any(b.startswith(RESUBSCRIBED) for b in texts_to_caller(twilio_api["messages"])[-1:])
+    assert not any(b == rendered(ctx, "optin_confirm") for b in texts_to_caller(twilio_api["messages"])[-1:])
     with Session(ctx.engine) as session:
         assert session.exec(select(InboundMessage)).all() == []
         assert session.exec(select(Lead)).all() == []
@@ -313,4 +310,4 @@ def test_accept_new_messages_from_forgotten_number(client, post, twilio_api, ctx
     forget(ctx)
     post(client, "/twilio/sms", sms_params("START"))
     assert not opted_out(ctx)
-    assert texts_to_caller(twilio_api["messages"])[-1].startswith(RESUBSCRIBED)
+    assert texts_to_caller(twilio_api["messages"])[-1] == rendered(ctx, "optin_confirm")

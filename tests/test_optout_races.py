@@ -39,7 +39,7 @@ from service.models import OptOut, OptOutEvent
 from service.sending.policy import load_sending_policy
 from service.twilio.signature import sign
 from tests.helpers import (
-    BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, session_hooks, sms_params, twilio_created,
+    BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, rendered, session_hooks, sms_params, twilio_created,
 )
 from tests.optout_lock_children import change_in_child, hold_for_send_in_child
 
@@ -47,7 +47,6 @@ pytestmark = pytest.mark.postgres
 
 DIAL = "/twilio/voice/dial-status"
 LOOKUP = "https://lookups.twilio.com/v2/PhoneNumbers/"
-CONFIRMATION = "You're unsubscribed"
 RUNS = 40  # numbers raced per test and database
 
 
@@ -209,7 +208,7 @@ def test_send_no_text_after_stop_committed_when_stop_races_missed_call(
         phone = caller(n)
         committed = observed.opted_out_at[phone]
         for text in observed.texts_to(phone):
-            if text.body.startswith(CONFIRMATION):
+            if text.body == rendered(ctx, "optout_confirm"):
                 confirmations[phone] += 1
             elif text.at > committed:
                 late.append((phone, round(text.at - committed, 3)))
@@ -264,7 +263,7 @@ def test_send_one_confirmation_when_two_stops_race(clients, ctx, twilio_api, obs
         assert statuses == [200, 200]
 
     race(scenario)
-    confirmations = Counter(a.to for a in observed.arrivals if a.body.startswith(CONFIRMATION))
+    confirmations = Counter(a.to for a in observed.arrivals if a.body == rendered(ctx, "optout_confirm"))
     doubled = [phone for phone, count in confirmations.items() if count > 1]
     print(f"\ntwo STOPs: {len(doubled)} of {RUNS} numbers got two confirmations")  # noqa: T201
     assert confirmations == dict.fromkeys((caller(n) for n in range(RUNS)), 1)

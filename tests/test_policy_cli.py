@@ -179,7 +179,7 @@ def test_check_text_template_kind_requires_opt_out() -> None:
     ]
 
 
-BAD_BROKERS = """\
+TWO_BROKERS = """\
 brokers:
   - twilio_number: "+14155550100"
     name: Dana Whitfield
@@ -187,14 +187,19 @@ brokers:
     nmls_id: "123456"
     forward_to: "+14155550111"
     timezone: America/Los_Angeles
-    booking_url: https://book.example.com/?promo=6%25APR
   - twilio_number: "+12125550100"
     name: Marcus Chen
-    brokerage: Harbor 0% Down Mortgage
+    brokerage: Harbor Mortgage
     nmls_id: "2233445"
     forward_to: "+12125550111"
     timezone: America/New_York
 """
+
+
+# The same two brokers, each with a value that encodes a figure: a booking link (line 8), a brokerage (line 11).
+BAD_BROKERS = TWO_BROKERS.replace(
+    "timezone: America/Los_Angeles\n", "timezone: America/Los_Angeles\n    booking_url: https://book.example.com/?promo=6%25APR\n",
+).replace("brokerage: Harbor Mortgage", "brokerage: Harbor 0% Down Mortgage")
 
 
 def test_refuse_check_broker_value_with_encoded_figure_names_file_and_line(tmp_path: Path) -> None:
@@ -258,23 +263,6 @@ def test_check_text_template_values_not_given_says_so() -> None:
         'template "opener" is checked against the brokerage and NMLS ID it was rendered with, and they were not '
         'given: add "required": {"brokerage": "...", "nmls_id": "..."} or pass --brokers'
     )
-
-
-TWO_BROKERS = """\
-brokers:
-  - twilio_number: "+14155550100"
-    name: Dana Whitfield
-    brokerage: Summit Home Loans
-    nmls_id: "123456"
-    forward_to: "+14155550111"
-    timezone: America/Los_Angeles
-  - twilio_number: "+12125550100"
-    name: Marcus Chen
-    brokerage: Harbor Mortgage
-    nmls_id: "2233445"
-    forward_to: "+12125550111"
-    timezone: America/New_York
-"""
 
 
 def test_check_text_template_values_from_brokers_file(tmp_path: Path) -> None:

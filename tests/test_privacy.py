@@ -23,7 +23,7 @@ from service.models import (
     utcnow,
 )
 from service.privacy import COUNT_KEYS, forget_number, purge_older_than
-from tests.helpers import BROKER, BROKER2, CALLER, call_params, sms_params
+from tests.helpers import BROKER, BROKER2, CALLER, call_params, sms_params, status_params
 
 DIAL = "/twilio/voice/dial-status"
 RECENT_CALLER = "+14155550142"
@@ -44,8 +44,7 @@ def deliver(client, post, ctx, to: str) -> None:  # noqa: ANN001
     with Session(ctx.engine) as session:
         sids = session.exec(select(OutboundMessage.twilio_sid).where(OutboundMessage.to_phone == to)).all()
     for sid in sids:
-        params = {"MessageSid": sid, "MessageStatus": "delivered", "To": to, "From": BROKER}
-        assert post(client, "/twilio/sms/status", params).status_code == 200
+        assert post(client, "/twilio/sms/status", status_params(sid, "delivered", to=to)).status_code == 200
 
 
 def conversation(client, post, ctx, caller: str = CALLER, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001

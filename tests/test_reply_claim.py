@@ -14,10 +14,11 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Decision, InboundMessage
-from tests.helpers import sms_params
+from service.replies.llm_fake import completion_json
+from tests.helpers import CALLER, sent_templates, sms_params
 from tests.llm_helpers import HangingStream, signed_post
 from tests.test_conversation import OPENAI, missed, to_borrower, to_broker
-from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR, completion
+from tests.test_conversation_llm import LLM_ANSWER, UNCLEAR
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def inbound(ctx) -> InboundMessage:  # noqa: ANN001
 
 def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, twilio_api, ctx, clock) -> None:  # noqa: ANN001
     release, first_started = threading.Event(), threading.Event()
-    body = json.dumps(completion(json.dumps(LLM_ANSWER))).encode()
+    body = json.dumps(completion_json(json.dumps(LLM_ANSWER))).encode()
     calls: list[httpx.Request] = []
 
     def llm(request: httpx.Request) -> httpx.Response:
@@ -51,7 +52,7 @@ def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, tw
             first_started.set()
             return httpx.Response(200, headers={"content-type": "application/json"},
                                   stream=HangingStream(release, limit=30, body=body))
-        return httpx.Response(200, json=completion(json.dumps(LLM_ANSWER)))
+        return httpx.Response(200, json=completion_json(json.dumps(LLM_ANSWER)))
 
     twilio_api.post(OPENAI).mock(side_effect=llm)
     missed(client, post)
@@ -78,5 +79,5 @@ def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, tw
     assert [d.action for d in decisions] == ["ask:applied_elsewhere"]
     borrower = to_borrower(twilio_api["messages"])
     assert len(borrower) == 2  # the opener and one question, not two answers to one reply
-    assert "applied with another lender" in borrower[1]
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[1] == "ask_applied_elsewhere"
     assert to_broker(twilio_api["messages"]) == []  # no false "ready for a callback" alert

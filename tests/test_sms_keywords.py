@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from service.models import InboundMessage, OptOut, OptOutEvent
-from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, sent_texts, sms_params
+from service.models import InboundMessage, Lead, OptOut, OptOutEvent
+from tests.helpers import (
+    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, rendered, sent_texts, sms_params,
+)
 
 DIAL = "/twilio/voice/dial-status"
 STOP_WORDS = ["STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
@@ -35,7 +37,7 @@ def test_opt_out_on_carrier_keyword(client, post, twilio_api, ctx, word, style) 
     assert opted_out(ctx)
     texts = bodies(twilio_api["messages"])
     assert len(texts) == 2
-    assert "unsubscribed" in texts[1]
+    assert texts[1] == rendered(ctx, "optout_confirm")
     missed(client, post, index=2)  # an opted-out caller calls again, after the cooldown too
     assert len(bodies(twilio_api["messages"])) == 2
 
@@ -69,9 +71,9 @@ def test_opt_back_in_on_start(client, post, twilio_api, ctx, word) -> None:
     post(client, "/twilio/sms", sms_params(word))
     assert not opted_out(ctx)
     texts = bodies(twilio_api["messages"])
-    assert "resubscribed" in texts[-1]
+    assert texts[-1] == rendered(ctx, "optin_confirm")
     missed(client, post, index=3)
-    assert "missed your call" in bodies(twilio_api["messages"])[-1]
+    assert bodies(twilio_api["messages"])[-1] == rendered(ctx, "opener")
 
 
 def test_skip_start_confirmation_when_twilio_handled_it(client, post, twilio_api, ctx) -> None:
@@ -82,12 +84,12 @@ def test_skip_start_confirmation_when_twilio_handled_it(client, post, twilio_api
 
 
 @pytest.mark.parametrize("word", ["HELP", "help", "Info", "INFO?"])
-def test_send_help_template_on_help(client, post, twilio_api, word) -> None:
+def test_send_help_template_on_help(client, post, twilio_api, ctx, word) -> None:
     post(client, "/twilio/sms", sms_params(word))
     [text] = bodies(twilio_api["messages"])
     assert "Summit Home Loans" in text
-    assert "NMLS #123456" in text
-    assert "STOP" in text
+    assert "123456" in text
+    assert text == rendered(ctx, "help")
 
 
 def test_send_nothing_but_confirmation_after_opt_out(client, post, twilio_api, ctx) -> None:
@@ -115,3 +117,12 @@ def test_store_inbound_before_processing(client, post, twilio_api, ctx) -> None:
     assert row.message_sid == "SM" + "7" * 32
     assert row.body == "STOP"
     assert row.status == "processed"
+
+
+def test_store_text_from_broker_number_without_a_lead(client, post, twilio_api, ctx) -> None:
+    for text in ("ok calling him now", "STOP"):
+        assert post(client, "/twilio/sms", sms_params(text, sender=BROKER_CELL)).status_code == 200
+    assert sent_texts(twilio_api["messages"]) == []
+    with Session(ctx.engine) as session:
+        assert session.exec(select(Lead)).all() == []
+        assert len(session.exec(select(InboundMessage)).all()) == 2

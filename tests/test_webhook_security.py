@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, InboundMessage, OutboundMessage
 from service.twilio.signature import public_url_for, sign
-from tests.helpers import PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params
+from tests.helpers import PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params, status_params
 
 ENDPOINTS = [
     ("/twilio/voice", call_params()),
@@ -17,7 +17,7 @@ ENDPOINTS = [
     ("/twilio/voice/screen/accept", call_params(Digits="1")),
     ("/twilio/voice/voicemail", call_params(RecordingDuration="12")),
     ("/twilio/sms", sms_params("hello")),
-    ("/twilio/sms/status", {"MessageSid": "SM" + "e" * 32, "MessageStatus": "delivered"}),
+    ("/twilio/sms/status", status_params("SM" + "e" * 32, "delivered")),
 ]
 
 
@@ -83,7 +83,7 @@ def test_build_public_url_from_base_path_and_query() -> None:
         ("/twilio/sms", sms_params("hi", sender="garbage"), 422),
         ("/twilio/sms", {k: v for k, v in sms_params("hi").items() if k != "MessageSid"}, 422),
         ("/twilio/sms", sms_params("x" * 1601), 413),
-        ("/twilio/sms/status", {"MessageSid": "SM" + "e" * 32, "MessageStatus": "bogus"}, 422),
+        ("/twilio/sms/status", status_params("SM" + "e" * 32, "bogus"), 422),
         ("/twilio/voice/status", call_params(CallStatus="weird"), 422),
     ],
 )
