@@ -21,10 +21,19 @@ from sqlmodel import Session, select
 from service.db import insert_once
 from service.errors import BadRequestError
 from service.logs import log
-from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, utcnow
-from service.outbox import is_opted_out, queue_alert, queue_text
+from service.alerts import excerpt, queue_alert
+from service.conversation import (
+    forward_settled,
+    handle_keyword,
+    mark_opened,
+    opt_out_in_plain_words,
+    text_borrower,
+)
+from service.models import Broker, CallEvent, DeliveryEvent, InboundMessage, Lead, OutboundMessage, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
 from service.privacy import was_forgotten
+from service.sender import apply_error_to_lead
+from service.store import get_or_create_lead, is_opted_out
 from service.twilio import twiml
 
 if TYPE_CHECKING:
@@ -94,16 +103,6 @@ def broker_for(ctx: AppContext, form: Mapping[str, str]) -> Broker:
     return broker
 
 
-def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
-    lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).first()
-    if lead is not None:
-        return lead
-    lead = Lead(broker_id=broker_id, phone=phone)
-    if not insert_once(session, lead):
-        lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).one()
-    return lead
-
-
 def _claim_opener(session: Session, lead: Lead, cooldown: timedelta) -> bool:
     """Atomically take the right to send this lead's opener (once per cooldown window, across processes)."""
     now = utcnow()
@@ -147,18 +146,16 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: cooldown (an opener went out recently)", []
     booking = bool(broker.booking_url)
     lead.automated_count = 0  # a new missed call starts a new conversation
-    msg = queue_text(session, ctx, broker=broker, lead=lead, to=caller, purpose="opener",
-                     template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
+    queued = text_borrower(session, ctx, broker=broker, lead=lead, to=caller, purpose=Purpose.opener,
+                           template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
+    msg = queued.msg if queued else None
     if msg is None or msg.status != "pending":
         # Not going out (known contact, breaker, cap, not textable, guard): the lead is not "opened", so its
         # replies reach the broker rather than a bot that never introduced itself, and no cooldown is used.
         lead.opener_at, lead.automated_count = previous
         session.add(lead)
         return f"no opener: {msg.last_error if msg else 'duplicate'}", []
-    lead.state, lead.closed_reason, lead.summary_alert_sent = "opened", None, False
-    lead.handoff_reasons, lead.asked = [], []
-    lead.last_question = None if booking else "loan_type"
-    session.add(lead)
+    mark_opened(session, lead, booking=booking)
     return "opener queued", [msg.id] if msg.id else []
 
 
@@ -331,8 +328,6 @@ def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, s
         log(logger, logging.INFO, "voicemail transcript not sent", call_sid=call_sid, status=status,
             empty=not text, hang_up=short, broker_id=broker.id)
         return Outcome(twiml=twiml.empty_voice())
-    from service.forwarding import excerpt  # noqa: PLC0415
-
     caller, lead = _caller_and_lead(session, broker, form)
     alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_voicemail_transcript",
                          values={"caller": caller, "excerpt": excerpt(text, TRANSCRIPT_CHARS)},
@@ -429,10 +424,6 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=message_sid, sender=mask(sender), broker_id=broker.id)
-    from service.conversation import (  # noqa: PLC0415 - avoids an import cycle
-        forward_settled, handle_keyword, opt_out_in_plain_words,
-    )
-
     before = {"state": lead.state, "worked": lead.handoff_worked_at is not None}
     ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
     if ids is None:
@@ -475,8 +466,6 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
     session.add(msg)
     ids: list[int] = []
     if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
-        from service.outbox import apply_error_to_lead  # noqa: PLC0415
-
         ids = apply_error_to_lead(ctx, session, msg, code)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
 
@@ -530,10 +519,3 @@ def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
         return twiml.hangup()
     raise KeyError(path)
 
-
-def alert_reply(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, text: str, template_id: str = "alert_reply") -> list[int]:
-    from service.forwarding import excerpt  # noqa: PLC0415
-
-    msgs = queue_alert(session, ctx, broker=broker, lead=lead, template_id=template_id,
-                       values={"caller": lead.phone, "excerpt": excerpt(text)})
-    return [m.id for m in msgs if m.id is not None and m.status == "pending"]

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from service import outbox
+from service import outbox, sender
 from service.models import InboundMessage, Lead, OutboundMessage
 from tests.helpers import (
     BROKER, BROKER_ALERT, BROKER_CELL, CALLER, MESSAGES_URL, call_params, message_json, sent_texts, sms_params,
@@ -39,7 +39,7 @@ def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twili
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("service.flow.queue_text", flaky)
+    monkeypatch.setattr("service.conversation.queue_text", flaky)
     params = call_params(DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
     assert borrower(twilio_api["messages"]) == []  # nothing half-written
@@ -74,10 +74,11 @@ def test_supersede_held_question_when_borrower_replies_again(client, post, twili
     night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0)
     with Session(ctx.engine, expire_on_commit=False) as session:
         lead = session.exec(select(Lead)).one()
-        held = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
-                                 template_id="ask_timeline", purpose="question", now=night)
+        queued = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
+                                   template_id="ask_timeline", purpose="question", now=night)
         session.commit()
-    assert held is not None
+    assert queued is not None
+    held = queued.msg
     assert held.status == "pending"
     post(client, "/twilio/sms", sms_params("refi, in 2 months"))
     with Session(ctx.engine) as session:
@@ -91,7 +92,7 @@ def test_hold_retry_that_would_cross_into_quiet_hours(client, post, twilio_api, 
     with Session(ctx.engine, expire_on_commit=False) as session:
         lead = session.exec(select(Lead)).one()
         msg = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
-                                template_id="ask_timeline", purpose="question", now=datetime.now(UTC))
+                                template_id="ask_timeline", purpose="question", now=datetime.now(UTC)).msg
         session.commit()
     night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0)  # 2-3 a.m. in California
     with Session(ctx.engine) as session:
@@ -99,7 +100,7 @@ def test_hold_retry_that_would_cross_into_quiet_hours(client, post, twilio_api, 
         row.next_attempt_at, row.last_error = night - timedelta(minutes=1), None
         session.add(row)
         session.commit()
-    assert outbox.send_one(ctx, msg.id, now=night) == "pending"
+    assert sender.send_one(ctx, msg.id, now=night) == "pending"
     with Session(ctx.engine) as session:
         row = session.get(OutboundMessage, msg.id)
     assert row.next_attempt_at > night
@@ -183,7 +184,7 @@ def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twi
         if row.status == "failed":
             break
     assert row.status == "failed"
-    outbox.send_due(ctx)
+    sender.send_due(ctx)
     assert any("buy in spring" in a for a in broker_alerts(twilio_api["messages"]))
 
 

@@ -517,7 +517,7 @@ def _check_end(driver: _Driver, result: ScriptResult) -> None:
     from sqlmodel import Session, select  # noqa: PLC0415
 
     from service.models import Lead  # noqa: PLC0415
-    from service.outbox import is_opted_out  # noqa: PLC0415
+    from service.store import is_opted_out  # noqa: PLC0415
 
     end = driver.script.end
     if end is None:
