@@ -29,9 +29,8 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from service import sender
+from service import conversation, sender
 from service.alerts import alert_reply, pending_ids
-from service.conversation import analyze_reply, hand_off_if_blocked, handle_reply, lead_state, llm_skip_reason
 from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
@@ -103,7 +102,7 @@ def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
     if not analysis.needs_llm:
         return False
 
-    return llm_skip_reason(lead_state(ctx, inbound), analysis) is None
+    return conversation.llm_skip_reason(conversation.lead_state(ctx, inbound), analysis) is None
 
 
 def _claim(ctx: AppContext, inbound_id: int) -> int | None:
@@ -149,7 +148,7 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
         with Session(ctx.engine, expire_on_commit=False) as session:
             inbound = session.get(InboundMessage, inbound_id)
         assert inbound is not None  # noqa: S101 - just claimed
-        analysis = analyze_reply(ctx, inbound)
+        analysis = conversation.analyze_reply(ctx, inbound)
         with session_scope(ctx.engine) as session:
             held = session.execute(
                 update(InboundMessage)
@@ -161,7 +160,7 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
                 raise _ClaimLost
             inbound = session.get(InboundMessage, inbound_id)
             assert inbound is not None  # noqa: S101 - held
-            return handle_reply(session, ctx, inbound, analysis=analysis)
+            return conversation.handle_reply(session, ctx, inbound, analysis=analysis)
     except _ClaimLost:
         log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",
             inbound_id=inbound_id, attempt=token)
@@ -191,7 +190,7 @@ def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> 
         return []
     log(logger, logging.ERROR, "inbound given up; forwarded to the broker", inbound_id=inbound_id)
     msgs = alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
-    hand_off_if_blocked(session, lead, msgs)
+    conversation.hand_off_if_blocked(session, lead, msgs)
     return pending_ids(msgs)
 
 
