@@ -18,6 +18,10 @@ says nothing more; texts go to the broker (`service.forwarding`): every text whi
 worked, and any text with a new reason for a person at once, whatever the lead's state or opt-out (an alert
 goes to the broker, not to the borrower). The LLM is consulted only when its answer could change what
 happens next (`llm_skip_reason`).
+
+This module is the only writer of a lead's state: the opener starting a conversation (`mark_opened`, called by
+the missed-call flow) and a text the output guard blocked (`hand_off_if_blocked`) included. It runs a little
+over 400 lines because every state transition is kept here, in one place, on purpose.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, update
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session
 
 from service import alerts, forwarding, optout_lock
 from service.logs import log
@@ -46,7 +50,7 @@ from service.models import (
 from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis
 from service.sending.gates import Cause
-from service.store import is_opted_out, set_opt_out
+from service.store import acted_on, is_opted_out, record_decision, set_opt_out
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -57,9 +61,6 @@ QUESTIONS = [("loan_type", "ask_loan_type"), ("timeline", "ask_timeline"), ("app
 # Where the conversation is over and texts go to a person (or nowhere), and where it is still running.
 AFTER_CONVERSATION = {LeadState.new, LeadState.handoff, LeadState.ready, LeadState.closed}
 WITH_A_PERSON = {LeadState.handoff, LeadState.ready}
-# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
-# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
-REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
 def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[OutboundMessage]) -> None:
     """A text about this lead that the output guard blocked hands the lead to a person."""
     if lead is None or not any(m.status == MessageStatus.blocked for m in msgs):
@@ -124,21 +125,6 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
                  f"optout_confirm:{inbound.message_sid}")
 
 
-def _record(session: Session, inbound: InboundMessage, lead: Lead, action: str, analysis: ReplyAnalysis | None,
-            rules_version: str | None = None, llm_skipped: str | None = None) -> None:
-    session.add(Decision(
-        inbound_id=inbound.id, lead_id=lead.id, action=action,
-        source=str(analysis.source) if analysis else "rules",
-        rules_fired=list(analysis.rules_fired) if analysis else [], rules_version=rules_version,
-        llm_prompt=analysis.llm_prompt if analysis else None,
-        llm_prompt_version=analysis.llm_prompt_version if analysis else None,
-        llm_model=analysis.llm_model if analysis else None,
-        llm_error=analysis.llm_error if analysis else None,
-        llm_skipped=llm_skipped,
-        analysis=analysis.model_dump(mode="json") if analysis else None,
-    ))
-
-
 def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage) -> list[int] | None:
     """Carrier keywords, in the webhook's own transaction. None when the text is not a keyword."""
     twilio_type = inbound.opt_out_type
@@ -151,7 +137,7 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
     session.add(inbound)
     analysis = ReplyAnalysis(keyword=keyword, rules_fired=[f"carrier-keyword:{keyword.value}"])
     if keyword is Keyword.STOP:
-        _record(session, inbound, lead, "opt_out", analysis)
+        record_decision(session, inbound, lead, "opt_out", analysis)
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
         set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=False, source=source,
@@ -159,12 +145,12 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         if lead.closed_reason == "opted_out":
             lead.state, lead.closed_reason = LeadState.opened, None
             session.add(lead)
-        _record(session, inbound, lead, "opt_in", analysis)
+        record_decision(session, inbound, lead, "opt_in", analysis)
         if twilio_type == "START":
             return []
         return _text(session, ctx, broker, lead, Purpose.optin_confirm, "optin_confirm",
                      f"optin:{inbound.message_sid}")
-    _record(session, inbound, lead, "help", analysis)
+    record_decision(session, inbound, lead, "help", analysis)
     if twilio_type == "HELP":
         return []
     return _text(session, ctx, broker, lead, Purpose.help, "help", f"help:{inbound.message_sid}")
@@ -185,7 +171,7 @@ def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker,
     if not analysis.handoff_reasons:
         inbound.status, inbound.processed_at = "processed", utcnow()
         session.add(inbound)
-        _record(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
+        record_decision(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
     log(logger, logging.INFO, "opt-out in plain words applied", lead_id=lead.id, message_sid=inbound.message_sid,
         handoff=bool(analysis.handoff_reasons))
     return ids
@@ -281,12 +267,6 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     return ids
 
 
-def _acted_on(session: Session, inbound: InboundMessage) -> bool:
-    """This reply was processed already (a stale claim taken back and run again): act on it once only."""
-    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
-    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None
-
-
 def _notes(analysis: ReplyAnalysis, opted_out: bool) -> list[str]:
     """What else the reply said, for the broker's alert next to the reasons."""
     return [name for name, said in (("opted_out", opted_out), ("wrong_number", analysis.wrong_number),
@@ -302,7 +282,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     # Lock the lead: two replies processed at once (two workers, or a fast double text) must not both ask.
     lead = session.get(Lead, inbound.lead_id, with_for_update=True) if inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id)
-    if lead is None or broker is None or _acted_on(session, inbound):
+    if lead is None or broker is None or acted_on(session, inbound):
         return []
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
@@ -323,7 +303,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     stop = analysis.keyword is Keyword.STOP
     opted_out_here = stop and not is_opted_out(session, broker.id, lead.phone)
     if opted_out_here:
-        _record(session, inbound, lead, "opt_out", analysis, version, skipped)
+        record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
         ids += _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=False)
     _capture(lead, analysis)
@@ -336,18 +316,18 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     notes = _notes(analysis, is_opted_out(session, broker.id, lead.phone))
     if reasons:
         # A reason for a person wins over an opt-out, a wrong number and "not interested" in the same reply.
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons, notes=notes)
         return ids + _handoff(session, ctx, broker, lead, inbound, reasons, notes=notes, ack=not notes)
     if stop:
         if not opted_out_here:  # the webhook applied (and confirmed) it before this reply reached us
             lead.state, lead.closed_reason = LeadState.closed, "opted_out"
-            _record(session, inbound, lead, "opt_out", analysis, version, skipped)
+            record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         return ids
     if analysis.wrong_number or analysis.not_interested:
         lead.state = LeadState.closed
         lead.closed_reason = "wrong_number" if analysis.wrong_number else "not_interested"
-        _record(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version, skipped)
+        record_decision(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version, skipped)
         template = "closing_wrong_number" if analysis.wrong_number else "closing_not_interested"
         return _text(session, ctx, broker, lead, Purpose.closing, template, f"closing:{inbound.message_sid}")
     if analysis.llm_error:
@@ -355,7 +335,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     if analysis.needs_llm and analysis.llm_prompt is None:
         reasons.append("needs_review")  # the rules could not settle it and no LLM answered
     if reasons:
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons)
         return _handoff(session, ctx, broker, lead, inbound, reasons)
     return _next_step(session, ctx, broker, lead, inbound, analysis, version)
@@ -386,7 +366,7 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
     if new:
         # Urgent news is never held: the broker is alerted at once, with the reasons, and the lead is a handoff
         # again (even an opted-out number: the alert goes to the broker, and no text to the borrower follows).
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff after the conversation", lead_id=lead.id, state=state, reasons=new)
         ids = _handoff(session, ctx, broker, lead, inbound, reasons,
                        notes=_notes(analysis, opted_out), ack=False)
@@ -396,10 +376,10 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
         # A reason it already had (a handoff the opt-out in this same reply closed): it stays with a person.
         lead.state, lead.closed_reason = LeadState.handoff, None
     if not (reasons or should_forward(state, worked=worked, keyword=analysis.keyword is not None)):
-        _record(session, inbound, lead, "kept", analysis, version, skipped)
+        record_decision(session, inbound, lead, "kept", analysis, version, skipped)
         return []
     action, ids = _forward(session, ctx, broker, lead, inbound, state)
-    _record(session, inbound, lead, action, analysis, version, skipped)
+    record_decision(session, inbound, lead, action, analysis, version, skipped)
     return ids
 
 
@@ -415,7 +395,7 @@ def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
     lead = session.get(Lead, lead.id, with_for_update=True, populate_existing=True) or lead
     action, ids = _forward(session, ctx, broker, lead, inbound, state)
-    _record(session, inbound, lead, action, None)
+    record_decision(session, inbound, lead, action, None)
     return ids
 
 
@@ -435,17 +415,17 @@ def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, in
             queued = text_borrower(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose=Purpose.question,
                                    template_id=template, dedupe_key=f"q:{field}:{inbound.message_sid}")
             if queued is not None and queued.verdict.cause is Cause.cap:
-                _record(session, inbound, lead, "handoff", analysis, version)
+                record_decision(session, inbound, lead, "handoff", analysis, version)
                 return _handoff(session, ctx, broker, lead, inbound, ["cap_reached"])
             lead.asked = sorted(asked | {field})
             lead.last_question, lead.state = field, LeadState.asking
             session.add(lead)
-            _record(session, inbound, lead, f"ask:{field}", analysis, version)
+            record_decision(session, inbound, lead, f"ask:{field}", analysis, version)
             return alerts.pending_ids([queued.msg] if queued else [])
     # Everything asked: a person takes it from here (a handoff of its own, not worked by anyone yet).
     lead.state, lead.handoff_worked_at = LeadState.ready, None
     session.add(lead)
-    _record(session, inbound, lead, "ready", analysis, version)
+    record_decision(session, inbound, lead, "ready", analysis, version)
     ids = _text(session, ctx, broker, lead, Purpose.ready, "ready_booking" if broker.booking_url else "ready",
                 f"ready:{inbound.message_sid}")
     if not lead.summary_alert_sent:

@@ -1,4 +1,4 @@
-"""The data access the flow shares: leads, opt-outs and known contacts.
+"""The data access the flow shares: leads, opt-outs, known contacts and the decisions taken on a reply.
 
 Opt-outs are read afresh (never from an object a session cached) and changed under the number's lock
 (service/optout_lock.py), so a text is never requested after an opt-out committed. Nothing here decides what
@@ -6,6 +6,8 @@ to send or writes a lead's state (service.conversation does).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlmodel import Session, or_, select
@@ -15,7 +17,9 @@ from service.db import insert_once
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
     Broker,
+    Decision,
     DoNotText,
+    InboundMessage,
     Lead,
     MessageStatus,
     OptOut,
@@ -23,6 +27,13 @@ from service.models import (
     OutboundMessage,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from service.replies.analysis import ReplyAnalysis
+
+# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
+# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
+REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
 
 
 def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
@@ -107,3 +118,26 @@ def set_opt_out(  # noqa: PLR0913
             .values(status=MessageStatus.suppressed, last_error="opted out")
         )
     return row
+
+
+def record_decision(session: Session, inbound: InboundMessage, lead: Lead, action: str,  # noqa: PLR0913
+                    analysis: ReplyAnalysis | None, rules_version: str | None = None,
+                    llm_skipped: str | None = None) -> None:
+    """What was decided about one inbound message, and on what grounds (the audit trail)."""
+    session.add(Decision(
+        inbound_id=inbound.id, lead_id=lead.id, action=action,
+        source=str(analysis.source) if analysis else "rules",
+        rules_fired=list(analysis.rules_fired) if analysis else [], rules_version=rules_version,
+        llm_prompt=analysis.llm_prompt if analysis else None,
+        llm_prompt_version=analysis.llm_prompt_version if analysis else None,
+        llm_model=analysis.llm_model if analysis else None,
+        llm_error=analysis.llm_error if analysis else None,
+        llm_skipped=llm_skipped,
+        analysis=analysis.model_dump(mode="json") if analysis else None,
+    ))
+
+
+def acted_on(session: Session, inbound: InboundMessage) -> bool:
+    """This reply was processed already (a stale claim taken back and run again): act on it once only."""
+    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
+    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None

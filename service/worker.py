@@ -35,6 +35,8 @@ from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
+from service.privacy import purge_older_than
+from service.replay import replay_spool
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -242,8 +244,6 @@ class Worker:
         """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), send every
         due text, and (hourly) apply the retention."""
-        from service.replay import replay_spool  # noqa: PLC0415 - the replay module imports the app flow
-
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)
@@ -259,8 +259,6 @@ class Worker:
         if not days or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
             return
         self._last_purge = now
-        from service.privacy import purge_older_than  # noqa: PLC0415
-
         counts = purge_older_than(self.ctx.engine, days)
         if any(counts.values()):
             log(logger, logging.INFO, "retention purge", days=days, **counts)

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service import sender, store, worker
-from service.conversation import _opt_out, _record
+from service.conversation import _opt_out
 from service.models import Broker, InboundMessage, Lead, OutboundMessage
 from service.replies.analysis import Keyword, ReplyAnalysis
 from tests.helpers import CALLER, sms_params
@@ -58,7 +58,7 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
         inbound = session.exec(select(InboundMessage)).one()
         state = session.get(Lead, inbound.lead_id)
         # As the webhook does it: the opt-out, its one confirmation, and a Decision saying so.
-        _record(session, inbound, state, "opt_out", ReplyAnalysis(keyword=Keyword.STOP))
+        store.record_decision(session, inbound, state, "opt_out", ReplyAnalysis(keyword=Keyword.STOP))
         ids = _opt_out(session, ctx, session.get(Broker, 1), state, inbound, "plain_words", twilio_confirmed=False)
         session.commit()
         inbound_id = inbound.id
