@@ -37,7 +37,6 @@ from service import alerts, forwarding, optout_lock
 from service.logs import log
 from service.models import (
     Broker,
-    Decision,
     InboundMessage,
     Lead,
     LeadState,
