@@ -518,4 +518,3 @@ def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
     if path == "/twilio/voice/voicemail":
         return twiml.hangup()
     raise KeyError(path)
-

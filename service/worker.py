@@ -103,7 +103,6 @@ def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
     analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm:
         return False
-
     return conversation.llm_skip_reason(conversation.lead_state(ctx, inbound), analysis) is None
 
 
@@ -145,7 +144,6 @@ def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
 def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
     """Analyse the reply (rules, then the LLM if needed: outside any transaction) and act on it, in one
     transaction that applies only while the claim is still ours."""
-
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
             inbound = session.get(InboundMessage, inbound_id)
@@ -184,7 +182,6 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
 
 def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> list[int]:
     """A reply the service could not process after every attempt still reaches the broker."""
-
     inbound = session.get(InboundMessage, inbound_id)
     lead = session.get(Lead, inbound.lead_id) if inbound and inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id) if inbound else None
