@@ -5,7 +5,7 @@ too with `--postgres-url postgresql://...`, in a database of the run's own, drop
 
 - lock: `optout_lock.hold_for_send` (take the number's lock shared, re-read the opt-out under it, release)
   against the plain opt-out read a send made before the lock existed;
-- send: `outbox.send_one` for a borrower text that is checked and locked ("help") against one that is never
+- send: `sender.send_one` for a borrower text that is checked and locked ("help") against one that is never
   opt-out checked ("optout_confirm"), through the real Twilio SDK to an in-process Messages API (httpx
   MockTransport answering at once, so the lock's share is as large as it can ever be; a real Twilio round trip
   is 100-300 ms). Offline: nothing here touches the network.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from service import optout_lock, outbox  # noqa: E402
+from service import optout_lock, sender  # noqa: E402
 from service.context import build_context  # noqa: E402
 from service.models import OutboundMessage  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -99,8 +99,8 @@ def run(url: str, sends: int, work: Path) -> None:
 
     unchecked, checked = queue("optout_confirm"), queue("help")
     read_us, lock_us = _median_us(plain_read, sends), _median_us(locked_read, sends)
-    base_us = _median_us(lambda i: outbox.send_one(ctx, unchecked[i]), sends)
-    send_us = _median_us(lambda i: outbox.send_one(ctx, checked[i]), sends)
+    base_us = _median_us(lambda i: sender.send_one(ctx, unchecked[i]), sends)
+    send_us = _median_us(lambda i: sender.send_one(ctx, checked[i]), sends)
     name = ctx.engine.dialect.name
     print(f"{name:<10} opt-out read {read_us:8.0f} µs  under the lock {lock_us:8.0f} µs  ratio {lock_us / read_us:5.2f}")
     print(f"{name:<10} send_one unchecked {base_us:6.0f} µs  checked+locked {send_us:8.0f} µs  ratio {send_us / base_us:5.2f}")

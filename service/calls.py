@@ -18,12 +18,12 @@ from sqlmodel import Session, select
 
 from service.db import insert_once
 from service.errors import BadRequestError
-from service.flow import get_or_create_lead
-from service.forwarding import excerpt
+from service.alerts import excerpt, queue_alert
+from service.conversation import mark_opened, text_borrower
 from service.logs import log
-from service.models import Broker, CallEvent, Lead, utcnow
-from service.outbox import is_opted_out, queue_alert, queue_text
+from service.models import Broker, CallEvent, Lead, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
+from service.store import get_or_create_lead, is_opted_out
 from service.twilio import twiml
 from service.twilio.forms import (
     MISSED_DIAL_STATUSES, CallForm, CallStatusForm, DialStatusForm, ScreenAcceptForm, ScreenForm,
@@ -91,18 +91,16 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: cooldown (an opener went out recently)", []
     booking = bool(broker.booking_url)
     lead.automated_count = 0  # a new missed call starts a new conversation
-    msg = queue_text(session, ctx, broker=broker, lead=lead, to=caller, purpose="opener",
-                     template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
+    queued = text_borrower(session, ctx, broker=broker, lead=lead, to=caller, purpose=Purpose.opener,
+                           template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
+    msg = queued.msg if queued else None
     if msg is None or msg.status != "pending":
         # Not going out (known contact, breaker, cap, not textable, guard): the lead is not "opened", so its
         # replies reach the broker rather than a bot that never introduced itself, and no cooldown is used.
         lead.opener_at, lead.automated_count = previous
         session.add(lead)
         return f"no opener: {msg.last_error if msg else 'duplicate'}", []
-    lead.state, lead.closed_reason, lead.summary_alert_sent = "opened", None, False
-    lead.handoff_reasons, lead.asked = [], []
-    lead.last_question = None if booking else "loan_type"
-    session.add(lead)
+    mark_opened(session, lead, booking=booking)
     return "opener queued", [msg.id] if msg.id else []
 
 

@@ -18,6 +18,10 @@ says nothing more; texts go to the broker (`service.forwarding`): every text whi
 worked, and any text with a new reason for a person at once, whatever the lead's state or opt-out (an alert
 goes to the broker, not to the borrower). The LLM is consulted only when its answer could change what
 happens next (`llm_skip_reason`).
+
+This module is the only writer of a lead's state: the opener starting a conversation (`mark_opened`, called by
+the missed-call flow) and a text the output guard blocked (`hand_off_if_blocked`) included. It runs a little
+over 400 lines because every state transition is kept here, in one place, on purpose.
 """
 
 from __future__ import annotations
@@ -26,16 +30,26 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, update
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session
 
-from service import forwarding, optout_lock
-from service.forwarding import excerpt
+from service import alerts, forwarding, optout_lock
 from service.logs import log
-from service.models import Broker, Decision, InboundMessage, Lead, OptOut, OutboundMessage, utcnow
-from service.outbox import is_opted_out, queue_alert, queue_text, set_opt_out
+from service.models import (
+    Broker,
+    InboundMessage,
+    Lead,
+    LeadState,
+    MessageStatus,
+    OptOut,
+    OutboundMessage,
+    Purpose,
+    utcnow,
+)
+from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis
-from service.sensitive import mask_sensitive
+from service.sending.gates import Cause
+from service.store import acted_on, is_opted_out, record_decision, set_opt_out
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -44,36 +58,52 @@ logger = logging.getLogger("textback.conversation")
 
 QUESTIONS = [("loan_type", "ask_loan_type"), ("timeline", "ask_timeline"), ("applied_elsewhere", "ask_applied_elsewhere")]
 # Where the conversation is over and texts go to a person (or nowhere), and where it is still running.
-AFTER_CONVERSATION = {"new", "handoff", "ready", "closed"}
-WITH_A_PERSON = {"handoff", "ready"}
-# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
-# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
-REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
-LABELS = {
-    "purchase": "purchase", "refinance": "refinance", "home_equity": "home equity", "other": "other loan",
-    "under_30_days": "within 30 days", "1_to_3_months": "1-3 months", "3_to_6_months": "3-6 months",
-    "over_6_months": "6+ months", "researching": "just researching",
-}
+AFTER_CONVERSATION = {LeadState.new, LeadState.handoff, LeadState.ready, LeadState.closed}
+WITH_A_PERSON = {LeadState.handoff, LeadState.ready}
+def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[OutboundMessage]) -> None:
+    """A text about this lead that the output guard blocked hands the lead to a person."""
+    if lead is None or not any(m.status == MessageStatus.blocked for m in msgs):
+        return
+    lead.state = LeadState.handoff
+    if "blocked_text" not in lead.handoff_reasons:
+        lead.handoff_reasons = [*lead.handoff_reasons, "blocked_text"]
+    session.add(lead)
 
 
-def known_summary(lead: Lead) -> str:
-    parts: list[str] = []
-    if lead.loan_type and lead.loan_type != "unknown":
-        parts.append(LABELS.get(lead.loan_type, lead.loan_type))
-    if lead.timeline and lead.timeline != "unknown":
-        parts.append(LABELS.get(lead.timeline, lead.timeline))
-    if lead.applied_elsewhere is True:
-        parts.append("applied elsewhere")
-    elif lead.applied_elsewhere is False:
-        parts.append("not applied elsewhere")
-    if lead.callback_window:
-        parts.append(f"callback {mask_sensitive(lead.callback_window)}")
-    return ", ".join(parts) or "nothing yet"
+def text_borrower(  # noqa: PLR0913
+    session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str,
+    template_id: str, dedupe_key: str,
+) -> Queued | None:
+    """Queue a text to the borrower; the team hears of one that will not go, and a blocked one hands the lead
+    to a person. None when the dedupe key shows it was queued already."""
+    queued = queue_text(session, ctx, broker=broker, lead=lead, to=to, purpose=purpose, template_id=template_id,
+                        dedupe_key=dedupe_key)
+    if queued is not None:
+        alerts.after_queued(session, ctx, broker=broker, lead=lead, queued=queued)
+        hand_off_if_blocked(session, lead, [queued.msg])
+    return queued
 
 
-def _ids(msgs: object) -> list[int]:
-    items = msgs if isinstance(msgs, list) else [msgs]
-    return [m.id for m in items if m is not None and m.id is not None and m.status == "pending"]
+def mark_opened(session: Session, lead: Lead, *, booking: bool) -> None:
+    """The opener is queued: a new conversation starts (the first question is the loan type, unless the opener
+    offers the booking link instead)."""
+    lead.state, lead.closed_reason, lead.summary_alert_sent = LeadState.opened, None, False
+    lead.handoff_reasons, lead.asked = [], []
+    lead.last_question = None if booking else "loan_type"
+    session.add(lead)
+
+
+def _text(session: Session, ctx: AppContext, broker: Broker, lead: Lead, purpose: str, template_id: str,
+          dedupe_key: str) -> list[int]:
+    """A text to the lead's number; the id to send now, if any."""
+    queued = text_borrower(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose=purpose,
+                           template_id=template_id, dedupe_key=dedupe_key)
+    return alerts.pending_ids([queued.msg] if queued else [])
+
+
+def _alerted(session: Session, lead: Lead, msgs: list[OutboundMessage]) -> list[int]:
+    hand_off_if_blocked(session, lead, msgs)
+    return alerts.pending_ids(msgs)
 
 
 def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage, source: str,
@@ -82,7 +112,7 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     webhook, then the reply processing; or a second STOP) never queues a second confirmation."""
     row: OptOut = set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=True, source=source,
                               message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
-    lead.state, lead.closed_reason = "closed", "opted_out"
+    lead.state, lead.closed_reason = LeadState.closed, "opted_out"
     session.add(lead)
     if row.confirmation_sent:
         return []
@@ -90,23 +120,8 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     session.add(row)
     if twilio_confirmed:
         return []
-    return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="optout_confirm",
-                           template_id="optout_confirm", dedupe_key=f"optout_confirm:{inbound.message_sid}"))
-
-
-def _record(session: Session, inbound: InboundMessage, lead: Lead, action: str, analysis: ReplyAnalysis | None,
-            rules_version: str | None = None, llm_skipped: str | None = None) -> None:
-    session.add(Decision(
-        inbound_id=inbound.id, lead_id=lead.id, action=action,
-        source=str(analysis.source) if analysis else "rules",
-        rules_fired=list(analysis.rules_fired) if analysis else [], rules_version=rules_version,
-        llm_prompt=analysis.llm_prompt if analysis else None,
-        llm_prompt_version=analysis.llm_prompt_version if analysis else None,
-        llm_model=analysis.llm_model if analysis else None,
-        llm_error=analysis.llm_error if analysis else None,
-        llm_skipped=llm_skipped,
-        analysis=analysis.model_dump(mode="json") if analysis else None,
-    ))
+    return _text(session, ctx, broker, lead, Purpose.optout_confirm, "optout_confirm",
+                 f"optout_confirm:{inbound.message_sid}")
 
 
 def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage) -> list[int] | None:
@@ -121,24 +136,23 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
     session.add(inbound)
     analysis = ReplyAnalysis(keyword=keyword, rules_fired=[f"carrier-keyword:{keyword.value}"])
     if keyword is Keyword.STOP:
-        _record(session, inbound, lead, "opt_out", analysis)
+        record_decision(session, inbound, lead, "opt_out", analysis)
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
         set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=False, source=source,
                     message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
         if lead.closed_reason == "opted_out":
-            lead.state, lead.closed_reason = "opened", None
+            lead.state, lead.closed_reason = LeadState.opened, None
             session.add(lead)
-        _record(session, inbound, lead, "opt_in", analysis)
+        record_decision(session, inbound, lead, "opt_in", analysis)
         if twilio_type == "START":
             return []
-        return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="optin_confirm",
-                               template_id="optin_confirm", dedupe_key=f"optin:{inbound.message_sid}"))
-    _record(session, inbound, lead, "help", analysis)
+        return _text(session, ctx, broker, lead, Purpose.optin_confirm, "optin_confirm",
+                     f"optin:{inbound.message_sid}")
+    record_decision(session, inbound, lead, "help", analysis)
     if twilio_type == "HELP":
         return []
-    return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="help",
-                           template_id="help", dedupe_key=f"help:{inbound.message_sid}"))
+    return _text(session, ctx, broker, lead, Purpose.help, "help", f"help:{inbound.message_sid}")
 
 
 def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead,
@@ -156,7 +170,7 @@ def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker,
     if not analysis.handoff_reasons:
         inbound.status, inbound.processed_at = "processed", utcnow()
         session.add(inbound)
-        _record(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
+        record_decision(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
     log(logger, logging.INFO, "opt-out in plain words applied", lead_id=lead.id, message_sid=inbound.message_sid,
         handoff=bool(analysis.handoff_reasons))
     return ids
@@ -170,7 +184,7 @@ def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:
     closed, a text with no opener before it), nothing the model says changes what happens next, and the
     borrower's words go to no third party.
     """
-    if state is None or state == "new":
+    if state is None or state == LeadState.new:
         return "no opener: the broker reads the text"
     if state in AFTER_CONVERSATION:
         return f"lead {state}: a person reads the text"
@@ -237,28 +251,19 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
              reasons: list[str], *, notes: list[str] | None = None, ack: bool = True) -> list[int]:
     """Hand the lead to a person: the broker is alerted with the reasons (and `notes` on what else the reply
     said); the borrower gets the acknowledgement only when `ack`."""
-    lead.state, lead.closed_reason = "handoff", None
+    lead.state, lead.closed_reason = LeadState.handoff, None
     lead.handoff_reasons = sorted(set(lead.handoff_reasons) | set(reasons))
     lead.handoff_worked_at = None  # a new reason is a new handoff: nobody has worked it yet
     session.add(lead)
     ids: list[int] = []
     if ack:
-        ids += _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="ack",
-                               template_id="handoff_ack", dedupe_key=f"ack:{lead.id}:{inbound.message_sid}"))
+        ids += _text(session, ctx, broker, lead, Purpose.ack, "handoff_ack", f"ack:{lead.id}:{inbound.message_sid}")
     words = _phrases(ctx, reasons)
     if notes:
         words = f"{words}; {_phrases(ctx, notes)}"
-    ids += _ids(queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_handoff",
-                            values={"caller": lead.phone, "reasons": words, "known": known_summary(lead),
-                                    "excerpt": excerpt(inbound.body)},
-                            dedupe_key=f"handoff:{inbound.message_sid}"))
+    ids += _alerted(session, lead, alerts.alert_handoff(session, ctx, broker=broker, lead=lead, reasons=words,
+                                                        text=inbound.body, message_sid=inbound.message_sid))
     return ids
-
-
-def _acted_on(session: Session, inbound: InboundMessage) -> bool:
-    """This reply was processed already (a stale claim taken back and run again): act on it once only."""
-    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
-    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None
 
 
 def _notes(analysis: ReplyAnalysis, opted_out: bool) -> list[str]:
@@ -276,15 +281,15 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     # Lock the lead: two replies processed at once (two workers, or a fast double text) must not both ask.
     lead = session.get(Lead, inbound.lead_id, with_for_update=True) if inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id)
-    if lead is None or broker is None or _acted_on(session, inbound):
+    if lead is None or broker is None or acted_on(session, inbound):
         return []
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
     superseded = session.execute(
         update(OutboundMessage)
-        .where(OutboundMessage.lead_id == lead.id, OutboundMessage.status == "pending",
-               OutboundMessage.purpose.in_(("question", "ready")))
-        .values(status="suppressed", last_error="superseded by a newer reply")
+        .where(OutboundMessage.lead_id == lead.id, OutboundMessage.status == MessageStatus.pending,
+               OutboundMessage.purpose.in_((Purpose.question, Purpose.ready)))
+        .values(status=MessageStatus.suppressed, last_error="superseded by a newer reply")
     ).rowcount
     if superseded:
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
@@ -297,7 +302,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     stop = analysis.keyword is Keyword.STOP
     opted_out_here = stop and not is_opted_out(session, broker.id, lead.phone)
     if opted_out_here:
-        _record(session, inbound, lead, "opt_out", analysis, version, skipped)
+        record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
         ids += _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=False)
     _capture(lead, analysis)
@@ -310,27 +315,26 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     notes = _notes(analysis, is_opted_out(session, broker.id, lead.phone))
     if reasons:
         # A reason for a person wins over an opt-out, a wrong number and "not interested" in the same reply.
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons, notes=notes)
         return ids + _handoff(session, ctx, broker, lead, inbound, reasons, notes=notes, ack=not notes)
     if stop:
         if not opted_out_here:  # the webhook applied (and confirmed) it before this reply reached us
-            lead.state, lead.closed_reason = "closed", "opted_out"
-            _record(session, inbound, lead, "opt_out", analysis, version, skipped)
+            lead.state, lead.closed_reason = LeadState.closed, "opted_out"
+            record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         return ids
     if analysis.wrong_number or analysis.not_interested:
-        lead.state = "closed"
+        lead.state = LeadState.closed
         lead.closed_reason = "wrong_number" if analysis.wrong_number else "not_interested"
-        _record(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version, skipped)
+        record_decision(session, inbound, lead, f"closed:{lead.closed_reason}", analysis, version, skipped)
         template = "closing_wrong_number" if analysis.wrong_number else "closing_not_interested"
-        return _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="closing",
-                               template_id=template, dedupe_key=f"closing:{inbound.message_sid}"))
+        return _text(session, ctx, broker, lead, Purpose.closing, template, f"closing:{inbound.message_sid}")
     if analysis.llm_error:
         reasons.append("llm_unavailable")
     if analysis.needs_llm and analysis.llm_prompt is None:
         reasons.append("needs_review")  # the rules could not settle it and no LLM answered
     if reasons:
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons)
         return _handoff(session, ctx, broker, lead, inbound, reasons)
     return _next_step(session, ctx, broker, lead, inbound, analysis, version)
@@ -361,21 +365,20 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
     if new:
         # Urgent news is never held: the broker is alerted at once, with the reasons, and the lead is a handoff
         # again (even an opted-out number: the alert goes to the broker, and no text to the borrower follows).
-        _record(session, inbound, lead, "handoff", analysis, version, skipped)
+        record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff after the conversation", lead_id=lead.id, state=state, reasons=new)
         ids = _handoff(session, ctx, broker, lead, inbound, reasons,
                        notes=_notes(analysis, opted_out), ack=False)
         forwarding.note_forwarded(ctx, lead)
         return ids
-    if reasons and lead.state == "closed":
+    if reasons and lead.state == LeadState.closed:
         # A reason it already had (a handoff the opt-out in this same reply closed): it stays with a person.
-        lead.state, lead.closed_reason = "handoff", None
+        lead.state, lead.closed_reason = LeadState.handoff, None
     if not (reasons or should_forward(state, worked=worked, keyword=analysis.keyword is not None)):
-        _record(session, inbound, lead, "kept", analysis, version, skipped)
+        record_decision(session, inbound, lead, "kept", analysis, version, skipped)
         return []
-    action, ids = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
-                                          template_id="alert_reply" if state == "new" else "alert_forward")
-    _record(session, inbound, lead, action, analysis, version, skipped)
+    action, ids = _forward(session, ctx, broker, lead, inbound, state)
+    record_decision(session, inbound, lead, action, analysis, version, skipped)
     return ids
 
 
@@ -390,10 +393,17 @@ def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     # The forwarding window is per lead: take the lead's lock, as reply processing does, so a keyword and a
     # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
     lead = session.get(Lead, lead.id, with_for_update=True, populate_existing=True) or lead
-    action, ids = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
-                                          template_id="alert_reply" if state == "new" else "alert_forward")
-    _record(session, inbound, lead, action, None)
+    action, ids = _forward(session, ctx, broker, lead, inbound, state)
+    record_decision(session, inbound, lead, action, None)
     return ids
+
+
+def _forward(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
+             state: str) -> tuple[str, list[int]]:
+    forwarded = forwarding.forward_text(session, ctx, broker=broker, lead=lead, inbound=inbound,
+                                        template_id="alert_reply" if state == LeadState.new else "alert_forward")
+    hand_off_if_blocked(session, lead, forwarded.queued)
+    return forwarded.action, forwarded.send_ids
 
 
 def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
@@ -401,26 +411,24 @@ def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, in
     asked = set(lead.asked or []) | ({lead.last_question} if lead.last_question else set())
     for field, template in QUESTIONS:
         if getattr(lead, field) is None and field not in asked:
-            msg = queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="question",
-                             template_id=template, dedupe_key=f"q:{field}:{inbound.message_sid}")
-            if msg is not None and msg.status == "suppressed" and "cap" in (msg.last_error or ""):
-                _record(session, inbound, lead, "handoff", analysis, version)
+            queued = text_borrower(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose=Purpose.question,
+                                   template_id=template, dedupe_key=f"q:{field}:{inbound.message_sid}")
+            if queued is not None and queued.verdict.cause is Cause.cap:
+                record_decision(session, inbound, lead, "handoff", analysis, version)
                 return _handoff(session, ctx, broker, lead, inbound, ["cap_reached"])
             lead.asked = sorted(asked | {field})
-            lead.last_question, lead.state = field, "asking"
+            lead.last_question, lead.state = field, LeadState.asking
             session.add(lead)
-            _record(session, inbound, lead, f"ask:{field}", analysis, version)
-            return _ids(msg)
+            record_decision(session, inbound, lead, f"ask:{field}", analysis, version)
+            return alerts.pending_ids([queued.msg] if queued else [])
     # Everything asked: a person takes it from here (a handoff of its own, not worked by anyone yet).
-    lead.state, lead.handoff_worked_at = "ready", None
+    lead.state, lead.handoff_worked_at = LeadState.ready, None
     session.add(lead)
-    _record(session, inbound, lead, "ready", analysis, version)
-    ids = _ids(queue_text(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose="ready",
-                          template_id="ready_booking" if broker.booking_url else "ready",
-                          dedupe_key=f"ready:{inbound.message_sid}"))
+    record_decision(session, inbound, lead, "ready", analysis, version)
+    ids = _text(session, ctx, broker, lead, Purpose.ready, "ready_booking" if broker.booking_url else "ready",
+                f"ready:{inbound.message_sid}")
     if not lead.summary_alert_sent:
         lead.summary_alert_sent = True
-        ids += _ids(queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_ready",
-                                values={"caller": lead.phone, "known": known_summary(lead)},
-                                dedupe_key=f"ready-alert:{inbound.message_sid}"))
+        ids += _alerted(session, lead, alerts.alert_ready(session, ctx, broker=broker, lead=lead,
+                                                          message_sid=inbound.message_sid))
     return ids

@@ -15,7 +15,7 @@ opener goes to the broker rather than to the bot. A burst must not become a burs
   already dropped when the inbound row is inserted, and `conversation.handle_reply` refuses to act twice on
   one reply), so a second processing neither doubles an alert nor counts a text twice.
 
-The follow-up is an ordinary pending alert whose `next_attempt_at` is the end of the window: the outbox sends
+The follow-up is an ordinary pending alert whose `next_attempt_at` is the end of the window: the sender sends
 it then, like any due row. Its body is rewritten in place while it is pending and not due; a compare-and-set
 on `status = 'pending'` means a row the sender already claimed is never changed under it.
 """
@@ -23,26 +23,25 @@ on `status = 'pending'` means a row the sender already claimed is never changed 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from service.models import Broker, InboundMessage, Lead, OutboundMessage, utcnow
-from service.outbox import broker_values, queue_alert
-from service.sensitive import mask_sensitive
+from service import alerts
+from service.alerts import FOLLOW_UP_TEMPLATE
+from service.models import Broker, InboundMessage, Lead, MessageStatus, OutboundMessage, utcnow
 
 if TYPE_CHECKING:
     from service.context import AppContext
 
-FOLLOW_UP_TEMPLATE = "alert_forward_more"
-EXCERPT_CHARS = 100
 
+class Forwarded(NamedTuple):
+    """What became of one text: the Decision's action, the alerts to send now, and every alert queued."""
 
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """The borrower's words as an alert quotes them: sensitive numbers masked, then shortened."""
-    flat = " ".join(mask_sensitive(text or "").split()).replace('"', "'")
-    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+    action: str
+    send_ids: list[int]
+    queued: list[OutboundMessage]
 
 
 def _window(ctx: AppContext) -> timedelta:
@@ -57,16 +56,12 @@ def note_forwarded(ctx: AppContext, lead: Lead, now: datetime | None = None) -> 
         lead.forward_next_at = opens
 
 
-def _more(count: int) -> str:
-    return f"{count} more text" if count == 1 else f"{count} more texts"
-
-
 def _pending_follow_up(session: Session, lead: Lead, now: datetime) -> list[OutboundMessage]:
     """This lead's follow-up rows still waiting for their window to end (not due, so not claimable yet)."""
     return list(session.exec(
         select(OutboundMessage).where(
             OutboundMessage.lead_id == lead.id, OutboundMessage.template_id == FOLLOW_UP_TEMPLATE,
-            OutboundMessage.status == "pending", OutboundMessage.next_attempt_at > now,
+            OutboundMessage.status == MessageStatus.pending, OutboundMessage.next_attempt_at > now,
         )
     ).all())
 
@@ -74,13 +69,11 @@ def _pending_follow_up(session: Session, lead: Lead, now: datetime) -> list[Outb
 def _add_to_follow_up(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
                       rows: list[OutboundMessage]) -> bool:
     count = (lead.forward_pending or 0) + 1
-    body = ctx.templates.render(FOLLOW_UP_TEMPLATE, {
-        **broker_values(broker), "caller": lead.phone, "more": _more(count), "excerpt": excerpt(inbound.body),
-    }).text
+    body = alerts.follow_up_body(ctx, broker, lead, count, inbound.body)
     ids = [row.id for row in rows]
     changed = session.execute(
         update(OutboundMessage)
-        .where(OutboundMessage.id.in_(ids), OutboundMessage.status == "pending")
+        .where(OutboundMessage.id.in_(ids), OutboundMessage.status == MessageStatus.pending)
         .values(body=body)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -91,33 +84,28 @@ def _add_to_follow_up(session: Session, ctx: AppContext, broker: Broker, lead: L
 
 
 def forward_text(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage,
-                 template_id: str) -> tuple[str, list[int]]:
+                 template_id: str) -> Forwarded:
     """Forward one inbound text to the broker, or fold it into the lead's follow-up alert.
 
-    Returns the action for the Decision ("forwarded" or "forward_coalesced") and the ids of alerts to send
-    now (a follow-up is not due until its window ends; the outbox's sweep sends it then)."""
+    Returns the action for the Decision ("forwarded" or "forward_coalesced"), the ids of alerts to send now (a
+    follow-up is not due until its window ends; the sender's sweep sends it then) and the alerts queued."""
     now = utcnow()
     window = _window(ctx)
     pending = _pending_follow_up(session, lead, now) if window else []
     if pending and _add_to_follow_up(session, ctx, broker, lead, inbound, pending):
         session.add(lead)
-        return "forward_coalesced", []
+        return Forwarded("forward_coalesced", [], [])
     opens = lead.forward_next_at
     if not window or opens is None or now >= opens:
         lead.forward_next_at = now + window
         session.add(lead)
-        msgs = queue_alert(session, ctx, broker=broker, lead=lead, template_id=template_id,
-                           values={"caller": lead.phone, "excerpt": excerpt(inbound.body)},
-                           dedupe_key=f"forward:{inbound.message_sid}")
-        return "forwarded", [m.id for m in msgs if m.id is not None and m.status == "pending"]
+        msgs = alerts.alert_forward(session, ctx, broker=broker, lead=lead, text=inbound.body,
+                                    message_sid=inbound.message_sid, template_id=template_id)
+        return Forwarded("forwarded", alerts.pending_ids(msgs), msgs)
     # Inside the window: one follow-up at its end, which then holds the next window.
     lead.forward_pending = 1
     lead.forward_next_at = opens + window
     session.add(lead)
-    msgs = queue_alert(session, ctx, broker=broker, lead=lead, template_id=FOLLOW_UP_TEMPLATE,
-                       values={"caller": lead.phone, "more": _more(1), "excerpt": excerpt(inbound.body)},
-                       dedupe_key=f"forward-more:{inbound.message_sid}")
-    for msg in msgs:
-        msg.next_attempt_at = opens
-        session.add(msg)
-    return "forward_coalesced", []
+    msgs = alerts.alert_follow_up(session, ctx, broker=broker, lead=lead, text=inbound.body,
+                                  message_sid=inbound.message_sid, due=opens)
+    return Forwarded("forward_coalesced", [], msgs)

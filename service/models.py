@@ -3,14 +3,81 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Column, DateTime, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+_E = TypeVar("_E", bound=type[StrEnum])
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _stored_as_is(enum: _E) -> _E:
+    """Each member's name must be its value: psycopg writes a Python enum by *name*, SQLite by value, and the
+    database, the API and the audit export must see the same string either way."""
+    for member in enum:
+        if member.name != member.value:
+            msg = f"{enum.__name__}.{member.name} must be named {member.value!r}"
+            raise TypeError(msg)
+    return enum
+
+
+@_stored_as_is
+class MessageStatus(StrEnum):
+    """Where an outbound text is: waiting (pending, possibly deferred), being sent, or settled."""
+
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    dry_run = "dry_run"
+    failed = "failed"
+    blocked = "blocked"
+    suppressed = "suppressed"
+
+
+@_stored_as_is
+class Purpose(StrEnum):
+    """Why a text is sent (what the borrower is told, or an alert to the broker's team)."""
+
+    opener = "opener"
+    question = "question"
+    ack = "ack"
+    ready = "ready"
+    closing = "closing"
+    help = "help"
+    optout_confirm = "optout_confirm"
+    optin_confirm = "optin_confirm"
+    alert = "alert"
+
+
+@_stored_as_is
+class Audience(StrEnum):
+    """Who reads a text: a borrower (guarded and gated) or the broker's team."""
+
+    borrower = "borrower"
+    broker = "broker"
+
+
+@_stored_as_is
+class LeadState(StrEnum):
+    """A lead's place in the conversation (service.conversation is the only writer)."""
+
+    new = "new"
+    opened = "opened"
+    asking = "asking"
+    handoff = "handoff"
+    ready = "ready"
+    closed = "closed"
+
+
+# Purposes that count toward the per-lead cap on automated texts.
+AUTOMATED = frozenset({Purpose.opener, Purpose.question, Purpose.ack, Purpose.ready, Purpose.closing})
+# Purposes allowed to an opted-out number (the one confirmation of the opt-out itself).
+ALLOWED_AFTER_OPTOUT = frozenset({Purpose.optout_confirm})
 
 
 class UTCDateTime(TypeDecorator):
@@ -63,7 +130,7 @@ class Lead(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     broker_id: int = Field(foreign_key="broker.id", index=True)
     phone: str = Field(index=True)
-    state: str = "new"  # new | opened | asking | handoff | ready | closed
+    state: str = LeadState.new
     loan_type: str | None = None
     timeline: str | None = None
     applied_elsewhere: bool | None = None
@@ -158,16 +225,15 @@ class OutboundMessage(SQLModel, table=True):
     dedupe_key: str | None = Field(default=None, unique=True)
     broker_id: int = Field(foreign_key="broker.id", index=True)
     lead_id: int | None = Field(default=None, foreign_key="lead.id", index=True)
-    audience: str = "borrower"  # borrower | broker
-    purpose: str  # opener | help | optout_confirm | optin_confirm | question | ack | closing | alert
+    audience: str = Audience.borrower
+    purpose: str  # a Purpose
     template_id: str
     policy_version: str | None = None
     guard_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     to_phone: str = Field(index=True)
     from_phone: str
     body: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(default="pending", index=True)
-    # pending | sending | sent | dry_run | failed | blocked | suppressed
+    status: str = Field(default=MessageStatus.pending, index=True)
     attempts: int = 0
     next_attempt_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True)

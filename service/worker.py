@@ -29,11 +29,13 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from service import outbox
+from service import conversation, sender
+from service.alerts import alert_reply, pending_ids
 from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
-from service.models import InboundMessage, utcnow
+from service.models import Broker, InboundMessage, Lead, utcnow
+from service.privacy import purge_older_than
 from service.replay import replay_spool
 
 if TYPE_CHECKING:
@@ -101,9 +103,7 @@ def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
     analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm:
         return False
-    from service.conversation import lead_state, llm_skip_reason  # noqa: PLC0415 - avoids an import cycle
-
-    return llm_skip_reason(lead_state(ctx, inbound), analysis) is None
+    return conversation.llm_skip_reason(conversation.lead_state(ctx, inbound), analysis) is None
 
 
 def _claim(ctx: AppContext, inbound_id: int) -> int | None:
@@ -135,7 +135,7 @@ def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
     """A job on the LLM pool: process the claimed reply (the LLM call included), then send its texts."""
     ids = _process_claimed(ctx, inbound_id, token)
     try:
-        outbox.send_due(ctx, ids)
+        sender.send_due(ctx, ids)
     except Exception as exc:  # noqa: BLE001 - the texts are rows: the sweep sends them
         log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
         ctx.wake.set()
@@ -144,13 +144,11 @@ def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
 def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
     """Analyse the reply (rules, then the LLM if needed: outside any transaction) and act on it, in one
     transaction that applies only while the claim is still ours."""
-    from service.conversation import analyze_reply, handle_reply  # noqa: PLC0415 - avoids an import cycle
-
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
             inbound = session.get(InboundMessage, inbound_id)
         assert inbound is not None  # noqa: S101 - just claimed
-        analysis = analyze_reply(ctx, inbound)
+        analysis = conversation.analyze_reply(ctx, inbound)
         with session_scope(ctx.engine) as session:
             held = session.execute(
                 update(InboundMessage)
@@ -162,7 +160,7 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
                 raise _ClaimLost
             inbound = session.get(InboundMessage, inbound_id)
             assert inbound is not None  # noqa: S101 - held
-            return handle_reply(session, ctx, inbound, analysis=analysis)
+            return conversation.handle_reply(session, ctx, inbound, analysis=analysis)
     except _ClaimLost:
         log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",
             inbound_id=inbound_id, attempt=token)
@@ -184,16 +182,15 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
 
 def _forward_unprocessed(session: Session, ctx: AppContext, inbound_id: int) -> list[int]:
     """A reply the service could not process after every attempt still reaches the broker."""
-    from service.flow import alert_reply  # noqa: PLC0415
-    from service.models import Broker, Lead  # noqa: PLC0415
-
     inbound = session.get(InboundMessage, inbound_id)
     lead = session.get(Lead, inbound.lead_id) if inbound and inbound.lead_id else None
     broker = session.get(Broker, inbound.broker_id) if inbound else None
     if inbound is None or lead is None or broker is None:
         return []
     log(logger, logging.ERROR, "inbound given up; forwarded to the broker", inbound_id=inbound_id)
-    return alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
+    msgs = alert_reply(session, ctx, broker=broker, lead=lead, text=inbound.body)
+    conversation.hand_off_if_blocked(session, lead, msgs)
+    return pending_ids(msgs)
 
 
 def due_inbound_ids(ctx: AppContext) -> list[int]:
@@ -235,7 +232,7 @@ class Worker:
             ids = list(send_ids)
             for inbound_id in inbound_ids:
                 ids.extend(process_inbound(self.ctx, inbound_id, llm=self.llm))
-            outbox.send_due(self.ctx, ids)
+            sender.send_due(self.ctx, ids)
         except Exception as exc:  # noqa: BLE001 - the sweep will pick the rows up again
             log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
             self.ctx.wake.set()
@@ -249,7 +246,7 @@ class Worker:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)
         for inbound_id in due_inbound_ids(self.ctx):
             process_inbound(self.ctx, inbound_id, llm=self.llm)
-        counts = outbox.send_due(self.ctx)
+        counts = sender.send_due(self.ctx)
         self._apply_retention()
         return counts
 
@@ -259,8 +256,6 @@ class Worker:
         if not days or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
             return
         self._last_purge = now
-        from service.privacy import purge_older_than  # noqa: PLC0415
-
         counts = purge_older_than(self.ctx.engine, days)
         if any(counts.values()):
             log(logger, logging.INFO, "retention purge", days=days, **counts)

@@ -23,7 +23,7 @@ def hold_for_send_in_child(url: str, broker_id: int, phone: str, held: Any, rele
 def change_in_child(url: str, broker_id: int, phone: str, held: Any, release: Any, seen: Any) -> None:
     """In a separate process: opt the number out in a transaction left open until told to commit."""
     from service.db import make_engine, session_scope  # noqa: PLC0415
-    from service.outbox import set_opt_out  # noqa: PLC0415
+    from service.store import set_opt_out  # noqa: PLC0415
 
     engine = make_engine(url)
     with session_scope(engine) as session:

@@ -21,7 +21,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlmodel import Session, func, select
 
-from service import outbox
+from service import sender
 from service.app import create_app
 from service.context import AppContext
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
@@ -181,7 +181,7 @@ def test_send_each_pending_text_once_when_send_due_runs_in_parallel(ctx, second_
     def run(context: AppContext) -> dict[str, int]:
         barrier.wait()
         try:
-            return outbox.send_due(context, list(ids) if explicit_ids else None)
+            return sender.send_due(context, list(ids) if explicit_ids else None)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
             raise

@@ -190,10 +190,11 @@ def test_supersede_held_question_when_borrower_replies_again(client, post, twili
     night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0)
     with Session(ctx.engine, expire_on_commit=False) as session:
         the_lead = session.exec(select(Lead)).one()
-        held = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=the_lead, to=CALLER,
-                                 template_id="ask_timeline", purpose="question", now=night)
+        queued = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=the_lead, to=CALLER,
+                                   template_id="ask_timeline", purpose="question", now=night)
         session.commit()
-    assert held is not None
+    assert queued is not None
+    held = queued.msg
     assert held.status == "pending"
     reply(client, post, "refi, in 2 months")
     with Session(ctx.engine) as session:

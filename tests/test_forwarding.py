@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, select
 
-from service import outbox, worker
+from service import sender, worker
 from service.models import DoNotText, InboundMessage, Lead, utcnow
 from tests.helpers import BROKER_ALERT, CALLER, sent_templates, sms_params
 from tests.test_concurrency import clients  # noqa: F401 - two instances on one database
@@ -163,19 +163,19 @@ def test_forward_each_message_sid_once_when_processed_twice(client, post, twilio
     hand_off(client, post)
     later(clock, WINDOW + 1)
     app_worker = client.app.state.worker
-    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: outbox.send_due(ctx, send_ids))
+    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: sender.send_due(ctx, send_ids))
     params = sms_params("are you there?")
     post(client, "/twilio/sms", params)
     post(client, "/twilio/sms", params)  # Twilio's retry of the same MessageSid
     with Session(ctx.engine) as session:
         inbound = session.exec(select(InboundMessage).where(InboundMessage.message_sid == params["MessageSid"])).one()
-    outbox.send_due(ctx, worker.process_inbound(ctx, inbound.id))
+    sender.send_due(ctx, worker.process_inbound(ctx, inbound.id))
     with Session(ctx.engine) as session:  # the stale sweep gives it back, and it is processed again
         row = session.get(InboundMessage, inbound.id)
         row.status = "received"
         session.add(row)
         session.commit()
-    outbox.send_due(ctx, worker.process_inbound(ctx, inbound.id))
+    sender.send_due(ctx, worker.process_inbound(ctx, inbound.id))
     alerts = to_broker(twilio_api["messages"])
     assert len(alerts) == 2
     assert "are you there?" in alerts[1]
@@ -184,7 +184,7 @@ def test_forward_each_message_sid_once_when_processed_twice(client, post, twilio
 def test_count_coalesced_text_once_when_processed_twice(client, post, twilio_api, ctx, clock, monkeypatch) -> None:
     hand_off(client, post)
     app_worker = client.app.state.worker
-    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: outbox.send_due(ctx, send_ids))
+    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: sender.send_due(ctx, send_ids))
     for text in ("hello?", "hello??", "hello???"):
         reply(client, post, text)
     with Session(ctx.engine) as session:
@@ -195,7 +195,7 @@ def test_count_coalesced_text_once_when_processed_twice(client, post, twilio_api
             row.status = "received"
             session.add(row)
             session.commit()
-        outbox.send_due(ctx, worker.process_inbound(ctx, inbound_id))
+        sender.send_due(ctx, worker.process_inbound(ctx, inbound_id))
     assert len(to_broker(twilio_api["messages"])) == 2  # the handoff, then "hello?"
     later(clock, WINDOW + 1)
     client.app.state.worker.run_once()
@@ -304,5 +304,5 @@ def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twi
         if row.status == "failed":
             break
     assert row.status == "failed"
-    outbox.send_due(ctx)
+    sender.send_due(ctx)
     assert any("buy in spring" in a for a in to_broker(twilio_api["messages"]))

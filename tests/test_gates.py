@@ -10,8 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
-from service import gates, outbox
+from service import outbox, sender
 from service.models import Broker, Lead, OutboundMessage
+from service.sending import gates
+from service.sending.gates import Kind
 from service.sending.policy import load_sending_policy
 from tests.helpers import BROKER, BROKER_ALERT, CALLER, POLICIES, call_params, sent_templates, sent_texts
 
@@ -51,28 +53,28 @@ def broker_row(ctx) -> Broker:  # noqa: ANN001
 )
 def test_defer_later_text_to_recipient_window(ctx, phone, now_utc, deferred) -> None:
     with Session(ctx.engine) as session:
-        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to=phone, purpose="question",
-                           now=now_utc, automated=True)
-    assert (gate.status == "deferred") is deferred
+        gate = gates.at_queue(session, ctx, broker=broker_row(ctx), lead=None, to=phone, purpose="question",
+                              now=now_utc)
+    assert (gate.kind is Kind.defer) is deferred
     if deferred:
-        assert gate.not_before is not None
-        assert gate.not_before > now_utc
+        assert gate.until is not None
+        assert gate.until > now_utc
         assert "quiet hours" in (gate.reason or "")
 
 
 def test_send_opener_at_night_as_reply_to_the_call(ctx) -> None:
     with Session(ctx.engine) as session:
-        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
-                           now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC), automated=True)
-    assert gate.status is None
+        gate = gates.at_queue(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
+                              now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC))
+    assert gate.kind is Kind.allow
 
 
 def test_defer_opener_at_night_when_configured_not_a_reply(ctx) -> None:
     ctx.settings.opener_is_reply_override = False
     with Session(ctx.engine) as session:
-        gate = gates.check(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
-                           now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC), automated=True)
-    assert gate.status == "deferred"
+        gate = gates.at_queue(session, ctx, broker=broker_row(ctx), lead=None, to="+14155550123", purpose="opener",
+                              now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC))
+    assert gate.kind is Kind.defer
 
 
 def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx) -> None:
@@ -86,7 +88,7 @@ def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx)
     with Session(ctx.engine, expire_on_commit=False) as session:
         lead = session.exec(select(Lead)).one()
         msg = queue_text(session, ctx, broker=session.get(Broker, lead.broker_id), lead=lead, to=lead.phone,
-                         template_id="ask_timeline", purpose="question", now=night)
+                         template_id="ask_timeline", purpose="question", now=night).msg
         session.commit()
     assert msg is not None
     assert msg.status == "pending"
@@ -210,8 +212,9 @@ def test_hold_retry_when_it_would_cross_into_quiet_hours(client, post, twilio_ap
     missed(client, post)
     with Session(ctx.engine, expire_on_commit=False) as session:
         lead = session.exec(select(Lead)).one()
-        msg = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
-                                template_id="ask_timeline", purpose="question", now=datetime.now(UTC))
+        queued = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
+                                   template_id="ask_timeline", purpose="question", now=datetime.now(UTC))
+        msg = queued.msg
         session.commit()
     night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0)  # 2-3 a.m. in California
     with Session(ctx.engine) as session:
@@ -219,7 +222,7 @@ def test_hold_retry_when_it_would_cross_into_quiet_hours(client, post, twilio_ap
         row.next_attempt_at, row.last_error = night - timedelta(minutes=1), None
         session.add(row)
         session.commit()
-    assert outbox.send_one(ctx, msg.id, now=night) == "pending"
+    assert sender.send_one(ctx, msg.id, now=night) == "pending"
     with Session(ctx.engine) as session:
         row = session.get(OutboundMessage, msg.id)
     assert row.next_attempt_at > night

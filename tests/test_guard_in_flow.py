@@ -139,9 +139,9 @@ def test_guard_broker_template_addressed_to_a_borrower(client, post, twilio_api,
         lead = session.exec(select(Lead)).one()
         broker = session.get(Broker, lead.broker_id)
         to_team = queue_text(session, ctx, broker=broker, lead=lead, to=BROKER_ALERT, template_id="alert_reply",
-                             purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"})
+                             purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"}).msg
         to_caller = queue_text(session, ctx, broker=broker, lead=lead, to=CALLER, template_id="alert_reply",
-                               purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"})
+                               purpose="alert", values={"caller": CALLER, "excerpt": "is 5.99% APR ok?"}).msg
         session.commit()
     assert (to_team.audience, to_team.status) == ("broker", "pending")
     assert to_caller.audience == "borrower"

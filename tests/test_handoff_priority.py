@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, select
 
-from service import outbox, worker
-from service.conversation import _opt_out, _record
+from service import sender, store, worker
+from service.conversation import _opt_out
 from service.models import Broker, InboundMessage, Lead, OutboundMessage
 from service.replies.analysis import Keyword, ReplyAnalysis
 from tests.helpers import CALLER, sent_templates, sms_params
@@ -18,7 +18,7 @@ URGENT_STOP = "please stop texting me and just call me, my rate lock expires fri
 
 def opted_out(ctx) -> bool:  # noqa: ANN001
     with Session(ctx.engine) as session:
-        return outbox.is_opted_out(session, 1, CALLER)
+        return store.is_opted_out(session, 1, CALLER)
 
 
 def borrower_templates(ctx) -> list[str]:  # noqa: ANN001
@@ -52,18 +52,18 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
     then alerts the broker, and sends neither a second confirmation nor the acknowledgement."""
     missed(client, post)
     app_worker = client.app.state.worker
-    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: outbox.send_due(ctx, send_ids))
+    monkeypatch.setattr(app_worker, "after_webhook", lambda send_ids, inbound_ids: sender.send_due(ctx, send_ids))
     reply(client, post, URGENT_STOP)
     with Session(ctx.engine) as session:
         inbound = session.exec(select(InboundMessage)).one()
         state = session.get(Lead, inbound.lead_id)
         # As the webhook does it: the opt-out, its one confirmation, and a Decision saying so.
-        _record(session, inbound, state, "opt_out", ReplyAnalysis(keyword=Keyword.STOP))
+        store.record_decision(session, inbound, state, "opt_out", ReplyAnalysis(keyword=Keyword.STOP))
         ids = _opt_out(session, ctx, session.get(Broker, 1), state, inbound, "plain_words", twilio_confirmed=False)
         session.commit()
         inbound_id = inbound.id
-    outbox.send_due(ctx, ids)
-    outbox.send_due(ctx, worker.process_inbound(ctx, inbound_id))
+    sender.send_due(ctx, ids)
+    sender.send_due(ctx, worker.process_inbound(ctx, inbound_id))
     assert borrower_templates(ctx) == ["opener", "optout_confirm"]
     [alert] = to_broker(twilio_api["messages"])
     assert ctx.templates.phrase("rate_lock") in alert

@@ -30,7 +30,7 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
-from service import optout_lock, outbox
+from service import optout_lock, store
 from service.app import create_app
 from service.context import AppContext
 from service.db import session_scope
@@ -294,7 +294,7 @@ def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> N
 
     def opt_out() -> None:
         with session_scope(ctx.engine) as session:
-            outbox.set_opt_out(session, broker_id=broker_id, phone=phone, opted_out=True, source="test")
+            store.set_opt_out(session, broker_id=broker_id, phone=phone, opted_out=True, source="test")
         committed.set()
 
     worker = threading.Thread(target=opt_out)

@@ -9,8 +9,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.sending import SendingPolicy, load_sending_policy, recipient_zone, wall_time_to_utc
-from service.sending.policy import QuietHours, QuietHoursExample, StateRule, Window
+from service.sending.policy import (
+    QuietHours,
+    QuietHoursExample,
+    SendingPolicy,
+    StateRule,
+    Window,
+    load_sending_policy,
+    wall_time_to_utc,
+)
+from service.sending.recipient import recipient_zone
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 # Loaded at collection so every example in the file becomes its own test case.

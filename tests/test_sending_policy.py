@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import PolicyError
-from service.sending import Caps, load_sending_policy
+from service.sending.policy import Caps, load_sending_policy
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 

@@ -37,7 +37,7 @@ from service.context import AppContext, build_context
 from service.evals.render import ConversationReport, ScriptResult, StepFailure
 from service.evals.scripts import EVAL_BROKERS, AnsweredCall, LeadExpect, MissedCall, Script, Step, load_scripts
 from service.models import Lead, OutboundMessage
-from service.outbox import is_opted_out
+from service.store import is_opted_out
 from service.phones import InvalidPhone, to_e164
 from service.policy.guard import OutputGuard
 from service.replies.rules import load_rules
@@ -315,9 +315,8 @@ def run_script(script: Script, shared: _Shared) -> ScriptResult:
         workdir = Path(tmp)
         (workdir / "brokers.yaml").write_text(_brokers_yaml(), encoding="utf-8")
         settings = _settings(workdir, shared.policies_dir)
-        ctx = build_context(settings)
         # The same guard, rules and sending policy for every script (the guard alone takes seconds to build).
-        ctx._guard, ctx._rules, ctx._sending = shared.guard, shared.rules, shared.sending  # noqa: SLF001
+        ctx = build_context(settings, guard=shared.guard, rules=shared.rules, sending_policy=shared.sending)
         try:
             app = create_app(ctx=ctx, run_worker=False)
             with TestClient(app=app, base_url="http://testserver.local") as client:

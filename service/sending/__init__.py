@@ -1,14 +1,3 @@
-"""Guards before any automated text: quiet hours in the recipient's local time, and caps."""
-
-from service.sending.policy import Caps, QuietHours, SendingPolicy, load_sending_policy, wall_time_to_utc
-from service.sending.recipient import RecipientZone, recipient_zone
-
-__all__ = [
-    "Caps",
-    "QuietHours",
-    "RecipientZone",
-    "SendingPolicy",
-    "load_sending_policy",
-    "recipient_zone",
-    "wall_time_to_utc",
-]
+"""Before any automated text: the gates (one verdict at queue and send time), quiet hours in the recipient's
+local time, caps, and retry timing. Nothing is imported here: the quiet-hours policy pulls in phonenumbers'
+geocoder data, which only the code that reads the policy should pay for."""

@@ -17,12 +17,12 @@ from service import calls
 from service.conversation import forward_settled, handle_keyword, opt_out_in_plain_words
 from service.db import insert_once
 from service.errors import BadRequestError
-from service.flow import get_or_create_lead
 from service.logs import log
 from service.models import DeliveryEvent, InboundMessage, OutboundMessage
-from service.outbox import apply_error_to_lead
 from service.phones import mask
 from service.privacy import was_forgotten
+from service.sender import apply_error_to_lead
+from service.store import get_or_create_lead
 from service.twilio import twiml
 from service.twilio.forms import (
     CALL_STATUSES, KNOWN_DIAL_STATUSES, MESSAGE_SID, CallForm, CallStatusForm, DialStatusForm, InboundSmsForm,

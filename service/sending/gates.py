@@ -1,0 +1,216 @@
+"""The one answer to "may this text go now?", at queue time and at send time, as a typed Verdict.
+
+Queue time (`at_queue`, borrower texts only), cheapest first: opt-out -> known contact (do-not-text) ->
+number known not to take texts -> (automated texts only) circuit breaker -> caps (per lead total, per lead per
+day, per broker per day) -> quiet hours (defer, not drop). The output guard runs after these (it is the most
+expensive; `guarded` turns its result into a Verdict). Send time (`at_send`): the opt-out read afresh, quiet
+hours again for a text that waited, and the line type (Twilio Lookup) for an opener, which needs the network.
+
+Callers act on `Verdict.kind` and `Verdict.cause`, never on the wording: `Verdict.last_error` is what the
+row records for the audit export and the operators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from service.models import (
+    ALLOWED_AFTER_OPTOUT,
+    AUTOMATED,
+    Audience,
+    Broker,
+    Lead,
+    LineTypeCache,
+    MessageStatus,
+    OutboundMessage,
+    Purpose,
+)
+from service.store import is_known_contact, is_opted_out
+
+if TYPE_CHECKING:
+    from service.context import AppContext
+
+NOT_TEXTABLE_LINE_TYPES = {"landline", "pager", "tollFree"}
+COUNTED = (MessageStatus.pending, MessageStatus.sending, MessageStatus.sent, MessageStatus.dry_run)
+
+
+class Kind(StrEnum):
+    allow = "allow"
+    defer = "defer"  # wait until `until`, then ask again
+    suppress = "suppress"  # never sent: a gate says no
+    block = "block"  # never sent: the output guard says no
+
+
+class Cause(StrEnum):
+    """Which gate decided (what callers branch on)."""
+
+    opted_out = "opted_out"
+    known_contact = "known_contact"
+    not_textable = "not_textable"
+    circuit_breaker = "circuit_breaker"
+    cap = "cap"
+    quiet_hours = "quiet_hours"
+    output_guard = "output_guard"
+    line_type = "line_type"
+    lock_busy = "lock_busy"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gates decided, why (`cause`, for code; `reason`, for people) and, for a deferral, until when."""
+
+    kind: Kind = Kind.allow
+    cause: Cause | None = None
+    reason: str | None = None
+    until: datetime | None = None
+    detail: str | None = None  # the line type a Lookup found, for the lead's not_textable_reason
+
+    @classmethod
+    def defer(cls, cause: Cause, reason: str, until: datetime) -> Verdict:
+        return cls(Kind.defer, cause, reason, until)
+
+    @classmethod
+    def suppress(cls, cause: Cause, reason: str, detail: str | None = None) -> Verdict:
+        return cls(Kind.suppress, cause, reason, detail=detail)
+
+    @classmethod
+    def block(cls, cause: Cause, reason: str) -> Verdict:
+        return cls(Kind.block, cause, reason)
+
+    @property
+    def last_error(self) -> str | None:
+        """What the row records (the audit export and the operators read it; no code does)."""
+        return f"deferred: {self.reason}" if self.kind is Kind.defer else self.reason
+
+
+ALLOW = Verdict()
+
+
+def _count(session: Session, *conditions: object) -> int:
+    return session.exec(
+        select(func.count()).select_from(OutboundMessage).where(
+            OutboundMessage.audience == Audience.borrower, OutboundMessage.status.in_(COUNTED), *conditions)
+    ).one()
+
+
+def breaker_tripped(session: Session, ctx: AppContext, broker: Broker, now: datetime) -> str | None:
+    """Openers in the window, platform-wide and per broker to distinct numbers: too many looks like abuse."""
+    caps = ctx.sending_policy.caps
+    since = now - timedelta(minutes=caps.breaker_window_minutes)
+    total = _count(session, OutboundMessage.purpose == Purpose.opener, OutboundMessage.created_at >= since)
+    if total >= caps.breaker_max_openers:
+        return f"circuit breaker: {total} openers in {caps.breaker_window_minutes} min across all brokers"
+    distinct = session.exec(
+        select(func.count(func.distinct(OutboundMessage.to_phone))).where(
+            OutboundMessage.broker_id == broker.id, OutboundMessage.purpose == Purpose.opener,
+            OutboundMessage.status.in_(COUNTED), OutboundMessage.created_at >= since)
+    ).one()
+    if distinct >= caps.breaker_max_openers_per_broker:
+        return f"circuit breaker: {distinct} openers to different numbers in {caps.breaker_window_minutes} min"
+    return None
+
+
+def _cap_reached(session: Session, ctx: AppContext, broker: Broker, lead: Lead | None, now: datetime) -> str | None:
+    caps = ctx.sending_policy.caps
+    day_ago = now - timedelta(days=1)
+    if lead is not None:
+        per_lead_total = ctx.settings.max_automated_texts_per_lead or caps.per_lead_total
+        if lead.automated_count >= per_lead_total:
+            return "per-lead cap reached"
+        if _count(session, OutboundMessage.lead_id == lead.id, OutboundMessage.created_at >= day_ago) >= (
+                caps.per_lead_per_day):
+            return "per-lead daily cap reached"
+    if _count(session, OutboundMessage.broker_id == broker.id, OutboundMessage.created_at >= day_ago) >= (
+            caps.per_broker_per_day):
+        return "per-broker daily cap reached"
+    return None
+
+
+def at_queue(  # noqa: PLR0911 - one early return per gate reads best
+    session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str, now: datetime,
+) -> Verdict:
+    """Every gate for one borrower-facing text about to be queued, cheapest first."""
+    if purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, broker.id, to):
+        return Verdict.suppress(Cause.opted_out, "opted out")
+    if is_known_contact(session, broker, to):
+        return Verdict.suppress(Cause.known_contact, "known contact (do-not-text list)")
+    if lead is not None and lead.not_textable_reason:
+        return Verdict.suppress(Cause.not_textable, f"not textable: {lead.not_textable_reason}")
+    if purpose not in AUTOMATED:
+        return ALLOW
+    if purpose == Purpose.opener:
+        tripped = breaker_tripped(session, ctx, broker, now)
+        if tripped:
+            return Verdict.suppress(Cause.circuit_breaker, tripped)
+    capped = _cap_reached(session, ctx, broker, lead, now)
+    if capped:
+        return Verdict.suppress(Cause.cap, capped)
+    exempt = ctx.settings.opener_is_reply_override  # None: as the quiet-hours policy file says
+    is_opener = purpose == Purpose.opener and exempt is not False
+    if is_opener and exempt is True:
+        return ALLOW
+    not_before = ctx.sending_policy.next_allowed_send(to, now, broker.timezone, is_opener=is_opener)
+    if not_before > now:
+        return Verdict.defer(Cause.quiet_hours, ctx.sending_policy.quiet_hours_reason(to, now, broker.timezone),
+                             not_before)
+    return ALLOW
+
+
+def guarded(result: Any) -> Verdict:
+    """The output guard's result as a verdict (the guard itself runs in service.outbox, after the gates)."""
+    return ALLOW if result.allowed else Verdict.block(Cause.output_guard, "output guard")
+
+
+def opted_out_before_send(msg: OutboundMessage) -> Verdict:
+    return Verdict.suppress(Cause.opted_out, "opted out before send (Twilio had no record of the earlier attempt)"
+                            if msg.unknown_outcome else "opted out before send")
+
+
+def lock_busy(now: datetime) -> Verdict:
+    """The number's opt-out lock was busy: ask again in a second (the attempt does not count)."""
+    return Verdict.defer(Cause.lock_busy, "opt-out lock busy", now + timedelta(seconds=1))
+
+
+def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: datetime) -> Verdict:
+    """The checks on a claimed text just before it goes (after any reconciliation with Twilio)."""
+    if msg.audience != Audience.borrower:
+        return ALLOW
+    if msg.purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, msg.broker_id, msg.to_phone):
+        return opted_out_before_send(msg)
+    if msg.purpose in AUTOMATED and msg.purpose != Purpose.opener:
+        # A retry or a worker back after downtime must not carry a text past the recipient's window.
+        broker = session.get(Broker, msg.broker_id)
+        opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker.timezone if broker else "UTC",
+                                                     is_opener=False)
+        if opens > now:
+            return Verdict.defer(Cause.quiet_hours, "quiet hours at send time", opens)
+    if msg.purpose == Purpose.opener:
+        skip = line_type_allows(session, ctx, msg.to_phone, now)
+        if skip is not None:
+            return Verdict.suppress(Cause.line_type, f"not textable: {skip}", detail=skip)
+    return ALLOW
+
+
+def line_type_allows(session: Session, ctx: AppContext, phone: str, now: datetime) -> str | None:
+    """Twilio Lookup line type (when enabled), cached for 30 days, failing open. Returns a reason to skip."""
+    if not ctx.settings.line_type_lookup or ctx.gateway is None:
+        return None
+    cached = session.get(LineTypeCache, phone)
+    if cached is None or cached.checked_at < now - timedelta(days=30):
+        session.commit()  # never hold a transaction (on SQLite, the write lock) across the network call
+        try:
+            line_type = ctx.gateway.line_type(phone)
+        except Exception:  # noqa: BLE001 - lookup is advisory: fail open, the send's own errors still count
+            return None
+        cached = cached or LineTypeCache(phone=phone)
+        cached.line_type, cached.checked_at = line_type, now
+        session.add(cached)
+    if cached.line_type in NOT_TEXTABLE_LINE_TYPES:
+        return f"line type {cached.line_type}"
+    return None

@@ -1,0 +1,143 @@
+"""The data access the flow shares: leads, opt-outs, known contacts and the decisions taken on a reply.
+
+Opt-outs are read afresh (never from an object a session cached) and changed under the number's lock
+(service/optout_lock.py), so a text is never requested after an opt-out committed. Nothing here decides what
+to send or writes a lead's state (service.conversation does).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import update
+from sqlmodel import Session, or_, select
+
+from service import optout_lock
+from service.db import insert_once
+from service.models import (
+    ALLOWED_AFTER_OPTOUT,
+    Broker,
+    Decision,
+    DoNotText,
+    InboundMessage,
+    Lead,
+    MessageStatus,
+    OptOut,
+    OptOutEvent,
+    OutboundMessage,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from service.replies.analysis import ReplyAnalysis
+
+# Decisions only reply processing records (besides "ask:<field>" and "closed:<reason>"): one of them on a reply
+# means it was acted on. ("opt_out" is not one: the webhook records it too, for a reply it leaves to us.)
+REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
+
+
+def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
+    lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).first()
+    if lead is not None:
+        return lead
+    lead = Lead(broker_id=broker_id, phone=phone)
+    if not insert_once(session, lead):
+        lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).one()
+    return lead
+
+
+def is_known_contact(session: Session, broker: Broker, phone: str) -> bool:
+    """On the broker's do-not-text list (the brokers file) or in the DoNotText table (this broker's or all)."""
+    if phone in broker.do_not_text:
+        return True
+    row = session.exec(
+        select(DoNotText.id).where(DoNotText.phone == phone,
+                                   or_(DoNotText.broker_id.is_(None), DoNotText.broker_id == broker.id))
+    ).first()
+    return row is not None
+
+
+def is_opted_out(session: Session, broker_id: int, phone: str) -> bool:
+    """The number's committed opt-out state, read afresh (never an OptOut object a session cached)."""
+    return optout_lock.is_opted_out(session, broker_id, phone)
+
+
+def _opt_out_row(session: Session, broker_id: int, phone: str) -> OptOut | None:
+    return session.exec(
+        select(OptOut).where(OptOut.broker_id == broker_id, OptOut.phone == phone)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def set_opt_out(  # noqa: PLR0913
+    session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None,
+    wait_seconds: float = 25.0,
+) -> OptOut:
+    """Record an opt-out or opt-in (current state plus a permanent event), serialised per number.
+
+    The number's lock is taken exclusively first and held until the transaction ends (service/optout_lock.py),
+    then the row is read afresh: concurrent changes to one number run one after the other, and the state left
+    is the one of the request that committed last. `confirmation_sent` is cleared only when the number goes
+    from opted in to opted out (a new opt-out earns one confirmation; a repeated one, in any words, none). The
+    same message recorded twice (the webhook, then the reply processing) adds one event, not two.
+    `wait_seconds` bounds the wait for sends in flight (optout_lock.change_wait(settings))."""
+    optout_lock.lock_for_change(session, broker_id, phone, wait=wait_seconds)
+    row = _opt_out_row(session, broker_id, phone)
+    if row is None:
+        fresh = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
+        row = fresh if insert_once(session, fresh) else _opt_out_row(session, broker_id, phone)
+        assert row is not None  # noqa: S101 - inserted, or inserted by another transaction
+    if row.opted_out != opted_out:
+        row.opted_out = opted_out
+        row.source = source
+        if opted_out:
+            row.confirmation_sent = False
+        row.updated_at = utcnow()
+        session.add(row)
+    action = "opt_out" if opted_out else "opt_in"
+    recorded = message_sid is not None and session.exec(
+        select(OptOutEvent.id).where(OptOutEvent.phone == phone, OptOutEvent.broker_id == broker_id,
+                                     OptOutEvent.message_sid == message_sid, OptOutEvent.action == action)
+    ).first() is not None
+    if not recorded:
+        session.add(OptOutEvent(broker_id=broker_id, phone=phone, action=action, source=source,
+                                message_sid=message_sid))
+    if opted_out:
+        # Nothing automated may leave for this number any more. A text whose earlier attempt may have reached
+        # Twilio (unknown outcome) stays for the send path, which asks Twilio first: it is recorded as sent when
+        # Twilio has it, and suppressed (never resent) when Twilio does not.
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.broker_id == broker_id,
+                OutboundMessage.to_phone == phone,
+                OutboundMessage.status == MessageStatus.pending,
+                OutboundMessage.purpose.not_in(ALLOWED_AFTER_OPTOUT),
+                OutboundMessage.unknown_outcome.is_(False),
+            )
+            .values(status=MessageStatus.suppressed, last_error="opted out")
+        )
+    return row
+
+
+def record_decision(session: Session, inbound: InboundMessage, lead: Lead, action: str,  # noqa: PLR0913
+                    analysis: ReplyAnalysis | None, rules_version: str | None = None,
+                    llm_skipped: str | None = None) -> None:
+    """What was decided about one inbound message, and on what grounds (the audit trail)."""
+    session.add(Decision(
+        inbound_id=inbound.id, lead_id=lead.id, action=action,
+        source=str(analysis.source) if analysis else "rules",
+        rules_fired=list(analysis.rules_fired) if analysis else [], rules_version=rules_version,
+        llm_prompt=analysis.llm_prompt if analysis else None,
+        llm_prompt_version=analysis.llm_prompt_version if analysis else None,
+        llm_model=analysis.llm_model if analysis else None,
+        llm_error=analysis.llm_error if analysis else None,
+        llm_skipped=llm_skipped,
+        analysis=analysis.model_dump(mode="json") if analysis else None,
+    ))
+
+
+def acted_on(session: Session, inbound: InboundMessage) -> bool:
+    """This reply was processed already (a stale claim taken back and run again): act on it once only."""
+    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
+    return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None
