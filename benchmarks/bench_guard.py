@@ -17,15 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.policy.files import load_outbound_rules  # noqa: E402
-from service.policy.guard import OutputGuard, scan  # noqa: E402
+from service.policy.files import load_outbound_rules
+from service.policy.guard import OutputGuard, scan
 
 
 def _texts(policies: Path) -> list[tuple[str, dict[str, str]]]:
     rules = load_outbound_rules(policies)
     texts = [(t, {}) for r in rules for t in [*r.rule.examples.must_match, *r.rule.examples.must_not_match]]
     try:
-        from service.templates import load_templates  # noqa: PLC0415
+        from service.templates import load_templates
 
         texts += [(r.text, r.required) for r in load_templates(policies).sample_renders() if r.audience == "borrower"]
     except ImportError:

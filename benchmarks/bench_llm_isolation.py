@@ -39,12 +39,18 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.load_test import (  # noqa: E402
-    ACCOUNT_SID, AUTH_TOKEN, BROKERS_YAML, PUBLIC_URL, prepare_policies, start_service, stop,
+from benchmarks.load_test import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BROKERS_YAML,
+    PUBLIC_URL,
+    prepare_policies,
+    start_service,
+    stop,
 )
-from benchmarks.mock_twilio import MockTwilio  # noqa: E402
-from service.replies.llm_fake import error_json  # noqa: E402
-from service.twilio import fake  # noqa: E402
+from benchmarks.mock_twilio import MockTwilio
+from service.replies.llm_fake import error_json
+from service.twilio import fake
 
 BROKER = "+14155550100"
 UNSETTLED = "well it kind of depends on a few things honestly"  # the rules leave this to the LLM
@@ -61,9 +67,9 @@ class MockLLM:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # http.server's name
                 self.rfile.read(int(self.headers.get("content-length") or 0))
-                with owner._lock:  # noqa: SLF001
+                with owner._lock:
                     owner.calls += 1
                 if owner.mode == "hang":
                     time.sleep(130)
@@ -215,7 +221,7 @@ def start_service_from(env: dict[str, str], workdir: Path, root: Path) -> tuple[
     """`textback serve` from `root` (its service package first on PYTHONPATH)."""
     if root.resolve() == REPO:
         return start_service(env, workdir, 1, timeout=180)
-    import benchmarks.load_test as load_test  # noqa: PLC0415
+    import benchmarks.load_test as load_test
 
     original = load_test.textback_command
     load_test.textback_command = lambda: [sys.executable, "-c", "from service.cli import main; main()"]

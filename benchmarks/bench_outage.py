@@ -32,15 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from litestar.testing import TestClient  # noqa: E402
-from load_test import prepare_policies  # noqa: E402 - the breaker and caps raised, as for the load test
+from litestar.testing import TestClient
+from load_test import prepare_policies  # the breaker and caps raised, as for the load test
 
-from service.app import create_app  # noqa: E402
-from service.context import build_context  # noqa: E402
-from service.replay import replay_spool  # noqa: E402
-from service.settings import DEV_AUTH_TOKEN, Settings  # noqa: E402
-from service.twilio import fake  # noqa: E402
-from tests.outage import SilentListener, database_down, engine_at  # noqa: E402
+from service.app import create_app
+from service.context import build_context
+from service.replay import replay_spool
+from service.settings import DEV_AUTH_TOKEN, Settings
+from service.twilio import fake
+from tests.outage import SilentListener, database_down, engine_at
 
 PUBLIC = "https://textback.example.com"
 BROKER = "+14155550100"
@@ -56,7 +56,7 @@ def post(client: TestClient, path: str, form: dict[str, str]) -> float:
     start = time.perf_counter()
     response = client.post(path, data=form, headers=headers)
     elapsed = time.perf_counter() - start
-    assert response.status_code == 200, response.text  # noqa: S101
+    assert response.status_code == 200, response.text
     return elapsed
 
 
@@ -100,7 +100,7 @@ def main() -> None:
             start = time.perf_counter()
             result = replay_spool(ctx)
             replay_seconds = time.perf_counter() - start
-            assert result.replayed == n, result  # noqa: S101
+            assert result.replayed == n, result
             start = time.perf_counter()
             worker.after_webhook(result.send_ids, [])
             send_seconds = time.perf_counter() - start

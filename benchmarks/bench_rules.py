@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.replies.rules import RuleSet, load_rules  # noqa: E402
+from service.replies.rules import RuleSet, load_rules
 
 TYPICAL = [
     "refi",

@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from sqlmodel import Session  # noqa: E402
+import httpx
+from sqlmodel import Session
 
-from service import optout_lock, sender  # noqa: E402
-from service.context import build_context  # noqa: E402
-from service.models import OutboundMessage  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.twilio.client import TwilioGateway  # noqa: E402
+from service import optout_lock, sender
+from service.context import build_context
+from service.models import OutboundMessage
+from service.settings import Settings
+from service.twilio.client import TwilioGateway
 
 BROKERS = """
 brokers:
@@ -54,9 +54,9 @@ def _messages_api(request: httpx.Request) -> httpx.Response:
 
 
 def _gateway() -> TwilioGateway:
-    gateway = TwilioGateway(account_sid=SID, auth_token="bench", api_url="https://api.twilio.com",  # noqa: S106
+    gateway = TwilioGateway(account_sid=SID, auth_token="bench", api_url="https://api.twilio.com",
                             lookup_url="https://lookups.twilio.com", timeout=10)
-    gateway._http._client = httpx.Client(transport=httpx.MockTransport(_messages_api))  # noqa: SLF001
+    gateway._http._client = httpx.Client(transport=httpx.MockTransport(_messages_api))
     return gateway
 
 
@@ -75,7 +75,7 @@ def run(url: str, sends: int, work: Path) -> None:
     brokers = work / "brokers.yaml"
     brokers.write_text(BROKERS)
     settings = Settings(_env_file=None, database_url=url, brokers_file=brokers, policies_dir=ROOT / "policies",
-                        twilio_account_sid=SID, twilio_auth_token="bench", run_worker=False)  # noqa: S106
+                        twilio_account_sid=SID, twilio_auth_token="bench", run_worker=False)
     ctx = build_context(settings, gateway=_gateway())
     ctx.settings.send_retry_base_seconds = 0
     broker = next(iter(ctx.brokers_by_number.values()))
@@ -116,10 +116,10 @@ def main() -> None:
         work = Path(tmp)
         run(f"sqlite:///{work / 'bench.db'}", args.sends, work)
         if args.postgres_url:
-            from sqlalchemy import create_engine, text  # noqa: PLC0415
-            from sqlalchemy.engine import make_url  # noqa: PLC0415
+            from sqlalchemy import create_engine, text
+            from sqlalchemy.engine import make_url
 
-            from service.db import normalize_url  # noqa: PLC0415
+            from service.db import normalize_url
 
             base = make_url(normalize_url(args.postgres_url))
             name = f"textback_bench_{os.getpid()}"

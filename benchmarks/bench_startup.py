@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.policy.files import load_outbound_rules, policy_version  # noqa: E402
-from service.policy.guard import OutputGuard  # noqa: E402
+from service.policy.files import load_outbound_rules, policy_version
+from service.policy.guard import OutputGuard
 
 
 def _median_ms(fn: Callable[[], object], rounds: int) -> float:

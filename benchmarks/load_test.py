@@ -32,7 +32,6 @@ import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,12 +48,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.twilio import fake  # noqa: E402
-from service.twilio.signature import sign  # noqa: E402
+from service.twilio import fake
+from service.twilio.signature import sign
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-AUTH_TOKEN = "load-test-token-7d1e"  # noqa: S105 - a local test value
-FORGER_TOKEN = "not-the-auth-token"  # noqa: S105
+AUTH_TOKEN = "load-test-token-7d1e"  # a local test value
+FORGER_TOKEN = "not-the-auth-token"
 PUBLIC_URL = "https://textback.example.com"
 BROKERS = ["+14155550100", "+12125550100", "+13125550100", "+16175550100"]
 BROKERS_YAML = """
@@ -230,7 +229,7 @@ def free_port() -> int:
 
 
 def start_mock(workdir: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, str(REPO / "benchmarks" / "mock_twilio.py"), "--account-sid", ACCOUNT_SID,
          "--auth-token", AUTH_TOKEN],
         stdout=subprocess.PIPE, stderr=(workdir / "mock.log").open("w"), text=True, start_new_session=True)
@@ -248,7 +247,7 @@ def textback_command() -> list[str]:
 
 def child_pids(pid: int) -> list[int]:
     try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout  # noqa: S607
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
     except FileNotFoundError:
         return []
     return [int(p) for p in out.split()]
@@ -271,7 +270,7 @@ def start_service(env: dict[str, str], workdir: Path, processes: int, timeout: f
     if processes > 1:
         cmd += ["--workers", str(processes)]
     log = (workdir / "service.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
+    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -279,7 +278,7 @@ def start_service(env: dict[str, str], workdir: Path, processes: int, timeout: f
         if proc.poll() is not None:
             raise SystemExit(f"textback serve exited {proc.returncode}; see {workdir / 'service.log'}")
         try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:  # noqa: PLR2004
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -327,10 +326,10 @@ def prepare_policies(workdir: Path, *, shipped: bool) -> Path:
 def prepare_database(kind: str, workdir: Path, pg_url: str) -> str:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'load.db'}"
-    import psycopg  # noqa: PLC0415
-    from sqlmodel import SQLModel  # noqa: PLC0415
+    import psycopg
+    from sqlmodel import SQLModel
 
-    from service.db import make_engine  # noqa: PLC0415
+    from service.db import make_engine
 
     parts = urlsplit(pg_url)
     name = parts.path.lstrip("/")
@@ -355,11 +354,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def wait_drained(database_url: str, mock_url: str, deadline: float) -> float:
     """Wait until nothing is due in the outbox or the inbound queue and the mock has seen no send for 2 s."""
-    from sqlalchemy import func, or_  # noqa: PLC0415
-    from sqlmodel import Session, select  # noqa: PLC0415
+    from sqlalchemy import func, or_
+    from sqlmodel import Session, select
 
-    from service.db import make_engine  # noqa: PLC0415
-    from service.models import InboundMessage, OutboundMessage, utcnow  # noqa: PLC0415
+    from service.db import make_engine
+    from service.models import InboundMessage, OutboundMessage, utcnow
 
     engine = make_engine(database_url)
     started = time.perf_counter()
@@ -375,7 +374,7 @@ def wait_drained(database_url: str, mock_url: str, deadline: float) -> float:
             count = len(httpx.get(mock_url + "/_mock/messages", timeout=10).json())
             if count != last_count:
                 last_count, stable_since = count, time.monotonic()
-            if busy_out == 0 and busy_in == 0 and time.monotonic() - stable_since >= 2.0:  # noqa: PLR2004
+            if busy_out == 0 and busy_in == 0 and time.monotonic() - stable_since >= 2.0:
                 break
             time.sleep(0.5)
     finally:
@@ -402,10 +401,10 @@ class Result:
 
 def measure(label: str, workload: Workload, burst: float, drain: float, database_url: str, mock_url: str, *,
             shipped: bool) -> Result:
-    from sqlmodel import Session, select  # noqa: PLC0415
+    from sqlmodel import Session, select
 
-    from service.db import make_engine  # noqa: PLC0415
-    from service.models import CallEvent, InboundMessage, OutboundMessage  # noqa: PLC0415
+    from service.db import make_engine
+    from service.models import CallEvent, InboundMessage, OutboundMessage
 
     reqs = workload.requests
     records = httpx.get(mock_url + "/_mock/requests", timeout=30).json()
@@ -445,15 +444,15 @@ def measure(label: str, workload: Workload, burst: float, drain: float, database
         "opener rows for 2+ per caller (db)": sum(1 for c in workload.callers if opener_rows[c] > 1),
         "identical texts sent twice": dup_texts,
         "forged requests": len(forged),
-        "forged requests answered 403": sum(1 for r in forged if r.status == 403),  # noqa: PLR2004
+        "forged requests answered 403": sum(1 for r in forged if r.status == 403),
         "texts to forged numbers": sum(sent_to[n] for n in workload.forged_numbers),
         "rows from forged requests": len(stored_sids & workload.forged_sids) + len(call_sids & workload.forged_call_sids),
         "distinct valid MessageSids": len(workload.message_sids),
         "inbound rows stored": len(stored_sids & workload.message_sids),
         "inbound lost": len(workload.message_sids - stored_sids),
         "inbound processed": len(set(processed) & workload.message_sids),
-        "valid requests not 200": sum(1 for r in valid if r.status != 200),  # noqa: PLR2004
-        "5xx or transport errors": sum(1 for r in reqs if r.status >= 500 or r.status < 0),  # noqa: PLR2004
+        "valid requests not 200": sum(1 for r in valid if r.status != 200),
+        "5xx or transport errors": sum(1 for r in reqs if r.status >= 500 or r.status < 0),
         "connection errors retried once": len(workload.transport_errors),
         "Messages API requests": len(creates),
     }
@@ -507,10 +506,10 @@ def print_results(results: list[Result], *, shipped: bool) -> None:
                  "FAILED: " + "; ".join(verdicts(r, shipped=shipped))))
     width = max(len(name) for name, _ in rows)
     cols = [max(len(r.label), *(len(fn(r)) for _, fn in rows)) for r in results]
-    print("| " + "metric".ljust(width) + " | " + " | ".join(r.label.ljust(c) for r, c in zip(results, cols, strict=True)) + " |")  # noqa: T201
-    print("|" + "-" * (width + 2) + "|" + "|".join("-" * (c + 2) for c in cols) + "|")  # noqa: T201
+    print("| " + "metric".ljust(width) + " | " + " | ".join(r.label.ljust(c) for r, c in zip(results, cols, strict=True)) + " |")
+    print("|" + "-" * (width + 2) + "|" + "|".join("-" * (c + 2) for c in cols) + "|")
     for name, fn in rows:
-        print("| " + name.ljust(width) + " | " + " | ".join(fn(r).rjust(c) for r, c in zip(results, cols, strict=True)) + " |")  # noqa: T201
+        print("| " + name.ljust(width) + " | " + " | ".join(fn(r).rjust(c) for r, c in zip(results, cols, strict=True)) + " |")
 
 
 # ------------------------------------------------------------------------------------------------------ run
@@ -523,7 +522,7 @@ def run_one(kind: str, processes: int, args: argparse.Namespace) -> Result:
     database_url = prepare_database(kind, workdir, args.pg_url)
     workload = build_workload(args.requests, args.seed)
     label = f"{'PostgreSQL' if kind == 'postgres' else 'SQLite'}, {processes} proc"
-    print(f"== {label}: {len(workload.requests)} requests, concurrency {args.concurrency}; logs in {workdir}",  # noqa: T201
+    print(f"== {label}: {len(workload.requests)} requests, concurrency {args.concurrency}; logs in {workdir}",
           flush=True)
     mock, mock_url = start_mock(workdir)
     service = None
@@ -545,7 +544,7 @@ def run_one(kind: str, processes: int, args: argparse.Namespace) -> Result:
             stop(service)
         stop(mock)
     if time.monotonic() > deadline:
-        print(f"   (time limit of {args.time_limit:.0f} s reached: figures are partial)", flush=True)  # noqa: T201
+        print(f"   (time limit of {args.time_limit:.0f} s reached: figures are partial)", flush=True)
     return result
 
 
@@ -566,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"postgres": [("postgres", max(args.processes, 1))], "sqlite": [("sqlite", 1)],
             "both": [("postgres", max(args.processes, 2)), ("sqlite", 1)]}[args.db]
     results = [run_one(kind, processes, args) for kind, processes in runs]
-    print()  # noqa: T201
+    print()
     print_results(results, shipped=args.shipped_policies)
     if args.json:
         args.json.write_text(json.dumps([{

@@ -46,13 +46,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's service
 
-from service.twilio import fake  # noqa: E402
+from service.twilio import fake
 
 API_VERSION = fake.API_VERSION
 _LIST_RE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
@@ -289,7 +289,7 @@ class MockTwilio:
 
 
 def _parse_sent(message: dict[str, Any]) -> datetime:
-    from email.utils import parsedate_to_datetime  # noqa: PLC0415
+    from email.utils import parsedate_to_datetime
 
     return parsedate_to_datetime(message["date_sent"])
 
@@ -304,7 +304,7 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, like the real API behind httpx's pool
         server_version = "mock-twilio/1.0"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: object) -> None:  # the stdlib's name
             pass
 
         def _send_json(self, status: int, payload: object, record: RecordedRequest | None = None) -> None:
@@ -317,7 +317,7 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
             self.wfile.flush()
             if record is not None:
-                with mock._lock:  # noqa: SLF001
+                with mock._lock:
                     record.status, record.responded_at = status, time.time()
 
         def _read_body(self) -> str:
@@ -330,15 +330,15 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
             if parts.path.startswith("/_mock/"):
                 self._control_get(parts.path)
                 return
-            record = mock._record("GET", parts.path, query, {})  # noqa: SLF001
+            record = mock._record("GET", parts.path, query, {})
             if match := _LIST_RE.match(parts.path):
-                if not mock._authorized(self.headers.get("Authorization"), match["account"]):  # noqa: SLF001
+                if not mock._authorized(self.headers.get("Authorization"), match["account"]):
                     self._send_json(401, _twilio_error(401, 20003, "Authenticate"), record)
                     return
-                self._send_json(200, mock._list(match["account"], query), record)  # noqa: SLF001
+                self._send_json(200, mock._list(match["account"], query), record)
                 return
             if match := _ONE_RE.match(parts.path):
-                found = mock._fetch(match["account"], match["sid"])  # noqa: SLF001
+                found = mock._fetch(match["account"], match["sid"])
                 if found is None:
                     self._send_json(404, _twilio_error(404, 20404, "The requested resource was not found"), record)
                 else:
@@ -353,16 +353,16 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
                 self._control_post(parts.path, raw)
                 return
             form = dict(parse_qsl(raw, keep_blank_values=True))
-            record = mock._record("POST", parts.path, dict(parse_qsl(parts.query)), form)  # noqa: SLF001
+            record = mock._record("POST", parts.path, dict(parse_qsl(parts.query)), form)
             match = _LIST_RE.match(parts.path)
             if match is None:
                 self._send_json(404, _twilio_error(404, 20404, "The requested resource was not found"), record)
                 return
             account = match["account"]
-            if not mock._authorized(self.headers.get("Authorization"), account):  # noqa: SLF001
+            if not mock._authorized(self.headers.get("Authorization"), account):
                 self._send_json(401, _twilio_error(401, 20003, "Authenticate"), record)
                 return
-            fault = mock._fault_for(record)  # noqa: SLF001
+            fault = mock._fault_for(record)
             if fault is not None:
                 record.fault = fault.kind
                 if fault.kind == "fail":
@@ -374,8 +374,8 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
                     return
                 if fault.kind == "hang":
                     if fault.create:
-                        record.sid = mock._create(account, form)["sid"]  # noqa: SLF001
-                    mock._closing.wait(fault.seconds)  # noqa: SLF001
+                        record.sid = mock._create(account, form)["sid"]
+                    mock._closing.wait(fault.seconds)
                     self.close_connection = True
                     return  # never answer: the client times out (or its process dies)
             for name in ("To", "From", "Body"):
@@ -383,7 +383,7 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
                     self._send_json(400, _twilio_error(400, 21604 if name == "To" else 21602,
                                                        f"A '{name}' parameter is required."), record)
                     return
-            message = mock._create(account, form)  # noqa: SLF001
+            message = mock._create(account, form)
             record.sid = message["sid"]
             self._send_json(201, message, record)
 
@@ -447,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.fail:
         n, status, *rest = spec.split(":")
         mock.fail(int(n), status=int(status), code=int(rest[0]) if rest else None)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=mock._server.shutdown).start())  # noqa: SLF001
-    print(f"mock-twilio listening on {mock.url}", flush=True)  # noqa: T201
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=mock._server.shutdown).start())
+    print(f"mock-twilio listening on {mock.url}", flush=True)
     try:
         mock.serve_forever()
     except KeyboardInterrupt:

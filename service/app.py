@@ -43,7 +43,7 @@ def error_to_response(request: Request, exc: Exception) -> Response:
         status, message = 503, "database error, retry later"
     else:
         status, message = 500, "internal error"
-    level = logging.WARNING if status < 500 else logging.ERROR  # noqa: PLR2004
+    level = logging.WARNING if status < 500 else logging.ERROR
     log(logger, level, "request refused", path=request.url.path, status=status, reason=message,
         exc_type=type(exc).__name__)
     return Response(content={"error": message, "status": status}, status_code=status, media_type=MediaType.JSON)

@@ -16,18 +16,24 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from service.db import insert_once
-from service.errors import BadRequestError
 from service.alerts import excerpt, queue_alert
 from service.conversation import mark_opened, text_borrower
+from service.db import insert_once
+from service.errors import BadRequestError
 from service.logs import log
 from service.models import Broker, CallEvent, Lead, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
 from service.store import get_or_create_lead, is_opted_out
 from service.twilio import twiml
 from service.twilio.forms import (
-    MISSED_DIAL_STATUSES, CallForm, CallStatusForm, DialStatusForm, ScreenAcceptForm, ScreenForm,
-    TranscriptionForm, VoicemailForm,
+    MISSED_DIAL_STATUSES,
+    CallForm,
+    CallStatusForm,
+    DialStatusForm,
+    ScreenAcceptForm,
+    ScreenForm,
+    TranscriptionForm,
+    VoicemailForm,
 )
 from service.twilio.outcome import Outcome, pending
 

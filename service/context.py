@@ -76,7 +76,7 @@ class AppContext:
         """The output guard, built on first use (importing guardrails takes seconds)."""
         with self._lock:
             if self._guard is None:
-                from service.policy.guard import OutputGuard  # noqa: PLC0415 - importing guardrails takes seconds
+                from service.policy.guard import OutputGuard  # lazy: importing guardrails takes seconds
 
                 self._guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
             return self._guard
@@ -86,7 +86,7 @@ class AppContext:
         """Quiet hours and caps from policies/sending (loaded and self-checked on first use)."""
         with self._lock:
             if self._sending is None:
-                from service.sending.policy import load_sending_policy  # noqa: PLC0415 - phonenumbers geodata: seconds
+                from service.sending.policy import load_sending_policy  # lazy: phonenumbers geodata: seconds
 
                 self._sending = load_sending_policy(self.settings.policies_dir)
             return self._sending
@@ -106,7 +106,7 @@ class AppContext:
             return None
         with self._lock:
             if self._extractor is None:
-                from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - imports openai (~2 s); only with a key
+                from service.replies.llm import ReplyExtractor  # lazy: imports openai (~2 s); only with a key
 
                 self._extractor = ReplyExtractor(
                     api_key=self.settings.openai_api_key or "",

@@ -70,7 +70,7 @@ def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[Outbound
     session.add(lead)
 
 
-def text_borrower(  # noqa: PLR0913
+def text_borrower(
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str,
     template_id: str, dedupe_key: str,
 ) -> Queued | None:
@@ -204,7 +204,7 @@ def lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
 def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None = None) -> ReplyAnalysis:
     """Rules first, then the LLM when its answer could change what happens next (may take seconds: call it
     outside any transaction). `lead` saves a read of the lead's state when the caller holds it."""
-    from service.replies.classify import classify  # noqa: PLC0415
+    from service.replies.classify import classify
 
     analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm or ctx.extractor is None:

@@ -39,7 +39,7 @@ class Queued:
     verdict: Verdict
 
 
-def queue_text(  # noqa: PLR0913
+def queue_text(
     session: Session,
     ctx: AppContext,
     *,

@@ -94,7 +94,7 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
         try:
             found = ctx.gateway.find_sent(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
                                           since=msg.created_at - timedelta(minutes=5))
-        except Exception as exc:  # noqa: BLE001 - a failed look-up is a failed attempt: retried, never lost
+        except Exception as exc:  # a failed look-up is a failed attempt: retried, never lost
             return _record_failure(ctx, session, msg, _as_send_error(exc))
         if found is not None:
             msg.status, msg.twilio_sid, msg.delivery_status = MessageStatus.sent, found.sid, found.status
@@ -138,12 +138,12 @@ def _request(ctx: AppContext, msg: OutboundMessage) -> SendResult | SendError | 
     gateway = ctx.gateway
     if gateway is None:
         shown = msg.body if msg.audience == Audience.borrower else redact(msg.body, keep=160)
-        print(f"[dry-run] text to {msg.to_phone} from {msg.from_phone} ({msg.template_id}): {shown}", flush=True)  # noqa: T201
+        print(f"[dry-run] text to {msg.to_phone} from {msg.from_phone} ({msg.template_id}): {shown}", flush=True)
         return None
     try:
         return gateway.send_sms(to=msg.to_phone, from_=msg.from_phone, body=msg.body,
                                 status_callback=_status_callback(ctx))
-    except Exception as exc:  # noqa: BLE001 - any failure is retried (after reconciling), never lost
+    except Exception as exc:  # any failure is retried (after reconciling), never lost
         return _as_send_error(exc)
 
 

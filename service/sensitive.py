@@ -57,7 +57,7 @@ def luhn_valid(digits: str) -> bool:
     for index, char in enumerate(reversed(digits)):
         value = int(char)
         if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2  # noqa: PLR2004
+            value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
 
@@ -68,7 +68,7 @@ def _count_digits(text: str) -> int:
 
 def _labelled(match: re.Match[str]) -> str:
     number = match.group("number")
-    if _count_digits(number) < 4:  # noqa: PLR2004 - "2 accounts", "card 1 of 3"
+    if _count_digits(number) < 4:  # "2 accounts", "card 1 of 3"
         return match.group(0)
     kind = next(_KINDS[i] for i in range(len(_KINDS)) if match.group(f"l{i}") is not None)
     start = match.start("number") - match.start(0)
@@ -77,7 +77,7 @@ def _labelled(match: re.Match[str]) -> str:
 
 def _grouped(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
-    if 13 <= len(digits) <= 19 and luhn_valid(digits):  # noqa: PLR2004
+    if 13 <= len(digits) <= 19 and luhn_valid(digits):
         return "[card #]"
     return match.group(0)
 
@@ -86,7 +86,7 @@ def _bare(match: re.Match[str]) -> str:
     digits = match.group(0)
     if len(digits) in {10, 11} and _NANP.fullmatch(digits):  # a phone number written without separators
         return digits
-    if len(digits) >= 13 and luhn_valid(digits):  # noqa: PLR2004
+    if len(digits) >= 13 and luhn_valid(digits):
         return "[card #]"
     return "[number]"
 

@@ -253,7 +253,7 @@ class Spool:
                 data = json.loads(line)
                 form = data["form"]
                 if not isinstance(form, dict):
-                    raise TypeError("form")  # noqa: TRY301
+                    raise TypeError("form")
                 received = datetime.fromisoformat(data["received_at"])
                 claim.records.append(SpooledWebhook(
                     path=str(data["path"]), form={str(k): str(v) for k, v in form.items()},

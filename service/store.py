@@ -69,7 +69,7 @@ def _opt_out_row(session: Session, broker_id: int, phone: str) -> OptOut | None:
     ).first()
 
 
-def set_opt_out(  # noqa: PLR0913
+def set_opt_out(
     session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None,
     wait_seconds: float = 25.0,
 ) -> OptOut:
@@ -120,7 +120,7 @@ def set_opt_out(  # noqa: PLR0913
     return row
 
 
-def record_decision(session: Session, inbound: InboundMessage, lead: Lead, action: str,  # noqa: PLR0913
+def record_decision(session: Session, inbound: InboundMessage, lead: Lead, action: str,
                     analysis: ReplyAnalysis | None, rules_version: str | None = None,
                     llm_skipped: str | None = None) -> None:
     """What was decided about one inbound message, and on what grounds (the audit trail)."""

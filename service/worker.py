@@ -136,7 +136,7 @@ def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
     ids = _process_claimed(ctx, inbound_id, token)
     try:
         sender.send_due(ctx, ids)
-    except Exception as exc:  # noqa: BLE001 - the texts are rows: the sweep sends them
+    except Exception as exc:  # the texts are rows: the sweep sends them
         log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
         ctx.wake.set()
 
@@ -165,7 +165,7 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
         log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",
             inbound_id=inbound_id, attempt=token)
         return []
-    except Exception as exc:  # noqa: BLE001 - the message goes back to the queue, never lost
+    except Exception as exc:  # the message goes back to the queue, never lost
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
         gave_up = token >= MAX_INBOUND_ATTEMPTS
         with session_scope(ctx.engine) as session:
@@ -233,7 +233,7 @@ class Worker:
             for inbound_id in inbound_ids:
                 ids.extend(process_inbound(self.ctx, inbound_id, llm=self.llm))
             sender.send_due(self.ctx, ids)
-        except Exception as exc:  # noqa: BLE001 - the sweep will pick the rows up again
+        except Exception as exc:  # the sweep will pick the rows up again
             log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
             self.ctx.wake.set()
 
@@ -264,7 +264,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except Exception as exc:  # noqa: BLE001 - a sweep failure (database down) is retried
+            except Exception as exc:  # a sweep failure (database down) is retried
                 log(logger, logging.WARNING, "sweep failed", exc_type=type(exc).__name__)
             self.ctx.wake.wait(self.ctx.settings.worker_poll_seconds)
             self.ctx.wake.clear()

@@ -49,7 +49,7 @@ def _guarded_connect_ex(self: socket.socket, address: object) -> int:
     return _real_connect_ex(self, address)
 
 
-def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object):  # noqa: ANN202
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object):
     if not _is_local(host):
         OUTBOUND_ATTEMPTS.append(f"getaddrinfo {host!r}")
         raise socket.gaierror(f"tests must not resolve remote hosts (tried {host!r})")
@@ -77,14 +77,14 @@ DAYTIME = "2026-06-10T21:00:00+00:00"
 @pytest.fixture(autouse=True)
 def clock() -> Iterator[object]:
     """The wall clock, pinned to DAYTIME and ticking; `clock.move_to(...)` travels within a test."""
-    import time_machine  # noqa: PLC0415
+    import time_machine
 
     with time_machine.travel(DAYTIME, tick=True) as traveller:
         yield traveller
 
 
 @pytest.fixture
-def outbound_attempts():  # noqa: ANN201
+def outbound_attempts():
     """A callable returning the network attempts made so far in this test (each one was refused)."""
     start = len(OUTBOUND_ATTEMPTS)
     return lambda: OUTBOUND_ATTEMPTS[start:]
@@ -104,7 +104,13 @@ import respx  # noqa: E402
 
 from service.policy.guard import GuardResult, OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
 from tests.helpers import (  # noqa: E402
-    BROKERS_YAML, MESSAGES_URL, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_created,
+    BROKERS_YAML,
+    MESSAGES_URL,
+    POLICIES,
+    PUBLIC_URL,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    twilio_created,
 )
 
 POSTGRES_URL = os.environ.get("TEXTBACK_TEST_POSTGRES_URL")
@@ -118,10 +124,10 @@ def postgres_url() -> Iterator[str | None]:
     if not POSTGRES_URL:
         yield None
         return
-    from sqlalchemy import create_engine, text  # noqa: PLC0415
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
-    from service.db import normalize_url  # noqa: PLC0415
+    from service.db import normalize_url
 
     base = make_url(normalize_url(POSTGRES_URL))
     name = f"{base.database or 'textback_test'}_{os.getpid()}"
@@ -143,11 +149,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'textback.db'}"
         return
-    from sqlmodel import SQLModel  # noqa: PLC0415
+    from sqlmodel import SQLModel
 
-    from service.db import make_engine  # noqa: PLC0415
+    from service.db import make_engine
 
-    assert postgres_url is not None  # noqa: S101
+    assert postgres_url is not None
     engine = make_engine(postgres_url)
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
@@ -188,18 +194,18 @@ def output_guard() -> OutputGuard:
 
 
 @pytest.fixture(scope="session")
-def reply_rules():  # noqa: ANN201
+def reply_rules():
     """The real reply rules from policies/inbound."""
-    from service.replies.rules import load_rules  # noqa: PLC0415
+    from service.replies.rules import load_rules
 
     return load_rules(POLICIES)
 
 
 @pytest.fixture(scope="session")
-def sending_policy():  # noqa: ANN201
+def sending_policy():
     """The real quiet hours and caps from policies/sending (frozen), read once instead of in every start-up."""
     # Lazy: service.sending imports phonenumbers' geocoder (4.4 s measured), which tests without `ctx` never need.
-    from service.sending.policy import load_sending_policy  # noqa: PLC0415
+    from service.sending.policy import load_sending_policy
 
     return load_sending_policy(POLICIES)
 
@@ -218,8 +224,8 @@ def settings_env() -> dict[str, object]:
 
 
 @pytest.fixture
-def settings(database_url: str, brokers_file: Path, settings_env: dict[str, object], tmp_path: Path):  # noqa: ANN201
-    from service.settings import Settings  # noqa: PLC0415
+def settings(database_url: str, brokers_file: Path, settings_env: dict[str, object], tmp_path: Path):
+    from service.settings import Settings
 
     values: dict[str, object] = {
         "database_url": database_url, "brokers_file": brokers_file, "policies_dir": POLICIES,
@@ -233,15 +239,15 @@ def settings(database_url: str, brokers_file: Path, settings_env: dict[str, obje
 
 
 @pytest.fixture
-def collaborators(output_guard, reply_rules, sending_policy) -> dict[str, object]:  # noqa: ANN001
+def collaborators(output_guard, reply_rules, sending_policy) -> dict[str, object]:
     """What `ctx` is built with besides the settings (build_context's keyword arguments): the guard, rules and
     sending policy shared across the run (the guard takes seconds to build). A test's fixture listed before
     `ctx` may add one (`gateway`, `extractor`) or replace one (`sending_policy`)."""
     return {"guard": output_guard, "rules": reply_rules, "sending_policy": sending_policy}
 
 
-def _context(settings, collaborators):  # noqa: ANN001, ANN202
-    from service.context import build_context  # noqa: PLC0415
+def _context(settings, collaborators):
+    from service.context import build_context
 
     context = build_context(settings, **collaborators)
     yield context
@@ -249,13 +255,13 @@ def _context(settings, collaborators):  # noqa: ANN001, ANN202
 
 
 @pytest.fixture
-def ctx(settings, collaborators):  # noqa: ANN001, ANN201
+def ctx(settings, collaborators):
     """The application context on a fresh database, with the shared guard and rules."""
     yield from _context(settings, collaborators)
 
 
 @pytest.fixture
-def second_ctx(settings, collaborators):  # noqa: ANN001, ANN201
+def second_ctx(settings, collaborators):
     """A second, independent context (engine and pool) on the same database as `ctx`, same collaborators."""
     yield from _context(settings, collaborators)
 
@@ -269,13 +275,13 @@ def twilio_api() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-def client(ctx, twilio_api):  # noqa: ANN001, ANN201
+def client(ctx, twilio_api):
     """A test client for the app on `ctx`; background work runs before each call returns. Logging is set up as
     the process entry points set it up (`textback serve`, service.asgi), so tests see the service's log events."""
-    from litestar.testing import TestClient  # noqa: PLC0415
+    from litestar.testing import TestClient
 
-    from service.app import create_app  # noqa: PLC0415
-    from service.logs import configure_logging  # noqa: PLC0415
+    from service.app import create_app
+    from service.logs import configure_logging
 
     configure_logging(ctx.settings.log_level)
     app = create_app(ctx=ctx, run_worker=False)
@@ -284,18 +290,18 @@ def client(ctx, twilio_api):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def post():  # noqa: ANN201
+def post():
     """Post a webhook signed exactly as Twilio signs it (against the public URL)."""
-    from service.twilio.signature import sign  # noqa: PLC0415
+    from service.twilio.signature import sign
 
-    def _post(client, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN,  # noqa: ANN001
+    def _post(client, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN,
               signature: str | None = None, public_url: str = PUBLIC_URL) -> httpx.Response:
         sig = signature if signature is not None else sign(token=token, url=public_url + path, params=params)
         response = client.post(path, data=params, headers={"X-Twilio-Signature": sig})
         # Like the webhook's own background work, a reply handed to the LLM pool is finished before we return.
         pool = getattr(getattr(client.app.state, "worker", None), "llm", None)
         if pool is not None:
-            assert pool.wait_idle(60), "LLM jobs still running a minute after the webhook"  # noqa: S101
+            assert pool.wait_idle(60), "LLM jobs still running a minute after the webhook"
         return response
 
     return _post

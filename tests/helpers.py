@@ -19,7 +19,7 @@ from service.twilio import fake
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = REPO / "policies"
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
-TWILIO_TOKEN = "test-auth-token-5f3b2c1d"  # noqa: S105 - a test value
+TWILIO_TOKEN = "test-auth-token-5f3b2c1d"  # a test value
 PUBLIC_URL = "https://textback.example.com"
 MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
 
@@ -120,8 +120,8 @@ _Seen = TypeVar("_Seen")
 @contextmanager
 def session_hooks(seen: _Seen) -> Iterator[_Seen]:
     """Listen to every ORM session's flushes, rollbacks and commits through `seen`'s methods of those names."""
-    from sqlalchemy import event  # noqa: PLC0415
-    from sqlalchemy.orm import Session  # noqa: PLC0415
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
 
     hooks = {name: getattr(seen, name) for name in ("after_flush", "after_rollback", "after_commit")}
     for name, hook in hooks.items():

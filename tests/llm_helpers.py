@@ -51,11 +51,11 @@ class HangingStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         yield self.body
 
 
-def signed_post(client, path: str, params: dict[str, str]) -> httpx.Response:  # noqa: ANN001
+def signed_post(client, path: str, params: dict[str, str]) -> httpx.Response:
     """A webhook signed as Twilio signs it, answered without waiting for replies the LLM is still reading
     (the `post` fixture waits for them)."""
-    from service.twilio.signature import sign  # noqa: PLC0415
-    from tests.helpers import PUBLIC_URL, TWILIO_TOKEN  # noqa: PLC0415
+    from service.twilio.signature import sign
+    from tests.helpers import PUBLIC_URL, TWILIO_TOKEN
 
     signature = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + path, params=params)
     return client.post(path, data=params, headers={"X-Twilio-Signature": signature})

@@ -9,8 +9,8 @@ from typing import Any
 
 def hold_for_send_in_child(url: str, broker_id: int, phone: str, held: Any, release: Any, seen: Any) -> None:
     """In a separate process: hold the number's send lock until told to let go."""
-    from service import optout_lock  # noqa: PLC0415
-    from service.db import make_engine  # noqa: PLC0415
+    from service import optout_lock
+    from service.db import make_engine
 
     engine = make_engine(url)
     with optout_lock.hold_for_send(engine, broker_id, phone, wait=10) as opted_out:
@@ -22,8 +22,8 @@ def hold_for_send_in_child(url: str, broker_id: int, phone: str, held: Any, rele
 
 def change_in_child(url: str, broker_id: int, phone: str, held: Any, release: Any, seen: Any) -> None:
     """In a separate process: opt the number out in a transaction left open until told to commit."""
-    from service.db import make_engine, session_scope  # noqa: PLC0415
-    from service.store import set_opt_out  # noqa: PLC0415
+    from service.db import make_engine, session_scope
+    from service.store import set_opt_out
 
     engine = make_engine(url)
     with session_scope(engine) as session:

@@ -14,8 +14,17 @@ from sqlmodel import Session, select
 
 from service.models import Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, message_json, sent_templates, sent_texts,
-    sms_params, status_params,
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    BROKER_CELL,
+    CALLER,
+    call_params,
+    message_json,
+    sent_templates,
+    sent_texts,
+    sms_params,
+    status_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -46,32 +55,32 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     logger.removeHandler(handler)
 
 
-def outbound(ctx) -> list[OutboundMessage]:  # noqa: ANN001
+def outbound(ctx) -> list[OutboundMessage]:
     with Session(ctx.engine) as session:
         return list(session.exec(select(OutboundMessage).order_by(OutboundMessage.id)))
 
 
-def alerts(ctx, template: str | None = None) -> list[OutboundMessage]:  # noqa: ANN001
+def alerts(ctx, template: str | None = None) -> list[OutboundMessage]:
     return [m for m in outbound(ctx) if m.audience == "broker" and template in (None, m.template_id)]
 
 
-def the_lead(ctx) -> Lead:  # noqa: ANN001
+def the_lead(ctx) -> Lead:
     with Session(ctx.engine) as session:
         return session.exec(select(Lead).where(Lead.phone == CALLER)).one()
 
 
-def status_callback(post, client, sid: str, status: str, code: int | None, sender: str = BROKER,  # noqa: ANN001, PLR0913
+def status_callback(post, client, sid: str, status: str, code: int | None, sender: str = BROKER,
                     to: str = BROKER_ALERT) -> None:
     assert post(client, STATUS, status_params(sid, status, to=to, from_=sender, error_code=code)).status_code == 200
 
 
-def warnings_about(records: list[logging.LogRecord], msg_id: int) -> list[dict]:  # noqa: ANN001
+def warnings_about(records: list[logging.LogRecord], msg_id: int) -> list[dict]:
     return [r.fields for r in records
             if r.levelno >= logging.WARNING and isinstance(getattr(r, "fields", None), dict)
             and r.fields.get("id") == msg_id]
 
 
-def handoff(client, post, worker_runs: int = 1) -> None:  # noqa: ANN001
+def handoff(client, post, worker_runs: int = 1) -> None:
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     post(client, "/twilio/sms", sms_params(RATE_LOCK))
     for _ in range(worker_runs):
@@ -241,8 +250,7 @@ def test_never_escalate_an_escalation_twice(client, post, twilio_api, ctx) -> No
 
 
 def test_export_alert_failures_in_audit(client, post, twilio_api, ctx, settings) -> None:
-    from service.audit import export  # noqa: PLC0415
-    from service.audit import parse_when  # noqa: PLC0415
+    from service.audit import export, parse_when
 
     handoff(client, post)
     [first] = alerts(ctx, "alert_handoff")
@@ -259,9 +267,9 @@ def test_export_alert_failures_in_audit(client, post, twilio_api, ctx, settings)
 
 
 def test_reject_alerts_sender_that_is_not_a_phone_number() -> None:
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.settings import Settings  # noqa: PLC0415
+    from service.settings import Settings
 
     with pytest.raises(ValidationError, match="alerts_from"):
         Settings(_env_file=None, alerts_from="555-0100")

@@ -14,22 +14,31 @@ from sqlmodel import Session, select
 from service.audit import COLUMNS, Masker, mask_phone, parse_when
 from service.cli import main
 from service.models import OutboundMessage, utcnow
-from tests.helpers import BROKER, BROKER2, BROKER_ALERT, CALLER, call_params, rendered, sms_params, status_params
+from tests.helpers import (
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    CALLER,
+    call_params,
+    rendered,
+    sms_params,
+    status_params,
+)
 
 DIAL = "/twilio/voice/dial-status"
 OTHER_CALLER = "+14155550142"
 
 
-def missed(client, post, sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER) -> None:  # noqa: ANN001
+def missed(client, post, sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER) -> None:
     params = call_params(sid, caller, to, CallStatus="in-progress", DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200
 
 
-def reply(client, post, text: str, sender: str = CALLER, **extra: str) -> None:  # noqa: ANN001
+def reply(client, post, text: str, sender: str = CALLER, **extra: str) -> None:
     assert post(client, "/twilio/sms", sms_params(text, sender=sender, **extra)).status_code == 200
 
 
-def delivered(client, post, ctx) -> str:  # noqa: ANN001
+def delivered(client, post, ctx) -> str:
     """Twilio's status callback for the opener; returns its SID."""
     with Session(ctx.engine) as session:
         sid = session.exec(
@@ -41,7 +50,7 @@ def delivered(client, post, ctx) -> str:  # noqa: ANN001
 
 
 @pytest.fixture
-def history(client, post, ctx) -> str:  # noqa: ANN001
+def history(client, post, ctx) -> str:
     """A missed call, the opener and its delivery, a reply with a number in it, a handoff, then STOP."""
     missed(client, post)
     delivered(client, post, ctx)
@@ -51,7 +60,7 @@ def history(client, post, ctx) -> str:  # noqa: ANN001
     return ctx.settings.database_url
 
 
-def run(database_url: str, *args: str, input: str | None = None) -> Result:  # noqa: A002
+def run(database_url: str, *args: str, input: str | None = None) -> Result:
     runner = CliRunner()
     return runner.invoke(
         main, ["audit", "export", *args], env={"TEXTBACK_DATABASE_URL": database_url}, input=input
@@ -72,7 +81,7 @@ def export_jsonl(database_url: str, *args: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def of_type(rows: list, event_type: str) -> list:  # noqa: ANN001
+def of_type(rows: list, event_type: str) -> list:
     return [r for r in rows if r["event_type"] == event_type]
 
 
@@ -169,7 +178,7 @@ def test_export_masks_every_borrower_number_when_mask_phones(history: str) -> No
         assert "123456" in text  # the NMLS ID in the opener is not a phone number
 
 
-def test_export_only_events_since_instant_when_since_is_datetime(client, post, ctx) -> None:  # noqa: ANN001
+def test_export_only_events_since_instant_when_since_is_datetime(client, post, ctx) -> None:
     missed(client, post)
     between = utcnow()
     reply(client, post, "purchase")
@@ -209,7 +218,7 @@ def test_export_includes_whole_day_when_until_is_date(history: str) -> None:
     assert len(rows) == len(export_csv(history))
 
 
-def test_export_to_file_when_output_given(history: str, tmp_path) -> None:  # noqa: ANN001
+def test_export_to_file_when_output_given(history: str, tmp_path) -> None:
     target = tmp_path / "exam" / "audit.jsonl"
     result = run(history, "--since", "2000-01-01", "--format", "jsonl", "--output", str(target))
     assert result.exit_code == 0, result.output
@@ -220,7 +229,7 @@ def test_export_to_file_when_output_given(history: str, tmp_path) -> None:  # no
     assert list(target.parent.iterdir()) == [target]  # no temporary file left behind
 
 
-def test_neutralize_formula_in_csv_body_when_reply_starts_with_equals(client, post, ctx) -> None:  # noqa: ANN001
+def test_neutralize_formula_in_csv_body_when_reply_starts_with_equals(client, post, ctx) -> None:
     missed(client, post)
     reply(client, post, '=HYPERLINK("http://x.example","refi")')
     [row] = [r for r in of_type(export_csv(ctx.settings.database_url), "inbound_message")]
@@ -229,7 +238,7 @@ def test_neutralize_formula_in_csv_body_when_reply_starts_with_equals(client, po
     assert raw["body"] == '=HYPERLINK("http://x.example","refi")'  # JSON lines keep the text verbatim
 
 
-def test_export_calls_from_each_broker_with_broker_number(client, post, ctx) -> None:  # noqa: ANN001
+def test_export_calls_from_each_broker_with_broker_number(client, post, ctx) -> None:
     missed(client, post, "CA" + "2" * 32, caller=OTHER_CALLER, to=BROKER2)
     missed(client, post, "CA" + "3" * 32, caller="anonymous")
     calls = of_type(export_csv(ctx.settings.database_url, "--mask-phones"), "call")
@@ -260,7 +269,7 @@ def test_reject_export_when_until_not_after_since(database_url: str) -> None:
     assert "must be after --since" in result.output
 
 
-def test_reject_export_when_database_missing(tmp_path) -> None:  # noqa: ANN001
+def test_reject_export_when_database_missing(tmp_path) -> None:
     missing = tmp_path / "nothing-here.db"
     result = run(f"sqlite:///{missing}", "--since", "2025-01-01")
     assert result.exit_code == 1

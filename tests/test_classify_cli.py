@@ -183,7 +183,7 @@ def test_classify_cli_through_textback_entry_point() -> None:
     lines = [json.dumps({"text": "stop texting me please"}), json.dumps({"text": "refi", "received_at": "x"})]
 
     result = subprocess.run(
-        ["uv", "run", "--frozen", "textback", "classify", "--no-llm"],  # noqa: S607 - uv from PATH, as developers run it
+        ["uv", "run", "--frozen", "textback", "classify", "--no-llm"],  # uv from PATH, as developers run it
         input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=REPO, env=_subprocess_env(),
         timeout=60, check=False,
     )

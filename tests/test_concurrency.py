@@ -26,7 +26,16 @@ from service.app import create_app
 from service.context import AppContext
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
 from service.twilio.signature import sign
-from tests.helpers import BROKER, BROKER2, PUBLIC_URL, TWILIO_TOKEN, call_params, sent_texts, sms_params, twilio_created
+from tests.helpers import (
+    BROKER,
+    BROKER2,
+    PUBLIC_URL,
+    TWILIO_TOKEN,
+    call_params,
+    sent_texts,
+    sms_params,
+    twilio_created,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -36,7 +45,7 @@ CALLERS = [f"+1415555{n:04d}" for n in range(2001, 2011)]  # under the per-broke
 
 
 @pytest.fixture
-def clients(ctx, second_ctx, twilio_api) -> Iterator[list[TestClient]]:  # noqa: ANN001
+def clients(ctx, second_ctx, twilio_api) -> Iterator[list[TestClient]]:
     """Two app instances on one database, each running its own after-response work."""
     with TestClient(app=create_app(ctx=ctx, run_worker=False), base_url="http://testserver.local") as one, \
          TestClient(app=create_app(ctx=second_ctx, run_worker=False), base_url="http://testserver.local") as two:
@@ -81,7 +90,7 @@ def rows(ctx: AppContext, model: Any, *where: Any) -> list[Any]:
         return list(session.exec(select(model).where(*where)))
 
 
-def test_send_one_opener_when_dial_status_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_send_one_opener_when_dial_status_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:
     twilio_api["messages"].mock(side_effect=slow_twilio())
     for n, caller in enumerate(CALLERS):
         statuses = deliver_everywhere(clients, DIAL, dial(f"CA{n:032x}", caller))
@@ -97,7 +106,7 @@ def test_send_one_opener_when_dial_status_hits_two_instances_concurrently(client
     assert len(leads) == len(CALLERS)
 
 
-def test_send_one_opener_when_repeated_calls_hit_two_instances_concurrently(clients, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_send_one_opener_when_repeated_calls_hit_two_instances_concurrently(clients, ctx, twilio_api) -> None:
     """Different calls from one caller at once (redial): the cooldown claim lets one opener through."""
     twilio_api["messages"].mock(side_effect=slow_twilio())
     caller = CALLERS[0]
@@ -115,7 +124,7 @@ def test_send_one_opener_when_repeated_calls_hit_two_instances_concurrently(clie
     assert len(rows(ctx, CallEvent, CallEvent.kind == "dial-status")) == len(calls)
 
 
-def test_send_one_opener_per_broker_when_both_brokers_called_concurrently(clients, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_send_one_opener_per_broker_when_both_brokers_called_concurrently(clients, ctx, twilio_api) -> None:
     twilio_api["messages"].mock(side_effect=slow_twilio())
     caller = CALLERS[1]
     for n, broker in enumerate((BROKER, BROKER2)):
@@ -123,7 +132,7 @@ def test_send_one_opener_per_broker_when_both_brokers_called_concurrently(client
     assert sorted(t["From"] for t in sent_texts(twilio_api["messages"])) == sorted([BROKER, BROKER2])
 
 
-def test_store_inbound_once_when_sms_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_store_inbound_once_when_sms_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:
     twilio_api["messages"].mock(side_effect=slow_twilio())
     callers = CALLERS[:6]
     for n, caller in enumerate(callers):
@@ -145,20 +154,20 @@ def test_store_inbound_once_when_sms_hits_two_instances_concurrently(clients, ct
         assert per_caller[answer.to_phone] == 1 + (answer.status == "sent")
 
 
-def test_apply_stop_once_when_stop_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_apply_stop_once_when_stop_hits_two_instances_concurrently(clients, ctx, twilio_api) -> None:
     twilio_api["messages"].mock(side_effect=slow_twilio())
     caller = CALLERS[2]
     signed_post(clients[0], DIAL, dial("CA" + "4" * 32, caller))
     statuses = deliver_everywhere(clients, "/twilio/sms", sms_params("STOP", sender=caller))
     assert statuses == [200] * len(statuses)
     bodies = [t["Body"] for t in sent_texts(twilio_api["messages"]) if t["To"] == caller]
-    assert len(bodies) == 2, "the opener and exactly one opt-out confirmation"  # noqa: PLR2004
+    assert len(bodies) == 2, "the opener and exactly one opt-out confirmation"
     assert len(rows(ctx, InboundMessage)) == 1
 
 
 def _insert_pending(ctx: AppContext, count: int) -> list[int]:
     """Pending rows straight into the outbox (the claim is under test, not the gates before queueing)."""
-    from service.models import Broker  # noqa: PLC0415
+    from service.models import Broker
 
     with Session(ctx.engine, expire_on_commit=False) as session:
         broker = session.exec(select(Broker).where(Broker.twilio_number == BROKER)).one()
@@ -171,7 +180,7 @@ def _insert_pending(ctx: AppContext, count: int) -> list[int]:
 
 
 @pytest.mark.parametrize("explicit_ids", [False, True], ids=["sweep", "ids"])
-def test_send_each_pending_text_once_when_send_due_runs_in_parallel(ctx, second_ctx, twilio_api, explicit_ids) -> None:  # noqa: ANN001
+def test_send_each_pending_text_once_when_send_due_runs_in_parallel(ctx, second_ctx, twilio_api, explicit_ids) -> None:
     twilio_api["messages"].mock(side_effect=slow_twilio(0.005))
     ids = _insert_pending(ctx, 40)
     contexts = [ctx, second_ctx, ctx, second_ctx]

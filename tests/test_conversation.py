@@ -18,11 +18,11 @@ DIAL = "/twilio/voice/dial-status"
 OPENAI = completions_url()
 
 
-def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001
+def missed(client, post, sid: str = "CA" + "1" * 32) -> None:
     assert post(client, DIAL, call_params(sid, DialCallStatus="no-answer")).status_code == 200
 
 
-def reply(client, post, text: str) -> None:  # noqa: ANN001
+def reply(client, post, text: str) -> None:
     assert post(client, "/twilio/sms", sms_params(text)).status_code == 200
 
 
@@ -34,7 +34,7 @@ def to_broker(route: respx.Route) -> list[str]:
     return [t["Body"] for t in sent_texts(route) if t["To"] == BROKER_ALERT]
 
 
-def lead(ctx) -> Lead:  # noqa: ANN001
+def lead(ctx) -> Lead:
     with Session(ctx.engine) as session:
         return session.exec(select(Lead).where(Lead.phone == CALLER, Lead.broker_id == 1)).one()
 

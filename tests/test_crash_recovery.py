@@ -22,9 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,7 +38,16 @@ from benchmarks.mock_twilio import MockTwilio
 from service.db import make_engine
 from service.models import Decision, InboundMessage, OutboundMessage
 from service.twilio import fake
-from tests.helpers import BROKERS_YAML, POLICIES, PUBLIC_URL, REPO, TWILIO_SID, TWILIO_TOKEN, dial_params, sms_params
+from tests.helpers import (
+    BROKERS_YAML,
+    POLICIES,
+    PUBLIC_URL,
+    REPO,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    dial_params,
+    sms_params,
+)
 from tests.outage import SilentListener
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -91,7 +100,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own console script
+        self.proc = subprocess.Popen(  # our own console script
             [*textback_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -101,7 +110,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 pytest.fail(f"textback serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:  # noqa: PLR2004
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -142,7 +151,7 @@ def crash_database_url(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'crash.db'}"
         return
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     parts = urlsplit(POSTGRES_URL or "")
     name = (parts.path.lstrip("/") or "textback") + "_crash"
@@ -229,19 +238,19 @@ def crash(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         mock.hang(3, seconds=300, create=False)  # NOT_REACHED: never processed
         first.start()
         # A borrower gets the opener (create 1) and replies with something only the LLM could settle.
-        assert first.post("/twilio/voice/dial-status", dial("CA" + "3" * 32, REPLIER)).status_code == 200  # noqa: PLR2004
+        assert first.post("/twilio/voice/dial-status", dial("CA" + "3" * 32, REPLIER)).status_code == 200
         wait_until(lambda: (o := opener(engine, REPLIER)) and o.status == "sent", SETTLE_TIMEOUT,
                    "the replier's opener", state)
         reply = sms_params(UNSETTLED_REPLY, sender=REPLIER)
-        assert first.post("/twilio/sms", reply).status_code == 200  # noqa: PLR2004
+        assert first.post("/twilio/sms", reply).status_code == 200
         wait_until(lambda: (row := inbound_row(engine, reply["MessageSid"])) and row.status == "processing",
                    SETTLE_TIMEOUT, "the reply stuck in processing", state)
         wait_until(lambda: llm.accepted, SETTLE_TIMEOUT, "the LLM call", state)
         # Two missed calls whose openers hang at "Twilio".
-        assert first.post("/twilio/voice/dial-status", dial("CA" + "1" * 32, REACHED)).status_code == 200  # noqa: PLR2004
-        wait_until(lambda: len(mock.creates()) >= 2, SETTLE_TIMEOUT, "the REACHED send", state)  # noqa: PLR2004
-        assert first.post("/twilio/voice/dial-status", dial("CA" + "2" * 32, NOT_REACHED)).status_code == 200  # noqa: PLR2004
-        wait_until(lambda: len(mock.creates()) >= 3, SETTLE_TIMEOUT, "the NOT_REACHED send", state)  # noqa: PLR2004
+        assert first.post("/twilio/voice/dial-status", dial("CA" + "1" * 32, REACHED)).status_code == 200
+        wait_until(lambda: len(mock.creates()) >= 2, SETTLE_TIMEOUT, "the REACHED send", state)
+        assert first.post("/twilio/voice/dial-status", dial("CA" + "2" * 32, NOT_REACHED)).status_code == 200
+        wait_until(lambda: len(mock.creates()) >= 3, SETTLE_TIMEOUT, "the NOT_REACHED send", state)
         before = {
             "reached": opener(engine, REACHED), "not_reached": opener(engine, NOT_REACHED),
             "inbound": inbound_row(engine, reply["MessageSid"]),
@@ -316,7 +325,7 @@ def test_process_stored_reply_after_kill_mid_processing(crash: Crash) -> None:
     row = inbound_row(crash.engine, crash.inbound_sid)
     assert row is not None
     assert row.status == "processed"
-    assert row.attempts == 2  # noqa: PLR2004 - claimed by the killed process, then by the restarted one
+    assert row.attempts == 2  # claimed by the killed process, then by the restarted one
     with Session(crash.engine) as session:
         decisions = list(session.exec(select(Decision).where(Decision.inbound_id == row.id)))
     assert len(decisions) == 1

@@ -17,7 +17,14 @@ from service import conversation
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
 from tests.helpers import (
-    BROKER, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, call_params, sent_templates, sent_texts, sms_params,
+    BROKER_ALERT,
+    BROKER_CELL,
+    CALLER,
+    PUBLIC_URL,
+    call_params,
+    sent_templates,
+    sent_texts,
+    sms_params,
     status_params,
 )
 from tests.outage import database_down
@@ -27,17 +34,17 @@ DIAL = "/twilio/voice/dial-status"
 
 
 
-def rows(ctx, model) -> list:  # noqa: ANN001
+def rows(ctx, model) -> list:
     with Session(ctx.engine) as session:
         return list(session.exec(select(model)))
 
 
-def spooled(ctx) -> list[dict]:  # noqa: ANN001
+def spooled(ctx) -> list[dict]:
     return [json.loads(line) for path in sorted(Path(ctx.settings.spool_dir).glob("*.jsonl"))
             if not path.name.startswith("dead-") for line in path.read_text().splitlines()]
 
 
-def to_caller(route) -> list[dict[str, str]]:  # noqa: ANN001
+def to_caller(route) -> list[dict[str, str]]:
     return [t for t in sent_texts(route) if t["To"] == CALLER]
 
 
@@ -154,8 +161,8 @@ def test_store_sms_from_fallback_once(client, post, twilio_api, ctx) -> None:
 def test_refuse_fallback_signed_for_another_url(client, post, twilio_api, ctx, path) -> None:
     params = call_params() if "voice" in path else sms_params("hi")
     primary = path.removesuffix("/fallback")
-    from service.twilio.signature import sign  # noqa: PLC0415
-    from tests.helpers import TWILIO_TOKEN  # noqa: PLC0415
+    from service.twilio.signature import sign
+    from tests.helpers import TWILIO_TOKEN
 
     signature = sign(token=TWILIO_TOKEN, url=PUBLIC_URL + primary, params=params)
     assert post(client, path, params, signature=signature).status_code == 403
@@ -165,7 +172,7 @@ def test_refuse_fallback_signed_for_another_url(client, post, twilio_api, ctx, p
 
 def test_keep_every_record_when_writers_and_replayers_race(tmp_path) -> None:
     """Several processes append while others claim: each record is claimed exactly once."""
-    from service.spool import Spool  # noqa: PLC0415
+    from service.spool import Spool
 
     directory = tmp_path / "spool"
     writers = [Spool(directory) for _ in range(3)]
@@ -238,16 +245,16 @@ def test_answer_every_webhook_from_memory_when_database_is_down(client, post, tw
 
 
 def test_keep_spool_when_database_fails_again_mid_replay(client, post, twilio_api, ctx, monkeypatch) -> None:
-    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+    from sqlalchemy.exc import OperationalError
 
-    from service.twilio import webhooks  # noqa: PLC0415
+    from service.twilio import webhooks
 
     with database_down(ctx):
         post(client, DIAL, call_params(DialCallStatus="no-answer"))
         post(client, "/twilio/sms", sms_params("purchase"))
     real = webhooks.WEBHOOKS["/twilio/sms"]
 
-    def flaky(session, context, form):  # noqa: ANN001, ANN202
+    def flaky(session, context, form):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     monkeypatch.setitem(webhooks.WEBHOOKS, "/twilio/sms", flaky)
@@ -262,13 +269,13 @@ def test_keep_spool_when_database_fails_again_mid_replay(client, post, twilio_ap
 
 
 def test_set_aside_spooled_webhook_that_cannot_be_replayed(client, post, twilio_api, ctx, monkeypatch) -> None:
-    from service.twilio import webhooks  # noqa: PLC0415
+    from service.twilio import webhooks
 
     with database_down(ctx):
         post(client, "/twilio/voice/status", call_params(CallStatus="completed"))
         post(client, "/twilio/sms", sms_params("purchase"))
 
-    def broken(session, context, form):  # noqa: ANN001, ANN202
+    def broken(session, context, form):
         raise RuntimeError("a bug")
 
     monkeypatch.setitem(webhooks.WEBHOOKS, "/twilio/voice/status", broken)
@@ -281,7 +288,7 @@ def test_set_aside_spooled_webhook_that_cannot_be_replayed(client, post, twilio_
 
 
 def test_skip_torn_last_line_of_a_crashed_writer(tmp_path) -> None:
-    from service.spool import Spool  # noqa: PLC0415
+    from service.spool import Spool
 
     spool = Spool(tmp_path / "spool")
     spool.append("/twilio/sms", {"MessageSid": "SM1"})
@@ -297,7 +304,7 @@ def test_skip_torn_last_line_of_a_crashed_writer(tmp_path) -> None:
 
 
 def test_keep_spool_private(tmp_path) -> None:
-    from service.spool import Spool  # noqa: PLC0415
+    from service.spool import Spool
 
     spool = Spool(tmp_path / "spool")
     spool.append("/twilio/sms", {"Body": "my SSN is 123-45-6789"})
@@ -312,7 +319,7 @@ def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twili
     real = conversation.queue_text
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise OperationalError("INSERT", {}, Exception("database is locked"))

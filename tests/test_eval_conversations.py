@@ -11,10 +11,10 @@ import yaml
 from click.testing import CliRunner
 
 from service.cli import main
+from service.evals.datasets import DatasetError
 from service.evals.driver import run_conversations
 from service.evals.render import broken_lines, markdown_lines, table_lines
 from service.evals.scripts import CONVERSATIONS_DIR, load_scripts
-from service.evals.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parent.parent
 EVALS = REPO / "evals"
@@ -36,7 +36,7 @@ def _copy(tmp_path: Path, *ids: str) -> Path:
     return target
 
 
-def _edit(path: Path, change) -> None:  # noqa: ANN001 - a callable over the parsed script
+def _edit(path: Path, change) -> None:  # a callable over the parsed script
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     change(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -182,7 +182,7 @@ def test_load_reply_cases_unknown_field_names_line(tmp_path: Path) -> None:
 def test_compare_callback_window_leniently(
     expected: str,
     actual: str | None,
-    ok: bool,  # noqa: FBT001 - a parametrize column
+    ok: bool,  # a parametrize column
 ) -> None:
     assert callback_matches(expected, actual) is ok
 
@@ -313,8 +313,8 @@ def test_run_evals_replay_through_sdk_matches_live_recording(
     cassette = data_dir / "cassettes" / "replies.jsonl"
     upstream = httpx.MockTransport(endpoint)
     recorder = RecordingTransport(cassette, inner=upstream, base_url=BASE_URL, model="m")
-    from service.evals.runner import run_replies  # noqa: PLC0415
-    from service.replies.classify import build_extractor  # noqa: PLC0415
+    from service.evals.runner import run_replies
+    from service.replies.classify import build_extractor
 
     cases = load_reply_cases(data_dir / "replies.jsonl")
     extractor = build_extractor(api_key="k", base_url=BASE_URL, model="m",

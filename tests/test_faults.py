@@ -8,7 +8,15 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, InboundMessage, Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER_ALERT, CALLER, MESSAGES_URL, call_params, message_json, messages_page, sent_templates, sent_texts,
+    BROKER,
+    BROKER_ALERT,
+    CALLER,
+    MESSAGES_URL,
+    call_params,
+    message_json,
+    messages_page,
+    sent_templates,
+    sent_texts,
     sms_params,
 )
 from tests.outage import database_down
@@ -17,7 +25,7 @@ DIAL = "/twilio/voice/dial-status"
 EMPTY_LIST = messages_page([])
 
 
-def rows(ctx, model) -> list:  # noqa: ANN001
+def rows(ctx, model) -> list:
     with Session(ctx.engine) as session:
         return list(session.exec(select(model)))
 
@@ -118,9 +126,9 @@ def test_mark_outcome_unknown_only_when_request_may_have_left(client, post, twil
 
 
 def test_reject_stale_claim_shorter_than_a_send() -> None:
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.settings import Settings  # noqa: PLC0415
+    from service.settings import Settings
 
     with pytest.raises(ValidationError, match="stale_claim_seconds"):
         Settings(_env_file=None, send_timeout_seconds=60, stale_claim_seconds=30)

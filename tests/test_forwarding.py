@@ -23,12 +23,12 @@ def settings_env() -> dict[str, object]:
     return {"forward_window_seconds": WINDOW}
 
 
-def hand_off(client, post) -> None:  # noqa: ANN001
+def hand_off(client, post) -> None:
     missed(client, post)
     reply(client, post, "can I lock my rate?")
 
 
-def later(clock, seconds: float) -> None:  # noqa: ANN001
+def later(clock, seconds: float) -> None:
     clock.move_to(utcnow() + timedelta(seconds=seconds))
 
 
@@ -214,21 +214,21 @@ def test_forward_every_text_when_window_is_zero(client, post, twilio_api, ctx) -
 
 
 def test_reject_negative_forward_window() -> None:
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.settings import Settings  # noqa: PLC0415
+    from service.settings import Settings
 
     with pytest.raises(ValidationError, match="forward_window_seconds"):
         Settings(_env_file=None, forward_window_seconds=-1)
 
 
-def test_hold_burst_to_one_forward_when_texts_arrive_at_once(clients, ctx, twilio_api, clock) -> None:  # noqa: ARG001
+def test_hold_burst_to_one_forward_when_texts_arrive_at_once(clients, ctx, twilio_api, clock) -> None:
     """Two instances, texts (and a STOP) released together: still one forward now and one follow-up later."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-    from threading import Barrier  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
 
-    from tests.helpers import call_params  # noqa: PLC0415
-    from tests.test_concurrency import signed_post  # noqa: PLC0415
+    from tests.helpers import call_params
+    from tests.test_concurrency import signed_post
 
     signed_post(clients[0], "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer"))
     signed_post(clients[0], "/twilio/sms", sms_params("can I lock my rate?"))
@@ -268,8 +268,8 @@ def test_hold_burst_to_one_forward_when_texts_arrive_at_once(clients, ctx, twili
         ("new", False, True, False),
     ],
 )
-def test_decide_forward_by_state_worked_and_keyword(state, worked, keyword, forwarded) -> None:  # noqa: ANN001
-    from service.conversation import should_forward  # noqa: PLC0415
+def test_decide_forward_by_state_worked_and_keyword(state, worked, keyword, forwarded) -> None:
+    from service.conversation import should_forward
 
     assert should_forward(state, worked=worked, keyword=keyword) is forwarded
 
@@ -289,7 +289,7 @@ def test_forward_reply_when_opener_was_suppressed(client, post, twilio_api, ctx)
 
 
 def test_forward_reply_to_broker_when_processing_keeps_failing(client, post, twilio_api, ctx, monkeypatch) -> None:
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise RuntimeError("a bug in processing")
 
     missed(client, post)

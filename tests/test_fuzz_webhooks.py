@@ -36,8 +36,17 @@ from service.phones import InvalidPhone, to_e164
 from service.twilio.forms import KNOWN_DIAL_STATUSES, MAX_SMS_BODY
 from service.twilio.signature import sign
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, PUBLIC_URL, TWILIO_TOKEN, call_params, dial_params,
-    sms_params, status_params,
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    BROKER_CELL,
+    CALLER,
+    PUBLIC_URL,
+    TWILIO_TOKEN,
+    call_params,
+    dial_params,
+    sms_params,
+    status_params,
 )
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
@@ -155,7 +164,7 @@ def hostile_field(path: str) -> st.SearchStrategy[tuple[str, str]]:
 
 
 @pytest.fixture
-def app_client(ctx, twilio_api) -> Iterator[TestClient]:  # noqa: ANN001
+def app_client(ctx, twilio_api) -> Iterator[TestClient]:
     with TestClient(app=create_app(ctx=ctx, run_worker=False), base_url="http://testserver.local") as client:
         yield client
 
@@ -167,7 +176,7 @@ def post_signed(client: TestClient, path: str, pairs: list[tuple[str, str]]) -> 
                        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature})
 
 
-def outbound_count(ctx: Any) -> int:  # noqa: ANN401
+def outbound_count(ctx: Any) -> int:
     with Session(ctx.engine) as session:
         return session.exec(select(func.count()).select_from(OutboundMessage)).one()
 
@@ -181,7 +190,7 @@ def _phone(value: str | None) -> str | None:
 
 def _is_sid(value: str | None, prefixes: tuple[str, ...]) -> bool:
     value = (value or "").strip()
-    return value.startswith(prefixes) and value.isalnum() and len(value) <= 64  # noqa: PLR2004
+    return value.startswith(prefixes) and value.isalnum() and len(value) <= 64
 
 
 def may_text(path: str, form: dict[str, str]) -> bool:
@@ -204,9 +213,9 @@ def may_text(path: str, form: dict[str, str]) -> bool:
 
 
 def check_response(path: str, form: dict[str, str], response: httpx.Response, sends: int, rows: int) -> None:
-    assert response.status_code < 500, f"{path} -> {response.status_code} {response.text[:200]}"  # noqa: PLR2004
-    assert response.status_code != 403, f"{path}: a correctly signed request was refused"  # noqa: PLR2004
-    if response.status_code == 200:  # noqa: PLR2004
+    assert response.status_code < 500, f"{path} -> {response.status_code} {response.text[:200]}"
+    assert response.status_code != 403, f"{path}: a correctly signed request was refused"
+    if response.status_code == 200:
         assert response.headers["content-type"].startswith("application/xml")
         ET.fromstring(response.text)  # well-formed TwiML
     else:
@@ -221,7 +230,7 @@ def check_response(path: str, form: dict[str, str], response: httpx.Response, se
 
 
 @pytest.mark.parametrize("path", WEBHOOKS)
-def test_answer_without_5xx_or_stray_text_for_any_signed_form(app_client, ctx, twilio_api, path) -> None:  # noqa: ANN001
+def test_answer_without_5xx_or_stray_text_for_any_signed_form(app_client, ctx, twilio_api, path) -> None:
     route = twilio_api["messages"]
 
     @FUZZ
@@ -235,7 +244,7 @@ def test_answer_without_5xx_or_stray_text_for_any_signed_form(app_client, ctx, t
 
 
 @pytest.mark.parametrize("path", WEBHOOKS)
-def test_answer_without_5xx_or_stray_text_when_one_field_is_hostile(app_client, ctx, twilio_api, path) -> None:  # noqa: ANN001
+def test_answer_without_5xx_or_stray_text_when_one_field_is_hostile(app_client, ctx, twilio_api, path) -> None:
     """An otherwise valid request with one field replaced: the way deep into each handler."""
     route = twilio_api["messages"]
 
@@ -261,7 +270,7 @@ def test_answer_without_5xx_or_stray_text_when_one_field_is_hostile(app_client, 
 
 
 @pytest.mark.parametrize("path", WEBHOOKS)
-def test_answer_without_5xx_for_arbitrary_fields_only(app_client, ctx, twilio_api, path) -> None:  # noqa: ANN001
+def test_answer_without_5xx_for_arbitrary_fields_only(app_client, ctx, twilio_api, path) -> None:
     """No valid skeleton at all: any field names, any values, repeated keys."""
     route = twilio_api["messages"]
     pairs_strategy = st.lists(st.tuples(st.one_of(field_names, st.sampled_from(sorted(interesting))),
@@ -282,7 +291,7 @@ def test_answer_without_5xx_for_arbitrary_fields_only(app_client, ctx, twilio_ap
 def served_schema(client: TestClient) -> dict[str, Any]:
     """The OpenAPI document the app itself serves."""
     response = client.get("/schema/openapi.json")
-    assert response.status_code == 200, response.text  # noqa: PLR2004
+    assert response.status_code == 200, response.text
     return response.json()
 
 
@@ -307,7 +316,7 @@ def declared_schema(client: TestClient) -> dict[str, Any]:
     return schema
 
 
-def _flatten(body: Any) -> list[tuple[str, str]] | bytes:  # noqa: ANN401
+def _flatten(body: Any) -> list[tuple[str, str]] | bytes:
     """A generated body as form pairs (how a client would encode it), or raw bytes when it is not an object."""
     if not isinstance(body, dict):
         return b"" if body is None else str(body).encode("utf-8", "surrogatepass")
@@ -319,7 +328,7 @@ def _flatten(body: Any) -> list[tuple[str, str]] | bytes:  # noqa: ANN401
     return pairs
 
 
-def send_case(client: TestClient, case: Any) -> tuple[httpx.Response, dict[str, str]]:  # noqa: ANN401
+def send_case(client: TestClient, case: Any) -> tuple[httpx.Response, dict[str, str]]:
     """The schemathesis "hook": sign each generated request against the public URL, then send it."""
     body = getattr(case, "body", None)
     has_body = body is not None and type(body).__name__ != "NotSet"
@@ -333,31 +342,31 @@ def send_case(client: TestClient, case: Any) -> tuple[httpx.Response, dict[str, 
 
 
 @pytest.mark.parametrize("path", WEBHOOKS)
-def test_answer_without_5xx_for_schemathesis_cases_over_served_schema(app_client, path) -> None:  # noqa: ANN001
+def test_answer_without_5xx_for_schemathesis_cases_over_served_schema(app_client, path) -> None:
     operation = schemathesis.openapi.from_dict(served_schema(app_client))[path]["POST"]
 
     @SCHEMA_FUZZ
     @given(case=operation.as_strategy())
-    def run(case: Any) -> None:  # noqa: ANN401
+    def run(case: Any) -> None:
         response, _ = send_case(app_client, case)
-        assert response.status_code < 500, response.text  # noqa: PLR2004
-        assert response.status_code != 403  # noqa: PLR2004
+        assert response.status_code < 500, response.text
+        assert response.status_code != 403
 
     run()
 
 
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
 @pytest.mark.parametrize("path", WEBHOOKS)
-def test_answer_without_5xx_for_schemathesis_cases_over_declared_forms(app_client, ctx, twilio_api, path, mode) -> None:  # noqa: ANN001, E501
+def test_answer_without_5xx_for_schemathesis_cases_over_declared_forms(app_client, ctx, twilio_api, path, mode) -> None:
     operation = schemathesis.openapi.from_dict(declared_schema(app_client))[path]["POST"]
     route = twilio_api["messages"]
 
     @SCHEMA_FUZZ
     @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: Any) -> None:  # noqa: ANN401
+    def run(case: Any) -> None:
         sends, rows = route.call_count, outbound_count(ctx)
         response, form = send_case(app_client, case)
-        if response.status_code == 403:  # noqa: PLR2004
+        if response.status_code == 403:
             # Only a body that is not a form at all (negative mode) may fail to round-trip through signing.
             assert not form
             return
@@ -366,7 +375,7 @@ def test_answer_without_5xx_for_schemathesis_cases_over_declared_forms(app_clien
     run()
 
 
-def test_serve_schema_with_every_webhook_and_no_form_fields(app_client) -> None:  # noqa: ANN001
+def test_serve_schema_with_every_webhook_and_no_form_fields(app_client) -> None:
     """Documents the gap the declared-forms fuzzing fills: the handlers take the raw Request."""
     schema = served_schema(app_client)
     for path in WEBHOOKS:

@@ -21,11 +21,11 @@ DIAL = "/twilio/voice/dial-status"
 LOOKUP = "https://lookups.twilio.com/v2/PhoneNumbers/{}"
 
 
-def missed(client, post, caller: str = CALLER, index: int = 1) -> None:  # noqa: ANN001
+def missed(client, post, caller: str = CALLER, index: int = 1) -> None:
     assert post(client, DIAL, call_params(f"CA{index:032d}", caller=caller, DialCallStatus="no-answer")).status_code == 200
 
 
-def policy_with(tmp_path: Path, **caps: int):  # noqa: ANN201
+def policy_with(tmp_path: Path, **caps: int):
     """The shipped sending policy with some caps changed (a reviewed file, edited in a temporary copy)."""
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
@@ -38,7 +38,7 @@ def policy_with(tmp_path: Path, **caps: int):  # noqa: ANN201
     return load_sending_policy(copy)
 
 
-def broker_row(ctx) -> Broker:  # noqa: ANN001
+def broker_row(ctx) -> Broker:
     return ctx.broker_for(BROKER)
 
 
@@ -79,9 +79,9 @@ def test_defer_opener_at_night_when_configured_not_a_reply(ctx) -> None:
 
 def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx) -> None:
     """A question queued at 3 a.m. the caller's time waits as a pending row with its reason, unsent."""
-    from datetime import timedelta  # noqa: PLC0415
+    from datetime import timedelta
 
-    from service.outbox import queue_text  # noqa: PLC0415
+    from service.outbox import queue_text
 
     missed(client, post)
     night = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
@@ -106,12 +106,12 @@ def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx)
 
 
 def test_skip_opener_for_known_contact_from_file(tmp_path, settings, output_guard, reply_rules, twilio_api) -> None:
-    from litestar.testing import TestClient  # noqa: PLC0415
+    from litestar.testing import TestClient
 
-    from service.app import create_app  # noqa: PLC0415
-    from service.context import build_context  # noqa: PLC0415
-    from service.twilio.signature import sign  # noqa: PLC0415
-    from tests.helpers import PUBLIC_URL, TWILIO_TOKEN  # noqa: PLC0415
+    from service.app import create_app
+    from service.context import build_context
+    from service.twilio.signature import sign
+    from tests.helpers import PUBLIC_URL, TWILIO_TOKEN
 
     dnt = tmp_path / "do-not-text.txt"
     dnt.write_text(f"# staff\n{CALLER}  # Dana's assistant\n")
@@ -126,8 +126,8 @@ def test_skip_opener_for_known_contact_from_file(tmp_path, settings, output_guar
 
 
 def test_reject_do_not_text_file_with_bad_line(tmp_path) -> None:
-    from service.context import read_do_not_text_file  # noqa: PLC0415
-    from service.errors import ConfigError  # noqa: PLC0415
+    from service.context import read_do_not_text_file
+    from service.errors import ConfigError
 
     path = tmp_path / "dnt.txt"
     path.write_text("+14155550123\nnot-a-number\n")
@@ -136,8 +136,8 @@ def test_reject_do_not_text_file_with_bad_line(tmp_path) -> None:
 
 
 def test_skip_opener_for_contact_added_by_cli(client, post, twilio_api, ctx, monkeypatch) -> None:
-    from service.commands.contacts import contacts  # noqa: PLC0415
-    from service.settings import get_settings  # noqa: PLC0415
+    from service.commands.contacts import contacts
+    from service.settings import get_settings
 
     monkeypatch.setenv("TEXTBACK_DATABASE_URL", ctx.settings.database_url)
     get_settings.cache_clear()

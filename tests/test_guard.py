@@ -34,7 +34,7 @@ def guard() -> OutputGuard:
 def _run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}  # a fresh HOME: no ~/.guardrailsrc
     env.pop("GUARDRAILS_RUN_SYNC", None)
-    return subprocess.run(  # noqa: S603 - our own interpreter and code
+    return subprocess.run(  # our own interpreter and code
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
@@ -157,7 +157,7 @@ def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
 
 def test_check_text_never_fixed(guard: OutputGuard) -> None:
     guard.check("Rates from 5.9%")
-    call = guard._guard.history.last  # noqa: SLF001 - the Guard's own record of the call
+    call = guard._guard.history.last  # the Guard's own record of the call
     assert call.guarded_output is None  # refrained, not rewritten
     assert call.status == "fail"
 
@@ -230,7 +230,7 @@ def test_check_text_fails_closed_on_guard_error(guard: OutputGuard) -> None:
 
 
 def test_check_text_blocked_when_guard_rewrites_it(guard: OutputGuard) -> None:
-    from types import SimpleNamespace  # noqa: PLC0415
+    from types import SimpleNamespace
 
     rewritten = SimpleNamespace(validation_passed=True, validated_output="something else", validation_summaries=[], error=None)
     result = OutputGuard(_StubGuard(rewritten), guard.rules, guard.policy_version).check(OPENER)
@@ -239,7 +239,7 @@ def test_check_text_blocked_when_guard_rewrites_it(guard: OutputGuard) -> None:
 
 
 def test_refuse_guard_validator_not_registered(guard: OutputGuard, monkeypatch: pytest.MonkeyPatch) -> None:
-    from guardrails.validator_base import validators_registry  # noqa: PLC0415
+    from guardrails.validator_base import validators_registry
 
     monkeypatch.delitem(validators_registry, VALIDATOR_NAME)
     with pytest.raises(PolicyError, match="not registered"):
@@ -298,7 +298,7 @@ def test_check_text_inside_running_event_loop(guard: OutputGuard) -> None:
     assert asyncio.run(handler()) is False
 
 
-def test_build_guard_without_network(outbound_attempts, tmp_path: Path) -> None:  # noqa: ANN001
+def test_build_guard_without_network(outbound_attempts, tmp_path: Path) -> None:
     fresh = OutputGuard.load(POLICIES)
     for text in [OPENER, "Rates from 5.9%", "Zero down!"] * 5:
         fresh.check(text, required=REQUIRED)

@@ -26,8 +26,8 @@ from service.policy.check import run_check
 from service.policy.files import OutboundRule, load_outbound_rules
 from service.policy.floor import FLOOR, FloorCategory
 from service.policy.guard import OutputGuard, rule_matches
-from service.policy.normalize import normalize
 from service.policy.manifest import MANIFEST_PATH, load_manifest
+from service.policy.normalize import normalize
 from tests.helpers import POLICIES, REPO
 from tests.test_required_rules import start_refusal
 
@@ -77,7 +77,7 @@ def test_refuse_check_rates_file_and_manifest_entry_deleted_names_rate_quotes(po
     assert "service/policy/floor.py" in lines[0]
 
 
-def test_refuse_start_rates_file_and_manifest_entry_deleted(policies_copy: Path, settings) -> None:  # noqa: ANN001
+def test_refuse_start_rates_file_and_manifest_entry_deleted(policies_copy: Path, settings) -> None:
     """`serve` would have started and sent "Rates from 5.99% APR this week."."""
     _remove_rule(policies_copy, "no-rate-quotes")
     with pytest.raises(PolicyError, match=r"floor\.rate_quote: the policy set does not cover rate or APR"):

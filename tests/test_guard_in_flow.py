@@ -64,7 +64,7 @@ def test_record_guard_result_and_policy_version_on_every_borrower_text(client, p
 
 
 def test_keep_borrower_text_out_of_logs(client, post, twilio_api, caplog, capsys) -> None:
-    from tests.helpers import sms_params  # noqa: PLC0415
+    from tests.helpers import sms_params
 
     secret = "can I lock my rate? my SSN is 123-45-6789, acct 99887766"
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
@@ -97,7 +97,7 @@ def test_block_opener_without_opt_out_at_send_time(client, post, twilio_api, ctx
     assert {"rule": "required-opt_out", "match": "opt-out instructions"} in row.guard_result["violations"]
 
 
-def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None:  # noqa: ANN001
+def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None:
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
     path = copy / "templates" / "borrower.yaml"
@@ -110,9 +110,9 @@ def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None
     assert "NMLS ID" in info.value.message
 
 
-def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, output_guard) -> None:  # noqa: ANN001
+def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, output_guard) -> None:
     """serve's start-up (build_context + warm_up) names the brokers file and the line of the value."""
-    from service.context import build_context  # noqa: PLC0415
+    from service.context import build_context
 
     brokers = tmp_path / "bad-brokers.yaml"
     text = settings.brokers_file.read_text()
@@ -131,8 +131,8 @@ def test_refuse_start_broker_booking_link_with_encoded_rate(tmp_path, settings, 
 def test_guard_broker_template_addressed_to_a_borrower(client, post, twilio_api, ctx) -> None:
     """Only the team's numbers get a text the guard does not read: an alert template sent anywhere else is
     a borrower text, checked and gated like one."""
-    from service.models import Broker  # noqa: PLC0415
-    from service.outbox import queue_text  # noqa: PLC0415
+    from service.models import Broker
+    from service.outbox import queue_text
 
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
     with Session(ctx.engine, expire_on_commit=False) as session:

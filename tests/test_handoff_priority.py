@@ -10,18 +10,18 @@ from service import sender, store, worker
 from service.conversation import _opt_out
 from service.models import Broker, InboundMessage, Lead, OutboundMessage
 from service.replies.analysis import Keyword, ReplyAnalysis
-from tests.helpers import CALLER, sent_templates, sms_params
+from tests.helpers import CALLER, sent_templates
 from tests.test_conversation import lead, missed, reply, to_broker
 
 URGENT_STOP = "please stop texting me and just call me, my rate lock expires friday"
 
 
-def opted_out(ctx) -> bool:  # noqa: ANN001
+def opted_out(ctx) -> bool:
     with Session(ctx.engine) as session:
         return store.is_opted_out(session, 1, CALLER)
 
 
-def borrower_templates(ctx) -> list[str]:  # noqa: ANN001
+def borrower_templates(ctx) -> list[str]:
     """Template ids of every text to the borrower that went (or will go) out."""
     with Session(ctx.engine) as session:
         rows = session.exec(select(OutboundMessage).where(OutboundMessage.audience == "borrower")
@@ -112,9 +112,9 @@ def test_keep_closing_path_when_reply_carries_no_reason(client, post, twilio_api
 
 def test_name_every_reason_and_note_in_broker_phrases() -> None:
     """Every reason the service can hand off for, and every note, reads as reviewed wording in broker.yaml."""
-    from service.replies.analysis import HandoffReason  # noqa: PLC0415
-    from service.templates import load_templates  # noqa: PLC0415
-    from tests.helpers import POLICIES  # noqa: PLC0415
+    from service.replies.analysis import HandoffReason
+    from service.templates import load_templates
+    from tests.helpers import POLICIES
 
     phrases = load_templates(POLICIES).phrases
     service_reasons = {"needs_review", "llm_unavailable", "blocked_text", "cap_reached"}

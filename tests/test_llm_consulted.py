@@ -20,13 +20,13 @@ def settings_env() -> dict[str, object]:
     return {"openai_api_key": "sk-test-not-real", "llm_timeout_seconds": 2.0}
 
 
-def last_decision(ctx) -> Decision:  # noqa: ANN001
+def last_decision(ctx) -> Decision:
     with Session(ctx.engine) as session:
         inbound = session.exec(select(InboundMessage).order_by(InboundMessage.id.desc())).first()
         return session.exec(select(Decision).where(Decision.inbound_id == inbound.id)).one()
 
 
-def to_lead_state(client, post, state: str) -> None:  # noqa: ANN001
+def to_lead_state(client, post, state: str) -> None:
     """Bring the caller's lead to `state` without the LLM (every text here is settled by the rules)."""
     if state == "new":
         return
@@ -87,9 +87,9 @@ def test_call_llm_when_conversation_reply_is_unclear(client, post, twilio_api, c
         (None, [], False),  # no lead at all
     ],
 )
-def test_decide_llm_consultation_by_state_and_rules(state, reasons, consulted) -> None:  # noqa: ANN001
-    from service.conversation import llm_skip_reason  # noqa: PLC0415
-    from service.replies.analysis import ReplyAnalysis  # noqa: PLC0415
+def test_decide_llm_consultation_by_state_and_rules(state, reasons, consulted) -> None:
+    from service.conversation import llm_skip_reason
+    from service.replies.analysis import ReplyAnalysis
 
     analysis = ReplyAnalysis(needs_llm=True, handoff_reasons=reasons)
     assert (llm_skip_reason(state, analysis) is None) is consulted

@@ -51,14 +51,14 @@ class Events:
             return sum(item.startswith(prefix) for item in self.items)
 
 
-def statuses(ctx) -> dict[str, str]:  # noqa: ANN001
+def statuses(ctx) -> dict[str, str]:
     with Session(ctx.engine) as session:
         rows = session.exec(select(InboundMessage).where(InboundMessage.body == UNCLEAR)).all()
     return {row.from_phone: row.status for row in rows}
 
 
-def test_send_opener_at_once_while_llm_calls_hang(client, post, twilio_api, ctx, clock) -> None:  # noqa: ANN001
-    from datetime import timedelta  # noqa: PLC0415
+def test_send_opener_at_once_while_llm_calls_hang(client, post, twilio_api, ctx, clock) -> None:
+    from datetime import timedelta
 
     events = Events()
     release = threading.Event()  # never set before the deadline: every LLM call hangs until it
@@ -116,7 +116,7 @@ def rules_only(settings_env: dict[str, object]) -> None:
     settings_env["openai_api_key"] = None
 
 
-def test_process_reply_inline_when_no_llm_configured(rules_only: None, client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_process_reply_inline_when_no_llm_configured(rules_only: None, client, post, twilio_api, ctx) -> None:
     post(client, DIAL, call_params(DialCallStatus="no-answer"))
 
     post(client, "/twilio/sms", sms_params(UNCLEAR))

@@ -148,21 +148,21 @@ def no_prompt_no_key(tmp_path: Path, settings_env: dict[str, object]) -> None:
     settings_env["prompts_dir"] = tmp_path / "nowhere"  # rules only: the prompt is never read
 
 
-def test_warm_up_prompt_disagreeing_with_schema_refuses_to_start(disagreeing_prompt: Path, ctx) -> None:  # noqa: ANN001
+def test_warm_up_prompt_disagreeing_with_schema_refuses_to_start(disagreeing_prompt: Path, ctx) -> None:
     with pytest.raises(ConfigError, match="reply_extraction.md: the 'Fields:' list disagrees") as caught:
         ctx.warm_up()
 
     assert str(disagreeing_prompt) in str(caught.value)
 
 
-def test_warm_up_bad_prompt_without_llm_key_starts(no_prompt_no_key: None, ctx) -> None:  # noqa: ANN001
+def test_warm_up_bad_prompt_without_llm_key_starts(no_prompt_no_key: None, ctx) -> None:
     ctx.warm_up()
 
     assert ctx.extractor is None
 
 
-def test_handle_reply_uses_prompt_from_prompts_dir(custom_prompt: Path, ctx, client, post, twilio_api) -> None:  # noqa: ANN001
-    from tests.test_conversation import missed, reply  # noqa: PLC0415
+def test_handle_reply_uses_prompt_from_prompts_dir(custom_prompt: Path, ctx, client, post, twilio_api) -> None:
+    from tests.test_conversation import missed, reply
 
     route = twilio_api.post(COMPLETIONS).respond(200, json=completion_json(answer()))
 
@@ -240,7 +240,7 @@ def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("textback")
     command = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
     try:
-        return subprocess.run([*command, "serve", "--port", "0"], env=base, cwd=tmp_path, capture_output=True,  # noqa: S603
+        return subprocess.run([*command, "serve", "--port", "0"], env=base, cwd=tmp_path, capture_output=True,
                               text=True, timeout=90, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail("textback serve started instead of refusing")
@@ -270,11 +270,11 @@ def test_serve_prompt_disagreeing_with_schema_refuses_to_start(tmp_path: Path) -
 
 # ---------------------------------------------------------------------------------------------- the evals
 def test_run_evals_replay_uses_prompt_from_prompts_dir(tmp_path: Path) -> None:
-    from service.evals.cassette import CassetteError, RecordingTransport  # noqa: PLC0415
-    from service.evals.datasets import load_reply_cases  # noqa: PLC0415
-    from service.evals.runner import RunConfig, run, run_replies  # noqa: PLC0415
-    from service.replies.classify import build_extractor  # noqa: PLC0415
-    from service.replies.rules import load_rules  # noqa: PLC0415
+    from service.evals.cassette import CassetteError, RecordingTransport
+    from service.evals.datasets import load_reply_cases
+    from service.evals.runner import RunConfig, run, run_replies
+    from service.replies.classify import build_extractor
+    from service.replies.rules import load_rules
 
     data = tmp_path / "evals"
     data.mkdir()
@@ -303,6 +303,6 @@ def test_run_evals_replay_uses_prompt_from_prompts_dir(tmp_path: Path) -> None:
 
 
 def time_of(case: dict) -> object:
-    from datetime import datetime  # noqa: PLC0415
+    from datetime import datetime
 
     return datetime.fromisoformat(case["received_at"])

@@ -11,8 +11,19 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent, Lead, OutboundMessage
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, dial_params, message_json,
-    rendered, sent_templates, sent_texts, sms_params, status_params,
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    BROKER_CELL,
+    CALLER,
+    call_params,
+    dial_params,
+    message_json,
+    rendered,
+    sent_templates,
+    sent_texts,
+    sms_params,
+    status_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -28,7 +39,7 @@ def twiml(response: httpx.Response) -> ET.Element:
     return ET.fromstring(response.text)
 
 
-def outbound(ctx) -> list[OutboundMessage]:  # noqa: ANN001
+def outbound(ctx) -> list[OutboundMessage]:
     with Session(ctx.engine) as session:
         return list(session.exec(select(OutboundMessage).order_by(OutboundMessage.id)))
 
@@ -171,7 +182,7 @@ def test_send_one_opener_inside_cooldown_for_repeated_calls(client, post, twilio
 
 
 def test_send_second_opener_after_cooldown(client, post, twilio_api, ctx) -> None:
-    from datetime import timedelta  # noqa: PLC0415
+    from datetime import timedelta
 
     post(client, DIAL, dial("no-answer", call_sid="CA" + "a" * 32))
     with Session(ctx.engine) as session:

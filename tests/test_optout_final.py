@@ -33,7 +33,16 @@ from service.models import (
 )
 from service.privacy import purge_older_than
 from tests.helpers import (
-    BROKER, CALLER, MESSAGES_URL, call_params, message_json, messages_page, rendered, sent_texts, session_hooks, sms_params,
+    BROKER,
+    CALLER,
+    MESSAGES_URL,
+    call_params,
+    message_json,
+    messages_page,
+    rendered,
+    sent_texts,
+    session_hooks,
+    sms_params,
     twilio_created,
 )
 
@@ -77,21 +86,21 @@ def commits() -> Iterator[Commits]:
         yield seen
 
 
-def missed(client, post, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001
+def missed(client, post, sid: str = "CA" + "1" * 32) -> None:
     assert post(client, DIAL, call_params(sid, DialCallStatus="no-answer")).status_code == 200
 
 
-def texts_to_caller(route) -> list[str]:  # noqa: ANN001
+def texts_to_caller(route) -> list[str]:
     return [t["Body"] for t in sent_texts(route) if t["To"] == CALLER]
 
 
-def opted_out(ctx) -> bool:  # noqa: ANN001
+def opted_out(ctx) -> bool:
     with Session(ctx.engine) as session:
         row = session.exec(select(OptOut).where(OptOut.phone == CALLER)).first()
     return bool(row and row.opted_out)
 
 
-def queue_pending(ctx, count: int = 3) -> list[int]:  # noqa: ANN001
+def queue_pending(ctx, count: int = 3) -> list[int]:
     """Texts already queued for the caller when the opt-out arrives (due a little later)."""
     with Session(ctx.engine, expire_on_commit=False) as session:
         lead = session.exec(select(Lead).where(Lead.phone == CALLER)).one()
@@ -109,7 +118,7 @@ def queue_pending(ctx, count: int = 3) -> list[int]:  # noqa: ANN001
 
 @pytest.mark.parametrize("text", ["please stop texting me", "remove me from your list", "Stop. Wrong number",
                                   "no more texts, thanks"])
-def test_apply_plain_words_opt_out_in_webhook_transaction(client, post, twilio_api, ctx, commits, text) -> None:  # noqa: ANN001
+def test_apply_plain_words_opt_out_in_webhook_transaction(client, post, twilio_api, ctx, commits, text) -> None:
     missed(client, post)
     queued = queue_pending(ctx)
     params = sms_params(text)
@@ -128,7 +137,7 @@ def test_apply_plain_words_opt_out_in_webhook_transaction(client, post, twilio_a
 
 
 def test_apply_opt_out_in_webhook_and_leave_reply_when_stop_carries_handoff_reason(
-    client, post, twilio_api, ctx, commits,  # noqa: ANN001
+    client, post, twilio_api, ctx, commits,
 ) -> None:
     missed(client, post)
     params = sms_params(HANDOFF_STOP)
@@ -146,7 +155,7 @@ def test_apply_opt_out_in_webhook_and_leave_reply_when_stop_carries_handoff_reas
     assert inbound.status == "processed"
 
 
-def test_keep_subscription_when_reply_only_mentions_stop(client, post, twilio_api, ctx, commits) -> None:  # noqa: ANN001
+def test_keep_subscription_when_reply_only_mentions_stop(client, post, twilio_api, ctx, commits) -> None:
     missed(client, post)
     params = sms_params("can't stop thinking about this house, we want to buy in march")
     post(client, "/twilio/sms", params)
@@ -160,7 +169,7 @@ def test_keep_subscription_when_reply_only_mentions_stop(client, post, twilio_ap
 # Exactly one confirmation per opt-out
 
 
-def test_send_no_confirmation_when_twilio_confirmed_then_plain_words_repeat_it(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_send_no_confirmation_when_twilio_confirmed_then_plain_words_repeat_it(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     post(client, "/twilio/sms", sms_params("STOP", OptOutType="STOP"))
     post(client, "/twilio/sms", sms_params("please stop texting me"))
@@ -169,7 +178,7 @@ def test_send_no_confirmation_when_twilio_confirmed_then_plain_words_repeat_it(c
     assert len(texts_to_caller(twilio_api["messages"])) == 1, "only the opener: Twilio confirmed the opt-out"
 
 
-def test_send_one_confirmation_per_opt_out_in_any_words(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_send_one_confirmation_per_opt_out_in_any_words(client, post, twilio_api, ctx) -> None:
     for word in ("STOP", "unsubscribe", "please stop texting me", "Stop!!", "START", "cancel", "end"):
         assert post(client, "/twilio/sms", sms_params(word)).status_code == 200
     texts = texts_to_caller(twilio_api["messages"])
@@ -183,7 +192,7 @@ def test_send_one_confirmation_per_opt_out_in_any_words(client, post, twilio_api
 # Audit rows say what Twilio knows
 
 
-def _timeout_first_opener(route) -> None:  # noqa: ANN001
+def _timeout_first_opener(route) -> None:
     """The opener's request times out after Twilio stored it; every later request is accepted."""
     calls = itertools.count()
 
@@ -195,18 +204,18 @@ def _timeout_first_opener(route) -> None:  # noqa: ANN001
     route.side_effect = respond
 
 
-def _messages_list(twilio_api, messages: list[dict]) -> None:  # noqa: ANN001
+def _messages_list(twilio_api, messages: list[dict]) -> None:
     twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(messages))
 
 
-def _export(ctx) -> list[dict]:  # noqa: ANN001
+def _export(ctx) -> list[dict]:
     result = CliRunner().invoke(main, ["audit", "export", "--since", "2000-01-01", "--format", "jsonl"],
                                 env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url})
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_record_timed_out_send_as_sent_when_stop_follows_and_twilio_has_it(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_record_timed_out_send_as_sent_when_stop_follows_and_twilio_has_it(client, post, twilio_api, ctx) -> None:
     route = twilio_api["messages"]
     _timeout_first_opener(route)
     missed(client, post)
@@ -224,7 +233,7 @@ def test_record_timed_out_send_as_sent_when_stop_follows_and_twilio_has_it(clien
     assert (exported["status"], exported["twilio_sid"]) == ("sent", "SM" + "e" * 32)
 
 
-def test_suppress_timed_out_send_when_stop_follows_and_twilio_lacks_it(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_suppress_timed_out_send_when_stop_follows_and_twilio_lacks_it(client, post, twilio_api, ctx) -> None:
     route = twilio_api["messages"]
     _timeout_first_opener(route)
     missed(client, post)
@@ -245,13 +254,13 @@ def test_suppress_timed_out_send_when_stop_follows_and_twilio_lacks_it(client, p
 # Forget: the line-type cache goes, replay protection stays
 
 
-def forget(ctx) -> None:  # noqa: ANN001
+def forget(ctx) -> None:
     result = CliRunner().invoke(main, ["privacy", "forget", CALLER, "--yes"],
                                 env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url})
     assert result.exit_code == 0, result.output
 
 
-def test_forget_number_removes_it_from_line_type_cache(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_forget_number_removes_it_from_line_type_cache(client, post, twilio_api, ctx) -> None:
     ctx.settings.line_type_lookup = True
     twilio_api.get(url__startswith=LOOKUP).respond(200, json={
         "phone_number": CALLER, "line_type_intelligence": {"type": "mobile"}, "url": LOOKUP})
@@ -263,7 +272,7 @@ def test_forget_number_removes_it_from_line_type_cache(client, post, twilio_api,
         assert session.get(LineTypeCache, CALLER) is None
 
 
-def _erase(ctx, how: str) -> None:  # noqa: ANN001
+def _erase(ctx, how: str) -> None:
     if how == "forget":
         forget(ctx)
     else:
@@ -271,7 +280,7 @@ def _erase(ctx, how: str) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("how", ["forget", "purge"])
-def test_refuse_replayed_start_after_number_erased(client, post, twilio_api, ctx, caplog, how) -> None:  # noqa: ANN001
+def test_refuse_replayed_start_after_number_erased(client, post, twilio_api, ctx, caplog, how) -> None:
     missed(client, post)
     post(client, "/twilio/sms", sms_params("STOP"))
     start = sms_params("START")  # captured, validly signed
@@ -293,7 +302,7 @@ def test_refuse_replayed_start_after_number_erased(client, post, twilio_api, ctx
     assert any("replayed" in r.getMessage() for r in caplog.records)
 
 
-def test_refuse_replayed_missed_call_after_forget(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_refuse_replayed_missed_call_after_forget(client, post, twilio_api, ctx) -> None:
     call = call_params("CA" + "7" * 32, DialCallStatus="no-answer")
     assert post(client, DIAL, call).status_code == 200
     assert len(texts_to_caller(twilio_api["messages"])) == 1
@@ -304,7 +313,7 @@ def test_refuse_replayed_missed_call_after_forget(client, post, twilio_api, ctx)
         assert session.exec(select(Lead)).all() == []
 
 
-def test_accept_new_messages_from_forgotten_number(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_accept_new_messages_from_forgotten_number(client, post, twilio_api, ctx) -> None:
     """Only replays are refused: the borrower can still write (and opt back in) with a new message."""
     post(client, "/twilio/sms", sms_params("STOP"))
     forget(ctx)

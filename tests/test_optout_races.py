@@ -39,7 +39,15 @@ from service.models import OptOut, OptOutEvent
 from service.sending.policy import load_sending_policy
 from service.twilio.signature import sign
 from tests.helpers import (
-    BROKER, POLICIES, PUBLIC_URL, TWILIO_TOKEN, call_params, rendered, session_hooks, sms_params, twilio_created,
+    BROKER,
+    POLICIES,
+    PUBLIC_URL,
+    TWILIO_TOKEN,
+    call_params,
+    rendered,
+    session_hooks,
+    sms_params,
+    twilio_created,
 )
 from tests.optout_lock_children import change_in_child, hold_for_send_in_child
 
@@ -115,7 +123,7 @@ def observed() -> Iterator[Observed]:
 
 
 @pytest.fixture
-def roomy_sending_policy(tmp_path: Path, collaborators: dict[str, object]):  # noqa: ANN201
+def roomy_sending_policy(tmp_path: Path, collaborators: dict[str, object]):
     """The shipped sending policy with the breaker and caps raised (many openers at once are the test), for
     every context built after it."""
     copy = tmp_path / "policies"
@@ -131,7 +139,7 @@ def roomy_sending_policy(tmp_path: Path, collaborators: dict[str, object]):  # n
 
 
 @pytest.fixture
-def clients(roomy_sending_policy, ctx, second_ctx, twilio_api) -> Iterator[list[TestClient]]:  # noqa: ANN001
+def clients(roomy_sending_policy, ctx, second_ctx, twilio_api) -> Iterator[list[TestClient]]:
     """Two app instances on one database (both built with the roomy policy), each running its own
     after-response work."""
     with TestClient(app=create_app(ctx=ctx, run_worker=False), base_url="http://testserver.local") as one, \
@@ -173,7 +181,7 @@ def race(scenario: Callable[[int], None], runs: int = RUNS, parallel: int = 6) -
 @pytest.mark.parametrize("lookup", [False, True], ids=["no-lookup", "lookup"])
 @pytest.mark.parametrize("stop", ["STOP", "please stop texting me"], ids=["keyword", "plain-words"])
 def test_send_no_text_after_stop_committed_when_stop_races_missed_call(
-    clients, ctx, second_ctx, twilio_api, observed, lookup, stop,  # noqa: ANN001
+    clients, ctx, second_ctx, twilio_api, observed, lookup, stop,
 ) -> None:
     """A missed call (opener, with a Twilio Lookup when enabled) and a STOP from the same number at once."""
     for context in (ctx, second_ctx):
@@ -181,7 +189,7 @@ def test_send_no_text_after_stop_committed_when_stop_races_missed_call(
     twilio_api["messages"].mock(side_effect=observed.twilio())
 
     def slow_lookup(request: httpx.Request) -> httpx.Response:
-        time.sleep(random.uniform(0.05, 0.25))  # noqa: S311 - timing jitter
+        time.sleep(random.uniform(0.05, 0.25))  # timing jitter
         phone = request.url.path.rsplit("/", 1)[-1]
         return httpx.Response(200, json={"phone_number": phone, "line_type_intelligence": {"type": "mobile"},
                                          "url": str(request.url)})
@@ -214,13 +222,13 @@ def test_send_no_text_after_stop_committed_when_stop_races_missed_call(
                 late.append((phone, round(text.at - committed, 3)))
             else:
                 in_time += 1
-    print(f"\nSTOP vs opener ({stop!r}, lookup={lookup}): {len(late)} of {RUNS} openers after the STOP committed"  # noqa: T201
+    print(f"\nSTOP vs opener ({stop!r}, lookup={lookup}): {len(late)} of {RUNS} openers after the STOP committed"
           f" ({in_time} reached Twilio before it)")
     assert late == [], "a text was requested after the number's opt-out committed"
     assert confirmations == dict.fromkeys((caller(n) for n in range(RUNS)), 1), "exactly one confirmation each"
 
 
-def test_keep_last_committed_state_when_start_and_stop_race(clients, ctx, twilio_api, observed) -> None:  # noqa: ANN001
+def test_keep_last_committed_state_when_start_and_stop_race(clients, ctx, twilio_api, observed) -> None:
     """START and STOP at once from a number that had opted out: the state is the last committed request's."""
     twilio_api["messages"].mock(side_effect=observed.twilio(0.0))
     rng = random.Random(5)
@@ -245,12 +253,12 @@ def test_keep_last_committed_state_when_start_and_stop_race(clients, ctx, twilio
     with Session(ctx.engine) as session:
         state = {row.phone: row.opted_out for row in session.exec(select(OptOut))}
     lost = [phone for phone, action in last.items() if state[phone] != (action == "opt_out")]
-    print(f"\nSTART vs STOP: {len(lost)} of {RUNS} numbers not in the last committed request's state")  # noqa: T201
+    print(f"\nSTART vs STOP: {len(lost)} of {RUNS} numbers not in the last committed request's state")
     assert len(last) == RUNS
     assert lost == []
 
 
-def test_send_one_confirmation_when_two_stops_race(clients, ctx, twilio_api, observed) -> None:  # noqa: ANN001
+def test_send_one_confirmation_when_two_stops_race(clients, ctx, twilio_api, observed) -> None:
     """Two opt-out words at once from one number (two instances): one opt-out, one confirmation."""
     twilio_api["messages"].mock(side_effect=observed.twilio())
 
@@ -265,7 +273,7 @@ def test_send_one_confirmation_when_two_stops_race(clients, ctx, twilio_api, obs
     race(scenario)
     confirmations = Counter(a.to for a in observed.arrivals if a.body == rendered(ctx, "optout_confirm"))
     doubled = [phone for phone, count in confirmations.items() if count > 1]
-    print(f"\ntwo STOPs: {len(doubled)} of {RUNS} numbers got two confirmations")  # noqa: T201
+    print(f"\ntwo STOPs: {len(doubled)} of {RUNS} numbers got two confirmations")
     assert confirmations == dict.fromkeys((caller(n) for n in range(RUNS)), 1)
     per_number: defaultdict[str, int] = defaultdict(int)
     for _at, phone, action in observed.events:
@@ -287,7 +295,7 @@ def _in_child(target: Callable[..., None], ctx: AppContext, phone: str) -> tuple
     return child, release, seen, broker_id
 
 
-def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> None:  # noqa: ANN001
+def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> None:
     phone = caller(9000)
     child, release, seen, broker_id = _in_child(hold_for_send_in_child, ctx, phone)
     committed = threading.Event()
@@ -307,7 +315,7 @@ def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> N
     assert seen.value == 0, "the send saw the number still opted in"
 
 
-def test_send_sees_opt_out_committed_in_other_process_after_waiting_for_it(ctx) -> None:  # noqa: ANN001
+def test_send_sees_opt_out_committed_in_other_process_after_waiting_for_it(ctx) -> None:
     phone = caller(9001)
     child, release, seen, broker_id = _in_child(change_in_child, ctx, phone)
     result: list[bool] = []
@@ -326,7 +334,7 @@ def test_send_sees_opt_out_committed_in_other_process_after_waiting_for_it(ctx) 
     assert result == [True], "and then sees it"
 
 
-def test_defer_send_when_opt_out_lock_busy_past_its_wait(ctx) -> None:  # noqa: ANN001
+def test_defer_send_when_opt_out_lock_busy_past_its_wait(ctx) -> None:
     phone = caller(9002)
     child, release, _seen, broker_id = _in_child(change_in_child, ctx, phone)
     try:

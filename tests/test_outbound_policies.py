@@ -145,7 +145,7 @@ def test_load_outbound_rule_valid_file(tmp_path: Path) -> None:
     ids=["unknown-key", "unknown-kind", "bad-regex", "empty-regex", "missing-examples", "misspelt-section",
          "bad-id", "bad-severity", "missing-title", "non-string-example"],
 )
-def test_reject_outbound_rule_schema_error(tmp_path: Path, edit, field: str, message: str) -> None:  # noqa: ANN001
+def test_reject_outbound_rule_schema_error(tmp_path: Path, edit, field: str, message: str) -> None:
     error = _error(_write(tmp_path, edit(GOOD_RULE)))
     assert error.path == "policies/outbound/sample.yaml"
     assert error.field is not None

@@ -31,23 +31,23 @@ DIGITS = CALLER[2:]  # 4155550199: the number in any format
 KEPT = {"optout", "optoutevent"}
 
 
-def missed(client, post, sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER) -> None:  # noqa: ANN001
+def missed(client, post, sid: str = "CA" + "1" * 32, caller: str = CALLER, to: str = BROKER) -> None:
     params = call_params(sid, caller, to, CallStatus="in-progress", DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200
 
 
-def reply(client, post, text: str, sender: str = CALLER, to: str = BROKER) -> None:  # noqa: ANN001
+def reply(client, post, text: str, sender: str = CALLER, to: str = BROKER) -> None:
     assert post(client, "/twilio/sms", sms_params(text, sender=sender, to=to)).status_code == 200
 
 
-def deliver(client, post, ctx, to: str) -> None:  # noqa: ANN001
+def deliver(client, post, ctx, to: str) -> None:
     with Session(ctx.engine) as session:
         sids = session.exec(select(OutboundMessage.twilio_sid).where(OutboundMessage.to_phone == to)).all()
     for sid in sids:
         assert post(client, "/twilio/sms/status", status_params(sid, "delivered", to=to)).status_code == 200
 
 
-def conversation(client, post, ctx, caller: str = CALLER, sid: str = "CA" + "1" * 32) -> None:  # noqa: ANN001
+def conversation(client, post, ctx, caller: str = CALLER, sid: str = "CA" + "1" * 32) -> None:
     """A missed call, the opener (delivered), a reply, a handoff that alerts the broker, then STOP."""
     missed(client, post, sid, caller)
     deliver(client, post, ctx, caller)
@@ -56,7 +56,7 @@ def conversation(client, post, ctx, caller: str = CALLER, sid: str = "CA" + "1" 
     reply(client, post, "STOP", sender=caller)
 
 
-def rows_mentioning(engine, digits: str) -> dict[str, int]:  # noqa: ANN001
+def rows_mentioning(engine, digits: str) -> dict[str, int]:
     """How many rows of each table mention the digits anywhere, in any column."""
     found: dict[str, int] = {}
     with Session(engine) as session:
@@ -67,12 +67,12 @@ def rows_mentioning(engine, digits: str) -> dict[str, int]:  # noqa: ANN001
     return found
 
 
-def count(engine, model, *where: object) -> int:  # noqa: ANN001
+def count(engine, model, *where: object) -> int:
     with Session(engine) as session:
         return len(session.exec(select(model).where(*where)).all())
 
 
-def backdate(engine, phone: str, days: int) -> None:  # noqa: ANN001
+def backdate(engine, phone: str, days: int) -> None:
     """Move every row of one caller's conversation `days` into the past."""
     delta = timedelta(days=days)
     with Session(engine) as session:
@@ -112,7 +112,7 @@ def backdate(engine, phone: str, days: int) -> None:  # noqa: ANN001
         session.commit()
 
 
-def privacy(ctx, *args: str, input: str | None = None) -> Result:  # noqa: A002, ANN001
+def privacy(ctx, *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(
         main, ["privacy", *args], env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url}, input=input
     )
@@ -122,7 +122,7 @@ def privacy(ctx, *args: str, input: str | None = None) -> Result:  # noqa: A002,
 # Forget
 
 
-def test_forget_number_leaves_it_only_in_opt_out_records(client, post, ctx) -> None:  # noqa: ANN001
+def test_forget_number_leaves_it_only_in_opt_out_records(client, post, ctx) -> None:
     conversation(client, post, ctx)
     before = rows_mentioning(ctx.engine, DIGITS)
     assert {"lead", "inboundmessage", "outboundmessage", "callevent", "optout", "optoutevent"} <= set(before)
@@ -143,7 +143,7 @@ def test_forget_number_leaves_it_only_in_opt_out_records(client, post, ctx) -> N
     assert count(ctx.engine, OptOutEvent, OptOutEvent.phone == CALLER) == 1
 
 
-def test_forget_number_still_sends_no_opener_when_caller_had_opted_out(client, post, ctx, twilio_api) -> None:  # noqa: ANN001
+def test_forget_number_still_sends_no_opener_when_caller_had_opted_out(client, post, ctx, twilio_api) -> None:
     conversation(client, post, ctx)
     forget_number(ctx.engine, CALLER)
     sent = len(twilio_api["messages"].calls)
@@ -157,7 +157,7 @@ def test_forget_number_still_sends_no_opener_when_caller_had_opted_out(client, p
     assert count(ctx.engine, OutboundMessage) == 0
 
 
-def test_forget_number_keeps_other_callers_and_other_brokers_when_broker_given(client, post, ctx) -> None:  # noqa: ANN001
+def test_forget_number_keeps_other_callers_and_other_brokers_when_broker_given(client, post, ctx) -> None:
     missed(client, post)
     reply(client, post, "purchase")
     missed(client, post, "CA" + "2" * 32, to=BROKER2)
@@ -174,11 +174,11 @@ def test_forget_number_keeps_other_callers_and_other_brokers_when_broker_given(c
     assert count(ctx.engine, OutboundMessage, OutboundMessage.to_phone == RECENT_CALLER) == 1
 
 
-def test_forget_number_counts_nothing_when_number_unknown(ctx) -> None:  # noqa: ANN001
+def test_forget_number_counts_nothing_when_number_unknown(ctx) -> None:
     assert forget_number(ctx.engine, "+14155550177") == dict.fromkeys(COUNT_KEYS, 0)
 
 
-def test_forget_number_via_cli_when_yes(client, post, ctx) -> None:  # noqa: ANN001
+def test_forget_number_via_cli_when_yes(client, post, ctx) -> None:
     conversation(client, post, ctx)
     result = privacy(ctx, "forget", "(415) 555-0199", "--yes")
     assert result.exit_code == 0, result.output
@@ -188,7 +188,7 @@ def test_forget_number_via_cli_when_yes(client, post, ctx) -> None:  # noqa: ANN
     assert set(rows_mentioning(ctx.engine, DIGITS)) == KEPT
 
 
-def test_forget_number_via_cli_deletes_nothing_when_not_confirmed(client, post, ctx) -> None:  # noqa: ANN001
+def test_forget_number_via_cli_deletes_nothing_when_not_confirmed(client, post, ctx) -> None:
     missed(client, post)
     result = privacy(ctx, "forget", CALLER, input="n\n")
     assert result.exit_code == 1
@@ -196,7 +196,7 @@ def test_forget_number_via_cli_deletes_nothing_when_not_confirmed(client, post, 
     assert count(ctx.engine, Lead) == 1
 
 
-def test_forget_number_via_cli_for_one_broker(client, post, ctx) -> None:  # noqa: ANN001
+def test_forget_number_via_cli_for_one_broker(client, post, ctx) -> None:
     missed(client, post)
     missed(client, post, "CA" + "2" * 32, to=BROKER2)
     result = privacy(ctx, "forget", CALLER, "--broker", BROKER2, "--yes")
@@ -206,13 +206,13 @@ def test_forget_number_via_cli_for_one_broker(client, post, ctx) -> None:  # noq
 
 
 @pytest.mark.parametrize("bad", ["not-a-number", "12345", "anonymous", ""])
-def test_reject_forget_when_number_invalid(ctx, bad: str) -> None:  # noqa: ANN001
+def test_reject_forget_when_number_invalid(ctx, bad: str) -> None:
     result = privacy(ctx, "forget", bad, "--yes")
     assert result.exit_code == 2
     assert "is not a phone number" in result.output
 
 
-def test_reject_forget_when_broker_unknown(ctx) -> None:  # noqa: ANN001
+def test_reject_forget_when_broker_unknown(ctx) -> None:
     result = privacy(ctx, "forget", CALLER, "--broker", "+13125550100", "--yes")
     assert result.exit_code == 2
     assert "no broker with Twilio number" in result.output
@@ -222,7 +222,7 @@ def test_reject_forget_when_broker_unknown(ctx) -> None:  # noqa: ANN001
 # Purge
 
 
-def test_purge_old_conversations_keeping_recent_ones_and_opt_outs(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_old_conversations_keeping_recent_ones_and_opt_outs(client, post, ctx) -> None:
     conversation(client, post, ctx)
     missed(client, post, "CA" + "2" * 32, caller=RECENT_CALLER)
     reply(client, post, "purchase", sender=RECENT_CALLER)
@@ -242,13 +242,13 @@ def test_purge_old_conversations_keeping_recent_ones_and_opt_outs(client, post, 
     assert count(ctx.engine, OptOutEvent, OptOutEvent.phone == CALLER) == 1
 
 
-def test_purge_nothing_when_conversations_recent(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_nothing_when_conversations_recent(client, post, ctx) -> None:
     conversation(client, post, ctx)
     assert purge_older_than(ctx.engine, 30) == dict.fromkeys(COUNT_KEYS, 0)
     assert count(ctx.engine, Lead) == 1
 
 
-def test_purge_leaves_conversation_alone_when_work_pending(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_leaves_conversation_alone_when_work_pending(client, post, ctx) -> None:
     missed(client, post)
     reply(client, post, "purchase")
     backdate(ctx.engine, CALLER, days=60)
@@ -266,7 +266,7 @@ def test_purge_leaves_conversation_alone_when_work_pending(client, post, ctx) ->
     assert count(ctx.engine, Lead) == 1
 
 
-def test_purge_counts_conversation_recent_when_last_reply_recent(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_counts_conversation_recent_when_last_reply_recent(client, post, ctx) -> None:
     missed(client, post)
     backdate(ctx.engine, CALLER, days=60)
     reply(client, post, "purchase")  # a reply today keeps the whole conversation
@@ -274,7 +274,7 @@ def test_purge_counts_conversation_recent_when_last_reply_recent(client, post, c
     assert count(ctx.engine, CallEvent) == 1
 
 
-def test_purge_everything_with_now_in_future_but_opt_outs(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_everything_with_now_in_future_but_opt_outs(client, post, ctx) -> None:
     conversation(client, post, ctx)
     missed(client, post, "CA" + "3" * 32, caller="anonymous")  # a call that never became a lead
     counts = purge_older_than(ctx.engine, 7, now=utcnow() + timedelta(days=8))
@@ -284,7 +284,7 @@ def test_purge_everything_with_now_in_future_but_opt_outs(client, post, ctx) -> 
     assert count(ctx.engine, OptOut) == count(ctx.engine, OptOutEvent) == 1
 
 
-def test_purge_via_cli_with_older_than_days(client, post, ctx) -> None:  # noqa: ANN001
+def test_purge_via_cli_with_older_than_days(client, post, ctx) -> None:
     missed(client, post)
     backdate(ctx.engine, CALLER, days=40)
     result = privacy(ctx, "purge", "--older-than-days", "30")
@@ -293,33 +293,33 @@ def test_purge_via_cli_with_older_than_days(client, post, ctx) -> None:  # noqa:
     assert count(ctx.engine, Lead) == 0
 
 
-def test_reject_purge_when_days_missing_and_no_retention_setting(ctx) -> None:  # noqa: ANN001
+def test_reject_purge_when_days_missing_and_no_retention_setting(ctx) -> None:
     result = privacy(ctx, "purge")
     assert result.exit_code == 2
     assert "--older-than-days" in result.output
 
 
 @pytest.mark.parametrize("days", ["0", "-3", "soon"])
-def test_reject_purge_when_days_not_positive(ctx, days: str) -> None:  # noqa: ANN001
+def test_reject_purge_when_days_not_positive(ctx, days: str) -> None:
     result = privacy(ctx, "purge", "--older-than-days", days)
     assert result.exit_code == 2
     assert "Invalid value for '--older-than-days'" in result.output
 
 
-def test_reject_purge_older_than_when_days_below_one(ctx) -> None:  # noqa: ANN001
+def test_reject_purge_older_than_when_days_below_one(ctx) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         purge_older_than(ctx.engine, 0)
 
 
 def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
     """With TEXTBACK_RETENTION_DAYS set, the worker's sweep purges conversations older than that."""
-    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import update  # noqa: PLC0415
-    from sqlmodel import Session, select  # noqa: PLC0415
+    from sqlalchemy import update
+    from sqlmodel import Session, select
 
-    from service.models import CallEvent, Lead, OptOut, OutboundMessage  # noqa: PLC0415
-    from tests.helpers import call_params, sms_params  # noqa: PLC0415
+    from service.models import CallEvent, Lead, OptOut, OutboundMessage
+    from tests.helpers import call_params, sms_params
 
     post(client, "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer"))
     post(client, "/twilio/sms", sms_params("STOP"))
@@ -329,7 +329,7 @@ def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
             session.execute(update(model).values(created_at=old))
         session.execute(update(Lead).values(updated_at=old, opener_at=old))
         session.execute(update(OutboundMessage).values(sent_at=old, next_attempt_at=old))
-        from service.models import InboundMessage, OptOutEvent  # noqa: PLC0415
+        from service.models import InboundMessage, OptOutEvent
         session.execute(update(InboundMessage).values(received_at=old, processed_at=old))
         session.execute(update(OptOutEvent).values(created_at=old))
         session.commit()

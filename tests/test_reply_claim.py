@@ -27,7 +27,7 @@ def settings_env() -> dict[str, object]:
     return {"openai_api_key": "sk-test-not-real", "llm_timeout_seconds": 20.0}
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -36,12 +36,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
     pytest.fail(f"timed out waiting for {what}")
 
 
-def inbound(ctx) -> InboundMessage:  # noqa: ANN001
+def inbound(ctx) -> InboundMessage:
     with Session(ctx.engine) as session:
         return session.exec(select(InboundMessage).where(InboundMessage.body == UNCLEAR)).one()
 
 
-def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, twilio_api, ctx, clock) -> None:  # noqa: ANN001
+def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, twilio_api, ctx, clock) -> None:
     release, first_started = threading.Event(), threading.Event()
     body = json.dumps(completion_json(json.dumps(LLM_ANSWER))).encode()
     calls: list[httpx.Request] = []

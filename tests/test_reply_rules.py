@@ -549,7 +549,7 @@ def test_load_rules_version_is_short_content_hash(rules: RuleSet) -> None:
 def test_analyze_prescreen_never_changes_result(rules: RuleSet) -> None:
     """The literal pre-screen derived from each regex only skips work: without it every answer is the same."""
     unscreened = load_rules(POLICIES)
-    for rule in unscreened._rules + unscreened._hints:  # noqa: SLF001 - switching the optimisation off
+    for rule in unscreened._rules + unscreened._hints:  # switching the optimisation off
         rule.screen = None
         rule.screens = tuple(() for _ in rule.ordered)
     texts = [p.values[0] for p in TRUTH_TABLE] + [text for _, _, text, _ in rules.examples()]

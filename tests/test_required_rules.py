@@ -159,7 +159,7 @@ def test_load_guard_required_rule_weakened_refuses(policies_copy: Path, how: str
     assert str(info.value).startswith(expected)
 
 
-def test_refuse_start_required_rule_deleted_and_opener_quotes_rate(policies_copy: Path, settings) -> None:  # noqa: ANN001
+def test_refuse_start_required_rule_deleted_and_opener_quotes_rate(policies_copy: Path, settings) -> None:
     """The issue's reproduction: rates.yaml gone and the opener edited to quote a rate; nothing may start."""
     _delete(policies_copy)
     _edit(policies_copy / "templates" / "borrower.yaml", "Sorry I missed your call!",
@@ -185,7 +185,7 @@ def test_refuse_serve_command_required_rule_downgraded(policies_copy: Path, tmp_
         "TEXTBACK_GUARD_CACHE_DIR": str(tmp_path / "cache"),
     }
     try:
-        done = subprocess.run(  # noqa: S603 - our own CLI
+        done = subprocess.run(  # our own CLI
             [str(Path(sys.executable).parent / "textback"), *command],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
         )

@@ -149,7 +149,7 @@ def test_keep_readable_number(text: str) -> None:
 DIAL = "/twilio/voice/dial-status"
 
 
-def test_mask_sensitive_numbers_in_broker_alert_but_keep_full_text(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_mask_sensitive_numbers_in_broker_alert_but_keep_full_text(client, post, twilio_api, ctx) -> None:
     assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200
     text = "call me asap, rate lock expires friday. ssn 123-45-6789 card 4111 1111 1111 1111"
     assert post(client, "/twilio/sms", sms_params(text)).status_code == 200
@@ -166,7 +166,7 @@ def test_mask_sensitive_numbers_in_broker_alert_but_keep_full_text(client, post,
     assert all("6789" not in m.body for m in queued)
 
 
-def test_mask_sensitive_numbers_in_forwarded_reply(client, post, twilio_api, ctx) -> None:  # noqa: ANN001
+def test_mask_sensitive_numbers_in_forwarded_reply(client, post, twilio_api, ctx) -> None:
     """A text on a lead with no opener is forwarded to the broker: masked too."""
     assert post(client, "/twilio/sms", sms_params("acct # 000123456789 routing 021000021, call 415-555-0123")).status_code == 200
     [alert] = [t["Body"] for t in sent_texts(twilio_api["messages"]) if t["To"] == BROKER_ALERT]
@@ -175,7 +175,7 @@ def test_mask_sensitive_numbers_in_forwarded_reply(client, post, twilio_api, ctx
     assert "415-555-0123" in alert
 
 
-def test_mask_sensitive_numbers_in_logs(client, post, twilio_api, ctx, caplog) -> None:  # noqa: ANN001
+def test_mask_sensitive_numbers_in_logs(client, post, twilio_api, ctx, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="textback")
     assert post(client, DIAL, call_params(DialCallStatus="no-answer")).status_code == 200
     post(client, "/twilio/sms", sms_params("please call, my ssn is 123-45-6789 and acct 000123456789"))

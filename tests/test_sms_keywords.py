@@ -7,22 +7,30 @@ from sqlmodel import Session, select
 
 from service.models import InboundMessage, Lead, OptOut, OptOutEvent
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKER_CELL, CALLER, call_params, rendered, sent_texts, sms_params,
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    BROKER_CELL,
+    CALLER,
+    call_params,
+    rendered,
+    sent_texts,
+    sms_params,
 )
 
 DIAL = "/twilio/voice/dial-status"
 STOP_WORDS = ["STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
 
 
-def missed(client, post, index: int = 1, to: str = BROKER) -> None:  # noqa: ANN001
+def missed(client, post, index: int = 1, to: str = BROKER) -> None:
     assert post(client, DIAL, call_params(f"CA{index:032d}", to=to, DialCallStatus="no-answer")).status_code == 200
 
 
-def bodies(route) -> list[str]:  # noqa: ANN001
+def bodies(route) -> list[str]:
     return [t["Body"] for t in sent_texts(route) if t["To"] == CALLER]
 
 
-def opted_out(ctx, broker_id: int = 1) -> bool:  # noqa: ANN001
+def opted_out(ctx, broker_id: int = 1) -> bool:
     with Session(ctx.engine) as session:
         row = session.exec(select(OptOut).where(OptOut.phone == CALLER, OptOut.broker_id == broker_id)).first()
     return bool(row and row.opted_out)

@@ -12,7 +12,15 @@ from sqlmodel import Session, select
 
 from service.models import CallEvent
 from tests.helpers import (
-    BROKER, BROKER2, BROKER_ALERT, BROKERS_YAML, CALLER, PUBLIC_URL, TWILIO_SID, call_params, sent_texts,
+    BROKER,
+    BROKER2,
+    BROKER_ALERT,
+    BROKERS_YAML,
+    CALLER,
+    PUBLIC_URL,
+    TWILIO_SID,
+    call_params,
+    sent_texts,
 )
 
 DIAL = "/twilio/voice/dial-status"
@@ -61,7 +69,7 @@ def transcription(text: str = TRANSCRIPT, status: str = "completed", to: str = B
                        TranscriptionUrl=f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Transcriptions/TR{'b' * 32}")
 
 
-def to_team(route) -> list[dict[str, str]]:  # noqa: ANN001
+def to_team(route) -> list[dict[str, str]]:
     return [t for t in sent_texts(route) if t["To"] == BROKER_ALERT]
 
 
@@ -146,8 +154,8 @@ def test_refuse_unsigned_transcription(client, post, twilio_api) -> None:
 
 
 def test_reject_unknown_brokers_file_value_for_transcription(tmp_path: Path) -> None:
-    from service.brokers import load_brokers  # noqa: PLC0415
-    from service.errors import ConfigError  # noqa: PLC0415
+    from service.brokers import load_brokers
+    from service.errors import ConfigError
 
     path = tmp_path / "brokers.yaml"
     path.write_text(BROKERS_YAML.replace("    call_screening: true\n",

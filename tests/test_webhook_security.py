@@ -21,7 +21,7 @@ ENDPOINTS = [
 ]
 
 
-def _rows(ctx) -> int:  # noqa: ANN001
+def _rows(ctx) -> int:
     with Session(ctx.engine) as session:
         return sum(len(session.exec(select(model)).all()) for model in (CallEvent, InboundMessage, OutboundMessage))
 

@@ -109,7 +109,7 @@ def _duplicate(path: Path, key_line: str) -> int:
     ],
     ids=["outbound", "inbound", "templates", "sending"],
 )
-def test_policy_file_duplicate_key_refused_with_line(tmp_path: Path, relative: str, key_line: str, load) -> None:  # noqa: ANN001
+def test_policy_file_duplicate_key_refused_with_line(tmp_path: Path, relative: str, key_line: str, load) -> None:
     policies = _policies(tmp_path)
     line = _duplicate(policies / relative, key_line)
     with pytest.raises(PolicyError) as info:

@@ -16,11 +16,11 @@ from service.errors import TextbackError
 from service.logs import configure_logging
 
 
-def _settings():  # noqa: ANN202 - Settings, imported lazily
+def _settings():  # Settings, imported lazily
     """The process's settings, or a one-line error naming each invalid one."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.settings import describe_invalid, get_settings  # noqa: PLC0415
+    from service.settings import describe_invalid, get_settings
 
     try:
         return get_settings()
@@ -34,10 +34,10 @@ def _settings():  # noqa: ANN202 - Settings, imported lazily
 @click.option("--workers", default=1, show_default=True, type=int, help="Service processes sharing the database.")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the service (creates or migrates the tables, loads the brokers file)."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from service.app import create_app  # noqa: PLC0415
-    from service.context import build_context  # noqa: PLC0415
+    from service.app import create_app
+    from service.context import build_context
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -63,8 +63,8 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.command()
 def worker() -> None:
     """Run only the background worker (sends due texts, processes replies) against the database."""
-    from service.context import build_context  # noqa: PLC0415
-    from service.worker import Worker  # noqa: PLC0415
+    from service.context import build_context
+    from service.worker import Worker
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -79,7 +79,7 @@ def worker() -> None:
     click.echo(f"textback worker pid {os.getpid()}", err=True)
     runner.start()
     try:
-        signal.pause() if hasattr(signal, "pause") else runner._thread.join()  # noqa: SLF001
+        signal.pause() if hasattr(signal, "pause") else runner._thread.join()
     except KeyboardInterrupt:
         pass
     finally:

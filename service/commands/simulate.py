@@ -24,9 +24,9 @@ def _client(settings: Settings, url: str | None) -> Iterator[httpx.Client]:
             yield client
         return
     # Imported only for an in-process run: the app and Litestar's test client take seconds to import.
-    from litestar.testing import TestClient  # noqa: PLC0415
+    from litestar.testing import TestClient
 
-    from service.app import create_app  # noqa: PLC0415
+    from service.app import create_app
 
     configure_logging(settings.log_level)  # this process serves the app: it logs as `textback serve` does
     with TestClient(app=create_app(settings, run_worker=False), base_url=settings.public_url) as client:
@@ -39,7 +39,7 @@ def post_signed(client: httpx.Client, settings: Settings, path: str, params: dic
 
 
 def _default_to(settings: Settings) -> str:
-    from service.brokers import load_brokers  # noqa: PLC0415 - only without --to (pydantic models: ~0.3 s)
+    from service.brokers import load_brokers  # lazy: only without --to (pydantic models: ~0.3 s)
 
     return load_brokers(settings.resolved_brokers_file())[0].twilio_number
 

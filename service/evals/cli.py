@@ -56,23 +56,23 @@ def evals() -> None:
 @click.option("--cassette", default="replies", show_default=True, help="Cassette name in <data>/cassettes/.")
 @click.option("--no-guard", is_flag=True, help="Skip the outbound red-team set (and the guardrails import).")
 @click.option("--no-conversations", is_flag=True, help="Skip the multi-turn conversation scripts.")
-def run_command(  # noqa: PLR0913 - one parameter per option
+def run_command(  # one parameter per option
     llm: str,
     report_path: Path | None,
     thresholds_path: Path | None,
     policies_dir: Path,
     data_dir: Path,
     cassette: str,
-    no_guard: bool,  # noqa: FBT001 - a click flag
-    no_conversations: bool,  # noqa: FBT001 - a click flag
+    no_guard: bool,  # a click flag
+    no_conversations: bool,  # a click flag
 ) -> None:
     """Run the eval sets and hold the result against the thresholds."""
-    from service.errors import TextbackError  # noqa: PLC0415
-    from service.evals.cassette import CassetteError  # noqa: PLC0415
-    from service.evals.datasets import DatasetError  # noqa: PLC0415
-    from service.evals.report import markdown, table  # noqa: PLC0415
-    from service.evals.runner import EvalConfigError, RunConfig, run  # noqa: PLC0415
-    from service.evals.thresholds import ThresholdError  # noqa: PLC0415
+    from service.errors import TextbackError
+    from service.evals.cassette import CassetteError
+    from service.evals.datasets import DatasetError
+    from service.evals.report import markdown, table
+    from service.evals.runner import EvalConfigError, RunConfig, run
+    from service.evals.thresholds import ThresholdError
 
     config = RunConfig(
         data_dir=data_dir,
@@ -89,7 +89,7 @@ def run_command(  # noqa: PLR0913 - one parameter per option
     except (DatasetError, ThresholdError, CassetteError, EvalConfigError, TextbackError) as exc:
         click.echo(f"evals: {exc}", err=True)
         raise SystemExit(2) from None
-    from service.evals.render import markdown_lines, table_lines  # noqa: PLC0415
+    from service.evals.render import markdown_lines, table_lines
 
     conversations = result.conversations
     click.echo(table(result) + ("\n" + "\n".join(table_lines(conversations)) if conversations else ""))

@@ -35,14 +35,22 @@ from sqlmodel import Session, select
 from service.app import create_app
 from service.context import AppContext, build_context
 from service.evals.render import ConversationReport, ScriptResult, StepFailure
-from service.evals.scripts import EVAL_BROKERS, AnsweredCall, LeadExpect, MissedCall, Script, Step, load_scripts
+from service.evals.scripts import (
+    EVAL_BROKERS,
+    AnsweredCall,
+    LeadExpect,
+    MissedCall,
+    Script,
+    Step,
+    load_scripts,
+)
 from service.models import Lead, OutboundMessage
-from service.store import is_opted_out
 from service.phones import InvalidPhone, to_e164
 from service.policy.guard import OutputGuard
 from service.replies.rules import load_rules
 from service.sending.policy import load_sending_policy
 from service.settings import Settings
+from service.store import is_opted_out
 from service.templates import load_templates
 from service.twilio.fake import call_form, dial_status_form, signature_headers, sms_form
 
@@ -131,7 +139,7 @@ class _Driver:
         headers = signature_headers(token=self.ctx.settings.signing_token, public_url=PUBLIC_URL, path=path,
                                     form=params)
         response = self.client.post(path, data=params, headers=headers)
-        if response.status_code != 200:  # noqa: PLR2004
+        if response.status_code != 200:
             self.http_errors.append(f"{path} -> HTTP {response.status_code}")
         return response.text
 

@@ -125,7 +125,7 @@ def _extractor(
 ) -> tuple[ReplyExtractor | None, ReplayTransport | RecordingTransport | None, httpx.AsyncClient | None]:
     if config.llm == "none":
         return None, None, None
-    import httpx  # noqa: PLC0415 - only the LLM modes need it
+    import httpx  # lazy: only the LLM modes need it
 
     if config.llm == "replay":
         transport: ReplayTransport | RecordingTransport = ReplayTransport(config.cassette_path)
@@ -143,7 +143,7 @@ def _extractor(
         raise EvalConfigError(
             "--llm live needs OPENAI_API_KEY and TEXTBACK_LLM_MODEL (and OPENAI_BASE_URL when not OpenAI's)"
         )
-    from service.replies.llm import DEFAULT_OPENAI_BASE_URL  # noqa: PLC0415
+    from service.replies.llm import DEFAULT_OPENAI_BASE_URL
 
     base_url = (config.environ.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_OPENAI_BASE_URL
     timeout_s, prompts_dir = _timeout_s(config), _prompts_dir(config)
@@ -239,7 +239,7 @@ def run(config: RunConfig) -> RunResult:
 
     result.broken = broken(thresholds, result.replies, result.guard)
     if with_conversations:
-        from service.evals.driver import run_conversations  # noqa: PLC0415 - imports the app only when the set runs
+        from service.evals.driver import run_conversations  # lazy: imports the app only when the set runs
 
         report = run_conversations(conversations_dir, config.policies_dir, guard=guard)
         result.conversations = report

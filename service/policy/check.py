@@ -89,7 +89,7 @@ def _owner(module: str, attr: str) -> Callable[..., Any] | None:
 
 def check_outbound_examples(guard: Any, rules: list[LoadedRule], manifest: Any = None) -> list[str]:
     """Run every example of every outbound rule, and the manifest's own, through the guard."""
-    from service.policy.selftest import run_examples  # noqa: PLC0415
+    from service.policy.selftest import run_examples
 
     failures, _ = run_examples(guard, rules, manifest)
     return [failure.check_line() for failure in failures]
@@ -123,9 +123,9 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
 
 def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResult, *, optional: bool) -> list[str]:
     """The brokers file as serve reads it: valid, and every value through the guard, alone and rendered."""
-    from service.brokers import load_brokers  # noqa: PLC0415
-    from service.errors import ConfigError  # noqa: PLC0415
-    from service.policy.broker_values import broker_findings  # noqa: PLC0415
+    from service.brokers import load_brokers
+    from service.errors import ConfigError
+    from service.policy.broker_values import broker_findings
 
     if optional and not path.exists():
         result.checked.append(f"no brokers file ({path}): broker values not checked")
@@ -134,7 +134,7 @@ def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResul
         brokers = load_brokers(path)
     except ConfigError as exc:
         return [str(exc)]
-    from service.templates import load_templates  # noqa: PLC0415
+    from service.templates import load_templates
 
     try:
         template_set = load_templates(policies_dir)
@@ -193,7 +193,7 @@ def run_check(
         result.findings += [str(e) for e in manifest_findings(manifest, rules)]
 
     if guard is None and not errors and not rule_errors:
-        from service.policy.guard import OutputGuard  # noqa: PLC0415 - imports guardrails; only when needed
+        from service.policy.guard import OutputGuard  # lazy: imports guardrails; only when needed
 
         try:
             guard = OutputGuard.from_rules(rules, result.version, policies_dir)

@@ -35,10 +35,10 @@ def policy() -> None:
 )
 def check(policies_dir: Path, brokers_file: Path | None) -> None:
     """Validate every policy file and run every example; exit 1 with one finding per line."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.policy.check import run_check  # noqa: PLC0415
-    from service.settings import Settings  # noqa: PLC0415
+    from service.policy.check import run_check
+    from service.settings import Settings
 
     optional = False
     if brokers_file is None:
@@ -67,7 +67,7 @@ def check(policies_dir: Path, brokers_file: Path | None) -> None:
 @click.option("--check-readme", is_flag=True, help="Exit 1 if POLICIES/README.md is not up to date.")
 def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool, check_readme: bool) -> None:
     """Write the review document for sign-off: version, every rule, every template rendered."""
-    from service.policy.report import README_COMMAND, readme_text, render_report  # noqa: PLC0415
+    from service.policy.report import README_COMMAND, readme_text, render_report
 
     readme = policies_dir / "README.md"
     if write_readme or check_readme:
@@ -113,8 +113,8 @@ def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
     Exit status: 0 all allowed; 1 at least one blocked; 2 at least one malformed line (wins over 1);
     3 the policies or the brokers file could not be loaded.
     """
-    from service.policy.guard import OutputGuard  # noqa: PLC0415
-    from service.templates import load_templates  # noqa: PLC0415
+    from service.policy.guard import OutputGuard
+    from service.templates import load_templates
 
     try:
         guard = OutputGuard.load(policies_dir)
@@ -147,11 +147,11 @@ def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
 def _brokers_for_check_text(brokers_file: Path | None) -> tuple[Path, list] | None:
     """The brokers file `--brokers` names, else TEXTBACK_BROKERS_FILE when set (never the shipped example):
     its path and brokers, or None. Exit 3 when it is given but cannot be read."""
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.brokers import load_brokers  # noqa: PLC0415
-    from service.errors import ConfigError  # noqa: PLC0415
-    from service.settings import Settings  # noqa: PLC0415
+    from service.brokers import load_brokers
+    from service.errors import ConfigError
+    from service.settings import Settings
 
     if brokers_file is None:
         try:
@@ -185,8 +185,8 @@ def _template_values(
     brokers: tuple[Path, list] | None,
 ) -> dict[str, str]:
     """`required`, completed with what the template kind is checked against; ValueError when it cannot be."""
-    from service.brokers import template_values  # noqa: PLC0415
-    from service.policy.required_content import REQUIRED_BY_KIND, value_names  # noqa: PLC0415
+    from service.brokers import template_values
+    from service.policy.required_content import REQUIRED_BY_KIND, value_names
 
     if template is not None and template not in known:
         raise ValueError(_unknown_template(template, known))

@@ -134,7 +134,7 @@ def scan(text: str, rules: Sequence[OutboundRule], *, severity: str | None = "bl
 @cache
 def _validator_class() -> type:
     """Define and register the custom validator (once per process)."""
-    from guardrails.validator_base import (  # noqa: PLC0415 - guardrails is imported lazily on purpose
+    from guardrails.validator_base import (  # lazy: guardrails is imported lazily on purpose
         ErrorSpan,
         FailResult,
         PassResult,
@@ -169,7 +169,7 @@ def _validator_class() -> type:
 def _quiet_guardrails() -> None:
     """Telemetry and tracing off for the whole process; sequential validation."""
     os.environ["GUARDRAILS_RUN_SYNC"] = "true"
-    from guardrails.settings import settings  # noqa: PLC0415
+    from guardrails.settings import settings
 
     settings.disable_tracing = True
 
@@ -177,9 +177,9 @@ def _quiet_guardrails() -> None:
 def _telemetry_off() -> None:
     # HubTelemetry is a process-wide singleton that any Guard created later without
     # allow_metrics_collection=False switches back on; make sure it is off before every check.
-    from guardrails.utils.hub_telemetry_utils import HubTelemetry  # noqa: PLC0415
+    from guardrails.utils.hub_telemetry_utils import HubTelemetry
 
-    HubTelemetry()._enabled = False  # noqa: SLF001 - no public switch exists
+    HubTelemetry()._enabled = False  # no public switch exists
 
 
 class OutputGuard:
@@ -214,9 +214,9 @@ class OutputGuard:
         itself. Everything that checks texts for real goes through `load`.
         """
         _quiet_guardrails()
-        from guardrails import Guard  # noqa: PLC0415
-        from guardrails.settings import settings  # noqa: PLC0415
-        from guardrails.validator_base import validators_registry  # noqa: PLC0415
+        from guardrails import Guard
+        from guardrails.settings import settings
+        from guardrails.validator_base import validators_registry
 
         where = display_path(policies_dir / "outbound", policies_dir)
         validator_cls = _validator_class()
@@ -244,7 +244,7 @@ class OutputGuard:
             with self._lock:
                 _telemetry_off()
                 outcome = self._guard.validate(text, metadata=metadata)
-        except Exception as exc:  # noqa: BLE001 - any failure inside guardrails must block, not crash a send
+        except Exception as exc:  # any failure inside guardrails must block, not crash a send
             return GuardResult(False, [Violation("guard-error", type(exc).__name__)], self.policy_version)
         violations = _violations(outcome)
         allowed = bool(outcome.validation_passed) and outcome.validated_output == text and not violations

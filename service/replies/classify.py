@@ -28,7 +28,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, get_args
 
 from service.prompts import PROMPTS_DIR
-from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+from service.replies.analysis import (
+    FieldName,
+    HandoffReason,
+    Keyword,
+    LoanType,
+    ReplyAnalysis,
+    Source,
+    Timeline,
+)
 from service.replies.extraction import LLMExtraction, LLMFailure
 
 if TYPE_CHECKING:  # the openai SDK costs ~1.5 s to import; rules-only callers never pay it
@@ -137,7 +145,7 @@ def build_extractor(
     """
     if api_key is None or not api_key.strip():
         return None
-    from service.replies.llm import ReplyExtractor  # noqa: PLC0415 - keep rules-only start-up fast
+    from service.replies.llm import ReplyExtractor  # lazy: keep rules-only start-up fast
 
     return ReplyExtractor(
         api_key=api_key.strip(),

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from service.errors import TextbackError
-from service.replies.classify import build_extractor, classify as classify_reply
+from service.replies.classify import build_extractor
+from service.replies.classify import classify as classify_reply
 
 if TYPE_CHECKING:
     from service.replies.llm import ReplyExtractor
@@ -50,9 +51,9 @@ def extractor_from_settings(settings: Settings) -> ReplyExtractor | None:
 
 
 def _settings() -> Settings:
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from service.settings import Settings, describe_invalid  # noqa: PLC0415
+    from service.settings import Settings, describe_invalid
 
     try:
         return Settings()
@@ -106,7 +107,7 @@ def _received_at(value: object, *, now: datetime) -> datetime:
 )
 def classify(no_llm: bool, policies_dir: Path) -> None:
     """Analyse borrower replies: JSON lines {"text", "received_at"?} on stdin, one analysis per line out."""
-    from service.replies.rules import load_rules  # noqa: PLC0415 - `textback --help` stays fast
+    from service.replies.rules import load_rules  # lazy: `textback --help` stays fast
 
     try:
         rules = load_rules(policies_dir)

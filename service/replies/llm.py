@@ -112,7 +112,7 @@ class _EventLoopThread:
         if last is not None:
             try:
                 asyncio.run_coroutine_threadsafe(last, loop).result(timeout=5)
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
+            except Exception as exc:  # closing is best effort
                 logger.warning("llm client close failed", extra={"fields": {"exc_type": type(exc).__name__}})
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
@@ -263,14 +263,14 @@ class ReplyExtractor:
             raise _Retryable(LLMFailure("connection", detail=type(exc.__cause__ or exc).__name__)) from None
         except openai.APIStatusError as exc:
             failure = LLMFailure("api_error", detail=str(exc.status_code))
-            if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:  # noqa: PLR2004
+            if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:
                 raise _Retryable(failure, _retry_after(exc.response)) from None
             raise failure from None
         except openai.OpenAIError as exc:
             raise LLMFailure("api_error", detail=type(exc).__name__) from None
         except ValidationError as exc:
             raise _validation_failure(exc) from None
-        except Exception as exc:  # noqa: BLE001 - the SDK does not validate a 200 body; see below
+        except Exception as exc:  # the SDK does not validate a 200 body; see below
             # A 200 whose body is not a chat completion (an HTML page from a proxy, JSON without `choices`)
             # surfaces from the SDK's parser as AttributeError/TypeError. The contract is "never crash".
             raise LLMFailure("api_error", detail=f"malformed response ({type(exc).__name__})") from None

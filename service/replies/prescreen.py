@@ -28,9 +28,9 @@ DIGIT = "\\d"
 
 def _is_digit_class(items: list[tuple[Any, Any]]) -> bool:
     for op, arg in items:
-        if op is _sre.RANGE and 48 <= arg[0] <= arg[1] <= 57:  # noqa: PLR2004 - '0'..'9'
+        if op is _sre.RANGE and 48 <= arg[0] <= arg[1] <= 57:  # '0'..'9'
             continue
-        if op is _sre.LITERAL and 48 <= arg <= 57:  # noqa: PLR2004
+        if op is _sre.LITERAL and 48 <= arg <= 57:
             continue
         if op is _sre.CATEGORY and arg is _sre.CATEGORY_DIGIT:
             continue
@@ -91,7 +91,7 @@ def screen(patterns: list[str]) -> frozenset[str] | None:
     for pattern in patterns:
         try:
             found = _required(_sre_parse.parse(pattern, re.IGNORECASE))
-        except Exception:  # noqa: BLE001 - the screen is an optimisation; without it the rule just always runs
+        except Exception:  # the screen is an optimisation; without it the rule just always runs
             return None
         if found is None:
             return None
@@ -103,7 +103,7 @@ def screens(pattern: str) -> tuple[frozenset[str], ...]:
     """Up to three piece sets the reply must each meet (one piece of each) for `pattern` to match."""
     try:
         found = _all_required(_sre_parse.parse(pattern, re.IGNORECASE))
-    except Exception:  # noqa: BLE001 - as above: no screen, the pattern always runs
+    except Exception:  # as above: no screen, the pattern always runs
         return ()
     return tuple(sorted(set(found), key=_selectivity, reverse=True)[:3])
 

@@ -202,7 +202,7 @@ def _durations(text: str) -> list[int]:
         unit = unit_match.group().lower()
         if match.group("couple"):
             amount = 2 if "couple" in match.group("couple").lower() else 3
-            if amount == 3 and not unit.startswith(("d", "w", "s")):  # noqa: PLR2004
+            if amount == 3 and not unit.startswith(("d", "w", "s")):
                 continue  # "a few months" is 3 or 4 or 5: left to the LLM
         else:
             first, second = _number(match.group("a")), _number(match.group("b"))
@@ -215,7 +215,7 @@ def _durations(text: str) -> list[int]:
             per = 365
         else:
             per = _UNIT_DAYS[unit[0]]
-        if per == 365 and amount >= 10:  # noqa: PLR2004
+        if per == 365 and amount >= 10:
             continue  # "15 year", "30 yrs": loan terms, not plans
         found.append(amount * per)
     found.extend((7 if m.group("unit").lower() == "week" else 30) * 2 for m in _OR_TWO.finditer(text))
@@ -278,7 +278,7 @@ def _day_of_month(day: int, today: date) -> date:
 
 
 def _explicit_date(fragment: str, received_at: datetime) -> date | None:
-    import dateparser  # noqa: PLC0415 - a slow import, needed only for explicit dates
+    import dateparser  # lazy: a slow import, needed only for explicit dates
 
     base = received_at.replace(tzinfo=None)
     parsed = dateparser.parse(
@@ -353,6 +353,6 @@ def _year_phrases(text: str, today: date) -> list[tuple[str, Timeline]]:
         found.append(("timeline-after-holidays", bucket((target - today).days)))
     if not after and _NEXT_YEAR.search(text):
         days = (date(today.year + 1, 1, 1) - today).days
-        if days > 180:  # noqa: PLR2004 - even January 1st is more than six months away
+        if days > 180:  # even January 1st is more than six months away
             found.append(("timeline-next-year", Timeline.OVER_SIX_MONTHS))
     return found

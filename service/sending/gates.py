@@ -132,7 +132,7 @@ def _cap_reached(session: Session, ctx: AppContext, broker: Broker, lead: Lead |
     return None
 
 
-def at_queue(  # noqa: PLR0911 - one early return per gate reads best
+def at_queue(  # one early return per gate reads best
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str, now: datetime,
 ) -> Verdict:
     """Every gate for one borrower-facing text about to be queued, cheapest first."""
@@ -206,7 +206,7 @@ def line_type_allows(session: Session, ctx: AppContext, phone: str, now: datetim
         session.commit()  # never hold a transaction (on SQLite, the write lock) across the network call
         try:
             line_type = ctx.gateway.line_type(phone)
-        except Exception:  # noqa: BLE001 - lookup is advisory: fail open, the send's own errors still count
+        except Exception:  # lookup is advisory: fail open, the send's own errors still count
             return None
         cached = cached or LineTypeCache(phone=phone)
         cached.line_type, cached.checked_at = line_type, now

@@ -24,7 +24,14 @@ from zoneinfo import ZoneInfo
 
 from service.errors import PolicyError
 from service.policy.files import load_policy_model
-from service.sending.policy_files import WEEKDAYS, CapsFile, QuietHoursExample, QuietHoursFile, StateRule, Window
+from service.sending.policy_files import (
+    WEEKDAYS,
+    CapsFile,
+    QuietHoursExample,
+    QuietHoursFile,
+    StateRule,
+    Window,
+)
 from service.sending.recipient import RecipientZone, recipient_zone
 
 __all__ = [

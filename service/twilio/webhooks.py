@@ -25,9 +25,22 @@ from service.sender import apply_error_to_lead
 from service.store import get_or_create_lead
 from service.twilio import twiml
 from service.twilio.forms import (
-    CALL_STATUSES, KNOWN_DIAL_STATUSES, MESSAGE_SID, CallForm, CallStatusForm, DialStatusForm, InboundSmsForm,
-    ScreenAcceptForm, ScreenForm, SmsStatusForm, TranscriptionForm, VoicemailForm, broker_for, call_sid,
-    require, sid,
+    CALL_STATUSES,
+    KNOWN_DIAL_STATUSES,
+    MESSAGE_SID,
+    CallForm,
+    CallStatusForm,
+    DialStatusForm,
+    InboundSmsForm,
+    ScreenAcceptForm,
+    ScreenForm,
+    SmsStatusForm,
+    TranscriptionForm,
+    VoicemailForm,
+    broker_for,
+    call_sid,
+    require,
+    sid,
 )
 from service.twilio.outcome import Outcome, refuse_replay
 
@@ -57,12 +70,12 @@ def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str
     return calls.dial_ended(session, ctx, dial)
 
 
-def handle_screen(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001
+def handle_screen(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     """The whisper on the broker's leg (the Dial <Number url>)."""
     return calls.screen(ctx, ScreenForm.parse(form))
 
 
-def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:  # noqa: ARG001
+def handle_screen_accept(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     """The broker pressed a key: a person, not a voicemail greeting, took the call; bridge it."""
     return calls.screen_accepted(session, ScreenAcceptForm.parse(form))
 
