@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, col, or_, select
 
 from service.brokers import template_values
 from service.db import insert_once
@@ -26,6 +26,7 @@ from service.phones import mask
 from service.sending.gates import Cause, Kind
 from service.sending.retry import backoff
 from service.sensitive import mask_sensitive
+from service.store import saved_id
 from service.twilio.client import PERMANENT_ERRORS, RECIPIENT_ERRORS, ROUTE_ERRORS, SENDER_ERRORS
 
 if TYPE_CHECKING:
@@ -176,8 +177,8 @@ def sender_error(session: Session, number: str) -> int | None:
     code = session.exec(
         select(OutboundMessage.error_code)
         .where(OutboundMessage.from_phone == number,
-               or_(OutboundMessage.error_code.in_(SENDER_ERRORS), OutboundMessage.delivery_status == "delivered"))
-        .order_by(OutboundMessage.id.desc())
+               or_(col(OutboundMessage.error_code).in_(SENDER_ERRORS), OutboundMessage.delivery_status == "delivered"))
+        .order_by(col(OutboundMessage.id).desc())
         .limit(1)
     ).first()
     return code if code in SENDER_ERRORS else None
@@ -228,7 +229,7 @@ def alert_failed(
         return []  # the same failure reported twice (an API error and a callback, or two callbacks)
     broker = session.get(Broker, msg.broker_id)
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
-    root_id = msg.retry_of or msg.id
+    root_id = msg.retry_of or saved_id(msg)
     chain = list(session.exec(select(OutboundMessage).where(
         or_(OutboundMessage.id == root_id, OutboundMessage.retry_of == root_id))))
     tried = {m.from_phone for m in chain}
@@ -255,7 +256,7 @@ def alert_failed(
     if code in SENDER_ERRORS and broker is not None:
         ids += sender_down(ctx, session, broker=broker, number=msg.from_phone, code=code)
     session.add(AlertFailure(
-        message_id=msg.id, root_id=root_id, broker_id=msg.broker_id, lead_id=msg.lead_id,
+        message_id=saved_id(msg), root_id=root_id, broker_id=msg.broker_id, lead_id=msg.lead_id,
         template_id=msg.template_id, to_phone=msg.to_phone, from_phone=msg.from_phone, error_code=code,
         error=error[:300], action=action,
     ))

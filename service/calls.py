@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.alerts import excerpt, queue_alert
 from service.conversation import mark_opened, text_borrower
@@ -23,7 +23,7 @@ from service.errors import BadRequestError
 from service.logs import log
 from service.models import Broker, CallEvent, Lead, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
-from service.store import get_or_create_lead, is_opted_out
+from service.store import get_or_create_lead, is_opted_out, saved_id
 from service.twilio import twiml
 from service.twilio.forms import (
     MISSED_DIAL_STATUSES,
@@ -57,10 +57,10 @@ replayed_at: ContextVar[datetime | None] = ContextVar("replayed_at", default=Non
 def _claim_opener(session: Session, lead: Lead, cooldown: timedelta) -> bool:
     """Atomically take the right to send this lead's opener (once per cooldown window, across processes)."""
     now = utcnow()
-    result = session.execute(
+    result = session.exec(
         update(Lead)
-        .where(Lead.id == lead.id)
-        .where((Lead.opener_at.is_(None)) | (Lead.opener_at < now - cooldown))
+        .where(col(Lead.id) == lead.id)
+        .where(col(Lead.opener_at).is_(None) | (col(Lead.opener_at) < now - cooldown))
         .values(opener_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -78,9 +78,9 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: withheld or invalid caller ID", []
     if caller in ctx.own_numbers or caller in broker.do_not_text:
         return "no opener: the caller is a broker or team number", []
-    if is_opted_out(session, broker.id, caller):
+    if is_opted_out(session, saved_id(broker), caller):
         return "no opener: the caller opted out", []
-    lead = get_or_create_lead(session, broker.id, caller)
+    lead = get_or_create_lead(session, saved_id(broker), caller)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
     received = replayed_at.get()
@@ -298,7 +298,7 @@ def transcription_received(session: Session, ctx: AppContext, tr: TranscriptionF
 def _transcription_broker(session: Session, ctx: AppContext, call_sid: str) -> Broker:
     """The broker a transcription belongs to when Twilio left `To` out: by the call it transcribes."""
     event = session.exec(
-        select(CallEvent).where(CallEvent.call_sid == call_sid, CallEvent.broker_id.is_not(None))).first()
+        select(CallEvent).where(CallEvent.call_sid == call_sid, col(CallEvent.broker_id).is_not(None))).first()
     broker = next((b for b in ctx.brokers_by_number.values() if event is not None and b.id == event.broker_id), None)
     if broker is None:
         raise BadRequestError("missing required field(s): To", status_code=422)

@@ -31,7 +31,7 @@ import re
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from service import alerts, forwarding, optout_lock
 from service.logs import log
@@ -49,7 +49,7 @@ from service.models import (
 from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis
 from service.sending.gates import Cause
-from service.store import acted_on, is_opted_out, record_decision, set_opt_out
+from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -110,7 +110,7 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
              *, twilio_confirmed: bool) -> list[int]:
     """Opt the number out and queue its one confirmation. Idempotent: calling it again for the same number (the
     webhook, then the reply processing; or a second STOP) never queues a second confirmation."""
-    row: OptOut = set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=True, source=source,
+    row: OptOut = set_opt_out(session, broker_id=saved_id(broker), phone=lead.phone, opted_out=True, source=source,
                               message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
     lead.state, lead.closed_reason = LeadState.closed, "opted_out"
     session.add(lead)
@@ -139,7 +139,7 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         record_decision(session, inbound, lead, "opt_out", analysis)
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
-        set_opt_out(session, broker_id=broker.id, phone=lead.phone, opted_out=False, source=source,
+        set_opt_out(session, broker_id=saved_id(broker), phone=lead.phone, opted_out=False, source=source,
                     message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
         if lead.closed_reason == "opted_out":
             lead.state, lead.closed_reason = LeadState.opened, None
@@ -206,7 +206,7 @@ def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None
     outside any transaction). `lead` saves a read of the lead's state when the caller holds it."""
     from service.replies.classify import classify
 
-    analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
+    analysis: ReplyAnalysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm or ctx.extractor is None:
         return analysis
     state = lead.state if lead is not None else lead_state(ctx, inbound)
@@ -285,10 +285,10 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         return []
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
-    superseded = session.execute(
+    superseded = session.exec(
         update(OutboundMessage)
-        .where(OutboundMessage.lead_id == lead.id, OutboundMessage.status == MessageStatus.pending,
-               OutboundMessage.purpose.in_((Purpose.question, Purpose.ready)))
+        .where(col(OutboundMessage.lead_id) == lead.id, col(OutboundMessage.status) == MessageStatus.pending,
+               col(OutboundMessage.purpose).in_((Purpose.question, Purpose.ready)))
         .values(status=MessageStatus.suppressed, last_error="superseded by a newer reply")
     ).rowcount
     if superseded:
@@ -300,7 +300,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
                if analysis.needs_llm and analysis.llm_model is None and ctx.extractor is not None else None)
     ids: list[int] = []
     stop = analysis.keyword is Keyword.STOP
-    opted_out_here = stop and not is_opted_out(session, broker.id, lead.phone)
+    opted_out_here = stop and not is_opted_out(session, saved_id(broker), lead.phone)
     if opted_out_here:
         record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
@@ -312,7 +312,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         return ids + _after_conversation(session, ctx, broker, lead, inbound, analysis, state=state, worked=worked,
                                          version=version, skipped=skipped)
     reasons = [r.value for r in analysis.handoff_reasons]
-    notes = _notes(analysis, is_opted_out(session, broker.id, lead.phone))
+    notes = _notes(analysis, is_opted_out(session, saved_id(broker), lead.phone))
     if reasons:
         # A reason for a person wins over an opt-out, a wrong number and "not interested" in the same reply.
         record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
@@ -361,7 +361,7 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
     # A closed lead's old reasons ended with it; on a lead with a person, only a reason it lacks is news.
     known = set(lead.handoff_reasons) if state in WITH_A_PERSON else set()
     new = [r for r in reasons if r not in known]
-    opted_out = is_opted_out(session, broker.id, lead.phone)
+    opted_out = is_opted_out(session, saved_id(broker), lead.phone)
     if new:
         # Urgent news is never held: the broker is alerted at once, with the reasons, and the lead is a handoff
         # again (even an opted-out number: the alert goes to the broker, and no text to the borrower follows).

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import alerts
 from service.alerts import FOLLOW_UP_TEMPLATE
@@ -71,9 +71,9 @@ def _add_to_follow_up(session: Session, ctx: AppContext, broker: Broker, lead: L
     count = (lead.forward_pending or 0) + 1
     body = alerts.follow_up_body(ctx, broker, lead, count, inbound.body)
     ids = [row.id for row in rows]
-    changed = session.execute(
+    changed = session.exec(
         update(OutboundMessage)
-        .where(OutboundMessage.id.in_(ids), OutboundMessage.status == MessageStatus.pending)
+        .where(col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == MessageStatus.pending)
         .values(body=body)
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import col
 
 from service.errors import NumberBusy
 from service.logs import log
@@ -74,7 +75,7 @@ def number_key(broker_id: int, phone: str) -> int:
 def is_opted_out(conn: Connection | Session, broker_id: int, phone: str) -> bool:
     """The number's committed opt-out state, read afresh (a column, never an object cached by a session)."""
     value = conn.execute(
-        select(OptOut.opted_out).where(OptOut.broker_id == broker_id, OptOut.phone == phone)
+        select(col(OptOut.opted_out)).where(col(OptOut.broker_id) == broker_id, col(OptOut.phone) == phone)
     ).scalar()
     return bool(value)
 
@@ -153,7 +154,9 @@ def lock_for_change(session: Session, broker_id: int, phone: str, *, wait: float
         return
     if not event.contains(session, "after_transaction_end", _release_session_locks):
         event.listen(session, "after_transaction_end", _release_session_locks)
-    fd = _flock(_lock_file(session.get_bind(), key), fcntl.LOCK_EX, wait)
+    bind = session.get_bind()  # the engine (a session bound to a connection: that connection's engine)
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    fd = _flock(_lock_file(engine, key), fcntl.LOCK_EX, wait)
     if fd is None:
         log(logger, logging.ERROR, "opt-out applied without its number lock (a send held it too long)",
             phone=mask(phone), broker_id=broker_id, waited_s=wait)

@@ -24,6 +24,7 @@ from service.models import AUTOMATED, Audience, Broker, Lead, MessageStatus, Out
 from service.phones import mask
 from service.sending import gates
 from service.sending.gates import ALLOW, Kind, Verdict
+from service.store import saved_id
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -63,7 +64,7 @@ def queue_text(
     if audience == Audience.borrower:
         from_phone = None
     msg = OutboundMessage(
-        dedupe_key=dedupe_key, broker_id=broker.id, lead_id=lead.id if lead else None,
+        dedupe_key=dedupe_key, broker_id=saved_id(broker), lead_id=lead.id if lead else None,
         audience=audience, purpose=purpose, template_id=template_id, to_phone=to,
         from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import alerts, optout_lock
 from service.errors import NumberBusy
@@ -55,10 +55,10 @@ logger = logging.getLogger("textback.outbox")  # the name operators filter send 
 
 
 def _claim(session: Session, msg_id: int, now: datetime) -> bool:
-    result = session.execute(
+    result = session.exec(
         update(OutboundMessage)
-        .where(OutboundMessage.id == msg_id, OutboundMessage.status == MessageStatus.pending,
-               OutboundMessage.next_attempt_at <= now)
+        .where(col(OutboundMessage.id) == msg_id, col(OutboundMessage.status) == MessageStatus.pending,
+               col(OutboundMessage.next_attempt_at) <= now)
         .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
     )
     session.commit()
@@ -76,7 +76,8 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
         if not _claim(session, msg_id, now):
             return None
         msg = session.get(OutboundMessage, msg_id)
-        assert msg is not None  # noqa: S101 - just claimed
+        if msg is None:  # just claimed, in this session
+            raise RuntimeError(f"claimed text {msg_id} not found")
         follow_up = _send_claimed(ctx, session, msg, now)
         session.add(msg)
         session.commit()
@@ -257,15 +258,15 @@ def due_ids(ctx: AppContext, limit: int = 100) -> list[int]:
         # Rows stuck in 'sending' (a crashed worker) go back to pending, marked as unknown outcome.
         session.execute(
             update(OutboundMessage)
-            .where(OutboundMessage.status == MessageStatus.sending,
-                   OutboundMessage.claimed_at < now - timedelta(seconds=ctx.settings.stale_claim_seconds))
+            .where(col(OutboundMessage.status) == MessageStatus.sending,
+                   col(OutboundMessage.claimed_at) < now - timedelta(seconds=ctx.settings.stale_claim_seconds))
             .values(status=MessageStatus.pending, unknown_outcome=True, next_attempt_at=now)
         )
         session.commit()
         rows = session.exec(
             select(OutboundMessage.id)
             .where(OutboundMessage.status == MessageStatus.pending, OutboundMessage.next_attempt_at <= now)
-            .order_by(OutboundMessage.next_attempt_at)
+            .order_by(col(OutboundMessage.next_attempt_at))
             .limit(limit)
         ).all()
     return [r for r in rows if r is not None]
@@ -287,7 +288,7 @@ def next_due_in(ctx: AppContext) -> float | None:
         row = session.exec(
             select(OutboundMessage.next_attempt_at)
             .where(OutboundMessage.status == MessageStatus.pending)
-            .order_by(OutboundMessage.next_attempt_at).limit(1)
+            .order_by(col(OutboundMessage.next_attempt_at)).limit(1)
         ).first()
     if row is None:
         return None

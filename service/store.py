@@ -7,10 +7,10 @@ to send or writes a lead's state (service.conversation does).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import update
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, col, or_, select
 
 from service import optout_lock
 from service.db import insert_once
@@ -36,6 +36,20 @@ if TYPE_CHECKING:
 REPLY_ACTIONS = ("handoff", "ready", "forwarded", "forward_coalesced", "kept")
 
 
+class _Row(Protocol):
+    id: int | None
+
+
+def saved_id(row: _Row) -> int:
+    """The primary key of a row that is in the database (read from it, or inserted and flushed).
+
+    Every broker, lead and message the flow handles is one: a row without an id was never saved, a programming
+    error raised here rather than stored as a missing key."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} has no id: it was never saved")
+    return row.id
+
+
 def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
     lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).first()
     if lead is not None:
@@ -52,7 +66,7 @@ def is_known_contact(session: Session, broker: Broker, phone: str) -> bool:
         return True
     row = session.exec(
         select(DoNotText.id).where(DoNotText.phone == phone,
-                                   or_(DoNotText.broker_id.is_(None), DoNotText.broker_id == broker.id))
+                                   or_(col(DoNotText.broker_id).is_(None), DoNotText.broker_id == broker.id))
     ).first()
     return row is not None
 
@@ -86,7 +100,8 @@ def set_opt_out(
     if row is None:
         fresh = OptOut(broker_id=broker_id, phone=phone, opted_out=opted_out, source=source)
         row = fresh if insert_once(session, fresh) else _opt_out_row(session, broker_id, phone)
-        assert row is not None  # noqa: S101 - inserted, or inserted by another transaction
+        if row is None:  # inserted, or inserted by another transaction: it is there
+            raise RuntimeError("the opt-out row is neither inserted nor found")
     if row.opted_out != opted_out:
         row.opted_out = opted_out
         row.source = source
@@ -109,11 +124,11 @@ def set_opt_out(
         session.execute(
             update(OutboundMessage)
             .where(
-                OutboundMessage.broker_id == broker_id,
-                OutboundMessage.to_phone == phone,
-                OutboundMessage.status == MessageStatus.pending,
-                OutboundMessage.purpose.not_in(ALLOWED_AFTER_OPTOUT),
-                OutboundMessage.unknown_outcome.is_(False),
+                col(OutboundMessage.broker_id) == broker_id,
+                col(OutboundMessage.to_phone) == phone,
+                col(OutboundMessage.status) == MessageStatus.pending,
+                col(OutboundMessage.purpose).not_in(ALLOWED_AFTER_OPTOUT),
+                col(OutboundMessage.unknown_outcome).is_(False),
             )
             .values(status=MessageStatus.suppressed, last_error="opted out")
         )
@@ -125,7 +140,7 @@ def record_decision(session: Session, inbound: InboundMessage, lead: Lead, actio
                     llm_skipped: str | None = None) -> None:
     """What was decided about one inbound message, and on what grounds (the audit trail)."""
     session.add(Decision(
-        inbound_id=inbound.id, lead_id=lead.id, action=action,
+        inbound_id=saved_id(inbound), lead_id=lead.id, action=action,
         source=str(analysis.source) if analysis else "rules",
         rules_fired=list(analysis.rules_fired) if analysis else [], rules_version=rules_version,
         llm_prompt=analysis.llm_prompt if analysis else None,
@@ -139,5 +154,6 @@ def record_decision(session: Session, inbound: InboundMessage, lead: Lead, actio
 
 def acted_on(session: Session, inbound: InboundMessage) -> bool:
     """This reply was processed already (a stale claim taken back and run again): act on it once only."""
-    acted = or_(Decision.action.in_(REPLY_ACTIONS), Decision.action.like("ask:%"), Decision.action.like("closed:%"))
+    acted = or_(col(Decision.action).in_(REPLY_ACTIONS), col(Decision.action).like("ask:%"),
+                col(Decision.action).like("closed:%"))
     return session.exec(select(Decision.id).where(Decision.inbound_id == inbound.id, acted)).first() is not None

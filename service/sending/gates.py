@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, func
+from sqlmodel import Session, col, select
 
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
@@ -31,7 +31,7 @@ from service.models import (
     OutboundMessage,
     Purpose,
 )
-from service.store import is_known_contact, is_opted_out
+from service.store import is_known_contact, is_opted_out, saved_id
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -92,10 +92,10 @@ class Verdict:
 ALLOW = Verdict()
 
 
-def _count(session: Session, *conditions: object) -> int:
+def _count(session: Session, *conditions: ColumnElement[bool]) -> int:
     return session.exec(
         select(func.count()).select_from(OutboundMessage).where(
-            OutboundMessage.audience == Audience.borrower, OutboundMessage.status.in_(COUNTED), *conditions)
+            col(OutboundMessage.audience) == Audience.borrower, col(OutboundMessage.status).in_(COUNTED), *conditions)
     ).one()
 
 
@@ -103,13 +103,13 @@ def breaker_tripped(session: Session, ctx: AppContext, broker: Broker, now: date
     """Openers in the window, platform-wide and per broker to distinct numbers: too many looks like abuse."""
     caps = ctx.sending_policy.caps
     since = now - timedelta(minutes=caps.breaker_window_minutes)
-    total = _count(session, OutboundMessage.purpose == Purpose.opener, OutboundMessage.created_at >= since)
+    total = _count(session, col(OutboundMessage.purpose) == Purpose.opener, col(OutboundMessage.created_at) >= since)
     if total >= caps.breaker_max_openers:
         return f"circuit breaker: {total} openers in {caps.breaker_window_minutes} min across all brokers"
     distinct = session.exec(
         select(func.count(func.distinct(OutboundMessage.to_phone))).where(
             OutboundMessage.broker_id == broker.id, OutboundMessage.purpose == Purpose.opener,
-            OutboundMessage.status.in_(COUNTED), OutboundMessage.created_at >= since)
+            col(OutboundMessage.status).in_(COUNTED), OutboundMessage.created_at >= since)
     ).one()
     if distinct >= caps.breaker_max_openers_per_broker:
         return f"circuit breaker: {distinct} openers to different numbers in {caps.breaker_window_minutes} min"
@@ -123,10 +123,10 @@ def _cap_reached(session: Session, ctx: AppContext, broker: Broker, lead: Lead |
         per_lead_total = ctx.settings.max_automated_texts_per_lead or caps.per_lead_total
         if lead.automated_count >= per_lead_total:
             return "per-lead cap reached"
-        if _count(session, OutboundMessage.lead_id == lead.id, OutboundMessage.created_at >= day_ago) >= (
+        if _count(session, col(OutboundMessage.lead_id) == lead.id, col(OutboundMessage.created_at) >= day_ago) >= (
                 caps.per_lead_per_day):
             return "per-lead daily cap reached"
-    if _count(session, OutboundMessage.broker_id == broker.id, OutboundMessage.created_at >= day_ago) >= (
+    if _count(session, col(OutboundMessage.broker_id) == broker.id, col(OutboundMessage.created_at) >= day_ago) >= (
             caps.per_broker_per_day):
         return "per-broker daily cap reached"
     return None
@@ -136,7 +136,7 @@ def at_queue(  # one early return per gate reads best
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str, now: datetime,
 ) -> Verdict:
     """Every gate for one borrower-facing text about to be queued, cheapest first."""
-    if purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, broker.id, to):
+    if purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, saved_id(broker), to):
         return Verdict.suppress(Cause.opted_out, "opted out")
     if is_known_contact(session, broker, to):
         return Verdict.suppress(Cause.known_contact, "known contact (do-not-text list)")

@@ -22,7 +22,7 @@ from service.models import DeliveryEvent, InboundMessage, OutboundMessage
 from service.phones import mask
 from service.privacy import was_forgotten
 from service.sender import apply_error_to_lead
-from service.store import get_or_create_lead
+from service.store import get_or_create_lead, saved_id
 from service.twilio import twiml
 from service.twilio.forms import (
     CALL_STATUSES,
@@ -105,26 +105,27 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     """Store the inbound text first; honour carrier keywords at once; the rest is processed after commit."""
     sms = InboundSmsForm.parse(form, ctx.broker_for)
     broker, sender = sms.broker, sms.sender
+    broker_id = saved_id(broker)
     if was_forgotten(session, sms.message_sid):
         return refuse_replay(sms.message_sid)
     if sender in ctx.own_numbers:
         # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
         # borrower (no lead, no keyword handling, no alert about their own text).
-        own = InboundMessage(message_sid=sms.message_sid, broker_id=broker.id, lead_id=None, from_phone=sender,
+        own = InboundMessage(message_sid=sms.message_sid, broker_id=broker_id, lead_id=None, from_phone=sender,
                              body=sms.body, status="processed", num_media=sms.num_media)
         insert_once(session, own)
         log(logger, logging.INFO, "text from a broker number stored", message_sid=sms.message_sid,
-            broker_id=broker.id)
+            broker_id=broker_id)
         return Outcome(twiml=twiml.empty_messaging())
-    lead = get_or_create_lead(session, broker.id, sender)
-    inbound = InboundMessage(message_sid=sms.message_sid, broker_id=broker.id, lead_id=lead.id, from_phone=sender,
+    lead = get_or_create_lead(session, broker_id, sender)
+    inbound = InboundMessage(message_sid=sms.message_sid, broker_id=broker_id, lead_id=lead.id, from_phone=sender,
                              body=sms.body, opt_out_type=sms.opt_out_type, num_media=sms.num_media)
     if not insert_once(session, inbound):
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=sms.message_sid)
         return Outcome(twiml=twiml.empty_messaging())
     log(logger, logging.INFO, "inbound stored", message_sid=sms.message_sid, sender=mask(sender),
-        broker_id=broker.id)
-    before = {"state": lead.state, "worked": lead.handoff_worked_at is not None}
+        broker_id=broker_id)
+    state, worked = lead.state, lead.handoff_worked_at is not None  # the lead's, before the text is acted on
     ids = handle_keyword(session, ctx, broker=broker, lead=lead, inbound=inbound)
     if ids is None:
         # An opt-out in plain words is final before the answer too (texts already queued never leave).
@@ -134,7 +135,8 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
     if inbound.status == "processed":
         # Settled here (a keyword, a plain-words opt-out with no reason for a person): the broker still hears
         # of it when a person is about to work this lead.
-        ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, **before)
+        ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, state=state,
+                               worked=worked)
         return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
 
