@@ -20,8 +20,9 @@ goes to the broker, not to the borrower). The LLM is consulted only when its ans
 happens next (`llm_skip_reason`).
 
 This module is the only writer of a lead's state: the opener starting a conversation (`mark_opened`, called by
-the missed-call flow) and a text the output guard blocked (`hand_off_if_blocked`) included. It runs a little
-over 400 lines because every state transition is kept here, in one place, on purpose.
+the missed-call flow) and a text the output guard blocked (`hand_off_if_blocked`) included.
+
+Size: a little over 400 lines, because every state transition is kept here, in one place, on purpose.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from service.models import (
 )
 from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis
+from service.replies.classify import classify
 from service.sending.gates import Cause
 from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
 
@@ -204,8 +206,6 @@ def lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
 def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None = None) -> ReplyAnalysis:
     """Rules first, then the LLM when its answer could change what happens next (may take seconds: call it
     outside any transaction). `lead` saves a read of the lead's state when the caller holds it."""
-    from service.replies.classify import classify
-
     analysis: ReplyAnalysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm or ctx.extractor is None:
         return analysis

@@ -23,10 +23,9 @@ def _client(settings: Settings, url: str | None) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=url.rstrip("/"), timeout=20) as client:
             yield client
         return
-    # Imported only for an in-process run: the app and Litestar's test client take seconds to import.
-    from litestar.testing import TestClient
+    from litestar.testing import TestClient  # lazy: only an in-process run needs the app (seconds to import)
 
-    from service.app import create_app
+    from service.app import create_app  # lazy: as above; `simulate --url` posts to a running service
 
     configure_logging(settings.log_level)  # this process serves the app: it logs as `textback serve` does
     with TestClient(app=create_app(settings, run_worker=False), base_url=settings.public_url) as client:
