@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -32,8 +33,14 @@ logger = logging.getLogger("textback.app")
 
 XML = "application/xml"
 
+# No user, no auth; the app's state holds the context and the worker.
+AppRequest = Request[Any, Any, State]
+# What a route handler returns. Left as Response[Any]: Litestar documents a typed Response's body in /schema,
+# and the published schema stays as it was (no body schema for these answers).
+RouteResponse = Response[Any]
 
-def error_to_response(request: Request, exc: Exception) -> Response:
+
+def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str, object]]:
     """The one place errors become HTTP answers. Bodies never echo request content."""
     if isinstance(exc, WebhookError):
         status, message = exc.status_code, str(exc)
@@ -49,7 +56,7 @@ def error_to_response(request: Request, exc: Exception) -> Response:
     return Response(content={"error": message, "status": status}, status_code=status, media_type=MediaType.JSON)
 
 
-async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
+async def _verified_form(request: AppRequest, ctx: AppContext) -> dict[str, str]:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > ctx.settings.max_body_bytes:
         raise BadRequestError("request body too large", status_code=413)
@@ -72,11 +79,12 @@ async def _verified_form(request: Request, ctx: AppContext) -> dict[str, str]:
     return {key: value.replace("\x00", "") for key, value in params.items()}
 
 
-def ctx_worker(request: Request) -> Worker:
-    return request.app.state.worker
+def ctx_worker(request: AppRequest) -> Worker:
+    worker: Worker = request.app.state.worker
+    return worker
 
 
-async def _webhook(request: Request, handler: Handler, media: str) -> Response:
+async def _webhook(request: AppRequest, handler: Handler, media: str) -> Response[str]:
     ctx: AppContext = request.app.state.ctx
     rid = request.headers.get("i-twilio-idempotency-token") or uuid.uuid4().hex[:16]
     request_id.set(rid)
@@ -101,7 +109,7 @@ async def _webhook(request: Request, handler: Handler, media: str) -> Response:
     return Response(content=outcome.twiml, media_type=media, status_code=200, background=background)
 
 
-async def _fallback(request: Request, primary: str) -> Response:
+async def _fallback(request: AppRequest, primary: str) -> Response[str]:
     """Twilio's Fallback URL for a number: called when the primary webhook failed (timeout, 5xx, connection
     refused). Signed against the fallback URL itself. It never touches the database: it spools the form
     (replayed as `primary` by the worker) and answers from memory: voice dials the broker, sms is empty."""
@@ -133,14 +141,14 @@ async def _fallback(request: Request, primary: str) -> Response:
 
 @post("/twilio/voice/fallback", name="voice_fallback", summary="Twilio Fallback URL for voice", tags=["twilio"],
       status_code=200, media_type=XML)
-async def voice_fallback(request: Request) -> Response:
+async def voice_fallback(request: AppRequest) -> RouteResponse:
     """Rings the broker from the settings in memory; the call is stored when the worker replays the spool."""
     return await _fallback(request, "/twilio/voice")
 
 
 @post("/twilio/sms/fallback", name="sms_fallback", summary="Twilio Fallback URL for messaging", tags=["twilio"],
       status_code=200, media_type=XML)
-async def sms_fallback(request: Request) -> Response:
+async def sms_fallback(request: AppRequest) -> RouteResponse:
     """Accepts the message into the spool (replayed by the worker); answers an empty TwiML response."""
     return await _fallback(request, "/twilio/sms")
 
@@ -148,7 +156,7 @@ async def sms_fallback(request: Request) -> Response:
 def _webhook_route(path: str, handler: Handler) -> HTTPRouteHandler:
     """A thin POST handler: verify, run the webhook handler in one transaction, answer TwiML."""
 
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: AppRequest) -> RouteResponse:
         return await _webhook(request, handler, XML)
 
     endpoint.__name__ = endpoint.__qualname__ = handler.__name__.removeprefix("handle_")
@@ -167,7 +175,7 @@ async def health() -> dict[str, str]:
 
 
 @get("/ready", sync_to_thread=True)
-def ready(request: Request) -> Response:
+def ready(request: AppRequest) -> RouteResponse:
     """The database is reachable."""
     if ping(request.app.state.ctx.engine):
         return Response(content={"status": "ready"}, status_code=200)

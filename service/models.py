@@ -80,7 +80,7 @@ AUTOMATED = frozenset({Purpose.opener, Purpose.question, Purpose.ack, Purpose.re
 ALLOWED_AFTER_OPTOUT = frozenset({Purpose.optout_confirm})
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone; this puts it back)."""
 
     impl = DateTime(timezone=True)

@@ -139,10 +139,9 @@ class Spool:
     def _append(self, data: bytes) -> None:
         deadline = time.monotonic() + APPEND_TIMEOUT_SECONDS
         while True:
-            if self._fd is None:
-                self._open_active()
             fd, path = self._fd, self._path
-            assert fd is not None and path is not None  # noqa: S101 - just opened
+            if fd is None or path is None:
+                fd, path = self._open_active()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -166,12 +165,14 @@ class Spool:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             self._close_active()
 
-    def _open_active(self) -> None:
+    def _open_active(self) -> tuple[int, Path]:
+        """Open a new active spool file (it becomes the one appended to); its descriptor and path."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{ACTIVE}{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._path = path
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._fd, self._path = fd, path
         _fsync_dir(self.directory)
+        return fd, path
 
     def _close_active(self) -> None:
         if self._fd is not None:

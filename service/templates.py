@@ -57,8 +57,8 @@ _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u
 def to_gsm7(value: str) -> str:
     """Make a placeholder value GSM-7: straight quotes, dashes, accents stripped where GSM-7 lacks them."""
     out: list[str] = []
-    for ch in value:
-        ch = _REPLACEMENTS.get(ch, ch)
+    for raw in value:
+        ch = _REPLACEMENTS.get(raw, raw)
         if is_gsm7(ch):
             out.append(ch)
             continue

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import conversation, sender
 from service.alerts import alert_reply, pending_ids
@@ -77,19 +77,19 @@ def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = N
     if inbound is None or inbound.status != "received":
         return []
     # The rules are fast and read only the text: they say here, before any claim, whether the LLM is needed.
-    to_pool = llm is not None and _needs_llm(ctx, inbound)
-    if to_pool and not llm.reserve():
+    pool = llm if llm is not None and _needs_llm(ctx, inbound) else None
+    if pool is not None and not pool.reserve():
         log(logger, logging.DEBUG, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
         return []
     token = _claim(ctx, inbound_id)
     if token is None:
-        if to_pool:
-            llm.release()
+        if pool is not None:
+            pool.release()
         return []
-    if not to_pool:
+    if pool is None:
         return _process_claimed(ctx, inbound_id, token)
     try:
-        llm.run(lambda: _process_and_send(ctx, inbound_id, token))
+        pool.run(lambda: _process_and_send(ctx, inbound_id, token))
     except RuntimeError:  # the pool shut down meanwhile: give the reply back for the next process's sweep
         _release(ctx, inbound_id, token, "received")
     return []
@@ -109,24 +109,24 @@ def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
 def _claim(ctx: AppContext, inbound_id: int) -> int | None:
     """Move the reply from received to processing; the claim's token (the attempt number), or None."""
     with session_scope(ctx.engine) as session:
-        claimed = session.execute(
+        claimed = session.exec(
             update(InboundMessage)
-            .where(InboundMessage.id == inbound_id, InboundMessage.status == "received")
+            .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "received")
             .values(status="processing", attempts=InboundMessage.attempts + 1, processed_at=utcnow())
         )
         if claimed.rowcount != 1:
             return None
         # Read inside the claiming transaction: the row is ours until it commits, so this is our attempt.
-        return session.execute(select(InboundMessage.attempts).where(InboundMessage.id == inbound_id)).scalar_one()
+        return session.exec(select(InboundMessage.attempts).where(col(InboundMessage.id) == inbound_id)).one()
 
 
 def _release(ctx: AppContext, inbound_id: int, token: int, status: str) -> bool:
     """Set the status of a reply we still hold (same token); False when the claim is no longer ours."""
     with session_scope(ctx.engine) as session:
-        return session.execute(
+        return session.exec(
             update(InboundMessage)
-            .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
-                   InboundMessage.attempts == token)
+            .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "processing",
+                   col(InboundMessage.attempts) == token)
             .values(status=status)
         ).rowcount == 1
 
@@ -150,10 +150,10 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
         assert inbound is not None  # noqa: S101 - just claimed
         analysis = conversation.analyze_reply(ctx, inbound)
         with session_scope(ctx.engine) as session:
-            held = session.execute(
+            held = session.exec(
                 update(InboundMessage)
-                .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
-                       InboundMessage.attempts == token)
+                .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "processing",
+                       col(InboundMessage.attempts) == token)
                 .values(status="processed", processed_at=utcnow())
             )
             if held.rowcount != 1:
@@ -169,10 +169,10 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
         gave_up = token >= MAX_INBOUND_ATTEMPTS
         with session_scope(ctx.engine) as session:
-            released = session.execute(
+            released = session.exec(
                 update(InboundMessage)
-                .where(InboundMessage.id == inbound_id, InboundMessage.status == "processing",
-                       InboundMessage.attempts == token)
+                .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "processing",
+                       col(InboundMessage.attempts) == token)
                 .values(status="failed" if gave_up else "received")
             ).rowcount == 1
             if released and gave_up:  # in the same transaction: a reply is never marked failed unforwarded
@@ -197,16 +197,16 @@ def due_inbound_ids(ctx: AppContext) -> list[int]:
     now = utcnow()
     with session_scope(ctx.engine) as session:
         # A process that died mid-processing: give the message back.
-        session.execute(
+        session.exec(
             update(InboundMessage)
-            .where(InboundMessage.status == "processing",
-                   InboundMessage.processed_at < now - timedelta(seconds=ctx.settings.stale_processing_seconds))
+            .where(col(InboundMessage.status) == "processing",
+                   col(InboundMessage.processed_at) < now - timedelta(seconds=ctx.settings.stale_processing_seconds))
             .values(status="received")
         )
         rows = session.exec(
             select(InboundMessage.id)
-            .where(InboundMessage.status == "received", InboundMessage.received_at < now - INBOUND_GRACE)
-            .order_by(InboundMessage.id)
+            .where(col(InboundMessage.status) == "received", col(InboundMessage.received_at) < now - INBOUND_GRACE)
+            .order_by(col(InboundMessage.id))
             .limit(100)
         ).all()
     return [r for r in rows if r is not None]
@@ -273,6 +273,12 @@ class Worker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="textback-worker", daemon=True)
             self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the sweep thread to end (it ends when `stop` is called); returns at once if not started."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
 
     def stop(self) -> None:
         self._stop.set()

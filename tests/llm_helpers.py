@@ -46,7 +46,8 @@ class HangingStream(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         deadline = time.monotonic() + self.limit
-        while not self.release.is_set() and time.monotonic() < deadline:
+        # `release` is a threading.Event set from another thread: polled, so a cancelled read ends at once.
+        while not self.release.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         yield self.body
 

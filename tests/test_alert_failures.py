@@ -203,7 +203,7 @@ def test_keep_broker_number_for_alerts_after_it_delivers_again(client, post, twi
     # The number is registered again: a text from it is delivered.
     [opener] = [m for m in outbound(ctx) if m.purpose == "opener"]
     post(client, DIAL, call_params(call_sid="CA" + "2" * 32, caller="+14155550198", DialCallStatus="no-answer"))
-    second_opener = [m for m in outbound(ctx) if m.purpose == "opener" and m.id != opener.id][0]
+    second_opener = next(m for m in outbound(ctx) if m.purpose == "opener" and m.id != opener.id)
     status_callback(post, client, second_opener.twilio_sid, "delivered", None, to="+14155550198")
     post(client, "/twilio/sms", sms_params("rate lock question again", sender="+14155550198"))
     client.app.state.worker.run_once()

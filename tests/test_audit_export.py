@@ -224,7 +224,8 @@ def test_export_to_file_when_output_given(history: str, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     lines = target.read_text().splitlines()
-    assert lines and all(json.loads(line)["event_type"] for line in lines)
+    assert lines
+    assert all(json.loads(line)["event_type"] for line in lines)
     assert f"{len(lines)} event(s)" in result.stderr
     assert list(target.parent.iterdir()) == [target]  # no temporary file left behind
 

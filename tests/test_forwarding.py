@@ -10,12 +10,15 @@ from sqlmodel import Session, select
 
 from service import sender, worker
 from service.models import DoNotText, InboundMessage, Lead, utcnow
+from tests import test_concurrency
 from tests.helpers import BROKER_ALERT, CALLER, sent_templates, sms_params
-from tests.test_concurrency import clients  # noqa: F401 - two instances on one database
 from tests.test_conversation import lead, missed, reply, to_borrower, to_broker
 from tests.test_handoff_priority import borrower_templates, opted_out
 
 WINDOW = 300.0
+
+# The fixture of two app instances on one database, shared with test_concurrency (pytest finds it by this name).
+clients = test_concurrency.clients
 
 
 @pytest.fixture

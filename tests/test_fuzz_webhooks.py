@@ -98,7 +98,8 @@ sids = st.one_of(
     st.sampled_from([CALL_SID, MESSAGE_SID, "CA", "SM", "MM" + "0" * 32, "CA" + "x" * 70, "CA-1", "ca" + "1" * 32]),
     st.from_regex(r"\A(CA|SM|MM|RE)[0-9a-f]{32}\Z"),
 )
-statuses = st.sampled_from(sorted(KNOWN_DIAL_STATUSES) + [
+statuses = st.sampled_from([
+    *sorted(KNOWN_DIAL_STATUSES),
     "queued", "ringing", "in-progress", "initiated", "delivered", "undelivered", "failed", "sent", "received",
     "NO-ANSWER", " busy ", "", "unknown"])
 numbers = st.one_of(st.sampled_from(

@@ -238,5 +238,5 @@ def test_alert_broker_when_lookup_says_not_textable(client, post, twilio_api, ct
     client.app.state.worker.run_once()
     texts = sent_texts(twilio_api["messages"])
     assert [t for t in texts if t["To"] == CALLER] == []
-    [alert] = [t["Body"] for t in texts if t["To"] == BROKER_ALERT]
+    [_alert] = [t["Body"] for t in texts if t["To"] == BROKER_ALERT]
     assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_send_failed"]

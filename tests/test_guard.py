@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -278,7 +279,7 @@ def test_refuse_guard_rule_that_lets_its_example_through(tmp_path: Path) -> None
         ),
         encoding="utf-8",
     )
-    with pytest.raises(PolicyError, match='must_match example "Rates from 5.9%" passed') as info:
+    with pytest.raises(PolicyError, match=re.escape('must_match example "Rates from 5.9%" passed')) as info:
         OutputGuard.load(tmp_path / "policies")
     assert (info.value.path, info.value.field) == ("policies/outbound/weak.yaml", "examples.must_match[0]")
 

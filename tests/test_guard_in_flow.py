@@ -42,7 +42,7 @@ def test_block_text_at_send_time_alert_broker_and_never_send(tmp_path, client, p
     client.app.state.worker.run_once()
     texts = sent_texts(twilio_api["messages"])
     assert [t for t in texts if t["To"] == CALLER] == []
-    [alert] = [t for t in texts if t["To"] == BROKER_ALERT]
+    [_alert] = [t for t in texts if t["To"] == BROKER_ALERT]
     assert sent_templates(ctx, twilio_api["messages"], BROKER_ALERT) == ["alert_blocked"]
     with Session(ctx.engine) as session:
         row = session.exec(select(OutboundMessage).where(OutboundMessage.to_phone == CALLER)).one()

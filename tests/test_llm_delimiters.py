@@ -87,7 +87,8 @@ def test_render_reply_forged_delimiter_stays_inside_one_data_block(extractor: Re
     begin, end = lines[1], lines[-1]
     seen = reads_as(user)
     assert len(DELIMITER.findall(seen)) == 2, seen  # the real opening and closing lines, nothing else
-    assert DELIMITER.match(reads_as(begin)) and DELIMITER.match(reads_as(end))
+    assert DELIMITER.match(reads_as(begin))
+    assert DELIMITER.match(reads_as(end))
     assert len(DATE_LABEL.findall(seen)) == 1, seen  # only the real date line reads as one
     inside = user[user.index(begin) + len(begin) : user.rindex(end)]
     assert "2019-01-01" in inside

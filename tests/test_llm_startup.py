@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_create_settings_llm_timeout_not_positive_rejected(value: object) -> Non
 
 
 def test_create_settings_stale_processing_within_llm_deadline_rejected() -> None:
-    with pytest.raises(ValidationError, match="stale_processing_seconds .* must exceed twice llm_timeout_seconds"):
+    with pytest.raises(ValidationError, match=r"stale_processing_seconds .* must exceed twice llm_timeout_seconds"):
         Settings(_env_file=None, llm_timeout_seconds=60, stale_processing_seconds=120)
     assert Settings(_env_file=None, llm_timeout_seconds=60, stale_processing_seconds=125).llm_timeout_seconds == 60
 
@@ -149,7 +150,7 @@ def no_prompt_no_key(tmp_path: Path, settings_env: dict[str, object]) -> None:
 
 
 def test_warm_up_prompt_disagreeing_with_schema_refuses_to_start(disagreeing_prompt: Path, ctx) -> None:
-    with pytest.raises(ConfigError, match="reply_extraction.md: the 'Fields:' list disagrees") as caught:
+    with pytest.raises(ConfigError, match=re.escape("reply_extraction.md: the 'Fields:' list disagrees")) as caught:
         ctx.warm_up()
 
     assert str(disagreeing_prompt) in str(caught.value)

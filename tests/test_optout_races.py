@@ -317,7 +317,7 @@ def test_hold_opt_out_until_send_in_other_process_has_made_its_request(ctx) -> N
 
 def test_send_sees_opt_out_committed_in_other_process_after_waiting_for_it(ctx) -> None:
     phone = caller(9001)
-    child, release, seen, broker_id = _in_child(change_in_child, ctx, phone)
+    child, release, _seen, broker_id = _in_child(change_in_child, ctx, phone)
     result: list[bool] = []
 
     def send() -> None:

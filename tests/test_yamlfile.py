@@ -105,7 +105,7 @@ def _duplicate(path: Path, key_line: str) -> int:
         ("outbound/rates.yaml", "severity: block", load_outbound_rules),
         ("inbound/wrong-number.yaml", "severity: high", load_rules),
         ("templates/borrower.yaml", "kind: templates", load_templates),
-        ("sending/caps.yaml", "kind: caps", lambda d: load_sending_policy(d)),
+        ("sending/caps.yaml", "kind: caps", load_sending_policy),
     ],
     ids=["outbound", "inbound", "templates", "sending"],
 )

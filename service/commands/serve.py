@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from service.errors import TextbackError
 from service.logs import configure_logging
 
+if TYPE_CHECKING:
+    from service.settings import Settings
 
-def _settings():  # Settings, imported lazily
+
+def _settings() -> Settings:
     """The process's settings, or a one-line error naming each invalid one."""
     from pydantic import ValidationError
 
@@ -79,7 +83,7 @@ def worker() -> None:
     click.echo(f"textback worker pid {os.getpid()}", err=True)
     runner.start()
     try:
-        signal.pause() if hasattr(signal, "pause") else runner._thread.join()
+        signal.pause() if hasattr(signal, "pause") else runner.join()
     except KeyboardInterrupt:
         pass
     finally:

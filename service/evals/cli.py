@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from service.evals.runner import LLMMode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +61,7 @@ def evals() -> None:
 @click.option("--no-guard", is_flag=True, help="Skip the outbound red-team set (and the guardrails import).")
 @click.option("--no-conversations", is_flag=True, help="Skip the multi-turn conversation scripts.")
 def run_command(  # one parameter per option
-    llm: str,
+    llm: LLMMode,  # click.Choice admits only these
     report_path: Path | None,
     thresholds_path: Path | None,
     policies_dir: Path,
@@ -77,7 +81,7 @@ def run_command(  # one parameter per option
     config = RunConfig(
         data_dir=data_dir,
         policies_dir=policies_dir,
-        llm=llm,  # type: ignore[arg-type]
+        llm=llm,
         thresholds_path=thresholds_path,
         cassette=cassette,
         environ=dict(os.environ),

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.app import create_app
 from service.context import AppContext, build_context
@@ -100,7 +101,7 @@ def _brokers_yaml() -> str:
 def _settings(workdir: Path, policies_dir: Path) -> Settings:
     # Every value that changes behaviour is given here, so the environment cannot leak into an eval run.
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=f"sqlite:///{workdir / 'textback.db'}",
         public_url=PUBLIC_URL,
         brokers_file=workdir / "brokers.yaml",
@@ -127,7 +128,7 @@ def _sid(prefix: str, *parts: object) -> str:
 class _Driver:
     """Posts one script's webhooks, signed as Twilio signs them, and reads what each step queued."""
 
-    def __init__(self, script: Script, ctx: AppContext, client: TestClient) -> None:
+    def __init__(self, script: Script, ctx: AppContext, client: TestClient[Litestar]) -> None:
         self.script, self.ctx, self.client = script, ctx, client
         self.broker = EVAL_BROKERS[script.broker]
         self.calls = 0
@@ -210,7 +211,7 @@ class _Driver:
     def outbound_since(self, after: int) -> list[Any]:
         with Session(self.ctx.engine, expire_on_commit=False) as session:
             rows = session.exec(
-                select(OutboundMessage).where(OutboundMessage.id > after).order_by(OutboundMessage.id)
+                select(OutboundMessage).where(col(OutboundMessage.id) > after).order_by(col(OutboundMessage.id))
             ).all()
             for row in rows:
                 session.expunge(row)
@@ -273,6 +274,8 @@ def _check_end(driver: _Driver, result: ScriptResult) -> None:
     caller = _caller(driver.script.caller)
     with Session(driver.ctx.engine) as session:
         broker_id = driver.ctx.brokers_by_number[driver.broker["twilio_number"]].id
+        if broker_id is None:  # brokers are stored at start-up: each has its id
+            raise RuntimeError("eval broker has no id")
         lead = None
         if caller is not None:
             lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == caller)).first()
@@ -312,7 +315,8 @@ def _check_lead(sid: str, expect: LeadExpect, lead: Any, failures: list[StepFail
 
 
 # A throwaway database per script: on tmpfs when the machine has one (commits cost no disk flush).
-_SCRATCH = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+_TMPFS = "/dev/shm"  # noqa: S108 - only the parent of a tempfile.TemporaryDirectory (mkdtemp: unique name, 0700)
+_SCRATCH = _TMPFS if Path(_TMPFS).is_dir() and os.access(_TMPFS, os.W_OK) else None
 
 
 def run_script(script: Script, shared: _Shared) -> ScriptResult:

@@ -20,7 +20,7 @@ from typing import Any
 from service.evals.datasets import FIELDS, OutboundCase, ReplyCase, value_ok
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Timeline
 
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: dict[str, object] = {
     "keyword": None,
     "loan_type": "unknown",
     "timeline": "unknown",
@@ -53,7 +53,7 @@ def plain(analysis: ReplyAnalysis) -> dict[str, Any]:
     }
 
 
-def answered(name: str, value: Any) -> bool:
+def answered(name: str, value: object) -> bool:
     return value != DEFAULTS[name]
 
 

@@ -208,7 +208,7 @@ def run(config: RunConfig) -> RunResult:
     outbound = load_outbound_cases(config.data_dir / OUTBOUND_FILE) if config.run_guard else []
     rules = load_rules(config.policies_dir)
     result.rules_version = rules.version
-    extractor, transport, client = _extractor(config)
+    extractor, transport, _client = _extractor(config)
     result.llm_model = extractor.model if extractor is not None else None
     try:
         result.outcomes = run_replies(
@@ -216,7 +216,7 @@ def run(config: RunConfig) -> RunResult:
         )
     finally:
         if extractor is not None:
-            extractor.close()  # closes `client` too, on the extractor's event loop
+            extractor.close()  # closes `_client` too, on the extractor's event loop
     result.seconds["replies"] = time.perf_counter() - started
     result.replies = score_replies(result.outcomes)
     logger.info(

@@ -108,30 +108,31 @@ def broken(thresholds: Thresholds, replies: RepliesReport | None, guard: GuardRe
                 f"false opt-outs {len(replies.false_optouts)} > {t.false_optouts_max} "
                 f"({_ids(replies.false_optouts)})"
             )
-        for reason, floor in t.rules_handoff_recall_min.items():
-            stats = replies.reasons[reason]
-            value = stats.rules_recall
-            if value is not None and value < floor:
+        for reason, recall_floor in t.rules_handoff_recall_min.items():
+            reason_stats = replies.reasons[reason]
+            value = reason_stats.rules_recall
+            if value is not None and value < recall_floor:
                 lines.append(
-                    f"{reason} handoff recall (rules) {value:.3f} < {floor} "
-                    f"({stats.rules_found}/{stats.required}; missed: {_ids(stats.missed_by_rules)})"
+                    f"{reason} handoff recall (rules) {value:.3f} < {recall_floor} "
+                    f"({reason_stats.rules_found}/{reason_stats.required}; "
+                    f"missed: {_ids(reason_stats.missed_by_rules)})"
                 )
-        for name, stats in replies.fields.items():
-            precision = stats.rules_precision
+        for name, field_stats in replies.fields.items():
+            precision = field_stats.rules_precision
             if precision is not None and precision < t.rules_precision_min:
                 lines.append(
                     f"{name} rules precision {precision:.3f} < {t.rules_precision_min} "
-                    f"({stats.rules_right}/{stats.rules_answered}; wrong: {_ids(stats.rules_wrong)})"
+                    f"({field_stats.rules_right}/{field_stats.rules_answered}; wrong: {_ids(field_stats.rules_wrong)})"
                 )
-        for name, floor in t.rules_coverage_min.items():
-            if floor.tag is None:
+        for name, coverage_floor in t.rules_coverage_min.items():
+            if coverage_floor.tag is None:
                 stated, covered = replies.fields[name].stated, replies.fields[name].by_rules
             else:
-                stated, covered = replies.tag_coverage.get(name, {}).get(floor.tag, (0, 0))
-            if stated and covered / stated < floor.min:
-                where = f" on cases tagged {floor.tag}" if floor.tag else ""
+                stated, covered = replies.tag_coverage.get(name, {}).get(coverage_floor.tag, (0, 0))
+            if stated and covered / stated < coverage_floor.min:
+                where = f" on cases tagged {coverage_floor.tag}" if coverage_floor.tag else ""
                 lines.append(
-                    f"{name} rules coverage{where} {covered / stated:.3f} < {floor.min} ({covered}/{stated})"
+                    f"{name} rules coverage{where} {covered / stated:.3f} < {coverage_floor.min} ({covered}/{stated})"
                 )
     if guard is not None:
         g = thresholds.guard
@@ -145,6 +146,6 @@ def broken(thresholds: Thresholds, replies: RepliesReport | None, guard: GuardRe
                 f"guard false-block rate {guard.false_block_rate:.3f} > {g.false_block_rate_max} "
                 f"({len(guard.falsely_blocked)}/{guard.must_pass}; blocked: {_ids(guard.falsely_blocked)})"
             )
-        for name, floor in g.categories.items():
-            lines += _category_broken(name, floor, guard.categories.get(name))
+        for name, category_floor in g.categories.items():
+            lines += _category_broken(name, category_floor, guard.categories.get(name))
     return lines

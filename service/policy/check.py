@@ -80,7 +80,8 @@ def _missing(policies_dir: Path, folder: str, module: str, what: str) -> str:
 def _owner(module: str, attr: str) -> Callable[..., Any] | None:
     """The owning module's loader, or None when that module does not exist (yet)."""
     try:
-        return getattr(importlib.import_module(module), attr)
+        loader: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        return loader
     except ModuleNotFoundError as exc:
         if exc.name and module.startswith(exc.name):
             return None

@@ -6,10 +6,14 @@ import difflib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from service.errors import PolicyError
+
+if TYPE_CHECKING:
+    from service.brokers import BrokerConfig
 
 POLICIES_OPTION = click.option(
     "--policies",
@@ -144,7 +148,7 @@ def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
         sys.exit(1)
 
 
-def _brokers_for_check_text(brokers_file: Path | None) -> tuple[Path, list] | None:
+def _brokers_for_check_text(brokers_file: Path | None) -> tuple[Path, list[BrokerConfig]] | None:
     """The brokers file `--brokers` names, else TEXTBACK_BROKERS_FILE when set (never the shipped example):
     its path and brokers, or None. Exit 3 when it is given but cannot be read."""
     from pydantic import ValidationError
@@ -182,7 +186,7 @@ def _unknown_template(template: str, known: set[str]) -> str:
 
 def _template_values(
     template: str | None, required: dict[str, str], broker: str | None, known: set[str],
-    brokers: tuple[Path, list] | None,
+    brokers: tuple[Path, list[BrokerConfig]] | None,
 ) -> dict[str, str]:
     """`required`, completed with what the template kind is checked against; ValueError when it cannot be."""
     from service.brokers import template_values

@@ -178,7 +178,8 @@ class PolicyFile:
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.doc.data  # type: ignore[no-any-return]
+        data: dict[str, Any] = self.doc.data  # a mapping: read_policy refuses any other document
+        return data
 
     def validate(self, model: type[_M]) -> _M:
         """The whole file validated by its kind's model; PolicyError (file, line, field) on the first problem."""

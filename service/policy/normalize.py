@@ -149,7 +149,8 @@ def _convert_run(run: str) -> str:
 
 def _parse_number(words: list[str], start: int) -> tuple[int, str | None]:
     """The longest well-formed number starting at words[start]: (end index, digits) or (start, None)."""
-    total, current, last, best = 0, 0, "", (start, None)
+    total, current, last = 0, 0, ""
+    best: tuple[int, str | None] = (start, None)
     i = start
     while i < len(words):
         word = words[i].lower()

@@ -173,7 +173,7 @@ def build_report(policies_dir: Path) -> list[Block]:
         blocks += [Block("h2", "Findings"), Block("list", [str(e) for e in [*errors, *rule_errors]])]
 
     blocks.append(Block("h2", "Outbound content rules"))
-    table = [["id", "title", "severity", "patterns", "must_match", "must_not_match", "file"]]
+    table: list[list[object]] = [["id", "title", "severity", "patterns", "must_match", "must_not_match", "file"]]
     table += [
         [r.rule.id, r.rule.title, r.rule.severity, len(r.rule.patterns), len(r.rule.examples.must_match),
          len(r.rule.examples.must_not_match), r.file.display]

@@ -115,7 +115,7 @@ def classify(no_llm: bool, policies_dir: Path) -> None:
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
 
-    stdin = click.get_text_stream("stdin")
+    stdin = click.open_file("-")  # stdin as click opens it (click.get_text_stream is deprecated)
     bad_lines = 0
     try:
         for number, line in enumerate(stdin, start=1):

@@ -287,7 +287,7 @@ class ReplyExtractor:
 
 def _backoff(attempt: int) -> float:
     """The wait before retry `attempt` when the server named none: 0.5 s doubling, with jitter."""
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())  # noqa: S311 - jitter
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0) * (1 - 0.25 * random.random())  # noqa: S311 - jitter
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

@@ -17,8 +17,8 @@ here, in this module only, and every read is guarded: if a future Python changes
 from __future__ import annotations
 
 import re
-import re._constants as _sre  # the regex parse tree, read only here (see the module docstring)
-import re._parser as _sre_parse
+import re._constants as _sre  # type: ignore[import-not-found]  # private, no stubs: see the module docstring
+import re._parser as _sre_parse  # type: ignore[import-not-found]  # the regex parse tree, read only here
 from typing import Any
 
 __all__ = ["DIGIT", "PieceFinder", "screen", "screens"]
@@ -72,8 +72,9 @@ def _all_required(seq: Any) -> list[frozenset[str]]:
             sub = _required(arg)
         elif op is _sre.BRANCH:
             alternatives = [_required(alt) for alt in arg[1]]
-            if all(a is not None for a in alternatives):
-                sub = frozenset().union(*alternatives)  # type: ignore[arg-type]
+            screened = [a for a in alternatives if a is not None]
+            if len(screened) == len(alternatives):  # every branch has its pieces
+                sub = frozenset().union(*screened)
         elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
             sub = _required(arg[2])
         elif op is _sre.IN and _is_digit_class(arg):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -18,13 +19,14 @@ from service.policy.files import Examples, PolicyFileModel, expand_defines
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, Timeline
 from service.replies.prescreen import screen, screens
 
-_ENUM_FIELDS: dict[str, type] = {
+_ENUM_FIELDS: dict[str, type[StrEnum]] = {
     "keyword": Keyword,
     "loan_type": LoanType,
     "timeline": Timeline,
     "handoff_reasons": HandoffReason,
 }
-_SETTLEABLE = ("keyword", "loan_type", "timeline", "applied_elsewhere", "handoff_reasons", "callback_window")
+# The fields a hint (`unless_settled`) can stand in for.
+Settleable = Literal["keyword", "loan_type", "timeline", "applied_elsewhere", "handoff_reasons", "callback_window"]
 
 # Curly quotes to straight ones, and full-width forms (ＳＴＯＰ, typed on CJK keyboards or pasted) to ASCII:
 # one character for one, so spans found in the normalized text are spans of the original.
@@ -55,7 +57,7 @@ class InboundRuleFile(PolicyFileModel):
     ignore: list[StrictStr] = Field(default_factory=list)
     yields_to: list[StrictStr] = Field(default_factory=list)
     extract: StrictStr | None = None
-    unless_settled: Literal[_SETTLEABLE] | None = None  # type: ignore[valid-type]
+    unless_settled: Settleable | None = None
     examples: Examples
 
 
@@ -109,8 +111,8 @@ class CompiledRule:
         """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
         plain = self.extract is None and self.ignore is None
         candidates = []
-        for pattern, screen in zip(self.ordered, self.screens, strict=True):
-            for pieces in screen:
+        for pattern, pattern_screen in zip(self.ordered, self.screens, strict=True):
+            for pieces in pattern_screen:
                 if pieces.isdisjoint(present):
                     break
             else:

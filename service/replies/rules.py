@@ -229,7 +229,10 @@ class RuleSet:
             "callback_window": analysis.callback_window is None,
             "keyword": True,
         }
-        return any(unsettled[h.unless_settled] and h.match(text, *out.views)[0] for h in self._hints)
+        return any(
+            h.unless_settled is not None and unsettled[h.unless_settled] and h.match(text, *out.views)[0]
+            for h in self._hints
+        )
 
     # ---- the rules' own examples
     def example_findings(self) -> list[str]:

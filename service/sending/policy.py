@@ -111,7 +111,7 @@ class QuietHours:
         start, end = self.federal.start, self.federal.end
         rule = self.states.get(state.upper()) if state else None
         if rule is not None:
-            day = rule.days.get(WEEKDAYS[local_date.weekday()], rule.window)  # type: ignore[arg-type]
+            day = rule.days.get(WEEKDAYS[local_date.weekday()], rule.window)
             if not isinstance(day, Window):  # "closed"
                 return None
             start, end = max(start, day.start), min(end, day.end)
