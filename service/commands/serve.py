@@ -12,9 +12,15 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+import uvicorn
+from pydantic import ValidationError
 
+from service.app import create_app
+from service.context import build_context
 from service.errors import TextbackError
 from service.logs import configure_logging
+from service.settings import describe_invalid, get_settings
+from service.worker import Worker
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -22,10 +28,6 @@ if TYPE_CHECKING:
 
 def _settings() -> Settings:
     """The process's settings, or a one-line error naming each invalid one."""
-    from pydantic import ValidationError
-
-    from service.settings import describe_invalid, get_settings
-
     try:
         return get_settings()
     except ValidationError as exc:
@@ -38,11 +40,6 @@ def _settings() -> Settings:
 @click.option("--workers", default=1, show_default=True, type=int, help="Service processes sharing the database.")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the service (creates or migrates the tables, loads the brokers file)."""
-    import uvicorn
-
-    from service.app import create_app
-    from service.context import build_context
-
     settings = _settings()
     configure_logging(settings.log_level)
     try:
@@ -67,9 +64,6 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.command()
 def worker() -> None:
     """Run only the background worker (sends due texts, processes replies) against the database."""
-    from service.context import build_context
-    from service.worker import Worker
-
     settings = _settings()
     configure_logging(settings.log_level)
     try:

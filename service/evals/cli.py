@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from service.errors import TextbackError
+from service.evals.cassette import CassetteError
+from service.evals.datasets import DatasetError
+from service.evals.render import markdown_lines, table_lines
+from service.evals.report import markdown, table
+from service.evals.runner import EvalConfigError, RunConfig, run
+from service.evals.thresholds import ThresholdError
+
 if TYPE_CHECKING:
     from service.evals.runner import LLMMode
 
@@ -71,13 +79,6 @@ def run_command(  # one parameter per option
     no_conversations: bool,  # a click flag
 ) -> None:
     """Run the eval sets and hold the result against the thresholds."""
-    from service.errors import TextbackError
-    from service.evals.cassette import CassetteError
-    from service.evals.datasets import DatasetError
-    from service.evals.report import markdown, table
-    from service.evals.runner import EvalConfigError, RunConfig, run
-    from service.evals.thresholds import ThresholdError
-
     config = RunConfig(
         data_dir=data_dir,
         policies_dir=policies_dir,
@@ -93,7 +94,6 @@ def run_command(  # one parameter per option
     except (DatasetError, ThresholdError, CassetteError, EvalConfigError, TextbackError) as exc:
         click.echo(f"evals: {exc}", err=True)
         raise SystemExit(2) from None
-    from service.evals.render import markdown_lines, table_lines
 
     conversations = result.conversations
     click.echo(table(result) + ("\n" + "\n".join(table_lines(conversations)) if conversations else ""))

@@ -143,7 +143,9 @@ def _extractor(
         raise EvalConfigError(
             "--llm live needs OPENAI_API_KEY and TEXTBACK_LLM_MODEL (and OPENAI_BASE_URL when not OpenAI's)"
         )
-    from service.replies.llm import DEFAULT_OPENAI_BASE_URL
+    from service.replies.llm import (
+        DEFAULT_OPENAI_BASE_URL,  # lazy: imports openai (~1 s); only --llm live needs it
+    )
 
     base_url = (config.environ.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_OPENAI_BASE_URL
     timeout_s, prompts_dir = _timeout_s(config), _prompts_dir(config)

@@ -29,16 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.errors import PolicyError
+from service.brokers import load_brokers
+from service.errors import ConfigError, PolicyError
+from service.policy.broker_values import broker_findings
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
 from service.policy.floor import FLOOR
 from service.policy.manifest import load_manifest, manifest_findings
+from service.policy.selftest import run_examples
+from service.templates import load_templates
 
 
 @dataclass
 class CheckResult:
     """Findings (each one a failure) and counts for the summary line."""
-
     findings: list[str] = field(default_factory=list)
     version: str = ""
     files: int = 0
@@ -90,8 +93,6 @@ def _owner(module: str, attr: str) -> Callable[..., Any] | None:
 
 def check_outbound_examples(guard: Any, rules: list[LoadedRule], manifest: Any = None) -> list[str]:
     """Run every example of every outbound rule, and the manifest's own, through the guard."""
-    from service.policy.selftest import run_examples
-
     failures, _ = run_examples(guard, rules, manifest)
     return [failure.check_line() for failure in failures]
 
@@ -124,10 +125,6 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
 
 def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResult, *, optional: bool) -> list[str]:
     """The brokers file as serve reads it: valid, and every value through the guard, alone and rendered."""
-    from service.brokers import load_brokers
-    from service.errors import ConfigError
-    from service.policy.broker_values import broker_findings
-
     if optional and not path.exists():
         result.checked.append(f"no brokers file ({path}): broker values not checked")
         return []
@@ -135,7 +132,6 @@ def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResul
         brokers = load_brokers(path)
     except ConfigError as exc:
         return [str(exc)]
-    from service.templates import load_templates
 
     try:
         template_set = load_templates(policies_dir)

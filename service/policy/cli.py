@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
-from service.errors import PolicyError
+from service.brokers import load_brokers, template_values
+from service.errors import ConfigError, PolicyError
+from service.policy.check import run_check
+from service.policy.guard import OutputGuard
+from service.policy.report import README_COMMAND, readme_text, render_report
+from service.policy.required_content import REQUIRED_BY_KIND, value_names
+from service.settings import Settings
+from service.templates import load_templates
 
 if TYPE_CHECKING:
     from service.brokers import BrokerConfig
@@ -39,11 +47,6 @@ def policy() -> None:
 )
 def check(policies_dir: Path, brokers_file: Path | None) -> None:
     """Validate every policy file and run every example; exit 1 with one finding per line."""
-    from pydantic import ValidationError
-
-    from service.policy.check import run_check
-    from service.settings import Settings
-
     optional = False
     if brokers_file is None:
         try:
@@ -71,8 +74,6 @@ def check(policies_dir: Path, brokers_file: Path | None) -> None:
 @click.option("--check-readme", is_flag=True, help="Exit 1 if POLICIES/README.md is not up to date.")
 def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool, check_readme: bool) -> None:
     """Write the review document for sign-off: version, every rule, every template rendered."""
-    from service.policy.report import README_COMMAND, readme_text, render_report
-
     readme = policies_dir / "README.md"
     if write_readme or check_readme:
         expected = readme_text(policies_dir)
@@ -117,8 +118,6 @@ def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
     Exit status: 0 all allowed; 1 at least one blocked; 2 at least one malformed line (wins over 1);
     3 the policies or the brokers file could not be loaded.
     """
-    from service.policy.guard import OutputGuard
-    from service.templates import load_templates
 
     try:
         guard = OutputGuard.load(policies_dir)
@@ -151,12 +150,6 @@ def check_text(policies_dir: Path, brokers_file: Path | None) -> None:
 def _brokers_for_check_text(brokers_file: Path | None) -> tuple[Path, list[BrokerConfig]] | None:
     """The brokers file `--brokers` names, else TEXTBACK_BROKERS_FILE when set (never the shipped example):
     its path and brokers, or None. Exit 3 when it is given but cannot be read."""
-    from pydantic import ValidationError
-
-    from service.brokers import load_brokers
-    from service.errors import ConfigError
-    from service.settings import Settings
-
     if brokers_file is None:
         try:
             settings = Settings()
@@ -189,9 +182,6 @@ def _template_values(
     brokers: tuple[Path, list[BrokerConfig]] | None,
 ) -> dict[str, str]:
     """`required`, completed with what the template kind is checked against; ValueError when it cannot be."""
-    from service.brokers import template_values
-    from service.policy.required_content import REQUIRED_BY_KIND, value_names
-
     if template is not None and template not in known:
         raise ValueError(_unknown_template(template, known))
     if broker is not None and brokers is None:

@@ -169,7 +169,9 @@ def _validator_class() -> type:
 def _quiet_guardrails() -> None:
     """Telemetry and tracing off for the whole process; sequential validation."""
     os.environ["GUARDRAILS_RUN_SYNC"] = "true"
-    from guardrails.settings import settings
+    from guardrails.settings import (
+        settings,  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
+    )
 
     settings.disable_tracing = True
 
@@ -177,7 +179,9 @@ def _quiet_guardrails() -> None:
 def _telemetry_off() -> None:
     # HubTelemetry is a process-wide singleton that any Guard created later without
     # allow_metrics_collection=False switches back on; make sure it is off before every check.
-    from guardrails.utils.hub_telemetry_utils import HubTelemetry
+    from guardrails.utils.hub_telemetry_utils import (
+        HubTelemetry,  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
+    )
 
     HubTelemetry()._enabled = False  # no public switch exists
 
@@ -214,9 +218,13 @@ class OutputGuard:
         itself. Everything that checks texts for real goes through `load`.
         """
         _quiet_guardrails()
-        from guardrails import Guard
-        from guardrails.settings import settings
-        from guardrails.validator_base import validators_registry
+        from guardrails import Guard  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
+        from guardrails.settings import (
+            settings,  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
+        )
+        from guardrails.validator_base import (
+            validators_registry,  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
+        )
 
         where = display_path(policies_dir / "outbound", policies_dir)
         validator_cls = _validator_class()

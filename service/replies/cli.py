@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
 
 from service.errors import TextbackError
 from service.replies.classify import build_extractor
 from service.replies.classify import classify as classify_reply
+from service.settings import Settings, describe_invalid
 
 if TYPE_CHECKING:
     from service.replies.llm import ReplyExtractor
@@ -51,9 +53,6 @@ def extractor_from_settings(settings: Settings) -> ReplyExtractor | None:
 
 
 def _settings() -> Settings:
-    from pydantic import ValidationError
-
-    from service.settings import Settings, describe_invalid
 
     try:
         return Settings()
