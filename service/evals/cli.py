@@ -19,6 +19,7 @@ from service.evals.render import markdown_lines, table_lines
 from service.evals.report import markdown, table
 from service.evals.runner import EvalConfigError, RunConfig, run
 from service.evals.thresholds import ThresholdError
+from service.logs import configure_logging
 
 if TYPE_CHECKING:
     from service.evals.runner import LLMMode
@@ -79,6 +80,9 @@ def run_command(  # one parameter per option
     no_conversations: bool,  # a click flag
 ) -> None:
     """Run the eval sets and hold the result against the thresholds."""
+    # This process runs the service in-process for the conversation scripts: it logs as `textback serve` does,
+    # at WARNING, so stdout and stderr carry the eval's figures and real problems only.
+    configure_logging("WARNING")
     config = RunConfig(
         data_dir=data_dir,
         policies_dir=policies_dir,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 import os
 import tempfile
 import time
@@ -355,15 +354,7 @@ def run_conversations(directory: Path, policies_dir: Path, *, guard: Any = None,
     shared = _Shared(
         policies_dir, _MemoGuard(guard), load_rules(policies_dir), load_sending_policy(policies_dir)
     )
-    textback_logger = logging.getLogger("textback")
-    handlers, level = list(textback_logger.handlers), textback_logger.level
-    propagate = textback_logger.propagate
-    try:
-        # Dry-run sends print each text to stdout; the eval's stdout carries numbers and ids only.
-        with contextlib.redirect_stdout(io.StringIO()):
-            results = [run_script(script, shared) for script in scripts]
-    finally:  # create_app configures logging; give the caller's back
-        textback_logger.handlers[:] = handlers
-        textback_logger.setLevel(level)
-        textback_logger.propagate = propagate
+    # Dry-run sends print each text to stdout; the eval's stdout carries numbers and ids only.
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = [run_script(script, shared) for script in scripts]
     return ConversationReport(results=results, seconds=time.perf_counter() - started)
