@@ -36,6 +36,9 @@ _M = TypeVar("_M", bound=BaseModel)
 # "literal['closed']"), validators ("function-after[...]"), dict keys ("[key]").
 _LABEL = re.compile(r"^(?:\[key\]|function-.*|literal\[.*|_?[A-Z][a-z]\w*|str|int|float|bool|list\[.*|dict\[.*)$")
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys."""
 
@@ -43,6 +46,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue  # `<<: *anchor` shares fields; a key written next to it overrides them, as YAML says
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)

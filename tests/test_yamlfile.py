@@ -53,6 +53,36 @@ def test_read_yaml_refuses_duplicate_key_at_its_line(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}:4: duplicate key 'c'"
 
 
+def test_read_yaml_merge_key_shares_fields_and_allows_override(tmp_path: Path) -> None:
+    """`<<: *anchor` is how operators share fields between brokers: it is not a duplicate key."""
+    path = _doc(tmp_path, "base: &b\n  tz: UTC\n  ring: 18\nother:\n  <<: *b\n  ring: 25\n")
+    assert read_yaml(path).data["other"] == {"tz": "UTC", "ring": 25}
+
+
+def test_read_yaml_refuses_duplicate_key_next_to_a_merge(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "base: &b\n  tz: UTC\nother:\n  <<: *b\n  ring: 1\n  ring: 2\n")
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path)
+    assert str(info.value) == f"{path}:6: duplicate key 'ring'"
+
+
+def test_brokers_file_with_shared_fields_loads(tmp_path: Path) -> None:
+    path = tmp_path / "brokers.yaml"
+    path.write_text(
+        "brokers:\n"
+        "  - &dana\n    twilio_number: \"+14155550100\"\n    name: Dana Whitfield\n"
+        "    brokerage: Summit Home Loans\n    nmls_id: \"123456\"\n    forward_to: \"+14155550111\"\n"
+        "    timezone: America/Los_Angeles\n"
+        "  - <<: *dana\n    twilio_number: \"+14155550101\"\n    name: Sam Lee\n    nmls_id: \"223344\"\n"
+        "    timezone: America/Denver\n",
+        encoding="utf-8",
+    )
+    brokers = load_brokers(path)
+    assert [(b.name, b.timezone) for b in brokers] == [
+        ("Dana Whitfield", "America/Los_Angeles"), ("Sam Lee", "America/Denver"),
+    ]
+
+
 def test_read_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     path = _doc(tmp_path, "a: 1\nb: [1,\n")
     with pytest.raises(YamlFileError) as info:

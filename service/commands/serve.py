@@ -1,8 +1,8 @@
 """`textback serve` and `textback worker`: the process entry points. Each configures the process's logging,
 validates the configuration, then runs the app (uvicorn) or the worker.
 
-The app, uvicorn, the worker and the settings are imported inside the commands: `textback --help` imports this
-module, and they take seconds to import."""
+This module is imported only when one of its commands runs (service/cli.py lists the commands without importing
+them), so the app, uvicorn and the worker are imported at its top."""
 
 from __future__ import annotations
 
