@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service.alerts import excerpt, queue_alert
+from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
 from service.db import insert_once
 from service.errors import BadRequestError
@@ -35,7 +35,7 @@ from service.twilio.forms import (
     TranscriptionForm,
     VoicemailForm,
 )
-from service.twilio.outcome import Outcome, pending
+from service.twilio.outcome import Outcome
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -91,7 +91,7 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_missed_late",
                              values={"caller": caller, "when": when}, dedupe_key=f"late:{call_sid}")
         minutes = int((utcnow() - received).total_seconds() // 60)
-        return f"no opener: stored {minutes} min late (database outage); broker alerted", pending(alerts)
+        return f"no opener: stored {minutes} min late (database outage); broker alerted", pending_ids(alerts)
     previous = (lead.opener_at, lead.automated_count)
     if not _claim_opener(session, lead, timedelta(hours=ctx.settings.opener_cooldown_hours)):
         return "no opener: cooldown (an opener went out recently)", []
@@ -269,7 +269,7 @@ def voicemail_recorded(session: Session, ctx: AppContext, vm: VoicemailForm) -> 
                          dedupe_key=f"voicemail:{vm.recording_sid or vm.call_sid}")
     log(logger, logging.INFO, "voicemail", call_sid=vm.call_sid, duration=duration, broker_id=broker.id,
         caller=mask(vm.caller), alerts=len(alerts))
-    return Outcome(twiml=twiml.hangup(), send_ids=pending(alerts))
+    return Outcome(twiml=twiml.hangup(), send_ids=pending_ids(alerts))
 
 
 def transcription_received(session: Session, ctx: AppContext, tr: TranscriptionForm) -> Outcome:
@@ -292,7 +292,7 @@ def transcription_received(session: Session, ctx: AppContext, tr: TranscriptionF
                          values={"caller": caller, "excerpt": excerpt(tr.text, TRANSCRIPT_CHARS)},
                          dedupe_key=f"transcript:{tr.recording_sid or tr.call_sid}")
     log(logger, logging.INFO, "voicemail transcript", call_sid=tr.call_sid, chars=len(tr.text), broker_id=broker.id)
-    return Outcome(twiml=twiml.empty_voice(), send_ids=pending(alerts))
+    return Outcome(twiml=twiml.empty_voice(), send_ids=pending_ids(alerts))
 
 
 def _transcription_broker(session: Session, ctx: AppContext, call_sid: str) -> Broker:

@@ -50,7 +50,7 @@ from service.policy.guard import OutputGuard
 from service.replies.rules import load_rules
 from service.sending.policy import load_sending_policy
 from service.settings import Settings
-from service.store import is_opted_out
+from service.store import is_opted_out, saved_id
 from service.templates import load_templates
 from service.twilio.fake import call_form, dial_status_form, signature_headers, sms_form
 
@@ -272,9 +272,7 @@ def _check_end(driver: _Driver, result: ScriptResult) -> None:
     sid = driver.script.id
     caller = _caller(driver.script.caller)
     with Session(driver.ctx.engine) as session:
-        broker_id = driver.ctx.brokers_by_number[driver.broker["twilio_number"]].id
-        if broker_id is None:  # brokers are stored at start-up: each has its id
-            raise RuntimeError("eval broker has no id")
+        broker_id = saved_id(driver.ctx.brokers_by_number[driver.broker["twilio_number"]])
         lead = None
         if caller is not None:
             lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == caller)).first()

@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 
 from service.logs import log
-from service.models import OutboundMessage
 from service.twilio import twiml
 
 # The logger name the webhook events have always been logged under (operators filter on it).
@@ -24,11 +23,6 @@ class Outcome:
     twiml: str
     send_ids: list[int] = field(default_factory=list)
     inbound_ids: list[int] = field(default_factory=list)
-
-
-def pending(msgs: list[OutboundMessage]) -> list[int]:
-    """The ids of the queued texts that are to go out now."""
-    return [m.id for m in msgs if m.id is not None and m.status == "pending"]
 
 
 def refuse_replay(sid: str, answer: str | None = None) -> Outcome:
