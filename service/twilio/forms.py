@@ -8,7 +8,7 @@ here reads the database; the broker a form names is looked up in the brokers hel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from service.errors import BadRequestError
@@ -115,6 +115,17 @@ class CallForm:
                    forwarded_from=forwarded_from(form))
 
 
+def _call_and_status(form: Mapping[str, str], lookup: BrokerLookup, field: str,
+                     known: Collection[str]) -> tuple[Broker, str, str]:
+    """A call status callback's broker, CallSid and status (lower case): 422 for a status Twilio never sends."""
+    broker = broker_for(lookup, form)
+    sid_text, status = require(form, "CallSid", field)
+    checked = sid(sid_text, CALL_SID, "CallSid")
+    if status.lower() not in known:
+        raise BadRequestError(f"unknown {field}", status_code=422)
+    return broker, checked, status.lower()
+
+
 @dataclass(frozen=True)
 class DialStatusForm:
     """/twilio/voice/dial-status: the <Dial action> callback once the broker's leg ended."""
@@ -132,12 +143,8 @@ class DialStatusForm:
 
     @classmethod
     def parse(cls, form: Mapping[str, str], lookup: BrokerLookup) -> DialStatusForm:
-        broker = broker_for(lookup, form)
-        sid_text, status = require(form, "CallSid", "DialCallStatus")
-        checked = sid(sid_text, CALL_SID, "CallSid")
-        if status.lower() not in KNOWN_DIAL_STATUSES:
-            raise BadRequestError("unknown DialCallStatus", status_code=422)
-        return cls(broker=broker, call_sid=checked, status=status.lower(),
+        broker, checked, status = _call_and_status(form, lookup, "DialCallStatus", KNOWN_DIAL_STATUSES)
+        return cls(broker=broker, call_sid=checked, status=status,
                    bridged=(form.get("DialBridged") or "").strip().lower(),
                    duration_text=form.get("DialCallDuration"), caller=form.get("From"))
 
@@ -154,12 +161,8 @@ class CallStatusForm:
 
     @classmethod
     def parse(cls, form: Mapping[str, str], lookup: BrokerLookup) -> CallStatusForm:
-        broker = broker_for(lookup, form)
-        sid_text, status = require(form, "CallSid", "CallStatus")
-        checked = sid(sid_text, CALL_SID, "CallSid")
-        if status.lower() not in CALL_STATUSES:
-            raise BadRequestError("unknown CallStatus", status_code=422)
-        return cls(broker=broker, call_sid=checked, status=status.lower(),
+        broker, checked, status = _call_and_status(form, lookup, "CallStatus", CALL_STATUSES)
+        return cls(broker=broker, call_sid=checked, status=status,
                    duration=int_field(form.get("CallDuration")), caller=form.get("From"))
 
 
