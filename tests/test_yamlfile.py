@@ -46,24 +46,25 @@ def _doc(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_read_yaml_refuses_duplicate_key_at_its_line(tmp_path: Path) -> None:
-    path = _doc(tmp_path, "a: 1\nb:\n  c: 1\n  c: 2\n")
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\nb:\n  c: 1\n  c: 2\n", "4: duplicate key 'c'"),
+        ("base: &b\n  tz: UTC\nother:\n  <<: *b\n  ring: 1\n  ring: 2\n", "6: duplicate key 'ring'"),
+    ],
+    ids=["nested", "next-to-a-merge"],
+)
+def test_read_yaml_refuses_duplicate_key_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = _doc(tmp_path, text)
     with pytest.raises(YamlFileError) as info:
         read_yaml(path)
-    assert str(info.value) == f"{path}:4: duplicate key 'c'"
+    assert str(info.value) == f"{path}:{expected}"
 
 
 def test_read_yaml_merge_key_shares_fields_and_allows_override(tmp_path: Path) -> None:
     """`<<: *anchor` is how operators share fields between brokers: it is not a duplicate key."""
     path = _doc(tmp_path, "base: &b\n  tz: UTC\n  ring: 18\nother:\n  <<: *b\n  ring: 25\n")
     assert read_yaml(path).data["other"] == {"tz": "UTC", "ring": 25}
-
-
-def test_read_yaml_refuses_duplicate_key_next_to_a_merge(tmp_path: Path) -> None:
-    path = _doc(tmp_path, "base: &b\n  tz: UTC\nother:\n  <<: *b\n  ring: 1\n  ring: 2\n")
-    with pytest.raises(YamlFileError) as info:
-        read_yaml(path)
-    assert str(info.value) == f"{path}:6: duplicate key 'ring'"
 
 
 def test_brokers_file_with_shared_fields_loads(tmp_path: Path) -> None:
