@@ -14,19 +14,21 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.context import AppContext, build_context
 from service.db import ping
-from service.errors import BadRequestError, NotStoredError, WebhookError
+from service.errors import ApiError, BadRequestError, NotStoredError, WebhookError
 from service.logs import log, request_id
 from service.replay import database_unavailable, spool_webhook
 from service.settings import Settings, get_settings
 from service.spool import SpoolError
 from service.twilio.signature import public_url_for, verify
 from service.twilio.webhooks import WEBHOOKS, Handler, offline_answer
+from service.web.routes import ROUTES as WEB_ROUTES
 from service.worker import Worker, run_after_commit
 
 logger = logging.getLogger("textback.app")
@@ -42,8 +44,19 @@ RouteResponse = Response[Any]
 
 def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str, object]]:
     """The one place errors become HTTP answers. Bodies never echo request content."""
-    if isinstance(exc, WebhookError):
+    details: object | None = None
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApiError):
+        status, message, details = exc.status_code, str(exc), exc.details
+    elif isinstance(exc, WebhookError):
         status, message = exc.status_code, str(exc)
+    elif isinstance(exc, HTTPException):
+        # The framework's own refusals keep their status: unknown path 404, wrong method 405, bad JSON 400.
+        status = exc.status_code
+        message = "bad request" if status == 400 else str(exc.detail or "error")
+        if status == 400 and isinstance(exc.extra, list):
+            details = [{"key": e.get("key"), "message": e.get("message")} for e in exc.extra if isinstance(e, dict)]
+        headers = dict(exc.headers or {})
     elif isinstance(exc, OperationalError):
         status, message = 503, "database unavailable, retry later"
     elif isinstance(exc, SQLAlchemyError):
@@ -53,7 +66,10 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
     level = logging.WARNING if status < 500 else logging.ERROR
     log(logger, level, "request refused", path=request.url.path, status=status, reason=message,
         exc_type=type(exc).__name__)
-    return Response(content={"error": message, "status": status}, status_code=status, media_type=MediaType.JSON)
+    body: dict[str, object] = {"error": message, "status": status}
+    if details is not None:
+        body["details"] = details
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers or None)
 
 
 async def _verified_form(request: AppRequest, ctx: AppContext) -> dict[str, str]:
@@ -182,7 +198,7 @@ def ready(request: AppRequest) -> RouteResponse:
     return Response(content={"status": "database unreachable"}, status_code=503)
 
 
-ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, ready]
+ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, ready, *WEB_ROUTES]
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.errors import ConfigError
+from service.hours import HoursConfig
 from service.phones import is_strict_e164
 from service.yamlfile import YamlFileError, read_yaml
 
@@ -29,6 +30,49 @@ def _e164(value: str) -> str:
         msg = f"{value!r} is not a valid E.164 phone number (like +14155550123)"
         raise ValueError(msg)
     return value
+
+
+class Role(StrEnum):
+    MEMBER = "member"  # sees the brokers whose team they are in
+    ADMIN = "admin"  # sees every broker of the file
+
+
+class TeamMember(BaseModel):
+    """A console user besides the broker's own phones (forward_to and alert_to are users already)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=60)
+    phone: str
+    role: Role = Role.MEMBER
+
+    @field_validator("phone")
+    @classmethod
+    def _check_phone(cls, value: str) -> str:
+        return _e164(value)
+
+
+# The events a broker's CRM webhook can subscribe to.
+WEBHOOK_EVENTS = ("lead.created", "lead.updated", "lead.handoff", "lead.outcome")
+
+
+class WebhookConfig(BaseModel):
+    """An outgoing webhook to the broker's CRM: JSON bodies signed with HMAC-SHA256 using `secret`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    url: str = Field(pattern=r"^https?://\S+$", max_length=500)
+    secret: str = Field(min_length=16, max_length=200)
+    events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in WEBHOOK_EVENTS]
+        if unknown:
+            msg = f"unknown event(s) {', '.join(map(repr, unknown))}; known: {', '.join(WEBHOOK_EVENTS)}"
+            raise ValueError(msg)
+        return value
 
 
 class BrokerConfig(BaseModel):
@@ -50,6 +94,11 @@ class BrokerConfig(BaseModel):
     call_screening: bool = True
     do_not_text: list[str] = Field(default_factory=list)
     transcribe_voicemail: bool = False  # Twilio transcribes each voicemail; the transcript is texted to alert_to
+    team: list[TeamMember] = Field(default_factory=list)
+    hours: HoursConfig | None = None  # working hours in `timezone`; None: the opener makes no promise of when
+    handoff_sla_minutes: int = Field(default=15, ge=1, le=24 * 60)  # working minutes before an unworked re-alert
+    backup_alert_to: list[str] = Field(default_factory=list)  # alerted after the re-alert goes unworked too
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("nmls_id", "company_nmls_id", mode="before")
     @classmethod
@@ -61,7 +110,7 @@ class BrokerConfig(BaseModel):
     def _check_phone(cls, value: str) -> str:
         return _e164(value)
 
-    @field_validator("alert_to", "do_not_text")
+    @field_validator("alert_to", "do_not_text", "backup_alert_to")
     @classmethod
     def _check_phones(cls, value: list[str]) -> list[str]:
         return [_e164(v) for v in value]

@@ -16,14 +16,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from service import events
 from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
 from service.db import insert_once
 from service.errors import BadRequestError
+from service.events import EventKind
 from service.logs import log
 from service.models import Broker, CallEvent, Lead, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
-from service.store import get_or_create_lead, is_opted_out, saved_id
+from service.store import is_opted_out, lead_for, saved_id
 from service.twilio import twiml
 from service.twilio.forms import (
     MISSED_DIAL_STATUSES,
@@ -80,9 +82,19 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: the caller is a broker or team number", []
     if is_opted_out(session, saved_id(broker), caller):
         return "no opener: the caller opted out", []
-    lead = get_or_create_lead(session, saved_id(broker), caller)
+    lead, created = lead_for(session, saved_id(broker), caller)
+    lead.missed_call_at = utcnow()
+    session.add(lead)
+    events.record(session, broker=broker, lead=lead, kind=EventKind.missed_call, actor="borrower",
+                  data={"call_sid": call_sid}, created=created)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
+    if lead.human_at is not None and lead.missed_call_at - lead.human_at < timedelta(
+            hours=ctx.settings.opener_cooldown_hours):
+        # A person is working this lead: the caller calling again goes to them, not to the bot.
+        alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_called_again",
+                             values={"caller": caller}, dedupe_key=f"again:{call_sid}")
+        return "no opener: a person is working this lead; they were alerted", pending_ids(alerts)
     received = replayed_at.get()
     if received is not None and utcnow() - received > timedelta(seconds=ctx.settings.replay_opener_max_age_seconds):
         # Stored only once the database came back: an opener this late reads as spam, not as an answer to the
@@ -107,6 +119,8 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         session.add(lead)
         return f"no opener: {msg.last_error if msg else 'duplicate'}", []
     mark_opened(session, lead, booking=booking)
+    events.record(session, broker=broker, lead=lead, kind=EventKind.opener,
+                  data={"message_id": msg.id, "template_id": msg.template_id})
     return "opener queued", [msg.id] if msg.id else []
 
 

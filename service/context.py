@@ -59,6 +59,8 @@ class AppContext:
             numbers.add(broker.twilio_number)
             numbers.add(broker.forward_to)
             numbers.update(broker.alert_to)
+            numbers.update(broker.backup_alert_to or [])
+            numbers.update(str(member["phone"]) for member in broker.team or [])
         if self.settings.alerts_from:
             numbers.add(self.settings.alerts_from)
         return numbers

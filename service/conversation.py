@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from service import alerts, forwarding, optout_lock
+from service import alerts, events, forwarding, optout_lock
+from service.events import EventKind
 from service.logs import log
 from service.models import (
     Broker,
@@ -118,6 +119,8 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     session.add(lead)
     if row.confirmation_sent:
         return []
+    events.record(session, broker=broker, lead=lead, kind=EventKind.opted_out, actor="borrower",
+                  data={"source": source, "message_id": inbound.id})
     row.confirmation_sent = True  # by us, or by Twilio's Advanced Opt-Out (OptOutType=STOP), which sent its own
     session.add(row)
     if twilio_confirmed:
@@ -232,15 +235,22 @@ def answer_in_context(lead: Lead, text: str, analysis: ReplyAnalysis) -> ReplyAn
     return analysis.model_copy(update={"applied_elsewhere": value, "needs_llm": False, "rules_fired": fired})
 
 
-def _capture(lead: Lead, analysis: ReplyAnalysis) -> None:
+def _capture(session: Session, broker: Broker, lead: Lead, analysis: ReplyAnalysis) -> None:
+    """Keep what the reply told us; each field that changes is an event in the lead's history."""
+    found: dict[str, object] = {}
     if analysis.loan_type.value != "unknown":
-        lead.loan_type = analysis.loan_type.value
+        found["loan_type"] = analysis.loan_type.value
     if analysis.timeline.value != "unknown":
-        lead.timeline = analysis.timeline.value
+        found["timeline"] = analysis.timeline.value
     if analysis.applied_elsewhere is not None:
-        lead.applied_elsewhere = analysis.applied_elsewhere
+        found["applied_elsewhere"] = analysis.applied_elsewhere
     if analysis.callback_window:
-        lead.callback_window = analysis.callback_window[:60]
+        found["callback_window"] = analysis.callback_window[:60]
+    for field, value in found.items():
+        if getattr(lead, field) != value:
+            setattr(lead, field, value)
+            events.record(session, broker=broker, lead=lead, kind=EventKind.field_captured, actor="borrower",
+                          data={"field": field, "value": value})
 
 
 def _phrases(ctx: AppContext, keys: list[str]) -> str:
@@ -254,7 +264,9 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     lead.state, lead.closed_reason = LeadState.handoff, None
     lead.handoff_reasons = sorted(set(lead.handoff_reasons) | set(reasons))
     lead.handoff_worked_at = None  # a new reason is a new handoff: nobody has worked it yet
+    lead.handoff_at, lead.sla_alerts = utcnow(), 0
     session.add(lead)
+    events.record(session, broker=broker, lead=lead, kind=EventKind.handoff, data={"reasons": sorted(set(reasons))})
     ids: list[int] = []
     if ack:
         ids += _text(session, ctx, broker, lead, Purpose.ack, "handoff_ack", f"ack:{lead.id}:{inbound.message_sid}")
@@ -305,7 +317,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
         ids += _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=False)
-    _capture(lead, analysis)
+    _capture(session, broker, lead, analysis)
     lead.updated_at = utcnow()
     session.add(lead)
     if state in AFTER_CONVERSATION:
@@ -423,7 +435,9 @@ def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, in
             return alerts.pending_ids([queued.msg] if queued else [])
     # Everything asked: a person takes it from here (a handoff of its own, not worked by anyone yet).
     lead.state, lead.handoff_worked_at = LeadState.ready, None
+    lead.handoff_at, lead.sla_alerts = utcnow(), 0
     session.add(lead)
+    events.record(session, broker=broker, lead=lead, kind=EventKind.handoff, data={"reasons": [], "ready": True})
     record_decision(session, inbound, lead, "ready", analysis, version)
     ids = _text(session, ctx, broker, lead, Purpose.ready, "ready_booking" if broker.booking_url else "ready",
                 f"ready:{inbound.message_sid}")

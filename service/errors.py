@@ -7,7 +7,8 @@ TextbackError
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
-    └── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
+    ├── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
+    └── ApiError         an API or console request refused (401, 403, 404, 409, 422, 429), with details
 
 service.app.error_to_response is the one place these (and database errors) become HTTP answers.
 """
@@ -65,3 +66,11 @@ class NotStoredError(WebhookError):
     """Neither the database nor the spool could take the webhook: answering 503 makes Twilio retry it."""
 
     status_code = 503
+
+
+class ApiError(WebhookError):
+    """An API or console request that must be refused (401 sign in, 403 CSRF, 404 not yours, 409, 422...)."""
+
+    def __init__(self, message: str, *, status_code: int, details: object | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.details = details

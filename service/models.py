@@ -1,4 +1,7 @@
-"""Tables. Every webhook, text, decision and opt-out is a row; unique constraints make webhooks idempotent."""
+"""Tables. Every webhook, text, decision and opt-out is a row; unique constraints make webhooks idempotent.
+
+Size: over 400 lines, because every table is declared here, next to the others, on purpose (one schema to read).
+"""
 
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ class Purpose(StrEnum):
     optout_confirm = "optout_confirm"
     optin_confirm = "optin_confirm"
     alert = "alert"
+    human = "human"  # a person's own text from the console or the API (author on the row)
+    sign_in = "sign_in"  # a one-time sign-in code to a user of the console
 
 
 @_stored_as_is
@@ -120,6 +125,16 @@ class Broker(SQLModel, table=True):
     do_not_text: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     active: bool = True
     transcribe_voicemail: bool | None = False
+    # The console's users besides forward_to and alert_to: [{name, phone, role: member | admin}].
+    team: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
+    # Working hours in the broker's time zone ({"mon": "09:00-17:30", ..., "holidays": ["2026-12-25"]}), or None.
+    hours: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    handoff_sla_minutes: int | None = 15
+    backup_alert_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
+    # Outgoing webhooks to the broker's CRM: [{url, secret, events: [...]}].
+    webhooks: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
+    # "With a client until HH:MM", set from the console (never from the brokers file, so a restart keeps it).
+    busy_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 class Lead(SQLModel, table=True):
@@ -154,6 +169,21 @@ class Lead(SQLModel, table=True):
     # from another number, retried, escalated). For the console that will list leads; AlertFailure has each one.
     alert_failed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     alert_error: str | None = None
+    # The console's view of the lead (service.leads_view): who the caller is, when things happened. The time of
+    # the last message is read from the messages: a webhook never writes the lead row (it holds a key-share lock
+    # on it from the message's foreign key, and an update there deadlocks with the reply processing's lock).
+    name: str | None = None
+    missed_call_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    handoff_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # A person took the lead over (their text, a bridged call, an outcome): the bot says nothing more.
+    human_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    human_by: str | None = None
+    outcome: str | None = None
+    outcome_note: str | None = Field(default=None, sa_column=Column(Text))
+    outcome_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    outcome_by: str | None = None
+    # Unworked-handoff reminders sent for the current handoff (service.handoff_sla).
+    sla_alerts: int | None = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -247,6 +277,10 @@ class OutboundMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     retry_of: int | None = Field(default=None, index=True)  # an alert sent again: the id of the first one
+    # A person's own text: the user's phone and name; guard_override when they confirmed past a guard warning.
+    author: str | None = None
+    author_name: str | None = None
+    guard_override: bool | None = None
 
 
 class AlertFailure(SQLModel, table=True):
@@ -331,3 +365,115 @@ class ForgottenSid(SQLModel, table=True):
     digest: str = Field(primary_key=True)
     kind: str  # message | call
     forgotten_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class LeadEvent(SQLModel, table=True):
+    """One thing that happened to a lead, in order: the lead's history for the console, the API, the CRM
+    webhooks and the sufficiency report. `actor` is "textback", "borrower", or a user's phone."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(index=True)
+    broker_id: int = Field(index=True)
+    kind: str = Field(index=True)  # an EventKind
+    actor: str = "textback"
+    actor_name: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class LoginCode(SQLModel, table=True):
+    """A one-time sign-in code texted to a user's phone (only its hash is stored)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(index=True)
+    code_hash: str
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class AuthAttempt(SQLModel, table=True):
+    """One sign-in request or code attempt, counted for rate limits per phone and per client address."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # "code:phone:+1...", "code:ip:203.0.113.9", "session:ip:..."
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class UserSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds a random token, the database its hash (revocable)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True)
+    phone: str = Field(index=True)
+    csrf_token: str
+    lead_id: int | None = None  # a session opened from an alert link sees that lead only
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_seen_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    user_agent: str | None = None
+
+
+class LeadLink(SQLModel, table=True):
+    """The short link in an alert SMS (/l/<token>): single use, expiring, for one phone and one lead."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True)
+    lead_id: int = Field(index=True)
+    phone: str
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for a CRM (`textback tokens create`): one broker, stored hashed, revocable."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, index=True)
+    broker_id: int = Field(index=True)
+    name: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class HumanCall(SQLModel, table=True):
+    """A click-to-call: Twilio rings the user, then bridges to the borrower from the broker's number."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(index=True)
+    broker_id: int
+    user_phone: str
+    user_name: str | None = None
+    call_sid: str | None = Field(default=None, unique=True, index=True)
+    status: str = "requested"  # requested | ringing-user | bridging | completed | failed | no-answer | ...
+    bridged: bool = False
+    duration: int | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one broker's CRM webhook: persisted, signed at send time, retried with backoff."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(unique=True, index=True)
+    broker_id: int = Field(index=True)
+    lead_id: int | None = Field(default=None, index=True)
+    url: str
+    event: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="pending", index=True)  # pending | sending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True)
+    )
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    response_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))

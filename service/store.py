@@ -51,13 +51,18 @@ def saved_id(row: _Row) -> int:
 
 
 def get_or_create_lead(session: Session, broker_id: int, phone: str) -> Lead:
+    return lead_for(session, broker_id, phone)[0]
+
+
+def lead_for(session: Session, broker_id: int, phone: str) -> tuple[Lead, bool]:
+    """The lead of this number with this broker, and whether this call created it."""
     lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).first()
     if lead is not None:
-        return lead
+        return lead, False
     lead = Lead(broker_id=broker_id, phone=phone)
     if not insert_once(session, lead):
-        lead = session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).one()
-    return lead
+        return session.exec(select(Lead).where(Lead.broker_id == broker_id, Lead.phone == phone)).one(), False
+    return lead, True
 
 
 def is_known_contact(session: Session, broker: Broker, phone: str) -> bool:

@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
-from service import calls
+from service import calls, events
 from service.conversation import forward_settled, handle_keyword, opt_out_in_plain_words
 from service.db import insert_once
 from service.errors import BadRequestError
+from service.events import EventKind
 from service.logs import log
 from service.models import DeliveryEvent, InboundMessage, OutboundMessage
 from service.phones import mask
 from service.privacy import was_forgotten
 from service.sender import apply_error_to_lead
-from service.store import get_or_create_lead, saved_id
+from service.store import lead_for, saved_id
 from service.twilio import twiml
 from service.twilio.forms import (
     CALL_STATUSES,
@@ -117,12 +118,14 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         log(logger, logging.INFO, "text from a broker number stored", message_sid=sms.message_sid,
             broker_id=broker_id)
         return Outcome(twiml=twiml.empty_messaging())
-    lead = get_or_create_lead(session, broker_id, sender)
+    lead, created = lead_for(session, broker_id, sender)
     inbound = InboundMessage(message_sid=sms.message_sid, broker_id=broker_id, lead_id=lead.id, from_phone=sender,
                              body=sms.body, opt_out_type=sms.opt_out_type, num_media=sms.num_media)
     if not insert_once(session, inbound):
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=sms.message_sid)
         return Outcome(twiml=twiml.empty_messaging())
+    events.record(session, broker=broker, lead=lead, kind=EventKind.reply, actor="borrower",
+                  data={"message_id": inbound.id}, created=created)
     log(logger, logging.INFO, "inbound stored", message_sid=sms.message_sid, sender=mask(sender),
         broker_id=broker_id)
     state, worked = lead.state, lead.handoff_worked_at is not None  # the lead's, before the text is acted on
@@ -131,14 +134,16 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         # An opt-out in plain words is final before the answer too (texts already queued never leave).
         ids = opt_out_in_plain_words(session, ctx, broker=broker, lead=lead, inbound=inbound)
     if ids is None:
-        return Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
-    if inbound.status == "processed":
+        outcome = Outcome(twiml=twiml.empty_messaging(), inbound_ids=[inbound.id] if inbound.id else [])
+    elif inbound.status == "processed":
         # Settled here (a keyword, a plain-words opt-out with no reason for a person): the broker still hears
         # of it when a person is about to work this lead.
         ids += forward_settled(session, ctx, broker=broker, lead=lead, inbound=inbound, state=state,
                                worked=worked)
-        return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
-    return Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
+        outcome = Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
+    else:
+        outcome = Outcome(twiml=twiml.empty_messaging(), send_ids=ids, inbound_ids=[inbound.id] if inbound.id else [])
+    return outcome
 
 
 def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:

@@ -1,0 +1,7 @@
+"""Every route of the people's side, collected for create_app (each module lists its own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[Any] = []
