@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTES: list[Any] = []
+from service.web import leads_api
+
+ROUTES: list[Any] = [*leads_api.ROUTES]
