@@ -23,6 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from service.errors import PolicyError
+from service.hours import wall_time_to_utc  # one home for wall clock -> instant (working hours use it too)
 from service.policy.files import load_policy_model
 from service.sending.policy_files import (
     WEEKDAYS,
@@ -48,36 +49,6 @@ CAPS_FILE = Path("sending") / "caps.yaml"
 
 _SEARCH_DAYS = 14  # a window must open within two weeks; anything else is a broken policy
 _MAX_ZONE_ROUNDS = 32
-
-
-# --------------------------------------------------------------------------------------------- wall clock
-
-
-def wall_time_to_utc(local_date: date, wall: time, tz: ZoneInfo) -> datetime:
-    """The first UTC instant at which the wall clock in `tz` reads `wall` (or later) on `local_date`.
-
-    Normal times map one-to-one. A time repeated by a fall-back change maps to its first occurrence. A time
-    skipped by a spring-forward change maps to the instant of the jump (02:30 on 2026-03-08 in New York is
-    03:00 EDT, 07:00 UTC): the first moment the clock shows that time or later.
-    """
-    naive = datetime.combine(local_date, wall)
-    first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    if first.astimezone(tz).replace(tzinfo=None) == naive:
-        return first
-    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    lo, hi = sorted((first, second))  # the jump lies between the two readings of the skipped time
-
-    def reached(instant: datetime) -> bool:
-        return instant.astimezone(tz).replace(tzinfo=None) >= naive
-
-    while hi - lo > timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        mid = mid.replace(microsecond=0)
-        if reached(mid):
-            hi = mid
-        else:
-            lo = mid
-    return lo if reached(lo) else hi
 
 
 # --------------------------------------------------------------------------------------------- policy
