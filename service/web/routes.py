@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.web import leads_api
+from service.web import brokers_api, leads_api
 
-ROUTES: list[Any] = [*leads_api.ROUTES]
+ROUTES: list[Any] = [*leads_api.ROUTES, *brokers_api.ROUTES]
