@@ -28,6 +28,7 @@ from service.settings import Settings, get_settings
 from service.spool import SpoolError
 from service.twilio.signature import public_url_for, verify
 from service.twilio.webhooks import WEBHOOKS, Handler, offline_answer
+from service.web.pages import TEMPLATES
 from service.web.routes import ROUTES as WEB_ROUTES
 from service.worker import Worker, run_after_commit
 
@@ -227,6 +228,7 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         lifespan=[lifespan],
         state=State({"ctx": context, "worker": worker}),
         openapi_config=OpenAPIConfig(title="textback", version="0.1.0", path="/schema"),
+        template_config=TEMPLATES,
         debug=False,
     )
 

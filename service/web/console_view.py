@@ -1,0 +1,149 @@
+"""How the console words things: times in the broker's time zone ("Tue 3:05 PM"), time since ("4 min ago"),
+phone numbers, states, captured fields, outcomes and events in plain words. Pure functions of the API's dicts
+(service.leads_view), so the pages and the live fragments say the same thing the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from service.models import LeadState
+
+LOAN_TYPES = {"purchase": "Purchase", "refinance": "Refinance", "home_equity": "Home equity", "other": "Other loan"}
+TIMELINES = {
+    "under_30_days": "within 30 days", "1_to_3_months": "in 1–3 months", "3_to_6_months": "in 3–6 months",
+    "over_6_months": "in 6+ months", "researching": "just researching",
+}
+STATES = {
+    LeadState.new: "New", LeadState.opened: "Texted", LeadState.asking: "Answering questions",
+    LeadState.handoff: "Asked for a person", LeadState.ready: "Ready for a call", LeadState.closed: "Closed",
+}
+# The outcome buttons, in the order a broker meets them (the API's values: POST /api/leads/{id}/outcome).
+OUTCOMES = {
+    "reached": "Reached", "appointment": "Appointment", "application": "Application", "not_a_fit": "Not a fit",
+    "lost": "Lost", "no_response": "No response",
+}
+MESSAGE_STATUSES = {
+    "pending": "sending…", "sending": "sending…", "sent": "sent", "dry_run": "dry-run (not sent)",
+    "delivered": "delivered", "read": "read", "failed": "not delivered", "undelivered": "not delivered",
+    "blocked": "held by the guard", "suppressed": "not sent", "canceled": "canceled", "received": "received",
+}
+EVENTS = {
+    "missed_call": "Missed call", "opener": "Opener texted", "reply": "Borrower replied",
+    "field_captured": "Captured", "handoff": "Needs a person", "handoff_worked": "Taken up",
+    "human_text": "Texted by", "call_started": "Call started by", "human_contact": "Talked with the borrower",
+    "outcome": "Outcome", "bot_stopped": "Automated texts stopped", "opted_out": "Opted out of texts",
+    "opted_in": "Opted back in", "sla_alert": "Reminder sent",
+}
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The broker's time zone (UTC when the name is unknown, so a page never fails on it)."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    """The API's ISO times ("...Z") or a datetime, as an aware datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def clock(moment: datetime) -> str:
+    """3:05 PM."""
+    return f"{moment.hour % 12 or 12}:{moment:%M} {'AM' if moment.hour < 12 else 'PM'}"
+
+
+def local_time(value: str | datetime | None, tz: str | None, *, now: datetime) -> str:
+    """"Tue 3:05 PM" in the broker's zone within the last six days, "Jun 3, 3:05 PM" before, "" for None."""
+    moment = parse_time(value)
+    if moment is None:
+        return ""
+    here = moment.astimezone(zone(tz))
+    if timedelta(0) <= now - moment < timedelta(days=6) or moment > now:
+        return f"{here:%a} {clock(here)}"
+    return f"{here:%b} {here.day}, {clock(here)}"
+
+
+def full_time(value: str | datetime | None, tz: str | None) -> str:
+    """"Tue Jun 9 2026, 3:05 PM PDT": a tooltip that leaves no doubt."""
+    moment = parse_time(value)
+    if moment is None:
+        return ""
+    here = moment.astimezone(zone(tz))
+    return f"{here:%a %b} {here.day} {here.year}, {clock(here)} {here.tzname() or ''}".strip()
+
+
+def ago(value: str | datetime | None, *, now: datetime) -> str:
+    """"just now", "4 min ago", "2 h ago", "3 d ago"."""
+    moment = parse_time(value)
+    if moment is None:
+        return ""
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def phone(number: str | None) -> str:
+    """+14155550123 -> (415) 555-0123; other numbers as they are."""
+    if number and len(number) == 12 and number.startswith("+1") and number[2:].isdigit():
+        return f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+    return number or ""
+
+
+def captured(lead: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the bot learnt, as (label, words), only what is known."""
+    rows: list[tuple[str, str]] = []
+    if lead.get("loan_type") in LOAN_TYPES:
+        rows.append(("Loan", LOAN_TYPES[lead["loan_type"]]))
+    if lead.get("timeline") in TIMELINES:
+        rows.append(("Timeline", TIMELINES[lead["timeline"]].capitalize()))
+    if lead.get("applied_elsewhere") is not None:
+        rows.append(("Applied elsewhere", "Yes" if lead["applied_elsewhere"] else "No"))
+    if lead.get("callback_window"):
+        rows.append(("Best time to call", str(lead["callback_window"])))
+    return rows
+
+
+def summary_line(lead: dict[str, Any]) -> str:
+    """"Refinance · within 30 days", or "" when nothing is known yet."""
+    parts = [LOAN_TYPES.get(lead.get("loan_type") or ""), TIMELINES.get(lead.get("timeline") or "")]
+    return " · ".join(p for p in parts if p)
+
+
+def event_words(event: dict[str, Any], phrase: Any) -> str:
+    """One line of the timeline: what happened, who did it, and the detail that matters."""
+    kind = str(event.get("kind", ""))
+    data: dict[str, Any] = event.get("data") or {}
+    label = EVENTS.get(kind, kind.replace("_", " ").capitalize())
+    who = event.get("actor_name") or event.get("actor")
+    if kind in ("human_text", "call_started") and who:
+        return f"{label} {who}"
+    if kind == "field_captured" and data.get("field"):
+        field = str(data["field"]).replace("_", " ")
+        value = data.get("value")
+        value = LOAN_TYPES.get(str(value)) or TIMELINES.get(str(value)) or value
+        return f"{label} {field}: {value}"
+    if kind == "handoff" and data.get("reasons"):
+        return f"{label}: {', '.join(phrase(r) for r in data['reasons'])}"
+    if kind == "outcome":
+        text = f"{label}: {OUTCOMES.get(str(data.get('outcome')), data.get('outcome'))}"
+        if who and who != "textback":
+            text += f" (by {who})"
+        return text + (f" — “{data['note']}”" if data.get("note") else "")
+    if kind == "human_contact" and data.get("how"):
+        return f"{label} ({data['how']})"
+    if kind == "sla_alert" and data.get("to"):
+        to = data["to"] if isinstance(data["to"], list) else [data["to"]]
+        return f"{label} to {', '.join(phone(str(p)) for p in to)}"
+    return label
