@@ -228,6 +228,13 @@ def alert_failed(
     if already is not None:
         return []  # the same failure reported twice (an API error and a callback, or two callbacks)
     broker = session.get(Broker, msg.broker_id)
+    if msg.purpose == Purpose.sign_in:
+        # Not an alert: the person waiting for it asks for a new code. Only a number that cannot send is told.
+        log(logger, logging.WARNING, "sign-in code not delivered", id=msg.id, error=error, code=code,
+            to=mask(msg.to_phone), sender=mask(msg.from_phone), broker_id=msg.broker_id)
+        if code in SENDER_ERRORS and broker is not None:
+            return sender_down(ctx, session, broker=broker, number=msg.from_phone, code=code)
+        return []
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None
     root_id = msg.retry_of or saved_id(msg)
     chain = list(session.exec(select(OutboundMessage).where(

@@ -48,7 +48,7 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
     details: object | None = None
     headers: dict[str, str] = {}
     if isinstance(exc, ApiError):
-        status, message, details = exc.status_code, str(exc), exc.details
+        status, message, details, headers = exc.status_code, str(exc), exc.details, dict(exc.headers)
     elif isinstance(exc, WebhookError):
         status, message = exc.status_code, str(exc)
     elif isinstance(exc, HTTPException):

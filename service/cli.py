@@ -51,6 +51,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.privacy:privacy",
         "Borrower data: forget a number, purge old conversations (reads TEXTBACK_DATABASE_URL).",
     ),
+    "sessions": LazyCommand(
+        "service.commands.credentials:sessions",
+        "Console sign-ins: revoke every session of a phone (reads TEXTBACK_DATABASE_URL).",
+    ),
     "contacts": LazyCommand(
         "service.commands.contacts:contacts",
         "Numbers never to text automatically.",

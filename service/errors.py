@@ -8,7 +8,8 @@ TextbackError
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
     ├── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
-    └── ApiError         an API or console request refused (401, 403, 404, 409, 422, 429), with details
+    └── ApiError         an API or console request refused (401, 403, 404, 409, 415, 422, 429), with details
+                         and headers (Retry-After)
 
 service.app.error_to_response is the one place these (and database errors) become HTTP answers.
 """
@@ -71,6 +72,8 @@ class NotStoredError(WebhookError):
 class ApiError(WebhookError):
     """An API or console request that must be refused (401 sign in, 403 CSRF, 404 not yours, 409, 422...)."""
 
-    def __init__(self, message: str, *, status_code: int, details: object | None = None) -> None:
+    def __init__(self, message: str, *, status_code: int, details: object | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message, status_code=status_code)
         self.details = details
+        self.headers = headers or {}  # e.g. Retry-After on a 429

@@ -7,7 +7,8 @@ across the request (service/optout_lock.py: an opt-out waits for it, so no text 
 opt-out committed), and records the SID, or schedules a retry with jittered backoff, or records a permanent
 error on the lead. A row whose send outcome is unknown (a timeout after the request left) is reconciled
 against Twilio's message list before anything else, an opt-out included: recorded as sent when Twilio has it,
-never sent twice.
+never sent twice. A text to the team forgets its one-time secret (a sign-in code, a link's token) once it has
+settled (service.one_time); in dry-run the printed text keeps them readable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import alerts, optout_lock
+from service import alerts, one_time, optout_lock
 from service.errors import NumberBusy
 from service.logs import log
 from service.models import (
@@ -79,6 +80,8 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
         if msg is None:  # just claimed, in this session
             raise RuntimeError(f"claimed text {msg_id} not found")
         follow_up = _send_claimed(ctx, session, msg, now)
+        if msg.audience == Audience.broker and msg.status not in {MessageStatus.pending, MessageStatus.sending}:
+            msg.body = one_time.scrub(msg.body, msg.purpose)  # settled: a sign-in code or a link is kept hashed only
         session.add(msg)
         session.commit()
     if follow_up:
@@ -138,7 +141,8 @@ def _request(ctx: AppContext, msg: OutboundMessage) -> SendResult | SendError | 
     """The request itself (None in dry-run, where the text is printed); failures are returned, not raised."""
     gateway = ctx.gateway
     if gateway is None:
-        shown = msg.body if msg.audience == Audience.borrower else redact(msg.body, keep=160)
+        shown = msg.body if msg.audience == Audience.borrower else one_time.readable(
+            msg.body, msg.purpose, lambda text: redact(text, keep=160))
         print(f"[dry-run] text to {msg.to_phone} from {msg.from_phone} ({msg.template_id}): {shown}", flush=True)
         return None
     try:

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     line_type_lookup: bool = False
     retention_days: int | None = None
     log_level: str = "INFO"
+    # Sign-in (service.signin): codes texted per phone and per client address, code checks per client address,
+    # each counted over the window (durable AuthAttempt rows, shared by every process). Behind a proxy the client
+    # address is the proxy's unless uvicorn is told to trust it (--proxy-headers --forwarded-allow-ips).
+    signin_window_minutes: float = Field(default=15.0, gt=0)
+    signin_codes_per_phone: int = Field(default=5, ge=1)
+    signin_codes_per_address: int = Field(default=20, ge=1)
+    signin_checks_per_address: int = Field(default=30, ge=1)
+    # The link in an alert (/l/<token>): single use, valid this long.
+    lead_link_hours: float = Field(default=24.0, gt=0)
+    # A text from the team to a textback number gets the link answer at most once per lead in this window.
+    reply_hint_window_minutes: float = Field(default=60.0, ge=0)
 
     @field_validator("guard_cache_dir", mode="before")
     @classmethod
@@ -151,6 +162,11 @@ class Settings(BaseSettings):
         if self.brokers_file == Path("brokers.yaml") and not self.brokers_file.exists() and example.exists():
             return example
         return self.brokers_file
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure when the public URL is https (a browser then never sends them in clear)."""
+        return self.public_url.startswith("https://")
 
     @property
     def llm_enabled(self) -> bool:

@@ -49,6 +49,7 @@ SAMPLE_VALUES: dict[str, str] = {
     "when": "3:05 PM",
     "about": "the caller +15035550199, who needs a call back",
     "number": "+15035550142",
+    "code": "482913",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}
