@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+from playwright.sync_api import expect
+from sqlmodel import Session, select
 
+from service.models import Lead
+from service.twilio import fake
+from service.web.principal import SESSION_COOKIE
+from tests.api_helpers import signed_in
 from tests.browser import (
     CHROMIUM,
     PHONE_VIEWPORT,
@@ -17,6 +24,7 @@ from tests.browser import (
     require_chromium,
     serve,
 )
+from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, TWILIO_TOKEN, call_params
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +100,58 @@ def test_open_login_page_without_javascript_says_sign_in_needs_it(live, browser)
         assert "Signing in needs JavaScript" in tab.locator("main").inner_text()
     finally:
         context.close()
+
+
+# -- signed in ----------------------------------------------------------------------------------------------
+
+def post_signed(live: str, path: str, form: dict[str, str]) -> None:
+    """A webhook to the live server, signed as Twilio signs it (against the server's own public URL)."""
+    response = httpx.post(live + path, data=form,
+                          headers=fake.signature_headers(token=TWILIO_TOKEN, public_url=live, path=path, form=form))
+    assert response.status_code == 200, response.text
+
+
+def missed_call(live: str, caller: str = CALLER, to: str = BROKER, sid: str | None = None) -> None:
+    """A call rings the broker out: /twilio/voice, then the dial action with no-answer."""
+    sid = sid or "CA" + (to[-10:] + caller[-10:]).rjust(32, "0")
+    post_signed(live, "/twilio/voice", call_params(sid, caller=caller, to=to))
+    post_signed(live, "/twilio/voice/dial-status", call_params(sid, caller=caller, to=to, DialCallStatus="no-answer"))
+
+
+def with_session(page, ctx, live: str, phone: str = BROKER_CELL) -> None:
+    """The browser holds a session of `phone` (as after signing in with the texted code)."""
+    token = signed_in(ctx, phone)["Cookie"].split("=", 1)[1]
+    page.context.add_cookies([{"name": SESSION_COOKIE, "value": token, "url": live}])
+
+
+def lead_id_of(ctx, phone: str = CALLER, number: str = BROKER) -> int:
+    broker = ctx.broker_for(number)
+    with Session(ctx.engine) as session:
+        lead = session.exec(select(Lead).where(Lead.phone == phone, Lead.broker_id == broker.id)).one()
+    return lead.id
+
+
+def test_watch_inbox_missed_call_appears_without_reload_and_is_announced(live, page, ctx, watch):
+    with_session(page, ctx, live)
+    page.goto(f"{live}/console")
+    check_page(page)
+    assert "No leads yet" in page.locator("main").inner_text()
+    page.evaluate("window.__sameDocument = true")
+    missed_call(live)
+    row = page.locator("li.lead", has_text="(415) 555-0199")
+    row.wait_for(timeout=10_000)
+    assert page.evaluate("window.__sameDocument === true")  # no reload: the script swapped the rows in
+    expect(page.locator("#announce")).to_contain_text("(415) 555-0199")
+    check_page(page)
+    assert watch.errors == []
+
+
+def test_open_lead_of_another_broker_shows_the_404_page(live, page, ctx, watch):
+    """Dana's cell is a member of Dana's broker only: Marcus's lead is not found, like no lead at all."""
+    missed_call(live, to=BROKER2)
+    with_session(page, ctx, live, BROKER_CELL)
+    response = page.goto(f"{live}/console/leads/{lead_id_of(ctx, number=BROKER2)}")
+    assert response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Lead not found")
+    check_page(page)
+    assert "(212)" not in page.content()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
+from sqlmodel import Session, select
 
+from service.models import Broker, Lead
 from service.web import console_view as view
 from service.web.pages import safe_next
+from service.web.principal import CSRF_HEADER
+from tests.api_helpers import missed, reply, signed_in
+from tests.helpers import BROKER, BROKER2, CALLER
 
 NOW = datetime(2026, 6, 10, 21, 0, tzinfo=UTC)  # a Wednesday
+OTHER = "+14155550177"  # a second caller
 
 
 @pytest.mark.parametrize(("asked", "expected"), [
@@ -87,3 +94,147 @@ def test_get_static_script_and_stylesheet_are_served(client):
     assert "javascript" in script.headers["content-type"]
     assert style.status_code == 200
     assert style.headers["content-type"].startswith("text/css")
+
+
+# -- signed in: the inbox, a lead, the live fragments, the busy toggle ---------------------------------------
+
+def cookie(headers: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": headers["Cookie"]}
+
+
+def csrf_of(headers: dict[str, str]) -> str:
+    return headers[CSRF_HEADER]
+
+
+def lead_id_of(ctx, phone: str = CALLER, number: str = BROKER) -> int:
+    broker = ctx.broker_for(number)
+    with Session(ctx.engine) as session:
+        lead = session.exec(select(Lead).where(Lead.phone == phone, Lead.broker_id == broker.id)).one()
+    assert lead.id is not None
+    return lead.id
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/leads/1", "/console?show=needs_attention&q=55"])
+def test_open_page_signed_out_redirects_to_sign_in_and_back(client, path):
+    response = client.get(path, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/console/login?next={quote(path, safe='/')}"
+
+
+@pytest.mark.parametrize("path", ["/console/live", "/console/leads/1/live"])
+def test_get_live_fragment_signed_out_answers_401(client, path):
+    assert client.get(path, follow_redirects=False).status_code == 401
+
+
+def test_open_inbox_handoff_stands_out_with_reasons_in_words(client, post, ctx):
+    missed(client, post)
+    reply(client, post, "can I lock my rate today?")
+    missed(client, post, caller=OTHER)
+    response = client.get("/console", headers=cookie(signed_in(ctx)))
+    assert response.status_code == 200, response.text
+    rows = response.text.split('<li class="lead')[1:]
+    assert len(rows) == 2
+    assert '(415) 555-0177' in rows[0]  # newest first
+    assert "attention" not in rows[0].split(">")[0]
+    assert rows[1].startswith(" attention")
+    assert "Needs you:</strong> asked about a rate lock" in rows[1]
+    assert f'href="/console/leads/{lead_id_of(ctx)}"' in rows[1]
+
+
+def test_open_inbox_show_needs_attention_lists_only_those(client, post, ctx):
+    missed(client, post)
+    reply(client, post, "can I lock my rate today?")
+    missed(client, post, caller=OTHER)
+    response = client.get("/console", params={"show": "needs_attention"}, headers=cookie(signed_in(ctx)))
+    assert response.text.count('<li class="lead') == 1
+    assert '<option value="needs_attention" selected>' in response.text
+
+
+def test_open_inbox_search_by_digits_finds_the_caller(client, post, ctx):
+    missed(client, post)
+    missed(client, post, caller=OTHER)
+    response = client.get("/console", params={"q": "0177"}, headers=cookie(signed_in(ctx)))
+    assert response.text.count('<li class="lead') == 1
+    assert "(415) 555-0177" in response.text
+
+
+def test_open_lead_shows_conversation_in_broker_time(client, post, ctx):
+    missed(client, post)
+    reply(client, post, "refi, in the next month or so")
+    response = client.get(f"/console/leads/{lead_id_of(ctx)}", headers=cookie(signed_in(ctx)))
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert "refi, in the next month or so" in html
+    assert '<span class="author">textback</span>' in html  # the opener
+    assert "Wed 2:00 PM" in html  # 21:00 UTC is 2 PM in Dana's Los Angeles
+    assert "<dt>Loan</dt><dd>Refinance</dd>" in html
+    assert "Missed call" in html  # the timeline
+
+
+def test_open_lead_of_another_broker_is_the_404_page(client, post, ctx):
+    missed(client, post, to=BROKER2)
+    response = client.get(f"/console/leads/{lead_id_of(ctx, number=BROKER2)}", headers=cookie(signed_in(ctx)))
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<h1>Lead not found</h1>" in response.text
+    missing = client.get("/console/leads/999999", headers=cookie(signed_in(ctx)))
+    assert missing.status_code == 404
+    assert missing.text == response.text
+
+
+def test_get_live_fragment_unchanged_answers_304(client, post, ctx):
+    missed(client, post)
+    headers = cookie(signed_in(ctx))
+    first = client.get("/console/live", headers=headers)
+    assert first.status_code == 200
+    assert 'data-part="leads"' in first.text
+    again = client.get("/console/live", headers={**headers, "If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    missed(client, post, caller=OTHER)
+    changed = client.get("/console/live", headers={**headers, "If-None-Match": first.headers["etag"]})
+    assert changed.status_code == 200
+    assert "(415) 555-0177" in changed.text
+
+
+def test_post_busy_sets_then_clears_with_a_client(client, ctx):
+    headers = signed_in(ctx)
+    form = {"csrf_token": csrf_of(headers), "until": "16:30", "back": "/console?show=needs_attention"}
+    response = client.post(f"/console/brokers/{BROKER}/busy", data=form, headers=cookie(headers),
+                           follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console?show=needs_attention&done=busy"
+    page = client.get(response.headers["location"], headers=cookie(headers)).text
+    assert "with a client until 4:30 PM" in page
+    assert "Saved: callers are told you are with a client" in page
+    cleared = client.post(f"/console/brokers/{BROKER}/busy", data={**form, "until": ""}, headers=cookie(headers),
+                          follow_redirects=False)
+    assert cleared.headers["location"].endswith("done=free")
+    assert "with a client until" not in client.get("/console", headers=cookie(headers)).text.replace(
+        "with a client until</label>", "")
+
+
+def test_post_busy_time_passed_shows_the_reason_on_the_inbox(client, ctx):
+    headers = signed_in(ctx)
+    response = client.post(f"/console/brokers/{BROKER}/busy", headers=cookie(headers),
+                           data={"csrf_token": csrf_of(headers), "until": "09:00", "back": "/console"})
+    assert response.status_code == 422
+    assert "That time has passed" in response.text
+    assert 'role="alert"' in response.text
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_post_busy_without_the_csrf_token_is_refused(client, ctx, token):
+    headers = signed_in(ctx)
+    form = {"until": "16:30"} | ({"csrf_token": token} if token else {})
+    response = client.post(f"/console/brokers/{BROKER}/busy", data=form, headers=cookie(headers))
+    assert response.status_code == 403
+    assert "<h1>Please try again</h1>" in response.text
+    with Session(ctx.engine) as session:
+        assert session.get(Broker, ctx.broker_for(BROKER).id).busy_until is None
+
+
+def test_post_busy_for_a_broker_not_yours_is_the_404_page(client, ctx):
+    headers = signed_in(ctx)
+    response = client.post(f"/console/brokers/{BROKER2}/busy", headers=cookie(headers),
+                           data={"csrf_token": csrf_of(headers), "until": "16:30"})
+    assert response.status_code == 404

@@ -1,5 +1,5 @@
-"""The broker console's pages (/console): sign-in, the inbox and a lead, server-rendered from the same service
-functions as the JSON API (service.leads_view), with live fragments the page's script polls.
+"""The broker console's pages (/console): sign-in, the inbox and a lead, server-rendered from the same read side
+as the JSON API (service.leads_view, service.broker_status), with live fragments the page's script polls.
 
 Sign-in is the one page that needs JavaScript: its script posts the phone and then the texted code to the
 auth API (/api/auth/code, /api/auth/session), which sets the session cookie; the page says so when scripts
@@ -8,10 +8,25 @@ are off. Reading leads and every action (service.web.console_actions) are plain 
 
 from __future__ import annotations
 
-from litestar import get
+from typing import Any
+
+import anyio.to_thread
+from litestar import Response, get
 from litestar.response import Redirect, Template
 
-from service.web.pages import STATIC, ConsoleRequest, console_router, page, safe_next
+from service.web.console_actions import ACTIONS, DONE
+from service.web.console_data import filters, inbox_context, lead_context
+from service.web.pages import (
+    STATIC,
+    ConsoleRequest,
+    console_router,
+    fragment,
+    page,
+    query_string,
+    render,
+    safe_next,
+    signed_in,
+)
 from service.web.principal import current_principal
 
 
@@ -25,5 +40,47 @@ async def login_page(request: ConsoleRequest) -> Template | Redirect:
     return page("login.html", {"next": target, "phone": ""})
 
 
-CONSOLE = console_router([login_page])
+@get("/", name="console_inbox")
+async def inbox(request: ConsoleRequest) -> Template:
+    """Leads, newest first; the ones that need a person stand out; updates itself while open."""
+    principal = await signed_in(request)
+    show, q, cursor = filters(request.query_params)
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(
+        lambda: inbox_context(ctx, principal, show=show, q=q, cursor=cursor))
+    done = DONE.get(request.query_params.get("done") or "")
+    return page("inbox.html", {**context, "flash": done, "here": f"/console{query_string(show=show, q=q)}"},
+                principal=principal)
+
+
+@get("/live", name="console_inbox_live")
+async def inbox_live(request: ConsoleRequest) -> Response[Any]:
+    """The inbox's rows as an HTML fragment (304 when unchanged): what the page's script polls."""
+    principal = await signed_in(request)
+    show, q, _ = filters(request.query_params)
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(lambda: inbox_context(ctx, principal, show=show, q=q, cursor=None))
+    return fragment(request, render(request, "_inbox_live.html", context))
+
+
+@get("/leads/{lead_id:int}", name="console_lead")
+async def lead_page(request: ConsoleRequest, lead_id: int) -> Template:
+    """A lead: the conversation, what the bot captured, voicemail, and the reply, call and outcome forms."""
+    principal = await signed_in(request)
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(lambda: lead_context(ctx, principal, lead_id))
+    done = DONE.get(request.query_params.get("done") or "")
+    return page("lead.html", {**context, "flash": done, "draft": ""}, principal=principal)
+
+
+@get("/leads/{lead_id:int}/live", name="console_lead_live")
+async def lead_live(request: ConsoleRequest, lead_id: int) -> Response[Any]:
+    """The lead page's conversation and timeline as an HTML fragment (304 when unchanged)."""
+    principal = await signed_in(request)
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(lambda: lead_context(ctx, principal, lead_id))
+    return fragment(request, render(request, "_lead_live.html", context))
+
+
+CONSOLE = console_router([login_page, inbox, inbox_live, lead_page, lead_live, *ACTIONS])
 ROUTES = [STATIC, CONSOLE]

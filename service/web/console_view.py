@@ -16,9 +16,15 @@ TIMELINES = {
     "under_30_days": "within 30 days", "1_to_3_months": "in 1–3 months", "3_to_6_months": "in 3–6 months",
     "over_6_months": "in 6+ months", "researching": "just researching",
 }
-STATES = {
-    LeadState.new: "New", LeadState.opened: "Texted", LeadState.asking: "Answering questions",
+STATES: dict[str, str] = {
+    LeadState.new: "Missed call", LeadState.opened: "Texted, no reply yet", LeadState.asking: "Answering questions",
     LeadState.handoff: "Asked for a person", LeadState.ready: "Ready for a call", LeadState.closed: "Closed",
+}
+# The inbox's "Show" choices for a state (the API's `state` filter).
+STATE_FILTER_WORDS: dict[str, str] = {
+    LeadState.new: "Missed calls, not texted", LeadState.opened: "Texted, no reply yet",
+    LeadState.asking: "Answering questions", LeadState.handoff: "Asked for a person",
+    LeadState.ready: "Ready for a call", LeadState.closed: "Closed",
 }
 # The outcome buttons, in the order a broker meets them (the API's values: POST /api/leads/{id}/outcome).
 OUTCOMES = {
@@ -26,7 +32,7 @@ OUTCOMES = {
     "lost": "Lost", "no_response": "No response",
 }
 MESSAGE_STATUSES = {
-    "pending": "sending…", "sending": "sending…", "sent": "sent", "dry_run": "dry-run (not sent)",
+    "pending": "sending…", "sending": "sending…", "queued": "sent", "accepted": "sent", "sent": "sent", "dry_run": "dry-run (not sent)",
     "delivered": "delivered", "read": "read", "failed": "not delivered", "undelivered": "not delivered",
     "blocked": "held by the guard", "suppressed": "not sent", "canceled": "canceled", "received": "received",
 }
@@ -147,3 +153,65 @@ def event_words(event: dict[str, Any], phrase: Any) -> str:
         to = data["to"] if isinstance(data["to"], list) else [data["to"]]
         return f"{label} to {', '.join(phone(str(p)) for p in to)}"
     return label
+
+
+def status_words(lead: dict[str, Any]) -> str:
+    """Where the lead is, in words: its outcome once marked, else who has it, else the bot's state."""
+    if lead.get("outcome"):
+        return f"Outcome: {OUTCOMES.get(lead['outcome'], lead['outcome'])}"
+    if lead.get("human_at"):
+        return "Taken over by a person"
+    return STATES.get(lead.get("state") or "", str(lead.get("state") or "").capitalize())
+
+
+def author(message: dict[str, Any], borrower: str, my_phone: str | None) -> str:
+    """Who wrote a text: the borrower (by name or number), textback, you, or a teammate by name."""
+    if message["direction"] == "in":
+        return borrower
+    if message.get("author_kind") == "textback":
+        return "textback"
+    if my_phone and message.get("author_phone") == my_phone:
+        return "You"
+    return str(message.get("author") or "a person")
+
+
+def message_status(message: dict[str, Any]) -> str:
+    """A text to the borrower: where it is (delivered, sending, not delivered...); nothing for their texts."""
+    if message["direction"] == "in":
+        return ""
+    state = message.get("delivery_status") or message.get("status") or ""
+    words = MESSAGE_STATUSES.get(state, state.replace("_", " "))
+    return f"{words}, sent past a warning" if message.get("guard_override") else words
+
+
+def duration(seconds: int | None) -> str:
+    """42 -> "0:42"."""
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds is not None else ""
+
+
+RINGING = ("requested", "queued", "initiated", "ringing", "ringing-user")
+NOT_CONNECTED = ("failed", "no-answer", "busy", "canceled")
+
+
+def call_words(call: dict[str, Any]) -> str:
+    """A call on the lead page: the borrower's call in, or a click-to-call out and how far it got."""
+    if call.get("kind") == "borrower_call":
+        if call.get("missed") is True:
+            return "Called in, missed"
+        if call.get("missed") is False:
+            return "Called in, answered" + (f" ({duration(call.get('duration'))})" if call.get("duration") else "")
+        return "Called in"
+    who = call.get("user_name") or phone(call.get("user_phone"))
+    status = str(call.get("status") or "")
+    if status in RINGING:
+        return f"Calling {who}: Twilio is ringing {who}'s phone, then connects the borrower"
+    if status in ("bridging", "in-progress", "answered"):
+        return f"{who} answered; connecting the borrower"
+    if status == "completed":
+        if call.get("bridged"):
+            return f"{who} talked with the borrower" + (f" ({duration(call.get('duration'))})"
+                                                        if call.get("duration") else "")
+        return f"{who}'s call ended before the borrower was connected"
+    if status in NOT_CONNECTED:
+        return f"{who}'s call did not connect ({status.replace('-', ' ')})"
+    return f"{who}'s call: {status.replace('-', ' ')}"

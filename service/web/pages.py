@@ -79,6 +79,15 @@ def page(template: str, context: dict[str, Any], *, principal: Principal | None 
     return Template(template_name=template, context=values, status_code=status_code, headers=SECURITY_HEADERS)
 
 
+def render(request: ConsoleRequest, template: str, context: dict[str, Any]) -> str:
+    """A template rendered to a string (a live fragment, or an error page outside a handler)."""
+    engine = request.app.template_engine
+    if engine is None:  # create_app always configures the templates (service.app)
+        msg = "the console needs the app's template config"
+        raise RuntimeError(msg)
+    return str(engine.get_template(template).render(**context))
+
+
 def fragment(request: ConsoleRequest, html: str) -> Response[Any]:
     """A live fragment, answered 304 when it did not change since the script last saw it."""
     etag = '"' + hashlib.sha256(html.encode()).hexdigest()[:32] + '"'
@@ -112,10 +121,7 @@ def error_page(request: ConsoleRequest, exc: ApiError) -> Response[Any]:
     if exc.status_code == 401:
         return to_sign_in(request, SignInRequired(here(request)))
     heading, message = ERROR_PAGES.get(exc.status_code, ("Something went wrong", str(exc)))
-    engine = request.app.template_engine
-    if engine is None:  # create_app always configures the templates; this keeps the type honest
-        raise exc
-    html = engine.get_template("not_found.html").render({"heading": heading, "message": message, "user": None})
+    html = render(request, "error.html", {"heading": heading, "message": message, "user": None})
     return Response(content=html, status_code=exc.status_code, media_type="text/html", headers=SECURITY_HEADERS)
 
 

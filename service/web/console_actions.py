@@ -1,0 +1,81 @@
+"""The console's forms: each a POST of a plain HTML form (its CSRF token in the `csrf_token` field, checked by
+service.web.principal), handled by the same service function as the JSON API, then a redirect back to the page
+(`?done=<what>` names a fixed message). A refusal the user can fix (a time that has passed) shows the page
+again with the reason and what they typed; any other refusal is the console's error page.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio.to_thread
+from litestar import post
+from litestar.response import Redirect, Template
+
+from service.access import Principal
+from service.broker_status import set_busy
+from service.db import session_scope
+from service.errors import ApiError
+from service.web.console_data import filters, inbox_context
+from service.web.pages import ConsoleRequest, page, safe_next, signed_in
+
+# What a redirect's `?done=` says on the page it lands on (fixed words: a link cannot make a page say anything).
+DONE = {
+    "busy": "Saved: callers are told you are with a client until then.",
+    "free": "Saved: callers are told you are available.",
+}
+
+
+async def form_fields(request: ConsoleRequest) -> dict[str, str]:
+    """The posted form's text fields (files are not taken)."""
+    form = await request.form()
+    return {key: value.strip() for key, value in form.items() if isinstance(value, str)}
+
+
+def back_to(path: str, done: str) -> Redirect:
+    """303 to a console page (never elsewhere), saying `done` there."""
+    target = safe_next(path)
+    return Redirect(path=f"{target}{'&' if '?' in target else '?'}done={done}", status_code=303)
+
+
+@post("/brokers/{number:str}/busy", name="console_busy", status_code=303)
+async def busy(request: ConsoleRequest, number: str) -> Redirect | Template:
+    """"With a client until HH:MM" (the broker's time today), or free again when `until` is empty."""
+    principal = await signed_in(request)
+    fields = await form_fields(request)
+    until = fields.get("until") or None
+    back = safe_next(fields.get("back"))
+    ctx = request.app.state.ctx
+
+    def save() -> None:
+        with session_scope(ctx.engine) as session:
+            set_busy(session, ctx, principal, number, until)
+
+    try:
+        await anyio.to_thread.run_sync(save)
+    except ApiError as exc:
+        if exc.status_code != 422:
+            raise
+        return await inbox_again(request, principal, back, error=exc_message(exc), status_code=422)
+    return back_to(back, "busy" if until else "free")
+
+
+def exc_message(exc: ApiError) -> str:
+    """A refusal's reason for a person: the API's message without the field's name in front."""
+    text = str(exc)
+    field, sep, rest = text.partition(": ")
+    reason = rest if sep and field.isidentifier() else text
+    return reason[:1].upper() + reason[1:] + ("" if reason.endswith(".") else ".")
+
+
+async def inbox_again(request: ConsoleRequest, principal: Principal, back: str, *, error: str,
+                      status_code: int) -> Template:
+    """The inbox as `back` showed it, with a refusal to fix."""
+    show, q, _ = filters(dict(parse_qsl(urlsplit(back).query)))
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(lambda: inbox_context(ctx, principal, show=show, q=q, cursor=None))
+    return page("inbox.html", {**context, "error": error, "here": back}, principal=principal,
+                status_code=status_code)
+
+
+ACTIONS = [busy]
