@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # and stale_processing_seconds well above llm_timeout_seconds (both are checked below).
     stale_claim_seconds: float = 90.0
     stale_processing_seconds: float = 120.0
+    # Outgoing CRM webhooks (`webhooks:` in the brokers file): each of connect, write and read gets this timeout;
+    # a failure that may pass (5xx, 408, 429, timeout, connection error) is retried with backoff (30 s, 2 min,
+    # 10 min, 1 h, 6 h, jittered) up to this many attempts in all; a Retry-After longer than the cap is capped.
+    # A delivery left claimed longer than stale_claim_seconds (at least three timeouts plus 5 s) is taken over.
+    crm_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    crm_webhook_max_attempts: int = Field(default=6, ge=1)
+    crm_webhook_retry_after_max_seconds: float = Field(default=3600.0, ge=0)
     run_worker: bool = True
     line_type_lookup: bool = False
     retention_days: int | None = None

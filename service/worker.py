@@ -8,7 +8,8 @@ compare-and-set updates, so any number of processes can share one database witho
 A reply is processed where it is found (after its webhook, or by the sweep) when the rules settle it. A reply
 that needs the LLM goes to the process's LLM pool (`service.llm_pool`), and its texts are sent when the LLM
 call ends; when the pool is full it stays received for a later sweep. Neither webhooks nor sends nor the
-sweep ever wait for the LLM.
+sweep ever wait for the LLM. Likewise CRM webhooks go out from a thread of their own (service.crm_delivery),
+woken by each sweep and by every commit that queued one, so a slow CRM holds up nothing else.
 
 A reply's claim carries a token, the attempt number it set. Processing writes its result only in a
 transaction that first moves the reply from `processing` to `processed` *with that token*; if the reply was
@@ -31,6 +32,7 @@ from sqlmodel import Session, col, select
 
 from service import conversation, sender
 from service.alerts import alert_reply, pending_ids
+from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
@@ -221,6 +223,7 @@ class Worker:
         self.llm: LLMPool | None = (
             LLMPool(ctx.settings.llm_concurrency, on_free=ctx.wake.set) if ctx.settings.llm_enabled else None
         )
+        self.crm_webhooks = DeliveryLoop(ctx)  # a thread of its own: a slow CRM never holds up texts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge: float | None = None
@@ -240,13 +243,14 @@ class Worker:
     def run_once(self) -> dict[str, int]:
         """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), send every
-        due text, and (hourly) apply the retention."""
+        due text, send the due CRM webhooks (in their own thread when it runs), and (hourly) apply the retention."""
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)
         for inbound_id in due_inbound_ids(self.ctx):
             process_inbound(self.ctx, inbound_id, llm=self.llm)
         counts = sender.send_due(self.ctx)
+        self.crm_webhooks.sweep()
         self._apply_retention()
         return counts
 
@@ -270,6 +274,7 @@ class Worker:
             self.ctx.wake.clear()
 
     def start(self) -> None:
+        self.crm_webhooks.start()
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="textback-worker", daemon=True)
             self._thread.start()
@@ -286,6 +291,7 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.crm_webhooks.stop()
         if self.llm is not None:
             # Running LLM jobs end by their deadline; give them that long to write their result.
             self.llm.shutdown(timeout=self.ctx.settings.llm_timeout_seconds + 5)
