@@ -16,7 +16,10 @@ and confirmed once, as always.
 After the conversation (a lead that is handed off, ready or closed, or that never got an opener) the bot
 says nothing more; texts go to the broker (`service.forwarding`): every text while a handoff is not yet
 worked, and any text with a new reason for a person at once, whatever the lead's state or opt-out (an alert
-goes to the broker, not to the borrower). The LLM is consulted only when its answer could change what
+goes to the broker, not to the borrower). A lead a person took over (service.takeover: their own text, a
+bridged call, an outcome) is with that person whatever the bot's last state: the bot asks, acknowledges and
+closes nothing more, and every text is forwarded (the person talks with the borrower from the business
+number, so the borrower's answers reach them only that way); keywords are answered as always. The LLM is consulted only when its answer could change what
 happens next (`llm_skip_reason`).
 
 This module is the only writer of a lead's state: the opener starting a conversation (`mark_opened`, called by
@@ -53,6 +56,7 @@ from service.replies.analysis import Keyword, ReplyAnalysis
 from service.replies.classify import classify
 from service.sending.gates import Cause
 from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
+from service.takeover import taken_over
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -63,6 +67,9 @@ QUESTIONS = [("loan_type", "ask_loan_type"), ("timeline", "ask_timeline"), ("app
 # Where the conversation is over and texts go to a person (or nowhere), and where it is still running.
 AFTER_CONVERSATION = {LeadState.new, LeadState.handoff, LeadState.ready, LeadState.closed}
 WITH_A_PERSON = {LeadState.handoff, LeadState.ready}
+# How the bot reads a lead a person took over, whatever its state (not a stored state: the state stays the
+# bot's last, service.takeover.taken_over says a person has it).
+TAKEN_OVER = "taken_over"
 def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[OutboundMessage]) -> None:
     """A text about this lead that the output guard blocked hands the lead to a person."""
     if lead is None or not any(m.status == MessageStatus.blocked for m in msgs):
@@ -191,6 +198,8 @@ def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:
     """
     if state is None or state == LeadState.new:
         return "no opener: the broker reads the text"
+    if state == TAKEN_OVER:
+        return "a person took the lead over: they read the text"
     if state in AFTER_CONVERSATION:
         return f"lead {state}: a person reads the text"
     if analysis.handoff_reasons:
@@ -198,12 +207,18 @@ def llm_skip_reason(state: str | None, analysis: ReplyAnalysis) -> str | None:
     return None
 
 
+def reading_state(lead: Lead) -> str:
+    """The lead's state as the bot reads a reply: TAKEN_OVER when a person has the lead, else its state."""
+    return TAKEN_OVER if taken_over(lead) else lead.state
+
+
 def lead_state(ctx: AppContext, inbound: InboundMessage) -> str | None:
+    """The reading state of the reply's lead (None when it has none), read in a session of its own."""
     if inbound.lead_id is None:
         return None
     with Session(ctx.engine) as session:
         lead = session.get(Lead, inbound.lead_id)
-        return lead.state if lead else None
+        return reading_state(lead) if lead else None
 
 
 def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None = None) -> ReplyAnalysis:
@@ -212,7 +227,7 @@ def analyze_reply(ctx: AppContext, inbound: InboundMessage, *, lead: Lead | None
     analysis: ReplyAnalysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if not analysis.needs_llm or ctx.extractor is None:
         return analysis
-    state = lead.state if lead is not None else lead_state(ctx, inbound)
+    state = reading_state(lead) if lead is not None else lead_state(ctx, inbound)
     if llm_skip_reason(state, analysis) is not None:
         return analysis
     return classify(inbound.body, inbound.received_at, rules=ctx.rules, extractor=ctx.extractor)
@@ -307,8 +322,8 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
     analysis = answer_in_context(lead, inbound.body, analysis or analyze_reply(ctx, inbound, lead=lead))
     version = getattr(ctx.rules, "version", None)
-    state, worked = lead.state, lead.handoff_worked_at is not None
-    skipped = (llm_skip_reason(state, analysis)
+    state, worked, human = lead.state, lead.handoff_worked_at is not None, taken_over(lead)
+    skipped = (llm_skip_reason(reading_state(lead), analysis)
                if analysis.needs_llm and analysis.llm_model is None and ctx.extractor is not None else None)
     ids: list[int] = []
     stop = analysis.keyword is Keyword.STOP
@@ -320,9 +335,9 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     _capture(session, broker, lead, analysis)
     lead.updated_at = utcnow()
     session.add(lead)
-    if state in AFTER_CONVERSATION:
+    if state in AFTER_CONVERSATION or human:
         return ids + _after_conversation(session, ctx, broker, lead, inbound, analysis, state=state, worked=worked,
-                                         version=version, skipped=skipped)
+                                         human=human, version=version, skipped=skipped)
     reasons = [r.value for r in analysis.handoff_reasons]
     notes = _notes(analysis, is_opted_out(session, saved_id(broker), lead.phone))
     if reasons:
@@ -352,26 +367,30 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     return _next_step(session, ctx, broker, lead, inbound, analysis, version)
 
 
-def should_forward(state: str, *, worked: bool, keyword: bool) -> bool:
+def should_forward(state: str, *, worked: bool, keyword: bool, human: bool = False) -> bool:
     """Whether a text with no new reason for a person is forwarded to the broker, by the lead's state before it.
 
+    A lead a person took over (`human`): every text, keywords included, whatever the state (the person is in
+    the conversation, from the business number: the text reaches them only this way).
     Handed off or ready and not yet worked: every text, keywords included (the broker about to call needs to
     know the borrower just texted STOP). Closed, or never opened: every text but a bare keyword (today's
     behaviour: a closed lead that writes again may be back). A handoff a person has worked: nothing (the text
     is kept for wherever they work it; a new reason still alerts).
     """
+    if human:
+        return True
     if state in WITH_A_PERSON:
         return not worked
     return not keyword
 
 
 def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
-                        analysis: ReplyAnalysis, *, state: str, worked: bool, version: str | None,
+                        analysis: ReplyAnalysis, *, state: str, worked: bool, human: bool, version: str | None,
                         skipped: str | None) -> list[int]:
-    """A text on a lead the bot no longer talks to (handed off, ready, closed, never opened)."""
+    """A text on a lead the bot no longer talks to (handed off, ready, closed, never opened, taken over)."""
     reasons = [r.value for r in analysis.handoff_reasons]
     # A closed lead's old reasons ended with it; on a lead with a person, only a reason it lacks is news.
-    known = set(lead.handoff_reasons) if state in WITH_A_PERSON else set()
+    known = set(lead.handoff_reasons) if state in WITH_A_PERSON or human else set()
     new = [r for r in reasons if r not in known]
     opted_out = is_opted_out(session, saved_id(broker), lead.phone)
     if new:
@@ -386,7 +405,7 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
     if reasons and lead.state == LeadState.closed:
         # A reason it already had (a handoff the opt-out in this same reply closed): it stays with a person.
         lead.state, lead.closed_reason = LeadState.handoff, None
-    if not (reasons or should_forward(state, worked=worked, keyword=analysis.keyword is not None)):
+    if not (reasons or should_forward(state, worked=worked, keyword=analysis.keyword is not None, human=human)):
         record_decision(session, inbound, lead, "kept", analysis, version, skipped)
         return []
     action, ids = _forward(session, ctx, broker, lead, inbound, state)
@@ -400,7 +419,8 @@ def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     a person): the broker still gets it when a person is about to work the lead. `state` and `worked` are the
     lead's before the webhook acted on the text. Call it only for an inbound the webhook marked processed (one
     left for reply processing is forwarded there)."""
-    if inbound.status != "processed" or not should_forward(state, worked=worked, keyword=True):
+    if inbound.status != "processed" or not should_forward(state, worked=worked, keyword=True,
+                                                           human=taken_over(lead)):
         return []
     # The forwarding window is per lead: take the lead's lock, as reply processing does, so a keyword and a
     # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
