@@ -26,6 +26,7 @@ from service.hours import schedule_of, wall_time_to_utc
 from service.leads_view import iso
 from service.logs import log
 from service.models import Broker, utcnow
+from service.next_step import situation
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -78,6 +79,7 @@ def broker_summary(broker: Broker, *, now: datetime | None = None) -> dict[str, 
     zone = ZoneInfo(broker.timezone)
     schedule = schedule_of(broker)
     busy = broker.busy_until if broker.busy_until is not None and broker.busy_until > now else None
+    found = situation(broker, busy, now)
     return {
         "twilio_number": broker.twilio_number,
         "name": broker.name,
@@ -89,6 +91,9 @@ def broker_summary(broker: Broker, *, now: datetime | None = None) -> dict[str, 
         "open_now": schedule.is_open(now),
         "next_opening": iso(schedule.next_opening(now)),
         "handoff_sla_minutes": broker.handoff_sla_minutes,
+        # What a caller missed now is told (service.next_step): shortly, busy or closed, and when a person calls.
+        "next_step": found.step.value,
+        "callback_at": iso(found.callback_at),
     }
 
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import events
+from service import events, next_step
 from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
 from service.db import insert_once
@@ -109,8 +109,11 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: cooldown (an opener went out recently)", []
     booking = bool(broker.booking_url)
     lead.automated_count = 0  # a new missed call starts a new conversation
+    # Today's opener, or the one that says when a person will call (with a client, out of hours).
+    template_id, values = next_step.choose(session, ctx, broker=broker, kind="opener", to=caller,
+                                           purpose=Purpose.opener, booking=booking)
     queued = text_borrower(session, ctx, broker=broker, lead=lead, to=caller, purpose=Purpose.opener,
-                           template_id="opener_booking" if booking else "opener", dedupe_key=f"opener:{call_sid}")
+                           template_id=template_id, values=values, dedupe_key=f"opener:{call_sid}")
     msg = queued.msg if queued else None
     if msg is None or msg.status != "pending":
         # Not going out (known contact, breaker, cap, not textable, guard): the lead is not "opened", so its

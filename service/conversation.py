@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from service import alerts, events, forwarding, optout_lock
+from service import alerts, events, forwarding, next_step, optout_lock
 from service.events import EventKind
 from service.logs import log
 from service.models import (
@@ -82,12 +83,12 @@ def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[Outbound
 
 def text_borrower(
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str,
-    template_id: str, dedupe_key: str,
+    template_id: str, dedupe_key: str, values: Mapping[str, str] | None = None,
 ) -> Queued | None:
     """Queue a text to the borrower; the team hears of one that will not go, and a blocked one hands the lead
     to a person. None when the dedupe key shows it was queued already."""
     queued = queue_text(session, ctx, broker=broker, lead=lead, to=to, purpose=purpose, template_id=template_id,
-                        dedupe_key=dedupe_key)
+                        dedupe_key=dedupe_key, values=values)
     if queued is not None:
         alerts.after_queued(session, ctx, broker=broker, lead=lead, queued=queued)
         hand_off_if_blocked(session, lead, [queued.msg])
@@ -104,10 +105,10 @@ def mark_opened(session: Session, lead: Lead, *, booking: bool) -> None:
 
 
 def _text(session: Session, ctx: AppContext, broker: Broker, lead: Lead, purpose: str, template_id: str,
-          dedupe_key: str) -> list[int]:
+          dedupe_key: str, values: Mapping[str, str] | None = None) -> list[int]:
     """A text to the lead's number; the id to send now, if any."""
     queued = text_borrower(session, ctx, broker=broker, lead=lead, to=lead.phone, purpose=purpose,
-                           template_id=template_id, dedupe_key=dedupe_key)
+                           template_id=template_id, dedupe_key=dedupe_key, values=values)
     return alerts.pending_ids([queued.msg] if queued else [])
 
 
@@ -283,8 +284,10 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     session.add(lead)
     events.record(session, broker=broker, lead=lead, kind=EventKind.handoff, data={"reasons": sorted(set(reasons))})
     ids: list[int] = []
-    if ack:
-        ids += _text(session, ctx, broker, lead, Purpose.ack, "handoff_ack", f"ack:{lead.id}:{inbound.message_sid}")
+    if ack:  # says when a person will call when the broker is with a client or out of hours (service.next_step)
+        template, values = next_step.choose(session, ctx, broker=broker, kind="handoff_ack", to=lead.phone,
+                                            purpose=Purpose.ack)
+        ids += _text(session, ctx, broker, lead, Purpose.ack, template, f"ack:{lead.id}:{inbound.message_sid}", values)
     words = _phrases(ctx, reasons)
     if notes:
         words = f"{words}; {_phrases(ctx, notes)}"
@@ -459,8 +462,9 @@ def _next_step(session: Session, ctx: AppContext, broker: Broker, lead: Lead, in
     session.add(lead)
     events.record(session, broker=broker, lead=lead, kind=EventKind.handoff, data={"reasons": [], "ready": True})
     record_decision(session, inbound, lead, "ready", analysis, version)
-    ids = _text(session, ctx, broker, lead, Purpose.ready, "ready_booking" if broker.booking_url else "ready",
-                f"ready:{inbound.message_sid}")
+    template, values = next_step.choose(session, ctx, broker=broker, kind="ready", to=lead.phone,
+                                        purpose=Purpose.ready, booking=bool(broker.booking_url))
+    ids = _text(session, ctx, broker, lead, Purpose.ready, template, f"ready:{inbound.message_sid}", values)
     if not lead.summary_alert_sent:
         lead.summary_alert_sent = True
         ids += _alerted(session, lead, alerts.alert_ready(session, ctx, broker=broker, lead=lead,

@@ -26,6 +26,9 @@ MAX_SEGMENTS = 2
 BORROWER_TEMPLATES = frozenset({
     *REQUIRED_BY_KIND, "optout_confirm", "optin_confirm", "ask_loan_type", "ask_timeline", "ask_applied_elsewhere",
     "ready", "ready_booking", "handoff_ack", "closing_wrong_number", "closing_not_interested",
+    # The honest next step (service.next_step): with a client until $callback_time, or back at the next opening.
+    "handoff_ack_busy", "handoff_ack_closed", "ready_busy", "ready_busy_booking", "ready_closed",
+    "ready_closed_booking",
 })
 
 SAMPLE_VALUES: dict[str, str] = {
@@ -50,6 +53,10 @@ SAMPLE_VALUES: dict[str, str] = {
     "about": "the caller +15035550199, who needs a call back",
     "number": "+15035550142",
     "code": "482913",
+    # The longest a callback can read (service.next_step): a date past this week, a time in another zone.
+    "callback_time": "12:30 PM EDT",
+    "callback_day": "Wednesday, Sep 30",
+    "waited": "2 h 45 min",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}

@@ -45,6 +45,7 @@ def test_list_brokers_member_sees_own_with_hours(ctx, client) -> None:
         "twilio_number": BROKER, "name": "Dana Whitfield", "brokerage": "Summit Home Loans",
         "timezone": "America/Los_Angeles", "hours": HOURS_JSON, "busy_until": None, "busy_until_local": None,
         "open_now": True, "next_opening": "2026-06-11T16:00:00Z", "handoff_sla_minutes": 20,
+        "next_step": "shortly", "callback_at": None,
     }]}
 
 
@@ -71,7 +72,9 @@ def test_set_busy_until_stored_and_listed(ctx, client) -> None:
     headers = signed_in(ctx, BROKER_ALERT)
     response = client.post(f"/api/brokers/{BROKER}/busy", json={"until": "15:30"}, headers=headers)
     assert response.status_code == 200, response.text
-    assert (response.json()["busy_until"], response.json()["busy_until_local"]) == ("2026-06-10T22:30:00Z", "15:30")
+    body = response.json()
+    assert (body["busy_until"], body["busy_until_local"]) == ("2026-06-10T22:30:00Z", "15:30")
+    assert (body["next_step"], body["callback_at"]) == ("busy", "2026-06-10T22:30:00Z")
     assert stored_busy(ctx) == datetime(2026, 6, 10, 22, 30, tzinfo=UTC)
     [listed] = client.get("/api/brokers", headers=headers).json()["brokers"]
     assert listed["busy_until_local"] == "15:30"

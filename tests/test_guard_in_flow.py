@@ -102,7 +102,7 @@ def test_refuse_start_opener_without_opt_out_or_nmls(tmp_path, settings) -> None
     shutil.copytree(POLICIES, copy)
     path = copy / "templates" / "borrower.yaml"
     text = path.read_text()
-    assert text.count(" (NMLS #$nmls_id)") == 3
+    assert text.count(" (NMLS #$nmls_id)") == 7  # the opener first, its five variants, help
     path.write_text(text.replace(" (NMLS #$nmls_id)", "", 1).replace("requires: [brokerage, nmls_id]", "requires: []", 1))
     with pytest.raises(PolicyError) as info:
         create_app(settings.model_copy(update={"policies_dir": copy}), run_worker=False)

@@ -29,21 +29,24 @@ REALISTIC_BROKERS = [
 @pytest.mark.parametrize("broker", REALISTIC_BROKERS, ids=lambda b: b["broker_name"])
 def test_render_borrower_template_gsm7_within_two_segments(template_id: str, broker: dict[str, str]) -> None:
     values = {"company_nmls_id": "7654321", "booking_url": "https://calendly.com/alexandra-montgomery/15min",
-              "broker_phone": "+15035550142", **broker}
+              "broker_phone": "+15035550142", "callback_time": "12:30 PM EDT", "callback_day": "Wednesday, Sep 30",
+              **broker}
     text = TEMPLATES.render(template_id, values).text
     assert is_gsm7(text), text
     assert segments(text) <= 2, (segments(text), text)
 
 
-@pytest.mark.parametrize("template_id", ["opener", "opener_booking", "help"])
+@pytest.mark.parametrize("template_id", ["opener", "opener_booking", "opener_busy", "opener_busy_booking",
+                                         "opener_closed", "opener_closed_booking", "help"])
 def test_render_identity_templates_with_brokerage_and_nmls(template_id: str) -> None:
     rendered = TEMPLATES.render(template_id, {"broker_name": "Dana", "brokerage": "Summit Home Loans",
                                               "nmls_id": "123456", "booking_url": "https://x.example/b",
-                                              "broker_phone": "+14155550100", "company_nmls_id": ""})
+                                              "broker_phone": "+14155550100", "company_nmls_id": "",
+                                              "callback_time": "3:30 PM", "callback_day": "tomorrow"})
     assert "Summit Home Loans" in rendered.text
     assert "123456" in rendered.text
     assert "STOP" in rendered.text
-    assert rendered.required == {"brokerage": "Summit Home Loans", "nmls_id": "123456"}
+    assert rendered.required.items() >= {"brokerage": "Summit Home Loans", "nmls_id": "123456"}.items()
 
 
 def test_render_template_missing_value_raises() -> None:
@@ -124,6 +127,14 @@ REMOVALS = [
     ("opener_booking", [(" Reply STOP to opt out.", "")], "opt-out instructions"),
     ("opener_booking", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id]", "requires: [brokerage]")], "NMLS ID"),
     ("help", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id]", "requires: [brokerage]")], "NMLS ID"),
+    # The openers that say when a person will call (with a client, out of hours) must say the same.
+    ("opener_busy", [(" Reply STOP to opt out.", "")], "opt-out instructions"),
+    ("opener_busy_booking", [(" Reply STOP to\n      opt out.", "")], "opt-out instructions"),
+    ("opener_closed", [(" (NMLS #$nmls_id)", ""), ("requires: [brokerage, nmls_id, callback_day, callback_time]",
+                                                  "requires: [brokerage, callback_day, callback_time]")], "NMLS ID"),
+    ("opener_closed_booking", [(" with $brokerage", ""), ("requires: [brokerage, nmls_id, callback_day, callback_time]",
+                                                          "requires: [nmls_id, callback_day, callback_time]")],
+     "brokerage"),
     ("help", [(" Reply here or call\n      $broker_phone.", "")], "how to get help"),
 ]
 

@@ -2,14 +2,16 @@
 
 A template's own ``requires:`` list is only as strong as the file it sits in: delete "Reply STOP to opt out."
 or the NMLS ID from the opener together with its ``requires:`` entry and nothing noticed. These requirements
-are fixed here, per template id (the service sends ``opener`` / ``opener_booking`` to a missed caller and
+are fixed here, per template id (the service sends an ``opener`` kind to a missed caller and
 ``help`` in answer to HELP), and enforced three times: when the templates load (service.templates, so
 `policy check` and start-up refuse), and by the output guard on every rendered text (`OutputGuard.check(...,
 template=id)`).
 
-- opener, opener_booking: the loan officer's NMLS ID next to "NMLS" (SAFE Act, 12 CFR 1008.105/1007.105
-  identification), the brokerage's name, and opt-out instructions (TCPA / CTIA: "Reply STOP to opt out" or
-  an equivalent: STOP with an instruction verb and an opt-out word, in either order, English or Spanish).
+- opener, opener_booking, and their variants for a broker with a client or out of hours (opener_busy,
+  opener_closed, each with _booking): the loan officer's NMLS ID next to "NMLS" (SAFE Act, 12 CFR
+  1008.105/1007.105 identification), the brokerage's name, and opt-out instructions (TCPA / CTIA: "Reply STOP
+  to opt out" or an equivalent: STOP with an instruction verb and an opt-out word, in either order, English
+  or Spanish).
 - help: the NMLS ID, and how to get help: a phone number or "reply here" (CTIA HELP response).
 
 The identity values (``nmls_id``, ``brokerage``) come from the broker's values the text was rendered with;
@@ -38,6 +40,11 @@ HELP_CONTACT = Requirement("help_contact", "how to get help", None)
 REQUIRED_BY_KIND: dict[str, tuple[Requirement, ...]] = {
     "opener": (NMLS, BROKERAGE, OPT_OUT),
     "opener_booking": (NMLS, BROKERAGE, OPT_OUT),
+    # The opener when the broker is with a client or out of hours (service.next_step): the same first text.
+    "opener_busy": (NMLS, BROKERAGE, OPT_OUT),
+    "opener_busy_booking": (NMLS, BROKERAGE, OPT_OUT),
+    "opener_closed": (NMLS, BROKERAGE, OPT_OUT),
+    "opener_closed_booking": (NMLS, BROKERAGE, OPT_OUT),
     "help": (NMLS, HELP_CONTACT),
 }
 

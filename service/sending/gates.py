@@ -151,15 +151,24 @@ def at_queue(  # one early return per gate reads best
     capped = _cap_reached(session, ctx, broker, lead, now)
     if capped:
         return Verdict.suppress(Cause.cap, capped)
-    exempt = ctx.settings.opener_is_reply_override  # None: as the quiet-hours policy file says
-    is_opener = purpose == Purpose.opener and exempt is not False
-    if is_opener and exempt is True:
-        return ALLOW
-    not_before = ctx.sending_policy.next_allowed_send(to, now, broker.timezone, is_opener=is_opener)
+    not_before = quiet_hours_until(ctx, broker=broker, to=to, purpose=purpose, now=now)
     if not_before > now:
         return Verdict.defer(Cause.quiet_hours, ctx.sending_policy.quiet_hours_reason(to, now, broker.timezone),
                              not_before)
     return ALLOW
+
+
+def quiet_hours_until(ctx: AppContext, *, broker: Broker, to: str, purpose: str, now: datetime) -> datetime:
+    """When the recipient's quiet hours let a text of this purpose go: `now` itself when they do not hold it
+    (also what service.next_step reads, so a held text speaks of the moment it will be read)."""
+    if purpose not in AUTOMATED:
+        return now
+    exempt = ctx.settings.opener_is_reply_override  # None: as the quiet-hours policy file says
+    is_opener = purpose == Purpose.opener and exempt is not False
+    if is_opener and exempt is True:
+        return now
+    opens: datetime = ctx.sending_policy.next_allowed_send(to, now, broker.timezone, is_opener=is_opener)
+    return opens
 
 
 def guarded(result: Any) -> Verdict:
