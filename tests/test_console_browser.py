@@ -3,6 +3,8 @@ a real database, with the real Twilio SDK whose Messages and Calls APIs are mock
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +26,7 @@ from tests.browser import (
     require_chromium,
     serve,
 )
-from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, TWILIO_TOKEN, call_params
+from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, TWILIO_TOKEN, call_params, sent_texts
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +157,55 @@ def test_open_lead_of_another_broker_shows_the_404_page(live, page, ctx, watch):
     expect(page.get_by_role("heading", level=1)).to_have_text("Lead not found")
     check_page(page)
     assert "(212)" not in page.content()
+
+
+def texted_code(twilio_api, phone: str, timeout: float = 10.0) -> str:
+    """The 6-digit code of the latest sign-in text the Messages API was asked to send to `phone`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        texts = [t for t in sent_texts(twilio_api["messages"]) if t["To"] == phone]
+        match = re.search(r"\b(\d{6})\b", texts[-1]["Body"]) if texts else None
+        if match:
+            return match.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no sign-in code texted to {phone}")
+
+
+def sign_in_with_code(page, twilio_api, live: str, phone: str, typed: str) -> None:
+    """Open the inbox signed out, sign in with the code texted to `phone` (typed as `typed`), land on the inbox."""
+    page.goto(f"{live}/console")
+    assert page.url == f"{live}/console/login?next=/console"
+    check_page(page)
+    page.get_by_label("Your mobile number").fill(typed)
+    page.get_by_role("button", name="Text me a code").click()
+    code_box = page.get_by_label("The 6-digit code we texted you")
+    expect(code_box).to_be_focused()
+    code_box.fill(texted_code(twilio_api, phone))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live}/console")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Inbox")
+
+
+def test_sign_in_with_texted_code_then_sign_out(live, page, twilio_api, watch):
+    """Signing in as a phone typed the national way; signing out revokes the session (the inbox asks again)."""
+    sign_in_with_code(page, twilio_api, live, BROKER_CELL, "(415) 555-0111")
+    [text] = [t for t in sent_texts(twilio_api["messages"]) if t["To"] == BROKER_CELL]
+    assert text["From"] == BROKER  # from Dana's own Twilio number
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{live}/console/login?signed_out=1")
+    expect(page.get_by_role("status").first).to_have_text("You are signed out.")
+    page.goto(f"{live}/console")
+    assert page.url.startswith(f"{live}/console/login")
+    assert watch.errors == []
+
+
+def test_sign_in_wrong_code_says_so_and_stays(live, page, twilio_api, watch):
+    page.goto(f"{live}/console/login")
+    page.get_by_label("Your mobile number").fill(BROKER_CELL)
+    page.get_by_role("button", name="Text me a code").click()
+    code = texted_code(twilio_api, BROKER_CELL)
+    page.get_by_label("The 6-digit code we texted you").fill(f"{(int(code) + 1) % 1_000_000:06d}")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    assert page.url == f"{live}/console/login"
+    assert [e for e in watch.errors if "401" not in e] == []

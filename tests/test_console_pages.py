@@ -238,3 +238,23 @@ def test_post_busy_for_a_broker_not_yours_is_the_404_page(client, ctx):
     response = client.post(f"/console/brokers/{BROKER2}/busy", headers=cookie(headers),
                            data={"csrf_token": csrf_of(headers), "until": "16:30"})
     assert response.status_code == 404
+
+
+def test_post_logout_revokes_the_session_and_clears_cookies(client, ctx):
+    headers = signed_in(ctx)
+    response = client.post("/console/logout", data={"csrf_token": csrf_of(headers)}, headers=cookie(headers),
+                           follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?signed_out=1"
+    cleared = [c for c in response.headers.get_list("set-cookie") if "Max-Age=0" in c]
+    assert len(cleared) == 2
+    again = client.get("/console", headers=cookie(headers), follow_redirects=False)
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/console/login")
+
+
+def test_post_logout_without_the_csrf_token_keeps_the_session(client, ctx):
+    headers = signed_in(ctx)
+    response = client.post("/console/logout", data={}, headers=cookie(headers), follow_redirects=False)
+    assert response.status_code == 403
+    assert client.get("/console", headers=cookie(headers), follow_redirects=False).status_code == 200

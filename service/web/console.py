@@ -37,7 +37,8 @@ async def login_page(request: ConsoleRequest) -> Template | Redirect:
     principal = await current_principal(request, required=False)
     if principal is not None and principal.kind == "session":
         return Redirect(path=target, status_code=303)
-    return page("login.html", {"next": target, "phone": ""})
+    flash = DONE["signed_out"] if request.query_params.get("signed_out") else ""
+    return page("login.html", {"next": target, "phone": "", "flash": flash})
 
 
 @get("/", name="console_inbox")

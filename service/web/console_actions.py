@@ -16,11 +16,14 @@ from service.access import Principal
 from service.broker_status import set_busy
 from service.db import session_scope
 from service.errors import ApiError
+from service.signin import end_session
 from service.web.console_data import filters, inbox_context
 from service.web.pages import ConsoleRequest, page, safe_next, signed_in
+from service.web.principal import cleared_cookies
 
 # What a redirect's `?done=` says on the page it lands on (fixed words: a link cannot make a page say anything).
 DONE = {
+    "signed_out": "You are signed out.",
     "busy": "Saved: callers are told you are with a client until then.",
     "free": "Saved: callers are told you are available.",
 }
@@ -78,4 +81,21 @@ async def inbox_again(request: ConsoleRequest, principal: Principal, back: str, 
                 status_code=status_code)
 
 
-ACTIONS = [busy]
+@post("/logout", name="console_logout", status_code=303)
+async def logout(request: ConsoleRequest) -> Redirect:
+    """Sign out: the session is revoked server-side (service.signin.end_session) and its cookies cleared."""
+    principal = await signed_in(request)
+    ctx = request.app.state.ctx
+    session_id = principal.session_id
+
+    def revoke() -> None:
+        if session_id is not None:
+            with session_scope(ctx.engine) as session:
+                end_session(session, session_id)
+
+    await anyio.to_thread.run_sync(revoke)
+    return Redirect(path="/console/login?signed_out=1", status_code=303,
+                    cookies=cleared_cookies(secure=ctx.settings.secure_cookies))
+
+
+ACTIONS = [busy, logout]
