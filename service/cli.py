@@ -59,6 +59,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.contacts:contacts",
         "Numbers never to text automatically.",
     ),
+    "webhooks": LazyCommand(
+        "service.commands.webhooks:webhooks",
+        "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",
+    ),
 }
 
 

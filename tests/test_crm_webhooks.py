@@ -42,14 +42,18 @@ def webhook_events() -> list[str]:
     return ["lead.created", "lead.updated", "lead.handoff", "lead.outcome"]
 
 
+def brokers_yaml(events: list[str], base: str = BROKERS_YAML) -> str:
+    """`base` with a CRM webhook for each broker: Dana's subscribes to `events`, Marcus's to lead.created."""
+    text = base.replace("    call_screening: true\n", "    call_screening: true\n"
+                        + webhooks_yaml(CRM_URL, SECRET, events), 1)
+    return text + webhooks_yaml(OTHER_URL, OTHER_SECRET, ["lead.created"])
+
+
 @pytest.fixture
 def brokers_file(tmp_path: Path, webhook_events: list[str]) -> Path:
     """The test brokers file, with a CRM webhook for each broker."""
-    text = BROKERS_YAML.replace("    call_screening: true\n", "    call_screening: true\n"
-                                + webhooks_yaml(CRM_URL, SECRET, webhook_events), 1)
-    text += webhooks_yaml(OTHER_URL, OTHER_SECRET, ["lead.created"])
     path = tmp_path / "brokers.yaml"
-    path.write_text(text)
+    path.write_text(brokers_yaml(webhook_events))
     return path
 
 
