@@ -45,6 +45,9 @@ COLUMNS: tuple[str, ...] = (
     "policy_version",
     "guard_allowed",
     "guard_violations",
+    "guard_override",
+    "author",
+    "author_name",
     "status",
     "twilio_sid",
     "delivery_status",
@@ -221,6 +224,8 @@ def broker_numbers(engine: Engine) -> set[str]:
 def mask_event(event: dict[str, Any], masker: Masker) -> dict[str, Any]:
     for name in PHONE_FIELDS:
         event[name] = masker.number(event[name])
+    if str(event.get("author") or "").startswith("+"):  # a person's phone (a token is "token:<id>")
+        event["author"] = masker.number(event["author"])
     for name in TEXT_FIELDS:
         event[name] = masker.text(event[name])
     if event.get("guard_violations"):

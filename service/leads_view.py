@@ -308,10 +308,15 @@ def broker_json(broker: Broker) -> dict[str, Any]:
             "twilio_number": broker.twilio_number, "timezone": broker.timezone}
 
 
+def broker_of(session: Session, ctx: Any, lead: Lead) -> Broker:
+    """The lead's broker (as loaded, else as stored)."""
+    return _brokers(session, ctx, {lead.broker_id})[lead.broker_id]
+
+
 def lead_detail(session: Session, ctx: Any, principal: Principal, lead_id: int) -> dict[str, Any]:
     """The lead page: the summary, the conversation, the calls and voicemails, the history and the alerts."""
     lead = visible_lead(session, principal, lead_id)
-    broker = _brokers(session, ctx, {lead.broker_id})[lead.broker_id]
+    broker = broker_of(session, ctx, lead)
     last = last_message_times(session, [lead_id]).get(lead_id)
     call_events = _call_events(session, lead)
     human = list(session.exec(select(HumanCall).where(HumanCall.lead_id == lead.id).order_by(col(HumanCall.id))))

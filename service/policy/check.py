@@ -10,7 +10,8 @@ What is checked:
   by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
   manifest requires; a finding names the category the policy set no longer covers); the same run start-up
   does, service.policy.selftest;
-- every inbound and sending-policy example through its owner's `example_findings()`;
+- every inbound and sending-policy example through its owner's `example_findings()`, and the examples of
+  the policy for a person's own texts (policies/sending/human.yaml) through the OutputGuard;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
   required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
   findings (GSM-7, length);
@@ -165,6 +166,19 @@ def check_sending(policies_dir: Path, result: CheckResult) -> list[str]:
     return list(policy.example_findings())
 
 
+def check_human(guard: Any, policies_dir: Path, result: CheckResult) -> list[str]:
+    """policies/sending/human.yaml: valid, and its examples flagged or passed by the real guard as it says."""
+    load_human_policy = _owner("service.sending.human_policy", "load_human_policy")
+    if load_human_policy is None:
+        return [_missing(policies_dir, "sending", "service.sending.human_policy", "a person's texts policy")]
+    try:
+        policy = load_human_policy(policies_dir)
+    except PolicyError as exc:
+        return [str(exc)]
+    result.checked.append("a person's texts policy and examples")
+    return list(policy.example_findings(guard))
+
+
 def run_check(
     policies_dir: Path, *, guard: Any = None, brokers_file: Path | None = None, brokers_optional: bool = False
 ) -> CheckResult:
@@ -207,6 +221,8 @@ def run_check(
         result.findings += check_inbound(policies_dir, result)
     if kinds & {"quiet_hours", "caps"}:
         result.findings += check_sending(policies_dir, result)
+    if "human_texts" in kinds and guard is not None:
+        result.findings += check_human(guard, policies_dir, result)
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
     if brokers_file is not None and guard is not None:

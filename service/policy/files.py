@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "templates": "templates",
     "quiet_hours": "sending",
     "caps": "sending",
+    "human_texts": "sending",  # policies/sending/human.yaml, see service.sending.human_policy
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")

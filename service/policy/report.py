@@ -28,6 +28,7 @@ KIND_TITLES = {
     "templates": "template set",
     "quiet_hours": "quiet hours",
     "caps": "sending caps",
+    "human_texts": "a person's own texts",
 }
 
 
@@ -209,7 +210,7 @@ def build_report(policies_dir: Path) -> list[Block]:
     blocks += _manifest_blocks(files)
     blocks += _template_blocks(policies_dir, rules)
 
-    others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps"}))
+    others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps", "human_texts"}))
     for heading, kinds in others:
         chosen = [f for f in files if f.header.kind in kinds]
         blocks.append(Block("h2", heading))

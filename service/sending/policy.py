@@ -2,6 +2,7 @@
 
     policies/sending/quiet_hours.yaml   kind: quiet_hours   federal + state windows, opener_is_reply, examples
     policies/sending/caps.yaml          kind: caps          per-lead, per-broker and circuit-breaker limits
+    policies/sending/human.yaml         kind: human_texts   a person's own texts (service.sending.human_policy)
 
 Both are read by the one strict YAML reader (service.yamlfile, through service.policy.files) into the strict
 models of service.sending.policy_files (unknown and duplicate keys are errors); every problem is a
@@ -17,7 +18,7 @@ instant the clocks jump past it; an ambiguous one (repeated in a fall-back hour)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo
 from service.errors import PolicyError
 from service.hours import wall_time_to_utc  # one home for wall clock -> instant (working hours use it too)
 from service.policy.files import load_policy_model
+from service.sending.human_policy import HumanTextPolicy, load_human_policy
 from service.sending.policy_files import (
     WEEKDAYS,
     CapsFile,
@@ -137,6 +139,7 @@ class SendingPolicy:
     examples: tuple[QuietHoursExample, ...]
     quiet_hours_path: Path
     caps_path: Path
+    human: HumanTextPolicy = field(default_factory=HumanTextPolicy)  # a person's own texts (policies/sending/human.yaml)
 
     def next_allowed_send(
         self, phone_e164: str, now_utc: datetime, fallback_tz: str, *, is_opener: bool
@@ -224,6 +227,7 @@ def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> S
         examples=tuple(qh.examples),
         quiet_hours_path=qh_path,
         caps_path=caps_path,
+        human=load_human_policy(policies_dir),
     )
     if check_examples:
         for index, example in enumerate(policy.examples):

@@ -8,17 +8,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Router, get
+from litestar import Request, Response, Router, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlmodel import Session
 
 from service.access import Principal
+from service.alerts import pending_ids
+from service.db import session_scope
+from service.errors import ApiError
+from service.human_text import human_text_json, send_human_text
 from service.leads_view import lead_detail, list_leads, parse_limit
+from service.models import OutboundMessage
 from service.web.principal import provide_principal
 
 ApiRequest = Request[Any, Any, State]
+
+
+def send_after_commit(request: ApiRequest, msgs: list[OutboundMessage]) -> BackgroundTask | None:
+    """The response's background task that sends the committed texts due now (the worker's own path, as after a
+    webhook); None when there is nothing to send. The console's forms use it too."""
+    now_ids = [m.id for m in msgs if m.id is not None and m.id in pending_ids(msgs)
+               and m.next_attempt_at <= m.created_at]
+    if not now_ids:
+        return None
+    return BackgroundTask(request.app.state.worker.after_webhook, now_ids, [])
+
+
+def flag(data: dict[str, Any], name: str) -> bool:
+    """An optional JSON boolean (false when absent); 422 naming it for anything else."""
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(f"{name}: true or false", status_code=422)
+    return value
 
 
 @get("/", sync_to_thread=True, summary="The leads the caller may see, newest first")
@@ -45,9 +69,21 @@ def lead_show(request: ApiRequest, principal: Principal, lead_id: int) -> dict[s
         return lead_detail(session, ctx, principal, lead_id)
 
 
+@post("/{lead_id:int}/messages", sync_to_thread=True, status_code=201,
+      summary="Text the borrower from the broker's number, as yourself")
+def lead_message(request: ApiRequest, principal: Principal, lead_id: int, data: dict[str, Any]) -> Response[Any]:
+    """`{"body": "...", "confirm": false}` -> 201 with the stored text; 409 opted out; 422 empty, too long, or
+    flagged by the output guard (policies/sending/human.yaml: `confirm` sends past a warning)."""
+    ctx = request.app.state.ctx
+    confirm = flag(data, "confirm")
+    with session_scope(ctx.engine) as session:
+        msg = send_human_text(session, ctx, principal, lead_id, body=data.get("body"), confirm=confirm)
+    return Response(content=human_text_json(msg), status_code=201, background=send_after_commit(request, [msg]))
+
+
 leads_router = Router(
     path="/api/leads",
-    route_handlers=[leads_index, lead_show],
+    route_handlers=[leads_index, lead_show, lead_message],
     dependencies={"principal": Provide(provide_principal)},
     tags=["leads"],
 )
