@@ -5,7 +5,8 @@ again. Rows are deleted children first (decisions, delivery callbacks, texts, in
 the leads) so the foreign keys hold on every backend. What replay protection needs outlives the rows: the
 SHA-256 of every deleted MessageSid and CallSid (ForgottenSid), so a captured signed START or missed call
 replayed later is refused instead of opting the number back in or texting it. Forgetting a number also
-drops its cached Twilio Lookup line type.
+drops its cached Twilio Lookup line type. The CRM webhook deliveries of a deleted lead go with it (their bodies
+hold the number), sent or not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from service.models import (
     Lead,
     LineTypeCache,
     OutboundMessage,
+    WebhookDelivery,
     utcnow,
 )
 from service.phones import InvalidPhone, mask, to_e164
@@ -46,6 +48,7 @@ COUNT_KEYS = (
     "call_events",
     "delivery_events",
     "line_types",
+    "webhook_deliveries",
 )
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
@@ -144,6 +147,7 @@ def _delete_rows(
         _remember_sids(session, sid_chunk, "call")
         counts["call_events"] += _delete(session, CallEvent, col(CallEvent.call_sid).in_(sid_chunk))
     for chunk in _chunks(lead_ids):
+        counts["webhook_deliveries"] += _delete(session, WebhookDelivery, col(WebhookDelivery.lead_id).in_(chunk))
         counts["leads"] += _delete(session, Lead, col(Lead.id).in_(chunk))
     return counts
 

@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 from service import crm_delivery, crm_webhooks, events
 from service.events import EventKind
 from service.models import Broker, Lead, WebhookDelivery, utcnow
+from service.privacy import forget_number, purge_older_than
 from tests.helpers import BROKER, BROKERS_YAML, CALLER, dial_params, sms_params
 
 DIAL = "/twilio/voice/dial-status"
@@ -394,3 +395,27 @@ def test_log_failure_without_body(client, post, ctx, crm, caplog) -> None:
     logged = json.dumps(fields) + record.getMessage()
     assert CALLER[2:] not in logged
     assert "abcdef" not in logged  # the URL's path (a Zapier hook's key) stays out too
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy: a delivery's body holds the number
+
+
+def test_forget_number_deletes_its_deliveries_sent_or_not(client, post, ctx, crm) -> None:
+    missed(client, post)
+    sweep(client)
+    reply(client, post, "refi")  # queued, not yet sent
+    assert {r.status for r in deliveries(ctx)} == {"delivered", "pending"}
+    counts = forget_number(ctx.engine, CALLER)
+    assert counts["webhook_deliveries"] == 2
+    assert deliveries(ctx) == []
+    sweep(client)
+    assert crm.call_count == 1  # the pending one never leaves
+
+
+def test_purge_old_lead_deletes_its_deliveries(client, post, ctx, crm, clock) -> None:
+    missed(client, post)
+    sweep(client)
+    later(clock, 31 * 86400)
+    assert purge_older_than(ctx.engine, 30)["webhook_deliveries"] == 1
+    assert deliveries(ctx) == []
