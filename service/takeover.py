@@ -25,7 +25,9 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from service import events
+from service.errors import ApiError
 from service.events import EventKind
+from service.leads_view import broker_of, visible_lead
 from service.models import (
     AUTOMATED,
     Audience,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from service.access import Principal
 
 CANCELED = "canceled: a person took over"
+MAX_NOTE = 2000
 # The outcomes of a lead a person records, in the order a lead moves through them; the first three mean a
 # person talked with the borrower.
 OUTCOMES = ("reached", "appointment", "application", "not_a_fit", "lost", "no_response")
@@ -111,3 +114,34 @@ def locked_lead(session: Session, lead_id: int) -> Lead | None:
     """The lead, locked for this transaction as the reply processing locks it (PostgreSQL; SQLite serialises
     writers), so a human action and a reply being processed never interleave."""
     return session.get(Lead, lead_id, with_for_update=True, populate_existing=True)
+
+
+def check_outcome(outcome: object, note: object) -> tuple[str, str | None]:
+    """The outcome (one of OUTCOMES) and the note (optional text, at most 2000 characters); 422 naming the field."""
+    if not isinstance(outcome, str) or outcome not in OUTCOMES:
+        shown = repr(outcome) if isinstance(outcome, str) else "missing" if outcome is None else "not a string"
+        raise ApiError(f"outcome: {shown} is not an outcome; one of {', '.join(OUTCOMES)}", status_code=422,
+                       details={"outcomes": list(OUTCOMES)})
+    if note is not None and not isinstance(note, str):
+        raise ApiError("note: write the note as a string", status_code=422)
+    text = (note or "").replace("\x00", "").strip() or None
+    if text is not None and len(text) > MAX_NOTE:
+        raise ApiError(f"note: {len(text)} characters; at most {MAX_NOTE}", status_code=422)
+    return outcome, text
+
+
+def set_outcome(session: Session, ctx: Any, principal: Principal, lead_id: int, *, outcome: object,
+                note: object = None) -> Lead:
+    """Record what became of the lead (an `outcome` event, which the CRM webhooks carry as lead.outcome) and
+    take it over; 404 for a lead the principal may not see, 422 for an unknown outcome or a bad note."""
+    lead = visible_lead(session, principal, lead_id)
+    chosen, text = check_outcome(outcome, note)
+    lead = locked_lead(session, lead_id) or lead
+    broker = broker_of(session, ctx, lead)
+    now = utcnow()
+    lead.outcome, lead.outcome_note, lead.outcome_at, lead.outcome_by = chosen, text, now, principal.actor
+    session.add(lead)
+    events.record(session, broker=broker, lead=lead, kind=EventKind.outcome, actor=principal.actor,
+                  actor_name=principal.name, data={"outcome": chosen, "note": text}, at=now)
+    human_acted(session, ctx, broker=broker, lead=lead, principal=principal, how=chosen)
+    return lead

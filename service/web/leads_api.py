@@ -22,6 +22,7 @@ from service.errors import ApiError
 from service.human_text import human_text_json, send_human_text
 from service.leads_view import lead_detail, list_leads, parse_limit
 from service.models import OutboundMessage
+from service.takeover import set_outcome
 from service.web.principal import provide_principal
 
 ApiRequest = Request[Any, Any, State]
@@ -81,9 +82,19 @@ def lead_message(request: ApiRequest, principal: Principal, lead_id: int, data: 
     return Response(content=human_text_json(msg), status_code=201, background=send_after_commit(request, [msg]))
 
 
+@post("/{lead_id:int}/outcome", sync_to_thread=True, status_code=200, summary="Record what became of the lead")
+def lead_outcome(request: ApiRequest, principal: Principal, lead_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    """`{"outcome": "reached" | "appointment" | "application" | "not_a_fit" | "lost" | "no_response", "note": "..."}`
+    -> the lead as GET /api/leads/{id} shows it; 422 for an unknown outcome (the valid ones in the answer)."""
+    ctx = request.app.state.ctx
+    with session_scope(ctx.engine) as session:
+        set_outcome(session, ctx, principal, lead_id, outcome=data.get("outcome"), note=data.get("note"))
+        return lead_detail(session, ctx, principal, lead_id)
+
+
 leads_router = Router(
     path="/api/leads",
-    route_handlers=[leads_index, lead_show, lead_message],
+    route_handlers=[leads_index, lead_show, lead_message, lead_outcome],
     dependencies={"principal": Provide(provide_principal)},
     tags=["leads"],
 )
