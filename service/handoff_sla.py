@@ -14,8 +14,9 @@ UPDATE ... WHERE sla_alerts = n (and the handoff still the same and unworked), i
 the alert and records the `sla_alert` event: any number of processes may sweep, each level goes out once.
 The alerts say how long the caller has really waited (the night included), not the working minutes.
 
-Run by the worker's sweep (service.worker.Worker.run_once), every sweep: the candidates are read with one query
-and each due lead is handled in a transaction of its own (one lead's failure does not hold up the others).
+Run by the worker's sweep (service.worker.Worker.run_once), every sweep: the candidates are read with one query,
+their deadlines computed in memory (the brokers' hours, SLA and phones are the brokers file's, as loaded), and
+only a due lead gets a transaction, of its own (one lead's failure does not hold up the others).
 """
 
 from __future__ import annotations
@@ -107,16 +108,12 @@ def _claim(session: Session, item: Waiting) -> bool:
     return result.rowcount == 1
 
 
-def _remind(session: Session, ctx: AppContext, item: Waiting, now: datetime) -> list[int]:
-    """Claim the lead's next level and queue its alert; the ids to send now ([] when not due or not ours)."""
-    broker = session.get(Broker, item.broker_id)
-    if broker is None or not broker.active:
-        return []
+def _remind(session: Session, ctx: AppContext, broker: Broker, item: Waiting, now: datetime) -> list[int]:
+    """Claim the lead's next level and queue its alert; the ids to send now ([] when another process took it)."""
     level = item.level + 1
     template, numbers_key = LEVELS[level]
     numbers: list[str] = list(getattr(broker, numbers_key) or [])
-    due = due_at(broker, item)
-    if not numbers or due is None or due > now or not _claim(session, item):
+    if not numbers or not _claim(session, item):
         return []
     lead = session.get(Lead, item.lead_id, populate_existing=True)
     if lead is None:
@@ -138,13 +135,19 @@ def sweep(ctx: AppContext, *, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     with Session(ctx.engine) as session:
         items = waiting(session, ctx)
+    # Hours, SLA and phones come from the brokers file: the copies loaded at start-up are the file's values.
+    brokers = {b.id: b for b in ctx.brokers_by_number.values()}
     ids: list[int] = []
     for item in items:
-        if item.handoff_at > now - timedelta(minutes=1):
-            continue  # no SLA is shorter than a minute: spare the arithmetic
+        broker = brokers.get(item.broker_id)
+        if broker is None or item.handoff_at > now - timedelta(minutes=1):
+            continue  # a broker no longer in the file; or too recent for any SLA (a minute at least)
+        due = due_at(broker, item)
+        if due is None or due > now:
+            continue
         try:
             with session_scope(ctx.engine) as session:
-                ids += _remind(session, ctx, item, now)
+                ids += _remind(session, ctx, broker, item, now)
         except Exception as exc:  # the lead stays at its level: the next sweep tries again
             log(logger, logging.ERROR, "unworked-handoff reminder failed", lead_id=item.lead_id,
                 exc_type=type(exc).__name__)
