@@ -98,9 +98,40 @@ LANDMARKS = """
 """
 
 
+# WCAG 2.x contrast of every visible piece of text against the first opaque background behind it: at least
+# 4.5:1 (3:1 for large text: 24px, or 18.66px bold). Disabled controls are exempt, as WCAG exempts them.
+LOW_CONTRAST = """
+() => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = el => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.closest('[hidden], .visually-hidden, template') || el.closest(':disabled')) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || style.display === 'none' || !el.getClientRects().length) continue;
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < needed) low.push(`${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}`);
+  }
+  return low;
+}
+"""
+
+
 def check_page(page: Any) -> None:
-    """What every console page must have: a language, a title, one main landmark, one h1, and a label (or
-    visible text) for every form control."""
+    """What every console page must have: a language, a title, one main landmark, one h1, a label (or visible
+    text) for every form control, and text that contrasts with what is behind it."""
     shape = page.evaluate(LANDMARKS)
     assert shape["lang"] == "en", shape
     assert shape["title"].strip(), shape
@@ -108,3 +139,4 @@ def check_page(page: Any) -> None:
     assert len(shape["h1"]) == 1, shape
     assert shape["h1"][0], shape
     assert page.evaluate(UNLABELLED_CONTROLS) == []
+    assert page.evaluate(LOW_CONTRAST) == []
