@@ -20,13 +20,25 @@ from tests.api_helpers import signed_in
 from tests.browser import (
     CHROMIUM,
     PHONE_VIEWPORT,
+    SCREENSHOTS,
     PageWatch,
     check_page,
     free_socket,
     require_chromium,
     serve,
 )
-from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, TWILIO_TOKEN, call_params, sent_texts
+from tests.helpers import (
+    BROKER,
+    BROKER2,
+    BROKER_CELL,
+    CALLER,
+    TWILIO_TOKEN,
+    call_params,
+    sent_texts,
+    sms_params,
+)
+
+OTHER = "+14155550177"  # a second caller
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +221,57 @@ def test_sign_in_wrong_code_says_so_and_stays(live, page, twilio_api, watch):
     expect(page.get_by_role("alert")).to_be_visible()
     assert page.url == f"{live}/console/login"
     assert [e for e in watch.errors if "401" not in e] == []
+
+
+def wait_for_text(twilio_api, timeout: float = 10.0, **fields: str) -> dict[str, str]:
+    """The first text the Messages API was asked to send whose form has all of `fields` (waits for it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [t for t in sent_texts(twilio_api["messages"]) if all(t.get(k) == v for k, v in fields.items())]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no text with {fields}")
+
+
+def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, ctx, watch):
+    """The broker's whole path: sign in with the texted code, see a missed call arrive live, see it need them,
+    open it, reply from the business number, and (screenshots for the README) on a phone-sized screen."""
+    sign_in_with_code(page, twilio_api, live, BROKER_CELL, BROKER_CELL)
+    page.evaluate("window.__sameDocument = true")
+
+    missed_call(live)
+    row = page.locator("li.lead", has_text="(415) 555-0199")
+    row.wait_for()
+    wait_for_text(twilio_api, To=CALLER, From=BROKER)  # the opener went out
+    post_signed(live, "/twilio/sms", sms_params("refi, in the next month or so"))
+    post_signed(live, "/twilio/sms", sms_params("can I lock my rate today?"))
+    expect(row).to_contain_text("Needs you: asked about a rate lock")
+    expect(page.locator("#announce")).to_contain_text("needs you")
+    missed_call(live, caller=OTHER)
+    page.locator("li.lead", has_text="(415) 555-0177").wait_for()
+    assert page.evaluate("window.__sameDocument === true")  # all of it without a reload
+    check_page(page)
+    page.screenshot(path=str(SCREENSHOTS / "inbox.png"))
+
+    row.get_by_role("link").click()
+    page.wait_for_url(f"{live}/console/leads/{lead_id_of(ctx)}")
+    check_page(page)
+    expect(page.locator(".notice.attention-text")).to_contain_text("asked about a rate lock")
+    conversation = page.locator('[data-part="conversation"]')
+    expect(conversation).to_contain_text("can I lock my rate today?")
+
+    words = "Hi, this is Dana. I can call you in 10 minutes about the rate lock."
+    page.get_by_label("Your text to (415) 555-0199").fill(words)
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#flash")).to_contain_text("Sent from the business number")
+    expect(conversation.locator(".bubble.out.human", has_text=words)).to_contain_text("You")
+    wait_for_text(twilio_api, Body=words, From=BROKER, To=CALLER)
+    check_page(page)
+    page.screenshot(path=str(SCREENSHOTS / "lead.png"), full_page=True)
+
+    missed_call(live, to=BROKER2)  # Marcus's lead: Dana's cell is no member of his team
+    response = page.goto(f"{live}/console/leads/{lead_id_of(ctx, CALLER, BROKER2)}")
+    assert response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("Lead not found")
+    assert [e for e in watch.errors if "status of 404" not in e] == []

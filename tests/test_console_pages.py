@@ -13,7 +13,7 @@ from service.web import console_view as view
 from service.web.pages import safe_next
 from service.web.principal import CSRF_HEADER
 from tests.api_helpers import missed, reply, signed_in
-from tests.helpers import BROKER, BROKER2, CALLER
+from tests.helpers import BROKER, BROKER2, CALLER, sent_texts
 
 NOW = datetime(2026, 6, 10, 21, 0, tzinfo=UTC)  # a Wednesday
 OTHER = "+14155550177"  # a second caller
@@ -209,8 +209,7 @@ def test_post_busy_sets_then_clears_with_a_client(client, ctx):
     cleared = client.post(f"/console/brokers/{BROKER}/busy", data={**form, "until": ""}, headers=cookie(headers),
                           follow_redirects=False)
     assert cleared.headers["location"].endswith("done=free")
-    assert "with a client until" not in client.get("/console", headers=cookie(headers)).text.replace(
-        "with a client until</label>", "")
+    assert "with a client until" not in client.get("/console", headers=cookie(headers)).text
 
 
 def test_post_busy_time_passed_shows_the_reason_on_the_inbox(client, ctx):
@@ -258,3 +257,79 @@ def test_post_logout_without_the_csrf_token_keeps_the_session(client, ctx):
     response = client.post("/console/logout", data={}, headers=cookie(headers), follow_redirects=False)
     assert response.status_code == 403
     assert client.get("/console", headers=cookie(headers), follow_redirects=False).status_code == 200
+
+
+# -- the reply box ------------------------------------------------------------------------------------------
+
+FLAGGED = "Rates from 5.9% this week, want to lock one in?"  # policies/sending/human.yaml: must_match
+
+
+def post_reply(client, ctx, lead_id: int, body: str, headers: dict[str, str] | None = None, **extra: str):
+    headers = headers or signed_in(ctx)
+    return client.post(f"/console/leads/{lead_id}/reply", data={"csrf_token": csrf_of(headers), "body": body, **extra},
+                       headers=cookie(headers), follow_redirects=False)
+
+
+def test_post_reply_sends_from_the_business_number_and_says_so(client, post, ctx, twilio_api):
+    missed(client, post)
+    lead_id = lead_id_of(ctx)
+    headers = signed_in(ctx)
+    response = post_reply(client, ctx, lead_id, "Hi, this is Dana. Is now a good time to talk?", headers)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/console/leads/{lead_id}?done=sent"
+    [text] = [t for t in sent_texts(twilio_api["messages"]) if t["Body"].startswith("Hi, this is Dana. Is now")]
+    assert (text["From"], text["To"]) == (BROKER, CALLER)
+    page = client.get(response.headers["location"], headers=cookie(headers)).text
+    assert "Sent from the business number" in page
+    assert '<span class="author">You</span>' in page
+
+
+def test_post_reply_flagged_by_the_guard_shows_findings_then_sends_anyway(client, post, ctx, twilio_api):
+    missed(client, post)
+    lead_id = lead_id_of(ctx)
+    headers = signed_in(ctx)
+    refused = post_reply(client, ctx, lead_id, FLAGGED, headers)
+    assert refused.status_code == 422
+    assert 'id="guard-warning"' in refused.text
+    assert "5.9%" in refused.text.split('id="guard-warning"')[1].split("</div>")[0]
+    assert f">{FLAGGED}</textarea>" in refused.text  # what they typed is kept
+    assert 'name="confirm" value="true"' in refused.text
+    assert not [t for t in sent_texts(twilio_api["messages"]) if t["Body"] == FLAGGED]
+    sent = post_reply(client, ctx, lead_id, FLAGGED, headers, confirm="true")
+    assert sent.status_code == 303
+    assert [t["To"] for t in sent_texts(twilio_api["messages"]) if t["Body"] == FLAGGED] == [CALLER]
+    assert "sent past a warning" in client.get(f"/console/leads/{lead_id}", headers=cookie(headers)).text
+
+
+def test_post_reply_opted_out_says_call_instead(client, post, ctx, twilio_api):
+    missed(client, post)
+    reply(client, post, "STOP")
+    lead_id = lead_id_of(ctx)
+    response = post_reply(client, ctx, lead_id, "Hi, this is Dana.")
+    assert response.status_code == 409
+    assert "opted out" in response.text.split('id="error"')[1].split("</p>")[0]
+    assert "<textarea id=\"body\" name=\"body\" rows=\"3\" maxlength=\"1600\" required" in response.text
+    assert not [t for t in sent_texts(twilio_api["messages"]) if t["Body"] == "Hi, this is Dana."]
+
+
+def test_post_reply_empty_says_what_to_fix(client, post, ctx):
+    missed(client, post)
+    response = post_reply(client, ctx, lead_id_of(ctx), "   ")
+    assert response.status_code == 422
+    assert "Empty; write the text to send." in response.text
+
+
+def test_post_reply_to_a_lead_not_yours_is_the_404_page(client, post, ctx, twilio_api):
+    missed(client, post, to=BROKER2)
+    response = post_reply(client, ctx, lead_id_of(ctx, number=BROKER2), "Hi")
+    assert response.status_code == 404
+    assert "<h1>Lead not found</h1>" in response.text
+    assert not [t for t in sent_texts(twilio_api["messages"]) if t["Body"] == "Hi"]
+
+
+def test_post_reply_without_the_csrf_token_sends_nothing(client, post, ctx, twilio_api):
+    missed(client, post)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id_of(ctx)}/reply", data={"body": "Hi"}, headers=cookie(headers))
+    assert response.status_code == 403
+    assert not [t for t in sent_texts(twilio_api["messages"]) if t["Body"] == "Hi"]

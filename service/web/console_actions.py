@@ -6,24 +6,31 @@ again with the reason and what they typed; any other refusal is the console's er
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio.to_thread
 from litestar import post
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect, Template
 
 from service.access import Principal
 from service.broker_status import set_busy
 from service.db import session_scope
 from service.errors import ApiError
+from service.human_text import send_human_text
 from service.signin import end_session
-from service.web.console_data import filters, inbox_context
+from service.web.console_data import filters, inbox_context, lead_context
+from service.web.leads_api import send_after_commit
 from service.web.pages import ConsoleRequest, page, safe_next, signed_in
 from service.web.principal import cleared_cookies
 
 # What a redirect's `?done=` says on the page it lands on (fixed words: a link cannot make a page say anything).
 DONE = {
     "signed_out": "You are signed out.",
+    "sent": "Sent from the business number. textback's automated texts on this lead have stopped.",
+    "held": "Saved: it is quiet hours where the borrower lives, so your text goes when they end. Call if it "
+            "cannot wait.",
     "busy": "Saved: callers are told you are with a client until then.",
     "free": "Saved: callers are told you are available.",
 }
@@ -35,10 +42,11 @@ async def form_fields(request: ConsoleRequest) -> dict[str, str]:
     return {key: value.strip() for key, value in form.items() if isinstance(value, str)}
 
 
-def back_to(path: str, done: str) -> Redirect:
-    """303 to a console page (never elsewhere), saying `done` there."""
+def back_to(path: str, done: str, *, background: BackgroundTask | None = None) -> Redirect:
+    """303 to a console page (never elsewhere), saying `done` there; `background` runs after the answer."""
     target = safe_next(path)
-    return Redirect(path=f"{target}{'&' if '?' in target else '?'}done={done}", status_code=303)
+    return Redirect(path=f"{target}{'&' if '?' in target else '?'}done={done}", status_code=303,
+                    background=background)
 
 
 @post("/brokers/{number:str}/busy", name="console_busy", status_code=303)
@@ -81,6 +89,55 @@ async def inbox_again(request: ConsoleRequest, principal: Principal, back: str, 
                 status_code=status_code)
 
 
+@post("/leads/{lead_id:int}/reply", name="console_reply", status_code=303)
+async def reply(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
+    """The user's own text to the borrower (service.human_text.send_human_text, as POST /api/leads/{id}/messages).
+    Flagged by the output guard: the page again, with what it flagged and, when the firm's policy lets a person
+    override, a "Send anyway" button. Opted out, empty, too long: the page again with the reason."""
+    principal = await signed_in(request)
+    fields = await form_fields(request)
+    body, confirm = fields.get("body", ""), fields.get("confirm") == "true"
+    ctx = request.app.state.ctx
+
+    def send() -> Any:
+        with session_scope(ctx.engine) as session:
+            return send_human_text(session, ctx, principal, lead_id, body=body, confirm=confirm)
+
+    try:
+        msg = await anyio.to_thread.run_sync(send)
+    except ApiError as exc:
+        if exc.status_code not in (409, 422):
+            raise
+        return await lead_again(request, principal, lead_id, exc, draft=body)
+    held = msg.next_attempt_at > msg.created_at
+    return back_to(f"/console/leads/{lead_id}", "held" if held else "sent",
+                   background=send_after_commit(request, [msg]))
+
+
+async def lead_again(request: ConsoleRequest, principal: Principal, lead_id: int, exc: ApiError, *,
+                     draft: str) -> Template:
+    """The lead page again after a refusal: the reason, the guard's findings, and the text as typed."""
+    ctx = request.app.state.ctx
+    context = await anyio.to_thread.run_sync(lambda: lead_context(ctx, principal, lead_id))
+    details = exc.details if isinstance(exc.details, dict) else {}
+    warning = None
+    if details.get("guard") in ("warn", "block"):
+        warning = {"violations": [violation_words(v) for v in details.get("violations") or []],
+                   "confirmable": details.get("guard") == "warn"}
+    error = None if warning else exc_message(exc)
+    return page("lead.html", {**context, "warning": warning, "error": error, "draft": draft}, principal=principal,
+                status_code=exc.status_code)
+
+
+def violation_words(violation: object) -> str:
+    """What the guard found in the person's text: the words it matched and the rule, readable."""
+    if not isinstance(violation, dict):
+        return str(violation)
+    rule = str(violation.get("rule") or "").rsplit(".", 1)[-1].replace("-", " ").replace("_", " ")
+    match = violation.get("match")
+    return f"“{match}” ({rule})" if match else rule
+
+
 @post("/logout", name="console_logout", status_code=303)
 async def logout(request: ConsoleRequest) -> Redirect:
     """Sign out: the session is revoked server-side (service.signin.end_session) and its cookies cleared."""
@@ -98,4 +155,4 @@ async def logout(request: ConsoleRequest) -> Redirect:
                     cookies=cleared_cookies(secure=ctx.settings.secure_cookies))
 
 
-ACTIONS = [busy, logout]
+ACTIONS = [busy, reply, logout]
