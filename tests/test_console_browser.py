@@ -235,8 +235,9 @@ def wait_for_text(twilio_api, timeout: float = 10.0, **fields: str) -> dict[str,
 
 
 def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, ctx, watch):
-    """The broker's whole path: sign in with the texted code, see a missed call arrive live, see it need them,
-    open it, reply from the business number, and (screenshots for the README) on a phone-sized screen."""
+    """The broker's whole path on a phone-sized screen: sign in with the texted code, see a missed call arrive
+    live and turn into a handoff, open it, reply from the business number, mark an outcome; another broker's
+    lead is not found. The README's screenshots are taken on the way."""
     sign_in_with_code(page, twilio_api, live, BROKER_CELL, BROKER_CELL)
     page.evaluate("window.__sameDocument = true")
 
@@ -267,6 +268,12 @@ def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, ctx, watch)
     expect(page.locator("#flash")).to_contain_text("Sent from the business number")
     expect(conversation.locator(".bubble.out.human", has_text=words)).to_contain_text("You")
     wait_for_text(twilio_api, Body=words, From=BROKER, To=CALLER)
+
+    page.get_by_label("Note (optional)").fill("Booked Thursday 10 AM")
+    page.get_by_role("group", name="Mark this lead as").get_by_role("button", name="Appointment").click()
+    expect(page.locator("#flash")).to_contain_text("Outcome saved")
+    expect(page.locator('[data-part="timeline"]')).to_contain_text("Outcome: Appointment")
+    expect(page.locator('[data-part="timeline"]')).to_contain_text("Booked Thursday 10 AM")
     check_page(page)
     page.screenshot(path=str(SCREENSHOTS / "lead.png"), full_page=True)
 

@@ -9,11 +9,13 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Broker, Lead
+from service.takeover import OUTCOMES
+from service.templates import load_templates
 from service.web import console_view as view
 from service.web.pages import safe_next
 from service.web.principal import CSRF_HEADER
 from tests.api_helpers import missed, reply, signed_in
-from tests.helpers import BROKER, BROKER2, CALLER, sent_texts
+from tests.helpers import BROKER, BROKER2, CALLER, POLICIES, sent_texts
 
 NOW = datetime(2026, 6, 10, 21, 0, tzinfo=UTC)  # a Wednesday
 OTHER = "+14155550177"  # a second caller
@@ -333,3 +335,64 @@ def test_post_reply_without_the_csrf_token_sends_nothing(client, post, ctx, twil
     response = client.post(f"/console/leads/{lead_id_of(ctx)}/reply", data={"body": "Hi"}, headers=cookie(headers))
     assert response.status_code == 403
     assert not [t for t in sent_texts(twilio_api["messages"]) if t["Body"] == "Hi"]
+
+
+# -- outcomes -----------------------------------------------------------------------------------------------
+
+def test_outcome_buttons_are_the_api_outcomes_in_order():
+    assert tuple(view.OUTCOMES) == OUTCOMES
+
+
+def test_post_outcome_saves_it_with_the_note_in_the_timeline(client, post, ctx):
+    missed(client, post)
+    lead_id = lead_id_of(ctx)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id}/outcome", headers=cookie(headers), follow_redirects=False,
+                           data={"csrf_token": csrf_of(headers), "outcome": "appointment", "note": "Thu 10am"})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/console/leads/{lead_id}?done=outcome"
+    html = client.get(response.headers["location"], headers=cookie(headers)).text
+    assert "Outcome saved." in html
+    assert "Outcome: Appointment (by Dana Whitfield) — “Thu 10am”" in html
+    assert 'value="appointment" class="current"' in html
+
+
+def test_post_outcome_unknown_re_shows_the_lead_with_the_note_kept(client, post, ctx):
+    missed(client, post)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id_of(ctx)}/outcome", headers=cookie(headers),
+                           data={"csrf_token": csrf_of(headers), "outcome": "married", "note": "keep me"})
+    assert response.status_code == 422
+    assert "is not an outcome" in response.text
+    assert ">keep me</textarea>" in response.text
+
+
+def test_post_outcome_without_the_csrf_token_saves_nothing(client, post, ctx):
+    missed(client, post)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id_of(ctx)}/outcome", headers=cookie(headers),
+                           data={"outcome": "lost"})
+    assert response.status_code == 403
+    with Session(ctx.engine) as session:
+        assert session.get(Lead, lead_id_of(ctx)).outcome is None
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    ({"kind": "missed_call"}, "Missed call"),
+    ({"kind": "handoff", "data": {"reasons": ["rate_lock", "closing"]}}, "Needs a person: asked about a rate lock, about a closing"),
+    ({"kind": "field_captured", "data": {"field": "loan_type", "value": "refinance"}}, "Captured loan type: Refinance"),
+    ({"kind": "human_text", "actor": "+14155550111", "actor_name": "Dana"}, "Texted by Dana"),
+    ({"kind": "human_contact", "data": {"how": "text"}}, "In touch with the borrower: by text"),
+    ({"kind": "human_contact", "data": {"how": "not_a_fit"}}, "In touch with the borrower: not a fit"),
+    ({"kind": "outcome", "actor": "+1", "actor_name": "Dana", "data": {"outcome": "lost", "note": None}}, "Outcome: Lost (by Dana)"),
+    ({"kind": "sla_alert", "data": {"to": ["+14155550112"]}}, "Reminder sent to (415) 555-0112"),
+    ({"kind": "something_new"}, "Something new"),
+])
+def test_event_words_read_as_a_timeline(templates, event, expected):
+    assert view.event_words(event, templates.phrase) == expected
+
+
+@pytest.fixture(scope="module")
+def templates():
+    """The reviewed templates and phrases (policies/templates), without a service around them."""
+    return load_templates(POLICIES)

@@ -20,6 +20,7 @@ from service.db import session_scope
 from service.errors import ApiError
 from service.human_text import send_human_text
 from service.signin import end_session
+from service.takeover import set_outcome
 from service.web.console_data import filters, inbox_context, lead_context
 from service.web.leads_api import send_after_commit
 from service.web.pages import ConsoleRequest, page, safe_next, signed_in
@@ -31,6 +32,7 @@ DONE = {
     "sent": "Sent from the business number. textback's automated texts on this lead have stopped.",
     "held": "Saved: it is quiet hours where the borrower lives, so your text goes when they end. Call if it "
             "cannot wait.",
+    "outcome": "Outcome saved. textback's automated texts on this lead have stopped.",
     "busy": "Saved: callers are told you are with a client until then.",
     "free": "Saved: callers are told you are available.",
 }
@@ -115,8 +117,8 @@ async def reply(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
 
 
 async def lead_again(request: ConsoleRequest, principal: Principal, lead_id: int, exc: ApiError, *,
-                     draft: str) -> Template:
-    """The lead page again after a refusal: the reason, the guard's findings, and the text as typed."""
+                     draft: str = "", note: str = "") -> Template:
+    """The lead page again after a refusal: the reason, the guard's findings, and the text or note as typed."""
     ctx = request.app.state.ctx
     context = await anyio.to_thread.run_sync(lambda: lead_context(ctx, principal, lead_id))
     details = exc.details if isinstance(exc.details, dict) else {}
@@ -125,8 +127,8 @@ async def lead_again(request: ConsoleRequest, principal: Principal, lead_id: int
         warning = {"violations": [violation_words(v) for v in details.get("violations") or []],
                    "confirmable": details.get("guard") == "warn"}
     error = None if warning else exc_message(exc)
-    return page("lead.html", {**context, "warning": warning, "error": error, "draft": draft}, principal=principal,
-                status_code=exc.status_code)
+    return page("lead.html", {**context, "warning": warning, "error": error, "draft": draft, "note": note},
+                principal=principal, status_code=exc.status_code)
 
 
 def violation_words(violation: object) -> str:
@@ -136,6 +138,27 @@ def violation_words(violation: object) -> str:
     rule = str(violation.get("rule") or "").rsplit(".", 1)[-1].replace("-", " ").replace("_", " ")
     match = violation.get("match")
     return f"“{match}” ({rule})" if match else rule
+
+
+@post("/leads/{lead_id:int}/outcome", name="console_outcome", status_code=303)
+async def outcome(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
+    """What became of the lead, with an optional note (service.takeover.set_outcome, as the API's)."""
+    principal = await signed_in(request)
+    fields = await form_fields(request)
+    ctx = request.app.state.ctx
+
+    def save() -> None:
+        with session_scope(ctx.engine) as session:
+            set_outcome(session, ctx, principal, lead_id, outcome=fields.get("outcome"),
+                        note=fields.get("note") or None)
+
+    try:
+        await anyio.to_thread.run_sync(save)
+    except ApiError as exc:
+        if exc.status_code != 422:
+            raise
+        return await lead_again(request, principal, lead_id, exc, note=fields.get("note", ""))
+    return back_to(f"/console/leads/{lead_id}", "outcome")
 
 
 @post("/logout", name="console_logout", status_code=303)
@@ -155,4 +178,4 @@ async def logout(request: ConsoleRequest) -> Redirect:
                     cookies=cleared_cookies(secure=ctx.settings.secure_cookies))
 
 
-ACTIONS = [busy, reply, logout]
+ACTIONS = [busy, reply, outcome, logout]

@@ -39,7 +39,7 @@ MESSAGE_STATUSES = {
 EVENTS = {
     "missed_call": "Missed call", "opener": "Opener texted", "reply": "Borrower replied",
     "field_captured": "Captured", "handoff": "Needs a person", "handoff_worked": "Taken up",
-    "human_text": "Texted by", "call_started": "Call started by", "human_contact": "Talked with the borrower",
+    "human_text": "Texted by", "call_started": "Call started by", "human_contact": "In touch with the borrower",
     "outcome": "Outcome", "bot_stopped": "Automated texts stopped", "opted_out": "Opted out of texts",
     "opted_in": "Opted back in", "sla_alert": "Reminder sent",
 }
@@ -148,7 +148,8 @@ def event_words(event: dict[str, Any], phrase: Any) -> str:
             text += f" (by {who})"
         return text + (f" — “{data['note']}”" if data.get("note") else "")
     if kind == "human_contact" and data.get("how"):
-        return f"{label} ({data['how']})"
+        how = str(data["how"])
+        return f"{label}: " + {"text": "by text", "call": "by phone"}.get(how, OUTCOMES.get(how, how).lower())
     if kind == "sla_alert" and data.get("to"):
         to = data["to"] if isinstance(data["to"], list) else [data["to"]]
         return f"{label} to {', '.join(phone(str(p)) for p in to)}"
