@@ -92,6 +92,10 @@ async def _verified_form(request: AppRequest, ctx: AppContext) -> dict[str, str]
     url = public_url_for(ctx.settings.public_url, request.url.path, request.url.query)
     verify(token=ctx.settings.signing_token, url=url, params=params,
            signature=request.headers.get("x-twilio-signature"))
+    # The query of a URL textback gave Twilio (click-to-call's ?call=<id>) is signed too: handlers read it as
+    # form fields (a posted field of the same name wins).
+    for key, value in request.query_params.items():
+        params.setdefault(key, value)
     # Checked as signed; then NUL goes: PostgreSQL text cannot hold it, and a 503 would make Twilio retry forever.
     return {key: value.replace("\x00", "") for key, value in params.items()}
 

@@ -109,8 +109,23 @@ class SendError(Exception):
         self.unknown_outcome = unknown_outcome
 
 
+@dataclass(frozen=True)
+class CallResult:
+    sid: str
+    status: str
+
+
+class CallError(Exception):
+    """Twilio did not place a call (refused it, or the request failed); `code` is Twilio's error code."""
+
+    def __init__(self, message: str, *, code: int | None):
+        super().__init__(message)
+        self.code = code
+
+
 class TwilioGateway:
-    """What textback needs from Twilio: send a text, find a text already sent, look up a line type."""
+    """What textback needs from Twilio: send a text, find a text already sent, look up a line type, place a
+    call (click-to-call)."""
 
     def __init__(self, *, account_sid: str, auth_token: str, api_url: str, lookup_url: str, timeout: float):
         self._http = HttpxTwilioClient(api_url=api_url, lookup_url=lookup_url, timeout=timeout)
@@ -155,6 +170,19 @@ class TwilioGateway:
         result: Any = self._client.lookups.v2.phone_numbers(phone).fetch(fields="line_type_intelligence")
         info = result.line_type_intelligence or {}
         return info.get("type")
+
+    def create_call(self, *, to: str, from_: str, url: str, status_callback: str) -> CallResult:
+        """Place a call through the Calls API: Twilio rings `to` from `from_` and, once answered, asks `url`
+        for TwiML; `status_callback` hears how the call ended. Not retried: a person is waiting for it."""
+        try:
+            call = self._client.calls.create(to=to, from_=from_, url=url, method="POST",
+                                             status_callback=status_callback, status_callback_method="POST")
+        except TwilioRestException as exc:
+            code = int(exc.code) if exc.code else None
+            raise CallError(f"twilio {exc.status} {code}", code=code) from None
+        except httpx.TransportError as exc:
+            raise CallError(f"transport: {type(exc).__name__}", code=None) from None
+        return CallResult(sid=call.sid, status=call.status or "queued")
 
     def close(self) -> None:
         self._http.close()

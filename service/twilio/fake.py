@@ -1,4 +1,5 @@
-"""What Twilio sends and answers, built once: webhook forms (signed as Twilio signs them) and Messages API JSON.
+"""What Twilio sends and answers, built once: webhook forms (signed as Twilio signs them), Messages API JSON and
+Calls API JSON.
 
 The simulator, the eval driver, the benchmarks and the tests all talk to the service through these, so a
 field Twilio adds or renames changes in one place. Nothing here decides anything; it only shapes data.
@@ -85,3 +86,16 @@ def message_list_json(messages: list[dict[str, object]], *, account_sid: str = D
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json?PageSize={page_size}&Page=0"
     return {"messages": messages, "first_page_uri": uri, "next_page_uri": None, "previous_page_uri": None,
             "page": 0, "page_size": page_size, "uri": uri, "start": 0, "end": max(len(messages) - 1, 0)}
+
+
+def call_json(to: str, from_: str, *, sid: str | None = None, status: str = "queued",
+              account_sid: str = DEFAULT_ACCOUNT_SID) -> dict[str, object]:
+    """A Calls API resource, shaped like Twilio's answer to a create (click-to-call)."""
+    sid = sid or new_sid("CA")
+    return {
+        "account_sid": account_sid, "api_version": API_VERSION, "sid": sid, "status": status, "to": to,
+        "from": from_, "direction": "outbound-api", "date_created": None, "date_updated": None,
+        "start_time": None, "end_time": None, "duration": None, "price": None, "price_unit": "USD",
+        "parent_call_sid": None, "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{sid}.json",
+        "subresource_uris": {},
+    }

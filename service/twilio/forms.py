@@ -281,3 +281,61 @@ class SmsStatusForm:
             raise BadRequestError("unknown MessageStatus", status_code=422)
         return cls(message_sid=checked, status=status.lower(),
                    error_code=int_field((form.get("ErrorCode") or "").strip()))
+
+
+def human_call_id(form: Mapping[str, str]) -> int:
+    """The click-to-call's id (`call` in the URL textback gave Twilio, merged into the form once verified)."""
+    value = int_field(form.get("call"))
+    if value is None:
+        raise BadRequestError("call is not a click-to-call id", status_code=422)
+    return value
+
+
+@dataclass(frozen=True)
+class BridgeForm:
+    """/twilio/voice/bridge?call=<id>: the user answered textback's call; connect them to the borrower."""
+
+    human_call_id: int
+    call_sid: str
+
+    @classmethod
+    def parse(cls, form: Mapping[str, str]) -> BridgeForm:
+        return cls(human_call_id=human_call_id(form), call_sid=call_sid(form))
+
+
+@dataclass(frozen=True)
+class BridgeStatusForm:
+    """/twilio/voice/bridge-status?call=<id>: the <Dial> to the borrower ended (its action callback)."""
+
+    human_call_id: int
+    call_sid: str
+    status: str
+    duration: int | None
+
+    @classmethod
+    def parse(cls, form: Mapping[str, str]) -> BridgeStatusForm:
+        call_id, sid_text = human_call_id(form), call_sid(form)
+        (status,) = require(form, "DialCallStatus")
+        if status.lower() not in KNOWN_DIAL_STATUSES:
+            raise BadRequestError("unknown DialCallStatus", status_code=422)
+        return cls(human_call_id=call_id, call_sid=sid_text, status=status.lower(),
+                   duration=int_field(form.get("DialCallDuration")))
+
+
+@dataclass(frozen=True)
+class BridgeCallStatusForm:
+    """/twilio/voice/bridge-call-status?call=<id>: the call to the user ended (the Calls API statusCallback)."""
+
+    human_call_id: int
+    call_sid: str
+    status: str
+    duration: int | None
+
+    @classmethod
+    def parse(cls, form: Mapping[str, str]) -> BridgeCallStatusForm:
+        call_id, sid_text = human_call_id(form), call_sid(form)
+        (status,) = require(form, "CallStatus")
+        if status.lower() not in CALL_STATUSES:
+            raise BadRequestError("unknown CallStatus", status_code=422)
+        return cls(human_call_id=call_id, call_sid=sid_text, status=status.lower(),
+                   duration=int_field(form.get("CallDuration")))

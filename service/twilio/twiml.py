@@ -41,10 +41,33 @@ def screen_whisper(*, caller: str, accept_url: str) -> str:
     gather = Gather(num_digits=1, action=accept_url, method="POST", timeout=6)
     # Only ASCII digits are spoken: the From field is caller-controlled, and a control character in it would
     # make the TwiML invalid XML (Twilio then drops the call instead of whispering to the broker).
-    digits = "".join(c for c in caller if c in "0123456789")[-10:]
-    spoken = " ".join(digits) if digits else "an unknown number"
-    gather.say(f"textback: call from {spoken}. Press any key to connect.")
+    gather.say(f"textback: call from {spoken_digits(caller)}. Press any key to connect.")
     response.append(gather)
+    response.hangup()
+    return str(response)
+
+
+def spoken_digits(number: str) -> str:
+    """A phone number as Twilio should say it: its last ten ASCII digits one by one (a caller-controlled field
+    may hold anything; a control character would make the TwiML invalid XML)."""
+    digits = "".join(c for c in number if c in "0123456789")[-10:]
+    return " ".join(digits) if digits else "an unknown number"
+
+
+def bridge(*, borrower: str, caller_id: str, action: str) -> str:
+    """Click-to-call, on the user's leg once they answer: say who, then dial the borrower from the business
+    number; the dial action says whether the borrower was reached."""
+    response = VoiceResponse()
+    response.say(f"Connecting you to {spoken_digits(borrower)}.")
+    dial = Dial(caller_id=caller_id, action=action, method="POST", timeout=30)
+    dial.number(borrower)
+    response.append(dial)
+    return str(response)
+
+
+def say_and_hang_up(message: str) -> str:
+    response = VoiceResponse()
+    response.say(message)
     response.hangup()
     return str(response)
 

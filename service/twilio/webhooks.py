@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
-from service import calls, events
+from service import calls, click_to_call, events
 from service.conversation import forward_settled, handle_keyword, opt_out_in_plain_words
 from service.db import insert_once
 from service.errors import BadRequestError
@@ -29,6 +29,9 @@ from service.twilio.forms import (
     CALL_STATUSES,
     KNOWN_DIAL_STATUSES,
     MESSAGE_SID,
+    BridgeCallStatusForm,
+    BridgeForm,
+    BridgeStatusForm,
     CallForm,
     CallStatusForm,
     DialStatusForm,
@@ -98,6 +101,21 @@ def handle_transcription(session: Session, ctx: AppContext, form: Mapping[str, s
 
 def handle_call_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     return calls.record_call_status(session, CallStatusForm.parse(form, ctx.broker_for))
+
+
+def handle_bridge(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Click-to-call: the user answered textback's call; say who, then dial the borrower (?call=<id>)."""
+    return click_to_call.bridge(session, ctx, BridgeForm.parse(form))
+
+
+def handle_bridge_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Click-to-call: the dial to the borrower ended; a completed one is a bridged call (a human contact)."""
+    return click_to_call.bridge_ended(session, ctx, BridgeStatusForm.parse(form))
+
+
+def handle_bridge_call_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
+    """Click-to-call: the call to the user ended (how, when nothing else said so)."""
+    return click_to_call.user_call_ended(session, BridgeCallStatusForm.parse(form))
 
 
 # -- messaging --------------------------------------------------------------------------------------------
@@ -175,6 +193,9 @@ WEBHOOKS: dict[str, Handler] = {
     "/twilio/voice/screen/accept": handle_screen_accept,
     "/twilio/voice/voicemail": handle_voicemail,
     "/twilio/voice/transcription": handle_transcription,
+    "/twilio/voice/bridge": handle_bridge,
+    "/twilio/voice/bridge-status": handle_bridge_status,
+    "/twilio/voice/bridge-call-status": handle_bridge_call_status,
     "/twilio/sms": handle_inbound_sms,
     "/twilio/sms/status": handle_sms_status,
 }
@@ -203,6 +224,17 @@ def offline_answer(ctx: AppContext, path: str, form: Mapping[str, str]) -> str:
     if path == "/twilio/voice/voicemail":
         VoicemailForm.parse(form, ctx.broker_for)
         return twiml.hangup()
+    # Click-to-call (the user's own leg, `To` is their phone): the borrower's number is in the database, so the
+    # user hears why nothing happens; the end of a call is still recorded when the spool is replayed.
+    if path == "/twilio/voice/bridge":
+        BridgeForm.parse(form)
+        return twiml.say_and_hang_up(click_to_call.GONE)
+    if path == "/twilio/voice/bridge-status":
+        BridgeStatusForm.parse(form)
+        return twiml.hangup()
+    if path == "/twilio/voice/bridge-call-status":
+        BridgeCallStatusForm.parse(form)
+        return twiml.empty_voice()
     broker = broker_for(ctx.broker_for, form)
     if path == "/twilio/sms":
         message_sid, _from = require(form, "MessageSid", "From")

@@ -17,10 +17,11 @@ from sqlmodel import Session
 
 from service.access import Principal
 from service.alerts import pending_ids
+from service.click_to_call import start_call
 from service.db import session_scope
 from service.errors import ApiError
 from service.human_text import human_text_json, send_human_text
-from service.leads_view import lead_detail, list_leads, parse_limit
+from service.leads_view import human_call_json, lead_detail, list_leads, parse_limit
 from service.models import OutboundMessage
 from service.takeover import set_outcome
 from service.web.principal import provide_principal
@@ -92,9 +93,17 @@ def lead_outcome(request: ApiRequest, principal: Principal, lead_id: int, data: 
         return lead_detail(session, ctx, principal, lead_id)
 
 
+@post("/{lead_id:int}/call", sync_to_thread=True, status_code=202,
+      summary="Click-to-call: ring your phone, then bridge to the borrower from the business number")
+def lead_call(request: ApiRequest, principal: Principal, lead_id: int) -> dict[str, Any]:
+    """202 with the click-to-call (its status follows Twilio's callbacks); 422 for a bearer token (no phone to
+    ring), 502 when Twilio does not place the call."""
+    return human_call_json(start_call(request.app.state.ctx, principal, lead_id))
+
+
 leads_router = Router(
     path="/api/leads",
-    route_handlers=[leads_index, lead_show, lead_message, lead_outcome],
+    route_handlers=[leads_index, lead_show, lead_message, lead_outcome, lead_call],
     dependencies={"principal": Provide(provide_principal)},
     tags=["leads"],
 )
