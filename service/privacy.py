@@ -6,7 +6,9 @@ the leads) so the foreign keys hold on every backend. What replay protection nee
 SHA-256 of every deleted MessageSid and CallSid (ForgottenSid), so a captured signed START or missed call
 replayed later is refused instead of opting the number back in or texting it. Forgetting a number also
 drops its cached Twilio Lookup line type. The CRM webhook deliveries of a deleted lead go with it (their bodies
-hold the number), sent or not.
+hold the number), sent or not, and so do its history (LeadEvent: captured fields, notes), its click-to-calls
+(HumanCall) and the alert links to it (LeadLink); a console session opened from such a link is revoked.
+Operational records that hold no borrower number or words (AlertFailure) stay.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, delete, exists, or_
+from sqlalchemy import and_, delete, exists, or_, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
@@ -29,10 +31,14 @@ from service.models import (
     Decision,
     DeliveryEvent,
     ForgottenSid,
+    HumanCall,
     InboundMessage,
     Lead,
+    LeadEvent,
+    LeadLink,
     LineTypeCache,
     OutboundMessage,
+    UserSession,
     WebhookDelivery,
     utcnow,
 )
@@ -49,6 +55,10 @@ COUNT_KEYS = (
     "delivery_events",
     "line_types",
     "webhook_deliveries",
+    "lead_events",
+    "human_calls",
+    "lead_links",
+    "link_sessions_revoked",
 )
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
@@ -109,6 +119,17 @@ def _delete(session: Session, model: type[SQLModel], *conditions: Any) -> int:
     return result.rowcount or 0
 
 
+def _revoke_link_sessions(session: Session, lead_ids: list[int]) -> int:
+    """Sessions opened from an alert link to one of these leads see nothing once the lead is gone (and must not
+    see a later lead that reuses the id): revoked."""
+    stmt = (update(UserSession)
+            .where(col(UserSession.lead_id).in_(lead_ids), col(UserSession.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False))
+    result = cast("CursorResult[Any]", session.execute(stmt))
+    return result.rowcount or 0
+
+
 def _delete_rows(
     session: Session,
     *,
@@ -148,6 +169,10 @@ def _delete_rows(
         counts["call_events"] += _delete(session, CallEvent, col(CallEvent.call_sid).in_(sid_chunk))
     for chunk in _chunks(lead_ids):
         counts["webhook_deliveries"] += _delete(session, WebhookDelivery, col(WebhookDelivery.lead_id).in_(chunk))
+        counts["lead_events"] += _delete(session, LeadEvent, col(LeadEvent.lead_id).in_(chunk))
+        counts["human_calls"] += _delete(session, HumanCall, col(HumanCall.lead_id).in_(chunk))
+        counts["lead_links"] += _delete(session, LeadLink, col(LeadLink.lead_id).in_(chunk))
+        counts["link_sessions_revoked"] += _revoke_link_sessions(session, chunk)
         counts["leads"] += _delete(session, Lead, col(Lead.id).in_(chunk))
     return counts
 
@@ -239,11 +264,12 @@ def _stale_lead_ids(session: Session, cutoff: datetime, among: list[int] | None 
         col(CallEvent.caller) == Lead.phone,
         col(CallEvent.created_at) >= cutoff,
     )
+    recent_click_to_call = exists().where(col(HumanCall.lead_id) == Lead.id, col(HumanCall.created_at) >= cutoff)
     stmt = (
         select(Lead.id)
         .where(col(Lead.created_at) < cutoff, col(Lead.updated_at) < cutoff)
         .where(or_(col(Lead.opener_at).is_(None), col(Lead.opener_at) < cutoff))
-        .where(~recent_inbound, ~recent_outbound, ~recent_call)
+        .where(~recent_inbound, ~recent_outbound, ~recent_call, ~recent_click_to_call)
         .order_by(col(Lead.id))
     )
     if among is not None:
