@@ -4,14 +4,29 @@ Users are the phones of the brokers file: each broker's `forward_to` and `alert_
 and its `team:` list (role `member`: that broker; role `admin`: every broker of the file). A phone that is a
 user of several brokers sees all of them. Computed from the brokers as loaded, so an edit to the file and a
 restart change who sees what, with no stored copy to drift. A bearer token (a CRM) sees its one broker.
+
+Every credential (a session, a bearer token, an alert link) is a random token stored only as its SHA-256
+(`digest`), so a copy of the database signs no one in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from service.models import Broker
+
+
+def digest(token: str) -> str:
+    """What a credential is stored as."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(prefix: str = "") -> str:
+    """A new random credential (256 bits), shown once."""
+    return prefix + secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, or_, select
 
+from service import lead_links
 from service.brokers import template_values
 from service.db import insert_once
 from service.logs import log
 from service.models import AlertFailure, Broker, Lead, MessageStatus, OutboundMessage, Purpose, utcnow
+from service.one_time import first_link
 from service.outbox import Queued, queue_text
 from service.phones import mask
 from service.sending.gates import Cause, Kind
@@ -83,13 +85,17 @@ def queue_alert(
     from_phone: str | None = None,
 ) -> list[OutboundMessage]:
     """An alert to each of the broker's alert numbers, or to `numbers` (never a borrower-facing text), from the
-    broker's number, or from the alerts sender when the broker's number is known not to be able to send."""
+    broker's number, or from the alerts sender when the broker's number is known not to be able to send. A
+    template with `$link` gets each recipient's own link to the lead (service.lead_links)."""
     sender = from_phone or alert_sender_for(session, ctx, broker)
+    linked = ctx.templates.uses(template_id, "link")
     out = []
     for index, number in enumerate(broker.alert_to if numbers is None else numbers):
         key = f"{dedupe_key}:{index}" if dedupe_key else None
+        # Each recipient's own link to the lead (single use); a duplicate's link is never sent and expires.
+        mine = {**values, "link": lead_links.link_for(session, ctx, lead=lead, phone=number)} if linked else values
         queued = queue_text(session, ctx, broker=broker, to=number, template_id=template_id,
-                            purpose=Purpose.alert, lead=lead, values=values, dedupe_key=key, from_phone=sender)
+                            purpose=Purpose.alert, lead=lead, values=mine, dedupe_key=key, from_phone=sender)
         if queued is not None:
             after_queued(session, ctx, broker=broker, lead=lead, queued=queued)
             out.append(queued.msg)
@@ -156,10 +162,12 @@ def alert_follow_up(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     return msgs
 
 
-def follow_up_body(ctx: AppContext, broker: Broker, lead: Lead, count: int, text: str) -> str:
-    """The follow-up forward's text once it stands for `count` texts, the latest being `text`."""
+def follow_up_body(ctx: AppContext, broker: Broker, lead: Lead, count: int, text: str, *, was: str) -> str:
+    """The follow-up forward's text once it stands for `count` texts, the latest being `text`; `was` is the
+    text it replaces (its recipient's link is kept)."""
     return ctx.templates.render(FOLLOW_UP_TEMPLATE, {
         **template_values(broker), "caller": lead.phone, "more": _more(count), "excerpt": excerpt(text),
+        "link": first_link(was) or lead_links.console_login_url(ctx.settings),
     }).text
 
 
@@ -247,11 +255,11 @@ def alert_failed(
         other = None
     if other is not None:
         action = f"resent from {other}"
-        ids += _resend(session, msg, root_id=root_id, n=len(chain), from_phone=other, at=utcnow())
+        ids += _resend(session, ctx, msg, root_id=root_id, n=len(chain), from_phone=other, at=utcnow())
     elif accepted and code not in SENDER_ERRORS.keys() | ROUTE_ERRORS | RECIPIENT_ERRORS and len(
         chain) < min(ALERT_DELIVERY_ATTEMPTS, ALERT_MAX_TEXTS):
         action = "retry"
-        ids += _resend(session, msg, root_id=root_id, n=len(chain), from_phone=msg.from_phone,
+        ids += _resend(session, ctx, msg, root_id=root_id, n=len(chain), from_phone=msg.from_phone,
                        at=utcnow() + backoff(ctx, len(chain)))
     elif msg.template_id in ESCALATION_TEMPLATES or broker is None:
         action = "not escalated: this was the escalation"
@@ -279,13 +287,14 @@ def alert_failed(
 
 
 def _resend(
-    session: Session, msg: OutboundMessage, *, root_id: int, n: int, from_phone: str, at: datetime,
+    session: Session, ctx: AppContext, msg: OutboundMessage, *, root_id: int, n: int, from_phone: str, at: datetime,
 ) -> list[int]:
-    """The same alert (the text as rendered) once more, linked to the first one."""
+    """The same alert (the text as rendered, with a fresh link to the lead) once more, linked to the first one."""
+    body = lead_links.relink(session, ctx, body=msg.body, lead_id=msg.lead_id, phone=msg.to_phone)
     copy = OutboundMessage(
         dedupe_key=f"alert-again:{root_id}:{n}", broker_id=msg.broker_id, lead_id=msg.lead_id, audience=msg.audience,
         purpose=msg.purpose, template_id=msg.template_id, policy_version=msg.policy_version, to_phone=msg.to_phone,
-        from_phone=from_phone, body=msg.body, next_attempt_at=at, retry_of=root_id,
+        from_phone=from_phone, body=body, next_attempt_at=at, retry_of=root_id,
     )
     if not insert_once(session, copy):
         return []

@@ -69,15 +69,16 @@ def _pending_follow_up(session: Session, lead: Lead, now: datetime) -> list[Outb
 def _add_to_follow_up(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbound: InboundMessage,
                       rows: list[OutboundMessage]) -> bool:
     count = (lead.forward_pending or 0) + 1
-    body = alerts.follow_up_body(ctx, broker, lead, count, inbound.body)
-    ids = [row.id for row in rows]
-    changed = session.exec(
-        update(OutboundMessage)
-        .where(col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == MessageStatus.pending)
-        .values(body=body)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != len(ids):
+    changed = 0
+    for row in rows:  # one per recipient, each with its own link
+        body = alerts.follow_up_body(ctx, broker, lead, count, inbound.body, was=row.body)
+        changed += session.exec(
+            update(OutboundMessage)
+            .where(col(OutboundMessage.id) == row.id, col(OutboundMessage.status) == MessageStatus.pending)
+            .values(body=body)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if changed != len(rows):
         return False  # the sender has one of them already: this text starts the next follow-up
     lead.forward_pending = count
     return True

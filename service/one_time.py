@@ -27,8 +27,10 @@ CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
 _MARK = "<link>"
 
 
-def has_link(body: str) -> bool:
-    return LINK.search(body) is not None
+def first_link(body: str) -> str | None:
+    """The first link (live or scrubbed) in `body`, whole."""
+    match = LINK.search(body)
+    return match.group(0) if match else None
 
 
 def scrub(body: str, purpose: str) -> str:

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from service.brokers import template_values
 from service.db import insert_once
+from service.lead_links import console_login_url
 from service.logs import log
 from service.models import AUTOMATED, Audience, Broker, Lead, MessageStatus, OutboundMessage, utcnow
 from service.phones import mask
@@ -57,7 +58,9 @@ def queue_text(
     """Render, check and persist one text. Returns the row (its status says what will happen) with the verdict,
     or None when the dedupe key shows it was queued already. Texts leave from the broker's number unless
     `from_phone` says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
-    rendered = ctx.templates.render(template_id, {**template_values(broker), **(values or {})})
+    # An alert's $link defaults to the console's sign-in page (service.alerts gives each recipient their own).
+    defaults = {**template_values(broker), "link": console_login_url(ctx.settings)}
+    rendered = ctx.templates.render(template_id, {**defaults, **(values or {})})
     # Only the team's own numbers (brokers, alert numbers, the operator) receive a text the output guard does
     # not read: to anyone else, whatever the template says, it is a borrower text, guarded and gated.
     audience = Audience.broker if rendered.audience == "broker" and to in ctx.team_numbers else Audience.borrower

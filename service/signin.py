@@ -25,7 +25,7 @@ from sqlalchemy import CursorResult, delete, update
 from sqlmodel import Session, col, select
 
 from service import rate_limits
-from service.access import User, users_from_brokers
+from service.access import User
 from service.alerts import alert_sender_for, pending_ids
 from service.db import session_scope
 from service.errors import ApiError
@@ -33,7 +33,7 @@ from service.models import LoginCode, Purpose, UserSession, utcnow
 from service.outbox import queue_text
 from service.phones import InvalidPhone, to_e164
 from service.rate_limits import Limit
-from service.web.principal import start_session
+from service.web.principal import start_session, users
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -70,10 +70,6 @@ def parse_code(value: str) -> str:
         message = f"code: {CODE_DIGITS} digits, as texted"
         raise ApiError(message, status_code=422, details=[{"key": "code", "message": message}])
     return code
-
-
-def users(ctx: AppContext) -> dict[str, User]:
-    return users_from_brokers(ctx.brokers_by_number.values())
 
 
 def user_json(ctx: AppContext, user: User) -> dict[str, Any]:

@@ -57,6 +57,7 @@ SAMPLE_VALUES: dict[str, str] = {
     "callback_time": "12:30 PM EDT",
     "callback_day": "Wednesday, Sep 30",
     "waited": "2 h 45 min",
+    "link": "https://textback.pacific-northwest-home-lending.example.com/l/Ab3dEf6hIj9lMn0pQr2tUv",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}
@@ -105,6 +106,10 @@ class TemplateSet:
     version: str
     phrases: dict[str, str] = field(default_factory=dict)
 
+    def uses(self, template_id: str, name: str) -> bool:
+        """Whether the template has the placeholder `$name`."""
+        return name in placeholders(self.templates[template_id].text)
+
     def phrase(self, key: str) -> str:
         """The reviewed wording for `key` (a handoff reason, a note); the key itself, readable, when none."""
         return self.phrases.get(key) or key.replace("_", " ")
@@ -145,6 +150,15 @@ class TemplateSet:
         return out
 
 
+def placeholders(text: str) -> set[str]:
+    """The `$names` a template's text uses."""
+    try:
+        names = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)}
+    except (ValueError, AttributeError):
+        return set()
+    return {name for name in names if name}
+
+
 def load_templates(policies_dir: Path) -> TemplateSet:
     """Read every policies/templates/*.yaml; unknown keys, duplicates and bad placeholders are PolicyErrors."""
     templates: dict[str, TemplateSpec] = {}
@@ -161,11 +175,7 @@ def load_templates(policies_dir: Path) -> TemplateSet:
         for tid, spec in parsed.templates.items():
             if tid in templates:
                 raise PolicyError(str(path), f"templates.{tid}", f"duplicate template id (also in {sources[tid]})")
-            try:
-                names = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(spec.text)}
-            except (ValueError, AttributeError):
-                names = set()
-            names.discard(None)
+            names = placeholders(spec.text)
             unknown = sorted(n for n in names if n not in SAMPLE_VALUES)
             if unknown:
                 raise PolicyError(str(path), f"templates.{tid}.text", f"unknown placeholder(s) {unknown}")

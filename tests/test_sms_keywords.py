@@ -14,6 +14,7 @@ from tests.helpers import (
     CALLER,
     call_params,
     rendered,
+    sent_templates,
     sent_texts,
     sms_params,
 )
@@ -128,9 +129,11 @@ def test_store_inbound_before_processing(client, post, twilio_api, ctx) -> None:
 
 
 def test_store_text_from_broker_number_without_a_lead(client, post, twilio_api, ctx) -> None:
+    """Kept, never treated as a borrower's (no lead, no keyword); answered once with the console's link."""
     for text in ("ok calling him now", "STOP"):
         assert post(client, "/twilio/sms", sms_params(text, sender=BROKER_CELL)).status_code == 200
-    assert sent_texts(twilio_api["messages"]) == []
+    assert [t["To"] for t in sent_texts(twilio_api["messages"])] == [BROKER_CELL]
+    assert sent_templates(ctx, twilio_api["messages"], BROKER_CELL) == ["alert_reply_hint_console"]
     with Session(ctx.engine) as session:
         assert session.exec(select(Lead)).all() == []
         assert len(session.exec(select(InboundMessage)).all()) == 2

@@ -24,6 +24,7 @@ from service.phones import mask
 from service.privacy import was_forgotten
 from service.sender import apply_error_to_lead
 from service.store import lead_for, saved_id
+from service.team_texts import answer_team_text
 from service.twilio import twiml
 from service.twilio.forms import (
     CALL_STATUSES,
@@ -129,13 +130,17 @@ def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str
         return refuse_replay(sms.message_sid)
     if sender in ctx.own_numbers:
         # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
-        # borrower (no lead, no keyword handling, no alert about their own text).
+        # borrower (no lead, no keyword handling, no alert about their own text), and answered with the link
+        # to the lead (service.team_texts).
         own = InboundMessage(message_sid=sms.message_sid, broker_id=broker_id, lead_id=None, from_phone=sender,
                              body=sms.body, status="processed", num_media=sms.num_media)
-        insert_once(session, own)
+        if not insert_once(session, own):
+            log(logger, logging.INFO, "duplicate inbound ignored", message_sid=sms.message_sid)
+            return Outcome(twiml=twiml.empty_messaging())
         log(logger, logging.INFO, "text from a broker number stored", message_sid=sms.message_sid,
             broker_id=broker_id)
-        return Outcome(twiml=twiml.empty_messaging())
+        answers = answer_team_text(session, ctx, broker=broker, sender=sender, message_sid=sms.message_sid)
+        return Outcome(twiml=twiml.empty_messaging(), send_ids=answers)
     lead, created = lead_for(session, broker_id, sender)
     inbound = InboundMessage(message_sid=sms.message_sid, broker_id=broker_id, lead_id=lead.id, from_phone=sender,
                              body=sms.body, opt_out_type=sms.opt_out_type, num_media=sms.num_media)

@@ -35,9 +35,8 @@ from service.signin import (
     request_code,
     sign_in,
     user_json,
-    users,
 )
-from service.web.principal import cleared_cookies, provide_principal, session_cookies
+from service.web.principal import cleared_cookies, provide_principal, session_cookies, users
 
 ApiRequest = Request[Any, Any, State]
 JSON = "application/json"

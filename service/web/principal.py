@@ -8,7 +8,6 @@ token is not sent by browsers on their own, so it needs none.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from litestar import Request
 from litestar.datastructures import Cookie
 from sqlmodel import Session, select
 
-from service.access import Principal, User, users_from_brokers
+from service.access import Principal, User, digest, new_token, users_from_brokers
 from service.errors import ApiError
 from service.models import ApiToken, UserSession, utcnow
 
@@ -29,14 +28,6 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SESSION_DAYS = 30
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token(prefix: str = "") -> str:
-    return prefix + secrets.token_urlsafe(32)
 
 
 def users(ctx: Any) -> dict[str, User]:
