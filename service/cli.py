@@ -55,6 +55,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.credentials:sessions",
         "Console sign-ins: revoke every session of a phone (reads TEXTBACK_DATABASE_URL).",
     ),
+    "tokens": LazyCommand(
+        "service.commands.credentials:tokens",
+        "Bearer tokens for a broker's CRM: create (shown once), list, revoke (reads TEXTBACK_DATABASE_URL).",
+    ),
     "contacts": LazyCommand(
         "service.commands.contacts:contacts",
         "Numbers never to text automatically.",
