@@ -238,3 +238,39 @@ def test_show_lead_with_conversation_calls_voicemail_events_and_alerts(client, p
     assert {a["template_id"] for a in alerts} >= {"alert_voicemail"}
     assert all(a["to"] == BROKER_ALERT and a["status"] == "sent" for a in alerts)
     assert body["last_message_at"] == messages[-1]["at"]
+
+
+def test_list_leads_reads_a_page_in_the_same_statements_whatever_its_size(client, post, ctx) -> None:
+    """The page's last-message times come from one aggregate query, not one per lead."""
+    from sqlalchemy import event
+
+    headers = signed_in(ctx)
+    client.get("/api/leads", headers=headers)  # the session's first use records last_seen_at once
+
+    def statements_for_page() -> int:
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args) -> None:
+            seen.append(statement)
+
+        event.listen(ctx.engine, "before_cursor_execute", count)
+        try:
+            assert client.get("/api/leads", headers=headers).status_code == 200
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", count)
+        return len([s for s in seen if s.lstrip().upper().startswith("SELECT")])
+
+    for n in range(2):
+        missed(client, post, caller=f"+1415555030{n}")
+    small = statements_for_page()
+    for n in range(2, 12):
+        missed(client, post, caller=f"+141555503{n:02d}")
+    assert len(client.get("/api/leads", headers=headers).json()["leads"]) == 12
+    assert statements_for_page() == small == 3  # the session, the page of leads, their last messages
+
+
+def test_serve_openapi_schema_listing_every_leads_route(client) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {"/api/leads", "/api/leads/{lead_id}", "/api/leads/{lead_id}/messages", "/api/leads/{lead_id}/outcome",
+            "/api/leads/{lead_id}/call"} <= set(paths)
+    assert set(paths["/api/leads/{lead_id}/messages"]) == {"post"}
