@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlmodel import Session, select
 
-from service.models import Lead
+from service.models import HumanCall, Lead
 from service.twilio import fake
 from service.web.principal import SESSION_COOKIE
 from tests.api_helpers import signed_in
@@ -32,6 +32,7 @@ from tests.helpers import (
     BROKER2,
     BROKER_CELL,
     CALLER,
+    TWILIO_SID,
     TWILIO_TOKEN,
     call_params,
     sent_texts,
@@ -234,9 +235,40 @@ def wait_for_text(twilio_api, timeout: float = 10.0, **fields: str) -> dict[str,
     raise AssertionError(f"no text with {fields}")
 
 
-def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, ctx, watch):
+CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Calls.json"
+USER_LEG = "CA" + "c" * 32  # Twilio's call to the user's phone
+
+
+@pytest.fixture
+def calls_api(twilio_api):
+    """Twilio's Calls API, placing every click-to-call it is asked for."""
+
+    def created(request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        return httpx.Response(201, json=fake.call_json(form["To"], form["From"], sid=USER_LEG,
+                                                       account_sid=TWILIO_SID))
+
+    return twilio_api.post(CALLS_URL, name="calls").mock(side_effect=created)
+
+
+def answered(live: str, ctx, *, duration: str) -> None:
+    """What Twilio posts when the user answers a click-to-call and the bridged call to the borrower ends."""
+    with Session(ctx.engine) as session:
+        [call_id] = session.exec(select(HumanCall.id)).all()
+
+    def leg(**extra: str) -> dict[str, str]:
+        return call_params(USER_LEG, caller=BROKER, to=BROKER_CELL, Direction="outbound-api", **extra)
+
+    post_signed(live, f"/twilio/voice/bridge?call={call_id}", leg(CallStatus="in-progress"))
+    post_signed(live, f"/twilio/voice/bridge-status?call={call_id}",
+                leg(CallStatus="in-progress", DialCallStatus="completed", DialCallDuration=duration,
+                    DialCallSid="CA" + "d" * 32))
+
+
+def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, calls_api, ctx, watch):
     """The broker's whole path on a phone-sized screen: sign in with the texted code, see a missed call arrive
-    live and turn into a handoff, open it, reply from the business number, mark an outcome; another broker's
+    live and turn into a handoff, open it, reply from the business number, click to call (and see the call
+    connect), mark an outcome; another broker's
     lead is not found. The README's screenshots are taken on the way."""
     sign_in_with_code(page, twilio_api, live, BROKER_CELL, BROKER_CELL)
     page.evaluate("window.__sameDocument = true")
@@ -268,6 +300,16 @@ def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, ctx, watch)
     expect(page.locator("#flash")).to_contain_text("Sent from the business number")
     expect(conversation.locator(".bubble.out.human", has_text=words)).to_contain_text("You")
     wait_for_text(twilio_api, Body=words, From=BROKER, To=CALLER)
+
+    page.get_by_role("button", name="Call (415) 555-0199").click()
+    expect(page.locator("#flash")).to_contain_text("Twilio is calling your phone now")
+    calls = page.locator('[data-part="conversation"] .calls')
+    expect(calls).to_contain_text("Twilio is ringing Dana Whitfield's phone")
+    [placed] = calls_api.calls
+    form = dict(httpx.QueryParams(placed.request.content.decode()))
+    assert (form["To"], form["From"]) == (BROKER_CELL, BROKER)  # the user's phone, from the business number
+    answered(live, ctx, duration="95")  # Dana picks up, Twilio bridges the borrower, they talk
+    expect(calls).to_contain_text("Dana Whitfield talked with the borrower (1:35)")  # without a reload
 
     page.get_by_label("Note (optional)").fill("Booked Thursday 10 AM")
     page.get_by_role("group", name="Mark this lead as").get_by_role("button", name="Appointment").click()

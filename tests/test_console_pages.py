@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
 from service.models import Broker, Lead
 from service.takeover import OUTCOMES
 from service.templates import load_templates
+from service.twilio import fake
 from service.web import console_view as view
 from service.web.pages import safe_next
 from service.web.principal import CSRF_HEADER
 from tests.api_helpers import missed, reply, signed_in
-from tests.helpers import BROKER, BROKER2, CALLER, POLICIES, sent_texts
+from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, POLICIES, TWILIO_SID, sent_texts
 
 NOW = datetime(2026, 6, 10, 21, 0, tzinfo=UTC)  # a Wednesday
 OTHER = "+14155550177"  # a second caller
@@ -396,3 +398,53 @@ def test_event_words_read_as_a_timeline(templates, event, expected):
 def templates():
     """The reviewed templates and phrases (policies/templates), without a service around them."""
     return load_templates(POLICIES)
+
+
+# -- click-to-call ------------------------------------------------------------------------------------------
+
+CALLS_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Calls.json"
+
+
+@pytest.fixture
+def calls_api(twilio_api):
+    """Twilio's Calls API, placing every call it is asked for."""
+
+    def created(request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        return httpx.Response(201, json=fake.call_json(form["To"], form["From"], account_sid=TWILIO_SID))
+
+    return twilio_api.post(CALLS_URL, name="calls").mock(side_effect=created)
+
+
+def test_post_call_rings_your_phone_from_the_business_number(client, post, ctx, calls_api):
+    missed(client, post)
+    lead_id = lead_id_of(ctx)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id}/call", data={"csrf_token": csrf_of(headers)},
+                           headers=cookie(headers), follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/console/leads/{lead_id}?done=calling"
+    [request] = calls_api.calls
+    form = dict(httpx.QueryParams(request.request.content.decode()))
+    assert (form["To"], form["From"]) == (BROKER_CELL, BROKER)
+    html = client.get(response.headers["location"], headers=cookie(headers)).text
+    assert "Twilio is calling your phone now" in html
+    assert "Twilio is ringing Dana Whitfield&#39;s phone" in html
+
+
+def test_post_call_twilio_refuses_shows_why_on_the_lead(client, post, ctx, twilio_api):
+    twilio_api.post(CALLS_URL).respond(400, json={"code": 21215, "message": "Geo permission", "status": 400})
+    missed(client, post)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id_of(ctx)}/call", data={"csrf_token": csrf_of(headers)},
+                           headers=cookie(headers))
+    assert response.status_code == 502
+    assert "Twilio did not place the call" in response.text.split('id="error"')[1].split("</p>")[0]
+
+
+def test_post_call_without_the_csrf_token_places_none(client, post, ctx, calls_api):
+    missed(client, post)
+    headers = signed_in(ctx)
+    response = client.post(f"/console/leads/{lead_id_of(ctx)}/call", data={}, headers=cookie(headers))
+    assert response.status_code == 403
+    assert not calls_api.called

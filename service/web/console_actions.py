@@ -16,6 +16,7 @@ from litestar.response import Redirect, Template
 
 from service.access import Principal
 from service.broker_status import set_busy
+from service.click_to_call import start_call
 from service.db import session_scope
 from service.errors import ApiError
 from service.human_text import send_human_text
@@ -32,6 +33,10 @@ DONE = {
     "sent": "Sent from the business number. textback's automated texts on this lead have stopped.",
     "held": "Saved: it is quiet hours where the borrower lives, so your text goes when they end. Call if it "
             "cannot wait.",
+    "calling": "Twilio is calling your phone now. Answer it, and it connects you to the borrower from the "
+               "business number.",
+    "not_placed": "No call was placed: textback runs without Twilio credentials (dry-run). The call it would "
+                  "have placed is printed where it runs.",
     "outcome": "Outcome saved. textback's automated texts on this lead have stopped.",
     "busy": "Saved: callers are told you are with a client until then.",
     "free": "Saved: callers are told you are available.",
@@ -140,6 +145,21 @@ def violation_words(violation: object) -> str:
     return f"“{match}” ({rule})" if match else rule
 
 
+@post("/leads/{lead_id:int}/call", name="console_call", status_code=303)
+async def call(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
+    """Click-to-call (service.click_to_call.start_call, as POST /api/leads/{id}/call): Twilio rings the user's
+    phone, then bridges them to the borrower from the business number. The lead page then follows the call."""
+    principal = await signed_in(request)
+    ctx = request.app.state.ctx
+    try:
+        placed = await anyio.to_thread.run_sync(lambda: start_call(ctx, principal, lead_id))
+    except ApiError as exc:
+        if exc.status_code not in (422, 502):
+            raise
+        return await lead_again(request, principal, lead_id, exc)
+    return back_to(f"/console/leads/{lead_id}", "not_placed" if placed.status == "not-placed" else "calling")
+
+
 @post("/leads/{lead_id:int}/outcome", name="console_outcome", status_code=303)
 async def outcome(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
     """What became of the lead, with an optional note (service.takeover.set_outcome, as the API's)."""
@@ -178,4 +198,4 @@ async def logout(request: ConsoleRequest) -> Redirect:
                     cookies=cleared_cookies(secure=ctx.settings.secure_cookies))
 
 
-ACTIONS = [busy, reply, outcome, logout]
+ACTIONS = [busy, reply, call, outcome, logout]

@@ -191,7 +191,7 @@ def duration(seconds: int | None) -> str:
 
 
 RINGING = ("requested", "queued", "initiated", "ringing", "ringing-user")
-NOT_CONNECTED = ("failed", "no-answer", "busy", "canceled")
+NOT_CONNECTED = ("failed", "no-answer", "busy", "canceled", "ended")
 
 
 def call_words(call: dict[str, Any]) -> str:
@@ -213,6 +213,7 @@ def call_words(call: dict[str, Any]) -> str:
             return f"{who} talked with the borrower" + (f" ({duration(call.get('duration'))})"
                                                         if call.get("duration") else "")
         return f"{who}'s call ended before the borrower was connected"
-    if status in NOT_CONNECTED:
-        return f"{who}'s call did not connect ({status.replace('-', ' ')})"
+    if status in NOT_CONNECTED or status == "not-placed":
+        why = call.get("error") or status.replace("-", " ")
+        return f"{who}'s call did not connect ({why})"
     return f"{who}'s call: {status.replace('-', ' ')}"
