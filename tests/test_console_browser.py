@@ -30,6 +30,7 @@ from tests.browser import (
 from tests.helpers import (
     BROKER,
     BROKER2,
+    BROKER_ALERT,
     BROKER_CELL,
     CALLER,
     TWILIO_SID,
@@ -324,3 +325,24 @@ def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, calls_api, 
     assert response.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text("Lead not found")
     assert [e for e in watch.errors if "status of 404" not in e] == []
+
+
+def test_open_alert_link_shows_that_lead_only(live, page, twilio_api, ctx, watch):
+    """The link in the handoff alert texted to the team opens the lead, signed in, on a fresh phone browser."""
+    missed_call(live)
+    wait_for_text(twilio_api, To=CALLER, From=BROKER)
+    missed_call(live, caller=OTHER)
+    post_signed(live, "/twilio/sms", sms_params("can I lock my rate today?"))
+    alert = wait_for_text(twilio_api, To=BROKER_ALERT)
+    link = re.search(r"(http://127\.0\.0\.1:\d+/l/\S+)", alert["Body"])
+    assert link, alert["Body"]
+    page.goto(link.group(1))
+    assert page.url == f"{live}/console/leads/{lead_id_of(ctx)}"
+    expect(page.get_by_role("heading", level=1)).to_have_text("(415) 555-0199")
+    expect(page.locator("main")).to_contain_text("this browser sees that lead only")
+    check_page(page)
+    page.get_by_role("link", name="← Inbox").click()
+    expect(page.locator("li.lead")).to_have_count(1)
+    page.get_by_role("link", name="Sign in with a code").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    assert watch.errors == []

@@ -448,3 +448,18 @@ def test_post_call_without_the_csrf_token_places_none(client, post, ctx, calls_a
     response = client.post(f"/console/leads/{lead_id_of(ctx)}/call", data={}, headers=cookie(headers))
     assert response.status_code == 403
     assert not calls_api.called
+
+
+def test_open_login_page_signed_in_goes_on_but_a_link_session_may_sign_in(client, post, ctx):
+    missed(client, post)
+    full = client.get("/console/login", params={"next": "/console"}, headers=cookie(signed_in(ctx)),
+                      follow_redirects=False)
+    assert full.status_code == 303
+    assert full.headers["location"] == "/console"
+    one_lead = cookie(signed_in(ctx, lead_id=lead_id_of(ctx)))
+    page = client.get("/console/login", headers=one_lead, follow_redirects=False)
+    assert page.status_code == 200
+    assert 'id="code-request"' in page.text
+    inbox = client.get("/console", headers=one_lead).text
+    assert "this browser sees that lead only" in inbox
+    assert inbox.count('<li class="lead') == 1

@@ -32,10 +32,11 @@ from service.web.principal import current_principal
 
 @get("/login", name="console_login")
 async def login_page(request: ConsoleRequest) -> Template | Redirect:
-    """Sign in: the phone, then the texted code. Already signed in: straight on to `next`."""
+    """Sign in: the phone, then the texted code. Already signed in: straight on to `next` (a session opened from
+    an alert link, which sees one lead, may sign in fully here)."""
     target = safe_next(request.query_params.get("next"))
     principal = await current_principal(request, required=False)
-    if principal is not None and principal.kind == "session":
+    if principal is not None and principal.kind == "session" and principal.lead_id is None:
         return Redirect(path=target, status_code=303)
     flash = DONE["signed_out"] if request.query_params.get("signed_out") else ""
     return page("login.html", {"next": target, "phone": "", "flash": flash})
