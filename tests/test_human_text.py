@@ -36,7 +36,17 @@ def human_policy() -> HumanTextPolicy | None:
 
 
 @pytest.fixture
-def collaborators(output_guard, reply_rules, sending_policy, human_policy) -> dict[str, object]:
+def caps() -> dict[str, int]:
+    """Caps changed from the shipped sending policy, when a test needs them."""
+    return {}
+
+
+@pytest.fixture
+def collaborators(output_guard, reply_rules, sending_policy, human_policy, caps, tmp_path) -> dict[str, object]:
+    if caps:
+        from tests.test_gates import policy_with
+
+        sending_policy = policy_with(tmp_path, **caps)
     policy = sending_policy if human_policy is None else replace(sending_policy, human=human_policy)
     return {"guard": output_guard, "rules": reply_rules, "sending_policy": policy}
 
@@ -291,3 +301,16 @@ def test_report_human_policy_example_the_guard_disagrees_with(output_guard) -> N
     [finding] = wrong.example_findings(output_guard)
     assert "must_match example" in finding
     assert "passes the output guard" in finding
+
+
+@pytest.mark.parametrize("caps", [{"per_broker_per_day": 3}])
+def test_send_opener_after_human_texts_fill_broker_daily_cap(caps, client, post, ctx, twilio_api) -> None:
+    """A person's texts are not automated: they never use up the broker's daily cap on automated texts."""
+    missed(client, post)
+    with Session(ctx.engine) as session:
+        first = session.exec(select(Lead.id).where(Lead.phone == CALLER)).one()
+    for body in (HELLO, "Following up on your call: when suits you?"):
+        assert text(client, first, signed_in(ctx), body).status_code == 201
+    other = "+14155550177"
+    missed(client, post, caller=other)
+    assert [t["To"] for t in sent_texts(twilio_api["messages"])].count(other) == 1

@@ -126,8 +126,9 @@ def _cap_reached(session: Session, ctx: AppContext, broker: Broker, lead: Lead |
         if _count(session, col(OutboundMessage.lead_id) == lead.id, col(OutboundMessage.created_at) >= day_ago) >= (
                 caps.per_lead_per_day):
             return "per-lead daily cap reached"
-    if _count(session, col(OutboundMessage.broker_id) == broker.id, col(OutboundMessage.created_at) >= day_ago) >= (
-            caps.per_broker_per_day):
+    # The broker's daily volume of automated texts: a person's own texts are not automated and never use it up.
+    if _count(session, col(OutboundMessage.broker_id) == broker.id, col(OutboundMessage.created_at) >= day_ago,
+              col(OutboundMessage.purpose) != Purpose.human) >= caps.per_broker_per_day:
         return "per-broker daily cap reached"
     return None
 
