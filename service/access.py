@@ -1,6 +1,6 @@
 """Who may use the console and the API, and which brokers each of them sees.
 
-Users are the phones of the brokers file: each broker's `forward_to` and `alert_to` (members of that broker)
+Users are the phones of the brokers file: each broker's `forward_to`, `alert_to` and `backup_alert_to` (members of that broker)
 and its `team:` list (role `member`: that broker; role `admin`: every broker of the file). A phone that is a
 user of several brokers sees all of them. Computed from the brokers as loaded, so an edit to the file and a
 restart change who sees what, with no stored copy to drift. A bearer token (a CRM) sees its one broker.
@@ -72,6 +72,9 @@ def users_from_brokers(brokers: Iterable[Broker]) -> dict[str, User]:
         add(broker.forward_to, broker.name, broker.id)
         for phone in broker.alert_to or []:
             add(phone, broker.name if phone == broker.forward_to else f"{broker.name}'s team", broker.id)
+        for phone in broker.backup_alert_to or []:
+            # Told of an unworked handoff (service.handoff_sla), with the lead's link: they must be able to open it.
+            add(phone, f"{broker.name}'s backup", broker.id)
     every = frozenset(b.id for b in active if b.id is not None)
     return {
         phone: User(phone=phone, name=d.name, admin=d.admin, broker_ids=every if d.admin else frozenset(d.broker_ids),
