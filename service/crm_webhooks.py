@@ -29,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from service.leads_view import iso, lead_summary
+from service.leads_view import iso, last_message_times, lead_summary
 from service.models import Broker, Lead, WebhookDelivery
 
 SIGNATURE_VERSION = "v1"
@@ -50,12 +50,16 @@ def enqueue(session: Session, *, broker: Broker, lead: Lead, event: str, cause: 
             at: datetime) -> list[WebhookDelivery]:
     """Queue `event` about `lead` to every webhook of `broker` that subscribes to it."""
     rows: list[WebhookDelivery] = []
-    for hook in broker.webhooks or []:
-        if event not in hook.get("events", []):
-            continue
+    hooks = [hook for hook in broker.webhooks or [] if event in hook.get("events", [])]
+    if not hooks:
+        return rows
+    # The lead as the API's list shows it, its last message time included (one query, only when a CRM listens).
+    summary = lead_summary(lead, broker, last_message_at=last_message_times(session, [lead.id]).get(lead.id)
+                           if lead.id is not None else None)
+    for hook in hooks:
         delivery_id = uuid.uuid4().hex
         body = {"id": delivery_id, "event": event, "cause": cause, "occurred_at": iso(at),
-                "lead": lead_summary(lead, broker), "data": data}
+                "lead": summary, "data": data}
         row = WebhookDelivery(delivery_id=delivery_id, broker_id=broker.id or 0, lead_id=lead.id, url=hook["url"],
                               event=event, body=json.dumps(body, separators=(",", ":"), sort_keys=True))
         session.add(row)

@@ -135,6 +135,8 @@ def test_send_lead_updated_when_reply_captures_a_field(client, post, crm) -> Non
     assert bodies[1]["cause"] == "field_captured"
     assert bodies[1]["data"] == {"field": "loan_type", "value": "refinance"}
     assert bodies[1]["lead"]["loan_type"] == "refinance"
+    assert bodies[0]["lead"]["last_message_at"] is None  # the opener is queued after the missed-call event
+    assert bodies[1]["lead"]["last_message_at"] is not None  # the reply, as the API's lead list shows it
 
 
 def test_send_lead_handoff_on_rate_lock_reply(client, post, crm) -> None:
