@@ -108,6 +108,31 @@ def test_open_login_page_signed_out_is_labelled_and_checks_the_number(live, page
     assert watch.errors == []
 
 
+FOCUSED = """() => { const el = document.activeElement, style = getComputedStyle(el), box = el.getBoundingClientRect();
+  return {tag: el.tagName.toLowerCase(), id: el.id, text: el.textContent.trim(), top: box.top,
+          outline: style.outlineStyle === 'none' ? 0 : parseFloat(style.outlineWidth)}; }"""
+
+
+def test_keyboard_skip_link_then_visible_focus_on_each_control(live, page):
+    """From the keyboard: the first Tab shows the skip link, Enter jumps into the page, and every focused
+    control draws a visible focus ring."""
+    page.goto(f"{live}/console/login")
+    page.keyboard.press("Tab")
+    skip = page.evaluate(FOCUSED)
+    assert (skip["tag"], skip["text"]) == ("a", "Skip to content")
+    assert skip["top"] >= 0  # moved on screen while focused
+    page.keyboard.press("Enter")
+    assert page.evaluate(FOCUSED)["id"] == "main"
+    page.keyboard.press("Tab")
+    phone = page.evaluate(FOCUSED)
+    assert phone["id"] == "phone"
+    assert phone["outline"] >= 2
+    page.keyboard.press("Tab")
+    button = page.evaluate(FOCUSED)
+    assert (button["tag"], button["text"]) == ("button", "Text me a code")
+    assert button["outline"] >= 2
+
+
 def test_open_login_page_without_javascript_says_sign_in_needs_it(live, browser):
     context = browser.new_context(viewport=PHONE_VIEWPORT, java_script_enabled=False)
     try:
@@ -252,6 +277,16 @@ def calls_api(twilio_api):
     return twilio_api.post(CALLS_URL, name="calls").mock(side_effect=created)
 
 
+RECORDING_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Recordings/RE{'a' * 32}"
+
+
+def voicemail_params(seconds: str, caller: str = CALLER, to: str = BROKER) -> dict[str, str]:
+    """Twilio's recording callback after the caller left a voicemail on the missed call."""
+    sid = "CA" + (to[-10:] + caller[-10:]).rjust(32, "0")
+    return call_params(sid, caller=caller, to=to, CallStatus="completed", RecordingSid="RE" + "a" * 32,
+                       RecordingUrl=RECORDING_URL, RecordingDuration=seconds)
+
+
 def answered(live: str, ctx, *, duration: str) -> None:
     """What Twilio posts when the user answers a click-to-call and the bridged call to the borrower ends."""
     with Session(ctx.engine) as session:
@@ -278,6 +313,7 @@ def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, calls_api, 
     row = page.locator("li.lead", has_text="(415) 555-0199")
     row.wait_for()
     wait_for_text(twilio_api, To=CALLER, From=BROKER)  # the opener went out
+    post_signed(live, "/twilio/voice/voicemail", voicemail_params(seconds="23"))
     post_signed(live, "/twilio/sms", sms_params("refi, in the next month or so"))
     post_signed(live, "/twilio/sms", sms_params("can I lock my rate today?"))
     expect(row).to_contain_text("Needs you: asked about a rate lock")
@@ -294,6 +330,8 @@ def test_work_a_lead_from_sign_in_to_outcome(live, page, twilio_api, calls_api, 
     expect(page.locator(".notice.attention-text")).to_contain_text("asked about a rate lock")
     conversation = page.locator('[data-part="conversation"]')
     expect(conversation).to_contain_text("can I lock my rate today?")
+    expect(conversation.locator("audio[controls]")).to_have_attribute("src", f"{RECORDING_URL}.mp3")
+    expect(conversation.locator(".voicemails")).to_contain_text("0:23")
 
     words = "Hi, this is Dana. I can call you in 10 minutes about the rate lock."
     page.get_by_label("Your text to (415) 555-0199").fill(words)

@@ -61,7 +61,8 @@ async def inbox_live(request: ConsoleRequest) -> Response[Any]:
     principal = await signed_in(request)
     show, q, _ = filters(request.query_params)
     ctx = request.app.state.ctx
-    context = await anyio.to_thread.run_sync(lambda: inbox_context(ctx, principal, show=show, q=q, cursor=None))
+    context = await anyio.to_thread.run_sync(
+        lambda: inbox_context(ctx, principal, show=show, q=q, cursor=None, brokers=False))
     return fragment(request, render(request, "_inbox_live.html", context))
 
 

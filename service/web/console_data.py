@@ -68,18 +68,19 @@ def broker_row(broker: dict[str, Any], *, now: datetime) -> dict[str, Any]:
             "busy_label": view.clock(busy.astimezone(view.zone(tz))) if busy else "", "open_label": open_label}
 
 
-def inbox_context(ctx: Any, principal: Principal, *, show: str, q: str, cursor: str | None) -> dict[str, Any]:
-    """Everything the inbox shows, read in one session."""
+def inbox_context(ctx: Any, principal: Principal, *, show: str, q: str, cursor: str | None,
+                  brokers: bool = True) -> dict[str, Any]:
+    """Everything the inbox shows, read in one session (the live fragment, `brokers=False`, only its rows)."""
     now = utcnow()
     with Session(ctx.engine) as session:
         leads, next_cursor = list_leads(session, ctx, principal, state=None if show == "all" else show, q=q or None,
                                         cursor=cursor, limit=PAGE_SIZE)
-        brokers = list_brokers(session, principal, now=now) if principal.lead_id is None else []
+        listed = list_brokers(session, principal, now=now) if brokers and principal.lead_id is None else []
     several = len(principal.broker_ids) > 1
     rows = [lead_row(lead, ctx, now=now, several=several) for lead in leads]
     filtered = show != "all" or bool(q)
     return {
-        "rows": rows, "brokers": [broker_row(b, now=now) for b in brokers],
+        "rows": rows, "brokers": [broker_row(b, now=now) for b in listed],
         "show": show, "q": q, "show_options": list(SHOW.items()),
         "next_url": f"/console{query_string(show=show, q=q, cursor=next_cursor)}" if next_cursor else "",
         "empty_text": "No leads match." if filtered else
