@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import Broker, Lead
+from service.settings import DEV_AUTH_TOKEN
 from service.takeover import OUTCOMES
 from service.templates import load_templates
 from service.twilio import fake
@@ -17,7 +18,7 @@ from service.web import console_view as view
 from service.web.pages import safe_next
 from service.web.principal import CSRF_HEADER
 from tests.api_helpers import missed, reply, signed_in
-from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, POLICIES, TWILIO_SID, sent_texts
+from tests.helpers import BROKER, BROKER2, BROKER_CELL, CALLER, POLICIES, TWILIO_SID, call_params, sent_texts
 
 NOW = datetime(2026, 6, 10, 21, 0, tzinfo=UTC)  # a Wednesday
 OTHER = "+14155550177"  # a second caller
@@ -463,3 +464,24 @@ def test_open_login_page_signed_in_goes_on_but_a_link_session_may_sign_in(client
     inbox = client.get("/console", headers=one_lead).text
     assert "this browser sees that lead only" in inbox
     assert inbox.count('<li class="lead') == 1
+
+
+@pytest.mark.parametrize("settings_env", [{"twilio_account_sid": None, "twilio_auth_token": None}])
+def test_post_reply_and_call_in_dry_run_say_nothing_left_the_machine(client, post, ctx, capsys):
+    """Dry-run (a fresh machine, no Twilio credentials): the text is printed, no call is placed, and the page
+    says so instead of "sent"."""
+    form = call_params("CA" + "5" * 32, DialCallStatus="no-answer")
+    assert post(client, "/twilio/voice/dial-status", form, token=DEV_AUTH_TOKEN).status_code == 200
+    lead_id = lead_id_of(ctx)
+    headers = signed_in(ctx)
+    sent = post_reply(client, ctx, lead_id, "Hi, this is Dana.", headers)
+    assert sent.headers["location"] == f"/console/leads/{lead_id}?done=dry_run"
+    called = client.post(f"/console/leads/{lead_id}/call", data={"csrf_token": csrf_of(headers)},
+                         headers=cookie(headers), follow_redirects=False)
+    assert called.headers["location"] == f"/console/leads/{lead_id}?done=not_placed"
+    printed = capsys.readouterr().out
+    assert f"[dry-run] text to {CALLER} from {BROKER} (human): Hi, this is Dana." in printed
+    assert f"[dry-run] call to {BROKER_CELL} from {BROKER}" in printed
+    html = client.get(called.headers["location"], headers=cookie(headers)).text
+    assert "No call was placed" in html
+    assert "dry-run (not sent)" in html

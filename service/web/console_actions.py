@@ -31,6 +31,8 @@ from service.web.principal import cleared_cookies
 DONE = {
     "signed_out": "You are signed out.",
     "sent": "Sent from the business number. textback's automated texts on this lead have stopped.",
+    "dry_run": "Saved and printed where textback runs: it runs without Twilio credentials (dry-run), so nothing "
+               "is sent. textback's automated texts on this lead have stopped.",
     "held": "Saved: it is quiet hours where the borrower lives, so your text goes when they end. Call if it "
             "cannot wait.",
     "calling": "Twilio is calling your phone now. Answer it, and it connects you to the borrower from the "
@@ -116,8 +118,8 @@ async def reply(request: ConsoleRequest, lead_id: int) -> Redirect | Template:
         if exc.status_code not in (409, 422):
             raise
         return await lead_again(request, principal, lead_id, exc, draft=body)
-    held = msg.next_attempt_at > msg.created_at
-    return back_to(f"/console/leads/{lead_id}", "held" if held else "sent",
+    done = "held" if msg.next_attempt_at > msg.created_at else "dry_run" if ctx.settings.dry_run else "sent"
+    return back_to(f"/console/leads/{lead_id}", done,
                    background=send_after_commit(request, [msg]))
 
 
