@@ -485,3 +485,16 @@ def test_post_reply_and_call_in_dry_run_say_nothing_left_the_machine(client, pos
     html = client.get(called.headers["location"], headers=cookie(headers)).text
     assert "No call was placed" in html
     assert "dry-run (not sent)" in html
+
+
+@pytest.mark.parametrize(("path", "heading"), [
+    ("/console/leads/abc", "Lead not found"),
+    ("/console/leads/99999999999999999999", "Lead not found"),
+    ("/console/nope", "Page not found"),
+    ("/console/inbox/old", "Page not found"),
+])
+def test_open_unknown_console_address_is_a_404_page(client, ctx, path, heading):
+    response = client.get(path, headers=cookie(signed_in(ctx)))
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert f"<h1>{heading}</h1>" in response.text

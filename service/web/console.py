@@ -14,6 +14,7 @@ import anyio.to_thread
 from litestar import Response, get
 from litestar.response import Redirect, Template
 
+from service.errors import ApiError
 from service.web.console_actions import ACTIONS, DONE
 from service.web.console_data import filters, inbox_context, lead_context
 from service.web.pages import (
@@ -66,10 +67,14 @@ async def inbox_live(request: ConsoleRequest) -> Response[Any]:
     return fragment(request, render(request, "_inbox_live.html", context))
 
 
-@get("/leads/{lead_id:int}", name="console_lead")
-async def lead_page(request: ConsoleRequest, lead_id: int) -> Template:
-    """A lead: the conversation, what the bot captured, voicemail, and the reply, call and outcome forms."""
+@get("/leads/{lead:str}", name="console_lead")
+async def lead_page(request: ConsoleRequest, lead: str) -> Template:
+    """A lead: the conversation, what the bot captured, voicemail, and the reply, call and outcome forms. An
+    address that is no lead number is the same 404 page as a lead that does not exist."""
     principal = await signed_in(request)
+    if not lead.isdigit() or len(lead) > 18:
+        raise ApiError("lead not found", status_code=404)
+    lead_id = int(lead)
     ctx = request.app.state.ctx
     context = await anyio.to_thread.run_sync(lambda: lead_context(ctx, principal, lead_id))
     done = DONE.get(request.query_params.get("done") or "")
@@ -85,5 +90,12 @@ async def lead_live(request: ConsoleRequest, lead_id: int) -> Response[Any]:
     return fragment(request, render(request, "_lead_live.html", context))
 
 
-CONSOLE = console_router([login_page, inbox, inbox_live, lead_page, lead_live, *ACTIONS])
+@get("/{rest:path}", name="console_unknown")
+async def unknown_page(request: ConsoleRequest, rest: str) -> Template:
+    """Any other /console address (a mistyped lead number, an old bookmark): the console's 404 page."""
+    await signed_in(request)
+    raise ApiError(f"no console page at {rest}", status_code=404)
+
+
+CONSOLE = console_router([login_page, inbox, inbox_live, lead_page, lead_live, *ACTIONS, unknown_page])
 ROUTES = [STATIC, CONSOLE]

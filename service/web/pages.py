@@ -121,6 +121,8 @@ def error_page(request: ConsoleRequest, exc: ApiError) -> Response[Any]:
     if exc.status_code == 401:
         return to_sign_in(request, SignInRequired(here(request)))
     heading, message = ERROR_PAGES.get(exc.status_code, ("Something went wrong", str(exc)))
+    if exc.status_code == 404 and not request.url.path.startswith(("/console/leads/", "/console/brokers/")):
+        heading, message = "Page not found", "There is no such page in the console."
     html = render(request, "error.html", {"heading": heading, "message": message, "user": None})
     return Response(content=html, status_code=exc.status_code, media_type="text/html", headers=SECURITY_HEADERS)
 
