@@ -8,15 +8,13 @@ never shown here: it holds borrower data, and the CRM has it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from service import crm_webhooks
+from service import crm_webhooks, paging
 from service.access import Principal
 from service.crm_delivery import current_secret
 from service.crm_webhooks import DeliveryStatus
@@ -54,19 +52,12 @@ def delivery_json(row: WebhookDelivery, broker: Broker | None) -> dict[str, Any]
 
 def encode_cursor(row_id: int) -> str:
     """The opaque cursor of the page after delivery `row_id`."""
-    return base64.urlsafe_b64encode(f"delivery:{row_id}".encode()).decode().rstrip("=")
+    return paging.encode_cursor("delivery", row_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    """The delivery id a cursor continues after; 400 naming `cursor` for anything this API did not hand out."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    kind, _, number = raw.partition(":")
-    if kind != "delivery" or not number.isdigit() or len(number) > 18:
-        raise ApiError("cursor: not a cursor this API handed out (use next_cursor as given)", status_code=400)
-    return int(number)
+    """The delivery id a cursor continues after (400 naming `cursor` otherwise)."""
+    return paging.decode_cursor("delivery", cursor)
 
 
 def check_status(status: str | None) -> str | None:

@@ -8,8 +8,6 @@ messages, never stored on the lead (see models.Lead).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from sqlalchemy import Select, func, union_all
 from sqlalchemy import select as select_rows
 from sqlmodel import Session, col, or_, select
 
+from service import paging
 from service.errors import ApiError
 from service.models import (
     Audience,
@@ -81,20 +80,13 @@ def lead_summary(lead: Lead, broker: Broker, *, last_message_at: datetime | None
 # -- the list -----------------------------------------------------------------------------------------------
 
 def encode_cursor(lead_id: int) -> str:
-    """The opaque cursor of the page after `lead_id` (the last lead of a page)."""
-    return base64.urlsafe_b64encode(f"lead:{lead_id}".encode()).decode().rstrip("=")
+    """The opaque cursor of the page after lead `lead_id`."""
+    return paging.encode_cursor("lead", lead_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    """The lead id a cursor continues after; 400 naming `cursor` for anything this API did not hand out."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    kind, _, number = raw.partition(":")
-    if kind != "lead" or not number.isdigit() or len(number) > 18:
-        raise ApiError("cursor: not a cursor this API handed out (use next_cursor as given)", status_code=400)
-    return int(number)
+    """The lead id a cursor continues after (400 naming `cursor` otherwise)."""
+    return paging.decode_cursor("lead", cursor)
 
 
 def parse_limit(value: str | int | None) -> int:
