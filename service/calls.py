@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import events, next_step
+from service import cases, events, next_step
+from service.access import Principal
 from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
 from service.db import insert_once
@@ -26,6 +27,7 @@ from service.logs import log
 from service.models import Broker, CallEvent, Lead, Purpose, utcnow
 from service.phones import InvalidPhone, mask, to_e164
 from service.store import is_opted_out, lead_for, saved_id
+from service.takeover import human_acted, locked_lead
 from service.twilio import twiml
 from service.twilio.forms import (
     MISSED_DIAL_STATUSES,
@@ -241,7 +243,31 @@ def dial_ended(session: Session, ctx: AppContext, dial: DialStatusForm) -> Outco
     if missed:
         return _missed(session, ctx, broker, dial.caller, event)
     log(logger, logging.INFO, "answered call", call_sid=dial.call_sid, broker_id=broker.id)
+    _answered(session, ctx, broker, dial.caller, dial.call_sid)
     return Outcome(twiml=twiml.hangup())
+
+
+def _answered(session: Session, ctx: AppContext, broker: Broker, caller_raw: str | None, call_sid: str) -> None:
+    """The broker answered a caller who is a lead: a `call_answered` event (a repeat call when nobody had reached
+    them yet, service.cases). While their missed-call case is open, the broker on the phone with them is human
+    contact, which takes the lead over (service.takeover) as a callback would."""
+    try:
+        caller = to_e164(caller_raw or "")
+    except InvalidPhone:
+        return
+    found = session.exec(select(Lead).where(Lead.broker_id == broker.id, Lead.phone == caller)).first()
+    if found is None or found.id is None:
+        return
+    lead = locked_lead(session, found.id) or found
+    case = cases.latest(session, found.id)
+    now = utcnow()
+    events.record(session, broker=broker, lead=lead, kind=EventKind.call_answered, actor=broker.forward_to,
+                  actor_name=broker.name, data={"call_sid": call_sid}, at=now)
+    if case is not None and cases.is_open(case, now):
+        person = Principal(kind="phone", name=broker.name, broker_ids=frozenset({saved_id(broker)}),
+                           phone=broker.forward_to)
+        human_acted(session, ctx, broker=broker, lead=lead, principal=person, how="answered_call",
+                    data={"call_sid": call_sid})
 
 
 def record_call_status(session: Session, status: CallStatusForm) -> Outcome:

@@ -63,6 +63,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.contacts:contacts",
         "Numbers never to text automatically.",
     ),
+    "report": LazyCommand(
+        "service.commands.report:report",
+        "Is text-back enough? Missed calls, replies, time to a person, repeat calls and the verdict (reads "
+        "TEXTBACK_DATABASE_URL).",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",

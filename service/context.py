@@ -50,6 +50,7 @@ class AppContext:
     _sending: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     wake: threading.Event = field(default_factory=threading.Event)
+    digests_sent: set[str] = field(default_factory=set)  # weekly digests this process queued or found queued
 
     @property
     def own_numbers(self) -> set[str]:

@@ -107,6 +107,8 @@ def create_schema(engine: Engine) -> None:
                     continue
                 kind = column.type.compile(dialect=engine.dialect)
                 conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+            for index in table.indexes:  # an index added to an existing table (create_all makes new tables' own)
+                index.create(conn, checkfirst=True)
 
 
 def ping(engine: Engine) -> bool:

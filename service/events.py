@@ -1,7 +1,8 @@
 """A lead's history: one LeadEvent row per thing that happened, in order, and the CRM webhooks it triggers.
 
 `record` is the one way an event is written. The console and the API show the rows; the outgoing webhooks
-(service.crm_webhooks) are queued in the same transaction, so a CRM hears of exactly what was committed.
+(service.crm_webhooks) are queued in the same transaction, so a CRM hears of exactly what was committed; and
+the lead's missed-call case (service.cases, what the sufficiency report reads) is brought up to date with it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 
 from sqlmodel import Session
 
-from service import crm_webhooks
+from service import cases, crm_webhooks
 from service.models import Broker, Lead, LeadEvent, utcnow
 
 
 class EventKind(StrEnum):
     missed_call = "missed_call"  # data: call_sid, reason (why an opener went or not)
     opener = "opener"  # the opener was queued (data: message_id, template_id)
+    opener_delivered = "opener_delivered"  # Twilio reported the opener delivered (data: message_id)
+    opener_failed = "opener_failed"  # the opener could not be delivered (data: message_id, status, error_code)
+    call_answered = "call_answered"  # the broker answered a call from this lead directly (data: call_sid)
     reply = "reply"  # the borrower texted (data: message_id)
     field_captured = "field_captured"  # data: field, value
     handoff = "handoff"  # data: reasons
@@ -57,6 +61,7 @@ def record(
     event = LeadEvent(lead_id=lead.id, broker_id=broker.id, kind=kind, actor=actor, actor_name=actor_name,
                       data=data or {}, at=at or utcnow())
     session.add(event)
+    cases.apply(session, broker=broker, lead=lead, event=event)
     hook = "lead.created" if created else WEBHOOK_EVENT.get(kind)
     if hook is not None and broker.webhooks:
         crm_webhooks.enqueue(session, broker=broker, lead=lead, event=hook, cause=kind, data=event.data,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, DateTime, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 _E = TypeVar("_E", bound=type[StrEnum])
@@ -217,7 +217,10 @@ class OptOutEvent(SQLModel, table=True):
 class CallEvent(SQLModel, table=True):
     """One voice webhook delivery. Unique per (call, kind, status) so Twilio retries are no-ops."""
 
-    __table_args__ = (UniqueConstraint("call_sid", "kind", "status", name="uq_callevent"),)
+    __table_args__ = (
+        UniqueConstraint("call_sid", "kind", "status", name="uq_callevent"),
+        Index("ix_callevent_broker_created", "broker_id", "created_at"),  # the report counts calls by window
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     call_sid: str = Field(index=True)
@@ -477,3 +480,38 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class LeadCase(SQLModel, table=True):
+    """One missed-call lead for the sufficiency report (service.cases): the missed call that started it and what
+    came of it, kept up to date by the lead's events, so the report reads one row per case.
+
+    A case starts with a missed call from a caller with no open case; a call from them within CASE_WINDOW of
+    their last call is the same case (before any human contact it is a repeat call, the sign that a text was not
+    enough; after contact it is not counted). The opener's sent/delivered/failed state is its message's."""
+
+    __table_args__ = (Index("ix_leadcase_broker_missed", "broker_id", "missed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    broker_id: int = Field(index=True)
+    lead_id: int = Field(index=True)
+    call_sid: str | None = None
+    missed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_call_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    hour_of_week: int  # of the missed call in the broker's time zone: 0 = Monday 00:00-01:00 ... 167
+    in_hours: bool | None = None  # during the broker's working hours (None: the broker has none set)
+    opener_message_id: int | None = None
+    opener_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    first_reply_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    fields: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    handoff_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    handoff_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    human_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    human_by: str | None = None
+    human_how: str | None = None  # text | call | answered_call | an outcome
+    repeat_calls: int = 0  # calls (answered or missed) after the first and before any human contact
+    first_repeat_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    calls_after_contact: int = 0
+    outcome: str | None = None
+    outcome_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    opted_out_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))

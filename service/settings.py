@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     send_retry_base_seconds: float = 2.0
     max_body_bytes: int = 64 * 1024
     worker_poll_seconds: float = 1.0
+    weekly_digest: bool = True  # Mondays from 08:00 broker time: last week's headline numbers to alert_to
     # A text left in 'sending' (or a reply left in 'processing') longer than this is treated as abandoned by a
     # dead process: it goes back to the queue (a text as an unknown outcome, reconciled before any resend).
     # Keep stale_claim_seconds well above send_timeout_seconds, or a slow live send would be claimed twice,

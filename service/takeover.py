@@ -48,9 +48,9 @@ MAX_NOTE = 2000
 # person talked with the borrower.
 OUTCOMES = ("reached", "appointment", "application", "not_a_fit", "lost", "no_response")
 CONTACT_OUTCOMES = frozenset({"reached", "appointment", "application"})
-# How a person acted: their own text, a bridged call, or an outcome (by its name).
-ACTIONS = frozenset({"text", "call", *OUTCOMES})
-CONTACT = frozenset({"text", "call", *CONTACT_OUTCOMES})
+# How a person acted: their own text, a bridged call, the broker answering the lead's call, or an outcome.
+ACTIONS = frozenset({"text", "call", "answered_call", *OUTCOMES})
+CONTACT = frozenset({"text", "call", "answered_call", *CONTACT_OUTCOMES})
 
 
 def taken_over(lead: Lead) -> bool:

@@ -58,6 +58,11 @@ SAMPLE_VALUES: dict[str, str] = {
     "callback_day": "Wednesday, Sep 30",
     "waited": "2 h 45 min",
     "link": "https://textback.pacific-northwest-home-lending.example.com/l/Ab3dEf6hIj9lMn0pQr2tUv",
+    # The weekly digest's numbers (service.weekly_digest), at their longest plausible.
+    "week": "Sep 28", "missed": "1234", "texted": "1200", "replied": "987", "reached": "1100",
+    "median": "1.5 h", "again": "123", "verdict": "callers need more than a text",
+    "url": "https://textback.pacific-northwest-home-lending.example.com/console/report?broker=%2B15035550142"
+    "&since=2026-09-28&until=2026-10-04",
 }
 
 _REPLACEMENTS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-", "\u2026": "..."}

@@ -30,7 +30,7 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import conversation, handoff_sla, sender
+from service import conversation, handoff_sla, sender, weekly_digest
 from service.alerts import alert_reply, pending_ids
 from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
@@ -243,7 +243,8 @@ class Worker:
     def run_once(self) -> dict[str, int]:
         """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), queue the
-        unworked-handoff reminders that are due (service.handoff_sla), send every due text, send the due CRM
+        unworked-handoff reminders that are due (service.handoff_sla) and the weekly digests (service.weekly_digest),
+        send every due text, send the due CRM
         webhooks (in their own thread when it runs), and (hourly) apply the retention."""
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
@@ -251,6 +252,7 @@ class Worker:
         for inbound_id in due_inbound_ids(self.ctx):
             process_inbound(self.ctx, inbound_id, llm=self.llm)
         handoff_sla.sweep(self.ctx)  # unworked handoffs: the reminders due are queued, then sent below
+        weekly_digest.sweep(self.ctx)  # Monday mornings: last week's numbers to each broker, sent below
         counts = sender.send_due(self.ctx)
         self.crm_webhooks.sweep()
         self._apply_retention()

@@ -10,7 +10,8 @@ What is checked:
   by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
   manifest requires; a finding names the category the policy set no longer covers); the same run start-up
   does, service.policy.selftest;
-- every inbound and sending-policy example through its owner's `example_findings()`, and the examples of
+- every inbound and sending-policy example through its owner's `example_findings()`, the report's verdict
+  rule (policies/reporting/sufficiency.yaml) on its own examples, and the examples of
   the policy for a person's own texts (policies/sending/human.yaml) through the OutputGuard;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
   required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
@@ -179,6 +180,19 @@ def check_human(guard: Any, policies_dir: Path, result: CheckResult) -> list[str
     return list(policy.example_findings(guard))
 
 
+def check_sufficiency(policies_dir: Path, result: CheckResult) -> list[str]:
+    """policies/reporting/sufficiency.yaml: valid, and each example gets the verdict the file lists it under."""
+    load_sufficiency = _owner("service.sufficiency", "load_sufficiency")
+    if load_sufficiency is None:
+        return [_missing(policies_dir, "reporting", "service.sufficiency", "the report's verdict rule")]
+    try:
+        rule = load_sufficiency(policies_dir)
+    except PolicyError as exc:
+        return [str(exc)]
+    result.checked.append("the report's verdict rule and examples")
+    return list(rule.example_findings())
+
+
 def run_check(
     policies_dir: Path, *, guard: Any = None, brokers_file: Path | None = None, brokers_optional: bool = False
 ) -> CheckResult:
@@ -223,6 +237,8 @@ def run_check(
         result.findings += check_sending(policies_dir, result)
     if "human_texts" in kinds and guard is not None:
         result.findings += check_human(guard, policies_dir, result)
+    if "sufficiency" in kinds:
+        result.findings += check_sufficiency(policies_dir, result)
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
     if brokers_file is not None and guard is not None:

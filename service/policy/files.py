@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
     "quiet_hours": "sending",
     "caps": "sending",
     "human_texts": "sending",  # policies/sending/human.yaml, see service.sending.human_policy
+    "sufficiency": "reporting",  # policies/reporting/sufficiency.yaml, see service.sufficiency
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")

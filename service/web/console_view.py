@@ -41,7 +41,8 @@ EVENTS = {
     "field_captured": "Captured", "handoff": "Needs a person", "handoff_worked": "Taken up",
     "human_text": "Texted by", "call_started": "Call started by", "human_contact": "In touch with the borrower",
     "outcome": "Outcome", "bot_stopped": "Automated texts stopped", "opted_out": "Opted out of texts",
-    "opted_in": "Opted back in", "sla_alert": "Reminder sent",
+    "opted_in": "Opted back in", "sla_alert": "Reminder sent", "opener_delivered": "Opener delivered",
+    "opener_failed": "Opener not delivered", "call_answered": "Call answered by the broker",
 }
 
 

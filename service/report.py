@@ -1,0 +1,296 @@
+"""The sufficiency report: is text-back enough, or does the brokerage need live answering for some hours?
+
+`build_report` reads one row per missed-call case (service.cases) whose missed call falls in [since, until),
+joined to its opener's message, plus the period's call counts, and returns the figures as a dict (the JSON
+contract of `textback report --format json` and GET /api/report). What came of a case counts whenever it
+happened (a case missed on the last evening of the window and reached the next morning is reached); a case
+missed before the window is not in it, whatever happened in it.
+
+Definitions (every share is a fraction 0..1 rounded to 4 places, null when its denominator is 0; every time
+is whole seconds, the percentile by nearest rank: the smallest value with at least p% of the values at or
+below it):
+- calls: calls to the broker's textback number in the window; missed_calls: those the broker did not
+  answer; answered_calls: those they did (a broker whose carrier forwards only unanswered calls shows none).
+- missed_call_leads: cases started in the window (a caller who calls again is one case; withheld numbers
+  and opted-out callers have none); the funnel, by_hour and the verdict count cases.
+- openers_sent: openers accepted by Twilio (or printed in dry-run); delivered / failed: as Twilio reported
+  (failed includes a send Twilio refused); replied: cases with an opener and a reply;
+  time_to_first_reply: from the opener's sending to the reply.
+- reached_by_human: cases a person reached (a user's text, a bridged callback, the broker answering a call,
+  an outcome of reached or better); time_to_human: from the missed call to that contact; reached_within:
+  share of missed-call leads reached within 5, 15 and 60 minutes.
+- repeat_calls_before_contact: calls (answered or missed) from a case's caller after the first and before
+  any human contact; called_again_before_contact: cases with at least one.
+- no_reply: openers sent at least `no_reply_after_hours` ago with no reply; awaiting_reply: younger ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select
+from sqlmodel import Session, col
+from sqlmodel import select as select_rows
+
+from service.models import Broker, CallEvent, LeadCase, OutboundMessage, UTCDateTime, utcnow
+from service.phones import InvalidPhone, to_e164
+from service.sufficiency import SufficiencyRule
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WITHIN = {"5m": 5 * 60, "15m": 15 * 60, "60m": 60 * 60}
+BUCKETS = (("within 5 min", 5 * 60), ("5-15 min", 15 * 60), ("15-60 min", 3600), ("1-4 h", 4 * 3600),
+           ("4-24 h", 24 * 3600), ("over 24 h", None))
+CONTACT_OUTCOMES = ("appointment", "application")
+DEFAULT_DAYS = 30
+
+
+class ReportError(ValueError):
+    """A bad report request (a date that does not parse, since after until): the message names the parameter."""
+
+
+# -- the window ---------------------------------------------------------------------------------------------
+
+def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    """A date (the start of that day in `zone`; for `until`, the end of it: the day is included) or an ISO
+    datetime (with an offset, or in `zone` without one)."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime.combine(day + timedelta(days=1) if end else day, time(0), tzinfo=zone)
+            return start.astimezone(ZoneInfo("UTC"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"{name}: {value!r} is not a date (YYYY-MM-DD) or an ISO datetime"
+        raise ReportError(msg) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(ZoneInfo("UTC"))
+
+
+def window(since: str | None, until: str | None, zone: ZoneInfo, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """[since, until) in UTC: until defaults to now, since to DEFAULT_DAYS before until."""
+    end = parse_bound(until, "until", zone, end=True) if until else (now or utcnow())
+    start = parse_bound(since, "since", zone, end=False) if since else end - timedelta(days=DEFAULT_DAYS)
+    if start >= end:
+        msg = f"since: {start.isoformat()} is not before until ({end.isoformat()})"
+        raise ReportError(msg)
+    return start, end
+
+
+def report_zone(brokers: list[Broker]) -> ZoneInfo:
+    """Where dates are read and shown: the brokers' time zone when they share one, else UTC."""
+    zones = {b.timezone for b in brokers}
+    return ZoneInfo(zones.pop()) if len(zones) == 1 else ZoneInfo("UTC")
+
+
+# -- the figures --------------------------------------------------------------------------------------------
+
+def _seconds(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """later - earlier in seconds, computed by the database (reading 100,000 datetimes costs more than the
+    rest of the report)."""
+    if dialect == "sqlite":
+        return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
+    return func.extract("epoch", later - earlier)
+
+
+def share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def percentile(sorted_values: list[int], p: int) -> int | None:
+    """Nearest rank: the smallest value with at least p% of the values at or below it."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(math.ceil(p / 100 * len(sorted_values)) - 1, 0)]
+
+
+def _p50_p90(values: list[int]) -> dict[str, int | None]:
+    ordered = sorted(values)
+    return {"p50": percentile(ordered, 50), "p90": percentile(ordered, 90)}
+
+
+def _call_counts(session: Session, broker_ids: list[int], since: datetime, until: datetime) -> tuple[int, int, int]:
+    missed = col(CallEvent.missed).is_(True) & col(CallEvent.kind).in_(("voice", "dial-status"))
+    answered = col(CallEvent.missed).is_(False) & (col(CallEvent.kind) == "dial-status")
+    row = session.connection().execute(
+        select(func.count(case((col(CallEvent.kind) == "voice", 1))), func.count(case((missed, 1))),
+               func.count(case((answered, 1))))
+        .where(col(CallEvent.broker_id).in_(broker_ids), col(CallEvent.created_at) >= since,
+               col(CallEvent.created_at) < until)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: datetime,
+               no_reply_before: datetime) -> list[Any]:
+    dialect = session.get_bind().dialect.name
+    opener = OutboundMessage.__table__.alias("opener")  # type: ignore[attr-defined]
+    sent_at = func.coalesce(opener.c.sent_at, col(LeadCase.opener_at))
+    old = literal(no_reply_before, UTCDateTime())
+    return list(session.connection().execute(
+        select(
+            col(LeadCase.hour_of_week), col(LeadCase.in_hours), opener.c.status, opener.c.delivery_status,
+            _seconds(dialect, col(LeadCase.first_reply_at), sent_at),
+            _seconds(dialect, col(LeadCase.human_at), col(LeadCase.missed_at)),
+            col(LeadCase.handoff_at).is_not(None), col(LeadCase.handoff_reasons), col(LeadCase.repeat_calls),
+            col(LeadCase.outcome), col(LeadCase.opted_out_at).is_not(None),
+            case((and_(col(LeadCase.opener_message_id).is_not(None), sent_at < old), 1), else_=0),
+            col(LeadCase.first_reply_at).is_not(None),
+        )
+        .select_from(LeadCase)
+        .outerjoin(opener, opener.c.id == col(LeadCase.opener_message_id))
+        .where(col(LeadCase.broker_id).in_(broker_ids), col(LeadCase.missed_at) >= since,
+               col(LeadCase.missed_at) < until)
+    ))
+
+
+def build_report(session: Session, *, brokers: list[Broker], since: datetime, until: datetime,
+                 rule: SufficiencyRule, now: datetime | None = None) -> dict[str, Any]:
+    """Every figure for the brokers' cases missed in [since, until) (see the module's definitions)."""
+    now = now or utcnow()
+    broker_ids = [b.id for b in brokers if b.id is not None]
+    calls, missed_calls, answered_calls = _call_counts(session, broker_ids, since, until)
+    rows = _case_rows(session, broker_ids, since, until, now - timedelta(hours=rule.no_reply_after_hours))
+
+    leads = len(rows)
+    in_hours = out_of_hours = queued = sent = delivered = failed = replied = handoffs = reached = 0
+    repeat_calls = called_again = opted_out = no_reply = awaiting = 0
+    reply_times: list[int] = []
+    human_times: list[int] = []
+    reasons: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    hour_leads = [0] * 168
+    hour_reached = [0] * 168
+    hour_times: list[list[int]] = [[] for _ in range(168)]
+    within_limit = rule.reached_within_minutes * 60
+    within = dict.fromkeys(WITHIN, 0)
+    within_rule = 0
+    buckets = [0] * len(BUCKETS)
+    for (how, open_hours, status, delivery, reply_s, human_s, handed_off, handoff_reasons, repeats, outcome,
+         out, old_opener, has_reply) in rows:
+        hour_leads[how] += 1
+        if open_hours is True:
+            in_hours += 1
+        elif open_hours is False:
+            out_of_hours += 1
+        if status is not None:
+            queued += 1
+            was_sent = status in ("sent", "dry_run")
+            sent += was_sent
+            delivered += delivery == "delivered"
+            failed += status == "failed" or delivery in ("failed", "undelivered")
+            if was_sent and has_reply:
+                replied += 1
+                reply_times.append(max(round(reply_s), 0))
+            elif was_sent and old_opener:
+                no_reply += 1
+            elif was_sent:
+                awaiting += 1
+        if handed_off:
+            handoffs += 1
+            reasons.update(handoff_reasons or [])
+        if human_s is not None:
+            seconds = max(round(human_s), 0)
+            reached += 1
+            human_times.append(seconds)
+            hour_times[how].append(seconds)
+            for key, limit in WITHIN.items():
+                within[key] += seconds <= limit
+            if seconds <= within_limit:
+                within_rule += 1
+                hour_reached[how] += 1
+            buckets[next(i for i, (_, top) in enumerate(BUCKETS) if top is None or seconds <= top)] += 1
+        if repeats:
+            repeat_calls += repeats
+            called_again += 1
+        if outcome:
+            outcomes[outcome] += 1
+        opted_out += bool(out)
+
+    enough, reason = rule.verdict(leads, within_rule, called_again)
+    appointments = sum(outcomes[o] for o in CONTACT_OUTCOMES)
+    zone = report_zone(brokers)
+    return {
+        "since": since.astimezone(zone).isoformat(), "until": until.astimezone(zone).isoformat(),
+        "generated_at": now.astimezone(zone).isoformat(),
+        "brokers": [{"number": b.twilio_number, "name": b.name, "timezone": b.timezone} for b in brokers],
+        "calls": calls, "answered_calls": answered_calls, "missed_calls": missed_calls,
+        "missed_share": share(missed_calls, calls),
+        "missed_call_leads": leads, "missed_in_hours": in_hours, "missed_out_of_hours": out_of_hours,
+        "openers_queued": queued, "openers_sent": sent, "openers_delivered": delivered, "openers_failed": failed,
+        "replied": replied, "reply_rate": share(replied, sent),
+        "time_to_first_reply_seconds": _p50_p90(reply_times),
+        "handoffs": handoffs, "handoff_reasons": dict(sorted(reasons.items())),
+        "reached_by_human": reached, "reached_share": share(reached, leads),
+        "time_to_human_seconds": _p50_p90(human_times),
+        "reached_within": {key: share(count, leads) for key, count in within.items()},
+        "repeat_calls_before_contact": repeat_calls, "called_again_before_contact": called_again,
+        "called_again_share": share(called_again, leads),
+        "outcomes": dict(sorted(outcomes.items())), "appointments": appointments,
+        "opted_out": opted_out, "no_reply": no_reply, "awaiting_reply": awaiting,
+        "funnel": [
+            {"step": "missed", "label": "Missed-call leads", "count": leads},
+            {"step": "texted", "label": "Texted", "count": sent},
+            {"step": "replied", "label": "Replied", "count": replied},
+            {"step": "reached", "label": "Reached by a person", "count": reached},
+            {"step": "appointment", "label": "Appointment or application", "count": appointments},
+        ],
+        "time_to_human_buckets": [
+            *({"label": label, "count": count} for (label, _), count in zip(BUCKETS, buckets, strict=True)),
+            {"label": "not reached", "count": leads - reached},
+        ],
+        "by_hour": [
+            {"day": DAYS[h // 24], "hour": h % 24, "missed_calls": hour_leads[h],
+             "reached_within_60m": hour_reached[h], "time_to_human_p50": percentile(sorted(hour_times[h]), 50)}
+            for h in range(168)
+        ],
+        "verdict": {"enough": enough, "reason": reason, "windows": _windows(rule, hour_leads, hour_reached),
+                    "rule": rule.as_dict(), "policy_version": rule.version},
+    }
+
+
+def _windows(rule: SufficiencyRule, hour_leads: list[int], hour_reached: list[int]) -> list[dict[str, Any]]:
+    """The hours of the week with the most missed-call leads nobody reached within the rule's minutes."""
+    not_reached = [(hour_leads[h] - hour_reached[h], h) for h in range(168)]
+    chosen = sorted(((n, h) for n, h in not_reached if n >= rule.windows_min_not_reached),
+                    key=lambda item: (-item[0], item[1]))
+    return [
+        {"day": DAYS[h // 24], "hour": h % 24,
+         "label": f"{DAYS[h // 24].capitalize()} {h % 24:02d}:00-{(h % 24 + 1) % 24:02d}:00",
+         "missed_calls": hour_leads[h], "not_reached": n}
+        for n, h in chosen[: rule.windows_top]
+    ]
+
+
+# -- who the report is for ----------------------------------------------------------------------------------
+
+def report_brokers(session: Session, *, visible: frozenset[int] | None, number: str | None) -> list[Broker]:
+    """The active brokers a report covers: the one numbered `number`, else every one visible (None: all).
+    ReportError for a number that is not a broker one may see (the API answers 404, as for a lead)."""
+    query = select_rows(Broker).where(col(Broker.active).is_(True)).order_by(col(Broker.name), col(Broker.id))
+    brokers = [b for b in session.exec(query).all() if visible is None or b.id in visible]
+    if number is None:
+        return brokers
+    try:
+        e164 = to_e164(number)
+    except InvalidPhone:
+        msg = f"broker: {number!r} is not a phone number (a broker's textback number)"
+        raise ReportError(msg) from None
+    chosen = [b for b in brokers if b.twilio_number == e164]
+    if not chosen:
+        msg = f"broker: {number!r} is not the textback number of a broker you can see"
+        raise ReportError(msg)
+    return chosen
+
+
+def report_for(session: Session, *, rule: SufficiencyRule, visible: frozenset[int] | None, broker: str | None,
+               since: str | None, until: str | None, now: datetime | None = None) -> dict[str, Any]:
+    """The report as the CLI, the API and the console ask for it: strings in, ReportError for a bad one."""
+    brokers = report_brokers(session, visible=visible, number=broker)
+    start, end = window(since, until, report_zone(brokers), now)
+    return build_report(session, brokers=brokers, since=start, until=end, rule=rule, now=now)

@@ -1,0 +1,162 @@
+"""The sufficiency report's figures, computed from scripted histories run through the real webhooks and API at
+frozen wall-clock times, and checked exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.report import percentile
+from tests.api_helpers import TEAM_YAML
+from tests.report_history import History
+
+A, B, C, D, E, F, G, H, I = (f"+1415555{n:04d}" for n in range(201, 210))  # noqa: E741 - callers A..I
+
+
+@pytest.fixture
+def brokers_file(tmp_path):
+    path = tmp_path / "brokers.yaml"
+    path.write_text(TEAM_YAML)
+    return path
+
+
+def _week(history: History) -> None:
+    """Dana's week of Monday 2026-06-08 (Los Angeles), one lead per kind of story."""
+    h = history
+    h.at("2026-06-07T14:00").call(H)  # before the window: not counted, whatever happens in it
+    # A: missed, replies, texted back after 10 min, an appointment.
+    h.at("2026-06-08T09:00").call(A)
+    h.at("2026-06-08T09:01").delivery(A, "delivered")
+    h.at("2026-06-08T09:04").reply(A, "We're buying a house in about 2 months")
+    h.at("2026-06-08T09:10").text(A)
+    h.at("2026-06-08T09:30").outcome(A, "appointment")
+    h.at("2026-06-08T09:30").text(H)  # H (missed the day before the window) reached inside it
+    # B: the opener bounces (the number cannot take texts), B calls again before anyone reached them, and the
+    # broker records reaching them 90 min after the first call.
+    h.at("2026-06-08T12:00").call(B)
+    h.at("2026-06-08T12:01").delivery(B, "undelivered", 30003)
+    h.at("2026-06-08T12:20").call(B)
+    h.at("2026-06-08T13:30").outcome(B, "reached")
+    # C: asks about a rate (a handoff), calls again and the broker answers (a repeat call, and the contact).
+    h.at("2026-06-09T17:30").call(C)
+    h.at("2026-06-09T17:31").delivery(C, "delivered")
+    h.at("2026-06-09T17:33").reply(C, "What's your rate on a 30 year refinance right now?")
+    h.at("2026-06-09T17:40").call(C, answered=True)
+    # D: STOP two minutes after the opener.
+    h.at("2026-06-10T08:00").call(D)
+    h.at("2026-06-10T08:02").reply(D, "STOP")
+    # E: never replies; the team records no_response (not a contact).
+    h.at("2026-06-11T10:00").call(E)
+    h.at("2026-06-13T10:00").outcome(E, "no_response")
+    # F: reached (3 min) before replying (20 min); a call after the contact is not a repeat.
+    h.at("2026-06-12T11:00").call(F)
+    h.at("2026-06-12T11:00").delivery(F, "delivered")
+    h.at("2026-06-12T11:03").text(F)
+    h.at("2026-06-12T11:20").reply(F, "ok call me after 5")
+    h.at("2026-06-12T11:30").call(F)
+    # G: a caller the broker answers at once: a call, not a missed-call lead.
+    h.at("2026-06-12T14:00").call(G, answered=True)
+    # I: missed on the window's last day, reached (an outcome of reached) after the window ended.
+    h.at("2026-06-14T14:00").call(I)
+    h.at("2026-06-15T08:00").outcome(I, "reached")
+
+
+def test_report_figures_scripted_week_exact(ctx, client, post, clock) -> None:
+    """Every figure of one scripted week, by hand: 11 calls, 7 missed-call leads, and what came of each."""
+    history = History(ctx, client, post, clock)
+    _week(history)
+    report = history.at("2026-06-20T12:00").report(since="2026-06-08", until="2026-06-14", broker="+14155550100")
+
+    assert report["since"] == "2026-06-08T00:00:00-07:00"
+    assert report["until"] == "2026-06-15T00:00:00-07:00"
+    assert (report["calls"], report["missed_calls"], report["answered_calls"]) == (11, 9, 2)
+    assert report["missed_share"] == round(9 / 11, 4)
+    assert report["missed_call_leads"] == 7
+    assert (report["missed_in_hours"], report["missed_out_of_hours"]) == (0, 0)  # Dana has no hours set
+    assert (report["openers_queued"], report["openers_sent"]) == (7, 7)
+    assert (report["openers_delivered"], report["openers_failed"]) == (3, 1)
+    assert report["replied"] == 4  # A, C, D (STOP is a reply), F
+    assert report["reply_rate"] == round(4 / 7, 4)
+    assert report["time_to_first_reply_seconds"] == {"p50": 180, "p90": 1200}  # of 120, 180, 240, 1200
+    assert report["handoffs"] == 2  # C asked for a rate, F asked for a call
+    assert report["handoff_reasons"] == {"human_request": 1, "rate_or_terms": 1}
+    assert report["reached_by_human"] == 5  # A text, B outcome, C answered call, F text, I outcome
+    assert report["reached_share"] == round(5 / 7, 4)
+    assert report["time_to_human_seconds"] == {"p50": 600, "p90": 64800}  # of 180, 600, 600, 5400, 64800
+    assert report["reached_within"] == {"5m": round(1 / 7, 4), "15m": round(3 / 7, 4), "60m": round(3 / 7, 4)}
+    assert report["repeat_calls_before_contact"] == 2  # B's second call, C's answered one; not F's
+    assert report["called_again_before_contact"] == 2
+    assert report["called_again_share"] == round(2 / 7, 4)
+    assert report["outcomes"] == {"appointment": 1, "no_response": 1, "reached": 2}
+    assert report["appointments"] == 1
+    assert report["opted_out"] == 1
+    assert (report["no_reply"], report["awaiting_reply"]) == (3, 0)  # B, E, I
+    assert [step["count"] for step in report["funnel"]] == [7, 7, 4, 5, 1]
+    assert [b["count"] for b in report["time_to_human_buckets"]] == [1, 2, 0, 1, 1, 0, 2]
+    assert report["verdict"]["enough"] is None
+    assert report["verdict"]["reason"].startswith("Not enough data: 7 missed-call leads")
+
+
+def test_report_by_hour_broker_zone_counts_each_case_once(ctx, client, post, clock) -> None:
+    history = History(ctx, client, post, clock)
+    _week(history)
+    report = history.at("2026-06-20T12:00").report(since="2026-06-08", until="2026-06-14", broker="+14155550100")
+    busy = {(h["day"], h["hour"]): h for h in report["by_hour"] if h["missed_calls"]}
+    assert len(report["by_hour"]) == 168
+    assert set(busy) == {("mon", 9), ("mon", 12), ("tue", 17), ("wed", 8), ("thu", 10), ("fri", 11), ("sun", 14)}
+    assert busy["mon", 12] == {"day": "mon", "hour": 12, "missed_calls": 1, "reached_within_60m": 0,
+                               "time_to_human_p50": 5400}
+    assert busy["tue", 17]["time_to_human_p50"] == 600
+    assert busy["thu", 10]["time_to_human_p50"] is None
+
+
+def test_report_repeat_call_before_contact_counted_after_not(ctx, client, post, clock) -> None:
+    history = History(ctx, client, post, clock)
+    history.at("2026-06-08T09:00").call(A)
+    history.at("2026-06-08T09:05").call(A)
+    history.at("2026-06-08T09:06").call(A, answered=True)
+    history.at("2026-06-08T09:30").call(A)  # after the answered call: a person had reached them
+    report = history.at("2026-06-08T10:00").report(since="2026-06-08", until="2026-06-08")
+    assert report["missed_call_leads"] == 1
+    assert (report["repeat_calls_before_contact"], report["called_again_before_contact"]) == (2, 1)
+    assert report["reached_by_human"] == 1
+    assert report["time_to_human_seconds"] == {"p50": 360, "p90": 360}
+
+
+def test_report_no_calls_all_zero_and_null(ctx, client, post, clock) -> None:
+    report = History(ctx, client, post, clock).at("2026-06-08T10:00").report()
+    assert (report["calls"], report["missed_calls"], report["missed_call_leads"]) == (0, 0, 0)
+    for key in ("missed_share", "reply_rate", "reached_share", "called_again_share"):
+        assert report[key] is None, key
+    assert report["time_to_human_seconds"] == {"p50": None, "p90": None}
+    assert report["reached_within"] == {"5m": None, "15m": None, "60m": None}
+    assert report["verdict"]["enough"] is None
+    assert report["verdict"]["windows"] == []
+
+
+def test_report_dst_hour_of_week_is_wall_clock(ctx, client, post, clock) -> None:
+    """Calls at 01:30 on the morning the clocks go back (twice) and 03:30 the morning they go forward."""
+    history = History(ctx, client, post, clock)
+    clock.move_to("2026-11-01T08:30:00+00:00")  # 01:30 PDT
+    history.call(A)
+    clock.move_to("2026-11-01T09:30:00+00:00")  # 01:30 PST: the same wall hour, an hour later
+    history.call(B)
+    clock.move_to("2026-03-08T10:30:00+00:00")  # 03:30 PDT (02:00-03:00 never happened)
+    history.call(C)
+    clock.move_to("2026-11-10T12:00:00+00:00")
+    report = history.report(since="2026-03-01", until="2026-11-02")
+    busy = {(h["day"], h["hour"]): h["missed_calls"] for h in report["by_hour"] if h["missed_calls"]}
+    assert busy == {("sun", 1): 2, ("sun", 3): 1}
+
+
+@pytest.mark.parametrize(("values", "p", "expected"), [
+    ([], 50, None),
+    ([7], 50, 7),
+    ([7], 90, 7),
+    ([1, 2], 50, 1),
+    ([1, 2], 90, 2),
+    ([1, 2, 3, 4], 50, 2),
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90, 9),
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 90, 10),
+])
+def test_percentile_nearest_rank(values: list[int], p: int, expected: int | None) -> None:
+    assert percentile(values, p) == expected
