@@ -14,16 +14,13 @@ exactly what the lead's history says. The rules:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from service import hours
-from service.models import Broker, Lead, LeadCase
-
-if TYPE_CHECKING:
-    from service.models import LeadEvent
+from service.models import Broker, Lead, LeadCase, LeadEvent
 
 CASE_WINDOW = timedelta(days=7)
 
@@ -44,42 +41,61 @@ def is_open(case: LeadCase | None, at: datetime) -> bool:
     return case is not None and at - case.last_call_at < CASE_WINDOW
 
 
-def _a_call(session: Session, broker: Broker, lead: Lead, event: LeadEvent, *, missed: bool) -> None:
-    case = latest(session, lead.id or 0)
-    if case is not None and is_open(case, event.at):
-        if case.human_at is None:
-            case.repeat_calls += 1
-            case.first_repeat_at = case.first_repeat_at or event.at
-        else:
-            case.calls_after_contact += 1
-        case.last_call_at = max(case.last_call_at, event.at)
-        session.add(case)
-        return
-    if not missed:
-        return  # an answered call from a caller with no open case is a call, not a missed-call lead
-    session.add(LeadCase(
-        broker_id=broker.id or 0, lead_id=lead.id or 0, call_sid=event.data.get("call_sid"), missed_at=event.at,
-        last_call_at=event.at, hour_of_week=hour_of_week(event.at, broker.timezone),
-        in_hours=None if broker.hours is None else hours.is_open(broker, event.at),
-    ))
+def step(case: LeadCase | None, event: LeadEvent, broker: Broker) -> LeadCase | None:
+    """Apply `event` to the lead's latest case (None: it has none); returns the case it changed or started
+    (None when it changes none). The whole rule, without the database: `apply` and `rebuild` share it."""
+    kind, at = event.kind, event.at
+    if kind in ("missed_call", "call_answered"):
+        if case is not None and is_open(case, at):
+            if case.human_at is None:
+                case.repeat_calls += 1
+                case.first_repeat_at = case.first_repeat_at or at
+            else:
+                case.calls_after_contact += 1
+            case.last_call_at = max(case.last_call_at, at)
+            return case
+        if kind == "call_answered":
+            return None  # an answered call from a caller with no open case is a call, not a missed-call lead
+        return LeadCase(
+            broker_id=event.broker_id, lead_id=event.lead_id, call_sid=event.data.get("call_sid"), missed_at=at,
+            last_call_at=at, hour_of_week=hour_of_week(at, broker.timezone),
+            in_hours=None if broker.hours is None else hours.is_open(broker, at),
+        )
+    update = _UPDATES.get(kind)
+    if update is None or case is None or at < case.missed_at:
+        return None
+    update(case, event)
+    return case
 
 
 def apply(session: Session, *, broker: Broker, lead: Lead, event: LeadEvent) -> None:
-    """Bring the lead's case up to date with `event` (see the module's rules)."""
-    kind, at = event.kind, event.at
-    if kind == "missed_call":
-        _a_call(session, broker, lead, event, missed=True)
+    """Bring the lead's case up to date with `event` (see the module's rules), in the caller's transaction."""
+    if event.kind not in _CALLS and event.kind not in _UPDATES:
         return
-    if kind == "call_answered":
-        _a_call(session, broker, lead, event, missed=False)
-        return
-    if kind not in _UPDATES:
-        return
-    case = latest(session, lead.id or 0)
-    if case is None or at < case.missed_at:
-        return
-    _UPDATES[kind](case, event)
-    session.add(case)
+    changed = step(latest(session, lead.id or 0), event, broker)
+    if changed is not None:
+        session.add(changed)
+
+
+def rebuild(session: Session) -> int:
+    """Every case made again from the lead events (a database from before cases existed, or after a change of
+    the rule); returns how many. Events are read in order, lead by lead, and folded in memory."""
+    brokers = {b.id: b for b in session.exec(select(Broker)) if b.id is not None}
+    session.exec(delete(LeadCase))
+    made = 0
+    current: dict[int, LeadCase] = {}
+    query = (select(LeadEvent).where(col(LeadEvent.kind).in_(sorted({*_CALLS, *_UPDATES})))
+             .order_by(col(LeadEvent.lead_id), col(LeadEvent.at), col(LeadEvent.id)))
+    for event in session.exec(query).yield_per(5000):
+        broker = brokers.get(event.broker_id)
+        if broker is None:
+            continue
+        changed = step(current.get(event.lead_id), event, broker)
+        if changed is not None and changed is not current.get(event.lead_id):
+            session.add(changed)
+            current[event.lead_id] = changed
+            made += 1
+    return made
 
 
 def _opener(case: LeadCase, event: LeadEvent) -> None:
@@ -120,6 +136,7 @@ def _opted_out(case: LeadCase, event: LeadEvent) -> None:
     case.opted_out_at = case.opted_out_at or event.at
 
 
+_CALLS = frozenset({"missed_call", "call_answered"})
 _UPDATES = {
     "opener": _opener,
     "reply": _reply,

@@ -3,6 +3,7 @@ opening an existing database for the commands that only read one (audit export, 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, create_engine
 
-from service import models  # noqa: F401 - registers the tables on SQLModel.metadata
+from service import cases, models  # noqa: F401 - models registers the tables on SQLModel.metadata
+from service.logs import log
+from service.models import LeadCase
+
+logger = logging.getLogger("textback.db")
 
 
 def normalize_url(url: str) -> str:
@@ -97,6 +102,8 @@ def create_schema(engine: Engine) -> None:
     A database made by an earlier version gets the new columns as nullable additions; nothing is dropped or
     rewritten, so rolling back a release leaves a database the older code still reads.
     """
+    with engine.connect() as conn:
+        had_cases = inspect(conn).has_table(LeadCase.__tablename__)  # type: ignore[arg-type]
     SQLModel.metadata.create_all(engine)
     with engine.begin() as conn:
         inspector = inspect(conn)
@@ -109,6 +116,13 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
             for index in table.indexes:  # an index added to an existing table (create_all makes new tables' own)
                 index.create(conn, checkfirst=True)
+    if not had_cases:
+        # The report's cases are new in this version: made once from the lead history already recorded.
+        with Session(engine) as session:
+            made = cases.rebuild(session)
+            session.commit()
+        if made:
+            log(logger, logging.INFO, "missed-call cases made from the lead history", cases=made)
 
 
 def ping(engine: Engine) -> bool:

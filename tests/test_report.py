@@ -160,3 +160,22 @@ def test_report_dst_hour_of_week_is_wall_clock(ctx, client, post, clock) -> None
 ])
 def test_percentile_nearest_rank(values: list[int], p: int, expected: int | None) -> None:
     assert percentile(values, p) == expected
+
+
+def test_rebuild_cases_from_history_same_report(ctx, client, post, clock) -> None:
+    """A database from before cases existed: create_schema makes them from the lead events, figure for figure."""
+    from sqlalchemy import text
+
+    from service.db import create_schema
+
+    history = History(ctx, client, post, clock)
+    _week(history)
+    history.at("2026-06-20T12:00")
+    before = history.report(since="2026-06-08", until="2026-06-14")
+    with ctx.engine.begin() as conn:
+        conn.execute(text("DROP TABLE leadcase"))
+    create_schema(ctx.engine)
+    after = history.report(since="2026-06-08", until="2026-06-14")
+    before.pop("generated_at"), after.pop("generated_at")
+    assert after == before
+    assert after["missed_call_leads"] == 7
