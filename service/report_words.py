@@ -146,11 +146,12 @@ def figures(report: dict[str, Any]) -> list[Section]:
             ("Calls in", f"{r['calls']} ({r['answered_calls']} answered; {r['missed_calls']} missed, "
                          f"{percent(r['missed_share'])} of calls)" if r["calls"] else "0"),
             ("Missed-call leads", f"{leads} ({r['missed_in_hours']} in office hours, "
-                                  f"{r['missed_out_of_hours']} out of hours)" if leads else "0"),
+                                  f"{r['missed_out_of_hours']} out of hours)"
+                                  if leads and r["missed_in_hours"] + r["missed_out_of_hours"] else str(leads)),
         ]),
         Section("Texts", [
-            ("Openers", f"{r['openers_sent']} sent, {r['openers_delivered']} delivered, {r['openers_failed']} "
-                        f"failed, {r['openers_queued']} waiting to send"),
+            ("Openers", f"{r['openers_sent']} sent of {r['openers_queued']} queued, {r['openers_delivered']} "
+                        f"delivered, {r['openers_failed']} failed"),
             ("Replies", f"{r['replied']} (reply rate {percent(r['reply_rate'])})"
                         if r["reply_rate"] is not None else str(r["replied"])),
             ("Time to first reply", spread(r["time_to_first_reply_seconds"])),

@@ -139,4 +139,4 @@ def check_page(page: Any) -> None:
     assert len(shape["h1"]) == 1, shape
     assert shape["h1"][0], shape
     assert page.evaluate(UNLABELLED_CONTROLS) == []
-    assert page.evaluate(LOW_CONTRAST) == []
+    assert (low := page.evaluate(LOW_CONTRAST)) == [], low

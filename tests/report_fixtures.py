@@ -38,7 +38,7 @@ def sample_report() -> dict[str, Any]:
         "brokers": [{"number": "+15551230000", "name": "Dana Broker", "timezone": "America/New_York"}],
         "calls": 120, "answered_calls": 74, "missed_calls": 46, "missed_share": 0.3833,
         "missed_call_leads": 40, "missed_in_hours": 31, "missed_out_of_hours": 9,
-        "openers_queued": 0, "openers_sent": 38, "openers_delivered": 37, "openers_failed": 1,
+        "openers_queued": 38, "openers_sent": 38, "openers_delivered": 37, "openers_failed": 1,
         "replied": 22, "reply_rate": 0.5789, "time_to_first_reply_seconds": {"p50": 190, "p90": 1500},
         "handoffs": 20, "handoff_reasons": {"rate_lock": 8, "asked_for_person": 9, "complaint": 3},
         "reached_by_human": 34, "reached_share": 0.85, "time_to_human_seconds": {"p50": 540, "p90": 2520},

@@ -384,3 +384,77 @@ def test_open_alert_link_shows_that_lead_only(live, page, twilio_api, ctx, watch
     page.get_by_role("link", name="Sign in with a code").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
     assert watch.errors == []
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+REPORT_WEEK = [  # (day of June 2026, hour in Los Angeles, minutes until a person reached them, or None)
+    *((8 + i % 5, 9 + i % 8, 4 + 3 * i) for i in range(14)),
+    *((9, 18, None) for _ in range(4)),  # Tuesday evening: nobody calls back
+    *((13, 10, 240) for _ in range(3)),  # Saturday morning: reached, hours later
+    (12, 12, None), (10, 8, 30), (11, 16, 90),
+]
+
+
+def _report_history(live: str, ctx, clock) -> None:
+    """24 missed-call leads in the week of Monday 2026-06-08, through the live server's webhooks and API."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    user = signed_in(ctx, BROKER_CELL)
+    for i, (day, hour, reach) in enumerate(REPORT_WEEK):
+        caller = f"+1415555{5000 + i:04d}"
+        at = datetime(2026, 6, day, hour, i % 50, tzinfo=ZoneInfo("America/Los_Angeles"))
+        clock.move_to(at)
+        missed_call(live, caller=caller, sid=f"CA{5000 + i:032d}")
+        if reach is not None:
+            clock.move_to(at + timedelta(minutes=reach))
+            response = httpx.post(f"{live}/api/leads/{lead_id_of(ctx, caller)}/outcome", json={"outcome": "reached"},
+                                  headers=signed_in(ctx, BROKER_CELL) if reach > 600 else user)
+            assert response.status_code == 200, response.text
+
+
+def test_read_report_verdict_charts_and_download(live, browser, ctx, clock, watch):
+    """The report page of a scripted week: the verdict in words, the hours to cover, three charts drawn with
+    their own styles under the page's CSP (no console error), a one-file download; the README's screenshot."""
+    _report_history(live, ctx, clock)
+    clock.move_to("2026-06-16T16:00:00+00:00")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    watch.attach(tab)
+    try:
+        with_session(tab, ctx, live)
+        tab.goto(f"{live}/console")
+        tab.get_by_role("link", name="Report").click()
+        tab.get_by_label("First day").fill("2026-06-08")
+        tab.get_by_label("Last day").fill("2026-06-14")
+        tab.get_by_role("button", name="Show").click()
+        tab.wait_for_url(re.compile(r"/console/report\?since=2026-06-08&until=2026-06-14"))
+        check_page(tab)
+        expect(tab.locator("#verdict")).to_contain_text("Not enough: 15 of 24 missed-call leads (62%) reached")
+        expect(tab.locator("main")).to_contain_text("Tue 18:00")
+        svgs = tab.locator("main svg")
+        expect(svgs).to_have_count(3)
+        # The charts' own <style> applies (a CSP that blocked it would draw them black): a white background.
+        fill = tab.evaluate("() => getComputedStyle(document.querySelector('main svg .background')).fill")
+        assert fill in ("rgb(255, 255, 255)", "#ffffff", "white"), fill
+        tab.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+        with tab.expect_download() as download_info:
+            tab.get_by_role("link", name="Download as one HTML file").click()
+        download = download_info.value
+        assert download.suggested_filename == "textback-report-2026-06-08-to-2026-06-15.html"
+        saved = download.path().read_text()
+        assert "<svg" in saved
+        assert "Not enough: 15 of 24" in saved
+        assert watch.errors == []
+    finally:
+        context.close()
+
+
+def test_open_report_bad_date_names_it(live, page, ctx, watch):
+    with_session(page, ctx, live)
+    response = page.goto(f"{live}/console/report?since=last-week")
+    assert response.status == 422
+    expect(page.locator("#report-error")).to_contain_text("since:")
+    check_page(page)

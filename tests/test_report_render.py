@@ -44,7 +44,7 @@ def test_render_text_puts_the_verdict_first_then_the_figures_with_units() -> Non
     for expected in (
         "Calls in: 120 (74 answered; 46 missed, 38% of calls)",
         "Missed-call leads: 40 (31 in office hours, 9 out of hours)",
-        "Openers: 38 sent, 37 delivered, 1 failed, 0 waiting to send",
+        "Openers: 38 sent of 38 queued, 37 delivered, 1 failed",
         "Replies: 22 (reply rate 58%)",
         "Time to first reply: median 3 min, 90th percentile 25 min",
         "Reached by a person: 34 of 40 missed-call leads (85%)",
@@ -200,7 +200,8 @@ def test_render_html_of_a_period_without_calls_shows_no_data_charts() -> None:
 
 def test_console_page_template_renders_in_litestars_engine() -> None:
     page = TEMPLATES.engine_instance.get_template("report.html").render(
-        user=None, csrf="", **report_context(sample_report())
+        user=None, csrf="", report=sample_report(), params={"since": "2026-11-01", "until": None, "broker": None},
+        error="", download="/console/report/download?since=2026-11-01", **report_context(sample_report())
     )
     assert '<body class="wide">' in page
     assert "<h1>Is text-back enough?</h1>" in page

@@ -43,10 +43,12 @@ def report(broker: str | None, since: str | None, until: str | None, fmt: str, o
     if fmt == "json":
         text = json.dumps(figures, indent=2) + "\n"
     else:
-        from service import report_render  # lazy: Jinja2 and the charting library only for these formats
+        from service.report_render import (  # lazy: Jinja2 and the charting library only for these formats
+            render_html,
+            render_text,
+        )
 
-        text = report_render.render_text(figures) if fmt == "text" else report_render.render_html(
-            figures, standalone=True)
+        text = render_text(figures) if fmt == "text" else render_html(figures, standalone=True)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 from service.errors import ApiError
 from service.web.console_actions import ACTIONS, DONE
 from service.web.console_data import filters, inbox_context, lead_context
+from service.web.console_report import ROUTES as REPORT_ROUTES
 from service.web.pages import (
     STATIC,
     ConsoleRequest,
@@ -97,5 +98,6 @@ async def unknown_page(request: ConsoleRequest, rest: str) -> Template:
     raise ApiError(f"no console page at {rest}", status_code=404)
 
 
-CONSOLE = console_router([login_page, inbox, inbox_live, lead_page, lead_live, *ACTIONS, unknown_page])
+CONSOLE = console_router([login_page, inbox, inbox_live, lead_page, lead_live, *ACTIONS, *REPORT_ROUTES,
+                          unknown_page])
 ROUTES = [STATIC, CONSOLE]

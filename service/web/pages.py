@@ -73,10 +73,18 @@ async def signed_in(request: ConsoleRequest) -> Principal:
 
 
 def page(template: str, context: dict[str, Any], *, principal: Principal | None = None,
-         status_code: int = 200) -> Template:
+         status_code: int = 200, headers: dict[str, str] | None = None) -> Template:
     """A full page: the template with the user and their CSRF token (every form carries it)."""
     values = {"user": principal, "csrf": principal.csrf_token if principal else "", **context}
-    return Template(template_name=template, context=values, status_code=status_code, headers=SECURITY_HEADERS)
+    return Template(template_name=template, context=values, status_code=status_code,
+                    headers=headers or SECURITY_HEADERS)
+
+
+def with_styles(sources: list[str]) -> dict[str, str]:
+    """The security headers with these inline <style> hashes allowed (a report's SVG charts carry their own)."""
+    policy = SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "style-src 'self'", " ".join(["style-src 'self'", *sources]))
+    return {**SECURITY_HEADERS, "Content-Security-Policy": policy}
 
 
 def render(request: ConsoleRequest, template: str, context: dict[str, Any]) -> str:
