@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import cases, events, next_step
+from service import cases, events, hours, next_step
 from service.access import Principal
 from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
@@ -87,8 +87,9 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
     lead, created = lead_for(session, saved_id(broker), caller)
     lead.missed_call_at = utcnow()
     session.add(lead)
+    in_hours = None if broker.hours is None else hours.is_open(broker, lead.missed_call_at)
     events.record(session, broker=broker, lead=lead, kind=EventKind.missed_call, actor="borrower",
-                  data={"call_sid": call_sid}, created=created)
+                  data={"call_sid": call_sid, "in_hours": in_hours}, created=created)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
     if lead.human_at is not None and lead.missed_call_at - lead.human_at < timedelta(

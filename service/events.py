@@ -18,7 +18,7 @@ from service.models import Broker, Lead, LeadEvent, utcnow
 
 
 class EventKind(StrEnum):
-    missed_call = "missed_call"  # data: call_sid, reason (why an opener went or not)
+    missed_call = "missed_call"  # data: call_sid, in_hours (None: the broker has no hours set)
     opener = "opener"  # the opener was queued (data: message_id, template_id)
     opener_delivered = "opener_delivered"  # Twilio reported the opener delivered (data: message_id)
     opener_failed = "opener_failed"  # the opener could not be delivered (data: message_id, status, error_code)

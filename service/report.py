@@ -17,8 +17,9 @@ below it):
   (failed includes a send Twilio refused); replied: cases with an opener and a reply;
   time_to_first_reply: from the opener's sending to the reply.
 - reached_by_human: cases a person reached (a user's text, a bridged callback, the broker answering a call,
-  an outcome of reached or better); time_to_human: from the missed call to that contact; reached_within:
-  share of missed-call leads reached within 5, 15 and 60 minutes.
+  an outcome of reached or better); reached_how and reached_by: those first contacts by how (text, call,
+  answered_call, an outcome) and by whom (the user's phone); time_to_human: from the missed call to that
+  contact; reached_within: share of missed-call leads reached within 5, 15 and 60 minutes.
 - repeat_calls_before_contact: calls (answered or missed) from a case's caller after the first and before
   any human contact; called_again_before_contact: cases with at least one.
 - no_reply: openers sent at least `no_reply_after_hours` ago with no reply; awaiting_reply: younger ones.
@@ -140,7 +141,7 @@ def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: 
             col(LeadCase.handoff_at).is_not(None), col(LeadCase.handoff_reasons), col(LeadCase.repeat_calls),
             col(LeadCase.outcome), col(LeadCase.opted_out_at).is_not(None),
             case((and_(col(LeadCase.opener_message_id).is_not(None), sent_at < old), 1), else_=0),
-            col(LeadCase.first_reply_at).is_not(None),
+            col(LeadCase.first_reply_at).is_not(None), col(LeadCase.human_how), col(LeadCase.human_by),
         )
         .select_from(LeadCase)
         .outerjoin(opener, opener.c.id == col(LeadCase.opener_message_id))
@@ -164,6 +165,8 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     human_times: list[int] = []
     reasons: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    reached_how: Counter[str] = Counter()
+    reached_by: Counter[str] = Counter()
     hour_leads = [0] * 168
     hour_reached = [0] * 168
     hour_times: list[list[int]] = [[] for _ in range(168)]
@@ -172,7 +175,7 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     within_rule = 0
     buckets = [0] * len(BUCKETS)
     for (how, open_hours, status, delivery, reply_s, human_s, handed_off, handoff_reasons, repeats, outcome,
-         out, old_opener, has_reply) in rows:
+         out, old_opener, has_reply, human_how, human_by) in rows:
         hour_leads[how] += 1
         if open_hours is True:
             in_hours += 1
@@ -197,6 +200,8 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
         if human_s is not None:
             seconds = max(round(human_s), 0)
             reached += 1
+            reached_how[human_how or "unknown"] += 1
+            reached_by[human_by or "unknown"] += 1
             human_times.append(seconds)
             hour_times[how].append(seconds)
             for key, limit in WITHIN.items():
@@ -228,6 +233,7 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
         "handoffs": handoffs, "handoff_reasons": dict(sorted(reasons.items())),
         "reached_by_human": reached, "reached_share": share(reached, leads),
         "time_to_human_seconds": _p50_p90(human_times),
+        "reached_how": dict(sorted(reached_how.items())), "reached_by": dict(sorted(reached_by.items())),
         "reached_within": {key: share(count, leads) for key, count in within.items()},
         "repeat_calls_before_contact": repeat_calls, "called_again_before_contact": called_again,
         "called_again_share": share(called_again, leads),

@@ -81,6 +81,8 @@ def test_report_figures_scripted_week_exact(ctx, client, post, clock) -> None:
     assert report["handoff_reasons"] == {"human_request": 1, "rate_or_terms": 1}
     assert report["reached_by_human"] == 5  # A text, B outcome, C answered call, F text, I outcome
     assert report["reached_share"] == round(5 / 7, 4)
+    assert report["reached_how"] == {"answered_call": 1, "reached": 2, "text": 2}
+    assert report["reached_by"] == {"+14155550111": 5}  # Dana, at her cell
     assert report["time_to_human_seconds"] == {"p50": 600, "p90": 64800}  # of 180, 600, 600, 5400, 64800
     assert report["reached_within"] == {"5m": round(1 / 7, 4), "15m": round(3 / 7, 4), "60m": round(3 / 7, 4)}
     assert report["repeat_calls_before_contact"] == 2  # B's second call, C's answered one; not F's
@@ -179,3 +181,15 @@ def test_rebuild_cases_from_history_same_report(ctx, client, post, clock) -> Non
     before.pop("generated_at"), after.pop("generated_at")
     assert after == before
     assert after["missed_call_leads"] == 7
+
+
+def test_report_missed_in_and_out_of_working_hours(ctx, client, post, clock, tmp_path) -> None:
+    """Dana works 09:00-17:00 on weekdays: a call at 10:00 is missed in hours, at 18:30 and on Saturday out."""
+    weekdays = dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), "09:00-17:00")
+    ctx.broker_for("+14155550100").hours = weekdays  # as a brokers file with `hours:` loads it
+    history = History(ctx, client, post, clock)
+    history.at("2026-06-08T10:00").call(A)
+    history.at("2026-06-08T18:30").call(B)
+    history.at("2026-06-13T11:00").call(C)
+    report = history.at("2026-06-15T10:00").report(since="2026-06-08", until="2026-06-14")
+    assert (report["missed_in_hours"], report["missed_out_of_hours"]) == (1, 2)
