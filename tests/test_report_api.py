@@ -177,3 +177,19 @@ def test_report_cli_bad_option_exits_2_naming_it(settings, monkeypatch, ctx, arg
     result = CliRunner().invoke(main, ["report", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("text", "Is text-back enough? Too early to tell."),
+    ("html", "<svg"),
+])
+def test_report_cli_text_and_html_to_file(ctx, client, post, clock, settings, monkeypatch, tmp_path, fmt: str,
+                                         expected: str) -> None:
+    History(ctx, client, post, clock).at("2026-06-08T10:00").call("+14155553999")
+    monkeypatch.setenv("TEXTBACK_DATABASE_URL", settings.database_url)
+    out = tmp_path / f"report.{fmt}"
+    result = CliRunner().invoke(main, ["report", "--since", "2026-06-01", "--format", fmt, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert expected in text
+    assert "1 missed-call lead" in text
