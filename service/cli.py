@@ -31,6 +31,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.simulate:simulate",
         "Send signed webhooks to a running service (--url) or to an in-process one.",
     ),
+    "demo": LazyCommand(
+        "service.commands.demo:demo",
+        "Demo data for a fresh machine, made by the service itself (dry-run only).",
+    ),
     "classify": LazyCommand(
         "service.replies.cli:classify",
         'Analyse borrower replies: JSON lines {"text", "received_at"?} on stdin, one analysis per line out.',

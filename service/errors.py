@@ -4,6 +4,7 @@ TextbackError
 ├── ConfigError          settings or brokers file are wrong; start-up stops with the message
 ├── PolicyError          a file under policies/ is invalid (names the file and the field)
 ├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
+├── SeedRefused          `textback demo seed` will not fill this database (credentials, a CRM, real leads)
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
@@ -40,6 +41,11 @@ class PolicyError(TextbackError):
 
 class NumberBusy(TextbackError):
     """A send could not take its number's opt-out lock in time (an opt-out change held it): retry it later."""
+
+
+class SeedRefused(TextbackError):
+    """`textback demo seed` will not run here: it would text real people, feed a CRM demo leads, or mix demo
+    history with real leads. The message says which, and what to do instead."""
 
 
 class WebhookError(TextbackError):
