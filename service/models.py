@@ -494,7 +494,7 @@ class LeadCase(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     broker_id: int = Field(index=True)
-    lead_id: int = Field(index=True)
+    lead_id: int | None = Field(default=None, index=True)  # None once the lead was forgotten or purged
     call_sid: str | None = None
     missed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     last_call_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -8,7 +8,8 @@ replayed later is refused instead of opting the number back in or texting it. Fo
 drops its cached Twilio Lookup line type. The CRM webhook deliveries of a deleted lead go with it (their bodies
 hold the number), sent or not, and so do its history (LeadEvent: captured fields, notes), its click-to-calls
 (HumanCall) and the alert links to it (LeadLink); a console session opened from such a link is revoked.
-Operational records that hold no borrower number or words (AlertFailure) stay.
+Operational records that hold no borrower number or words (AlertFailure) stay, and so do the leads' missed-call
+cases (LeadCase: timings and counts for the sufficiency report), cut loose from the lead and its call.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from service.models import (
     HumanCall,
     InboundMessage,
     Lead,
+    LeadCase,
     LeadEvent,
     LeadLink,
     LineTypeCache,
@@ -59,6 +61,7 @@ COUNT_KEYS = (
     "human_calls",
     "lead_links",
     "link_sessions_revoked",
+    "cases_anonymized",
 )
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
@@ -119,6 +122,15 @@ def _delete(session: Session, model: type[SQLModel], *conditions: Any) -> int:
     return result.rowcount or 0
 
 
+def _anonymize_cases(session: Session, lead_ids: list[int]) -> int:
+    """The leads' missed-call cases stay for the report's counts, cut loose from the lead and its call (no
+    lead id a new lead could reuse, no CallSid that Twilio could resolve to the number)."""
+    result = session.exec(
+        update(LeadCase).where(col(LeadCase.lead_id).in_(lead_ids)).values(lead_id=None, call_sid=None)
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)
+
+
 def _revoke_link_sessions(session: Session, lead_ids: list[int]) -> int:
     """Sessions opened from an alert link to one of these leads see nothing once the lead is gone (and must not
     see a later lead that reuses the id): revoked."""
@@ -173,6 +185,7 @@ def _delete_rows(
         counts["human_calls"] += _delete(session, HumanCall, col(HumanCall.lead_id).in_(chunk))
         counts["lead_links"] += _delete(session, LeadLink, col(LeadLink.lead_id).in_(chunk))
         counts["link_sessions_revoked"] += _revoke_link_sessions(session, chunk)
+        counts["cases_anonymized"] += _anonymize_cases(session, chunk)
         counts["leads"] += _delete(session, Lead, col(Lead.id).in_(chunk))
     return counts
 

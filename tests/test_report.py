@@ -193,3 +193,23 @@ def test_report_missed_in_and_out_of_working_hours(ctx, client, post, clock, tmp
     history.at("2026-06-13T11:00").call(C)
     report = history.at("2026-06-15T10:00").report(since="2026-06-08", until="2026-06-14")
     assert (report["missed_in_hours"], report["missed_out_of_hours"]) == (1, 2)
+
+
+def test_forget_number_keeps_counts_cut_loose(ctx, client, post, clock) -> None:
+    """After `privacy forget`, the report still counts the case, but nothing ties it to the number: the same
+    caller calling again is a new missed-call lead, not a repeat call."""
+    from sqlmodel import Session, select
+
+    from service.models import LeadCase
+    from service.privacy import forget_number
+
+    history = History(ctx, client, post, clock)
+    history.at("2026-06-08T10:00").call(A)
+    counts = forget_number(ctx.engine, A)
+    assert counts["cases_anonymized"] == 1
+    with Session(ctx.engine) as session:
+        [case] = session.exec(select(LeadCase)).all()
+    assert (case.lead_id, case.call_sid) == (None, None)
+    history.at("2026-06-08T11:00").call(A)
+    report = history.report(since="2026-06-08", until="2026-06-08")
+    assert (report["missed_call_leads"], report["repeat_calls_before_contact"]) == (2, 0)
