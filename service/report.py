@@ -27,13 +27,16 @@ below it):
 
 from __future__ import annotations
 
+import json
 import math
+from bisect import bisect_right
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, literal, select
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
@@ -110,8 +113,7 @@ def percentile(sorted_values: list[int], p: int) -> int | None:
     return sorted_values[max(math.ceil(p / 100 * len(sorted_values)) - 1, 0)]
 
 
-def _p50_p90(values: list[int]) -> dict[str, int | None]:
-    ordered = sorted(values)
+def _p50_p90(ordered: list[int]) -> dict[str, int | None]:
     return {"p50": percentile(ordered, 50), "p90": percentile(ordered, 90)}
 
 
@@ -128,17 +130,21 @@ def _call_counts(session: Session, broker_ids: list[int], since: datetime, until
 
 
 def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: datetime,
-               no_reply_before: datetime) -> list[Any]:
+               no_reply_before: datetime) -> Sequence[Any]:
+    """One row per case, all fetched at once. The handoff reasons come as their JSON text, decoded once per
+    distinct list by build_report: decoding every row's list took half of a 100,000-case report
+    (benchmarks/bench_report.py)."""
     dialect = session.get_bind().dialect.name
     opener = OutboundMessage.__table__.alias("opener")  # type: ignore[attr-defined]
     sent_at = func.coalesce(opener.c.sent_at, col(LeadCase.opener_at))
     old = literal(no_reply_before, UTCDateTime())
-    return list(session.connection().execute(
+    return session.connection().execute(
         select(
             col(LeadCase.hour_of_week), col(LeadCase.in_hours), opener.c.status, opener.c.delivery_status,
             _seconds(dialect, col(LeadCase.first_reply_at), sent_at),
             _seconds(dialect, col(LeadCase.human_at), col(LeadCase.missed_at)),
-            col(LeadCase.handoff_at).is_not(None), col(LeadCase.handoff_reasons), col(LeadCase.repeat_calls),
+            col(LeadCase.handoff_at).is_not(None), cast(col(LeadCase.handoff_reasons), Text),
+            col(LeadCase.repeat_calls),
             col(LeadCase.outcome), col(LeadCase.opted_out_at).is_not(None),
             case((and_(col(LeadCase.opener_message_id).is_not(None), sent_at < old), 1), else_=0),
             col(LeadCase.first_reply_at).is_not(None), col(LeadCase.human_how), col(LeadCase.human_by),
@@ -147,7 +153,7 @@ def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: 
         .outerjoin(opener, opener.c.id == col(LeadCase.opener_message_id))
         .where(col(LeadCase.broker_id).in_(broker_ids), col(LeadCase.missed_at) >= since,
                col(LeadCase.missed_at) < until)
-    ))
+    ).all()
 
 
 def build_report(session: Session, *, brokers: list[Broker], since: datetime, until: datetime,
@@ -159,21 +165,16 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     rows = _case_rows(session, broker_ids, since, until, now - timedelta(hours=rule.no_reply_after_hours))
 
     leads = len(rows)
-    in_hours = out_of_hours = queued = sent = delivered = failed = replied = handoffs = reached = 0
+    in_hours = out_of_hours = queued = sent = delivered = failed = replied = handoffs = 0
     repeat_calls = called_again = opted_out = no_reply = awaiting = 0
     reply_times: list[int] = []
     human_times: list[int] = []
-    reasons: Counter[str] = Counter()
+    reason_lists: Counter[str] = Counter()  # the JSON text of each handoff's reasons, read once per distinct list
     outcomes: Counter[str] = Counter()
     reached_how: Counter[str] = Counter()
     reached_by: Counter[str] = Counter()
     hour_leads = [0] * 168
-    hour_reached = [0] * 168
     hour_times: list[list[int]] = [[] for _ in range(168)]
-    within_limit = rule.reached_within_minutes * 60
-    within = dict.fromkeys(WITHIN, 0)
-    within_rule = 0
-    buckets = [0] * len(BUCKETS)
     for (how, open_hours, status, delivery, reply_s, human_s, handed_off, handoff_reasons, repeats, outcome,
          out, old_opener, has_reply, human_how, human_by) in rows:
         hour_leads[how] += 1
@@ -196,26 +197,37 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
                 awaiting += 1
         if handed_off:
             handoffs += 1
-            reasons.update(handoff_reasons or [])
+            reason_lists[handoff_reasons] += 1
         if human_s is not None:
             seconds = max(round(human_s), 0)
-            reached += 1
             reached_how[human_how or "unknown"] += 1
             reached_by[human_by or "unknown"] += 1
             human_times.append(seconds)
             hour_times[how].append(seconds)
-            for key, limit in WITHIN.items():
-                within[key] += seconds <= limit
-            if seconds <= within_limit:
-                within_rule += 1
-                hour_reached[how] += 1
-            buckets[next(i for i, (_, top) in enumerate(BUCKETS) if top is None or seconds <= top)] += 1
         if repeats:
             repeat_calls += repeats
             called_again += 1
         if outcome:
             outcomes[outcome] += 1
         opted_out += bool(out)
+
+    reasons: Counter[str] = Counter()
+    for text, count in reason_lists.items():
+        for name in json.loads(text or "[]") or []:
+            reasons[name] += count
+    # Counts of times at or under a limit, from the sorted times (bisect_right: how many are <= the limit).
+    reply_times.sort()
+    human_times.sort()
+    reached = len(human_times)
+    within_limit = rule.reached_within_minutes * 60
+    within = {key: bisect_right(human_times, limit) for key, limit in WITHIN.items()}
+    within_rule = bisect_right(human_times, within_limit)
+    for times in hour_times:
+        times.sort()
+    hour_reached = [bisect_right(times, within_limit) for times in hour_times]  # within the rule's minutes
+    hour_hour = [bisect_right(times, 3600) for times in hour_times]
+    at_or_under = [bisect_right(human_times, top) for _, top in BUCKETS if top is not None] + [reached]
+    buckets = [n - (at_or_under[i - 1] if i else 0) for i, n in enumerate(at_or_under)]
 
     enough, reason = rule.verdict(leads, within_rule, called_again)
     appointments = sum(outcomes[o] for o in CONTACT_OUTCOMES)
@@ -252,7 +264,7 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
         ],
         "by_hour": [
             {"day": DAYS[h // 24], "hour": h % 24, "missed_calls": hour_leads[h],
-             "reached_within_60m": hour_reached[h], "time_to_human_p50": percentile(sorted(hour_times[h]), 50)}
+             "reached_within_60m": hour_hour[h], "time_to_human_p50": percentile(hour_times[h], 50)}
             for h in range(168)
         ],
         "verdict": {"enough": enough, "reason": reason, "windows": _windows(rule, hour_leads, hour_reached),
