@@ -157,3 +157,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for a long read (the report): on SQLite it reads a WAL snapshot with a plain BEGIN instead of
+    queueing for the write lock, so webhooks never wait behind it; elsewhere an ordinary session. Never commits."""
+    with engine.connect().execution_options(sqlite_read_only=True) as conn, Session(bind=conn) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import click
-from sqlmodel import Session
 
-from service.db import MissingDatabase, open_database
+from service.db import MissingDatabase, open_database, read_session
 from service.errors import PolicyError
 from service.report import ReportError, report_for
 from service.settings import Settings
@@ -33,7 +32,7 @@ def report(broker: str | None, since: str | None, until: str | None, fmt: str, o
     except (MissingDatabase, PolicyError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        with Session(engine) as session:
+        with read_session(engine) as session:
             figures = report_for(session, rule=rule, visible=None, broker=broker, since=since, until=until)
     except ReportError as exc:
         name, _, message = str(exc).partition(": ")

@@ -12,9 +12,9 @@ from typing import Any
 from litestar import Request, get
 from litestar.di import Provide
 from litestar.params import Parameter
-from sqlmodel import Session
 
 from service.access import Principal
+from service.db import read_session
 from service.errors import ApiError
 from service.report import ReportError, report_for
 from service.sufficiency import load_sufficiency
@@ -29,7 +29,7 @@ def principal_report(request: Request[Any, Any, Any], principal: Principal, *, b
                        status_code=403)
     ctx = request.app.state.ctx
     rule = load_sufficiency(ctx.settings.policies_dir)
-    with Session(ctx.engine) as session:
+    with read_session(ctx.engine) as session:
         try:
             return report_for(session, rule=rule, visible=principal.broker_ids, broker=broker, since=since,
                               until=until)
