@@ -53,7 +53,7 @@ from service.models import (
     utcnow,
 )
 from service.outbox import Queued, queue_text
-from service.replies.analysis import Keyword, ReplyAnalysis
+from service.replies.analysis import Keyword, ReplyAnalysis, unsure_about_safety
 from service.replies.classify import classify
 from service.sending.gates import Cause
 from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
@@ -361,8 +361,8 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         return _text(session, ctx, broker, lead, Purpose.closing, template, f"closing:{inbound.message_sid}")
     if analysis.llm_error:
         reasons.append("llm_unavailable")
-    if analysis.needs_llm and analysis.llm_prompt is None:
-        reasons.append("needs_review")  # the rules could not settle it and no LLM answered
+    if unsure_about_safety(analysis):
+        reasons.append("needs_review")  # near a safety category, the rules could not settle it, no LLM answered
     if reasons:
         record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons)

@@ -135,15 +135,29 @@ def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
     assert len(to_borrower(twilio_api["messages"])) == 2
 
 
-def test_hand_off_unclear_reply_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
+def test_hand_off_reply_unsure_about_safety_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
+    """Words near a safety category that no rule settled go to a person when no LLM can read them."""
     missed(client, post)
-    reply(client, post, "my cousin said you were good, she used you last year")
+    reply(client, post, "underwriting wants more docs")
     assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
     [alert] = to_broker(twilio_api["messages"])
     assert ctx.templates.phrase("needs_review") in alert
     with Session(ctx.engine) as session:
         decision = session.exec(select(Decision).where(Decision.action == "handoff")).one()
     assert decision.analysis["needs_llm"] is True
+    assert "safety" in decision.analysis["unsure"]
+
+
+def test_ask_next_question_on_unclear_reply_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
+    """A reply the rules could not read, with nothing near a safety category, asks on instead of alerting."""
+    missed(client, post)
+    reply(client, post, "my cousin said you were good, she used you last year")
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1].startswith("ask_")
+    assert to_broker(twilio_api["messages"]) == []
+    with Session(ctx.engine) as session:
+        decision = session.exec(select(Decision)).one()
+    assert decision.analysis["needs_llm"] is True
+    assert "safety" not in decision.analysis["unsure"]
 
 
 def test_stop_automated_texts_at_per_lead_cap(client, post, twilio_api, ctx) -> None:

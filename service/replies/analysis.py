@@ -42,6 +42,16 @@ class HandoffReason(StrEnum):
     TRANSACTION_ISSUE = "transaction_issue"  # trouble with an appraisal, underwriting, a contract or a title
 
 
+class Unsure(StrEnum):
+    """What the rules could not settle (``ReplyAnalysis.unsure``): a safety category or a plain field."""
+
+    SAFETY = "safety"  # words near an opt-out, a rate lock, a closing or a deadline that no rule settled
+    LOAN_TYPE = "loan_type"
+    TIMELINE = "timeline"
+    APPLIED_ELSEWHERE = "applied_elsewhere"
+    CONTENT = "content"  # something was said and no rule read any of it
+
+
 class Source(StrEnum):
     RULES = "rules"
     LLM = "llm"
@@ -68,6 +78,7 @@ class ReplyAnalysis(BaseModel):
 
     `rules_fired` names the policy rule ids that matched (the audit trail); `llm_*` are set only when the LLM
     was consulted, and `llm_error` when that consultation failed (which always means a human takes the lead).
+    `needs_llm` is true exactly when `unsure` names something: what the rules could not settle.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,8 +93,20 @@ class ReplyAnalysis(BaseModel):
     callback_window: str | None = None
     source: Source = Source.RULES
     needs_llm: bool = False
+    unsure: list[Unsure] = Field(default_factory=list)
     rules_fired: list[str] = Field(default_factory=list)
     llm_prompt: str | None = None
     llm_prompt_version: str | None = None
     llm_model: str | None = None
     llm_error: str | None = None
+
+
+def unsure_about_safety(analysis: ReplyAnalysis) -> bool:
+    """Whether the rules were unsure about a safety category (opt-out, rate lock, closing, deadline) and no LLM
+    settled it: with no LLM answer such a reply goes to a person; unsure about a plain field only asks on."""
+    return analysis.needs_llm and analysis.llm_prompt is None and Unsure.SAFETY in analysis.unsure
+
+
+def hands_off_without_llm(analysis: ReplyAnalysis) -> bool:
+    """Whether the rules alone put this reply in front of a person (a handoff reason, or unsure about safety)."""
+    return bool(analysis.handoff_reasons) or (analysis.needs_llm and Unsure.SAFETY in analysis.unsure)

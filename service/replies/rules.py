@@ -42,7 +42,7 @@ from typing import Any
 from service.errors import PolicyError
 from service.policy.files import display_path, read_policy_files
 from service.replies import timeline as _timeline
-from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline
+from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
 from service.replies.prescreen import PieceFinder
 from service.replies.rule import CompiledRule, InboundRuleFile, compile_rule, normalize, whole_message_key
 
@@ -54,6 +54,14 @@ EXAMPLES_RECEIVED_AT = datetime(2025, 6, 16, 15, 0, tzinfo=UTC)
 
 _KEYWORD_ORDER = (Keyword.STOP, Keyword.START, Keyword.HELP)
 _HANDOFF_ORDER = tuple(HandoffReason)
+# What a hint (`unless_settled: <field>`) says the rules are unsure about: opt-outs and handoffs are safety.
+_HINT_UNSURE = {
+    "keyword": Unsure.SAFETY,
+    "handoff_reasons": Unsure.SAFETY,
+    "loan_type": Unsure.LOAN_TYPE,
+    "timeline": Unsure.TIMELINE,
+    "applied_elsewhere": Unsure.APPLIED_ELSEWHERE,
+}
 
 
 @dataclass(slots=True)
@@ -164,12 +172,15 @@ class RuleSet:
           * the reply is a trivial acknowledgement ("ok", "thanks", "👍", a bare "yes"/"no" whose meaning
             depends on the question the conversation asked, which the flow knows and the LLM does not);
           * the reply closes the lead (wrong number, not interested) with no disagreement between rules.
-        Otherwise ``needs_llm`` is True when
-          * no rule at all fired on a non-empty reply (substantive content the rules did not account for);
-          * two rules disagreed on a single-valued field (which is then left unknown); or
+        Otherwise ``unsure`` names what is open, and ``needs_llm`` is True, when
+          * no rule at all fired on a non-empty reply (``content``: substantive words the rules did not read);
+          * two rules disagreed on a single-valued field (that field, which is then left unknown); or
           * a hint rule fired for a field that is still unsettled (loan words but no loan type, time words but
-            no timeline, lender words but no applied_elsewhere, closing-ish words but no handoff).
-        The LLM can only fill what the rules left open; it never overrides a field a rule settled.
+            no timeline, lender words but no applied_elsewhere); a hint standing in for a handoff or an opt-out
+            (words near a rate lock, a closing, a deadline or a stop that no rule settled) is ``safety``.
+        With no LLM, unsure about safety goes to a person and unsure about anything else asks the next
+        question (service.conversation). The LLM can only fill what the rules left open; it never overrides a
+        field a rule settled.
         """
         norm = normalize(text)
         out = self._run(norm, received_at)
@@ -179,16 +190,16 @@ class RuleSet:
         for _, bucket in out.timeline_builtin:
             values.setdefault("timeline", set()).add(bucket)
 
-        conflict = False
+        conflicts: list[str] = []
         keywords = values.get("keyword", set())
         keyword = next((k for k in _KEYWORD_ORDER if k in keywords), None)
 
         def single(name: str, unknown: Any) -> Any:
-            nonlocal conflict
             found = values.get(name, set())
             if len(found) == 1:
                 return next(iter(found))
-            conflict = conflict or len(found) > 1
+            if len(found) > 1:
+                conflicts.append(name)
             return unknown
 
         loan_type = single("loan_type", LoanType.UNKNOWN)
@@ -207,20 +218,21 @@ class RuleSet:
             source=Source.RULES,
             rules_fired=[r.id for r in out.fired] + [rid for rid, _ in out.timeline_builtin],
         )
-        analysis.needs_llm = self._needs_llm(norm, analysis, out, conflict=conflict)
+        analysis.unsure = self._unsure(norm, analysis, out, conflicts)
+        analysis.needs_llm = bool(analysis.unsure)
         return analysis
 
-    def _needs_llm(self, text: str, analysis: ReplyAnalysis, out: _Outcome, *, conflict: bool) -> bool:
+    def _unsure(self, text: str, analysis: ReplyAnalysis, out: _Outcome, conflicts: list[str]) -> list[Unsure]:
+        """What the rules could not settle; ``needs_llm`` is whether this is non-empty."""
         if analysis.keyword is not None:
-            return False
+            return []
         if any(r.field == "needs_llm" for r in out.fired):  # trivial acknowledgement
-            return False
-        if conflict:
-            return True
-        if analysis.wrong_number or analysis.not_interested:
-            return False
-        if not analysis.rules_fired:
-            return bool(text.strip())
+            return []
+        unsure = [Unsure(name) for name in conflicts]
+        if not conflicts and (analysis.wrong_number or analysis.not_interested):
+            return []
+        if not analysis.rules_fired and text.strip():
+            unsure.append(Unsure.CONTENT)
         unsettled = {
             "loan_type": analysis.loan_type is LoanType.UNKNOWN,
             "timeline": analysis.timeline is Timeline.UNKNOWN,
@@ -229,10 +241,14 @@ class RuleSet:
             "callback_window": analysis.callback_window is None,
             "keyword": True,
         }
-        return any(
-            h.unless_settled is not None and unsettled[h.unless_settled] and h.match(text, *out.views)[0]
-            for h in self._hints
-        )
+        for hint in self._hints:
+            name = hint.unless_settled
+            if name is None or not unsettled[name]:
+                continue
+            kind = _HINT_UNSURE.get(name, Unsure.CONTENT)
+            if kind not in unsure and hint.match(text, *out.views)[0]:
+                unsure.append(kind)
+        return sorted(set(unsure), key=list(Unsure).index)
 
     # ---- the rules' own examples
     def example_findings(self) -> list[str]:
