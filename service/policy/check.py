@@ -152,7 +152,11 @@ def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
     except PolicyError as exc:
         return [str(exc)]
     result.checked.append("inbound rules and examples")
-    return list(rule_set.example_findings())
+    findings = list(rule_set.example_findings())
+    if rule_set.speller.examples:
+        result.checked.append("spelling vocabulary and examples")
+        findings += rule_set.speller.example_findings()
+    return findings
 
 
 def check_sending(policies_dir: Path, result: CheckResult) -> list[str]:
@@ -231,6 +235,9 @@ def run_check(
         result.findings += check_outbound_examples(guard, rules, manifest)
 
     kinds = {f.header.kind for f in files}
+    if "spelling" in kinds and "inbound_rule" not in kinds:
+        result.findings.append(f"{display_path(policies_dir / 'spelling', policies_dir)}: spelling files need "
+                               "inbound rules to read the corrected replies")
     if "inbound_rule" in kinds:
         result.findings += check_inbound(policies_dir, result)
     if kinds & {"quiet_hours", "caps"}:

@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "outbound_rule": "outbound",
     "outbound_manifest": "outbound",  # policies/outbound/required.yaml, see service.policy.manifest
     "inbound_rule": "inbound",
+    "spelling": "spelling",  # policies/spelling/*.yaml, see service.replies.spelling
     "templates": "templates",
     "quiet_hours": "sending",
     "caps": "sending",

@@ -45,6 +45,7 @@ from service.replies import timeline as _timeline
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
 from service.replies.prescreen import PieceFinder
 from service.replies.rule import CompiledRule, InboundRuleFile, compile_rule, normalize, whole_message_key
+from service.replies.spelling import Speller, load_speller
 
 __all__ = ["RuleSet", "carrier_keyword", "load_rules"]
 
@@ -96,11 +97,15 @@ def load_rules(policies_dir: Path) -> RuleSet:
         unknown = sorted(rule.yields_to - known)
         if unknown:
             raise PolicyError(rule.display, "yields_to", f"unknown rule id(s) {unknown}")
+    speller = load_speller(policies_dir)
     digest = hashlib.sha256()
     for policy in ours:
         digest.update(policy.path.name.encode() + b"\0" + policy.path.read_bytes() + b"\0")
+    if speller.words:
+        digest.update(b"spelling\0" + speller.version.encode())
     return RuleSet(
-        version=digest.hexdigest()[:12], files=[p.path for p in ours], rules=rules, policies_dir=policies_dir
+        version=digest.hexdigest()[:12], files=[p.path for p in ours], rules=rules, policies_dir=policies_dir,
+        speller=speller,
     )
 
 
@@ -108,8 +113,12 @@ def load_rules(policies_dir: Path) -> RuleSet:
 class RuleSet:
     """The compiled inbound rules. Build it with `load_rules`; `analyze` is pure and thread-safe."""
 
-    def __init__(self, *, version: str, files: list[Path], rules: list[CompiledRule], policies_dir: Path) -> None:
+    def __init__(
+        self, *, version: str, files: list[Path], rules: list[CompiledRule], policies_dir: Path,
+        speller: Speller | None = None,
+    ) -> None:
         self.version = version
+        self.speller = speller or Speller()
         self.files = files
         self.policies_dir = policies_dir
         self._rules = [r for r in rules if r.unless_settled is None]
@@ -128,10 +137,15 @@ class RuleSet:
         """The whole-message key and the screen pieces present in the (normalized) reply."""
         return whole_message_key(text), self._pieces(text.lower())
 
+    def canonical(self, text: str) -> str:
+        """The view every rule reads: typography normalized, then spacing, stretched letters and misspelled
+        listed words mended (service.replies.spelling)."""
+        return self.speller.correct(normalize(text))
+
     # ---- keywords
     def carrier_keyword(self, text: str) -> Keyword | None:
         """The carrier keyword (STOP, START, HELP families) when it is the whole message, else None."""
-        key = whole_message_key(normalize(text))
+        key = whole_message_key(self.canonical(text))
         found = {r.value for r in self._carrier if key in r.whole}
         return next((k for k in _KEYWORD_ORDER if k in found), None)
 
@@ -182,7 +196,7 @@ class RuleSet:
         question (service.conversation). The LLM can only fill what the rules left open; it never overrides a
         field a rule settled.
         """
-        norm = normalize(text)
+        norm = self.canonical(text)
         out = self._run(norm, received_at)
         values: dict[str, set[Any]] = {}
         for rule in out.fired:
@@ -274,7 +288,7 @@ class RuleSet:
 
     def example_fires(self, rule_id: str, text: str) -> bool:
         """Whether rule `rule_id` takes effect on `text` in the full rule set (ignores and yields applied)."""
-        norm = normalize(text)
+        norm = self.canonical(text)
         hint = next((h for h in self._hints if h.id == rule_id), None)
         if hint is not None:
             return hint.match(norm, *self._views(norm))[0]
