@@ -51,6 +51,7 @@ _TRIPLED = re.compile(r"([^\W\d_])\1{2,}", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+")
 _CACHE_LIMIT = 50_000
 _REAL_EN, _REAL_ES = 40_000, 25_000
+_UNSEEN = object()
 
 
 class SpellingExamples(BaseModel):
@@ -107,6 +108,7 @@ class Speller:
     _squeezed: dict[str, str] = field(init=False)
     _by_initial: dict[str, tuple[str, ...]] = field(init=False)
     _cache: dict[str, str | None] = field(init=False, default_factory=dict)
+    _fixes: dict[str, object] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._known = frozenset(self.words) | self.keep
@@ -160,18 +162,38 @@ class Speller:
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
         text = _SPACED.sub(_join, text)
+        fixes = self._fixes
+        changed = False
+        for token in _WORD.findall(text):
+            fixed = fixes.get(token, _UNSEEN)
+            if fixed is _UNSEEN:
+                fixed = self._fix(token)
+                if len(fixes) < _CACHE_LIMIT:
+                    fixes[token] = fixed
+            changed = changed or fixed is not None
+        if not changed:
+            return text
         return _WORD.sub(self._replace, text)
+
+    def _fix(self, token: str) -> str | None:
+        """What one word of the reply (as typed) becomes, or None when it stays as typed."""
+        lower = token.lower()
+        if lower in self.keep:
+            return None
+        stretched = _TRIPLED.search(token) is not None
+        if stretched:
+            lower = _TRIPLED.sub(r"\1", lower)
+        found = self.word_for(lower) if self.words else None
+        if found is None and stretched:
+            return _TRIPLED.sub(r"\1", token)
+        return found
 
     def _replace(self, match: re.Match[str]) -> str:
         token = match.group()
-        lower = token.lower()
-        if lower in self.keep:
-            return token
-        if _TRIPLED.search(token):
-            token = _TRIPLED.sub(r"\1", token)
-            lower = token.lower()
-        found = self.word_for(lower) if self.words else None
-        return token if found is None else found
+        fixed = self._fixes.get(token, _UNSEEN)
+        if fixed is _UNSEEN:
+            fixed = self._fix(token)
+        return token if fixed is None else str(fixed)
 
     # ---- the files' own examples
     def example_findings(self) -> list[str]:
