@@ -97,7 +97,7 @@ def load_rules(policies_dir: Path) -> RuleSet:
         unknown = sorted(rule.yields_to - known)
         if unknown:
             raise PolicyError(rule.display, "yields_to", f"unknown rule id(s) {unknown}")
-    speller = load_speller(policies_dir)
+    speller = load_speller(policies_dir, (files, errors))
     digest = hashlib.sha256()
     for policy in ours:
         digest.update(policy.path.name.encode() + b"\0" + policy.path.read_bytes() + b"\0")

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from rapidfuzz.distance import OSA
 
 from service.errors import PolicyError
-from service.policy.files import PolicyFileModel, display_path, read_policy_files
+from service.policy.files import PolicyFile, PolicyFileModel, display_path, read_policy_files
 
 __all__ = ["Speller", "SpellingFile", "load_speller"]
 
@@ -218,10 +218,11 @@ def _join(match: re.Match[str]) -> str:
     return _SEPARATORS.sub("", match.group())
 
 
-def load_speller(policies_dir: Path) -> Speller:
+def load_speller(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyError]] | None = None) -> Speller:
     """Every ``policies_dir/spelling/*.yaml`` merged into one Speller (none: nothing is corrected but spacing and
-    stretched letters). A schema problem raises `PolicyError` naming the file and field."""
-    files, errors = read_policy_files(policies_dir)
+    stretched letters). A schema problem raises `PolicyError` naming the file and field. `read`: the policy
+    files already read by the caller (`read_policy_files`), so they are parsed once."""
+    files, errors = read if read is not None else read_policy_files(policies_dir)
     ours = sorted((f for f in files if f.header.kind == "spelling"), key=lambda f: f.path.name)
     mine = [e for e in errors if Path(e.path).parent.name == "spelling"]
     if mine:
