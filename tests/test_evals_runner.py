@@ -88,6 +88,13 @@ def data_dir(tmp_path: Path) -> Path:
     return data
 
 
+def _drop_slice_floors(data_dir: Path) -> None:
+    path = data_dir / "thresholds.yaml"
+    floors = yaml.safe_load(path.read_text(encoding="utf-8"))
+    floors["replies"].pop("slices", None)
+    path.write_text(yaml.safe_dump(floors, sort_keys=False), encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------ the datasets
 def test_load_datasets_repo_meets_issue_sizes_and_themes() -> None:
     replies = load_reply_cases(EVALS / "replies.jsonl")
@@ -222,6 +229,7 @@ def test_run_evals_removed_optout_keyword_fails_with_recall_line(tmp_path: Path,
     keyword = "quit"
     ids = [c["id"] for c in _raw_cases() if str(c["text"]).strip(" .!\n").lower() == keyword]
     _write_cases(data_dir / "replies.jsonl", [c for c in _raw_cases() if c["id"] in ids])
+    _drop_slice_floors(data_dir)  # two opt-outs carry no slice: the repo's slice floors would break on nothing
     args = ["evals", "run", "--no-guard", "--data", str(data_dir), "--policies", str(policies)]
     before = CliRunner().invoke(main, args)
     assert (before.exit_code, ids) == (0, ["r363", "r364"]), before.output
@@ -260,6 +268,22 @@ def test_print_evals_table_never_shows_borrower_text(data_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------- record / replay
+def test_print_evals_table_slice_section_dashes_empty_slices_within_120_columns(data_dir: Path) -> None:
+    cases = [c for c in _raw_cases() if {"typo", "spanish"} & set(c.get("tags", []))]  # type: ignore[arg-type]
+    _write_cases(data_dir / "replies.jsonl", cases)
+    result = CliRunner().invoke(main, ["evals", "run", "--no-guard", "--data", str(data_dir)])
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("slice "))
+    section = lines[start : start + 11]
+    rows = {line.split()[0]: line.split()[1:] for line in section[1:]}
+    assert list(rows) == ["all", "typo", "spanish", "voice", "negation", "idiom", "long", "injection",
+                          "date_edge", "plain"]  # fmt: skip
+    assert rows["voice"] == ["0", *["-"] * 9]
+    assert rows["typo"][0] == str(sum("typo" in c["tags"] for c in cases))  # type: ignore[operator]
+    assert max(len(line) for line in section) <= 120
+    assert "✗ slice plain: no cases (its floors would hold on nothing)" in result.output
+
+
 def test_replay_recorded_request_returns_recorded_response(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
     upstream = httpx.MockTransport(lambda request: httpx.Response(200, json=extraction_json(EXTRACTION, model="test-model")))

@@ -1,5 +1,8 @@
 """Scoring: from per-case outcomes to the numbers in the table and the report. Pure; no I/O.
 
+Size: a little over 400 lines, because every reply metric is scored in the one pass below, overall and per
+slice alike, so the two cannot drift apart.
+
 Words used throughout:
 
 - *pinned*: the case's ``expect`` names the field.
@@ -9,6 +12,10 @@ Words used throughout:
 - *states* a field: the case is pinned and its accepted values exclude the default (there is something to
   answer). Coverage is measured on those cases: who answered, the rules, the LLM (only when the rules did
   not), or neither.
+- *needs no person*: the case's only accepted handoff set is the empty one. It is a *needless handoff* when
+  the rules alone would put it in front of a person (`hands_off_without_llm`: a handoff reason, or unsure
+  about safety).
+- *slice*: a tag in `service.evals.slices.SLICES`; every number here is computed overall and on each slice.
 """
 
 from __future__ import annotations
@@ -18,7 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.evals.datasets import FIELDS, OutboundCase, ReplyCase, value_ok
-from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Timeline
+from service.evals.slices import slices_of
+from service.replies.analysis import (
+    HandoffReason,
+    Keyword,
+    LoanType,
+    ReplyAnalysis,
+    Timeline,
+    hands_off_without_llm,
+)
 
 DEFAULTS: dict[str, object] = {
     "keyword": None,
@@ -37,6 +52,7 @@ LABELS: dict[str, tuple[Any, ...]] = {
 }
 CONFUSION_FIELDS = ("loan_type", "timeline")
 REASONS = tuple(r.value for r in HandoffReason)
+_NO_PERSON: frozenset[frozenset[str]] = frozenset({frozenset()})  # the only accepted handoff set is the empty one
 
 
 def plain(analysis: ReplyAnalysis) -> dict[str, Any]:
@@ -59,13 +75,25 @@ def answered(name: str, value: object) -> bool:
 
 @dataclass(frozen=True)
 class ReplyOutcome:
-    """One case through the pipeline: what the rules said alone, and what the service would act on."""
+    """One case through the pipeline: what the rules said alone, and what the service would act on.
+
+    `analysis` is the rules-only analysis itself (the runner keeps it): whether the rules alone hand the reply
+    to a person depends on more than the plain fields. Without it only the rules' handoff reasons count.
+    """
 
     case: ReplyCase
     rules: dict[str, Any]
     final: dict[str, Any]
     needs_llm: bool
     llm_error: str | None = None
+    analysis: ReplyAnalysis | None = None
+
+    @property
+    def rules_hand_off(self) -> bool:
+        """Whether the rules alone would put this reply in front of a person."""
+        if self.analysis is not None:
+            return hands_off_without_llm(self.analysis)
+        return bool(self.rules["handoff_reasons"])
 
 
 @dataclass(frozen=True)
@@ -163,6 +191,13 @@ class RepliesReport:
     tags: dict[str, tuple[int, int]]  # tag -> (cases, cases with every pinned field right)
     tag_coverage: dict[str, dict[str, tuple[int, int]]]  # field -> tag -> (stated, answered by rules)
     failures: list[Failure]
+    needs_no_person: int = 0  # cases whose only accepted handoff set is the empty one
+    needless_handoffs: list[str] = field(default_factory=list)  # ... that the rules alone hand to a person
+    slices: dict[str, RepliesReport] = field(default_factory=dict)  # the same numbers per slice with cases
+
+    @property
+    def needless_handoff_rate(self) -> float | None:
+        return ratio(len(self.needless_handoffs), self.needs_no_person)
 
     @property
     def optout_recall(self) -> float | None:
@@ -239,7 +274,8 @@ def _rules_right(name: str, accepted: frozenset[Any], value: Any) -> bool:
     return value_ok(name, accepted, value)
 
 
-def score_replies(outcomes: list[ReplyOutcome]) -> RepliesReport:
+def score_replies(outcomes: list[ReplyOutcome], *, by_slice: bool = True) -> RepliesReport:
+    """Score the outcomes overall and, when `by_slice`, again on the cases of each slice that has any."""
     fields = {name: FieldStats() for name in FIELDS}
     labels: dict[str, dict[str, LabelStats]] = {n: {lbl: LabelStats() for lbl in LABELS[n]} for n in LABELS}
     confusion: dict[str, Counter[tuple[str, str]]] = {n: Counter() for n in CONFUSION_FIELDS}
@@ -250,7 +286,8 @@ def score_replies(outcomes: list[ReplyOutcome]) -> RepliesReport:
     optout_pos = optout_found = optout_neg = 0
     optout_missed: list[str] = []
     false_optouts: list[str] = []
-    llm_calls = llm_errors = 0
+    needless: list[str] = []
+    llm_calls = llm_errors = needs_no_person = 0
 
     for out in outcomes:
         case = out.case
@@ -309,6 +346,10 @@ def score_replies(outcomes: list[ReplyOutcome]) -> RepliesReport:
                     if final == "stop":
                         false_optouts.append(case.id)
             if name == "handoff_reasons":
+                if accepted == _NO_PERSON:
+                    needs_no_person += 1
+                    if out.rules_hand_off:
+                        needless.append(case.id)
                 required = frozenset.intersection(*accepted) if accepted else frozenset()
                 for reason in required:
                     rs = reasons[reason]
@@ -340,7 +381,18 @@ def score_replies(outcomes: list[ReplyOutcome]) -> RepliesReport:
         tags={t: (v[0], v[1]) for t, v in tags.items()},
         tag_coverage={f: {t: (v[0], v[1]) for t, v in per.items()} for f, per in tag_cov.items()},
         failures=failures,
+        needs_no_person=needs_no_person,
+        needless_handoffs=needless,
+        slices=_by_slice(outcomes) if by_slice else {},
     )
+
+
+def _by_slice(outcomes: list[ReplyOutcome]) -> dict[str, RepliesReport]:
+    grouped: dict[str, list[ReplyOutcome]] = defaultdict(list)
+    for outcome in outcomes:
+        for name in slices_of(outcome.case):
+            grouped[name].append(outcome)
+    return {name: score_replies(group, by_slice=False) for name, group in grouped.items()}
 
 
 def score_guard(outcomes: list[GuardOutcome], *, by_category: bool = True) -> GuardReport:

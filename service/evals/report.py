@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.evals.datasets import FIELDS
-from service.evals.metrics import CONFUSION_FIELDS, LABELS, REASONS, RepliesReport
+from service.evals.metrics import CONFUSION_FIELDS, LABELS, REASONS, RepliesReport, ratio
 from service.evals.runner import RunResult
+from service.evals.slices import SLICES
 
 BAR_WIDTH = 30
 _SHADES = " ░▒▓█"
@@ -59,6 +60,56 @@ def _field_rows(rep: RepliesReport) -> list[list[str]]:
 FIELD_HEADER = [
     "field", "n", "accuracy", "rules prec (answered)", "cov rules", "cov llm", "cov none", "stated"
 ]
+SLICE_REASONS = ("rate_lock", "closing", "deadline")
+SLICE_HEADER = [
+    "slice", "n", "fail", "opt-out", "false opt", *SLICE_REASONS, "needless", "loan p/c", "timeline p/c"
+]
+SLICE_LEGEND = (
+    "rules only · recall as share k/n · needless: handed off by the rules alone / needs no person",
+    "p/c: rules precision / coverage on stated cases (loan_type, timeline) · -: nothing to measure",
+)
+
+
+def _share(part: int, whole: int, digits: int = 2) -> str:
+    """`0.50 1/2`, or a dash when there is nothing to measure."""
+    value = ratio(part, whole)
+    return "-" if value is None else f"{value:.{digits}f} {part}/{whole}"
+
+
+def _prec_cov(rep: RepliesReport, name: str) -> str:
+    s = rep.fields[name]
+    prec, cov = s.rules_precision, s.rules_coverage
+    return "-" if prec is None and cov is None else f"{pct(prec, 2)}/{pct(cov, 2)}".replace("n/a", "-")
+
+
+def _slice_row(name: str, rep: RepliesReport | None) -> list[str]:
+    if rep is None:
+        return [name, "0", *["-"] * (len(SLICE_HEADER) - 2)]
+    return [
+        name,
+        str(rep.total),
+        str(len(rep.failed_ids)),
+        _share(rep.optout_found, rep.optout_positives),
+        f"{len(rep.false_optouts)}/{rep.optout_negatives}" if rep.optout_negatives else "-",
+        *(_share(rep.reasons[r].rules_found, rep.reasons[r].required) for r in SLICE_REASONS),
+        _share(len(rep.needless_handoffs), rep.needs_no_person, 3),
+        _prec_cov(rep, "loan_type"),
+        _prec_cov(rep, "timeline"),
+    ]
+
+
+def _reason_rows(rep: RepliesReport) -> list[list[str]]:
+    """Rules recall of every handoff reason, for the whole set and each slice."""
+    rows = []
+    for name, sub in [("all", rep), *((n, rep.slices.get(n)) for n in SLICES)]:
+        cells = [_share(sub.reasons[r].rules_found, sub.reasons[r].required) if sub else "-" for r in REASONS]
+        rows.append([name, *cells])
+    return rows
+
+
+def _slice_rows(rep: RepliesReport) -> list[list[str]]:
+    """The whole set, then one row per slice (a slice with no cases: dashes)."""
+    return [_slice_row("all", rep), *(_slice_row(name, rep.slices.get(name)) for name in SLICES)]
 
 
 def table(result: RunResult) -> str:
@@ -87,12 +138,19 @@ def table(result: RunResult) -> str:
             f"(rate {pct(rep.false_optout_rate)}) "
             f"{_ids(rep.false_optouts) if rep.false_optouts else ''}".rstrip()
         )
+        out.append(
+            f"needless handoffs {pct(rep.needless_handoff_rate)} ({len(rep.needless_handoffs)}/"
+            f"{rep.needs_no_person} needing no person) {_ids(rep.needless_handoffs, 10)}"
+        )
         loan_cov = result.thresholds.replies.rules_coverage_min.get("loan_type")
         tag = loan_cov.tag if loan_cov else None
         if tag:
             stated, covered = rep.tag_coverage.get("loan_type", {}).get(tag, (0, 0))
             share = pct(covered / stated if stated else None)
             out.append(f"loan_type rules coverage on {tag}: {share} ({covered}/{stated})")
+        out.append(f"by slice ({SLICE_LEGEND[0]};")
+        out.append(f"  {SLICE_LEGEND[1]}):")
+        out += _grid(SLICE_HEADER, _slice_rows(rep))
         out.append(
             f"LLM call rate (needs_llm) {pct(rep.llm_call_rate)} ({rep.llm_calls}/{rep.total})"
             + (f" · LLM failures {rep.llm_errors}" if cfg.llm != "none" else "")
@@ -229,6 +287,15 @@ def markdown(result: RunResult) -> str:
             f"- false opt-outs {len(rep.false_optouts)} of {rep.optout_negatives} "
             f"(rate {pct(rep.false_optout_rate)}): {_ids(rep.false_optouts)}"
         )
+        md += ["", "### Needless handoffs", ""]
+        md.append(
+            f"Replies that need no person (their only accepted handoff set is the empty one) that the rules "
+            f"alone would put in front of one (a handoff reason, or unsure about safety): "
+            f"{pct(rep.needless_handoff_rate)} ({len(rep.needless_handoffs)}/{rep.needs_no_person}): "
+            f"{_ids(rep.needless_handoffs)}"
+        )
+        md += ["", "### By slice", "", *_md_table(SLICE_HEADER, _slice_rows(rep)), "", f"*{'; '.join(SLICE_LEGEND)}*.", ""]
+        md += ["Handoff recall by the rules, every reason:", "", *_md_table(["slice", *REASONS], _reason_rows(rep))]
         md += ["", "### Handoff by reason", ""]
         md += _md_table(
             ["reason", "required", "rules recall", "final recall", "predicted", "precision", "rules missed"],

@@ -176,8 +176,9 @@ def run_replies(
                     f"{replay.path.name}: case {case.id} made a request the cassette never recorded; "
                     "replay answers only what a live run recorded (re-record with --llm live)"
                 )
+        # `by_rules` itself is kept: whether the rules alone hand the reply to a person needs its `unsure`.
         outcomes.append(
-            ReplyOutcome(case, plain(by_rules), plain(final), by_rules.needs_llm, final.llm_error)
+            ReplyOutcome(case, plain(by_rules), plain(final), by_rules.needs_llm, final.llm_error, by_rules)
         )
     return outcomes
 
