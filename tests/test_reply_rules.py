@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.replies.analysis import HandoffReason, Keyword, LoanType, Source, Timeline
+from service.replies.analysis import HandoffReason, Keyword, LoanType, Source, Timeline, hands_off_without_llm
+from service.replies.rules import EXAMPLES_RECEIVED_AT as EXAMPLES_AT
 from service.replies.rules import RuleSet, carrier_keyword, load_rules
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -555,3 +556,49 @@ def test_analyze_prescreen_never_changes_result(rules: RuleSet) -> None:
     texts = [p.values[0] for p in TRUTH_TABLE] + [text for _, _, text, _ in rules.examples()]
     for text in texts:
         assert rules.analyze(text, AT["NOV"]) == unscreened.analyze(text, AT["NOV"]), text
+
+
+def _rule_file(rule_id: str, sets: str, pattern: str, *, hint: str | None = None) -> str:
+    settled = f"unless_settled: {hint}\n" if hint else ""
+    return (f"id: {rule_id}\nkind: inbound_rule\ntitle: {rule_id} rule\nrationale: a rule for the unsure table\n"
+            f"severity: low\nsets: {sets}\n{settled}patterns: ['{pattern}']\n"
+            f"examples: {{must_match: ['{pattern.strip(chr(92) + 'b')}']}}\n")
+
+
+@pytest.fixture(scope="module")
+def small_rules(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
+    inbound = tmp_path_factory.mktemp("policies") / "inbound"
+    inbound.mkdir()
+    files = {
+        "buy": _rule_file("buy", "{field: loan_type, value: purchase}", r"\bbuy"),
+        "refi": _rule_file("refi", "{field: loan_type, value: refinance}", r"\brefi"),
+        "stop": _rule_file("stop", "{field: keyword, value: stop}", r"\bstop texting"),
+        "thanks": _rule_file("thanks", "{field: needs_llm, value: false}", r"^thanks$"),
+        "hint-safety": _rule_file("hint-safety", "{field: needs_llm, value: true}", r"\bappraisal",
+                                  hint="handoff_reasons"),
+        "hint-loan": _rule_file("hint-loan", "{field: needs_llm, value: true}", r"\bloan", hint="loan_type"),
+    }
+    for name, text in files.items():
+        (inbound / f"{name}.yaml").write_text(text)
+    return load_rules(inbound.parent)
+
+
+@pytest.mark.parametrize(
+    ("text", "unsure"),
+    [
+        ("buy", []),
+        ("thanks", []),
+        ("stop texting me, the appraisal is a mess", []),  # an opt-out settles the reply first
+        ("my cousin said you were good", ["content"]),
+        ("the appraisal came back", ["safety", "content"]),
+        ("buy, the appraisal came back", ["safety"]),
+        ("need a loan", ["loan_type", "content"]),
+        ("buy or refi", ["loan_type"]),  # two loan types disagree
+        ("", []),
+    ],
+)
+def test_analyze_names_what_rules_are_unsure_about(small_rules: RuleSet, text: str, unsure: list[str]) -> None:
+    analysis = small_rules.analyze(text, EXAMPLES_AT)
+    assert [u.value for u in analysis.unsure] == unsure
+    assert analysis.needs_llm is bool(unsure)
+    assert hands_off_without_llm(analysis) is ("safety" in unsure)
