@@ -441,7 +441,7 @@ TRUTH_TABLE = [
     # Complaints: shouting with an angry word, bad service, chasing, regulators; "no complaints" is not one.
     row("THIS IS RIDICULOUS WHY IS NOBODY ANSWERING", "NOV", handoff=("complaint",)),
     row("terrible communication, you never returned my call", "NOV", handoff=("complaint",)),
-    row("stop harassing me", "NOV", handoff=("complaint",)),
+    row("stop harassing me", "NOV", keyword="stop", handoff=("complaint",)),
     row("reporting you to the BBB", "NOV", handoff=("complaint",)),
     row("contacting the attorney general about these texts", "NOV", handoff=("complaint",)),
     row("no complaints so far, refi going fine", "NOV", loan="refinance"),
