@@ -295,7 +295,7 @@ TRUTH_TABLE = [
     row("between 2 and 4 months", "NOV", timeline="3_to_6_months"),
     row("is this a real person?", "NOV", handoff=("human_request",)),
     row("have the broker call me at 10am", "NOV", handoff=("human_request",), window="at 10am"),
-    row("this is harassment", "NOV", handoff=("complaint",)),
+    row("this is harassment", "NOV", handoff=("complaint",), llm=True),
     row("I'm reporting you to the CFPB", "NOV", handoff=("complaint",)),
     row("my lawyer will hear about this", "NOV", handoff=("complaint",)),
     row("wtf is this", "NOV", handoff=("complaint",)),
