@@ -296,7 +296,7 @@ TRUTH_TABLE = [
     row("between 2 and 4 months", "NOV", timeline="3_to_6_months"),
     row("is this a real person?", "NOV", handoff=("human_request",)),
     row("have the broker call me at 10am", "NOV", handoff=("human_request",), window="at 10am"),
-    row("this is harassment", "NOV", handoff=("complaint",)),
+    row("this is harassment", "NOV", handoff=("complaint",), llm=True),
     row("I'm reporting you to the CFPB", "NOV", handoff=("complaint",)),
     row("my lawyer will hear about this", "NOV", handoff=("complaint",)),
     row("wtf is this", "NOV", handoff=("complaint",)),
@@ -442,7 +442,7 @@ TRUTH_TABLE = [
     # Complaints: shouting with an angry word, bad service, chasing, regulators; "no complaints" is not one.
     row("THIS IS RIDICULOUS WHY IS NOBODY ANSWERING", "NOV", handoff=("complaint",)),
     row("terrible communication, you never returned my call", "NOV", handoff=("complaint",)),
-    row("stop harassing me", "NOV", handoff=("complaint",)),
+    row("stop harassing me", "NOV", keyword="stop", handoff=("complaint",)),
     row("reporting you to the BBB", "NOV", handoff=("complaint",)),
     row("contacting the attorney general about these texts", "NOV", handoff=("complaint",)),
     row("no complaints so far, refi going fine", "NOV", loan="refinance"),
