@@ -254,7 +254,7 @@ TRUTH_TABLE = [
     row("escrow deadline is monday", "NOV", handoff=("deadline",)),
     row("contract expires next week", "NOV", timeline="under_30_days", handoff=("deadline",)),
     row("our financing contingency ends friday", "NOV", handoff=("deadline",)),
-    row("where do I wire the earnest money?", "NOV", handoff=("deadline",)),
+    row("where do I wire the earnest money?", "NOV", handoff=("deadline",), loan="purchase"),
     row("got wire instructions by email, legit?", "NOV", handoff=("deadline",)),
     row("time sensitive!! call me", "NOV", handoff=("deadline", "human_request")),
     row("docs due tomorrow", "NOV", handoff=("deadline",)),
@@ -379,7 +379,7 @@ TRUTH_TABLE = [
     row("my VA COE is ready, buying", "NOV", loan="purchase"),
     # Deadlines: by EOD / tomorrow / a weekday, due, only have until, option period; "no deadline" is not one.
     row("underwriter needs paystubs by EOD", "NOV", handoff=("deadline",)),
-    row("the seller wants proof of funds by monday", "NOV", handoff=("deadline",)),
+    row("the seller wants proof of funds by monday", "NOV", handoff=("deadline",), loan="purchase"),
     row("we only have till the 20th", "NOV", timeline="under_30_days", handoff=("deadline",)),
     row("counteroffer due tonight!", "NOV", handoff=("deadline",)),
     row("inspection period is over friday", "NOV", handoff=("deadline",)),
@@ -413,7 +413,7 @@ TRUTH_TABLE = [
     ),
     row("ok to send the funds to escrow today?", "NOV", handoff=("deadline",)),
     row("where should we send the deposit", "NOV", handoff=("deadline",)),
-    row("can I pay the earnest money by wire", "NOV", handoff=("deadline",)),
+    row("can I pay the earnest money by wire", "NOV", handoff=("deadline",), loan="purchase"),
     row("spilled coffee on my wired keyboard, buying still", "NOV", loan="purchase"),
     row("our wireless plan is 80 a month lol", "NOV", llm=True),
     row("the garage is hard-wired for an EV charger, want to refi", "NOV", loan="refinance"),
@@ -428,7 +428,7 @@ TRUTH_TABLE = [
     # Pre-approval: SMS spellings, asking to be pre-qualified, how much, a letter for an offer.
     row("any news on the preaproval", "NOV", handoff=("preapproval",)),
     row("could u prequalify us", "NOV", handoff=("preapproval",)),
-    row("need a pre approval letter for the offer we're writing", "NOV", handoff=("preapproval",)),
+    row("need a pre approval letter for the offer we're writing", "NOV", handoff=("preapproval",), loan="purchase"),
     # Human requests: a ring, a talk, a named person, a number to reach, Spanish; not "I'll call you back".
     row("gimme a ring after 6", "NOV", handoff=("human_request",), window="after 6"),
     row("could we talk sometime?", "NOV", handoff=("human_request",)),
