@@ -52,10 +52,11 @@ _NUM = (
     r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
     r"|un[oa]?|dos|tres|cuatro|cinco|seis"
 )
-_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365, "s": 7}  # by first letter (s: semana); meses/años below
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365, "s": 7, "h": 0}  # by first letter (s: semana); meses/años below
 _UNIT = re.compile(
-    r"(?:d[ií]as|days?|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?)\b"
-    r"(?!-|\s*(?:ago|old|fixed|arm|term|loan|mortgage|note|history|of\s|in\s+(?:the|my|our)\b|at\b|now|already))",
+    r"(?:d[ií]as|days?|weeks?|wks?|semanas?|months?|mos?|mths?|mnths?|mes(?:es)?|years?|yrs?|a[nñ]os?|hours?|hrs?|horas?)\b"
+    r"(?!-|\s*(?:ago|old|fixed|arm|term|loan|mortgage|note|history|of\s|in\s+(?:the|my|our)\b|at\b|now|already"
+    r"|and\s+(?:no|still|nothing|not|never)\b|(?:with\s+)?no\s+(?:call|callback|answer|reply|response)|straight|in\s+a\s+row))",
     re.IGNORECASE,
 )
 # The amount right before a unit ("3-6 ", "a couple of ", "two "), matched backwards from the unit.
@@ -67,13 +68,27 @@ _AMOUNT = re.compile(
 )
 # "we closed on the 2nd", "paid it off the 5th": a day of the month already behind them, not a plan.
 _DOM_PAST = re.compile(
-    r"\b(?:closed|bought|purchased|moved|was|were|did|happened|paid|since|last|started|signed|funded)\b[^.!?]{0,14}$",
+    r"\b(?:closed|bought|purchased|moved|was|were|did|happened|paid|since|last|started|signed|funded|passed|died"
+    r"|refinanced|got|hired|married|retired|divorced)\b[^.!?]{0,14}$",
     re.IGNORECASE,
+)
+# "we are not closing on the 20th anymore", "not in March": a negated date is no plan ("not until May" is).
+_NEG_BEFORE = re.compile(
+    r"(?:\b(?:not|no\s+longer|never)|n't)\b(?:(?!\b(?:but|until|till|til|before)\b)[^.!?,;]){0,24}$", re.IGNORECASE
+)
+# "rate this house a 10/10", "refi the 1st" (the first mortgage): not dates.
+_NOT_DATE_BEFORE = re.compile(
+    r"\b(?:a|an|rate|rated|rating|solid|like|refi\w*|pay\s+off|keep|touch|our|my)\s*$", re.IGNORECASE
 )
 # "95k a year", "save $200 a month", "twice a year": a rate per period, not a plan ("in a month" still is).
 _PER_PERIOD = re.compile(
     r"(?:\d[\d,.]*\s*k?|\$\s*[\d,.]+\s*k?|dollars|bucks|grand|saves?|saving|pay|pays|paying|paid|make|makes|making"
     r"|earn|earns|earning|cost|costs|spend|spending|once|twice|times|income|salary|extra|off|charge|charges)\s*$",
+    re.IGNORECASE,
+)
+_A_PLAN = re.compile(
+    r"(?:^|[^\w\s]|\b(?:in|within|about|around|roughly|like|maybe|probably|prob|than|under|just|only|another|give\s+it|"
+    r"bout|abt|approx|approximately|en|dentro\s+de|unos?|m[aá]s\s+o\s+menos))\s*$",
     re.IGNORECASE,
 )
 _OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
@@ -112,19 +127,32 @@ _NOT_A_COUNT = (
     r"|offers?|bids?|condos?|apartments?|kids?|child|baby|grade|floor|round|weeks?|weekends?|months?|years?"
     r"|days?\s+in\s+a\s+row)\b)"
 )
+_ORDINALS = {
+    "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12,
+    "thirteenth": 13, "fourteenth": 14, "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18,
+    "nineteenth": 19, "twentieth": 20, "twenty[\\s-]?first": 21, "twenty[\\s-]?second": 22,
+    "twenty[\\s-]?third": 23, "twenty[\\s-]?fourth": 24, "twenty[\\s-]?fifth": 25, "thirtieth": 30,
+    "thirty[\\s-]?first": 31,
+}  # fmt: skip  ("the first" to "the fourth" count too many other things to read as a day of the month)
+_ORDINAL_NAMES = "|".join(sorted(_ORDINALS, key=len, reverse=True))
 _DATE = re.compile(
     rf"""\b(?:(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?
-    |(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTH_NAMES})\b
+    |(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+|de\s+)?(?:{_MONTH_NAMES})\b(?!\s*\d)
+    |(?<![\d/-])20[2-3]\d-(?:1[0-2]|0[1-9])-(?:3[01]|[12]\d|0[1-9])(?![\d-])
+    |(?<![\d/-])(?:1[0-2]|0?[1-9])-(?:3[01]|[12]\d|0?[1-9])-(?:20[2-3]\d|[2-3]\d)(?![\d-])
     |(?:{_MONTH_NAMES})\.?\s+\d{{4}}\b
     |(?<![\d/])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])
         (?!\s*(?:arm|buy\s*down|buydown|split))
-    |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT})""",
+    |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT}
+    |the\s+(?P<domw>{_ORDINAL_NAMES})\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT}
+    |\b(?:es|para|antes\s+del|hasta\s+el|el)\s+(?:d[ií]a\s+)?(?P<domes>3[01]|[12]\d|0?[1-9])\b
+        (?![\d%.,/:]|\s*(?:de\b|por|mil|k\b|a[nñ]os|%|d[oó]lares)))""",
     re.IGNORECASE | re.VERBOSE,
 )
 _SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
             "otoño": 9, "winter": 12, "invierno": 12}  # fmt: skip
 _SEASON = re.compile(
-    r"""\b(?P<mod>this|next|in\s+the|by\s+the|by|over\s+the|during\s+the|early|mid|late|
+    r"""\b(?P<mod>this|next|in\s+the|by\s+the|by|before(?:\s+the)?|until(?:\s+the)?|till|til|around|closer\s+to|over\s+the|during\s+the|early|mid|late|
         (?:the\s+)?end\s+of(?:\s+the)?|(?:the\s+)?(?:beginning|start)\s+of(?:\s+the)?|en\s+el|en|para\s+el|
         este|esta|pr[oó]xim[oa])
     \s+(?:(?P<sub>early|mid|late|next)[\s-]+)?(?P<season>spring|summer|fall|autumn|winter|primavera|verano|
@@ -144,18 +172,18 @@ _AFTER_HOLIDAYS = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _NEXT_MONTH = re.compile(
-    r"\b(?P<end>end\s+of\s+)?next\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
+    r"\b(?:(?P<end>end\s+of\s+)|(?P<first>(?:the\s+)?(?:first|1st)\s+of\s+))?next\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
     re.IGNORECASE,
 )
 _NEXT_YEAR = re.compile(
-    r"\b(?:next\s+year|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE
+    r"\b(?:next\s+(?:year|yr)|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE
 )
 # Cheap gates over the lowercased text: each reader runs only when its words can be there.
-_GATE_UNITS = re.compile(r"d[ií]a|day|week|wk|semana|mo|mth|mnth|mes|year|yr|a[nñ]o")
+_GATE_UNITS = re.compile(r"d[ií]a|day|week|wk|semana|mo|mth|mnth|mes|year|yr|a[nñ]o|hour|hr|hora")
 _GATE_MONTHS = re.compile(r"jan|ene|feb|mar|apr|abr|may|jun|jul|aug|ago|sep|set|oct|nov|dec|dic")
 _GATE_DATE = re.compile(r"\d")
 _GATE_SEASONS = re.compile(r"spring|summer|fall|autumn|winter|primavera|verano|oto|invierno")
-_GATE_YEAR = re.compile(r"year|eoy|holiday|christmas|xmas|thanksgiving|a[nñ]o|navidad|fiestas")
+_GATE_YEAR = re.compile(r"year|yr|eoy|holiday|christmas|xmas|thanksgiving|a[nñ]o|navidad|fiestas")
 _GATE_MONTH_WORD = re.compile(r"month|mes")
 
 
@@ -199,6 +227,10 @@ def _durations(text: str) -> list[int]:
             text, max(0, match.start() - 24), match.start()
         ):
             continue
+        if (match.group("a") or "").lower() in {"a", "an", "un", "una"} and not match.group("b") and not _A_PLAN.search(
+            text, max(0, match.start() - 24), match.start()
+        ):
+            continue  # "3 twelves a week", "call it a day": not "in a month"
         unit = unit_match.group().lower()
         if match.group("couple"):
             amount = 2 if "couple" in match.group("couple").lower() else 3
@@ -209,12 +241,16 @@ def _durations(text: str) -> list[int]:
             if first is None:
                 continue
             amount = max(first, second or 0)
-        if unit.startswith(("mes", "mo", "mt", "mn")):
+        if unit.startswith("h"):
+            per = 0  # "in 2 hours", "48 hrs": today or tomorrow
+        elif unit.startswith(("mes", "mo", "mt", "mn")):
             per = 30
         elif unit.startswith(("a", "y")):
             per = 365
         else:
             per = _UNIT_DAYS[unit[0]]
+        if per == 0:
+            amount, per = 1, max(0, amount // 24)
         if per == 365 and amount >= 10:
             continue  # "15 year", "30 yrs": loan terms, not plans
         found.append(amount * per)
@@ -248,8 +284,9 @@ def _season_target(first_month: int, mod: str, sub: str, today: date) -> date | 
         if is_next and start <= today:
             continue  # "next summer" said in July is the summer after
         words = f"{mod} {sub}"
-        if "by" in mod.split() or any(w in words for w in ("beginning", "start", "early")):
-            target = start if "by" in mod.split() else date(start_year, first_month, 10)
+        by = "by" in mod.split() or "before" in mod.split()
+        if by or any(w in words for w in ("beginning", "start", "early")):
+            target = start if by else date(start_year, first_month, 10)
         elif any(w in words for w in ("late", "end")):
             target = end
         elif start <= today:
@@ -300,8 +337,16 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
     if _GATE_DATE.search(lower) or _GATE_MONTHS.search(lower):
         dates = list(_DATE.finditer(text))
         for match in dates:
-            dom = match.group("dom")
-            if dom and _DOM_PAST.search(text, max(0, match.start() - 24), match.start()):
+            dom = match.group("dom") or match.group("domes")
+            word = match.group("domw")
+            if word is not None:
+                dom = str(next(v for k, v in _ORDINALS.items() if re.fullmatch(k, word.lower())))
+            before = max(0, match.start() - 24)
+            if _NEG_BEFORE.search(text, before, match.start()):
+                continue
+            if dom and _DOM_PAST.search(text, before, match.start()):
+                continue
+            if (match.group().endswith("/10") or dom) and _NOT_DATE_BEFORE.search(text, before, match.start()):
                 continue
             target = _day_of_month(int(dom), today) if dom else _explicit_date(match.group(), received_at)
             if target is not None and target >= today:
@@ -310,6 +355,9 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
             masked = masked[: match.start()] + " " * (match.end() - match.start()) + masked[match.end() :]
     if _GATE_MONTHS.search(lower):
         for match in _MONTH.finditer(masked):
+            before = max(0, match.start() - 24)
+            if _DOM_PAST.search(masked, before, match.start() + 1) or _NEG_BEFORE.search(masked, before, match.start()):
+                continue  # "my mother passed in January", "not in March"
             month = _MONTHS[match.group("month").lower()]
             target = _month_target(month, match.group("sub") or match.group("mod"), today)
             found.append(("timeline-month", bucket((target - today).days)))
@@ -328,7 +376,8 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
     if _GATE_MONTH_WORD.search(lower):
         for match in _NEXT_MONTH.finditer(text):
             year, month = _add_months(today.year, today.month, 1)
-            target = _last_day(year, month) if match.group("end") else date(year, month, 15)
+            day = 1 if match.group("first") else 15
+            target = _last_day(year, month) if match.group("end") else date(year, month, day)
             found.append(("timeline-next-month", bucket((target - today).days)))
     return found
 
