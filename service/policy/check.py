@@ -156,6 +156,10 @@ def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
     if rule_set.speller.examples:
         result.checked.append("spelling vocabulary and examples")
         findings += rule_set.speller.example_findings()
+    if rule_set.scopes:
+        result.checked.append("scopes and examples")
+        for scope in rule_set.scopes.values():
+            findings += scope.example_findings()
     return findings
 
 

@@ -37,7 +37,8 @@ KINDS: dict[str, str] = {
     "outbound_rule": "outbound",
     "outbound_manifest": "outbound",  # policies/outbound/required.yaml, see service.policy.manifest
     "inbound_rule": "inbound",
-    "spelling": "spelling",  # policies/spelling/*.yaml, see service.replies.spelling
+    "spelling": "spelling",
+    "scope": "scopes",  # policies/scopes/*.yaml, see service.replies.scopes  # policies/spelling/*.yaml, see service.replies.spelling
     "templates": "templates",
     "quiet_hours": "sending",
     "caps": "sending",

@@ -18,6 +18,7 @@ from service.errors import PolicyError
 from service.policy.files import Examples, PolicyFileModel, expand_defines
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, Timeline
 from service.replies.prescreen import screen, screens
+from service.replies.scopes import Scope
 
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {
     "keyword": Keyword,
@@ -56,6 +57,7 @@ class InboundRuleFile(PolicyFileModel):
     patterns: list[StrictStr] = Field(default_factory=list)
     ignore: list[StrictStr] = Field(default_factory=list)
     yields_to: list[StrictStr] = Field(default_factory=list)
+    unless: list[StrictStr] = Field(default_factory=list)
     extract: StrictStr | None = None
     unless_settled: Settleable | None = None
     examples: Examples
@@ -94,6 +96,8 @@ class CompiledRule:
     unless_settled: str | None
     must_match: tuple[str, ...]
     must_not_match: tuple[str, ...]
+    unless_ids: tuple[str, ...] = ()
+    scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
 
@@ -109,7 +113,7 @@ class CompiledRule:
 
     def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
         """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
-        plain = self.extract is None and self.ignore is None
+        plain = self.extract is None and self.ignore is None and not self.scopes
         candidates = []
         for pattern, pattern_screen in zip(self.ordered, self.screens, strict=True):
             for pieces in pattern_screen:
@@ -125,17 +129,26 @@ class CompiledRule:
             return False, None
         if self.extract is None:
             for pattern in candidates:
-                if pattern.search(text) is not None:
+                if self._search(pattern, text) is not None:
                     break
             else:
                 return False, None
         if self.ignore is not None:
             text = self.ignore.sub(_blank, text)
         for pattern in candidates:
-            found = pattern.search(text)
+            found = self._search(pattern, text)
             if found is not None:
                 return True, None if self.extract is None else found.span(self.extract)
         return False, None
+
+    def _search(self, pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+        """The first match of `pattern` that none of the rule's scopes covers."""
+        if not self.scopes:
+            return pattern.search(text)
+        for found in pattern.finditer(text):
+            if not any(scope.covers(text, found.start(), found.end()) for scope in self.scopes):
+                return found
+        return None
 
 
 def _expand(display: str, where: str, pattern: str, define: dict[str, str]) -> str:
@@ -216,4 +229,5 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         unless_settled=spec.unless_settled,
         must_match=tuple(spec.examples.must_match),
         must_not_match=tuple(spec.examples.must_not_match),
+        unless_ids=tuple(spec.unless),
     )

@@ -13,6 +13,9 @@ How a rule matches (all regexes are case-insensitive, curly quotes are read as s
 - ``patterns``: any regex matches anywhere in the reply.
 - ``ignore``: look-alike spans ("stop by the office") are blanked out and ``patterns`` run again, so a
   real match elsewhere in the same reply still counts (a match must exist before and after the blanking).
+- ``unless``: scopes (``policies/scopes/``, service.replies.scopes) under which a match does not count:
+  negated ("nothing is locked yet"), in the past ("our last closing back in 2017"), other senses; each scope
+  is written once, with its own examples, and named by the rules it applies to.
 - ``yields_to``: the rule stands down when any of these rule ids fired (e.g. "just looking" yields to an
   explicit date).
 - ``extract``: for ``callback_window``, the named group whose text becomes the value; patterns are tried in
@@ -45,6 +48,7 @@ from service.replies import timeline as _timeline
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
 from service.replies.prescreen import PieceFinder
 from service.replies.rule import CompiledRule, InboundRuleFile, compile_rule, normalize, whole_message_key
+from service.replies.scopes import Scope, load_scopes
 from service.replies.spelling import Speller, load_speller
 
 __all__ = ["RuleSet", "carrier_keyword", "load_rules"]
@@ -98,14 +102,22 @@ def load_rules(policies_dir: Path) -> RuleSet:
         if unknown:
             raise PolicyError(rule.display, "yields_to", f"unknown rule id(s) {unknown}")
     speller = load_speller(policies_dir, (files, errors))
+    scopes = load_scopes(policies_dir, (files, errors))
+    for rule in rules:
+        missing = sorted(set(rule.unless_ids) - set(scopes))
+        if missing:
+            raise PolicyError(rule.display, "unless", f"unknown scope(s) {missing}; see policies/scopes/")
+        rule.scopes = tuple(scopes[name] for name in rule.unless_ids)
     digest = hashlib.sha256()
     for policy in ours:
         digest.update(policy.path.name.encode() + b"\0" + policy.path.read_bytes() + b"\0")
     if speller.words:
         digest.update(b"spelling\0" + speller.version.encode())
+    for scope in scopes.values():
+        digest.update(b"scope\0" + scope.path.name.encode() + b"\0" + scope.path.read_bytes())
     return RuleSet(
         version=digest.hexdigest()[:12], files=[p.path for p in ours], rules=rules, policies_dir=policies_dir,
-        speller=speller,
+        speller=speller, scopes=scopes,
     )
 
 
@@ -115,10 +127,11 @@ class RuleSet:
 
     def __init__(
         self, *, version: str, files: list[Path], rules: list[CompiledRule], policies_dir: Path,
-        speller: Speller | None = None,
+        speller: Speller | None = None, scopes: dict[str, Scope] | None = None,
     ) -> None:
         self.version = version
         self.speller = speller or Speller()
+        self.scopes = scopes or {}
         self.files = files
         self.policies_dir = policies_dir
         self._rules = [r for r in rules if r.unless_settled is None]

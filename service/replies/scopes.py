@@ -1,0 +1,154 @@
+"""Scopes: negation, the past and other senses, written once and named by the rules they apply to.
+
+    policies/scopes/*.yaml   kind: scope
+
+A rule lists scopes under ``unless:`` (``unless: [negated, past]``). A match of one of the rule's patterns does
+not count when a listed scope covers it; another match of the same rule elsewhere in the reply still does
+("nothing is locked yet, but the closing is friday" is a closing). A scope reads the *clause* around the match:
+the text between the nearest sentence break (. ! ? ; a line break, "but", "and", "so") before the match and the next
+one after it.
+
+- ``before``: a regex that must match the end of the clause text before the match ("nothing is [locked]",
+  "there's no [deadline]", "haven't [locked]").
+- ``after``: a regex that must match the start of the clause text after the match ("[closing] shift").
+- ``clause``: a regex found anywhere in the clause ("our last [closing] back in 2017").
+- ``unless_question``: the scope stands down when the clause asks a question (ends in "?"): "we haven't
+  locked, is that bad?" still goes to a person.
+
+Any of before / after / clause that is given and matches makes the scope apply. A file's examples mark the
+match with brackets: ``must_match`` texts where the scope covers the bracketed words, ``must_not_match`` texts
+where it does not; `textback policy check` runs them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from service.errors import PolicyError
+from service.policy.files import PolicyFile, PolicyFileModel, display_path, expand_defines, read_policy_files
+
+__all__ = ["Scope", "ScopeFile", "load_scopes"]
+
+_BREAK = re.compile(r"[.!?;\n]|\b(?:but|and|so|pero|y)\b", re.IGNORECASE)
+_MARKED = re.compile(r"\[([^\[\]]+)\]")
+
+
+class ScopeExamples(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    must_match: list[StrictStr] = Field(min_length=1)
+    must_not_match: list[StrictStr] = Field(default_factory=list)
+
+
+class ScopeFile(PolicyFileModel):
+    """The strict schema of one ``policies/scopes/*.yaml`` file; unknown keys are errors."""
+
+    kind: Literal["scope"]
+    define: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    before: StrictStr | None = None
+    after: StrictStr | None = None
+    clause: StrictStr | None = None
+    unless_question: StrictBool = False
+    examples: ScopeExamples
+
+
+def clause_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """The clause around text[start:end]: from just after the last break before `start` to the next break
+    at or after `end`."""
+    left = 0
+    for found in _BREAK.finditer(text, 0, start):
+        left = found.end()
+    after = _BREAK.search(text, end)
+    right = after.start() if after is not None else len(text)
+    if after is not None and after.group() == "?":
+        right = after.end()
+    return left, right
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One loaded scope; `covers` says whether it applies to a match."""
+
+    id: str
+    display: str
+    path: Path
+    before: re.Pattern[str] | None
+    after: re.Pattern[str] | None
+    clause: re.Pattern[str] | None
+    unless_question: bool
+    examples: ScopeExamples
+
+    def covers(self, text: str, start: int, end: int) -> bool:
+        """Whether this scope applies to the match text[start:end]."""
+        left, right = clause_bounds(text, start, end)
+        if self.unless_question and text[left:right].rstrip().endswith("?"):
+            return False
+        if self.before is not None and self.before.search(text, left, start) is not None:
+            return True
+        if self.after is not None and self.after.match(text, end, right) is not None:
+            return True
+        return self.clause is not None and self.clause.search(text, left, right) is not None
+
+    def example_findings(self) -> list[str]:
+        findings: list[str] = []
+        for expected, texts in ((True, self.examples.must_match), (False, self.examples.must_not_match)):
+            for example in texts:
+                marked = _MARKED.search(example)
+                if marked is None:
+                    findings.append(f"{self.display}: example {example!r} marks no words with [brackets]")
+                    continue
+                text = example[: marked.start()] + marked.group(1) + example[marked.end() :]
+                start, end = marked.start(), marked.start() + len(marked.group(1))
+                if self.covers(text, start, end) is not expected:
+                    verb = "must cover" if expected else "must not cover"
+                    findings.append(f"{self.display}: scope '{self.id}' {verb} the marked words in {example!r}")
+        return findings
+
+
+def _compile(display: str, where: str, pattern: str | None, define: dict[str, str], *, anchor: str) -> (
+        re.Pattern[str] | None):
+    if pattern is None:
+        return None
+    try:
+        expanded = expand_defines(pattern, define)
+    except ValueError as exc:
+        raise PolicyError(display, where, str(exc)) from None
+    try:
+        compiled = re.compile(anchor.replace("P", expanded), re.IGNORECASE)
+    except re.error as exc:
+        raise PolicyError(display, where, f"bad regex {pattern!r}: {exc}") from None
+    if compiled.fullmatch(""):
+        raise PolicyError(display, where, f"regex {pattern!r} matches the empty string")
+    return compiled
+
+
+def load_scopes(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyError]] | None = None) -> (
+        dict[str, Scope]):
+    """Every ``policies_dir/scopes/*.yaml`` by id; `read`: the policy files already read by the caller."""
+    files, errors = read if read is not None else read_policy_files(policies_dir)
+    mine = [e for e in errors if Path(e.path).parent.name == "scopes"]
+    if mine:
+        raise mine[0]
+    scopes: dict[str, Scope] = {}
+    for policy in sorted((f for f in files if f.header.kind == "scope"), key=lambda f: f.path.name):
+        spec = policy.validate(ScopeFile)
+        display = display_path(policy.path, policies_dir)
+        if spec.before is None and spec.after is None and spec.clause is None:
+            raise PolicyError(display, "before", "a scope needs before, after or clause")
+        scopes[spec.id] = Scope(
+            id=spec.id,
+            display=display,
+            path=policy.path,
+            # `before` must reach the end of the text before the match; `after` starts where the match ends.
+            before=_compile(display, "before", spec.before, spec.define, anchor="(?:P)\\s*$"),
+            after=_compile(display, "after", spec.after, spec.define, anchor="\\s*(?:P)"),
+            clause=_compile(display, "clause", spec.clause, spec.define, anchor="P"),
+            unless_question=spec.unless_question,
+            examples=spec.examples,
+        )
+    return scopes
