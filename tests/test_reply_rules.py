@@ -236,7 +236,7 @@ TRUTH_TABLE = [
     row("can I lock my rate?", "NOV", handoff=("rate_lock",)),
     row("I want to lock in today", "NOV", handoff=("rate_lock",)),
     row("is my rate locked??", "NOV", handoff=("rate_lock",)),
-    row("when does my lock expire", "NOV", handoff=("deadline", "rate_lock")),
+    row("when does my lock expire", "NOV", handoff=("rate_lock",)),
     row("should we lock or float", "NOV", handoff=("rate_lock",)),
     row("lock the door when you leave lol", "NOV", llm=True),
     row("closing date is Friday", "NOV", handoff=("closing",)),
@@ -254,15 +254,15 @@ TRUTH_TABLE = [
     row("escrow deadline is monday", "NOV", handoff=("deadline",)),
     row("contract expires next week", "NOV", timeline="under_30_days", handoff=("deadline",)),
     row("our financing contingency ends friday", "NOV", handoff=("deadline",)),
-    row("where do I wire the earnest money?", "NOV", handoff=("deadline",)),
-    row("got wire instructions by email, legit?", "NOV", handoff=("deadline",)),
+    row("where do I wire the earnest money?", "NOV", handoff=("closing",)),
+    row("got wire instructions by email, legit?", "NOV", handoff=("closing",)),
     row("time sensitive!! call me", "NOV", handoff=("deadline", "human_request")),
     row("docs due tomorrow", "NOV", handoff=("deadline",)),
     row(
         "rate lock expires friday, closing next week",
         "NOV",
         timeline="under_30_days",
-        handoff=("closing", "deadline", "rate_lock"),
+        handoff=("closing", "rate_lock"),
     ),
     row("the house has old wiring", "NOV", llm=True),
     row("what are your rates?", "NOV", handoff=("rate_or_terms",)),
@@ -343,7 +343,7 @@ TRUTH_TABLE = [
     row("comprar casa en 2 meses", "NOV", loan="purchase", timeline="1_to_3_months"),
     row("first time buyer, no rush, just looking at homes", "NOV", loan="purchase", timeline="researching"),
     row(
-        "we close friday and my lock expires thursday!!", "NOV", handoff=("closing", "deadline", "rate_lock")
+        "we close friday and my lock expires thursday!!", "NOV", handoff=("closing", "rate_lock")
     ),
     row("purchase 🏠 asap", "NOV", loan="purchase", timeline="under_30_days"),
     row("Refi. 6 months. Nope just you", "NOV", loan="refinance", timeline="3_to_6_months", applied=False),
@@ -405,15 +405,15 @@ TRUTH_TABLE = [
     row("refi by the 10th", "NOV", loan="refinance", timeline="under_30_days"),
     row("refi by the 10th", "JAN", loan="refinance", timeline="under_30_days"),
     row("buying by the 1st of May", "JAN", loan="purchase", timeline="3_to_6_months"),
-    # Wire fraud: wiring or sending the closing money hands off at once (as a deadline); wired things do not.
+    # Wire fraud: wiring or sending the closing money hands off at once (as a closing); wired things do not.
     row(
         "Title just emailed new wiring instructions for the EMD, is that normal?",
         "NOV",
-        handoff=("deadline",),
+        handoff=("closing",),
     ),
-    row("ok to send the funds to escrow today?", "NOV", handoff=("deadline",)),
-    row("where should we send the deposit", "NOV", handoff=("deadline",)),
-    row("can I pay the earnest money by wire", "NOV", handoff=("deadline",)),
+    row("ok to send the funds to escrow today?", "NOV", handoff=("closing",)),
+    row("where should we send the deposit", "NOV", handoff=("closing",)),
+    row("can I pay the earnest money by wire", "NOV", handoff=("closing",)),
     row("spilled coffee on my wired keyboard, buying still", "NOV", loan="purchase"),
     row("our wireless plan is 80 a month lol", "NOV", llm=True),
     row("the garage is hard-wired for an EV charger, want to refi", "NOV", loan="refinance"),
