@@ -378,7 +378,7 @@ TRUTH_TABLE = [
     row("closing in on a house we love, buying soon", "NOV", loan="purchase", llm=True),
     row("my VA COE is ready, buying", "NOV", loan="purchase"),
     # Deadlines: by EOD / tomorrow / a weekday, due, only have until, option period; "no deadline" is not one.
-    row("underwriter needs paystubs by EOD", "NOV", handoff=("deadline",)),
+    row("underwriter needs paystubs by EOD", "NOV", handoff=("deadline", "transaction_issue")),
     row("the seller wants proof of funds by monday", "NOV", handoff=("deadline",)),
     row("we only have till the 20th", "NOV", timeline="under_30_days", handoff=("deadline",)),
     row("counteroffer due tonight!", "NOV", handoff=("deadline",)),
