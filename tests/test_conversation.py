@@ -138,7 +138,7 @@ def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
 def test_hand_off_reply_unsure_about_safety_when_no_llm_configured(client, post, twilio_api, ctx) -> None:
     """Words near a safety category that no rule settled go to a person when no LLM can read them."""
     missed(client, post)
-    reply(client, post, "underwriting wants more docs")
+    reply(client, post, "got a question about escrow")
     assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
     [alert] = to_broker(twilio_api["messages"])
     assert ctx.templates.phrase("needs_review") in alert
