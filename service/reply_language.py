@@ -8,6 +8,8 @@ lead afterwards is in its language (service.outbox -> service.templates), and ev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlmodel import Session
 
 from service import events
@@ -15,12 +17,20 @@ from service.events import EventKind
 from service.models import Broker, InboundMessage, Lead
 from service.replies.language import detect
 
+if TYPE_CHECKING:
+    from service.templates import TemplateSet
+
 ENGLISH = "en"
 
 
 def language_of(lead: Lead | None) -> str:
     """The language texts to this lead are written in ("en" for no lead, or a row from before the column)."""
     return (lead.language if lead is not None else None) or ENGLISH
+
+
+def language_note(templates: TemplateSet, lead: Lead | None) -> str:
+    """$language_note in an alert to the team: " (in Spanish)" for a lead that writes in Spanish, else ""."""
+    return f" ({templates.phrase('writes_spanish')})" if language_of(lead) == "es" else ""
 
 
 def note_language(session: Session, *, broker: Broker, lead: Lead, inbound: InboundMessage) -> str:

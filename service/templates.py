@@ -61,6 +61,8 @@ SAMPLE_VALUES: dict[str, str] = {
     "excerpt": "Hi yes we are buying in the spring, can you call after 5?",
     "known": "purchase, 3-6 months, not applied elsewhere, callback after 5",
     "reasons": "asked about a rate lock",
+    # " (in Spanish)" after the caller's number in an alert about a Spanish lead, "" otherwise.
+    "language_note": " (in Spanish)",
     "rules": "no-rate-quotes",
     "error": "not a mobile number",
     "reason": "120 openers in 10 minutes",
