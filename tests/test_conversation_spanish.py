@@ -124,7 +124,8 @@ def test_answer_help_in_spanish_for_spanish_lead(client, post, twilio_api, ctx) 
     reply(client, post, "HELP")
     texts = to(twilio_api["messages"], CALLER)
     assert texts[-1] == spanish(ctx, "help")
-    assert "BAJA o STOP" in texts[-1] and "NMLS" in texts[-1]
+    assert "BAJA o STOP" in texts[-1]
+    assert "NMLS" in texts[-1]
 
 
 def test_say_spanish_in_broker_alert_and_ready_text(client, post, twilio_api, ctx) -> None:
