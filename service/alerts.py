@@ -25,6 +25,7 @@ from service.models import AlertFailure, Broker, Lead, MessageStatus, OutboundMe
 from service.one_time import first_link
 from service.outbox import Queued, queue_text
 from service.phones import mask
+from service.reply_language import language_note
 from service.sending.gates import Cause, Kind
 from service.sending.retry import backoff
 from service.sensitive import mask_sensitive
@@ -167,6 +168,7 @@ def follow_up_body(ctx: AppContext, broker: Broker, lead: Lead, count: int, text
     text it replaces (its recipient's link is kept)."""
     return ctx.templates.render(FOLLOW_UP_TEMPLATE, {
         **template_values(broker), "caller": lead.phone, "more": _more(count), "excerpt": excerpt(text),
+        "language_note": language_note(ctx.templates, lead),
         "link": first_link(was) or lead_links.console_login_url(ctx.settings),
     }).text
 

@@ -42,6 +42,8 @@ COLUMNS: tuple[str, ...] = (
     "audience",
     "purpose",
     "template_id",
+    # the language of a text sent (outbound) and of the lead after a reply (decisions): "en" or "es"
+    "language",
     "policy_version",
     "guard_allowed",
     "guard_violations",

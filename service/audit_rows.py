@@ -118,6 +118,8 @@ class EventRows:
             "audience": msg.audience,
             "purpose": msg.purpose,
             "template_id": msg.template_id,
+            # Borrower texts from before the column were English; an alert has no borrower language.
+            "language": msg.language or ("en" if msg.audience == "borrower" else None),
             "policy_version": msg.policy_version,
             "guard_allowed": allowed,
             "guard_violations": violations,
@@ -161,6 +163,7 @@ class EventRows:
             "phone": from_phone,
             "inbound_id": dec.inbound_id,
             "action": dec.action,
+            "language": dec.language or "en",  # the lead's language once the reply was read
             "source": dec.source,
             "rules_fired": list(dec.rules_fired or []),
             "rules_version": dec.rules_version,

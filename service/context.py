@@ -130,7 +130,7 @@ class AppContext:
             result = self.guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
             if not result.allowed:
                 rules = ", ".join(sorted({v.rule for v in result.violations}))
-                where = self.templates.sources[rendered.template_id]
+                where = self.templates.source_of(rendered)
                 raise PolicyError(str(where), f"templates.{rendered.template_id}",
                                   f"blocked by the output guard ({rules}) with sample data")
         path = self.settings.resolved_brokers_file()

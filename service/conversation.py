@@ -55,6 +55,7 @@ from service.models import (
 from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis, unsure_about_safety
 from service.replies.classify import classify
+from service.reply_language import note_language
 from service.sending.gates import Cause
 from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
 from service.takeover import taken_over
@@ -145,6 +146,7 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
     if keyword is None:
         return None
     source = f"twilio:{twilio_type}" if twilio_type else f"keyword:{inbound.body.strip().upper()[:20]}"
+    note_language(session, broker=broker, lead=lead, inbound=inbound)
     inbound.status, inbound.processed_at = "processed", utcnow()
     session.add(inbound)
     analysis = ReplyAnalysis(keyword=keyword, rules_fired=[f"carrier-keyword:{keyword.value}"])
@@ -179,6 +181,7 @@ def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker,
     analysis = ctx.rules.analyze(inbound.body, inbound.received_at)
     if analysis.keyword is not Keyword.STOP:
         return None
+    note_language(session, broker=broker, lead=lead, inbound=inbound)  # "dejen de escribirme": confirmed in Spanish
     ids = _opt_out(session, ctx, broker, lead, inbound, "plain_words", twilio_confirmed=False)
     if not analysis.handoff_reasons:
         inbound.status, inbound.processed_at = "processed", utcnow()
@@ -313,6 +316,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     broker = session.get(Broker, inbound.broker_id)
     if lead is None or broker is None or acted_on(session, inbound):
         return []
+    note_language(session, broker=broker, lead=lead, inbound=inbound)  # texts from here on are in its language
     # A newer reply supersedes questions still waiting to go out (e.g. held for quiet hours): never ask
     # something the borrower may just have answered.
     superseded = session.exec(

@@ -35,6 +35,7 @@ class EventKind(StrEnum):
     opted_out = "opted_out"
     opted_in = "opted_in"
     sla_alert = "sla_alert"  # an unworked handoff re-alerted (data: to, level)
+    language = "language"  # the borrower's language changed (data: language, previous, message_id)
 
 
 # Which CRM webhook event each lead event sends (others send none). A missed call that created the lead sends

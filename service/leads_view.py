@@ -326,6 +326,7 @@ def lead_detail(session: Session, ctx: Any, principal: Principal, lead_id: int) 
         "handoff_at": iso(lead.handoff_at),
         "handoff_worked_at": iso(lead.handoff_worked_at),
         "closed_reason": lead.closed_reason,
+        "language": lead.language or "en",  # the borrower's, and every text's to them (service.reply_language)
         "broker_info": broker_json(broker),
         "messages": _messages(session, lead),
         "calls": _calls(call_events, human),

@@ -184,6 +184,9 @@ class Lead(SQLModel, table=True):
     outcome_by: str | None = None
     # Unworked-handoff reminders sent for the current handoff (service.handoff_sla).
     sla_alerts: int | None = 0
+    # The language the borrower writes in (service.replies.language): "en" or "es". Borrower texts are rendered
+    # in it (service.templates); a database from before this column reads NULL, which is English.
+    language: str | None = "en"
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -263,6 +266,8 @@ class OutboundMessage(SQLModel, table=True):
     audience: str = Audience.borrower
     purpose: str  # a Purpose
     template_id: str
+    # The language the template was rendered in ("en", "es"); NULL on rows from before the column (English).
+    language: str | None = None
     policy_version: str | None = None
     guard_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     to_phone: str = Field(index=True)
@@ -323,6 +328,7 @@ class Decision(SQLModel, table=True):
     llm_model: str | None = None
     llm_error: str | None = None
     llm_skipped: str | None = None  # why the LLM was not consulted although the rules asked for it
+    language: str | None = None  # the lead's language after this reply ("en", "es"; service.replies.language)
     analysis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 

@@ -11,7 +11,8 @@ let it go), from the broker's working hours (service.hours) and the console's "w
   time: the start of the next opening range, "tomorrow at 9:00 AM", "Monday at 9:00 AM".
 
 The times are computed here, never free text: $callback_time ("3:30 PM") and $callback_day ("today",
-"tomorrow", a weekday within the week, else "Monday, Jan 4"). They are written in the broker's time zone;
+"tomorrow", a weekday within the week, else "Monday, Jan 4"), with $callback_day_es for the Spanish templates
+("hoy", "mañana", "el lunes", "el lunes 4 de ene"). They are written in the broker's time zone;
 when the caller's area code puts them in a zone with another UTC offset at that moment, in the caller's zone
 with its abbreviation ("12:00 PM EDT"), the day counted in that zone too.
 
@@ -104,7 +105,21 @@ def callback_values(callback_at: datetime, *, broker_tz: ZoneInfo, reader_tz: Zo
         day = f"{local:%A}"
     else:
         day = f"{local:%A, %b} {local.day}"
-    return {"callback_time": _clock(local) + suffix, "callback_day": day}
+    return {"callback_time": _clock(local) + suffix, "callback_day": day, "callback_day_es": _dia(days, local)}
+
+
+_DIAS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sabado", "domingo")  # GSM-7: no á
+_MESES = ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic")
+
+
+def _dia(days: int, local: datetime) -> str:
+    """$callback_day_es, what the Spanish templates say: "hoy", "mañana", "el lunes", "el lunes 4 de ene"."""
+    if days <= 0:
+        return "hoy"
+    if days == 1:
+        return "mañana"
+    weekday = _DIAS[local.weekday()]
+    return f"el {weekday}" if days < 7 else f"el {weekday} {local.day} de {_MESES[local.month - 1]}"
 
 
 def busy_until(session: Session, broker: Broker) -> datetime | None:

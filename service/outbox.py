@@ -23,6 +23,7 @@ from service.lead_links import console_login_url
 from service.logs import log
 from service.models import AUTOMATED, Audience, Broker, Lead, MessageStatus, OutboundMessage, utcnow
 from service.phones import mask
+from service.reply_language import language_note, language_of
 from service.sending import gates
 from service.sending.gates import ALLOW, Kind, Verdict
 from service.store import saved_id
@@ -59,8 +60,11 @@ def queue_text(
     or None when the dedupe key shows it was queued already. Texts leave from the broker's number unless
     `from_phone` says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
     # An alert's $link defaults to the console's sign-in page (service.alerts gives each recipient their own).
-    defaults = {**template_values(broker), "link": console_login_url(ctx.settings)}
-    rendered = ctx.templates.render(template_id, {**defaults, **(values or {})})
+    # $language_note: an alert about a lead that writes in Spanish says so.
+    defaults = {**template_values(broker), "link": console_login_url(ctx.settings),
+                "language_note": language_note(ctx.templates, lead)}
+    # The one place a text's language is chosen: the lead's (a template with no variant in it is in English).
+    rendered = ctx.templates.render(template_id, {**defaults, **(values or {})}, language_of(lead))
     # Only the team's own numbers (brokers, alert numbers, the operator) receive a text the output guard does
     # not read: to anyone else, whatever the template says, it is a borrower text, guarded and gated.
     audience = Audience.broker if rendered.audience == "broker" and to in ctx.team_numbers else Audience.borrower
@@ -68,7 +72,7 @@ def queue_text(
         from_phone = None
     msg = OutboundMessage(
         dedupe_key=dedupe_key, broker_id=saved_id(broker), lead_id=lead.id if lead else None,
-        audience=audience, purpose=purpose, template_id=template_id, to_phone=to,
+        audience=audience, purpose=purpose, template_id=template_id, language=rendered.language, to_phone=to,
         from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
     )
     verdict = ALLOW

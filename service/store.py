@@ -154,6 +154,7 @@ def record_decision(session: Session, inbound: InboundMessage, lead: Lead, actio
         llm_error=analysis.llm_error if analysis else None,
         llm_skipped=llm_skipped,
         analysis=analysis.model_dump(mode="json") if analysis else None,
+        language=lead.language or "en",
     ))
 
 

@@ -94,24 +94,26 @@ def test_name_template_for_step(kind, step: Step, booking: bool, expected: str, 
 
 
 @pytest.mark.parametrize(
-    ("callback", "reader", "now", "time_text", "day"),
+    ("callback", "reader", "now", "time_text", "day", "dia"),
     [
-        ("2026-06-11T09:00-07:00", LA, "2026-06-10T18:00-07:00", "9:00 AM", "tomorrow"),
-        ("2026-06-10T09:00-07:00", LA, "2026-06-10T07:00-07:00", "9:00 AM", "today"),
-        ("2026-06-10T15:30-07:00", LA, "2026-06-10T14:00-07:00", "3:30 PM", "today"),
-        ("2026-06-10T12:30-07:00", LA, "2026-06-10T08:00-07:00", "12:30 PM", "today"),
-        ("2026-06-15T09:00-07:00", LA, "2026-06-12T18:00-07:00", "9:00 AM", "Monday"),
-        ("2027-01-04T09:00-08:00", LA, "2026-12-23T18:00-08:00", "9:00 AM", "Monday, Jan 4"),  # past this week
-        ("2026-06-11T09:00-07:00", NY, "2026-06-10T19:00-07:00", "12:00 PM EDT", "tomorrow"),  # caller in NY
-        ("2026-06-11T09:00-07:00", NY, "2026-06-11T00:30-04:00", "12:00 PM EDT", "today"),  # their day, not ours
-        ("2026-06-11T09:00-07:00", ZoneInfo("America/Phoenix"), "2026-06-10T19:00-07:00", "9:00 AM", "tomorrow"),
-        ("2026-12-10T09:00-08:00", ZoneInfo("America/Phoenix"), "2026-12-09T19:00-08:00", "10:00 AM MST", "tomorrow"),
+        ("2026-06-11T09:00-07:00", LA, "2026-06-10T18:00-07:00", "9:00 AM", "tomorrow", "mañana"),
+        ("2026-06-10T09:00-07:00", LA, "2026-06-10T07:00-07:00", "9:00 AM", "today", "hoy"),
+        ("2026-06-10T15:30-07:00", LA, "2026-06-10T14:00-07:00", "3:30 PM", "today", "hoy"),
+        ("2026-06-10T12:30-07:00", LA, "2026-06-10T08:00-07:00", "12:30 PM", "today", "hoy"),
+        ("2026-06-15T09:00-07:00", LA, "2026-06-12T18:00-07:00", "9:00 AM", "Monday", "el lunes"),
+        ("2027-01-04T09:00-08:00", LA, "2026-12-23T18:00-08:00", "9:00 AM", "Monday, Jan 4", "el lunes 4 de ene"),  # past this week
+        ("2026-06-11T09:00-07:00", NY, "2026-06-10T19:00-07:00", "12:00 PM EDT", "tomorrow", "mañana"),  # caller in NY
+        ("2026-06-11T09:00-07:00", NY, "2026-06-11T00:30-04:00", "12:00 PM EDT", "today", "hoy"),  # their day, not ours
+        ("2026-06-11T09:00-07:00", ZoneInfo("America/Phoenix"), "2026-06-10T19:00-07:00", "9:00 AM", "tomorrow", "mañana"),
+        ("2026-12-10T09:00-08:00", ZoneInfo("America/Phoenix"), "2026-12-09T19:00-08:00", "10:00 AM MST", "tomorrow", "mañana"),
     ],
 )
-def test_write_callback_time_and_day(callback: str, reader: ZoneInfo, now: str, time_text: str, day: str) -> None:
-    """Phoenix keeps standard time: the same clock as Los Angeles in summer, an hour ahead in winter."""
+def test_write_callback_time_and_day(callback: str, reader: ZoneInfo, now: str, time_text: str, day: str,
+                                     dia: str) -> None:
+    """Phoenix keeps standard time: the same clock as Los Angeles in summer, an hour ahead in winter. The
+    Spanish templates read the day in Spanish ($callback_day_es)."""
     values = callback_values(at(callback), broker_tz=LA, reader_tz=reader, now=at(now))
-    assert values == {"callback_time": time_text, "callback_day": day}
+    assert values == {"callback_time": time_text, "callback_day": day, "callback_day_es": dia}
 
 
 # ------------------------------------------------------------------------------------ through the service

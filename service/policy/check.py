@@ -117,6 +117,8 @@ def check_templates(guard: Any, policies_dir: Path, result: CheckResult) -> list
         verdict = guard.check(rendered.text, required=rendered.required, template=rendered.template_id)
         if not verdict.allowed:
             source = sources.get(rendered.template_id)
+            if getattr(rendered, "language", "en") != "en" and hasattr(template_set, "source_of"):
+                source = template_set.source_of(rendered)
             where = display_path(Path(source), policies_dir) if source else "policies/templates"
             findings.append(
                 f"{where}: template {rendered.template_id} rendered with sample data was blocked by "

@@ -117,7 +117,9 @@ def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
         )
     )
     for rendered in renders:
-        blocks.append(Block("h3", f"{rendered.template_id} (to the {rendered.audience})"))
+        language = getattr(rendered, "language", "en")
+        heading = f"{rendered.template_id} (to the {rendered.audience}{', in Spanish' if language == 'es' else ''})"
+        blocks.append(Block("h3", heading))
         blocks.append(Block("quote", rendered.text))
         if rendered.audience == "borrower":
             found = scan(rendered.text, rules) + content_violations(

@@ -97,12 +97,17 @@ def missing_content(
         elif requirement is BROKERAGE:
             ok = _has_value(text, value, normalize)
         elif requirement is OPT_OUT:
-            ok = any(p.search(text) for p in _OPT_OUT)
+            ok = has_opt_out(text)
         else:
             ok = bool(_REPLY_HERE.search(text) or _PHONE.search(text))
         if not ok:
             missing.append(requirement)
     return missing
+
+
+def has_opt_out(text: str) -> bool:
+    """Whether `text` (already normalized) gives opt-out instructions: a carrier keyword with an opt-out word."""
+    return any(p.search(text) for p in _OPT_OUT)
 
 
 def value_names(template: str) -> set[str]:

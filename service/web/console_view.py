@@ -43,7 +43,9 @@ EVENTS = {
     "outcome": "Outcome", "bot_stopped": "Automated texts stopped", "opted_out": "Opted out of texts",
     "opted_in": "Opted back in", "sla_alert": "Reminder sent", "opener_delivered": "Opener delivered",
     "opener_failed": "Opener not delivered", "call_answered": "Call answered by the broker",
+    "language": "Now writes in",
 }
+LANGUAGES = {"en": "English", "es": "Spanish"}
 
 
 def zone(name: str | None) -> ZoneInfo:
@@ -119,6 +121,8 @@ def captured(lead: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("Applied elsewhere", "Yes" if lead["applied_elsewhere"] else "No"))
     if lead.get("callback_window"):
         rows.append(("Best time to call", str(lead["callback_window"])))
+    if lead.get("language") in LANGUAGES and lead.get("language") != "en":
+        rows.append(("Writes in", LANGUAGES[lead["language"]]))  # texts to them are in it too
     return rows
 
 
@@ -141,6 +145,8 @@ def event_words(event: dict[str, Any], phrase: Any) -> str:
         value = data.get("value")
         value = LOAN_TYPES.get(str(value)) or TIMELINES.get(str(value)) or value
         return f"{label} {field}: {value}"
+    if kind == "language" and data.get("language"):
+        return f"{label} {LANGUAGES.get(str(data['language']), data['language'])}"
     if kind == "handoff" and data.get("reasons"):
         return f"{label}: {', '.join(phrase(r) for r in data['reasons'])}"
     if kind == "outcome":
