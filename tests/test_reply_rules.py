@@ -376,7 +376,7 @@ TRUTH_TABLE = [
     row("we sign tomorrow at the title company", "NOV", handoff=("closing",), timeline="under_30_days"),
     row("loan funds friday right?", "NOV", handoff=("closing",), llm=True),
     row("cerramos en 2 semanas", "NOV", timeline="under_30_days", handoff=("closing",)),
-    row("using my injury settlement for the down payment", "NOV", handoff=("rate_or_terms",)),
+    row("using my injury settlement for the down payment", "NOV", llm=True),
     row("closing in on a house we love, buying soon", "NOV", loan="purchase", llm=True),
     row("my VA COE is ready, buying", "NOV", loan="purchase"),
     # Deadlines: by EOD / tomorrow / a weekday, due, only have until, option period; "no deadline" is not one.

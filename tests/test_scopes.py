@@ -67,7 +67,7 @@ def test_load_scopes_rejects_scope_without_a_pattern(tmp_path: Path) -> None:
     (policies / "scopes" / "empty.yaml").write_text(
         "id: empty\nkind: scope\ntitle: empty scope\nrationale: a scope with nothing\n"
         "examples: {must_match: ['[x]']}\n")
-    with pytest.raises(PolicyError, match="needs before, after or clause"):
+    with pytest.raises(PolicyError, match="needs before, after, clause"):
         load_scopes(policies)
 
 

@@ -75,7 +75,8 @@ def whole_message_key(text: str) -> str:
     return _SPACES.sub(" ", _EDGES.sub("", text.lower()))
 
 
-def _blank(match: re.Match[str]) -> str:
+def blank(match: re.Match[str]) -> str:
+    """A matched span as spaces of the same length (spans elsewhere stay where they were)."""
     return " " * len(match.group())
 
 
@@ -134,7 +135,7 @@ class CompiledRule:
             else:
                 return False, None
         if self.ignore is not None:
-            text = self.ignore.sub(_blank, text)
+            text = self.ignore.sub(blank, text)
         for pattern in candidates:
             found = self._search(pattern, text)
             if found is not None:

@@ -36,6 +36,7 @@ is ordered: stop beats start beats help, so an opt-out is never lost to a confli
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -47,7 +48,14 @@ from service.policy.files import display_path, read_policy_files
 from service.replies import timeline as _timeline
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
 from service.replies.prescreen import PieceFinder
-from service.replies.rule import CompiledRule, InboundRuleFile, compile_rule, normalize, whole_message_key
+from service.replies.rule import (
+    CompiledRule,
+    InboundRuleFile,
+    blank,
+    compile_rule,
+    normalize,
+    whole_message_key,
+)
 from service.replies.scopes import Scope, load_scopes
 from service.replies.spelling import Speller, load_speller
 
@@ -138,6 +146,14 @@ class RuleSet:
         self._hints = [r for r in rules if r.unless_settled is not None]
         self._carrier = [r for r in rules if r.field == "keyword" and r.whole]
         self._yielding = any(r.yields_to for r in rules)
+        # What the rules of a field set aside as another sense ("injury settlement", "the store is closing"):
+        # a hint standing in for that field does not fire on those spans either (the rules looked and said no).
+        ignores: dict[str, list[str]] = {}
+        for rule in self._rules:
+            if rule.ignore is not None:
+                ignores.setdefault(rule.field, []).append(rule.ignore.pattern)
+        self._ignored = {name: re.compile("|".join(f"(?:{p})" for p in found), re.IGNORECASE)
+                         for name, found in ignores.items()}
         pieces: set[str] = set()
         for rule in rules:
             pieces |= rule.screen or set()
@@ -273,7 +289,11 @@ class RuleSet:
             if name is None or not unsettled[name]:
                 continue
             kind = _HINT_UNSURE.get(name, Unsure.CONTENT)
-            if kind not in unsure and hint.match(text, *out.views)[0]:
+            if kind in unsure:
+                continue
+            ignored = self._ignored.get(name)
+            read = text if ignored is None else ignored.sub(blank, text)
+            if hint.match(read, *out.views)[0]:
                 unsure.append(kind)
         return sorted(set(unsure), key=list(Unsure).index)
 

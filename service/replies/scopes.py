@@ -12,6 +12,14 @@ one after it.
   "there's no [deadline]", "haven't [locked]").
 - ``after``: a regex that must match the start of the clause text after the match ("[closing] shift").
 - ``clause``: a regex found anywhere in the clause ("our last [closing] back in 2017").
+- ``phrase``: a regex whose match contains the matched words (searched up to 60 characters around them,
+  across clause breaks): an idiom or another sense of the word
+  ("[stop] and go traffic", "close [shave]", "[locked] and loaded", "[deadline] at work").
+- ``unless``: a regex; the scope stands down when it is found in the clause ("if someone doesn't [call me]"
+  is a condition, not a negation), or in the whole reply with ``unless_in: message`` (a reply that asks
+  anything keeps its rate words).
+- ``reach``: at most this many characters of the clause on each side of the match are read (a past year at
+  the far end of a long sentence says nothing about the words here).
 - ``unless_question``: the scope stands down when the clause asks a question (ends in "?"): "we haven't
   locked, is that bad?" still goes to a person.
 
@@ -35,6 +43,8 @@ from service.policy.files import PolicyFile, PolicyFileModel, display_path, expa
 __all__ = ["Scope", "ScopeFile", "load_scopes"]
 
 _BREAK = re.compile(r"[.!?;\n]|\b(?:but|and|so|pero|y)\b", re.IGNORECASE)
+_WORDS = re.compile(r"\w")
+_PHRASE_REACH = 60  # a phrase may run past the clause ("stop and go"), this far on each side
 _MARKED = re.compile(r"\[([^\[\]]+)\]")
 
 
@@ -53,6 +63,10 @@ class ScopeFile(PolicyFileModel):
     before: StrictStr | None = None
     after: StrictStr | None = None
     clause: StrictStr | None = None
+    phrase: StrictStr | None = None
+    unless: StrictStr | None = None
+    unless_in: Literal["clause", "message"] = "clause"
+    reach: int | None = Field(default=None, ge=10, le=400)
     unless_question: StrictBool = False
     examples: ScopeExamples
 
@@ -80,18 +94,35 @@ class Scope:
     before: re.Pattern[str] | None
     after: re.Pattern[str] | None
     clause: re.Pattern[str] | None
+    phrase: re.Pattern[str] | None
+    unless: re.Pattern[str] | None
+    unless_message: bool
+    reach: int | None
     unless_question: bool
     examples: ScopeExamples
 
     def covers(self, text: str, start: int, end: int) -> bool:
         """Whether this scope applies to the match text[start:end]."""
+        words = _WORDS.search(text, start, end)  # a match may start on the punctuation before its words
+        if words is not None:
+            start = words.start()
         left, right = clause_bounds(text, start, end)
+        if self.reach is not None:
+            left, right = max(left, start - self.reach), min(right, end + self.reach)
         if self.unless_question and text[left:right].rstrip().endswith("?"):
             return False
+        if self.unless is not None:
+            where = text if self.unless_message else text[left:right]
+            if self.unless.search(where) is not None:
+                return False
         if self.before is not None and self.before.search(text, left, start) is not None:
             return True
         if self.after is not None and self.after.match(text, end, right) is not None:
             return True
+        if self.phrase is not None:
+            for found in self.phrase.finditer(text, max(0, start - _PHRASE_REACH), end + _PHRASE_REACH):
+                if found.start() <= start and end <= found.end():
+                    return True
         return self.clause is not None and self.clause.search(text, left, right) is not None
 
     def example_findings(self) -> list[str]:
@@ -138,8 +169,8 @@ def load_scopes(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyErr
     for policy in sorted((f for f in files if f.header.kind == "scope"), key=lambda f: f.path.name):
         spec = policy.validate(ScopeFile)
         display = display_path(policy.path, policies_dir)
-        if spec.before is None and spec.after is None and spec.clause is None:
-            raise PolicyError(display, "before", "a scope needs before, after or clause")
+        if spec.before is None and spec.after is None and spec.clause is None and spec.phrase is None:
+            raise PolicyError(display, "before", "a scope needs before, after, clause or phrase")
         scopes[spec.id] = Scope(
             id=spec.id,
             display=display,
@@ -148,6 +179,10 @@ def load_scopes(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyErr
             before=_compile(display, "before", spec.before, spec.define, anchor="(?:P)\\s*$"),
             after=_compile(display, "after", spec.after, spec.define, anchor="\\s*(?:P)"),
             clause=_compile(display, "clause", spec.clause, spec.define, anchor="P"),
+            phrase=_compile(display, "phrase", spec.phrase, spec.define, anchor="P"),
+            unless=_compile(display, "unless", spec.unless, spec.define, anchor="P"),
+            unless_message=spec.unless_in == "message",
+            reach=spec.reach,
             unless_question=spec.unless_question,
             examples=spec.examples,
         )
