@@ -291,9 +291,10 @@ class RuleSet:
             kind = _HINT_UNSURE.get(name, Unsure.CONTENT)
             if kind in unsure:
                 continue
+            if not hint.match(text, *out.views)[0]:
+                continue
             ignored = self._ignored.get(name)
-            read = text if ignored is None else ignored.sub(blank, text)
-            if hint.match(read, *out.views)[0]:
+            if ignored is None or hint.match(ignored.sub(blank, text), *out.views)[0]:
                 unsure.append(kind)
         return sorted(set(unsure), key=list(Unsure).index)
 

@@ -31,7 +31,7 @@ where it does not; `textback policy check` runs them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from service.errors import PolicyError
 from service.policy.files import PolicyFile, PolicyFileModel, display_path, expand_defines, read_policy_files
+from service.replies.prescreen import DIGIT, screen
 
 __all__ = ["Scope", "ScopeFile", "load_scopes"]
 
@@ -100,6 +101,8 @@ class Scope:
     reach: int | None
     unless_question: bool
     examples: ScopeExamples
+    # The literal pieces each regex needs (service.replies.prescreen): a clause without any skips the regex.
+    screens: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def covers(self, text: str, start: int, end: int) -> bool:
         """Whether this scope applies to the match text[start:end]."""
@@ -115,15 +118,23 @@ class Scope:
             where = text if self.unless_message else text[left:right]
             if self.unless.search(where) is not None:
                 return False
-        if self.before is not None and self.before.search(text, left, start) is not None:
+        lower = text[max(0, min(left, start - _PHRASE_REACH)) : max(right, end + _PHRASE_REACH)].lower()
+        if self.before is not None and self._may("before", lower) and (
+                self.before.search(text, left, start) is not None):
             return True
-        if self.after is not None and self.after.match(text, end, right) is not None:
+        if self.after is not None and self._may("after", lower) and self.after.match(text, end, right) is not None:
             return True
-        if self.phrase is not None:
+        if self.phrase is not None and self._may("phrase", lower):
             for found in self.phrase.finditer(text, max(0, start - _PHRASE_REACH), end + _PHRASE_REACH):
                 if found.start() <= start and end <= found.end():
                     return True
-        return self.clause is not None and self.clause.search(text, left, right) is not None
+        return self.clause is not None and self._may("clause", lower) and (
+            self.clause.search(text, left, right) is not None)
+
+    def _may(self, name: str, lower: str) -> bool:
+        """Whether the text around the match holds a piece the regex needs (True when it needs none known)."""
+        pieces = self.screens.get(name)
+        return pieces is None or any(piece in lower for piece in pieces)
 
     def example_findings(self) -> list[str]:
         findings: list[str] = []
@@ -185,5 +196,14 @@ def load_scopes(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyErr
             reach=spec.reach,
             unless_question=spec.unless_question,
             examples=spec.examples,
+            screens={name: _screen(getattr(spec, name), spec.define) for name in ("before", "after", "phrase", "clause")},
         )
     return scopes
+
+
+def _screen(pattern: str | None, define: dict[str, str]) -> frozenset[str] | None:
+    """The literal pieces one of a scope's regexes needs (None: no known piece, the regex always runs)."""
+    if pattern is None:
+        return None
+    pieces = screen([expand_defines(pattern, define)])
+    return None if pieces is None or DIGIT in pieces else pieces
