@@ -97,6 +97,8 @@ class CompiledRule:
     unless_settled: str | None
     must_match: tuple[str, ...]
     must_not_match: tuple[str, ...]
+    # The ignore patterns one by one, each with its pre-screen: only those whose pieces the reply has run.
+    ignores: tuple[tuple[re.Pattern[str], tuple[frozenset[str], ...]], ...] = ()
     unless_ids: tuple[str, ...] = ()
     scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
 
@@ -134,8 +136,9 @@ class CompiledRule:
                     break
             else:
                 return False, None
-        if self.ignore is not None:
-            text = self.ignore.sub(blank, text)
+        for pattern, pattern_screen in self.ignores:
+            if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
+                text = pattern.sub(blank, text)
         for pattern in candidates:
             found = self._search(pattern, text)
             if found is not None:
@@ -212,8 +215,7 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
                     display, f"patterns[{i}]", f"has no group (?P<{spec.extract}>...) to extract"
                 )
     ignore = [_expand(display, f"ignore[{i}]", p, spec.define) for i, p in enumerate(spec.ignore)]
-    for i, pattern in enumerate(ignore):
-        _compile(display, f"ignore[{i}]", pattern)
+    ignores = tuple((_compile(display, f"ignore[{i}]", p), screens(p)) for i, p in enumerate(ignore))
     return CompiledRule(
         id=spec.id,
         display=display,
@@ -231,4 +233,5 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         must_match=tuple(spec.examples.must_match),
         must_not_match=tuple(spec.examples.must_not_match),
         unless_ids=tuple(spec.unless),
+        ignores=ignores,
     )

@@ -148,16 +148,13 @@ class RuleSet:
         self._yielding = any(r.yields_to for r in rules)
         # What the rules of a field set aside as another sense ("injury settlement", "the store is closing"):
         # a hint standing in for that field does not fire on those spans either (the rules looked and said no).
-        ignores: dict[str, list[str]] = {}
+        self._ignored: dict[str, list[tuple[re.Pattern[str], tuple[frozenset[str], ...]]]] = {}
         for rule in self._rules:
-            if rule.ignore is not None:
-                ignores.setdefault(rule.field, []).append(rule.ignore.pattern)
-        self._ignored = {name: re.compile("|".join(f"(?:{p})" for p in found), re.IGNORECASE)
-                         for name, found in ignores.items()}
+            self._ignored.setdefault(rule.field, []).extend(rule.ignores)
         pieces: set[str] = set()
         for rule in rules:
             pieces |= rule.screen or set()
-            for screen in rule.screens:
+            for screen in (*rule.screens, *(ignore_screen for _, ignore_screen in rule.ignores)):
                 for piece_set in screen:
                     pieces |= piece_set
         self._pieces = PieceFinder(pieces)
@@ -293,8 +290,12 @@ class RuleSet:
                 continue
             if not hint.match(text, *out.views)[0]:
                 continue
-            ignored = self._ignored.get(name)
-            if ignored is None or hint.match(ignored.sub(blank, text), *out.views)[0]:
+            present = out.views[1]
+            read = text
+            for pattern, pattern_screen in self._ignored.get(name, ()):
+                if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
+                    read = pattern.sub(blank, read)
+            if read is text or hint.match(read, *out.views)[0]:
                 unsure.append(kind)
         return sorted(set(unsure), key=list(Unsure).index)
 
