@@ -258,7 +258,7 @@ TRUTH_TABLE = [
     row("where do I wire the earnest money?", "NOV", handoff=("closing",), loan="purchase"),
     row("got wire instructions by email, legit?", "NOV", handoff=("closing",)),
     row("time sensitive!! call me", "NOV", handoff=("deadline", "human_request")),
-    row("docs due tomorrow", "NOV", handoff=("deadline",), timeline="under_30_days"),
+    row("docs due tomorrow", "NOV", handoff=("deadline",)),  # paperwork has its own date: not the loan timeline
     row(
         "rate lock expires friday, closing next week",
         "NOV",
@@ -269,7 +269,7 @@ TRUTH_TABLE = [
     row("what are your rates?", "NOV", handoff=("rate_or_terms",)),
     row("whats the APR on a 30 yr", "NOV", handoff=("rate_or_terms",)),
     row("how much would my payment be on 400k", "NOV", handoff=("rate_or_terms",)),
-    row("how much do I need for a down payment", "NOV", handoff=("rate_or_terms",)),
+    row("how much do I need for a down payment", "NOV", handoff=("rate_or_terms",), loan="purchase"),
     row("any lender fees?", "NOV", handoff=("rate_or_terms",)),
     row("do you charge points", "NOV", handoff=("rate_or_terms",)),
     row("is 6.5% a good rate for a refi", "NOV", loan="refinance", handoff=("rate_or_terms",)),
@@ -376,15 +376,15 @@ TRUTH_TABLE = [
     row("we sign tomorrow at the title company", "NOV", handoff=("closing",), timeline="under_30_days"),
     row("loan funds friday right?", "NOV", handoff=("closing",), llm=True),
     row("cerramos en 2 semanas", "NOV", timeline="under_30_days", handoff=("closing",)),
-    row("using my injury settlement for the down payment", "NOV", llm=True),
+    row("using my injury settlement for the down payment", "NOV", loan="purchase"),  # a down payment is a purchase
     row("closing in on a house we love, buying soon", "NOV", loan="purchase", llm=True),
     row("my VA COE is ready, buying", "NOV", loan="purchase"),
     # Deadlines: by EOD / tomorrow / a weekday, due, only have until, option period; "no deadline" is not one.
-    row("underwriter needs paystubs by EOD", "NOV", handoff=("deadline", "transaction_issue"), timeline="under_30_days"),
+    row("underwriter needs paystubs by EOD", "NOV", handoff=("deadline", "transaction_issue")),  # paperwork date
     row("the seller wants proof of funds by monday", "NOV", handoff=("deadline",), loan="purchase", timeline="under_30_days"),
     row("we only have till the 20th", "NOV", timeline="under_30_days", handoff=("deadline",)),
-    row("counteroffer due tonight!", "NOV", handoff=("deadline",), timeline="under_30_days"),
-    row("inspection period is over friday", "NOV", handoff=("deadline",)),
+    row("counteroffer due tonight!", "NOV", handoff=("deadline",), timeline="under_30_days", loan="purchase"),
+    row("inspection period is over friday", "NOV", handoff=("deadline",), loan="purchase"),
     row("no real deadline, maybe next spring", "NOV", timeline="3_to_6_months"),
     row("wired earbuds died lol. refi please", "NOV", loan="refinance"),
     # Negations and figurative uses.

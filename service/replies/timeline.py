@@ -16,12 +16,19 @@ timeline-year-end           "by the end of the year", "before the holidays", "by
 timeline-after-holidays     "after the holidays", "after New Year", "first of the year", "early next year"
 timeline-next-month         "next month" (the 15th), "end of next month"
 timeline-next-year          "next year": over 6 months only when even January 1st is; else left open
+timeline-year               "in 2027", "early 2027", "spring 2027", "Q1", "end of Q2", "memorial day",
+                            "by valentines", "after tax season": a span that falls in one bucket, else open
 ==========================  ==========================================================================
 
 Buckets count days to the target: ≤ 30 under_30_days, ≤ 90 1_to_3_months, ≤ 180 3_to_6_months, beyond that
 over_6_months (a month is 30 days, so "3 months" is 1_to_3 and "6 months" 3_to_6). A month or season already
 past this year means next year's. Durations in the past ("for 5 years", "2 years ago") and loan terms
 ("30 year fixed", "5/1 ARM") are not timelines. dateparser is only called when an explicit date is present.
+Someone else's date is not the borrower's plan either: paperwork and rate-lock windows ("extend the lock another
+15 days", "the questionnaire back in 48 hrs"), waiting ("haven't heard back in two weeks"), rent due on the 1st.
+
+Size: a little over 400 lines; every calendar reader shares the masks and gates above them, and splitting the
+module would split the one place that decides what is a date.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ RULE_IDS = (
     "timeline-after-holidays",
     "timeline-next-month",
     "timeline-next-year",
+    "timeline-year",
 )
 
 _NUMBERS = {
@@ -78,7 +86,9 @@ _NEG_BEFORE = re.compile(
 )
 # "rate this house a 10/10", "refi the 1st" (the first mortgage): not dates.
 _NOT_DATE_BEFORE = re.compile(
-    r"\b(?:a|an|rate|rated|rating|solid|like|refi\w*|pay\s+off|keep|touch|our|my)\s*$", re.IGNORECASE
+    r"\b(?:a|an|rate|rated|rating|solid|like|refi\w*|pay\s+off|keep|touch|our|my)\s*$"
+    r"|\b(?:rent|bills?|payments?|paycheck|payday|every|each|shift|shifts)\b[^.!?]{0,16}$",
+    re.IGNORECASE,
 )
 # "95k a year", "save $200 a month", "twice a year": a rate per period, not a plan ("in a month" still is).
 _PER_PERIOD = re.compile(
@@ -89,6 +99,12 @@ _PER_PERIOD = re.compile(
 _A_PLAN = re.compile(
     r"(?:^|[^\w\s]|\b(?:in|within|about|around|roughly|like|maybe|probably|prob|than|under|just|only|another|give\s+it|"
     r"bout|abt|approx|approximately|en|dentro\s+de|unos?|m[aá]s\s+o\s+menos))\s*$",
+    re.IGNORECASE,
+)
+# "extend the lock another 15 days", "the questionnaire back in 48 hrs", "haven't heard back in two weeks".
+_NOT_PLAN_BEFORE = re.compile(
+    r"\b(?:extend\w*|extension|lock\w*|heard|hear|back|questionnaire|hoa|paperwork|docs?|documents?|letter|forms?"
+    r"|notice|reply|respond|response|answer)\b[^.!?]{0,30}$",
     re.IGNORECASE,
 )
 _OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
@@ -178,6 +194,122 @@ _NEXT_MONTH = re.compile(
 _NEXT_YEAR = re.compile(
     r"\b(?:next\s+(?:year|yr)|el\s+a[nñ]o\s+que\s+viene|el\s+pr[oó]ximo\s+a[nñ]o)\b", re.IGNORECASE
 )
+# "in 2027", "early 2027", "spring 2027", "Q1", "end of Q2", "first quarter": a span of the calendar.
+_QUARTER_WORDS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4}
+_YEAR_SPAN = re.compile(
+    r"""\b(?:(?P<mod>by|before|until|till|in|during|for|sometime\s+in|around|early|mid|late|end\s+of|
+        (?:the\s+)?(?:beginning|start)\s+of|en|para|a\s+principios\s+de|a\s+finales\s+de|finales\s+de)[\s-]+
+        |(?P<season>spring|summer|fall|autumn|winter|primavera|verano|invierno)\s+(?:of\s+|de\s+(?:l\s+)?)?)
+    (?:(?P<q>q[1-4])\s+|(?P<sub>early|mid|late)[\s-]+)?(?P<year>20[2-4]\d)\b(?![\d/-])""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_QUARTER = re.compile(
+    r"""\b(?:(?P<mod>by|before|until|in|during|end\s+of|(?:the\s+)?(?:beginning|start)\s+of|early|late)\s+)?(?:the\s+)?
+    (?:q(?P<n>[1-4])|(?P<word>first|1st|second|2nd|third|3rd|fourth|4th)\s+quarter)\b
+    (?:\s+(?:of\s+)?(?P<year>20[2-4]\d))?(?!\s*(?:earnings|report|results|sales|numbers|taxes|estimated))""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Holidays as (month, day); floating ones are computed. "after" a holiday adds two weeks.
+_HOLIDAY = re.compile(
+    r"""\b(?P<mod>by|before|until|till|around|after|for|on|in\s+time\s+for|ahead\s+of|near|closer\s+to)\s+
+    (?:the\s+)?(?P<name>memorial\s+day|labor\s+day|valentine'?s?(?:\s+day)?|(?:the\s+)?4th\s+of\s+july|
+        fourth\s+of\s+july|july\s+4th|independence\s+day|halloween|easter|mother'?s\s+day|father'?s\s+day|
+        tax\s+(?:season|time|day)|taxes|spring\s+break|back\s+to\s+school|school\s+starts?|the\s+school\s+year)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_GATE_SPANS = re.compile(r"20[2-4]\d|q[1-4]|quarter|memorial|labor|valentine|july|independence|halloween|easter|"
+                         r"mother|father|tax|spring\s+break|school")
+_SEASON_MONTHS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "winter": 12,
+                  "invierno": 12}  # fmt: skip
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
+    """The n-th `weekday` (0 Monday) of a month; n = -1 is the last one."""
+    if n < 0:
+        last = _last_day(year, month)
+        return date(year, month, last.day - (last.weekday() - weekday) % 7)
+    first = date(year, month, 1)
+    return date(year, month, 1 + (weekday - first.weekday()) % 7 + 7 * (n - 1))
+
+
+def _holiday_date(name: str, year: int) -> date:
+    name = name.lower()
+    if name.startswith("memorial"):
+        return _nth_weekday(year, 5, 0, -1)
+    if name.startswith("labor"):
+        return _nth_weekday(year, 9, 0, 1)
+    if name.startswith("mother"):
+        return _nth_weekday(year, 5, 6, 2)
+    if name.startswith("father"):
+        return _nth_weekday(year, 6, 6, 3)
+    fixed = {"valentine": (2, 14), "halloween": (10, 31), "easter": (4, 10), "tax": (4, 15), "spring": (3, 15),
+             "back": (8, 15), "school": (8, 20), "the": (8, 20)}  # fmt: skip  (easter: its usual middle)
+    for key, (month, day) in fixed.items():
+        if name.startswith(key):
+            return date(year, month, day)
+    return date(year, 7, 4)  # the 4th of July under any of its names
+
+
+def _span_bucket(lo: date, hi: date, today: date) -> Timeline | None:
+    """The bucket of a span of dates when all of it that is still ahead falls in one bucket; else None."""
+    if hi < today:
+        return None
+    lo = max(lo, today)
+    first, last = bucket((lo - today).days), bucket((hi - today).days)
+    return first if first is last else None
+
+
+def _spans(text: str, today: date) -> list[tuple[str, Timeline]]:
+    found: list[tuple[str, Timeline]] = []
+    for match in _YEAR_SPAN.finditer(text):
+        year = int(match.group("year"))
+        mod = (match.group("sub") or match.group("mod") or "").lower()
+        if match.group("q"):
+            quarter = int(match.group("q")[1])
+            lo, hi = date(year, quarter * 3 - 2, 1), _last_day(year, quarter * 3)
+        elif match.group("season"):
+            first = _SEASON_MONTHS[match.group("season").lower()]
+            lo = hi = date(*_add_months(year, first, 1), 1)  # the middle of the season
+        elif mod in {"by", "before", "until", "till"} or mod.startswith(("beginning", "start", "the", "a principios")):
+            lo = hi = date(year, 1, 1) if mod in {"by", "before", "until", "till"} else date(year, 1, 20)
+        elif mod == "early":
+            lo = hi = date(year, 2, 15)
+        elif mod == "mid":
+            lo = hi = date(year, 7, 1)
+        elif mod.startswith(("late", "end", "a finales", "finales")):
+            lo = hi = date(year, 11, 15)
+        else:
+            lo, hi = date(year, 1, 1), date(year, 12, 31)
+        if year < today.year or (year == today.year and lo == date(year, 1, 1) and hi.month == 12):
+            continue  # a past year, or "in 2026" said in 2026: no span to read
+        result = _span_bucket(lo, hi, today)
+        if result is not None:
+            found.append(("timeline-year", result))
+    for match in _QUARTER.finditer(text):
+        quarter = int(match.group("n") or _QUARTER_WORDS[match.group("word").lower()])
+        year = int(match.group("year") or today.year)
+        if not match.group("year") and _last_day(year, quarter * 3) < today:
+            year += 1
+        mod = (match.group("mod") or "").lower()
+        start = date(year, quarter * 3 - 2, 1)
+        if mod in {"by", "before", "until"} or mod.startswith(("beginning", "start", "the", "early")):
+            point = start if mod in {"by", "before", "until"} else date(year, quarter * 3 - 2, 15)
+        elif mod.startswith(("end", "late")):
+            point = _last_day(year, quarter * 3)
+        else:
+            point = date(year, quarter * 3 - 1, 15)  # the middle month of the quarter
+        found.append(("timeline-year", bucket((max(point, today) - today).days)))
+    for match in _HOLIDAY.finditer(text):
+        name, year = match.group("name"), today.year
+        day = _holiday_date(name, year)
+        if day < today:
+            day = _holiday_date(name, year + 1)
+        if match.group("mod").lower() == "after":
+            day = date.fromordinal(day.toordinal() + 14)
+        found.append(("timeline-year", bucket((day - today).days)))
+    return found
+
+
 # Cheap gates over the lowercased text: each reader runs only when its words can be there.
 _GATE_UNITS = re.compile(r"d[ií]a|day|week|wk|semana|mo|mth|mnth|mes|year|yr|a[nñ]o|hour|hr|hora")
 _GATE_MONTHS = re.compile(r"jan|ene|feb|mar|apr|abr|may|jun|jul|aug|ago|sep|set|oct|nov|dec|dic")
@@ -222,6 +354,8 @@ def _durations(text: str) -> list[int]:
             continue  # "ramos", "demo": a unit only as a word of its own
         match = _AMOUNT.search(text, max(0, start - 24), start)
         if match is None or _PAST.search(text, 0, match.start()):
+            continue
+        if _NOT_PLAN_BEFORE.search(text, max(0, match.start() - 40), match.start()):
             continue
         if (match.group("a") or "").lower() in {"a", "an", "one"} and _PER_PERIOD.search(
             text, max(0, match.start() - 24), match.start()
@@ -373,6 +507,8 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
                 found.append(("timeline-season", bucket((target - today).days)))
     if _GATE_YEAR.search(lower):
         found.extend(_year_phrases(text, today))
+    if _GATE_SPANS.search(lower):
+        found.extend(_spans(text, today))
     if _GATE_MONTH_WORD.search(lower):
         for match in _NEXT_MONTH.finditer(text):
             year, month = _add_months(today.year, today.month, 1)
@@ -386,6 +522,11 @@ def _year_phrases(text: str, today: date) -> list[tuple[str, Timeline]]:
     found: list[tuple[str, Timeline]] = []
     for match in _YEAR_END.finditer(text):
         month, day = (12, 20) if match.group("holiday") else (11, 25) if match.group("thanks") else (12, 31)
+        said = match.group().lower()
+        if match.group("holiday") and "new" in said:
+            month, day = 12, 31  # "by new year's": by the turn of the year
+        elif match.group("holiday") and ("christmas" in said or "xmas" in said):
+            month, day = 12, 25
         target = date(today.year, month, day)
         if target < today:
             target = date(today.year + 1, month, day)
@@ -393,6 +534,8 @@ def _year_phrases(text: str, today: date) -> list[tuple[str, Timeline]]:
     after = False
     for match in _AFTER_HOLIDAYS.finditer(text):
         after = True
+        if not match.group("early") and date(today.year, 1, 15) < today < date(today.year, 3, 1):
+            continue  # "after the holidays" said in late January: these holidays or next year's? Left open.
         if match.group("early"):
             target = date(today.year + 1, 2, 15)
         else:
