@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as default
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -101,6 +102,11 @@ class CompiledRule:
     ignores: tuple[tuple[re.Pattern[str], tuple[frozenset[str], ...]], ...] = ()
     unless_ids: tuple[str, ...] = ()
     scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
+    # An index of the patterns by a piece of their first (most selective) screen, so a reply only visits the
+    # patterns it can match: piece -> pattern positions; `unscreened` run always.
+    by_piece: dict[str, tuple[int, ...]] = default(default_factory=dict)
+    first_pieces: frozenset[str] = frozenset()
+    unscreened: tuple[int, ...] = ()
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
 
@@ -118,16 +124,13 @@ class CompiledRule:
         """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
         plain = self.extract is None and self.ignore is None and not self.scopes
         candidates = []
-        for pattern, pattern_screen in zip(self.ordered, self.screens, strict=True):
-            for pieces in pattern_screen:
-                if pieces.isdisjoint(present):
-                    break
-            else:
-                if plain:  # nothing to blank or extract: the first pattern that matches settles it
-                    if pattern.search(text) is not None:
-                        return True, None
-                    continue
-                candidates.append(pattern)
+        for index in self.viable(present):
+            pattern = self.ordered[index]
+            if plain:  # nothing to blank or extract: the first pattern that matches settles it
+                if pattern.search(text) is not None:
+                    return True, None
+                continue
+            candidates.append(pattern)
         if plain:
             return False, None
         if self.extract is None:
@@ -145,6 +148,14 @@ class CompiledRule:
                 return True, None if self.extract is None else found.span(self.extract)
         return False, None
 
+    def viable(self, present: set[str]) -> list[int]:
+        """The positions, in file order, of the patterns whose every screen the reply meets."""
+        found = set(self.unscreened)
+        for piece in self.first_pieces.intersection(present):
+            found.update(self.by_piece[piece])
+        screens = self.screens
+        return [i for i in sorted(found) if all(not pieces.isdisjoint(present) for pieces in screens[i][1:])]
+
     def _search(self, pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
         """The first match of `pattern` that none of the rule's scopes covers."""
         if not self.scopes:
@@ -153,6 +164,20 @@ class CompiledRule:
             if not any(scope.covers(text, found.start(), found.end()) for scope in self.scopes):
                 return found
         return None
+
+
+def _piece_index(pattern_screens: tuple[tuple[frozenset[str], ...], ...]) -> dict[str, Any]:
+    """CompiledRule's index of its patterns by the pieces of their first screen."""
+    by_piece: dict[str, list[int]] = {}
+    unscreened: list[int] = []
+    for index, pattern_screen in enumerate(pattern_screens):
+        if not pattern_screen:
+            unscreened.append(index)
+            continue
+        for piece in pattern_screen[0]:
+            by_piece.setdefault(piece, []).append(index)
+    return {"by_piece": {k: tuple(v) for k, v in by_piece.items()}, "first_pieces": frozenset(by_piece),
+            "unscreened": tuple(unscreened)}
 
 
 def _expand(display: str, where: str, pattern: str, define: dict[str, str]) -> str:
@@ -234,4 +259,5 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         must_not_match=tuple(spec.examples.must_not_match),
         unless_ids=tuple(spec.unless),
         ignores=ignores,
+        **_piece_index(tuple(screens(p) for p in expanded)),
     )

@@ -8,8 +8,8 @@ not count when a listed scope covers it; another match of the same rule elsewher
 the text between the nearest sentence break (. ! ? ; a line break, "but", "and", "so") before the match and the next
 one after it.
 
-- ``before``: a regex that must match the end of the clause text before the match ("nothing is [locked]",
-  "there's no [deadline]", "haven't [locked]").
+- ``before``: a regex that must match the end of the clause text before the match, within 80 characters
+  ("nothing is [locked]", "there's no [deadline]", "haven't [locked]").
 - ``after``: a regex that must match the start of the clause text after the match ("[closing] shift").
 - ``clause``: a regex found anywhere in the clause ("our last [closing] back in 2017").
 - ``phrase``: a regex whose match contains the matched words (searched up to 60 characters around them,
@@ -45,7 +45,9 @@ __all__ = ["Scope", "ScopeFile", "load_scopes"]
 
 _BREAK = re.compile(r"[.!?;\n]|\b(?:but|and|so|pero|y)\b", re.IGNORECASE)
 _WORDS = re.compile(r"\w")
-_PHRASE_REACH = 60  # a phrase may run past the clause ("stop and go"), this far on each side
+_PHRASE_REACH = 60
+_BEFORE_REACH = 80  # `before` reads at most this much of the clause before the match (a few words)
+_MEMO_LIMIT = 4096  # a phrase may run past the clause ("stop and go"), this far on each side
 _MARKED = re.compile(r"\[([^\[\]]+)\]")
 
 
@@ -103,6 +105,8 @@ class Scope:
     examples: ScopeExamples
     # The literal pieces each regex needs (service.replies.prescreen): a clause without any skips the regex.
     screens: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    # unless_in: message is the same for every match of one reply: remembered per reply text (a pure memo).
+    _memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def covers(self, text: str, start: int, end: int) -> bool:
         """Whether this scope applies to the match text[start:end]."""
@@ -112,15 +116,26 @@ class Scope:
         left, right = clause_bounds(text, start, end)
         if self.reach is not None:
             left, right = max(left, start - self.reach), min(right, end + self.reach)
+        if not self._hit(text, start, end, left, right):
+            return False
         if self.unless_question and text[left:right].rstrip().endswith("?"):
             return False
-        if self.unless is not None:
-            where = text if self.unless_message else text[left:right]
-            if self.unless.search(where) is not None:
-                return False
+        if self.unless is None:
+            return True
+        if not self.unless_message:
+            return self.unless.search(text[left:right]) is None
+        asked = self._memo.get(text)
+        if asked is None:
+            if len(self._memo) > _MEMO_LIMIT:
+                self._memo.clear()
+            asked = self._memo[text] = self.unless.search(text) is not None
+        return not asked
+
+    def _hit(self, text: str, start: int, end: int, left: int, right: int) -> bool:
+        """Whether before, after, phrase or clause finds its words around the match (before the exceptions)."""
         lower = text[max(0, min(left, start - _PHRASE_REACH)) : max(right, end + _PHRASE_REACH)].lower()
         if self.before is not None and self._may("before", lower) and (
-                self.before.search(text, left, start) is not None):
+                self.before.search(text, max(left, start - _BEFORE_REACH), start) is not None):
             return True
         if self.after is not None and self._may("after", lower) and self.after.match(text, end, right) is not None:
             return True
