@@ -139,9 +139,13 @@ class CompiledRule:
                     break
             else:
                 return False, None
+        blanked = text
         for pattern, pattern_screen in self.ignores:
             if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
-                text = pattern.sub(blank, text)
+                blanked = pattern.sub(blank, blanked)
+        if self.extract is None and blanked == text:
+            return True, None  # nothing set aside: the match found above stands
+        text = blanked
         for pattern in candidates:
             found = self._search(pattern, text)
             if found is not None:
