@@ -86,8 +86,38 @@ class _Outcome:
 
 
 # --------------------------------------------------------------------------------------------- loading
+_LOADED: dict[tuple[object, ...], RuleSet] = {}
+_LOADED_LIMIT = 16
+
+
 def load_rules(policies_dir: Path) -> RuleSet:
-    """Read and compile every ``policies_dir/inbound/*.yaml``; any schema problem raises `PolicyError`."""
+    """Read and compile every ``policies_dir/inbound/*.yaml``; any schema problem raises `PolicyError`.
+
+    Compiling takes about a second (hundreds of regexes and their pre-screens); a rule set is immutable and
+    pure, so one already compiled from the same files (same paths, sizes and modification times) is reused: a
+    process that builds several contexts (tests, the eval driver, simulate) compiles once."""
+    key = _fingerprint(policies_dir)
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        loaded = _load_rules(policies_dir)
+        if len(_LOADED) >= _LOADED_LIMIT:
+            _LOADED.clear()
+        _LOADED[key] = loaded
+    return loaded
+
+
+def _fingerprint(policies_dir: Path) -> tuple[object, ...]:
+    """Which files a rule set was compiled from: every policy file's path, size and modification time."""
+    root = policies_dir.resolve()
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            stat = path.stat()
+            files.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
+    return (str(root), *files)
+
+
+def _load_rules(policies_dir: Path) -> RuleSet:
     inbound = policies_dir / "inbound"
     files, errors = read_policy_files(policies_dir)
     inbound_errors = [e for e in errors if Path(e.path).parent.name == "inbound"]
