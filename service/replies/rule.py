@@ -8,6 +8,7 @@ that loads every file and analyses a reply is service.replies.rules.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
 from enum import StrEnum
@@ -107,6 +108,8 @@ class CompiledRule:
     by_piece: dict[str, tuple[int, ...]] = default(default_factory=dict)
     first_pieces: frozenset[str] = frozenset()
     unscreened: tuple[int, ...] = ()
+    ignore_screens: tuple[tuple[frozenset[str], ...], ...] = ()
+    ignore_index: tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]] = ({}, frozenset(), ())
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
 
@@ -140,9 +143,8 @@ class CompiledRule:
             else:
                 return False, None
         blanked = text
-        for pattern, pattern_screen in self.ignores:
-            if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
-                blanked = pattern.sub(blank, blanked)
+        for index in _viable(self.ignore_index, self.ignore_screens, present):
+            blanked = self.ignores[index][0].sub(blank, blanked)
         if self.extract is None and blanked == text:
             return True, None  # nothing set aside: the match found above stands
         text = blanked
@@ -154,11 +156,7 @@ class CompiledRule:
 
     def viable(self, present: set[str]) -> list[int]:
         """The positions, in file order, of the patterns whose every screen the reply meets."""
-        found = set(self.unscreened)
-        for piece in self.first_pieces.intersection(present):
-            found.update(self.by_piece[piece])
-        screens = self.screens
-        return [i for i in sorted(found) if all(not pieces.isdisjoint(present) for pieces in screens[i][1:])]
+        return _viable((self.by_piece, self.first_pieces, self.unscreened), self.screens, present)
 
     def _search(self, pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
         """The first match of `pattern` that none of the rule's scopes covers."""
@@ -168,6 +166,30 @@ class CompiledRule:
             if not any(scope.covers(text, found.start(), found.end()) for scope in self.scopes):
                 return found
         return None
+
+
+def _viable(index: tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]],
+            pattern_screens: Sequence[tuple[frozenset[str], ...]], present: set[str]) -> list[int]:
+    """The positions, in order, of the patterns whose every screen the reply meets, found through the index of
+    their first screen (`_piece_index`)."""
+    by_piece, first_pieces, unscreened = index
+    found = set(unscreened)
+    for piece in first_pieces.intersection(present):
+        found.update(by_piece[piece])
+    viable = []
+    for position in sorted(found):
+        for pieces in pattern_screens[position][1:]:
+            if pieces.isdisjoint(present):
+                break
+        else:
+            viable.append(position)
+    return viable
+
+
+def _ignore_index(pattern_screens: tuple[tuple[frozenset[str], ...], ...]) -> (
+        tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]]):
+    index = _piece_index(pattern_screens)
+    return index["by_piece"], index["first_pieces"], index["unscreened"]
 
 
 def _piece_index(pattern_screens: tuple[tuple[frozenset[str], ...], ...]) -> dict[str, Any]:
@@ -264,4 +286,6 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         unless_ids=tuple(spec.unless),
         ignores=ignores,
         **_piece_index(tuple(screens(p) for p in expanded)),
+        ignore_screens=tuple(pattern_screen for _, pattern_screen in ignores),
+        ignore_index=_ignore_index(tuple(pattern_screen for _, pattern_screen in ignores)),
     )
