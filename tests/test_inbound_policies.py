@@ -6,6 +6,7 @@ A failure reads like a compliance finding: `handoff-rate-lock::"can I lock my ra
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,9 @@ EXAMPLES = [
 
 @pytest.fixture
 def policies_copy(tmp_path: Path) -> Path:
-    """A private copy of policies/inbound to break on purpose."""
-    shutil.copytree(POLICIES / "inbound", tmp_path / "policies" / "inbound")
+    """A private copy of the policies the rules read (inbound rules, spelling, scopes) to break on purpose."""
+    for folder in ("inbound", "spelling", "scopes"):
+        shutil.copytree(POLICIES / folder, tmp_path / "policies" / folder)
     return tmp_path / "policies"
 
 
@@ -140,6 +142,8 @@ def test_load_rules_version_changes_with_content(policies_copy: Path) -> None:
 
 def test_load_rules_removed_opt_out_word_changes_analysis(policies_copy: Path) -> None:
     path = policies_copy / "inbound" / "keyword-carrier-stop.yaml"
-    path.write_text(path.read_text().replace(" quit,", ""))
-    assert load_rules(policies_copy).carrier_keyword("QUIT") is None
-    assert _RULES.carrier_keyword("QUIT") is not None
+    assert "\n  - quit\n" in path.read_text()
+    path.write_text(path.read_text().replace("\n  - quit\n", "\n"))
+    at = datetime(2026, 3, 2, 15, tzinfo=UTC)
+    assert "keyword-carrier-stop" not in load_rules(policies_copy).analyze("QUIT", at).rules_fired
+    assert "keyword-carrier-stop" in _RULES.analyze("QUIT", at).rules_fired
