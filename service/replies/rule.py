@@ -93,7 +93,6 @@ class CompiledRule:
     screen: frozenset[str] | None
     ordered: tuple[re.Pattern[str], ...]
     screens: tuple[tuple[frozenset[str], ...], ...]
-    ignore: re.Pattern[str] | None
     yields_to: frozenset[str]
     extract: str | None
     unless_settled: str | None
@@ -125,7 +124,7 @@ class CompiledRule:
 
     def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
         """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
-        plain = self.extract is None and self.ignore is None and not self.scopes
+        plain = self.extract is None and not self.ignores and not self.scopes
         candidates = []
         for index in self.viable(present):
             pattern = self.ordered[index]
@@ -277,7 +276,6 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         screen=screen(expanded),
         screens=tuple(screens(p) for p in expanded),
         ordered=ordered,
-        ignore=re.compile("|".join(f"(?:{p})" for p in ignore), re.I) if ignore else None,
         yields_to=frozenset(spec.yields_to),
         extract=spec.extract,
         unless_settled=spec.unless_settled,
