@@ -155,7 +155,7 @@ def test_report_cli_json_matches_api(ctx, client, post, clock, settings, monkeyp
     history = History(ctx, client, post, clock)
     history.at("2026-06-08T10:00").call("+14155553999")
     history.at("2026-06-08T10:05").outcome("+14155553999", "reached")
-    history.at("2026-06-09T10:00")
+    history.at("2026-06-09T12:00")  # clear of the 24 h no-reply boundary: both reads see the same "now" side
     monkeypatch.setenv("TEXTBACK_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("TEXTBACK_POLICIES_DIR", str(POLICIES))
     params = ["--since", "2026-06-08", "--until", "2026-06-08", "--broker", BROKER]
