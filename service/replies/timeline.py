@@ -77,7 +77,7 @@ _AMOUNT = re.compile(
 # "we closed on the 2nd", "paid it off the 5th": a day of the month already behind them, not a plan.
 _DOM_PAST = re.compile(
     r"\b(?:closed|bought|purchased|moved|was|were|did|happened|paid|since|last|started|signed|funded|passed|died"
-    r"|refinanced|got|hired|married|retired|divorced)\b[^.!?]{0,14}$",
+    r"|refinanced|got|hired|(?<!getting\s)(?<!get\s)married|retired|divorced)\b[^.!?]{0,14}$",
     re.IGNORECASE,
 )
 # "we are not closing on the 20th anymore", "not in March": a negated date is no plan ("not until May" is).
@@ -141,13 +141,15 @@ _NOT_A_COUNT = (
     r"|requests?|reminders?|follow[\s-]?ups?|notices?|letters?|person|people|one|ones|lenders?|banks?"
     r"|brokers?|companies|company|loan\s+officers?|agents?|realtors?|houses?|homes?|propert(?:y|ies)|places?"
     r"|offers?|bids?|condos?|apartments?|kids?|child|baby|grade|floor|round|weeks?|weekends?|months?|years?"
+    r"|buyers?|famil(?:y|ies)|couples?|in\s+line|callers?|applicants?|showings?|viewings?"
     r"|days?\s+in\s+a\s+row)\b)"
 )
 _ORDINALS = {
     "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12,
     "thirteenth": 13, "fourteenth": 14, "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18,
     "nineteenth": 19, "twentieth": 20, "twenty[\\s-]?first": 21, "twenty[\\s-]?second": 22,
-    "twenty[\\s-]?third": 23, "twenty[\\s-]?fourth": 24, "twenty[\\s-]?fifth": 25, "thirtieth": 30,
+    "twenty[\\s-]?third": 23, "twenty[\\s-]?fourth": 24, "twenty[\\s-]?fifth": 25, "twenty[\\s-]?sixth": 26,
+    "twenty[\\s-]?seventh": 27, "twenty[\\s-]?eighth": 28, "twenty[\\s-]?ninth": 29, "thirtieth": 30,
     "thirty[\\s-]?first": 31,
 }  # fmt: skip  ("the first" to "the fourth" count too many other things to read as a day of the month)
 _ORDINAL_NAMES = "|".join(sorted(_ORDINALS, key=len, reverse=True))
@@ -160,11 +162,30 @@ _DATE = re.compile(
     |(?<![\d/])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])
         (?!\s*(?:arm|buy\s*down|buydown|split))
     |the\s+(?P<dom>3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT}
-    |the\s+(?P<domw>{_ORDINAL_NAMES})\b(?!\s+of\s+(?:{_MONTH_NAMES})\b){_NOT_A_COUNT}
+    |the\s+(?P<domw>{_ORDINAL_NAMES})\b(?:\s+of\s+(?P<domw_month>{_MONTH_NAMES})\b)?{_NOT_A_COUNT}
     |\b(?:es|para|antes\s+del|hasta\s+el|el)\s+(?:d[ií]a\s+)?(?P<domes>3[01]|[12]\d|0?[1-9])\b
         (?![\d%.,/:]|\s*(?:de\b|por|mil|k\b|a[nñ]os|%|d[oó]lares)))""",
     re.IGNORECASE | re.VERBOSE,
 )
+# "baby is due in May", "my son graduates in June", "getting married in October": the family's date, not the
+# move; it is the plan only when the reply ties the move to it ("by then", "before she's born", "after the wedding").
+_EVENT_BEFORE = re.compile(
+    r"\b(?:due|born|graduat\w*|married|wedding(?:\s+is)?|graduation(?:\s+is)?)\s*$", re.IGNORECASE
+)
+_TIED = re.compile(
+    r"\b(?:by|before|until|till|after|right\s+after)\s+(?:then|that|the\s+(?:baby|babies|twins|wedding|due\s+date"
+    r"|graduation|big\s+day)|(?:she|he|they|the\s+baby|the\s+twins)\s+(?:is|are|gets?|comes?|arrives?)"
+    r"|(?:she|he|they)(?:'s|'re)|(?:s?he|they|we|i)\s+graduates?)\b|\bin\s+time\s+for\b"
+    r"|\b(?:after|before|once|until|till)\b[^.!?]{0,30}\b(?:born|due|graduat\w*|married|wedding)\b",
+    re.IGNORECASE,
+)
+# A correction of the date just said: "no wait", "scratch that", "I mean", "actually", "no she says".
+_CORRECTION = re.compile(
+    r"\b(?:no\s+wait|wait\s+no|scratch\s+that|i\s+mean|i\s+meant|make\s+(?:that|it)|or\s+rather|correction|actually"
+    r"|no\s+(?:she|he|they|my\s+\w+)\s+says?)\b",
+    re.IGNORECASE,
+)
+_COUNTED = re.compile(r"\b(?:times?|twice|once|again|so\s+far)\s+$", re.IGNORECASE)
 _SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
             "otoño": 9, "winter": 12, "invierno": 12}  # fmt: skip
 _SEASON = re.compile(
@@ -173,6 +194,11 @@ _SEASON = re.compile(
         este|esta|pr[oó]xim[oa])
     \s+(?:(?P<sub>early|mid|late|next)[\s-]+)?(?P<season>spring|summer|fall|autumn|winter|primavera|verano|
         oto[nñ]o|invierno)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BARE_AFTER = re.compile(
+    rf"""^\W*(?:(?:she|he|they|we|it|more\s+like|maybe|probably|prob)\s+(?:says?\s+|said\s+|thinks?\s+)?)?
+    (?P<word>spring|summer|fall|autumn|winter|{_MONTH_NAMES})\b(?!\s*\d)""",
     re.IGNORECASE | re.VERBOSE,
 )
 _YEAR_END = re.compile(
@@ -313,7 +339,7 @@ def _spans(text: str, today: date) -> list[tuple[str, Timeline]]:
 # Cheap gates over the lowercased text: each reader runs only when its words can be there.
 _GATE_UNITS = re.compile(r"d[ií]a|day|week|wk|semana|mo|mth|mnth|mes|year|yr|a[nñ]o|hour|hr|hora")
 _GATE_MONTHS = re.compile(r"jan|ene|feb|mar|apr|abr|may|jun|jul|aug|ago|sep|set|oct|nov|dec|dic")
-_GATE_DATE = re.compile(r"\d")
+_GATE_DATE = re.compile(r"\d|(?:fif|six|seven|eigh|nin|ten|eleven|twelf|teen|tie)th|twenty|thirty")
 _GATE_SEASONS = re.compile(r"spring|summer|fall|autumn|winter|primavera|verano|oto|invierno")
 _GATE_YEAR = re.compile(r"year|yr|eoy|holiday|christmas|xmas|thanksgiving|a[nñ]o|navidad|fiestas")
 _GATE_MONTH_WORD = re.compile(r"month|mes")
@@ -448,6 +474,15 @@ def _day_of_month(day: int, today: date) -> date:
     return today  # unreachable: every day 1-31 occurs within 13 months
 
 
+def _day_in_month(month: int, day: int, today: date) -> date:
+    """That day of that month, this year or, when already past, next year ("the thirtieth of june")."""
+    for year in (today.year, today.year + 1):
+        candidate = date(year, month, min(day, calendar.monthrange(year, month)[1]))
+        if candidate >= today:
+            return candidate
+    return today  # unreachable: next year's is always ahead
+
+
 def _explicit_date(fragment: str, received_at: datetime) -> date | None:
     import dateparser  # lazy: a slow import, needed only for explicit dates
 
@@ -461,7 +496,28 @@ def _explicit_date(fragment: str, received_at: datetime) -> date | None:
 
 
 def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
-    """Every (rule id, bucket) the calendar rules read in `text`, relative to `received_at`'s own date."""
+    """Every (rule id, bucket) the calendar rules read in `text`, relative to `received_at`'s own date.
+
+    A corrected date ("spring, no wait, summer", "by March, actually make that April", "she says spring... no
+    she says summer") is read after the last correction alone when that part names a date; a season or a month
+    said bare right after the correction counts as that season or month."""
+    found = _parse(text, received_at)
+    if found:
+        last = max(_CORRECTION.finditer(text), key=lambda m: m.start(), default=None)
+        if last is not None:
+            tail = text[last.end() :]
+            bare = _BARE_AFTER.match(tail)
+            if bare is not None:
+                word = bare.start("word")
+                season = bare.group("word").lower() in _SEASONS
+                tail = f"{tail[:word]}{'in the' if season else 'in'} {tail[word:]}"
+            corrected = _parse(tail, received_at)
+            if corrected:
+                return corrected
+    return found
+
+
+def _parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
     lower = text.lower()
     today = received_at.date()
     found: list[tuple[str, Timeline]] = []
@@ -482,7 +538,14 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
                 continue
             if (match.group().endswith("/10") or dom) and _NOT_DATE_BEFORE.search(text, before, match.start()):
                 continue
-            target = _day_of_month(int(dom), today) if dom else _explicit_date(match.group(), received_at)
+            if _EVENT_BEFORE.search(text, before, match.start()) and not _TIED.search(text):
+                continue  # "the baby is due March 3rd": the family's date, not the move
+            named = match.group("domw_month")
+            target: date | None
+            if dom and named:  # "the fifteenth of june": that day of that month
+                target = _day_in_month(_MONTHS[named.lower()], int(dom), today)
+            else:
+                target = _day_of_month(int(dom), today) if dom else _explicit_date(match.group(), received_at)
             if target is not None and target >= today:
                 found.append(("timeline-date", bucket((target - today).days)))
         for match in dates:  # "March 15" is a date, not also "March"
@@ -492,6 +555,8 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
             before = max(0, match.start() - 24)
             if _DOM_PAST.search(masked, before, match.start() + 1) or _NEG_BEFORE.search(masked, before, match.start()):
                 continue  # "my mother passed in January", "not in March"
+            if _EVENT_BEFORE.search(masked, before, match.start()) and not _TIED.search(text):
+                continue  # "baby is due in May ... not rushing anything"
             month = _MONTHS[match.group("month").lower()]
             target = _month_target(month, match.group("sub") or match.group("mod"), today)
             found.append(("timeline-month", bucket((target - today).days)))
@@ -501,6 +566,8 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
             found.append(("timeline-month", bucket((target - today).days)))
     if _GATE_SEASONS.search(lower):
         for match in _SEASON.finditer(text):
+            if _COUNTED.search(text, max(0, match.start() - 16), match.start()):
+                continue  # "third time this spring": when something happened, not the plan
             first = _SEASONS[match.group("season").lower().replace("otono", "otoño")]
             target = _season_target(first, match.group("mod"), match.group("sub") or "", today)
             if target is not None:
