@@ -19,9 +19,12 @@ from __future__ import annotations
 import re
 import re._constants as _sre  # type: ignore[import-not-found]  # private, no stubs: see the module docstring
 import re._parser as _sre_parse  # type: ignore[import-not-found]  # the regex parse tree, read only here
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
-__all__ = ["DIGIT", "PieceFinder", "screen", "screens"]
+T = TypeVar("T")
+
+__all__ = ["DIGIT", "PieceFinder", "ScreenedList", "screen", "screens"]
 
 DIGIT = "\\d"
 
@@ -107,6 +110,44 @@ def screens(pattern: str) -> tuple[frozenset[str], ...]:
     except Exception:  # as above: no screen, the pattern always runs
         return ()
     return tuple(sorted(set(found), key=_selectivity, reverse=True)[:3])
+
+
+class ScreenedList(Generic[T]):
+    """Items (patterns) with their screens, filed under the pieces of their first screen: `viable` gives, in
+    order, the items whose every screen the reply's pieces meet without testing the others."""
+
+    def __init__(self, items: Sequence[tuple[T, tuple[frozenset[str], ...]]]) -> None:
+        by_piece: dict[str, list[int]] = {}
+        always: list[int] = []
+        for position, (_, item_screens) in enumerate(items):
+            if not item_screens:
+                always.append(position)
+            for piece in item_screens[0] if item_screens else ():
+                by_piece.setdefault(piece, []).append(position)
+        self._items = tuple((item, tuple(item_screens[1:])) for item, item_screens in items)
+        self._by_piece = {piece: tuple(positions) for piece, positions in by_piece.items()}
+        self._pieces = frozenset(by_piece)
+        self._always = tuple(always)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def viable(self, present: set[str]) -> list[T]:
+        """The items, in order, whose every screen holds a piece of `present`."""
+        found = set(self._always)
+        by_piece = self._by_piece
+        for piece in self._pieces.intersection(present):
+            found.update(by_piece[piece])
+        viable = []
+        items = self._items
+        for position in sorted(found):
+            item, rest = items[position]
+            for pieces in rest:
+                if pieces.isdisjoint(present):
+                    break
+            else:
+                viable.append(item)
+        return viable
 
 
 class PieceFinder:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from service.errors import PolicyError
 from service.policy.files import Examples, PolicyFileModel, expand_defines
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, Timeline
-from service.replies.prescreen import screen, screens
+from service.replies.prescreen import ScreenedList, screen, screens
 from service.replies.scopes import Scope
 
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {
@@ -100,6 +100,7 @@ class CompiledRule:
     # The ignore patterns one by one, each with its pre-screen: only those whose pieces the reply has run.
     ignores: tuple[tuple[re.Pattern[str], tuple[frozenset[str], ...]], ...] = ()
     unless_ids: tuple[str, ...] = ()
+    ignore_list: ScreenedList[re.Pattern[str]] = ScreenedList(())  # `ignores` filed by their screens' pieces
     scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
@@ -134,12 +135,8 @@ class CompiledRule:
             else:
                 return False, None
         blanked = text
-        for ignore, ignore_screens in self.ignores:
-            for pieces in ignore_screens:
-                if pieces.isdisjoint(present):
-                    break
-            else:
-                blanked = ignore.sub(blank, blanked)
+        for ignore in self.ignore_list.viable(present):
+            blanked = ignore.sub(blank, blanked)
         if self.extract is None and blanked == text:
             return True, None  # nothing set aside: the match found above stands
         text = blanked
@@ -158,8 +155,13 @@ class CompiledRule:
         """The first match of `pattern` that none of the rule's scopes covers."""
         if not self.scopes:
             return pattern.search(text)
+        scopes = self.scopes
         for found in pattern.finditer(text):
-            if not any(scope.covers(text, found.start(), found.end()) for scope in self.scopes):
+            start, end = found.span()
+            for scope in scopes:
+                if scope.covers(text, start, end):
+                    break
+            else:
                 return found
         return None
 
@@ -242,4 +244,5 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         must_not_match=tuple(spec.examples.must_not_match),
         unless_ids=tuple(spec.unless),
         ignores=ignores,
+        ignore_list=ScreenedList(ignores),
     )

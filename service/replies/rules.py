@@ -47,7 +47,7 @@ from service.errors import PolicyError
 from service.policy.files import display_path, read_policy_files
 from service.replies import timeline as _timeline
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
-from service.replies.prescreen import PieceFinder
+from service.replies.prescreen import PieceFinder, ScreenedList
 from service.replies.rule import (
     CompiledRule,
     InboundRuleFile,
@@ -179,9 +179,10 @@ class RuleSet:
         self._yielding = any(r.yields_to for r in rules)
         # What the rules of a field set aside as another sense ("injury settlement", "the store is closing"):
         # a hint standing in for that field does not fire on those spans either (the rules looked and said no).
-        self._ignored: dict[str, list[tuple[re.Pattern[str], tuple[frozenset[str], ...]]]] = {}
+        ignored: dict[str, list[tuple[re.Pattern[str], tuple[frozenset[str], ...]]]] = {}
         for rule in self._rules:
-            self._ignored.setdefault(rule.field, []).extend(rule.ignores)
+            ignored.setdefault(rule.field, []).extend(rule.ignores)
+        self._ignored = {name: ScreenedList(items) for name, items in ignored.items()}
         pieces: set[str] = set()
         for rule in rules:
             pieces |= rule.screen or set()
@@ -332,9 +333,9 @@ class RuleSet:
             if candidates is not None and not hint.match_viable(text, present, candidates)[0]:
                 continue
             read = text
-            for pattern, pattern_screen in self._ignored.get(name, ()):
-                if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
-                    read = pattern.sub(blank, read)
+            ignored = self._ignored.get(name)
+            for pattern in ignored.viable(present) if ignored is not None else ():
+                read = pattern.sub(blank, read)
             if read is text or candidates is None or hint.match_viable(read, present, candidates)[0]:
                 unsure.append(kind)
         return sorted(set(unsure), key=list(Unsure).index)
