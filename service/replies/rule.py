@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as default
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -100,7 +101,8 @@ class CompiledRule:
     # The ignore patterns one by one, each with its pre-screen: only those whose pieces the reply has run.
     ignores: tuple[tuple[re.Pattern[str], tuple[frozenset[str], ...]], ...] = ()
     unless_ids: tuple[str, ...] = ()
-    ignore_list: ScreenedList[re.Pattern[str]] = ScreenedList(())  # `ignores` filed by their screens' pieces
+    # `ignores` filed by their screens' pieces (compile_rule builds it).
+    ignore_list: ScreenedList[re.Pattern[str]] = default(default_factory=lambda: ScreenedList(()))
     scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
