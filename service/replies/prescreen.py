@@ -19,9 +19,12 @@ from __future__ import annotations
 import re
 import re._constants as _sre  # type: ignore[import-not-found]  # private, no stubs: see the module docstring
 import re._parser as _sre_parse  # type: ignore[import-not-found]  # the regex parse tree, read only here
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
-__all__ = ["DIGIT", "PieceFinder", "screen", "screens"]
+T = TypeVar("T")
+
+__all__ = ["DIGIT", "PieceFinder", "ScreenedList", "Searcher", "screen", "screens"]
 
 DIGIT = "\\d"
 
@@ -109,6 +112,44 @@ def screens(pattern: str) -> tuple[frozenset[str], ...]:
     return tuple(sorted(set(found), key=_selectivity, reverse=True)[:3])
 
 
+class ScreenedList(Generic[T]):
+    """Items (patterns) with their screens, filed under the pieces of their first screen: `viable` gives, in
+    order, the items whose every screen the reply's pieces meet without testing the others."""
+
+    def __init__(self, items: Sequence[tuple[T, tuple[frozenset[str], ...]]]) -> None:
+        by_piece: dict[str, list[int]] = {}
+        always: list[int] = []
+        for position, (_, item_screens) in enumerate(items):
+            if not item_screens:
+                always.append(position)
+            for piece in item_screens[0] if item_screens else ():
+                by_piece.setdefault(piece, []).append(position)
+        self._items = tuple((item, tuple(item_screens[1:])) for item, item_screens in items)
+        self._by_piece = {piece: tuple(positions) for piece, positions in by_piece.items()}
+        self._pieces = frozenset(by_piece)
+        self._always = tuple(always)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def viable(self, present: set[str]) -> list[T]:
+        """The items, in order, whose every screen holds a piece of `present`."""
+        found = set(self._always)
+        by_piece = self._by_piece
+        for piece in self._pieces.intersection(present):
+            found.update(by_piece[piece])
+        viable = []
+        items = self._items
+        for position in sorted(found):
+            item, rest = items[position]
+            for pieces in rest:
+                if pieces.isdisjoint(present):
+                    break
+            else:
+                viable.append(item)
+        return viable
+
+
 class PieceFinder:
     """Finds, in one pass over the lowercased reply, every screen piece it contains.
 
@@ -153,3 +194,90 @@ def _trie_regex(words: list[str]) -> str:
         return f"(?:{inner})?" if "" in node else inner
 
     return emit(root)
+
+
+# --------------------------------------------------------------------------------------------- fast search
+def _heads(seq: Any) -> list[tuple[bool, str]] | None:
+    """Every way a match of the parsed sequence can begin, as (a word boundary is required there, the literal
+    text that follows): None when some way begins with anything but literal text (a class, a repeat...).
+    Zero-width assertions other than \\b are left out, which only lets more positions through."""
+    boundary = False
+    prefix: list[str] = []
+    for op, arg in seq:
+        if op is _sre.LITERAL:
+            prefix.append(chr(arg))
+            continue
+        if prefix:
+            break
+        if op is _sre.AT:
+            boundary = boundary or arg is _sre.AT_BOUNDARY
+            continue
+        if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            continue
+        if op is _sre.SUBPATTERN and not arg[1] and not arg[2]:  # a group without local flags
+            inner = _heads(arg[-1])
+        elif op is _sre.BRANCH:
+            inner = []
+            for alternative in arg[1]:
+                heads = _heads(alternative)
+                if heads is None:
+                    return None
+                inner.extend(heads)
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            inner = _heads(arg[2])
+        else:
+            return None
+        if inner is None:
+            return None
+        return [(boundary or inner_boundary, text) for inner_boundary, text in inner]
+    return [(boundary, "".join(prefix))] if prefix else None
+
+
+class Searcher:
+    """`search` and `finditer` of one compiled regex, with the same results, that only try the positions where
+    a match can begin: when every way the regex can begin is literal text of 2 characters or more (optionally
+    after \\b), a lookahead over those beginnings finds the positions in one pass and the regex is matched
+    there alone. Regexes that try many alternatives at every position (the scopes' negations) then cost a
+    fraction; any other regex is searched as it is."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self._starts: re.Pattern[str] | None = None
+        if pattern.flags != re.IGNORECASE | re.UNICODE:
+            return
+        try:
+            heads = _heads(_sre_parse.parse(pattern.pattern, re.IGNORECASE))
+        except Exception:  # an optimisation only: without it, the plain search
+            return
+        if not heads or any(len(text) < 2 for _, text in heads):
+            return
+        alternatives = sorted({("\\b" if boundary else "") + re.escape(text) for boundary, text in heads})
+        self._starts = re.compile("(?=" + "|".join(alternatives) + ")", re.IGNORECASE)
+
+    def search(self, text: str, pos: int = 0, endpos: int | None = None) -> re.Match[str] | None:
+        end = len(text) if endpos is None else endpos
+        if self._starts is None:
+            return self.pattern.search(text, pos, end)
+        match = self.pattern.match
+        for start in self._starts.finditer(text, pos, end):
+            found = match(text, start.start(), end)
+            if found is not None:
+                return found
+        return None
+
+    def finditer(self, text: str, pos: int = 0, endpos: int | None = None) -> Iterator[re.Match[str]]:
+        end = len(text) if endpos is None else endpos
+        if self._starts is None:
+            yield from self.pattern.finditer(text, pos, end)
+            return
+        match, starts = self.pattern.match, self._starts
+        while pos <= end:
+            start = starts.search(text, pos, end)
+            if start is None:
+                return
+            found = match(text, start.start(), end)
+            if found is None:
+                pos = start.start() + 1
+                continue
+            yield found
+            pos = found.end()  # never empty: every match begins with literal text

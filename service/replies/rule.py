@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from service.errors import PolicyError
 from service.policy.files import Examples, PolicyFileModel, expand_defines
 from service.replies.analysis import FieldName, HandoffReason, Keyword, LoanType, Timeline
-from service.replies.prescreen import screen, screens
+from service.replies.prescreen import ScreenedList, screen, screens
 from service.replies.scopes import Scope
 
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {
@@ -101,14 +101,9 @@ class CompiledRule:
     # The ignore patterns one by one, each with its pre-screen: only those whose pieces the reply has run.
     ignores: tuple[tuple[re.Pattern[str], tuple[frozenset[str], ...]], ...] = ()
     unless_ids: tuple[str, ...] = ()
+    # `ignores` filed by their screens' pieces (compile_rule builds it).
+    ignore_list: ScreenedList[re.Pattern[str]] = default(default_factory=lambda: ScreenedList(()))
     scopes: tuple[Scope, ...] = ()  # resolved from unless_ids by the rule set (service.replies.scopes)
-    # An index of the patterns by a piece of their first (most selective) screen, so a reply only visits the
-    # patterns it can match: piece -> pattern positions; `unscreened` run always.
-    by_piece: dict[str, tuple[int, ...]] = default(default_factory=dict)
-    first_pieces: frozenset[str] = frozenset()
-    unscreened: tuple[int, ...] = ()
-    ignore_screens: tuple[tuple[frozenset[str], ...], ...] = ()
-    ignore_index: tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]] = ({}, frozenset(), ())
 
     """One inbound rule, compiled: what it sets, its regexes and their pre-screens, its examples."""
 
@@ -123,17 +118,17 @@ class CompiledRule:
         return self.match_screened(text, present)
 
     def match_screened(self, text: str, present: set[str]) -> tuple[bool, tuple[int, int] | None]:
-        """`match` after the whole-message and rule-level screen checks (the hot path calls this directly)."""
-        plain = self.extract is None and not self.ignores and not self.scopes
-        candidates = []
-        for index in self.viable(present):
-            pattern = self.ordered[index]
-            if plain:  # nothing to blank or extract: the first pattern that matches settles it
+        """`match` after the whole-message and rule-level screen checks."""
+        return self.match_viable(text, present, [self.ordered[index] for index in self.viable(present)])
+
+    def match_viable(self, text: str, present: set[str], candidates: Sequence[re.Pattern[str]]) -> (
+            tuple[bool, tuple[int, int] | None]):
+        """`match` over `candidates`, the rule's patterns (in file order) whose screens the reply meets: the
+        rule set's hot path finds them for every rule at once (service.replies.ruleindex)."""
+        if self.extract is None and not self.ignores and not self.scopes:
+            for pattern in candidates:  # nothing to blank or extract: the first pattern that matches settles it
                 if pattern.search(text) is not None:
                     return True, None
-                continue
-            candidates.append(pattern)
-        if plain:
             return False, None
         if self.extract is None:
             for pattern in candidates:
@@ -142,8 +137,8 @@ class CompiledRule:
             else:
                 return False, None
         blanked = text
-        for index in _viable(self.ignore_index, self.ignore_screens, present):
-            blanked = self.ignores[index][0].sub(blank, blanked)
+        for ignore in self.ignore_list.viable(present):
+            blanked = ignore.sub(blank, blanked)
         if self.extract is None and blanked == text:
             return True, None  # nothing set aside: the match found above stands
         text = blanked
@@ -155,54 +150,22 @@ class CompiledRule:
 
     def viable(self, present: set[str]) -> list[int]:
         """The positions, in file order, of the patterns whose every screen the reply meets."""
-        return _viable((self.by_piece, self.first_pieces, self.unscreened), self.screens, present)
+        return [index for index, pattern_screens in enumerate(self.screens)
+                if all(not pieces.isdisjoint(present) for pieces in pattern_screens)]
 
     def _search(self, pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
         """The first match of `pattern` that none of the rule's scopes covers."""
         if not self.scopes:
             return pattern.search(text)
+        scopes = self.scopes
         for found in pattern.finditer(text):
-            if not any(scope.covers(text, found.start(), found.end()) for scope in self.scopes):
+            start, end = found.span()
+            for scope in scopes:
+                if scope.covers(text, start, end):
+                    break
+            else:
                 return found
         return None
-
-
-def _viable(index: tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]],
-            pattern_screens: Sequence[tuple[frozenset[str], ...]], present: set[str]) -> list[int]:
-    """The positions, in order, of the patterns whose every screen the reply meets, found through the index of
-    their first screen (`_piece_index`)."""
-    by_piece, first_pieces, unscreened = index
-    found = set(unscreened)
-    for piece in first_pieces.intersection(present):
-        found.update(by_piece[piece])
-    viable = []
-    for position in sorted(found):
-        for pieces in pattern_screens[position][1:]:
-            if pieces.isdisjoint(present):
-                break
-        else:
-            viable.append(position)
-    return viable
-
-
-def _ignore_index(pattern_screens: tuple[tuple[frozenset[str], ...], ...]) -> (
-        tuple[dict[str, tuple[int, ...]], frozenset[str], tuple[int, ...]]):
-    index = _piece_index(pattern_screens)
-    return index["by_piece"], index["first_pieces"], index["unscreened"]
-
-
-def _piece_index(pattern_screens: tuple[tuple[frozenset[str], ...], ...]) -> dict[str, Any]:
-    """CompiledRule's index of its patterns by the pieces of their first screen."""
-    by_piece: dict[str, list[int]] = {}
-    unscreened: list[int] = []
-    for index, pattern_screen in enumerate(pattern_screens):
-        if not pattern_screen:
-            unscreened.append(index)
-            continue
-        for piece in pattern_screen[0]:
-            by_piece.setdefault(piece, []).append(index)
-    return {"by_piece": {k: tuple(v) for k, v in by_piece.items()}, "first_pieces": frozenset(by_piece),
-            "unscreened": tuple(unscreened)}
 
 
 def _expand(display: str, where: str, pattern: str, define: dict[str, str]) -> str:
@@ -283,7 +246,5 @@ def compile_rule(display: str, spec: InboundRuleFile) -> CompiledRule:
         must_not_match=tuple(spec.examples.must_not_match),
         unless_ids=tuple(spec.unless),
         ignores=ignores,
-        **_piece_index(tuple(screens(p) for p in expanded)),
-        ignore_screens=tuple(pattern_screen for _, pattern_screen in ignores),
-        ignore_index=_ignore_index(tuple(pattern_screen for _, pattern_screen in ignores)),
+        ignore_list=ScreenedList(ignores),
     )

@@ -47,7 +47,7 @@ from service.errors import PolicyError
 from service.policy.files import display_path, read_policy_files
 from service.replies import timeline as _timeline
 from service.replies.analysis import HandoffReason, Keyword, LoanType, ReplyAnalysis, Source, Timeline, Unsure
-from service.replies.prescreen import PieceFinder
+from service.replies.prescreen import PieceFinder, ScreenedList
 from service.replies.rule import (
     CompiledRule,
     InboundRuleFile,
@@ -56,6 +56,7 @@ from service.replies.rule import (
     normalize,
     whole_message_key,
 )
+from service.replies.ruleindex import RuleIndex
 from service.replies.scopes import Scope, load_scopes
 from service.replies.spelling import Speller, load_speller
 
@@ -178,9 +179,10 @@ class RuleSet:
         self._yielding = any(r.yields_to for r in rules)
         # What the rules of a field set aside as another sense ("injury settlement", "the store is closing"):
         # a hint standing in for that field does not fire on those spans either (the rules looked and said no).
-        self._ignored: dict[str, list[tuple[re.Pattern[str], tuple[frozenset[str], ...]]]] = {}
+        ignored: dict[str, list[tuple[re.Pattern[str], tuple[frozenset[str], ...]]]] = {}
         for rule in self._rules:
-            self._ignored.setdefault(rule.field, []).extend(rule.ignores)
+            ignored.setdefault(rule.field, []).extend(rule.ignores)
+        self._ignored = {name: ScreenedList(items) for name, items in ignored.items()}
         pieces: set[str] = set()
         for rule in rules:
             pieces |= rule.screen or set()
@@ -188,6 +190,8 @@ class RuleSet:
                 for piece_set in screen:
                     pieces |= piece_set
         self._pieces = PieceFinder(pieces)
+        self._index = RuleIndex(self._rules)
+        self._hint_index = RuleIndex(self._hints)
 
     def _views(self, text: str) -> tuple[str, set[str]]:
         """The whole-message key and the screen pieces present in the (normalized) reply."""
@@ -210,14 +214,13 @@ class RuleSet:
         key, present = self._views(text)
         out = _Outcome(views=(key, present))
         window_span: tuple[int, int] | None = None
-        for rule in self._rules:
-            if key in rule.whole:
+        rules = self._rules
+        for position, candidates in self._index.candidates(key, present):
+            rule = rules[position]
+            if candidates is None:  # the whole message is one of its words
                 out.fired.append(rule)
                 continue
-            screen = rule.screen
-            if rule.pattern is None or (screen is not None and screen.isdisjoint(present)):
-                continue
-            hit, span = rule.match_screened(text, present)
+            hit, span = rule.match_viable(text, present, candidates)
             if hit:
                 out.fired.append(rule)
                 if span is not None and window_span is None:
@@ -276,56 +279,64 @@ class RuleSet:
         timeline = single("timeline", Timeline.UNKNOWN)
         applied = single("applied_elsewhere", None)
         reasons = values.get("handoff_reasons", set())
-        analysis = ReplyAnalysis(
-            keyword=keyword,
-            loan_type=loan_type,
-            timeline=timeline,
-            applied_elsewhere=applied,
-            wrong_number=True in values.get("wrong_number", set()),
-            not_interested=True in values.get("not_interested", set()),
-            handoff_reasons=[r for r in _HANDOFF_ORDER if r in reasons],
-            callback_window=out.window,
-            source=Source.RULES,
-            rules_fired=[r.id for r in out.fired] + [rid for rid, _ in out.timeline_builtin],
-        )
-        analysis.unsure = self._unsure(norm, analysis, out, conflicts)
-        analysis.needs_llm = bool(analysis.unsure)
-        return analysis
+        fields = {
+            "keyword": keyword,
+            "loan_type": loan_type,
+            "timeline": timeline,
+            "applied_elsewhere": applied,
+            "wrong_number": True in values.get("wrong_number", ()),
+            "not_interested": True in values.get("not_interested", ()),
+            "handoff_reasons": [r for r in _HANDOFF_ORDER if r in reasons],
+            "callback_window": out.window,
+            "source": Source.RULES,
+            "rules_fired": [r.id for r in out.fired] + [rid for rid, _ in out.timeline_builtin],
+        }
+        unsure = self._unsure(norm, fields, out, conflicts)
+        # Every value is already of its field's type (the rules' values are the enums, checked at load), so
+        # the model is built without validating it again: the same model, ~4 µs less a reply.
+        return ReplyAnalysis.model_construct(**fields, unsure=unsure, needs_llm=bool(unsure))
 
-    def _unsure(self, text: str, analysis: ReplyAnalysis, out: _Outcome, conflicts: list[str]) -> list[Unsure]:
-        """What the rules could not settle; ``needs_llm`` is whether this is non-empty."""
-        if analysis.keyword is not None:
+    def _unsure(self, text: str, fields: dict[str, Any], out: _Outcome, conflicts: list[str]) -> list[Unsure]:
+        """What the rules could not settle (`fields`: the analysis so far); ``needs_llm`` is whether this is
+        non-empty."""
+        if fields["keyword"] is not None:
             return []
         if any(r.field == "needs_llm" for r in out.fired):  # trivial acknowledgement
             return []
         unsure = [Unsure(name) for name in conflicts]
-        if not conflicts and (analysis.wrong_number or analysis.not_interested):
+        if not conflicts and (fields["wrong_number"] or fields["not_interested"]):
             return []
-        if not analysis.rules_fired and text.strip():
+        if not fields["rules_fired"] and text.strip():
             unsure.append(Unsure.CONTENT)
         unsettled = {
-            "loan_type": analysis.loan_type is LoanType.UNKNOWN,
-            "timeline": analysis.timeline is Timeline.UNKNOWN,
-            "applied_elsewhere": analysis.applied_elsewhere is None,
-            "handoff_reasons": not analysis.handoff_reasons,
-            "callback_window": analysis.callback_window is None,
+            "loan_type": fields["loan_type"] is LoanType.UNKNOWN,
+            "timeline": fields["timeline"] is Timeline.UNKNOWN,
+            "applied_elsewhere": fields["applied_elsewhere"] is None,
+            "handoff_reasons": not fields["handoff_reasons"],
+            "callback_window": fields["callback_window"] is None,
             "keyword": True,
         }
-        for hint in self._hints:
+        hints: dict[int, list[re.Pattern[str]] | None] | None = None
+        for position, hint in enumerate(self._hints):
             name = hint.unless_settled
             if name is None or not unsettled[name]:
                 continue
             kind = _HINT_UNSURE.get(name, Unsure.CONTENT)
             if kind in unsure:
                 continue
-            if not hint.match(text, *out.views)[0]:
+            if hints is None:
+                hints = dict(self._hint_index.candidates(*out.views))
+            if position not in hints:
                 continue
+            candidates = hints[position]
             present = out.views[1]
+            if candidates is not None and not hint.match_viable(text, present, candidates)[0]:
+                continue
             read = text
-            for pattern, pattern_screen in self._ignored.get(name, ()):
-                if all(not pieces.isdisjoint(present) for pieces in pattern_screen):
-                    read = pattern.sub(blank, read)
-            if read is text or hint.match(read, *out.views)[0]:
+            ignored = self._ignored.get(name)
+            for pattern in ignored.viable(present) if ignored is not None else ():
+                read = pattern.sub(blank, read)
+            if read is text or candidates is None or hint.match_viable(read, present, candidates)[0]:
                 unsure.append(kind)
         return sorted(set(unsure), key=list(Unsure).index)
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from service.errors import PolicyError
 from service.policy.files import PolicyFile, PolicyFileModel, display_path, expand_defines, read_policy_files
-from service.replies.prescreen import DIGIT, screen
+from service.replies.prescreen import DIGIT, Searcher, screen
 
 __all__ = ["Scope", "ScopeFile", "load_scopes"]
 
@@ -107,6 +107,17 @@ class Scope:
     screens: dict[str, frozenset[str] | None] = field(default_factory=dict)
     # unless_in: message is the same for every match of one reply: remembered per reply text (a pure memo).
     _memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    # `screens` as one regex each (the pieces as literal alternatives): one search instead of a test per piece.
+    _finders: dict[str, re.Pattern[str] | None] = field(init=False, compare=False, repr=False)
+    # The regexes searched through `Searcher` (same matches, only where a match can begin).
+    _searchers: dict[str, Searcher] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        finders = {name: _finder(pieces) for name, pieces in self.screens.items()}
+        object.__setattr__(self, "_finders", finders)
+        searchers = {name: Searcher(pattern) for name in ("before", "clause", "phrase", "unless")
+                     if (pattern := getattr(self, name)) is not None}
+        object.__setattr__(self, "_searchers", searchers)
 
     def covers(self, text: str, start: int, end: int) -> bool:
         """Whether this scope applies to the match text[start:end]."""
@@ -123,33 +134,33 @@ class Scope:
         if self.unless is None:
             return True
         if not self.unless_message:
-            return self.unless.search(text[left:right]) is None
+            return self._searchers["unless"].search(text[left:right]) is None
         asked = self._memo.get(text)
         if asked is None:
             if len(self._memo) > _MEMO_LIMIT:
                 self._memo.clear()
-            asked = self._memo[text] = self.unless.search(text) is not None
+            asked = self._memo[text] = self._searchers["unless"].search(text) is not None
         return not asked
 
     def _hit(self, text: str, start: int, end: int, left: int, right: int) -> bool:
         """Whether before, after, phrase or clause finds its words around the match (before the exceptions)."""
         lower = text[max(0, min(left, start - _PHRASE_REACH)) : max(right, end + _PHRASE_REACH)].lower()
         if self.before is not None and self._may("before", lower) and (
-                self.before.search(text, max(left, start - _BEFORE_REACH), start) is not None):
+                self._searchers["before"].search(text, max(left, start - _BEFORE_REACH), start) is not None):
             return True
         if self.after is not None and self._may("after", lower) and self.after.match(text, end, right) is not None:
             return True
         if self.phrase is not None and self._may("phrase", lower):
-            for found in self.phrase.finditer(text, max(0, start - _PHRASE_REACH), end + _PHRASE_REACH):
+            for found in self._searchers["phrase"].finditer(text, max(0, start - _PHRASE_REACH), end + _PHRASE_REACH):
                 if found.start() <= start and end <= found.end():
                     return True
         return self.clause is not None and self._may("clause", lower) and (
-            self.clause.search(text, left, right) is not None)
+            self._searchers["clause"].search(text, left, right) is not None)
 
     def _may(self, name: str, lower: str) -> bool:
         """Whether the text around the match holds a piece the regex needs (True when it needs none known)."""
-        pieces = self.screens.get(name)
-        return pieces is None or any(piece in lower for piece in pieces)
+        finder = self._finders.get(name)
+        return finder is None or finder.search(lower) is not None
 
     def example_findings(self) -> list[str]:
         findings: list[str] = []
@@ -214,6 +225,15 @@ def load_scopes(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyErr
             screens={name: _screen(getattr(spec, name), spec.define) for name in ("before", "after", "phrase", "clause")},
         )
     return scopes
+
+
+def _finder(pieces: frozenset[str] | None) -> re.Pattern[str] | None:
+    """A regex that finds any of `pieces` as plain text (case-sensitive, like `in`); None for no screen."""
+    if pieces is None:
+        return None
+    if not pieces:
+        return re.compile("(?!)")  # no piece can be present: `any` over none is False
+    return re.compile("|".join(re.escape(piece) for piece in sorted(pieces, key=len, reverse=True)))
 
 
 def _screen(pattern: str | None, define: dict[str, str]) -> frozenset[str] | None:

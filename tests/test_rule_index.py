@@ -1,0 +1,83 @@
+"""The rule index, the screened lists and the Searcher only skip work: every answer is the one a plain run gives."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from service.replies.prescreen import ScreenedList, Searcher, screens
+from service.replies.rules import RuleSet, load_rules
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+AT = datetime(2025, 11, 14, 15, 30, tzinfo=UTC)
+_REPLIES = [json.loads(line)["text"] for line in (Path(__file__).resolve().parents[1] / "evals" / "replies.jsonl")
+            .read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    """The shipped rule set."""
+    return load_rules(POLICIES)
+
+
+@pytest.fixture(scope="module")
+def unscreened(rules: RuleSet) -> RuleSet:
+    """The same rules with every pre-screen switched off: each pattern and each ignore runs on every reply."""
+    def plain(rule):  # type: ignore[no-untyped-def]
+        ignores = tuple((pattern, ()) for pattern, _ in rule.ignores)
+        return dataclasses.replace(rule, screen=None, screens=tuple(() for _ in rule.ordered), ignores=ignores,
+                                   ignore_list=ScreenedList(ignores))
+    return RuleSet(version=rules.version, files=rules.files, rules=[plain(r) for r in rules._rules + rules._hints],
+                   policies_dir=POLICIES, speller=rules.speller, scopes=rules.scopes)
+
+
+@pytest.mark.parametrize("chunk", range(8))
+def test_analyze_index_matches_unscreened_run_on_eval_replies(rules: RuleSet, unscreened: RuleSet, chunk: int) -> None:
+    for text in _REPLIES[chunk::8]:
+        assert rules.analyze(text, AT) == unscreened.analyze(text, AT), text
+
+
+def test_analyze_index_matches_unscreened_run_on_policy_examples(rules: RuleSet, unscreened: RuleSet) -> None:
+    for _, _, text, _ in rules.examples():
+        assert rules.analyze(text, AT) == unscreened.analyze(text, AT), text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        (r"\bno\b|n't", "we haven't locked, no"),
+        (r"(?<!\bca)n't\s+\w+", "can't stop, won't stop"),
+        (r"\b(?:lock|closing)\s+\w+", "Closing date, LOCK it"),
+        (r"stop\s*$", "stop stop"),
+        (r"ab", "ababab"),
+    ],
+)
+def test_searcher_finds_same_matches_as_regex(pattern: str, text: str) -> None:
+    compiled = re.compile(pattern, re.IGNORECASE)
+    searcher = Searcher(compiled)
+    assert searcher._starts is not None  # these all begin with literal text: the fast path runs
+    for lo in range(len(text) + 1):
+        for hi in range(lo, len(text) + 1):
+            plain, fast = compiled.search(text, lo, hi), searcher.search(text, lo, hi)
+            assert (plain and plain.span()) == (fast and fast.span())
+            assert [m.span() for m in compiled.finditer(text, lo, hi)] == [
+                m.span() for m in searcher.finditer(text, lo, hi)]
+
+
+@pytest.mark.parametrize("pattern", [r"\w+ing", r"a?bc", r"(?:x|)yz", r"[ab]cd", r"s"])
+def test_searcher_keeps_plain_search_without_literal_beginning(pattern: str) -> None:
+    assert Searcher(re.compile(pattern, re.IGNORECASE))._starts is None
+
+
+def test_screened_list_yields_items_whose_screens_all_meet_in_order() -> None:
+    items = [(name, screens(pattern)) for name, pattern in
+             [("a", r"\block\b.*\brate"), ("b", r"\brate"), ("c", r"\w+"), ("d", r"\bclose")]]
+    listed = ScreenedList(items)
+    assert listed.viable({"rate"}) == ["b", "c"]
+    assert listed.viable({"rate", "lock"}) == ["a", "b", "c"]
+    assert listed.viable(set()) == ["c"]
