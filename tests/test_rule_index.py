@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service.replies.analysis import ReplyAnalysis
 from service.replies.prescreen import ScreenedList, Searcher, screens
 from service.replies.rules import RuleSet, load_rules
 
@@ -55,6 +56,10 @@ def test_analyze_index_matches_unscreened_run_on_policy_examples(rules: RuleSet,
         (r"\b(?:lock|closing)\s+\w+", "Closing date, LOCK it"),
         (r"stop\s*$", "stop stop"),
         (r"ab", "ababab"),
+        (r"\bso\b|_x", "so_x so, _x x_x"),  # a word boundary next to "_" (a word character)
+        (r"\bsk\w+", "s\u212ay sky"),  # Kelvin sign: non-ASCII text takes the regex's own way, same answer
+        (r"\bno\b", "ñno no NO"),
+        (r"\bſo\b|\bnot", "so not"),  # a non-ASCII beginning ("ſ" matches "s"): never the str.find way
     ],
 )
 def test_searcher_finds_same_matches_as_regex(pattern: str, text: str) -> None:
@@ -67,6 +72,26 @@ def test_searcher_finds_same_matches_as_regex(pattern: str, text: str) -> None:
             assert (plain and plain.span()) == (fast and fast.span())
             assert [m.span() for m in compiled.finditer(text, lo, hi)] == [
                 m.span() for m in searcher.finditer(text, lo, hi)]
+
+
+def test_searcher_finds_starts_by_str_find_only_for_ascii_beginnings() -> None:
+    assert Searcher(re.compile(r"\bnot|n't", re.IGNORECASE))._positions("We haven't, NOT yet", 0, 19) == [7, 12]
+    assert Searcher(re.compile(r"\bnot|n't", re.IGNORECASE))._positions("caf\u00e9 not", 0, 8) is None
+    assert Searcher(re.compile(r"\bſo|\bnot", re.IGNORECASE))._positions("so not", 0, 6) is None
+
+
+def test_from_rules_builds_same_model_as_model_construct(rules: RuleSet) -> None:
+    """The rules' fast constructor gives what pydantic's model_construct gives: values, fields set, order."""
+    for text in ("refi in 3 months, can I lock?", "STOP", "ok", "buying a house, haven't applied"):
+        fast = rules.analyze(text, AT)
+        values = {name: getattr(fast, name) for name in fast.model_fields_set}
+        slow = ReplyAnalysis.model_construct(**values)
+        assert fast == slow
+        assert fast.model_fields_set == slow.model_fields_set
+        assert list(fast.__dict__) == list(slow.__dict__)
+        assert repr(fast) == repr(slow)
+        assert fast.model_dump_json() == slow.model_dump_json()
+        assert ReplyAnalysis.model_validate(fast.model_dump()) == fast
 
 
 @pytest.mark.parametrize("pattern", [r"\w+ing", r"a?bc", r"(?:x|)yz", r"[ab]cd", r"s"])

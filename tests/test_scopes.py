@@ -9,7 +9,7 @@ import pytest
 
 from service.errors import PolicyError
 from service.replies.rules import EXAMPLES_RECEIVED_AT, load_rules
-from service.replies.scopes import clause_bounds, load_scopes
+from service.replies.scopes import _BREAK, clause_bounds, load_scopes
 from tests.helpers import POLICIES
 
 
@@ -26,6 +26,27 @@ def test_clause_bounds_stop_at_sentence_breaks(text: str, word: str, clause: str
     start = text.index(word)
     left, right = clause_bounds(text, start, start + len(word))
     assert text[left:right].strip() == clause
+
+
+def _clause_bounds_by_scanning(text: str, start: int, end: int) -> tuple[int, int]:
+    """The definition: the last break in text[:start], the first break searched from `end`."""
+    left = 0
+    for found in _BREAK.finditer(text, 0, start):
+        left = found.end()
+    after = _BREAK.search(text, end)
+    right = after.start() if after is not None else len(text)
+    return left, (after.end() if after is not None and after.group() == "?" else right)
+
+
+@pytest.mark.parametrize("text", [
+    "nothing locked yet. closing friday", "andy so soon, pero y... but\nso", "so\nand", "sandy and so", "but", "y",
+    "pero? y", "a so b", "x.so", "we haven't locked, is that bad? and so y but", "Y AND So? PERO", "",
+])
+def test_clause_bounds_same_as_scanning_the_text_at_every_span(text: str) -> None:
+    """Breaks are found once per text and read by position: the same bounds as scanning the cut text."""
+    for start in range(len(text) + 1):
+        for end in range(start, len(text) + 1):
+            assert clause_bounds(text, start, end) == _clause_bounds_by_scanning(text, start, end), (start, end)
 
 
 def _rules_with(tmp_path: Path, unless: str) -> Path:

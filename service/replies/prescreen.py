@@ -253,14 +253,41 @@ class Searcher:
             return
         alternatives = sorted({("\\b" if boundary else "") + re.escape(text) for boundary, text in heads})
         self._starts = re.compile("(?=" + "|".join(alternatives) + ")", re.IGNORECASE)
+        # For ASCII text, the same positions by str.find over the lowercased text: a lookahead alternation tries
+        # every alternative at every position (~30 µs over 70 characters for the negations), str.find does
+        # not. Only when every beginning is ASCII: under IGNORECASE "ſ" matches "s" and "K" (Kelvin) "k".
+        if all(text.isascii() for _, text in heads):
+            self._ascii_heads = tuple(sorted({(boundary, text.lower()) for boundary, text in heads}))
+
+    _ascii_heads: tuple[tuple[bool, str], ...] = ()
+
+    def _positions(self, text: str, pos: int, end: int) -> list[int] | None:
+        """Where a match can begin in text[pos:end], in order; None when the regex must find them."""
+        if not self._ascii_heads or not text.isascii():
+            return None
+        lower = text.lower()
+        found = set()
+        for boundary, head in self._ascii_heads:
+            at = lower.find(head, pos, end)
+            while at != -1:
+                if not boundary or (at > 0 and _word(lower[at - 1])) != _word(lower[at]):
+                    found.add(at)
+                at = lower.find(head, at + 1, end)
+        return sorted(found)
+
+    def _starts_in(self, starts: re.Pattern[str], text: str, pos: int, end: int) -> Iterator[int]:
+        positions = self._positions(text, pos, end)
+        if positions is not None:
+            return iter(positions)
+        return (start.start() for start in starts.finditer(text, pos, end))
 
     def search(self, text: str, pos: int = 0, endpos: int | None = None) -> re.Match[str] | None:
         end = len(text) if endpos is None else endpos
         if self._starts is None:
             return self.pattern.search(text, pos, end)
         match = self.pattern.match
-        for start in self._starts.finditer(text, pos, end):
-            found = match(text, start.start(), end)
+        for start in self._starts_in(self._starts, text, pos, end):
+            found = match(text, start, end)
             if found is not None:
                 return found
         return None
@@ -270,14 +297,16 @@ class Searcher:
         if self._starts is None:
             yield from self.pattern.finditer(text, pos, end)
             return
-        match, starts = self.pattern.match, self._starts
-        while pos <= end:
-            start = starts.search(text, pos, end)
-            if start is None:
-                return
-            found = match(text, start.start(), end)
-            if found is None:
-                pos = start.start() + 1
-                continue
-            yield found
-            pos = found.end()  # never empty: every match begins with literal text
+        match = self.pattern.match
+        for start in self._starts_in(self._starts, text, pos, end):
+            if start < pos:
+                continue  # inside the previous match
+            found = match(text, start, end)
+            if found is not None:
+                yield found
+                pos = found.end()  # never empty: every match begins with literal text
+
+
+def _word(char: str) -> bool:
+    """Whether an ASCII character is a regex word character (\\w)."""
+    return char.isalnum() or char == "_"

@@ -31,6 +31,7 @@ where it does not; `textback policy check` runs them.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,7 @@ from service.replies.prescreen import DIGIT, Searcher, screen
 __all__ = ["Scope", "ScopeFile", "load_scopes"]
 
 _BREAK = re.compile(r"[.!?;\n]|\b(?:but|and|so|pero|y)\b", re.IGNORECASE)
+_BREAK_ENDING = re.compile(r"\b(?:but|and|so|pero|y)\Z", re.IGNORECASE)  # searched with endpos: ends there
 _WORDS = re.compile(r"\w")
 _PHRASE_REACH = 60
 _BEFORE_REACH = 80  # `before` reads at most this much of the clause before the match (a few words)
@@ -76,15 +78,40 @@ class ScopeFile(PolicyFileModel):
 
 def clause_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     """The clause around text[start:end]: from just after the last break before `start` to the next break
-    at or after `end`."""
+    at or after `end`.
+
+    The breaks of a text are found once (every scope of every match asks about the same reply) and the
+    answer is read from them; it is the same as scanning text[:start] and searching from `end` (checked
+    against that in tests/test_scopes.py): a break word ending exactly at `start` counts, as it does when
+    the text is cut there."""
+    breaks = _breaks(text)
+    at = bisect_right(breaks, (start, len(text) + 1))  # the breaks that begin at or before `start`
     left = 0
-    for found in _BREAK.finditer(text, 0, start):
-        left = found.end()
-    after = _BREAK.search(text, end)
-    right = after.start() if after is not None else len(text)
-    if after is not None and after.group() == "?":
-        right = after.end()
+    for index in range(at - 1, -1, -1):
+        if breaks[index][1] <= start:
+            left = breaks[index][1]
+            break
+    if _BREAK_ENDING.search(text, max(0, start - 4), start) is not None:
+        left = start
+    right = len(text)
+    for begin, finish, question in breaks[bisect_left(breaks, (end, -1)) :]:
+        right = finish if question else begin
+        break
     return left, right
+
+
+# The last text's breaks, one entry: (text, its breaks as (start, end, is "?") in order). The entry is
+# replaced whole, so threads never see half of one.
+_breaks_memo: list[tuple[str, tuple[tuple[int, int, bool], ...]]] = [("", ())]
+
+
+def _breaks(text: str) -> tuple[tuple[int, int, bool], ...]:
+    memo = _breaks_memo[0]
+    if memo[0] is text:
+        return memo[1]
+    found = tuple((m.start(), m.end(), m.group() == "?") for m in _BREAK.finditer(text))
+    _breaks_memo[0] = (text, found)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +179,9 @@ class Scope:
             return True
         if self.phrase is not None and self._may("phrase", lower):
             for found in self._searchers["phrase"].finditer(text, max(0, start - _PHRASE_REACH), end + _PHRASE_REACH):
-                if found.start() <= start and end <= found.end():
+                if found.start() > start:
+                    break  # in order of start: none later can cover the match
+                if end <= found.end():
                     return True
         return self.clause is not None and self._may("clause", lower) and (
             self._searchers["clause"].search(text, left, right) is not None)
