@@ -97,8 +97,12 @@ def main() -> None:
     print(f"typical mix ({len(TYPICAL)} replies x {args.rounds} rounds):")
     print(
         f"  median {median:.1f} µs per analysis (p90 {p90:.1f} µs, best {min(typical):.1f} µs),"
-        f" {1e6 / median:,.0f} replies/second"
+        f" {1e6 / median:,.0f} replies/second at the median pass"
     )
+    # The fastest pass is the one the shared host disturbed least (timeit's convention): on the 2-core dev box
+    # the median pass of the same code moved between 100 and 145 µs from one run to the next while the fastest
+    # stayed at 87-90 µs, so both are printed.
+    print(f"  per core, fastest pass: {1e6 / min(typical):,.0f} replies/second")
     per_reply = _per_reply(rules, TYPICAL, at, max(args.rounds // 4, 50))
     print(
         f"  median reply: {statistics.median(per_reply):.1f} µs (each reply's own median; slowest reply"
