@@ -185,6 +185,11 @@ TRUTH_TABLE = [
     row("baby is due in may, no rush", "JAN", timeline="researching"),
     row("baby is due in may, want to be in by then", "JAN", timeline="3_to_6_months"),
     row("third time this spring we got outbid", "MAR", loan="purchase", llm=True),
+    row("moving in june, I mean july", "MAR", timeline="3_to_6_months"),
+    # "again", "actually" and "I mean" that correct nothing (a second read of issue 13's change).
+    row("we're going to try again this spring", "NOV", timeline="3_to_6_months"),
+    row("looking again this summer", "MAR", timeline="3_to_6_months"),
+    row("by march. i mean the lender said 30 days max", "NOV", llm=True),
     row("this summer", "MAR", timeline="3_to_6_months"),
     row("in the fall", "JUN", timeline="3_to_6_months"),
     row("in the fall", "NOV", llm=True),

@@ -179,13 +179,16 @@ _TIED = re.compile(
     r"|\b(?:after|before|once|until|till)\b[^.!?]{0,30}\b(?:born|due|graduat\w*|married|wedding)\b",
     re.IGNORECASE,
 )
-# A correction of the date just said: "no wait", "scratch that", "I mean", "actually", "no she says".
+# A correction of the date just said: "no wait", "scratch that", "make that", "no she says". "I mean" and
+# "actually" (`weak`) mostly add something ("closing the 20th, actually we also want to refi", "by march. i mean
+# the lender said 30 days"): they correct only a season or a month said bare right after ("june, I mean july").
 _CORRECTION = re.compile(
-    r"\b(?:no\s+wait|wait\s+no|scratch\s+that|i\s+mean|i\s+meant|make\s+(?:that|it)|or\s+rather|correction|actually"
-    r"|no\s+(?:she|he|they|my\s+\w+)\s+says?)\b",
+    r"\b(?:no\s+wait|wait\s+no|scratch\s+that|i\s+meant|make\s+that|or\s+rather|correction"
+    r"|no\s+(?:she|he|they|my\s+\w+)\s+says?|(?P<weak>i\s+mean|actually))\b",
     re.IGNORECASE,
 )
-_COUNTED = re.compile(r"\b(?:times?|twice|once|again|so\s+far)\s+$", re.IGNORECASE)
+_CORRECTION_REACH = 40  # the corrected date follows its marker within a few words
+_COUNTED = re.compile(r"\b(?:times?|twice|so\s+far)\s+$", re.IGNORECASE)  # "third time this spring"
 _SEASONS = {"spring": 3, "primavera": 3, "summer": 6, "verano": 6, "fall": 9, "autumn": 9, "otono": 9,
             "otoño": 9, "winter": 12, "invierno": 12}  # fmt: skip
 _SEASON = re.compile(
@@ -503,10 +506,11 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
     said bare right after the correction counts as that season or month."""
     found = _parse(text, received_at)
     if found:
-        last = max(_CORRECTION.finditer(text), key=lambda m: m.start(), default=None)
-        if last is not None:
-            tail = text[last.end() :]
+        for last in reversed(list(_CORRECTION.finditer(text))):
+            tail = text[last.end() : last.end() + _CORRECTION_REACH]
             bare = _BARE_AFTER.match(tail)
+            if last.group("weak") is not None and bare is None:
+                continue  # "actually we also want to refi": no correction of the date
             if bare is not None:
                 word = bare.start("word")
                 season = bare.group("word").lower() in _SEASONS
@@ -514,6 +518,7 @@ def parse(text: str, received_at: datetime) -> list[tuple[str, Timeline]]:
             corrected = _parse(tail, received_at)
             if corrected:
                 return corrected
+            break  # the last correction names no date: what was said stands
     return found
 
 
