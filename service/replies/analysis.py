@@ -103,8 +103,13 @@ class ReplyAnalysis(BaseModel):
 
 # The fields the rules leave to the LLM step: unset by `from_rules`, each None by default (checked below).
 _LLM_FIELDS = ("llm_prompt", "llm_prompt_version", "llm_model", "llm_error")
-if any(ReplyAnalysis.model_fields[name].default is not None for name in _LLM_FIELDS):  # pragma: no cover
-    raise RuntimeError("from_rules leaves the LLM fields at None: their defaults must be None")
+# The fields the rules fill (`from_rules` takes each of them).
+_RULES_FIELDS = ("keyword", "loan_type", "timeline", "applied_elsewhere", "wrong_number", "not_interested",
+                 "handoff_reasons", "callback_window", "source", "needs_llm", "unsure", "rules_fired")
+if any(ReplyAnalysis.model_fields[name].default is not None for name in _LLM_FIELDS) or (  # pragma: no cover
+        {*_RULES_FIELDS, *_LLM_FIELDS} != set(ReplyAnalysis.model_fields)):
+    raise RuntimeError("from_rules: every field is the rules' or the LLM's (None by default); a new field needs "
+                       "a place in _RULES_FIELDS or _LLM_FIELDS")
 _ORDER = tuple(ReplyAnalysis.model_fields)
 _set_attribute = object.__setattr__
 
