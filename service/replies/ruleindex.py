@@ -2,9 +2,9 @@
 
 Every pattern of every rule carries the literal piece sets its matches must contain (service.replies.prescreen:
 `screens`, up to three; the rule's `screen` is a gate over all its patterns). `RuleIndex` files each pattern
-under the pieces of its first screen, so for the pieces `PieceFinder` found in a reply it yields, in rule
-order, the rules whose whole-message words equal the reply and the patterns whose every screen the reply
-meets, without visiting the rules that have none. It only ever skips a pattern whose screen the reply does not
+under the pieces of its first screen (one `ScreenedList` of every rule's patterns), so for the pieces
+`PieceFinder` found in a reply it yields, in rule order, the rules whose whole-message words equal the reply and
+the patterns whose every screen the reply meets, without visiting the rules that have none. It only ever skips a pattern whose screen the reply does not
 meet, which is what each rule checked on its own before (``tests/test_rule_index.py`` compares it with every
 pattern of every rule run unscreened).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from service.replies.prescreen import ScreenedList
 from service.replies.rule import CompiledRule
 
 __all__ = ["RuleIndex"]
@@ -28,48 +29,27 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         whole: dict[str, list[int]] = {}
-        by_piece: dict[str, list[int]] = {}
-        always: list[int] = []
-        entries: list[tuple[int, re.Pattern[str], tuple[frozenset[str], ...]]] = []
+        items: list[tuple[tuple[int, re.Pattern[str]], tuple[frozenset[str], ...]]] = []
         for position, rule in enumerate(rules):
             for key in rule.whole:
                 whole.setdefault(key, []).append(position)
-            if rule.pattern is None:
-                continue
-            for pattern, pattern_screens in zip(rule.ordered, rule.screens, strict=True):
-                number = len(entries)  # numbered in rule order, then file order: sorting restores both
-                entries.append((position, pattern, tuple(pattern_screens[1:])))
-                if not pattern_screens:
-                    always.append(number)
-                for piece in pattern_screens[0] if pattern_screens else ():
-                    by_piece.setdefault(piece, []).append(number)
+            if rule.pattern is not None:  # in rule order, then file order: the order `viable` keeps
+                items.extend(((position, pattern), pattern_screens)
+                             for pattern, pattern_screens in zip(rule.ordered, rule.screens, strict=True))
         self._whole = {key: tuple(positions) for key, positions in whole.items()}
-        self._by_piece = {piece: tuple(numbers) for piece, numbers in by_piece.items()}
-        self._indexed = frozenset(by_piece)
-        self._always = tuple(always)
-        self._entries = tuple(entries)
+        self._patterns = ScreenedList(items)
         self._gates = tuple(rule.screen for rule in rules)
 
     def candidates(self, key: str, present: set[str]) -> Candidates:
         """In rule order, each rule that can fire on a reply with whole-message key `key` and screen pieces
         `present`, with its viable patterns (None: the whole message is one of its words)."""
-        found = set(self._always)
-        by_piece = self._by_piece
-        for piece in self._indexed.intersection(present):  # the reply's pieces that file a pattern (~1 in 5)
-            found.update(by_piece[piece])
         viable: dict[int, list[re.Pattern[str]] | None] = {}
-        entries = self._entries
-        for number in sorted(found):
-            position, pattern, rest = entries[number]
-            for pieces in rest:
-                if pieces.isdisjoint(present):
-                    break
+        for position, pattern in self._patterns.viable(present):
+            patterns = viable.get(position)
+            if patterns is None:
+                viable[position] = [pattern]
             else:
-                patterns = viable.get(position)
-                if patterns is None:
-                    viable[position] = [pattern]
-                else:
-                    patterns.append(pattern)
+                patterns.append(pattern)
         gates = self._gates
         for position in list(viable):
             gate = gates[position]

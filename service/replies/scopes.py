@@ -47,9 +47,9 @@ __all__ = ["Scope", "ScopeFile", "load_scopes"]
 _BREAK = re.compile(r"[.!?;\n]|\b(?:but|and|so|pero|y)\b", re.IGNORECASE)
 _BREAK_ENDING = re.compile(r"\b(?:but|and|so|pero|y)\Z", re.IGNORECASE)  # searched with endpos: ends there
 _WORDS = re.compile(r"\w")
-_PHRASE_REACH = 60
+_PHRASE_REACH = 60  # a phrase may run past the clause ("stop and go"), this far on each side
 _BEFORE_REACH = 80  # `before` reads at most this much of the clause before the match (a few words)
-_MEMO_LIMIT = 4096  # a phrase may run past the clause ("stop and go"), this far on each side
+_MEMO_LIMIT = 4096  # texts remembered by a scope whose exceptions read the whole message
 _MARKED = re.compile(r"\[([^\[\]]+)\]")
 
 
