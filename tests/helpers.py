@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,9 @@ from service.brokers import template_values
 from service.context import AppContext
 from service.models import OutboundMessage
 from service.one_time import scrub
+from service.replies.prescreen import ScreenedList
+from service.replies.rule import CompiledRule
+from service.replies.rules import RuleSet
 from service.twilio import fake
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,3 +139,14 @@ def session_hooks(seen: _Seen) -> Iterator[_Seen]:
     finally:
         for name, hook in hooks.items():
             event.remove(Session, name, hook)
+
+
+def unscreened_rules(rules: RuleSet) -> RuleSet:
+    """A rule set of its own with the same rules and every pre-screen switched off: each pattern and each ignore
+    runs on every reply (what the screens and the rule index must never change)."""
+    def plain(rule: CompiledRule) -> CompiledRule:
+        ignores = tuple((pattern, ()) for pattern, _ in rule.ignores)
+        return dataclasses.replace(rule, screen=None, screens=tuple(() for _ in rule.ordered), ignores=ignores,
+                                   ignore_list=ScreenedList(ignores))
+    return RuleSet(version=rules.version, files=rules.files, rules=[plain(r) for r in rules._rules + rules._hints],
+                   policies_dir=rules.policies_dir, speller=rules.speller, scopes=rules.scopes)

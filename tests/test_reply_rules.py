@@ -7,7 +7,6 @@ False). Received dates are pinned, so "by March" means one thing in November and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,9 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from service.replies.analysis import HandoffReason, Keyword, LoanType, Source, Timeline, hands_off_without_llm
-from service.replies.prescreen import ScreenedList
 from service.replies.rules import EXAMPLES_RECEIVED_AT as EXAMPLES_AT
 from service.replies.rules import RuleSet, carrier_keyword, load_rules
+from tests.helpers import unscreened_rules
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 EASTERN = ZoneInfo("America/New_York")
@@ -567,12 +566,7 @@ def test_load_rules_version_is_short_content_hash(rules: RuleSet) -> None:
 def test_analyze_prescreen_never_changes_result(rules: RuleSet) -> None:
     """The literal pre-screens derived from each regex only skip work: the same rules with every screen off
     (a rule set of their own, not the shared one) give every answer of the truth table and the examples."""
-    def plain(rule):  # type: ignore[no-untyped-def]
-        ignores = tuple((pattern, ()) for pattern, _ in rule.ignores)
-        return dataclasses.replace(rule, screen=None, screens=tuple(() for _ in rule.ordered), ignores=ignores,
-                                   ignore_list=ScreenedList(ignores))
-    unscreened = RuleSet(version=rules.version, files=rules.files, policies_dir=POLICIES, speller=rules.speller,
-                         rules=[plain(r) for r in rules._rules + rules._hints], scopes=rules.scopes)
+    unscreened = unscreened_rules(rules)
     assert unscreened is not rules
     assert all(r.screen is None for r in unscreened._rules)
     texts = [p.values[0] for p in TRUTH_TABLE] + [text for _, _, text, _ in rules.examples()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import pytest
 from service.replies.analysis import ReplyAnalysis
 from service.replies.prescreen import ScreenedList, Searcher, screens
 from service.replies.rules import RuleSet, load_rules
+from tests.helpers import unscreened_rules
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 AT = datetime(2025, 11, 14, 15, 30, tzinfo=UTC)
@@ -29,12 +29,7 @@ def rules() -> RuleSet:
 @pytest.fixture(scope="module")
 def unscreened(rules: RuleSet) -> RuleSet:
     """The same rules with every pre-screen switched off: each pattern and each ignore runs on every reply."""
-    def plain(rule):  # type: ignore[no-untyped-def]
-        ignores = tuple((pattern, ()) for pattern, _ in rule.ignores)
-        return dataclasses.replace(rule, screen=None, screens=tuple(() for _ in rule.ordered), ignores=ignores,
-                                   ignore_list=ScreenedList(ignores))
-    return RuleSet(version=rules.version, files=rules.files, rules=[plain(r) for r in rules._rules + rules._hints],
-                   policies_dir=POLICIES, speller=rules.speller, scopes=rules.scopes)
+    return unscreened_rules(rules)
 
 
 @pytest.mark.parametrize("chunk", range(8))
