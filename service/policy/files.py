@@ -46,6 +46,9 @@ KINDS: dict[str, str] = {
     "sufficiency": "reporting",  # policies/reporting/sufficiency.yaml, see service.sufficiency
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
+# policies/approvals.yaml: who approved which policy-set version (service.policy.approvals). It is not a policy
+# file: it is left out of the version it records, so approving a version does not change it.
+APPROVALS_FILE = "approvals.yaml"
 _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _DEFINE_REF = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 _M = TypeVar("_M", bound=BaseModel)
@@ -210,8 +213,11 @@ def display_path(path: Path, policies_dir: Path) -> str:
 
 
 def policy_paths(policies_dir: Path) -> list[Path]:
-    """Every policy file (YAML) under policies_dir, sorted."""
-    return sorted(p for p in policies_dir.rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES)
+    """Every policy file (YAML) under policies_dir, sorted; never the approvals record (it signs the others)."""
+    approvals = policies_dir / APPROVALS_FILE
+    return sorted(
+        p for p in policies_dir.rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES and p != approvals
+    )
 
 
 def policy_digest(policies_dir: Path) -> str:
@@ -224,7 +230,8 @@ def policy_digest(policies_dir: Path) -> str:
 
 
 def policy_version(policies_dir: Path) -> str:
-    """A short content hash over every policy file: sorted relative paths and their bytes."""
+    """The policy-set version id: a short content hash over every policy file (sorted relative paths and their
+    bytes). The one id the report, the audit trail and the approvals use."""
     return policy_digest(policies_dir)[:12]
 
 
