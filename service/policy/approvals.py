@@ -83,6 +83,12 @@ class ApprovalState:
         return f"policy set {self.version}: approved by {latest.reviewer} on {when}"
 
 
+def approve_command(policies_dir: Path) -> str:
+    """The command that signs off the policy set in `policies_dir`, as a person would type it."""
+    where = "" if policies_dir == Path("policies") else f" --policies {policies_dir}"
+    return f'textback policy approve --reviewer "NAME, ROLE"{where}'
+
+
 def approvals_path(policies_dir: Path) -> Path:
     return policies_dir / APPROVALS_FILE
 

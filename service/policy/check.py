@@ -18,7 +18,9 @@ What is checked:
   findings (GSM-7, length);
 - the brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml; or
   `--brokers`): every broker's values through the guard, alone and rendered into every borrower template;
-  a finding names the file and the line of the value.
+  a finding names the file and the line of the value;
+- policies/approvals.yaml (service.policy.approvals), when present, is readable; whether this exact version
+  is approved is reported (`CheckResult.approval`), never a finding: approving is a person's act.
 
 A kind whose owning module is missing is a finding, not a silent skip.
 """
@@ -33,6 +35,7 @@ from typing import Any
 
 from service.brokers import load_brokers
 from service.errors import ConfigError, PolicyError
+from service.policy.approvals import ApprovalState, approval_state
 from service.policy.broker_values import broker_findings
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
 from service.policy.floor import FLOOR
@@ -53,6 +56,7 @@ class CheckResult:
     floor: int = 0
     templates: int = 0
     checked: list[str] = field(default_factory=list)
+    approval: ApprovalState | None = None  # None: policies/approvals.yaml could not be read (a finding)
 
     @property
     def ok(self) -> bool:
@@ -209,6 +213,10 @@ def run_check(
     """Everything `policy check` checks. `guard` may be passed in (tests reuse one); else it is built here.
     `brokers_file`: also check that file's values (`brokers_optional`: a missing file is not a finding)."""
     result = CheckResult(version=policy_version(policies_dir))
+    try:
+        result.approval = approval_state(policies_dir)
+    except PolicyError as exc:
+        result.findings.append(str(exc))
     files, errors = read_policy_files(policies_dir)
     result.files = len(files) + len(errors)
     result.findings += [str(e) for e in errors]

@@ -1,10 +1,12 @@
-"""`textback policy ...`: check the policy files, write the review report, check texts from stdin."""
+"""`textback policy ...`: check the policy files, sign them off, diff two sets, write the review report, check
+texts from stdin."""
 
 from __future__ import annotations
 
 import difflib
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +15,10 @@ from pydantic import ValidationError
 
 from service.brokers import load_brokers, template_values
 from service.errors import ConfigError, PolicyError
-from service.policy.check import run_check
+from service.policy import approvals
+from service.policy.approvals import ApprovalState, approve_command
+from service.policy.check import CheckResult, run_check
+from service.policy.files import display_path
 from service.policy.guard import OutputGuard
 from service.policy.report import README_COMMAND, readme_text, render_report
 from service.policy.required_content import REQUIRED_BY_KIND, value_names
@@ -46,22 +51,76 @@ def policy() -> None:
     "brokers.yaml, else brokers.example.yaml].",
 )
 def check(policies_dir: Path, brokers_file: Path | None) -> None:
-    """Validate every policy file and run every example; exit 1 with one finding per line."""
-    optional = False
-    if brokers_file is None:
-        try:
-            brokers_file = Settings().resolved_brokers_file()
-        except ValidationError as exc:
-            click.echo(f"policy check: the settings are invalid: {exc}", err=True)
-            sys.exit(1)
-        optional = brokers_file == Path("brokers.yaml")  # nothing configured, nothing to check
-    result = run_check(policies_dir, brokers_file=brokers_file, brokers_optional=optional)
+    """Validate every policy file and run every example; exit 1 with one finding per line. The last line says
+    whether this exact policy-set version is approved (information, not a finding)."""
+    result = _run_check("policy check", policies_dir, brokers_file)
     for finding in result.findings:
         click.echo(finding)
     if not result.ok:
         click.echo(f"policy check: {len(result.findings)} finding(s); policy set {result.version}", err=True)
         sys.exit(1)
     click.echo(result.summary())
+    if result.approval is not None:
+        click.echo(_approval_line(result.approval, policies_dir))
+
+
+def _run_check(command: str, policies_dir: Path, brokers_file: Path | None) -> CheckResult:
+    """`policy check`'s whole validation, with the brokers file serve would read unless one is given."""
+    optional = False
+    if brokers_file is None:
+        try:
+            brokers_file = Settings().resolved_brokers_file()
+        except ValidationError as exc:
+            click.echo(f"{command}: the settings are invalid: {exc}", err=True)
+            sys.exit(1)
+        optional = brokers_file == Path("brokers.yaml")  # nothing configured, nothing to check
+    return run_check(policies_dir, brokers_file=brokers_file, brokers_optional=optional)
+
+
+def _approval_line(state: ApprovalState, policies_dir: Path) -> str:
+    line = state.describe()
+    if len(state.approvals) > 1:
+        line += f" ({len(state.approvals)} sign-offs)"
+    if not state.approved:
+        line += f"; to sign it off: {approve_command(policies_dir)}"
+    return line
+
+
+@policy.command()
+@POLICIES_OPTION
+@click.option("--reviewer", required=True, help="Who approves: a name and role, as it should read in the record.")
+@click.option("--note", default=None, help="What was reviewed, with whom, any condition (kept with the approval).")
+@click.option(
+    "--brokers", "brokers_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The brokers file checked with the policies, as for `policy check`.",
+)
+def approve(policies_dir: Path, reviewer: str, note: str | None, brokers_file: Path | None) -> None:
+    """Sign off the policy set as it is now: record the reviewer, the time and the note against its exact
+    version in POLICIES/approvals.yaml. Runs `policy check` first and refuses a set with findings."""
+    result = _run_check("policy approve", policies_dir, brokers_file)
+    if not result.ok:
+        for finding in result.findings:
+            click.echo(finding)
+        click.echo(f"policy approve: refused: policy set {result.version} has {len(result.findings)} finding(s) "
+                   "(listed above; the same as `textback policy check`); fix them, then approve", err=True)
+        sys.exit(1)
+    before = result.approval.approvals if result.approval is not None else ()
+    try:
+        approval = approvals.approve(policies_dir, reviewer=reviewer, note=note, now=datetime.now(UTC))
+    except PolicyError as exc:
+        click.echo(f"policy approve: {exc}", err=True)
+        sys.exit(1)
+    if approval.version != result.version:  # a file changed while the check ran: what was checked is not this
+        click.echo(f"policy approve: warning: the policy files changed during the check (checked {result.version}, "
+                   f"approved {approval.version}); run `textback policy check` on it", err=True)
+    path = approvals.approvals_path(policies_dir)
+    click.echo(f"approved policy set {approval.version} (sha256 {approval.digest})")
+    click.echo(f"reviewer: {approval.reviewer}; at {approval.approved_at.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+               + (f"; note: {approval.note}" if approval.note else ""))
+    if before:
+        others = ", ".join(dict.fromkeys(a.reviewer for a in before))
+        click.echo(f"already approved by {others}: this adds a sign-off ({len(before) + 1} for this version)")
+    click.echo(f"wrote {display_path(path, policies_dir)}")
 
 
 @policy.command()
