@@ -20,9 +20,12 @@ from sqlmodel import Session, select
 from service.brokers import BrokerConfig, load_brokers
 from service.db import create_schema, make_engine, session_scope
 from service.errors import ConfigError, PolicyError
+from service.logs import log
 from service.models import Broker, DoNotText
 from service.phones import is_strict_e164
+from service.policy.approvals import approval_state, approve_command
 from service.policy.broker_values import broker_findings
+from service.policy.files import policy_version
 from service.replies.rules import load_rules
 from service.settings import Settings
 from service.spool import Spool
@@ -42,6 +45,9 @@ class AppContext:
     engine: Engine
     templates: TemplateSet
     gateway: TwilioGateway | None
+    # The policy-set version id (service.policy.files.policy_version), read once at start-up: the one version
+    # every text, decision and alert records for the audit, and the one approvals sign off.
+    policy_version: str = ""
     brokers_by_number: dict[str, Broker] = field(default_factory=dict)
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
     _guard: GuardLike | None = None
@@ -81,7 +87,12 @@ class AppContext:
             if self._guard is None:
                 from service.policy.guard import OutputGuard  # lazy: importing guardrails takes seconds
 
-                self._guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
+                guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
+                if guard.policy_version != self.policy_version:
+                    raise PolicyError(str(self.settings.policies_dir), None,
+                                      f"the policy files changed after start-up (started with policy set "
+                                      f"{self.policy_version}, now {guard.policy_version}): restart textback")
+                self._guard = guard
             return self._guard
 
     @property
@@ -211,6 +222,25 @@ def sync_do_not_text(engine: Engine, numbers: list[str]) -> None:
             session.add(DoNotText(phone=phone, broker_id=None, source="file"))
 
 
+def start_policy_version(settings: Settings) -> str:
+    """The policy-set version this process runs. With `require_approved_policies` (the production setting) a
+    version nobody signed off is refused: ConfigError naming the version and the command that approves it."""
+    if not settings.require_approved_policies:
+        return policy_version(settings.policies_dir)
+    state = approval_state(settings.policies_dir)
+    if not state.approved:
+        raise ConfigError(
+            f"policy set {state.version} in {settings.policies_dir} is not approved and "
+            f"TEXTBACK_REQUIRE_APPROVED_POLICIES is on: review it (`textback policy diff`, `textback policy "
+            f"report`), then run `{approve_command(settings.policies_dir)}`"
+        )
+    latest = state.latest
+    if latest is not None:
+        log(logger, logging.INFO, "policy set approved", version=state.version, reviewer=latest.reviewer,
+            approvals=len(state.approvals))
+    return state.version
+
+
 def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, guard: GuardLike | None = None,
                   rules: Any = None, sending_policy: Any = None, extractor: Any = None) -> AppContext:
     """Validate configuration, create or migrate the schema, load brokers and templates.
@@ -219,6 +249,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     rules and the sending policy across scripts); the others are built from the settings: the gateway now
     (none in dry-run), the guard, rules, sending policy and extractor on first use."""
     configs = load_brokers(settings.resolved_brokers_file())
+    version = start_policy_version(settings)
     templates = load_templates(settings.policies_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)
@@ -233,6 +264,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
             lookup_url=settings.twilio_lookup_url,
             timeout=settings.send_timeout_seconds,
         )
-    return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers,
+    return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, policy_version=version,
+                      brokers_by_number=brokers,
                       spool=Spool(settings.spool_dir), _guard=guard, _rules=rules, _sending=sending_policy,
                       _extractor=extractor)

@@ -186,7 +186,7 @@ def opt_out_in_plain_words(session: Session, ctx: AppContext, *, broker: Broker,
     if not analysis.handoff_reasons:
         inbound.status, inbound.processed_at = "processed", utcnow()
         session.add(inbound)
-        record_decision(session, inbound, lead, "opt_out", analysis, getattr(ctx.rules, "version", None))
+        record_decision(session, inbound, lead, "opt_out", analysis, ctx.policy_version)
     log(logger, logging.INFO, "opt-out in plain words applied", lead_id=lead.id, message_sid=inbound.message_sid,
         handoff=bool(analysis.handoff_reasons))
     return ids
@@ -328,7 +328,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
     if superseded:
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted
     analysis = answer_in_context(lead, inbound.body, analysis or analyze_reply(ctx, inbound, lead=lead))
-    version = getattr(ctx.rules, "version", None)
+    version = ctx.policy_version  # the policy-set version: the audit's one version id
     state, worked, human = lead.state, lead.handoff_worked_at is not None, taken_over(lead)
     skipped = (llm_skip_reason(reading_state(lead), analysis)
                if analysis.needs_llm and analysis.llm_model is None and ctx.extractor is not None else None)

@@ -59,7 +59,7 @@ def _guard(ctx: Any, mode: str, text: str, *, confirm: bool) -> tuple[dict[str, 
     violations = [{"rule": v.rule, "match": v.match} for v in result.violations]
     stored: dict[str, Any] = {"mode": mode, "allowed": bool(result.allowed), "violations": violations,
                               "warnings": [{"rule": v.rule, "match": v.match} for v in result.warnings],
-                              "policy_version": result.policy_version}
+                              "policy_version": ctx.policy_version}
     if result.allowed:
         return stored, False
     rules = ", ".join(dict.fromkeys(v["rule"] for v in violations))
@@ -98,7 +98,7 @@ def send_human_text(session: Session, ctx: Any, principal: Principal, lead_id: i
     msg = OutboundMessage(
         broker_id=saved_id(broker), lead_id=lead.id, audience=Audience.borrower, purpose=Purpose.human,
         template_id=TEMPLATE_ID, to_phone=lead.phone, from_phone=broker.twilio_number, body=text,
-        policy_version=guard_result.get("policy_version") or ctx.templates.version, guard_result=guard_result,
+        policy_version=ctx.policy_version, guard_result=guard_result,
         guard_override=override, author=principal.actor, author_name=principal.name, status=MessageStatus.pending,
         next_attempt_at=opens if waiting else now, last_error=f"deferred: {waiting}" if waiting else None,
         created_at=now,

@@ -73,7 +73,7 @@ def queue_text(
     msg = OutboundMessage(
         dedupe_key=dedupe_key, broker_id=saved_id(broker), lead_id=lead.id if lead else None,
         audience=audience, purpose=purpose, template_id=template_id, language=rendered.language, to_phone=to,
-        from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.templates.version,
+        from_phone=from_phone or broker.twilio_number, body=rendered.text, policy_version=ctx.policy_version,
     )
     verdict = ALLOW
     if audience == Audience.borrower:
@@ -85,7 +85,6 @@ def queue_text(
             if verdict.kind is Kind.defer and verdict.until is not None:
                 msg.next_attempt_at, msg.last_error = verdict.until, verdict.last_error
             result = ctx.guard.check(rendered.text, required=rendered.required, template=template_id)
-            msg.policy_version = getattr(result, "policy_version", None) or msg.policy_version
             msg.guard_result = {
                 "allowed": bool(result.allowed),
                 "violations": [{"rule": v.rule, "match": v.match} for v in result.violations],

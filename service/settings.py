@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8000"
     brokers_file: Path = Path("brokers.yaml")
     policies_dir: Path = Path("policies")
+    # Production: refuse to start (serve, worker, the ASGI app) unless this exact policy-set version was signed
+    # off with `textback policy approve` (policies/approvals.yaml); any later edit to a policy file needs its own.
+    require_approved_policies: bool = False
     prompts_dir: Path = Path("prompts")
     # Where start-up records that the output guard passed every policy example, once per policy version and
     # guard code (a small JSON file per version); None or "" runs the examples at every start.

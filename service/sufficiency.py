@@ -11,7 +11,6 @@ reached them; "not enough data" (enough: null) below `min_missed_call_leads`. Sh
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from service.policy.files import PolicyFileModel, load_policy_model
+from service.policy.files import PolicyFileModel, load_policy_model, policy_version
 
 SUFFICIENCY_FILE = Path("reporting") / "sufficiency.yaml"
 Enough = bool | None
@@ -76,7 +75,9 @@ class SufficiencyRule:
     windows_min_not_reached: int = 2
     examples: VerdictExamples | None = None
     path: Path | None = None
-    version: str = "defaults"  # the file's content hash: which rule a report's verdict followed
+    # Which rule a report's verdict followed: the policy-set version it was read from (policy_version), the one
+    # version id people see everywhere; "defaults" when the policy set has no sufficiency file.
+    version: str = "defaults"
 
     def as_dict(self) -> dict[str, float | int]:
         return {"min_missed_call_leads": self.min_missed_call_leads,
@@ -136,4 +137,4 @@ def load_sufficiency(policies_dir: Path) -> SufficiencyRule:
         min_reached_share=loaded.min_reached_share, max_called_again_share=loaded.max_called_again_share,
         no_reply_after_hours=loaded.no_reply_after_hours, windows_top=loaded.windows.top,
         windows_min_not_reached=loaded.windows.min_not_reached, examples=loaded.examples, path=path,
-        version=hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+        version=policy_version(policies_dir))

@@ -50,7 +50,8 @@ def serve(host: str, port: int, workers: int) -> None:
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
-    click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}", err=True)
+    click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}; "
+               f"policy set {ctx.policy_version}", err=True)
     if workers > 1:
         ctx.close()
         uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")

@@ -123,7 +123,7 @@ def table(result: RunResult) -> str:
     llm = f"{cfg.llm}" + (f" ({result.llm_model})" if result.llm_model else "")
     if rep is not None:
         out.append(
-            f"textback evals · {rep.total} replies · llm: {llm} · rules {result.rules_version} · {secs}"
+            f"textback evals · {rep.total} replies · llm: {llm} · policy set {result.policy_version} · {secs}"
         )
         out += _grid(FIELD_HEADER, _field_rows(rep))
         reasons = "  ".join(
@@ -254,8 +254,7 @@ def markdown(result: RunResult) -> str:
     md.append(
         f"Generated {now} by `textback evals run --llm {cfg.llm}`"
         + (f" (model `{result.llm_model}`)" if result.llm_model else "")
-        + f". Inbound rules version `{result.rules_version}`"
-        + (f", outbound policy version `{result.guard_version}`" if result.guard_version else "")
+        + f". Policy set `{result.policy_version}`"
         + ". The texts quoted below are synthetic eval cases."
     )
     md.append("")

@@ -44,6 +44,7 @@ from service.evals.metrics import (
 from service.evals.render import ConversationReport, broken_lines
 from service.evals.scripts import CONVERSATIONS_DIR
 from service.evals.thresholds import Thresholds, broken, load_thresholds
+from service.policy.files import policy_version
 from service.policy.guard import OutputGuard  # cheap: guardrails is imported by OutputGuard.load only
 from service.replies.classify import build_extractor, classify
 from service.replies.rules import RuleSet, load_rules
@@ -93,8 +94,7 @@ class RunResult:
     broken: list[str] = field(default_factory=list)
     skipped: str | None = None
     llm_model: str | None = None
-    rules_version: str | None = None
-    guard_version: str | None = None
+    policy_version: str | None = None  # the policy-set version the rules and the guard were read from
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -192,7 +192,7 @@ def run_guard(
     for case in cases:
         result = guard.check(case.text)
         outcomes.append(GuardOutcome(case, result.allowed, tuple(v.rule for v in result.violations)))
-    return outcomes, guard.policy_version
+    return outcomes, policy_version(policies_dir)
 
 
 def run(config: RunConfig) -> RunResult:
@@ -210,7 +210,7 @@ def run(config: RunConfig) -> RunResult:
     cases = load_reply_cases(config.data_dir / REPLIES_FILE)
     outbound = load_outbound_cases(config.data_dir / OUTBOUND_FILE) if config.run_guard else []
     rules = load_rules(config.policies_dir)
-    result.rules_version = rules.version
+    result.policy_version = policy_version(config.policies_dir)
     extractor, transport, _client = _extractor(config)
     result.llm_model = extractor.model if extractor is not None else None
     try:
@@ -236,7 +236,7 @@ def run(config: RunConfig) -> RunResult:
         result.seconds["guard load"] = time.perf_counter() - started
     if config.run_guard:
         started = time.perf_counter()
-        guard_outcomes, result.guard_version = run_guard(outbound, config.policies_dir, guard)
+        guard_outcomes, _ = run_guard(outbound, config.policies_dir, guard)
         result.seconds["guard"] = time.perf_counter() - started
         result.guard = score_guard(guard_outcomes)
 
