@@ -123,6 +123,29 @@ def approve(policies_dir: Path, reviewer: str, note: str | None, brokers_file: P
     click.echo(f"wrote {display_path(path, policies_dir)}")
 
 
+@policy.command("diff")
+@click.argument("old")
+@click.argument("new")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
+def diff_command(old: str, new: str, fmt: str) -> None:
+    """What changed from OLD to NEW, in a reviewer's terms, and the examples whose outcome changes.
+
+    OLD and NEW are each a policies directory or a git revision of this repository (a branch, a tag, a
+    commit, HEAD~3), whose policies/ folder is read. Exit 0 when the diff was made (it is a report, not a
+    check); 2 when a side is neither a directory nor a revision.
+    """
+    from service.policy.diff import DiffError, diff, render_text  # lazy: compiles the inbound rules
+
+    try:
+        result = diff(old, new)
+    except DiffError as exc:
+        raise click.UsageError(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(result, markdown=fmt == "md"), nl=False)
+
+
 @policy.command()
 @POLICIES_OPTION
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
