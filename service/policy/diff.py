@@ -17,49 +17,34 @@ folder is extracted with ``git archive`` into a temporary directory). The diff l
   replies through the inbound rule engine (service.replies.rules). Each one whose outcome differs is listed
   ("blocked by no-rate-quotes -> allowed", "sets handoff_reasons=rate_lock -> nothing").
 
-A diff is a report, not a check: files one side cannot read are listed as problems of that side.
+A diff is a report, not a check: files one side cannot read are listed as problems of that side. The sides
+are read by service.policy.diff_sides, the examples run by service.policy.diff_outcomes; this module compares
+the files and renders the result.
 """
 
 from __future__ import annotations
 
 import difflib
-import io
-import subprocess
-import tarfile
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import yaml
 
-from service.errors import PolicyError, TextbackError
+from service.errors import PolicyError
 from service.policy.approvals import approval_state
-from service.policy.files import (
-    OutboundRule,
-    PolicyFile,
-    expand_defines,
-    outbound_rules,
-    policy_version,
-    read_policy_files,
-)
-from service.policy.guard import content_violations, scan
-from service.policy.manifest import Manifest
+from service.policy.diff_outcomes import OutcomeChange, outcomes
+from service.policy.diff_sides import DiffError, LoadedSet, load_set, policies_side, templates_of
+from service.policy.files import PolicyFile, expand_defines, policy_version
 
-GIT_POLICIES = "policies"  # the folder a git revision's policy set is read from
+__all__ = ["Change", "DiffError", "OutcomeChange", "PolicyDiff", "Side", "diff", "diff_dirs", "render_text"]
+
 # Settings shown first, in this order, when they change; the rest follow alphabetically.
 _FIRST = ("severity", "title", "summary", "rationale", "law", "cites", "citation", "citations")
 # Keys compared on their own (patterns, examples, wording) rather than as settings.
 _OUTBOUND_OWN = {"id", "kind", "define", "patterns", "allow", "examples"}
 _INBOUND_OWN = {"id", "kind", "define", "patterns", "ignore", "whole_message", "examples"}
 _NO_VALUE = "(none)"
-
-
-class DiffError(TextbackError):
-    """A side of the diff is neither a policies directory nor a git revision with a policies/ folder."""
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -88,17 +73,6 @@ class Change:
 
 
 @dataclass
-class OutcomeChange:
-    """An example whose outcome under the OLD rules differs from its outcome under the NEW ones."""
-
-    kind: str  # outbound | inbound
-    text: str
-    source: str  # where the example comes from
-    old: str
-    new: str
-
-
-@dataclass
 class PolicyDiff:
     old: Side
     new: Side
@@ -119,73 +93,7 @@ SECTIONS = (
 )
 
 
-# --------------------------------------------------------------------------------------------- the sides
-@contextmanager
-def policies_side(spec: str, *, cwd: Path | None = None) -> Iterator[tuple[Path, str]]:
-    """The policies directory `spec` names (a directory, else a git revision extracted to a temp dir) and how
-    to describe it. DiffError when it is neither."""
-    path = Path(spec)
-    if path.is_dir():
-        yield path, f"directory {spec}"
-        return
-    where = cwd or Path.cwd()
-    commit = _git(where, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
-    if commit is None:
-        msg = (f"{spec!r} is neither a policies directory nor a git revision of the repository at {where} "
-               "(a branch, tag, commit or HEAD~N)")
-        raise DiffError(msg)
-    top = _git(where, "rev-parse", "--show-toplevel")
-    archive = subprocess.run(  # noqa: S603 - fixed git arguments; the revision was verified above
-        ["git", "-C", top or str(where), "archive", "--format=tar", commit.strip(), GIT_POLICIES],  # noqa: S607
-        capture_output=True, check=False,
-    )
-    if archive.returncode != 0:
-        msg = f"git revision {spec} ({commit.strip()[:7]}) has no {GIT_POLICIES}/ folder"
-        raise DiffError(msg)
-    with tempfile.TemporaryDirectory(prefix="textback-policy-diff-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp) / GIT_POLICIES, f"git revision {spec} (commit {commit.strip()[:7]})"
-
-
-def _git(where: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed git arguments
-            ["git", "-C", str(where), *args], capture_output=True, text=True, check=False,  # noqa: S607
-        )
-    except FileNotFoundError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
-
-
-@dataclass
-class _Loaded:
-    """What one side's files say, read leniently (a file that does not read is a problem, not a stop)."""
-
-    dir: Path
-    files: dict[str, PolicyFile]  # by path relative to the policies directory
-    outbound: dict[str, OutboundRule]
-    manifest: Manifest | None
-    problems: list[str]
-
-
-def _load(policies_dir: Path) -> _Loaded:
-    files, errors = read_policy_files(policies_dir)
-    problems = [str(e) for e in errors]
-    rules, rule_errors = outbound_rules(files)
-    problems += [str(e) for e in rule_errors]
-    manifest = None
-    for policy in files:
-        if policy.header.kind == "outbound_manifest":
-            try:
-                manifest = policy.validate(Manifest)
-            except PolicyError as exc:
-                problems.append(str(exc))
-    by_path = {p.path.relative_to(policies_dir).as_posix(): p for p in files}
-    return _Loaded(policies_dir, by_path, {lr.rule.id: lr.rule for lr in rules}, manifest, problems)
-
-
-def _side(name: str, source: str, loaded: _Loaded) -> Side:
+def _side(name: str, source: str, loaded: LoadedSet) -> Side:
     try:
         state = approval_state(loaded.dir)
         approval = state.describe().split(": ", 1)[1]
@@ -285,11 +193,11 @@ def _rule_change(section: str, rule_id: str, old: PolicyFile | None, new: Policy
     return Change(section, rule_id, title, "changed", details, added, removed)
 
 
-def _by_id(loaded: _Loaded, kind: str) -> dict[str, PolicyFile]:
+def _by_id(loaded: LoadedSet, kind: str) -> dict[str, PolicyFile]:
     return {f.header.id: f for f in loaded.files.values() if f.header.kind == kind}
 
 
-def _rules(old: _Loaded, new: _Loaded, kind: str, section: str, pattern_keys: tuple[str, ...],
+def _rules(old: LoadedSet, new: LoadedSet, kind: str, section: str, pattern_keys: tuple[str, ...],
            own: set[str]) -> list[Change]:
     before, after = _by_id(old, kind), _by_id(new, kind)
     changes = [_rule_change(section, rid, before.get(rid), after.get(rid), pattern_keys, own)
@@ -297,24 +205,9 @@ def _rules(old: _Loaded, new: _Loaded, kind: str, section: str, pattern_keys: tu
     return [c for c in changes if c is not None]
 
 
-def _templates_of(loaded: _Loaded) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
-    """(template id, language) -> its spec as written, and every phrase."""
-    templates: dict[tuple[str, str], dict[str, Any]] = {}
-    phrases: dict[str, str] = {}
-    for policy in loaded.files.values():
-        if policy.header.kind != "templates":
-            continue
-        language = str(policy.data.get("language") or "en")
-        for tid, spec in (policy.data.get("templates") or {}).items():
-            if isinstance(spec, dict):
-                templates[(str(tid), language)] = spec
-        phrases.update({str(k): str(v) for k, v in (policy.data.get("phrases") or {}).items()})
-    return templates, phrases
-
-
-def _templates(old: _Loaded, new: _Loaded) -> list[Change]:
-    before, before_phrases = _templates_of(old)
-    after, after_phrases = _templates_of(new)
+def _templates(old: LoadedSet, new: LoadedSet) -> list[Change]:
+    before, before_phrases = templates_of(old)
+    after, after_phrases = templates_of(new)
     changes: list[Change] = []
     for key in sorted(set(before) | set(after)):
         tid, language = key
@@ -343,7 +236,7 @@ def _templates(old: _Loaded, new: _Loaded) -> list[Change]:
     return changes
 
 
-def _manifest(old: _Loaded, new: _Loaded) -> list[Change]:
+def _manifest(old: LoadedSet, new: LoadedSet) -> list[Change]:
     if old.manifest is None and new.manifest is None:
         return []
     before = {r.id: r for r in old.manifest.required} if old.manifest else {}
@@ -365,7 +258,7 @@ def _manifest(old: _Loaded, new: _Loaded) -> list[Change]:
     return changes
 
 
-def _other_files(old: _Loaded, new: _Loaded) -> list[Change]:
+def _other_files(old: LoadedSet, new: LoadedSet) -> list[Change]:
     handled = {"outbound_rule", "inbound_rule", "templates", "outbound_manifest"}
     before = {p: f for p, f in old.files.items() if f.header.kind not in handled}
     after = {p: f for p, f in new.files.items() if f.header.kind not in handled}
@@ -390,114 +283,11 @@ def _other_files(old: _Loaded, new: _Loaded) -> list[Change]:
     return changes
 
 
-# --------------------------------------------------------------------------------------------- outcomes
-@dataclass(frozen=True)
-class _Example:
-    kind: str
-    text: str
-    source: str
-    required: tuple[tuple[str, str], ...] = ()
-    template: str | None = None
-
-
-def _outbound_examples(loaded: _Loaded) -> list[_Example]:
-    out: list[_Example] = []
-    for rule in loaded.outbound.values():
-        out += [_Example("outbound", t, f"{rule.id} must_match") for t in rule.examples.must_match]
-        out += [_Example("outbound", t, f"{rule.id} must_not_match") for t in rule.examples.must_not_match]
-    if loaded.manifest is not None:
-        for required in loaded.manifest.required:
-            out += [_Example("outbound", t, f"manifest {required.id}") for t in required.must_match]
-    return out
-
-
-def _rendered_templates(loaded: _Loaded) -> list[_Example]:
-    from service.templates import SAMPLE_VALUES, to_gsm7  # the sample data `policy check` renders with
-
-    values = {k: to_gsm7(v) for k, v in SAMPLE_VALUES.items()}
-    templates, _ = _templates_of(loaded)
-    out: list[_Example] = []
-    for (tid, language), spec in sorted(templates.items()):
-        if spec.get("audience") != "borrower" or not isinstance(spec.get("text"), str):
-            continue
-        text = Template(spec["text"]).safe_substitute(values)
-        required = tuple((str(n), values[n]) for n in spec.get("requires") or [] if n in values)
-        out.append(_Example("outbound", text, f"template {tid} ({language}) rendered", required, tid))
-    return out
-
-
-def _outbound_outcome(example: _Example, rules: list[OutboundRule]) -> str:
-    found = scan(example.text, [r for r in rules if r.severity == "block"])
-    if example.template is not None:
-        found += content_violations(example.text, dict(example.required), example.template)
-    warned = scan(example.text, [r for r in rules if r.severity == "warn"], severity="warn")
-    blocked = sorted({v.rule for v in found})
-    outcome = f"blocked by {', '.join(blocked)}" if blocked else "allowed"
-    if warned:
-        outcome += f", flagged by {', '.join(sorted({v.rule for v in warned}))} (warn)"
-    return outcome
-
-
-def _inbound_outcome(rule_set: Any, text: str) -> str:
-    from service.replies.rules import EXAMPLES_RECEIVED_AT
-
-    analysis = rule_set.analyze(text, EXAMPLES_RECEIVED_AT)
-    data = analysis.model_dump(mode="json")
-    settled = []
-    for name in ("keyword", "loan_type", "timeline", "applied_elsewhere", "wrong_number", "not_interested",
-                 "handoff_reasons", "callback_window"):
-        value = data.get(name)
-        if value in (None, [], "unknown") or (value is False and name != "applied_elsewhere"):
-            continue
-        shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value).lower()
-        settled.append(f"{name}={shown}")
-    outcome = f"sets {', '.join(settled)}" if settled else "nothing"
-    if analysis.needs_llm:
-        outcome += f", asks the LLM ({', '.join(str(u) for u in data.get('unsure') or [])})"
-    return outcome
-
-
-def _inbound_rule_set(loaded: _Loaded, side: Side) -> Any:
-    from service.replies.rules import load_rules  # compiles hundreds of regexes: only when diffing
-
-    if not any(f.header.kind == "inbound_rule" for f in loaded.files.values()):
-        return None
-    try:
-        return load_rules(loaded.dir)
-    except PolicyError as exc:
-        side.problems.append(f"inbound examples not run on this side: {exc}")
-        return None
-
-
-def _outcomes(old: _Loaded, new: _Loaded, old_side: Side, new_side: Side) -> tuple[list[OutcomeChange], int]:
-    outbound: dict[str, _Example] = {}
-    for example in [*_outbound_examples(old), *_outbound_examples(new), *_rendered_templates(old),
-                    *_rendered_templates(new)]:
-        outbound.setdefault(f"{example.template}\0{example.text}\0{example.required}", example)
-    changes: list[OutcomeChange] = []
-    old_rules, new_rules = list(old.outbound.values()), list(new.outbound.values())
-    for example in outbound.values():
-        before, after = _outbound_outcome(example, old_rules), _outbound_outcome(example, new_rules)
-        if before != after:
-            changes.append(OutcomeChange("outbound", example.text, example.source, before, after))
-    old_set, new_set = _inbound_rule_set(old, old_side), _inbound_rule_set(new, new_side)
-    replies: dict[str, str] = {}
-    for rule_set in (old_set, new_set):
-        for _, rule_id, text, expected in rule_set.examples() if rule_set is not None else []:
-            replies.setdefault(text, f"{rule_id} {'must_match' if expected else 'must_not_match'}")
-    if old_set is not None and new_set is not None:
-        for text, source in replies.items():
-            before, after = _inbound_outcome(old_set, text), _inbound_outcome(new_set, text)
-            if before != after:
-                changes.append(OutcomeChange("inbound", text, source, before, after))
-    return changes, len(outbound) + len(replies)
-
-
 # --------------------------------------------------------------------------------------------- the diff
 def diff_dirs(old_dir: Path, new_dir: Path, *, old_name: str = "OLD", new_name: str = "NEW",
               old_source: str | None = None, new_source: str | None = None) -> PolicyDiff:
     """Everything `policy diff` reports about two policies directories."""
-    old, new = _load(old_dir), _load(new_dir)
+    old, new = load_set(old_dir), load_set(new_dir)
     old_side = _side(old_name, old_source or f"directory {old_dir}", old)
     new_side = _side(new_name, new_source or f"directory {new_dir}", new)
     changes = [
@@ -507,8 +297,8 @@ def diff_dirs(old_dir: Path, new_dir: Path, *, old_name: str = "OLD", new_name: 
         *_manifest(old, new),
         *_other_files(old, new),
     ]
-    outcomes, examples = _outcomes(old, new, old_side, new_side)
-    return PolicyDiff(old_side, new_side, changes, outcomes, examples)
+    found, examples = outcomes(old, new, old_side.problems, new_side.problems)
+    return PolicyDiff(old_side, new_side, changes, found, examples)
 
 
 def diff(old_spec: str, new_spec: str, *, cwd: Path | None = None) -> PolicyDiff:
