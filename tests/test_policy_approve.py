@@ -130,7 +130,7 @@ def test_start_with_approved_set_then_refuse_after_edit(production_env: Path, re
     finally:
         ctx.close()
 
-    _edit(production_env / "sending" / "caps.yaml", "title: ", "title: Edited: ")
+    _edit(production_env / "sending" / "caps.yaml", "title: ", "title: Reviewed, ")
     with pytest.raises(ConfigError, match=f"policy set {policy_version(production_env)} in .* is not approved"):
         build_context(settings, rules=reply_rules, sending_policy=sending_policy, guard=output_guard)
 

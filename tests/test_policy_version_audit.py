@@ -4,11 +4,16 @@ policy-set version of the policies the service started with, the one `policy rep
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
 
 from service.cli import main
+from service.context import build_context
+from service.errors import PolicyError
 from service.models import Decision, OutboundMessage
 from service.policy.files import policy_version
 from tests.helpers import CALLER, POLICIES, call_params, sms_params
@@ -45,3 +50,20 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     report = CliRunner().invoke(main, ["policy", "report", "--policies", str(POLICIES)])
     assert report.exit_code == 0, report.output
     assert version in report.output
+
+
+def test_refuse_guard_built_from_policies_edited_after_start_up(settings, reply_rules, sending_policy,
+                                                                tmp_path: Path) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    started = settings.model_copy(update={"policies_dir": copy})
+    ctx = build_context(started, rules=reply_rules, sending_policy=sending_policy)  # the guard is built on first use
+    try:
+        assert ctx.policy_version == policy_version(copy)
+        caps = copy / "sending" / "caps.yaml"
+        caps.write_text(caps.read_text(encoding="utf-8").replace("title: ", "title: Reviewed, ", 1), encoding="utf-8")
+        with pytest.raises(PolicyError, match=f"started with policy set {ctx.policy_version}, now "
+                                              f"{policy_version(copy)}"):
+            _ = ctx.guard
+    finally:
+        ctx.close()

@@ -33,6 +33,9 @@ def policies_side(spec: str, *, cwd: Path | None = None) -> Iterator[tuple[Path,
         yield path, f"directory {spec}"
         return
     where = cwd or Path.cwd()
+    if spec.startswith("-"):
+        msg = f"{spec!r} is neither a policies directory nor a git revision (it reads as an option)"
+        raise DiffError(msg)
     commit = _git(where, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
     if commit is None:
         msg = (f"{spec!r} is neither a policies directory nor a git revision of the repository at {where} "
