@@ -319,6 +319,7 @@ def render_text(result: PolicyDiff, *, markdown: bool = False) -> str:
     head = "## " if markdown else ""
     item = "- " if markdown else "  "
     sub = "  - " if markdown else "      "
+    gap = [""] if markdown else []  # Markdown wants a blank line between a heading and its list
     lines = [("# " if markdown else "") + "Policy diff", ""]
     lines += [item + _side_line("OLD", result.old), item + _side_line("NEW", result.new)]
     for label, side in (("OLD", result.old), ("NEW", result.new)):
@@ -329,21 +330,21 @@ def render_text(result: PolicyDiff, *, markdown: bool = False) -> str:
         changes = [c for c in result.changes if c.section == section]
         if not changes:
             continue
-        lines += ["", f"{head}{heading}"]
+        lines += ["", f"{head}{heading}", *gap]
         for change in changes:
             lines.append(f"{item}{change.status} {change.id}: {change.title}")
             lines += [f"{sub}{detail}" for detail in change.details]
     if not result.changes:
         lines += ["", f"{head}No rule, template or policy file changed"]
     lines += ["", f"{head}Examples whose outcome changes ({len(result.outcomes)} of {result.examples_run} run "
-              "under both sets)"]
+              "under both sets)", *gap]
     for outcome in result.outcomes:
         lines.append(f"{item}{outcome.kind} {_quoted(outcome.text)} ({outcome.source}): {outcome.old} -> {outcome.new}")
     if not result.outcomes:
         lines.append(f"{item}none")
     with_regexes = [c for c in result.changes if c.regexes_added or c.regexes_removed]
     if with_regexes:
-        lines += ["", f"{head}Appendix: patterns (regular expressions) added and removed"]
+        lines += ["", f"{head}Appendix: patterns (regular expressions) added and removed", *gap]
         for change in with_regexes:
             lines.append(f"{item}{change.section} {change.id}")
             fence = "`" if markdown else ""

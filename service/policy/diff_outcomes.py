@@ -122,9 +122,10 @@ def outcomes(old: LoadedSet, new: LoadedSet, old_problems: list[str], new_proble
     for rule_set in (old_set, new_set):
         for _, rule_id, text, expected in rule_set.examples() if rule_set is not None else []:
             replies.setdefault(text, f"{rule_id} {'must_match' if expected else 'must_not_match'}")
-    if old_set is not None and new_set is not None:
-        for text, source in replies.items():
-            before, after = _inbound_outcome(old_set, text), _inbound_outcome(new_set, text)
-            if before != after:
-                changes.append(OutcomeChange("inbound", text, source, before, after))
+    if old_set is None or new_set is None:  # one side has no inbound rules (or they did not load: a problem)
+        return changes, len(outbound)
+    for text, source in replies.items():
+        before, after = _inbound_outcome(old_set, text), _inbound_outcome(new_set, text)
+        if before != after:
+            changes.append(OutcomeChange("inbound", text, source, before, after))
     return changes, len(outbound) + len(replies)
