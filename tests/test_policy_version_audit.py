@@ -1,4 +1,4 @@
-"""One policy-set version id: every version the audit trail records (texts, alerts, decisions) is the
+"""One policy-set version id: every version the audit trail records (texts, alerts, decisions, a person's text) is the
 policy-set version of the policies the service started with, the one `policy report` and approvals show."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from sqlmodel import Session, select
 from service.cli import main
 from service.context import build_context
 from service.errors import PolicyError
-from service.models import Decision, OutboundMessage
+from service.models import Decision, Lead, OutboundMessage
 from service.policy.files import policy_version
+from tests.api_helpers import signed_in
 from tests.helpers import CALLER, POLICIES, call_params, sms_params
 
 DIAL = "/twilio/voice/dial-status"
@@ -28,12 +29,19 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     assert post(client, DIAL, params).status_code == 200
     assert post(client, "/twilio/sms", sms_params("refi, after 5 works")).status_code == 200
     assert post(client, "/twilio/sms", sms_params("can I lock my rate today?")).status_code == 200
+    with Session(ctx.engine) as session:
+        lead_id = session.exec(select(Lead.id).where(Lead.phone == CALLER)).one()
+    human = client.post(f"/api/leads/{lead_id}/messages", json={"body": "Hi, this is Dana. Calling you now."},
+                        headers=signed_in(ctx))  # a person's own text, through the guard
+    assert human.status_code == 201, human.text
 
     with Session(ctx.engine) as session:
         texts = session.exec(select(OutboundMessage)).all()
         decisions = session.exec(select(Decision)).all()
     purposes = {m.purpose for m in texts}
-    assert {"opener", "alert"} <= purposes, purposes  # a borrower text and an alert to the broker
+    assert {"opener", "alert", "human"} <= purposes, purposes  # a borrower text, an alert, a person's text
+    [person] = [m for m in texts if m.purpose == "human"]
+    assert person.guard_result["policy_version"] == version
     assert {m.audience for m in texts} == {"borrower", "broker"}
     assert [m.policy_version for m in texts] == [version] * len(texts)
     assert decisions
