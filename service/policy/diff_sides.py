@@ -51,7 +51,10 @@ def policies_side(spec: str, *, cwd: Path | None = None) -> Iterator[tuple[Path,
         raise DiffError(msg)
     with tempfile.TemporaryDirectory(prefix="textback-policy-diff-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tmp, filter="data")
+            if not hasattr(tarfile, "data_filter"):  # Python before 3.11.4: no extraction filters
+                msg = "reading a git revision needs Python 3.11.4 or later (tarfile extraction filters)"
+                raise DiffError(msg)
+            tar.extractall(tmp, filter="data")  # git's own archive; the filter refuses paths outside tmp anyway
         yield Path(tmp) / GIT_POLICIES, f"git revision {spec} (commit {commit.strip()[:7]})"
 
 
