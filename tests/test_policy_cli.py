@@ -70,7 +70,7 @@ def test_refuse_policy_file_unknown_key(policies_copy: Path) -> None:
     _edit(policies_copy / "outbound" / "fees.yaml", "severity: block", "severity: block\nseverity_note: x")
     result = _run("check", "--policies", str(policies_copy))
     assert result.exit_code == 1
-    assert "policies/outbound/fees.yaml:16: severity_note: unknown key" in result.output.splitlines()
+    assert "policies/outbound/fees.yaml:17: severity_note: unknown key" in result.output.splitlines()
 
 
 def test_report_policies_markdown_sections() -> None:
