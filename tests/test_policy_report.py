@@ -5,8 +5,11 @@ the appendix, internal notes nowhere, the same content in every format, and the 
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -293,6 +296,30 @@ def test_report_pdf_cli_to_stdout_and_file(tmp_path: Path, brokers: Path) -> Non
     assert result.exit_code == 0
     assert out.read_bytes().startswith(b"%PDF-")
     assert f"wrote {out}" in result.output
+
+
+def test_report_pdf_refused_on_a_terminal(tmp_path: Path, brokers: Path) -> None:
+    """Binary on a terminal helps nobody: without --output and with stdout a terminal, it refuses and says how."""
+    main_fd, terminal_fd = os.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from service.cli import main; main()", "policy", "report", "--format", "pdf",
+             "--brokers", str(brokers)],
+            cwd=ROOT, stdout=terminal_fd, stderr=subprocess.PIPE, timeout=60, check=False,
+        )
+    finally:
+        os.close(terminal_fd)
+        os.close(main_fd)
+    assert proc.returncode == 2
+    assert b"a PDF is binary: pass --output FILE (or redirect stdout to a file)" in proc.stderr
+
+
+def test_report_html_is_standalone(brokers: Path) -> None:
+    page = render_report(report_context(POLICIES, brokers, now=NOW), "html").decode()
+    head = page.split("<body>")[0]
+    assert "<style>" in head
+    for external in ("<link", "<script", "src=", "@import", "url("):
+        assert external not in page
 
 
 def test_report_unreadable_brokers_file_is_a_finding(tmp_path: Path) -> None:
