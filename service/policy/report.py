@@ -505,7 +505,9 @@ def _appendix(ctx: Context) -> list[Block]:
               "Patterns are case-insensitive Python regular expressions; ${name} stands for the named "
               "fragment listed with them."),
     ]
-    for policy in ctx.files:
+    order = list(_REGEX_KEYS)  # the report's order: outbound rules, inbound rules, scopes
+    for policy in sorted((f for f in ctx.files if f.header.kind in _REGEX_KEYS),
+                         key=lambda f: order.index(f.header.kind)):
         keys = _REGEX_KEYS.get(policy.header.kind)
         if not keys:
             continue
