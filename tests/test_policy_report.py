@@ -298,6 +298,7 @@ def test_report_pdf_cli_to_stdout_and_file(tmp_path: Path, brokers: Path) -> Non
     assert f"wrote {out}" in result.output
 
 
+@pytest.mark.slow
 def test_report_pdf_refused_on_a_terminal(tmp_path: Path, brokers: Path) -> None:
     """Binary on a terminal helps nobody: without --output and with stdout a terminal, it refuses and says how."""
     main_fd, terminal_fd = os.openpty()
