@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.policy.files import policy_version
-from service.policy.report import readme_text
+from service.policy.readme import readme_text
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 

@@ -21,8 +21,9 @@ from click.testing import CliRunner, Result
 from service.cli import main
 from service.policy.approvals import approve
 from service.policy.files import policy_version, read_policy_files
-from service.policy.report import build_report, render_report, report_context
+from service.policy.report import build_report, render_report
 from service.policy.report_blocks import Block
+from service.policy.report_context import report_context
 from service.policy.report_pdf import find_fonts, font_coverage, marker, to_pdf
 
 ROOT = Path(__file__).resolve().parent.parent

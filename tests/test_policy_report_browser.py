@@ -14,7 +14,8 @@ import yaml
 
 from service.policy.approvals import approve
 from service.policy.files import policy_version
-from service.policy.report import render_report, report_context
+from service.policy.report import render_report
+from service.policy.report_context import report_context
 from tests.browser import CHROMIUM, PHONE_VIEWPORT, require_chromium
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

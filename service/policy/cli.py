@@ -15,7 +15,9 @@ from service.brokers import load_brokers, template_values
 from service.errors import ConfigError, PolicyError
 from service.policy.check import run_check
 from service.policy.guard import OutputGuard
-from service.policy.report import README_COMMAND, readme_text, render_report, report_context
+from service.policy.readme import README_COMMAND, readme_text
+from service.policy.report import render_report
+from service.policy.report_context import report_context
 from service.policy.required_content import REQUIRED_BY_KIND, value_names
 from service.settings import Settings
 from service.templates import load_templates

@@ -15,49 +15,26 @@ The report is built once as blocks (service.policy.report_blocks) and written as
 
 Template verdicts use the rules' regex logic (`scan`) and the required-content check, so the report needs no
 guardrails import; `policy check` and start-up run the real guard.
+
+Modules: report_context (the inputs, read once), report_rules (sections 1 and 2), report_texts (section 4),
+report_blocks (Markdown, HTML), report_pdf (PDF); this module has the cover, the sending policy, the open
+questions and the appendix, and puts them in order. policies/README.md is service.policy.readme.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.brokers import BrokerConfig, load_brokers, template_values
-from service.errors import ConfigError, PolicyError
-from service.policy.approvals import ApprovalState, approval_state
-from service.policy.files import LoadedRule, PolicyFile, outbound_rules, policy_version, read_policy_files
-from service.policy.floor import FLOOR
-from service.policy.guard import content_violations, scan
 from service.policy.report_blocks import Block, to_html, to_markdown
+from service.policy.report_context import EXAMPLE_BROKERS, Context, count_of, of_kind, plain
+from service.policy.report_rules import about, examples_blocks, inbound_section, outbound_section
+from service.policy.report_texts import templates_section
 
-README_COMMAND = "uv run textback policy report --write-readme"
+if TYPE_CHECKING:
+    from service.brokers import BrokerConfig
+
 APPROVE_COMMAND = 'textback policy approve --reviewer "NAME, TITLE" --note "..."'
-EXAMPLE_BROKERS = "brokers.example.yaml"
 TITLE = "textback policy set: reviewer's report"
-# Inbound rules list hundreds of examples; the report shows the first few of each side and counts the rest
-# (all of them are in the rule's file and run by `textback policy check`).
-SHOWN_MATCH = 8
-SHOWN_NOT_MATCH = 4
-
-SEVERITY_WORDS = {
-    "block": "block: a text that matches is never sent",
-    "warn": "warn: a match is flagged and recorded, the text is not stopped",
-    "high": "high: safety-critical (an opt-out, a wrong number, a topic that needs a person at once)",
-    "medium": "medium: decides what the broker is told or what the conversation asks next",
-    "low": "low: a hint or a convenience for reading replies",
-}
-# What an inbound rule does when it fires, by the field it sets (service.replies.analysis).
-INBOUND_GROUPS: tuple[tuple[str, str, set[str]], ...] = (
-    ("Opt-outs and carrier keywords", "keyword", {"keyword"}),
-    ("Replies that go to a person", "handoff", {"handoff_reasons"}),
-    ("Replies that close the lead", "close", {"wrong_number", "not_interested"}),
-    ("What the broker is told", "facts", {"loan_type", "timeline", "applied_elsewhere", "callback_window"}),
-    ("When the language model reads a reply", "llm", {"needs_llm"}),
-)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _REGEX_KEYS = {
     "outbound_rule": (("patterns", "Blocked when any of these matches"),
@@ -74,58 +51,6 @@ _REGEX_KEYS = {
               ("phrase", "A phrase that puts the match in this scope"),
               ("unless", "Unless the clause also says")),
 }
-
-
-@dataclass(frozen=True)
-class BrokerSource:
-    """The brokers file the templates are rendered with: its path, brokers, or why it could not be read."""
-
-    path: Path
-    brokers: tuple[BrokerConfig, ...]
-    error: str | None = None
-
-    @property
-    def is_example(self) -> bool:
-        return self.path.name == EXAMPLE_BROKERS
-
-    @classmethod
-    def read(cls, path: Path) -> BrokerSource:
-        try:
-            return cls(path, tuple(load_brokers(path)))
-        except ConfigError as exc:
-            return cls(path, (), str(exc))
-
-
-@dataclass(frozen=True)
-class Context:
-    policies_dir: Path
-    files: list[PolicyFile]
-    loaded: list[LoadedRule]
-    errors: list[str]
-    version: str
-    approval: ApprovalState | None
-    approval_error: str | None
-    brokers: BrokerSource
-    generated: datetime
-
-
-def _approval(policies_dir: Path) -> tuple[ApprovalState | None, str | None]:
-    try:
-        return approval_state(policies_dir), None
-    except PolicyError as exc:
-        return None, str(exc)
-
-
-def _strip(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
-
-
-def _of_kind(files: Iterable[PolicyFile], *kinds: str) -> list[PolicyFile]:
-    return [f for f in files if f.header.kind in kinds]
 
 
 # ----------------------------------------------------------------------------------------------- cover
@@ -173,7 +98,7 @@ def _cover(ctx: Context) -> list[Block]:
             f"The templates below are rendered with the shipped example brokers file ({EXAMPLE_BROKERS}), not a "
             "brokerage's own: run the report with --brokers (or TEXTBACK_BROKERS_FILE) before signing off.",
         ))
-    inbound = _of_kind(ctx.files, "inbound_rule")
+    inbound = of_kind(ctx.files, "inbound_rule")
     questions = sum(len(f.header.open_questions) for f in ctx.files)
     blocks += [
         Block("p", "What this document is: every policy that decides what textback may text a borrower, how it "
@@ -182,12 +107,12 @@ def _cover(ctx: Context) -> list[Block]:
               "still open for counsel; and, in an appendix, the exact patterns. The version is a content hash "
               "of every file under policies/ (the approvals record aside): editing any policy file changes it."),
         Block("list", [
-            _count(len(ctx.files), "policy file"),
-            f"{_count(len(ctx.loaded), 'outbound content rule')} with "
+            count_of(len(ctx.files), "policy file"),
+            f"{count_of(len(ctx.loaded), 'outbound content rule')} with "
             f"{sum(len(r.rule.examples.must_match) for r in ctx.loaded)} examples blocked and "
             f"{sum(len(r.rule.examples.must_not_match) for r in ctx.loaded)} examples allowed",
-            _count(len(inbound), "inbound reply rule"),
-            _count(questions, "open question") + " for counsel",
+            count_of(len(inbound), "inbound reply rule"),
+            count_of(questions, "open question") + " for counsel",
         ]),
         Block("p", "Sections: 1 Outbound content rules. 2 Reading a borrower's replies. 3 Sending policy. "
               "4 Texts as sent, per broker. 5 Other policies. 6 Open questions for counsel. "
@@ -197,152 +122,6 @@ def _cover(ctx: Context) -> list[Block]:
         blocks += [Block("alert", "FINDINGS: some policy files could not be read; this report is incomplete."),
                    Block("list", ctx.errors)]
     return [*blocks, Block("pagebreak", "")]
-
-
-# ----------------------------------------------------------------------------------------------- rules
-def _about(policy: PolicyFile, severity: str | None) -> list[Block]:
-    header = policy.header
-    facts: list[tuple[str, str]] = [
-        ("What it does", _strip(header.summary) or "(no summary: a finding of `textback policy check`)"),
-        ("Why", _strip(header.rationale)),
-    ]
-    if header.cites:
-        facts.append(("Law cited", "; ".join(header.cites)))
-    if severity:
-        facts.append(("Severity", SEVERITY_WORDS.get(severity, severity)))
-    facts.append(("File", f"{policy.display} (id {header.id})"))
-    blocks = [Block("h3", header.title.strip()), Block("facts", facts)]
-    if header.open_questions:
-        blocks.append(Block("p", f"Open questions for counsel on this policy: {len(header.open_questions)} "
-                                 "(section 6)."))
-    return blocks
-
-
-def _examples(label_match: str, label_not: str, must_match: list[str], must_not: list[str],
-              bound: bool) -> list[Block]:
-    blocks: list[Block] = []
-    for label, items, limit in ((label_match, must_match, SHOWN_MATCH), (label_not, must_not, SHOWN_NOT_MATCH)):
-        if not items:
-            continue
-        shown = items[:limit] if bound else items
-        rest = len(items) - len(shown)
-        more = f" (first {len(shown)} of {len(items)} shown; all are in the file and run by `textback policy " \
-               "check`)" if rest else ""
-        blocks += [Block("p", f"{label}{more}:"), Block("list", [f"\u201c{t}\u201d" for t in shown])]
-        if rest:
-            blocks.append(Block("p", f"... and {rest} more."))
-    return blocks
-
-
-def _outbound(ctx: Context) -> list[Block]:
-    manifest = {str(r.get("id")): str(r.get("min_severity"))
-                for f in _of_kind(ctx.files, "outbound_manifest") for r in f.data.get("required") or []
-                if isinstance(r, dict)}
-    blocks = [
-        Block("h2", "1 Outbound content rules: what a text to a borrower must never say"),
-        Block("p", "Every text a borrower receives from textback is checked against these rules just before it "
-              "is sent; a text a block rule matches is never sent and the broker is alerted. The examples are "
-              "the rule's own tests: each blocked example must be stopped by this rule, each allowed example "
-              "must pass every rule."),
-        Block("table", [["rule", "blocks", "severity", "required by the manifest"]] + [
-            [lr.rule.title.strip(), _count(len(lr.rule.examples.must_match), "example"), lr.rule.severity,
-             f"yes, at least {manifest[lr.rule.id]}" if lr.rule.id in manifest else "no"]
-            for lr in ctx.loaded
-        ]),
-    ]
-    for lr in ctx.loaded:
-        blocks += _about(lr.file, lr.rule.severity)
-        if lr.rule.id in manifest:
-            blocks.append(Block("p", f"Required by the compliance manifest at severity {manifest[lr.rule.id]} "
-                                     "or stricter: the service does not start without it."))
-        blocks += _examples("Examples it blocks", "Examples it allows", lr.rule.examples.must_match,
-                            lr.rule.examples.must_not_match, bound=False)
-    for policy in _of_kind(ctx.files, "outbound_manifest"):
-        required = [r for r in policy.data.get("required") or [] if isinstance(r, dict)]
-        blocks += [
-            Block("h3", f"The compliance manifest: {policy.header.title.strip()}"),
-            *_about(policy, None)[1:],
-            Block("table", [["required rule", "minimum severity", "examples of the manifest's own"]] + [
-                [str(r.get("id")), str(r.get("min_severity")), str(len(r.get("must_match") or []))]
-                for r in required
-            ]),
-        ]
-    blocks += [
-        Block("h3", "The floor fixed in code"),
-        Block("p", "Whatever the files say, the service refuses to start unless rules the manifest requires "
-              "block each of these categories (service/policy/floor.py):"),
-        Block("list", [f"{c.what} (for example \u201c{c.must_block[0]}\u201d)" for c in FLOOR]),
-    ]
-    return blocks
-
-
-def _sets_words(data: dict[str, Any]) -> str:
-    sets = data.get("sets") or {}
-    field, value = sets.get("field"), sets.get("value")
-    words: dict[tuple[Any, Any], str] = {
-        ("keyword", "stop"): "stops all texting to the number (opt-out)",
-        ("keyword", "start"): "resumes texting a number that opted out (opt-in)",
-        ("keyword", "help"): "answers with the help text",
-        ("wrong_number", True): "closes the lead as a wrong number",
-        ("not_interested", True): "closes the lead as not interested",
-        ("needs_llm", True): "asks the language model (with none, a person) to read the reply",
-        ("needs_llm", False): "marks the reply as needing no further reading",
-        ("applied_elsewhere", True): "tells the broker the borrower applied elsewhere",
-        ("applied_elsewhere", False): "tells the broker the borrower has not applied elsewhere",
-        ("callback_window", None): "tells the broker when to call, in the borrower's words",
-    }
-    if (field, value) in words:
-        return words[(field, value)]
-    if field == "handoff_reasons":
-        return f"hands the conversation to a person (reason: {str(value).replace('_', ' ')})"
-    return f"sets {str(field).replace('_', ' ')} to {str(value).replace('_', ' ')}"
-
-
-def _inbound(ctx: Context) -> list[Block]:
-    rules = _of_kind(ctx.files, "inbound_rule")
-    blocks = [
-        Block("h2", "2 Reading a borrower's replies"),
-        Block("p", "textback reads each reply with these rules first; a language model, when one is configured, "
-              "may only fill in what the rules left open, and never decides an opt-out, a rate lock, a closing "
-              "or a deadline on its own. Inbound rules with many examples show the first "
-              f"{SHOWN_MATCH} replies that fire the rule and the first {SHOWN_NOT_MATCH} that must not, with the "
-              "count of the rest."),
-    ]
-    for heading, _key, fields in INBOUND_GROUPS:
-        chosen = [f for f in rules if (f.data.get("sets") or {}).get("field") in fields]
-        if not chosen:
-            continue
-        blocks += [Block("h3", heading), Block("table", [["rule", "when it fires, textback", "severity"]] + [
-            [f.header.title.strip(), _sets_words(f.data), str(f.data.get("severity", ""))] for f in chosen
-        ])]
-        for policy in chosen:
-            about = _about(policy, str(policy.data.get("severity", "")))
-            blocks += [Block("h4", about[0].content), *about[1:]]
-            blocks.append(Block("p", f"When it fires, textback {_sets_words(policy.data)}."))
-            whole = policy.data.get("whole_message") or []
-            if whole:
-                blocks.append(Block("p", "Also fires when the whole reply is one of: " + ", ".join(whole) + "."))
-            examples = policy.data.get("examples") or {}
-            blocks += _examples("Replies that fire it", "Replies that must not", list(examples.get("must_match")
-                                or []), list(examples.get("must_not_match") or []), bound=True)
-    others = _of_kind(ctx.files, "scope", "spelling")
-    if others:
-        blocks += [
-            Block("h3", "How replies are prepared before the rules read them"),
-            Block("p", "Scopes keep a word in another sense, negated, in the past or inside an instruction from "
-                  "sending a reply to a person (in the scope examples the bracketed word is the one covered); "
-                  "spelling files correct typos of the words that matter."),
-        ]
-        for policy in others:
-            about = _about(policy, None)
-            blocks += [Block("h4", about[0].content), *about[1:]]
-            words = policy.data.get("words") or []
-            if words:
-                blocks.append(Block("p", "Words corrected: " + ", ".join(str(w) for w in words) + "."))
-            examples = policy.data.get("examples") or {}
-            blocks += _examples("Covered", "Not covered", list(examples.get("must_match") or []),
-                                list(examples.get("must_not_match") or []), bound=True)
-    return blocks
 
 
 def _window(value: Any) -> str:
@@ -355,16 +134,16 @@ def _window(value: Any) -> str:
 
 def _sending(ctx: Context) -> list[Block]:
     blocks = [Block("h2", "3 Sending policy: when textback may text, and how much")]
-    for policy in _of_kind(ctx.files, "quiet_hours"):
+    for policy in of_kind(ctx.files, "quiet_hours"):
         data = policy.data
-        blocks += _about(policy, None)
+        blocks += about(policy, None)
         federal = data.get("federal") or {}
         rows = [["where", "automated texts allowed (local time)", "other days", "citation"],
                 ["every state (federal)", _window(federal.get("window")), "", str(federal.get("citation", ""))]]
         for state, rule in sorted((data.get("states") or {}).items()):
             days = "; ".join(f"{day.capitalize()}: {_window(w)}" for day, w in
                              sorted((rule.get("days") or {}).items(), key=lambda kv: _WEEKDAYS.index(kv[0])))
-            rows.append([state, _window(rule.get("window")), days, _strip(rule.get("citation"))])
+            rows.append([state, _window(rule.get("window")), days, plain(rule.get("citation"))])
         opener = ("The opener that answers a caller's own missed call is sent at once, even outside these hours, "
                   "as a reply to the caller's inquiry; every later automated text waits for the window."
                   if data.get("opener_is_reply") else
@@ -378,18 +157,18 @@ def _sending(ctx: Context) -> list[Block]:
         ]
         examples = data.get("examples") or []
         if examples:
-            blocks.append(Block("p", f"Tested with {_count(len(examples), 'example')} of local times and "
+            blocks.append(Block("p", f"Tested with {count_of(len(examples), 'example')} of local times and "
                                      "verdicts, run by `textback policy check`."))
-    for policy in _of_kind(ctx.files, "caps"):
-        blocks += _about(policy, None)
+    for policy in of_kind(ctx.files, "caps"):
+        blocks += about(policy, None)
         limits = policy.data.get("limits") or {}
         blocks.append(Block("table", [["limit", "value", "why"]] + [
-            [str(spec.get("title", name)), str(spec.get("value")), _strip(spec.get("rationale"))]
+            [str(spec.get("title", name)), str(spec.get("value")), plain(spec.get("rationale"))]
             for name, spec in limits.items() if isinstance(spec, dict)
         ]))
-    for policy in _of_kind(ctx.files, "human_texts"):
+    for policy in of_kind(ctx.files, "human_texts"):
         data = policy.data
-        blocks += _about(policy, None)
+        blocks += about(policy, None)
         guard = {"block": "a text the output guard flags is never sent",
                  "warn": "the person sees what the guard found and must confirm; the override is recorded",
                  "off": "sent unchecked, still stored and audited"}
@@ -400,70 +179,9 @@ def _sending(ctx: Context) -> list[Block]:
                                       ["quiet hours", str(data.get("quiet_hours")),
                                        quiet.get(str(data.get("quiet_hours")), "")]]))
         examples = data.get("examples") or {}
-        blocks += _examples("Texts the guard flags", "Texts it lets through", list(examples.get("must_match") or []),
+        blocks += examples_blocks("Texts the guard flags", "Texts it lets through", list(examples.get("must_match") or []),
                             list(examples.get("must_not_match") or []), bound=False)
     return blocks
-
-
-# ----------------------------------------------------------------------------------------------- templates
-def _verdict(rendered: Any, rules: list[Any]) -> str:
-    if rendered.audience != "borrower":
-        return "Goes only to the broker's own team (never to a borrower); not checked by the borrower guard."
-    found = scan(rendered.text, rules) + content_violations(rendered.text, rendered.required, rendered.template_id)
-    if found:
-        return "Guard verdict: BLOCKED by " + ", ".join(f"{v.rule} (\u201c{v.match}\u201d)" for v in found) + \
-            ". This text would not be sent."
-    required = "; ".join(f"{k.removesuffix('_es').replace('_', ' ')} \u201c{v}\u201d"
-                         for k, v in sorted(rendered.required.items()))
-    return "Guard verdict: allowed" + (f"; it says the required {required}" if required else "") + "."
-
-
-def _templates(ctx: Context) -> list[Block]:
-    blocks = [Block("h2", "4 Texts as sent, per broker")]
-    try:
-        template_set = importlib.import_module("service.templates").load_templates(ctx.policies_dir)
-    except PolicyError as exc:
-        return [*blocks, Block("alert", f"FINDING: the templates could not be loaded: {exc}")]
-    source = ctx.brokers
-    if source.error or not source.brokers:
-        why = source.error or "it lists no brokers"
-        return [*blocks, Block("alert", f"FINDING: no broker's values to render the templates with: {why}.")]
-    rules = [lr.rule for lr in ctx.loaded]
-    blocks.append(Block(
-        "p", f"Every template, rendered with each broker's values from {source.path} (name, brokerage, NMLS IDs, "
-        "number, booking link). Values that depend on the caller or the moment (the caller's number, the "
-        "callback time and day, the borrower's words quoted in alerts, counts) are illustrative. Texts to a "
-        "borrower are shown after conversion to the SMS character set, as they are sent.",
-    ))
-    for file in _of_kind(ctx.files, "templates"):
-        blocks += _about(file, None)
-    for broker in source.brokers:
-        values = template_values(broker)
-        blocks.append(Block("h3", f"{broker.name}, {broker.brokerage} (NMLS {broker.nmls_id})"))
-        skipped: list[str] = []
-        for rendered in template_set.sample_renders(values):
-            if not broker.booking_url and "$booking_url" in _spec_text(template_set, rendered):
-                skipped.append(rendered.template_id)
-                continue
-            audience = "to the borrower" if rendered.audience == "borrower" else "to the broker's team"
-            language = ", in Spanish" if rendered.language == "es" else ""
-            blocks += [Block("h4", f"{rendered.template_id} ({audience}{language})"),
-                       Block("quote", rendered.text), Block("p", _verdict(rendered, rules))]
-        if skipped:
-            blocks.append(Block("p", f"Not sent for this broker (no booking link in the brokers file): "
-                                     f"{', '.join(sorted(set(skipped)))}."))
-    phrases = getattr(template_set, "phrases", {})
-    if phrases:
-        blocks += [Block("h3", "How each reason for a person reads inside an alert"),
-                   Block("table", [["reason", "words in the alert"]] + [[k.replace("_", " "), v]
-                                                                        for k, v in sorted(phrases.items())])]
-    return blocks
-
-
-def _spec_text(template_set: Any, rendered: Any) -> str:
-    variant = template_set.variants.get(rendered.language, {}).get(rendered.template_id)
-    spec = variant or template_set.templates[rendered.template_id]
-    return str(spec.text)
 
 
 # ----------------------------------------------------------------------------------------------- the rest
@@ -475,7 +193,7 @@ def _other(ctx: Context) -> list[Block]:
     if not chosen:
         return [*blocks, Block("p", "None.")]
     for policy in chosen:
-        blocks += _about(policy, None)
+        blocks += about(policy, None)
         scalars = [[k.replace("_", " "), str(v)] for k, v in policy.data.items()
                    if k not in {"id", "kind", "title", "rationale", "summary", "cites", "open_questions",
                                 "internal_notes", "examples"} and isinstance(v, str | int | float | bool)]
@@ -493,7 +211,7 @@ def _questions(ctx: Context) -> list[Block]:
         return [*blocks, Block("p", "None recorded.")]
     for policy in asked:
         blocks += [Block("h3", f"{policy.header.title.strip()} ({policy.display})"),
-                   Block("list", [_strip(q) for q in policy.header.open_questions])]
+                   Block("list", [plain(q) for q in policy.header.open_questions])]
     return blocks
 
 
@@ -528,20 +246,9 @@ def _appendix(ctx: Context) -> list[Block]:
     return blocks
 
 
-def report_context(policies_dir: Path, brokers_file: Path, *, now: datetime | None = None) -> Context:
-    files, errors = read_policy_files(policies_dir)
-    loaded, rule_errors = outbound_rules(files)
-    approval, approval_error = _approval(policies_dir)
-    return Context(
-        policies_dir=policies_dir, files=files, loaded=loaded, errors=[str(e) for e in [*errors, *rule_errors]],
-        version=policy_version(policies_dir), approval=approval, approval_error=approval_error,
-        brokers=BrokerSource.read(brokers_file), generated=(now or datetime.now(UTC)).astimezone(UTC),
-    )
-
-
 def build_report(ctx: Context) -> list[Block]:
     """The reviewer's report as blocks: cover, rules, sending policy, texts per broker, questions, appendix."""
-    return [*_cover(ctx), *_outbound(ctx), *_inbound(ctx), *_sending(ctx), *_templates(ctx), *_other(ctx),
+    return [*_cover(ctx), *outbound_section(ctx), *inbound_section(ctx), *_sending(ctx), *templates_section(ctx), *_other(ctx),
             *_questions(ctx), *_appendix(ctx)]
 
 
@@ -554,60 +261,3 @@ def render_report(ctx: Context, fmt: str = "md") -> bytes:
         return to_pdf(blocks, title=TITLE, footer=f"policy set {ctx.version}")
     text = to_html(blocks, f"{TITLE} ({ctx.version})") if fmt == "html" else to_markdown(blocks)
     return text.encode("utf-8")
-
-
-def readme_text(policies_dir: Path) -> str:
-    """policies/README.md: one table of every policy file, generated; what a reviewer reads first.
-
-    Example counts are shown for outbound rules only, so editing another kind's examples does not make the
-    table stale; the review report (`policy report`) has everything.
-    """
-    files, errors = read_policy_files(policies_dir)
-    loaded, _ = outbound_rules(files)
-    counts = {lr.rule.id: (lr.rule.severity, lr.rule.examples) for lr in loaded}
-    rows = [["file", "id", "kind", "title", "severity", "examples"]]
-    for policy in sorted(files, key=lambda f: f.display):
-        severity, examples = "", ""
-        if policy.header.id in counts:
-            sev, ex = counts[policy.header.id]
-            severity, examples = sev, f"{len(ex.must_match)} must_match, {len(ex.must_not_match)} must_not_match"
-        else:
-            data_severity = policy.data.get("severity")
-            severity = str(data_severity) if isinstance(data_severity, str) else ""
-        rows.append([policy.display.removeprefix("policies/"), policy.header.id, policy.header.kind,
-                     policy.header.title.strip(), severity, examples])
-    blocks = [
-        Block("h1", "Policies"),
-        Block(
-            "p",
-            "Everything textback may say or do is decided by the files in this folder. Each file has a "
-            "plain-English title, a `summary` of what it blocks, routes or allows, a rationale, the laws it "
-            "`cites`, any `open_questions` for counsel, and examples that CI runs (`uv run textback policy "
-            "check`). The reviewer's report, with every rule in plain words, every template rendered with "
-            "each broker's values and the patterns in an appendix, is `uv run textback policy report "
-            "--format md|html|pdf --output review.pdf`.",
-        ),
-        Block(
-            "p",
-            "`outbound/required.yaml` is the compliance manifest: the outbound rules that must be in force, "
-            "their minimum severity, and examples of its own that each rule must block. A required rule that "
-            "is missing, renamed, downgraded or no longer blocks those examples, or a missing or empty "
-            "manifest, fails `policy check` and stops the service from starting. At start-up the service also "
-            "runs every example of every rule through its output guard (once per policy version, recorded "
-            "under `TEXTBACK_GUARD_CACHE_DIR`) and refuses to start on any failure. The manifest is part of "
-            "the policy-set version; changing it needs compliance sign-off.",
-        ),
-        Block(
-            "p",
-            "Whatever these files say, the guard must also block a floor of texts fixed in code "
-            "(`service/policy/floor.py`: rate or APR quotes, payment amounts, repayment terms, loan "
-            "products, approval promises, points and fees, down payments), each by a rule the manifest requires at "
-            "`block`: deleting a rule file together with its manifest entry fails `policy check`, naming the "
-            "category the policy set no longer covers.",
-        ),
-        Block("p", f"This table is generated; do not edit it by hand. Regenerate with `{README_COMMAND}`."),
-        Block("table", rows),
-    ]
-    if errors:
-        blocks += [Block("h2", "Files with errors"), Block("list", [str(e) for e in errors])]
-    return to_markdown(blocks)
