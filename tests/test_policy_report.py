@@ -255,6 +255,10 @@ def test_report_pdf_renders_pages_with_text(brokers: Path) -> None:
             image = pdf[index].render(scale=0.4).to_pil().convert("L")
             dark = sum(image.histogram()[:200])  # pixels clearly darker than the white page
             assert dark > 150, f"page {index + 1} is blank"
+        outline = [item.get_title() for item in pdf.get_toc()]
+        assert "1 Outbound content rules: what a text to a borrower must never say" in outline
+        assert "No interest rates, APRs or rate ranges" in outline
+        assert "Appendix: regular expressions" in outline
         first = pdf[0].get_textpage().get_text_range()
         assert policy_version(POLICIES) in first
         assert "NOT APPROVED" in first

@@ -153,6 +153,7 @@ def _write(pdf: _Pdf, block: Block) -> None:
         if pdf.get_y() > pdf.h - 50:
             pdf.add_page()
         pdf.ln(4)
+        pdf.start_section(pdf.clean["B"](content), level=0)  # the PDF's outline (bookmarks)
         pdf.text_block(content, size=14, style="B", height=7)
         pdf.set_draw_color(190)
         pdf.line(pdf.l_margin, pdf.get_y(), pdf.w - pdf.r_margin, pdf.get_y())
@@ -161,6 +162,8 @@ def _write(pdf: _Pdf, block: Block) -> None:
         if pdf.get_y() > pdf.h - 40:
             pdf.add_page()
         pdf.ln(3 if kind == "h3" else 1.5)
+        if kind == "h3":
+            pdf.start_section(pdf.clean["B"](content), level=1)
         pdf.text_block(content, size=12 if kind == "h3" else 10.5, style="B", height=6)
     elif kind == "p":
         pdf.text_block(content)
