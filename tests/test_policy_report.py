@@ -177,6 +177,7 @@ def test_report_never_shows_internal_notes(policies_copy: Path, brokers: Path) -
             assert _flat(note) not in _flat(output)
         assert not re.search(r"\bTODO\b", output)  # case-sensitive: Spanish "todo" is a word
         assert not re.search(r"design card|issue 6\b", output, flags=re.IGNORECASE)
+        assert not re.search(r"\bservice/[a-z_/]+\.py\b", output)  # engineering references stay in the files
 
 
 def test_report_open_questions_in_their_own_section(brokers: Path) -> None:

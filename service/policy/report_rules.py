@@ -103,7 +103,7 @@ def outbound_section(ctx: Context) -> list[Block]:
     blocks += [
         Block("h3", "The floor fixed in code"),
         Block("p", "Whatever the files say, the service refuses to start unless rules the manifest requires "
-              "block each of these categories (service/policy/floor.py):"),
+              "block each of these categories:"),
         Block("list", [f"{c.what} (for example \u201c{c.must_block[0]}\u201d)" for c in FLOOR]),
     ]
     return blocks
