@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.policy.files import policy_version
-from service.policy.report import readme_text
+from service.policy.readme import readme_text
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -70,27 +70,26 @@ def test_refuse_policy_file_unknown_key(policies_copy: Path) -> None:
     _edit(policies_copy / "outbound" / "fees.yaml", "severity: block", "severity: block\nseverity_note: x")
     result = _run("check", "--policies", str(policies_copy))
     assert result.exit_code == 1
-    assert "policies/outbound/fees.yaml:10: severity_note: unknown key" in result.output.splitlines()
+    assert "policies/outbound/fees.yaml:17: severity_note: unknown key" in result.output.splitlines()
 
 
 def test_report_policies_markdown_sections() -> None:
-    result = _run("report", "--policies", str(POLICIES))
+    """The reviewer's report in its default format; its content is tested in tests/test_policy_report.py."""
+    result = _run("report", "--policies", str(POLICIES), "--brokers", "brokers.example.yaml")
     assert result.exit_code == 0
     text = result.output
-    assert text.startswith("# textback policy set: review for sign-off")
-    assert f"Policy set version: {policy_version(POLICIES)}" in text
+    assert text.startswith("# textback policy set: reviewer's report")
+    assert f"- **Policy-set version:** {policy_version(POLICIES)}" in text
     for heading in [
-        "## Outbound content rules",
-        "### No interest rates, APRs or rate ranges (no-rate-quotes)",
-        "## Templates, rendered with sample broker data",
-        "### opener (to the borrower)",
-        "## Inbound reply rules",
-        "## Sending policy",
+        "## 1 Outbound content rules: what a text to a borrower must never say",
+        "### No interest rates, APRs or rate ranges",
+        "## 4 Texts as sent, per broker",
+        "#### opener (to the borrower)",
+        "## 6 Open questions for counsel",
+        "## Appendix: regular expressions",
     ]:
         assert heading in text.splitlines()
-    assert "Rationale: 12 CFR 1026.24(c)" in text
-    assert "- Rates from 5.9% this week, want to lock one in?" in text
-    assert "Verdict: passes the outbound rules" in text
+    assert "- \u201cRates from 5.9% this week, want to lock one in?\u201d" in text
     assert "BLOCKED" not in text
 
 
@@ -98,9 +97,10 @@ def test_report_policies_html_to_file(tmp_path: Path) -> None:
     out = tmp_path / "review.html"
     result = _run("report", "--policies", str(POLICIES), "--format", "html", "--output", str(out))
     assert result.exit_code == 0
+    assert f"wrote {out}" in result.output
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert "<h2>Outbound content rules</h2>" in page
+    assert "<h2>1 Outbound content rules: what a text to a borrower must never say</h2>" in page
     assert policy_version(POLICIES) in page
     assert "<script" not in page
 

@@ -1,7 +1,9 @@
 """`textback policy check`: validate every policy file and run every example; one finding per line.
 
 What is checked:
-- every file under policies/: header (id, kind, title, rationale), unique ids, and its kind's strict schema
+- every file under policies/: header (id, kind, title, rationale), unique ids, the reviewer's plain-language
+  fields (`summary` always, `cites` when the rationale cites law, no TODO or counsel question left in the text
+  the report shows: service.policy.review_fields), and its kind's strict schema
   (outbound rules here; inbound rules, templates and the sending policy by their owners' loaders);
 - the compliance manifest (policies/outbound/required.yaml): every required rule present, at its minimum
   severity; a missing or empty manifest is a finding;
@@ -40,6 +42,7 @@ from service.policy.broker_values import broker_findings
 from service.policy.files import LoadedRule, display_path, outbound_rules, policy_version, read_policy_files
 from service.policy.floor import FLOOR
 from service.policy.manifest import load_manifest, manifest_findings
+from service.policy.review_fields import header_findings
 from service.policy.selftest import run_examples
 from service.templates import load_templates
 
@@ -220,6 +223,7 @@ def run_check(
     files, errors = read_policy_files(policies_dir)
     result.files = len(files) + len(errors)
     result.findings += [str(e) for e in errors]
+    result.findings += header_findings(files)
     rules, rule_errors = outbound_rules(files)
     result.findings += [str(e) for e in rule_errors]
     result.rules = len(rules)

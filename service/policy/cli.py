@@ -20,7 +20,9 @@ from service.policy.approvals import ApprovalState, approve_command
 from service.policy.check import CheckResult, run_check
 from service.policy.files import display_path
 from service.policy.guard import OutputGuard
-from service.policy.report import README_COMMAND, readme_text, render_report
+from service.policy.readme import README_COMMAND, readme_text
+from service.policy.report import render_report
+from service.policy.report_context import report_context
 from service.policy.required_content import REQUIRED_BY_KIND, value_names
 from service.settings import Settings
 from service.templates import load_templates
@@ -148,14 +150,26 @@ def diff_command(old: str, new: str, fmt: str) -> None:
 
 @policy.command()
 @POLICIES_OPTION
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "pdf"]), default="md", show_default=True)
+@click.option(
+    "--brokers", "brokers_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The brokers file whose brokers' values fill the templates [default: as serve finds it: "
+    "TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml (the cover says so)].",
+)
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout."
 )
 @click.option("--write-readme", is_flag=True, help="Regenerate POLICIES/README.md (the reviewer's table).")
 @click.option("--check-readme", is_flag=True, help="Exit 1 if POLICIES/README.md is not up to date.")
-def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool, check_readme: bool) -> None:
-    """Write the review document for sign-off: version, every rule, every template rendered."""
+def report(policies_dir: Path, fmt: str, brokers_file: Path | None, output: Path | None, write_readme: bool,
+           check_readme: bool) -> None:
+    """Write the reviewer's report for sign-off: cover page with the version and its approval state, every
+    rule in plain words with its law and examples, every template rendered with each broker's values, open
+    questions for counsel, regular expressions in an appendix.
+
+    \b
+    A PDF goes to --output, or to stdout when stdout is not a terminal (`... --format pdf > review.pdf`).
+    """
     readme = policies_dir / "README.md"
     if write_readme or check_readme:
         expected = readme_text(policies_dir)
@@ -168,12 +182,23 @@ def report(policies_dir: Path, fmt: str, output: Path | None, write_readme: bool
         else:
             click.echo(f"{readme} is up to date")
         return
-    text = render_report(policies_dir, fmt)
+    stdout = sys.stdout.buffer
+    if fmt == "pdf" and output is None and sys.stdout.isatty():
+        click.echo("policy report: a PDF is binary: pass --output FILE (or redirect stdout to a file)", err=True)
+        sys.exit(2)
+    if brokers_file is None:
+        try:
+            brokers_file = Settings().resolved_brokers_file()
+        except ValidationError as exc:
+            click.echo(f"policy report: the settings are invalid: {exc}", err=True)
+            sys.exit(1)
+    body = render_report(report_context(policies_dir, brokers_file), fmt)
     if output is None:
-        click.echo(text, nl=False)
+        stdout.write(body)
+        stdout.flush()
     else:
-        output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {output}")
+        output.write_bytes(body)
+        click.echo(f"wrote {output} ({len(body):,} bytes)")
 
 
 @policy.command("check-text")

@@ -2,7 +2,8 @@
 
 Every YAML file under policies/ is read by the one strict reader (service.yamlfile: duplicate keys refused,
 every error located by file, line and field) and starts with the same header (`PolicyFileModel`: `id`,
-`kind`, `title`, `rationale`). Each kind's model extends that header; this module owns the header for every
+`kind`, `title`, `rationale`, and the reviewer's `summary`, `cites`, `open_questions`, `internal_notes`). Each
+kind's model extends that header; this module owns the header for every
 kind, the examples vocabulary every rule kind shares (`Examples`), the `define:` fragments every rule kind
 may use (`expand_defines`), and the whole schema of `outbound_rule` files. The other kinds' keys are
 validated by their owners (service.templates, service.replies.rule, service.sending.policy,
@@ -64,6 +65,12 @@ class PolicyFileModel(BaseModel):
     id: StrictStr
     title: StrictStr = Field(min_length=3)
     rationale: StrictStr = Field(min_length=10)
+    # What the reviewer's report shows (service.policy.report); `policy check` requires `summary` on every file
+    # and `cites` on a file whose rationale cites law (service.policy.check.header_findings).
+    summary: StrictStr | None = Field(default=None, min_length=10)  # plain words, no regex: blocks/routes/allows
+    cites: list[StrictStr] = Field(default_factory=list)  # the laws and regulations the file relies on
+    open_questions: list[StrictStr] = Field(default_factory=list)  # for counsel; the report's own section
+    internal_notes: StrictStr | None = None  # engineering notes; the report never shows them
 
     @field_validator("id")
     @classmethod

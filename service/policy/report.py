@@ -1,290 +1,263 @@
-"""`textback policy report`: the review document a compliance officer signs off, and policies/README.md.
+"""`textback policy report`: the reviewer's report a compliance officer signs off, and policies/README.md.
 
-The report is built once as a small list of blocks (headings, paragraphs, tables, lists, code) and written
-as Markdown or HTML, so both formats always say the same thing. It uses the rules' regex logic (`scan`)
-for template verdicts, so it needs no guardrails import; `policy check` runs the real guard.
+The report is built once as blocks (service.policy.report_blocks) and written as Markdown, HTML or PDF
+(service.policy.report_pdf), so every format says the same things. In order:
+
+- a cover page: the policy-set version (service.policy.files.policy_version), its approval state
+  (service.policy.approvals), when the report was made, and the brokers whose values fill the templates;
+- per rule, in plain words: what it blocks or routes (`summary`), why (`rationale`), the law it cites
+  (`cites`), its severity in words and its examples (inbound rules with many examples show the first few and
+  the count of the rest);
+- the sending policy (quiet hours per state with citations, caps, a person's own texts) as tables;
+- every template rendered with each real broker's values from the brokers file, with its guard verdict;
+- the open questions for counsel (`open_questions` of every file), in their own section;
+- regular expressions only in the appendix. `internal_notes` are never shown.
+
+Template verdicts use the rules' regex logic (`scan`) and the required-content check, so the report needs no
+guardrails import; `policy check` and start-up run the real guard.
+
+Modules: report_context (the inputs, read once), report_rules (sections 1 and 2), report_texts (section 4),
+report_blocks (Markdown, HTML), report_pdf (PDF); this module has the cover, the sending policy, the open
+questions and the appendix, and puts them in order. policies/README.md is service.policy.readme.
 """
 
 from __future__ import annotations
 
-import html
-import importlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from service.policy.report_blocks import Block, to_html, to_markdown
+from service.policy.report_context import EXAMPLE_BROKERS, Context, count_of, of_kind, plain
+from service.policy.report_rules import about, examples_blocks, inbound_section, outbound_section
+from service.policy.report_texts import templates_section
 
-from service.errors import PolicyError
-from service.policy.files import PolicyFile, outbound_rules, policy_version, read_policy_files
-from service.policy.guard import content_violations, scan
+if TYPE_CHECKING:
+    from service.brokers import BrokerConfig
 
-README_COMMAND = "uv run textback policy report --write-readme"
-HEADER_KEYS = {"id", "kind", "title", "rationale"}
-KIND_TITLES = {
-    "outbound_rule": "outbound content rule",
-    "outbound_manifest": "required outbound rules (compliance manifest)",
-    "inbound_rule": "inbound reply rule",
-    "templates": "template set",
-    "quiet_hours": "quiet hours",
-    "caps": "sending caps",
-    "human_texts": "a person's own texts",
+APPROVE_COMMAND = 'textback policy approve --reviewer "NAME, TITLE" --note "..."'
+TITLE = "textback policy set: reviewer's report"
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_REGEX_KEYS = {
+    "outbound_rule": (("patterns", "Blocked when any of these matches"),
+                      ("allow", "Spans blanked out first (allowed)"),
+                      ("define", "Named fragments, written ${name} above")),
+    "inbound_rule": (("patterns", "Fires when any of these matches"),
+                     ("ignore", "Spans blanked out first"),
+                     ("define", "Named fragments, written ${name} above"),
+                     ("extract", "The part copied to the broker")),
+    "scope": (("define", "Named fragments, written ${name} below"),
+              ("before", "Words before the match that put it in this scope"),
+              ("after", "Words after the match that put it in this scope"),
+              ("clause", "A clause that puts the match in this scope"),
+              ("phrase", "A phrase that puts the match in this scope"),
+              ("unless", "Unless the clause also says")),
 }
 
 
-@dataclass(frozen=True)
-class Block:
-    kind: str  # h1 h2 h3 p table list code quote
-    content: Any
+# ----------------------------------------------------------------------------------------------- cover
+def _broker_line(broker: BrokerConfig) -> str:
+    company = f", company NMLS {broker.company_nmls_id}" if broker.company_nmls_id else ""
+    return f"{broker.name}, {broker.brokerage} (NMLS {broker.nmls_id}{company}), texting from {broker.twilio_number}"
 
 
-def _md_cell(value: str) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(blocks: list[Block]) -> str:
-    out: list[str] = []
-    for block in blocks:
-        if block.kind in {"h1", "h2", "h3"}:
-            out.append("#" * int(block.kind[1]) + " " + block.content)
-        elif block.kind == "p":
-            out.append(block.content)
-        elif block.kind == "quote":
-            out.append("> " + block.content.replace("\n", "\n> "))
-        elif block.kind == "code":
-            out.append("```\n" + block.content.rstrip("\n") + "\n```")
-        elif block.kind == "list":
-            out.append("\n".join(f"- {item}" for item in block.content))
-        elif block.kind == "table":
-            header, *rows = block.content
-            lines = ["| " + " | ".join(_md_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-def to_html(blocks: list[Block], title: str) -> str:
-    esc = html.escape
-    out = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px;text-align:left}code,pre{background:#f4f4f4}</style>",
-        "</head><body>",
-    ]
-    for block in blocks:
-        if block.kind in {"h1", "h2", "h3"}:
-            out.append(f"<{block.kind}>{esc(block.content)}</{block.kind}>")
-        elif block.kind == "p":
-            out.append(f"<p>{esc(block.content)}</p>")
-        elif block.kind == "quote":
-            out.append(f"<blockquote>{esc(block.content)}</blockquote>")
-        elif block.kind == "code":
-            out.append(f"<pre><code>{esc(block.content)}</code></pre>")
-        elif block.kind == "list":
-            out.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.content) + "</ul>")
-        elif block.kind == "table":
-            header, *rows = block.content
-            head = "".join(f"<th>{esc(str(c))}</th>" for c in header)
-            body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def _other_keys(policy: PolicyFile) -> str:
-    rest = {k: v for k, v in policy.data.items() if k not in HEADER_KEYS}
-    return yaml.safe_dump(rest, sort_keys=False, allow_unicode=True, width=100)
-
-
-def _template_blocks(policies_dir: Path, rules: list[Any]) -> list[Block]:
-    blocks = [Block("h2", "Templates, rendered with sample broker data")]
-    try:
-        module = importlib.import_module("service.templates")
-        template_set = module.load_templates(policies_dir)
-        renders = template_set.sample_renders()
-    except ModuleNotFoundError:
-        missing = "FINDING: service.templates is missing; templates could not be rendered."
-        return [*blocks, Block("p", missing)]
-    except PolicyError as exc:
-        return [*blocks, Block("p", f"FINDING: {exc}")]
-    blocks.append(
-        Block(
-            "p",
-            "Borrower texts are checked against the outbound rules and must contain their required values; "
-            "broker alerts go only to the broker's own numbers and are not checked by the borrower guard.",
-        )
-    )
-    for rendered in renders:
-        language = getattr(rendered, "language", "en")
-        heading = f"{rendered.template_id} (to the {rendered.audience}{', in Spanish' if language == 'es' else ''})"
-        blocks.append(Block("h3", heading))
-        blocks.append(Block("quote", rendered.text))
-        if rendered.audience == "borrower":
-            found = scan(rendered.text, rules) + content_violations(
-                rendered.text, rendered.required, rendered.template_id
-            )
-            required = ", ".join(f"{k} = {v}" for k, v in sorted(rendered.required.items())) or "none"
-            verdict = "passes the outbound rules" if not found else "BLOCKED: " + ", ".join(
-                f"{v.rule} ({v.match})" for v in found
-            )
-            blocks.append(Block("list", [f"Required values: {required}", f"Verdict: {verdict}"]))
-    phrases = getattr(template_set, "phrases", {})
-    if phrases:
-        blocks.append(Block("h3", "Phrases: how each reason for a person reads inside an alert"))
-        blocks.append(Block("list", [f"{key}: {text}" for key, text in sorted(phrases.items())]))
-    return blocks
-
-
-def _manifest_blocks(files: list[PolicyFile]) -> list[Block]:
-    blocks = [Block("h2", "Required outbound rules (compliance manifest)")]
-    manifests = [f for f in files if f.header.kind == "outbound_manifest"]
-    if not manifests:
-        return [*blocks, Block("p", "FINDING: policies/outbound/required.yaml is missing; the service will not start.")]
-    for policy in manifests:
-        required = policy.data.get("required") or []
-        blocks += [
-            Block("p", f"File: {policy.display}. Owner: {policy.data.get('owner', '?')}."),
-            Block("p", f"Rationale: {policy.header.rationale.strip()}"),
-            Block("table", [["rule", "minimum severity", "manifest examples"]] + [
-                [str(r.get("id")), str(r.get("min_severity")), len(r.get("must_match") or [])]
-                for r in required if isinstance(r, dict)
-            ]),
+def _cover(ctx: Context) -> list[Block]:
+    blocks = [Block("h1", TITLE)]
+    facts: list[tuple[str, str]] = [("Policy-set version", ctx.version)]
+    state = ctx.approval
+    if state is not None and state.latest is not None:
+        latest = state.latest
+        facts += [
+            ("Approval state", f"APPROVED: {state.describe()}"),
+            ("Approved by", latest.reviewer),
+            ("Approved at", latest.approved_at.strftime("%Y-%m-%d %H:%M UTC")),
+            ("Approval note", latest.note or "(none)"),
         ]
+        if len(state.approvals) > 1:
+            facts.append(("Approvals of this version", str(len(state.approvals))))
+    else:
+        facts.append(("Approval state", "NOT APPROVED"))
+    facts.append(("Generated", ctx.generated.strftime("%Y-%m-%d %H:%M UTC")))
+    source = ctx.brokers
+    shipped = " (the shipped example file: sample brokers, not the brokerage's own)" if source.is_example else ""
+    facts.append(("Brokers file", f"{source.path}{shipped}"))
+    if source.error:
+        facts.append(("Brokers covered", f"none: the brokers file could not be read ({source.error})"))
+    else:
+        facts.append(("Brokers covered", "; ".join(_broker_line(b) for b in source.brokers)))
+    blocks.append(Block("facts", facts))
+    if state is None or state.latest is None:
+        why = f" ({ctx.approval_error})" if ctx.approval_error else ""
+        blocks.append(Block(
+            "alert",
+            f"NOT APPROVED: no approval is recorded for policy-set version {ctx.version}{why}. After review, "
+            f"record the sign-off of this exact version with `{APPROVE_COMMAND}`; any later change to a policy "
+            "file makes a new version that needs its own approval.",
+        ))
+    if source.is_example:
+        blocks.append(Block(
+            "alert",
+            f"The templates below are rendered with the shipped example brokers file ({EXAMPLE_BROKERS}), not a "
+            "brokerage's own: run the report with --brokers (or TEXTBACK_BROKERS_FILE) before signing off.",
+        ))
+    inbound = of_kind(ctx.files, "inbound_rule")
+    questions = sum(len(f.header.open_questions) for f in ctx.files)
+    blocks += [
+        Block("p", "What this document is: every policy that decides what textback may text a borrower, how it "
+              "reads a borrower's replies and when it sends, in plain words with the law each relies on and the "
+              "examples it is tested with; every text rendered with each broker's real values; the questions "
+              "still open for counsel; and, in an appendix, the exact patterns. The version is a content hash "
+              "of every file under policies/ (the approvals record aside): editing any policy file changes it."),
+        Block("list", [
+            count_of(len(ctx.files), "policy file"),
+            f"{count_of(len(ctx.loaded), 'outbound content rule')} with "
+            f"{sum(len(r.rule.examples.must_match) for r in ctx.loaded)} examples blocked and "
+            f"{sum(len(r.rule.examples.must_not_match) for r in ctx.loaded)} examples allowed",
+            count_of(len(inbound), "inbound reply rule"),
+            count_of(questions, "open question") + " for counsel",
+        ]),
+        Block("p", "Sections: 1 Outbound content rules. 2 Reading a borrower's replies. 3 Sending policy. "
+              "4 Texts as sent, per broker. 5 Other policies. 6 Open questions for counsel. "
+              "Appendix: regular expressions."),
+    ]
+    if ctx.errors:
+        blocks += [Block("alert", "FINDINGS: some policy files could not be read; this report is incomplete."),
+                   Block("list", ctx.errors)]
+    return [*blocks, Block("pagebreak", "")]
+
+
+def _window(value: Any) -> str:
+    if value == "closed":
+        return "closed"
+    if isinstance(value, dict):
+        return f"{value.get('start')} to {value.get('end')}"
+    return str(value)
+
+
+def _sending(ctx: Context) -> list[Block]:
+    blocks = [Block("h2", "3 Sending policy: when textback may text, and how much")]
+    for policy in of_kind(ctx.files, "quiet_hours"):
+        data = policy.data
+        blocks += about(policy, None)
+        federal = data.get("federal") or {}
+        rows = [["where", "automated texts allowed (local time)", "other days", "citation"],
+                ["every state (federal)", _window(federal.get("window")), "", str(federal.get("citation", ""))]]
+        for state, rule in sorted((data.get("states") or {}).items()):
+            days = "; ".join(f"{day.capitalize()}: {_window(w)}" for day, w in
+                             sorted((rule.get("days") or {}).items(), key=lambda kv: _WEEKDAYS.index(kv[0])))
+            rows.append([state, _window(rule.get("window")), days, plain(rule.get("citation"))])
+        opener = ("The opener that answers a caller's own missed call is sent at once, even outside these hours, "
+                  "as a reply to the caller's inquiry; every later automated text waits for the window."
+                  if data.get("opener_is_reply") else
+                  "Every automated text, the opener included, waits for the recipient's window.")
+        blocks += [
+            Block("p", "The window used is the narrowest of the federal and the state window, in the recipient's "
+                  "local time (from the number's area code; the broker's time zone for a number without one). "
+                  "An end time is exclusive: until 20:00 means the last text at 19:59."),
+            Block("table", rows),
+            Block("p", opener),
+        ]
+        examples = data.get("examples") or []
+        if examples:
+            blocks.append(Block("p", f"Tested with {count_of(len(examples), 'example')} of local times and "
+                                     "verdicts, run by `textback policy check`."))
+    for policy in of_kind(ctx.files, "caps"):
+        blocks += about(policy, None)
+        limits = policy.data.get("limits") or {}
+        blocks.append(Block("table", [["limit", "value", "why"]] + [
+            [str(spec.get("title", name)), str(spec.get("value")), plain(spec.get("rationale"))]
+            for name, spec in limits.items() if isinstance(spec, dict)
+        ]))
+    for policy in of_kind(ctx.files, "human_texts"):
+        data = policy.data
+        blocks += about(policy, None)
+        guard = {"block": "a text the output guard flags is never sent",
+                 "warn": "the person sees what the guard found and must confirm; the override is recorded",
+                 "off": "sent unchecked, still stored and audited"}
+        quiet = {"hold": "the text is stored and sent when the borrower's window opens",
+                 "refuse": "nothing is sent; the person is told when the window opens"}
+        blocks.append(Block("table", [["setting", "value", "what it means"],
+                                      ["output guard", str(data.get("guard")), guard.get(str(data.get("guard")), "")],
+                                      ["quiet hours", str(data.get("quiet_hours")),
+                                       quiet.get(str(data.get("quiet_hours")), "")]]))
+        examples = data.get("examples") or {}
+        blocks += examples_blocks("Texts the guard flags", "Texts it lets through", list(examples.get("must_match") or []),
+                            list(examples.get("must_not_match") or []), bound=False)
     return blocks
 
 
-def build_report(policies_dir: Path) -> list[Block]:
-    """The review document as blocks: version, outbound rules, templates, inbound rules, sending policy."""
-    files, errors = read_policy_files(policies_dir)
-    loaded, rule_errors = outbound_rules(files)
-    rules = [lr.rule for lr in loaded]
-    version = policy_version(policies_dir)
+# ----------------------------------------------------------------------------------------------- the rest
+def _other(ctx: Context) -> list[Block]:
+    chosen = [f for f in ctx.files if f.header.kind not in
+              {"outbound_rule", "outbound_manifest", "inbound_rule", "scope", "spelling", "templates",
+               "quiet_hours", "caps", "human_texts"}]
+    blocks = [Block("h2", "5 Other policies")]
+    if not chosen:
+        return [*blocks, Block("p", "None.")]
+    for policy in chosen:
+        blocks += about(policy, None)
+        scalars = [[k.replace("_", " "), str(v)] for k, v in policy.data.items()
+                   if k not in {"id", "kind", "title", "rationale", "summary", "cites", "open_questions",
+                                "internal_notes", "examples"} and isinstance(v, str | int | float | bool)]
+        if scalars:
+            blocks.append(Block("table", [["setting", "value"], *scalars]))
+    return blocks
+
+
+def _questions(ctx: Context) -> list[Block]:
+    blocks = [Block("h2", "6 Open questions for counsel"),
+              Block("p", "What the policies do not yet decide, or decide provisionally, pending counsel's "
+                    "answer. Each is recorded in its policy file (`open_questions`).")]
+    asked = [f for f in ctx.files if f.header.open_questions]
+    if not asked:
+        return [*blocks, Block("p", "None recorded.")]
+    for policy in asked:
+        blocks += [Block("h3", f"{policy.header.title.strip()} ({policy.display})"),
+                   Block("list", [plain(q) for q in policy.header.open_questions])]
+    return blocks
+
+
+def _appendix(ctx: Context) -> list[Block]:
     blocks = [
-        Block("h1", "textback policy set: review for sign-off"),
-        Block("p", f"Policy set version: {version} (a content hash of every file under policies/)."),
-        Block(
-            "p",
-            f"{len(files)} policy files; {len(loaded)} outbound content rules with "
-            f"{sum(len(r.examples.must_match) for r in rules)} must_match and "
-            f"{sum(len(r.examples.must_not_match) for r in rules)} must_not_match examples. Every text a borrower "
-            "receives passes the output guard built from these rules; a blocked text is never sent.",
-        ),
+        Block("pagebreak", ""),
+        Block("h2", "Appendix: regular expressions"),
+        Block("p", "The exact patterns behind the rules above, for the engineer or examiner who needs them. "
+              "Patterns are case-insensitive Python regular expressions; ${name} stands for the named "
+              "fragment listed with them."),
     ]
-    if errors or rule_errors:
-        blocks += [Block("h2", "Findings"), Block("list", [str(e) for e in [*errors, *rule_errors]])]
-
-    blocks.append(Block("h2", "Outbound content rules"))
-    table: list[list[object]] = [["id", "title", "severity", "patterns", "must_match", "must_not_match", "file"]]
-    table += [
-        [r.rule.id, r.rule.title, r.rule.severity, len(r.rule.patterns), len(r.rule.examples.must_match),
-         len(r.rule.examples.must_not_match), r.file.display]
-        for r in loaded
-    ]
-    blocks.append(Block("table", table))
-    for lr in loaded:
-        rule = lr.rule
-        blocks += [
-            Block("h3", f"{rule.title} ({rule.id})"),
-            Block("p", f"Severity: {rule.severity}. File: {lr.file.display}."),
-            Block("p", f"Rationale: {rule.rationale.strip()}"),
-            Block("p", "Patterns (case-insensitive regular expressions):"),
-            Block("code", "\n".join(rule.patterns)),
-        ]
-        if rule.allow:
-            blocks += [
-                Block("p", "Allowed spans (ignored before matching):"),
-                Block("code", "\n".join(rule.allow)),
-            ]
-        if rule.define:
-            blocks += [
-                Block("p", "Named fragments (written ${name} in the patterns above):"),
-                Block("code", "\n".join(f"{name}: {fragment}" for name, fragment in rule.define.items())),
-            ]
-        blocks += [
-            Block("p", "Must match (blocked by this rule):"),
-            Block("list", rule.examples.must_match),
-            Block("p", "Must not match (passes the whole guard):"),
-            Block("list", rule.examples.must_not_match),
-        ]
-
-    blocks += _manifest_blocks(files)
-    blocks += _template_blocks(policies_dir, rules)
-
-    others = (("Inbound reply rules", {"inbound_rule"}), ("Sending policy", {"quiet_hours", "caps", "human_texts"}))
-    for heading, kinds in others:
-        chosen = [f for f in files if f.header.kind in kinds]
-        blocks.append(Block("h2", heading))
-        if not chosen:
-            blocks.append(Block("p", "No files of this kind."))
-        for policy in chosen:
-            blocks += [
-                Block("h3", f"{policy.header.title} ({policy.header.id})"),
-                Block("p", f"Kind: {KIND_TITLES[policy.header.kind]}. File: {policy.display}."),
-                Block("p", f"Rationale: {policy.header.rationale.strip()}"),
-                Block("code", _other_keys(policy)),
-            ]
+    order = list(_REGEX_KEYS)  # the report's order: outbound rules, inbound rules, scopes
+    for policy in sorted((f for f in ctx.files if f.header.kind in _REGEX_KEYS),
+                         key=lambda f: order.index(f.header.kind)):
+        keys = _REGEX_KEYS.get(policy.header.kind)
+        if not keys:
+            continue
+        parts: list[Block] = []
+        for key, label in keys:
+            value = policy.data.get(key)
+            if not value:
+                continue
+            if isinstance(value, dict):
+                text = "\n".join(f"{name}: {fragment}" for name, fragment in value.items())
+            elif isinstance(value, list):
+                text = "\n".join(f"{n}) {v}" for n, v in enumerate(value, 1))
+            else:
+                text = str(value)
+            parts += [Block("p", f"{label}:"), Block("code", text)]
+        if parts:
+            blocks += [Block("h3", f"{policy.header.title.strip()} ({policy.display})"), *parts]
     return blocks
 
 
-def render_report(policies_dir: Path, fmt: str = "md") -> str:
-    blocks = build_report(policies_dir)
-    if fmt == "html":
-        return to_html(blocks, "textback policy set review")
-    return to_markdown(blocks)
+def build_report(ctx: Context) -> list[Block]:
+    """The reviewer's report as blocks: cover, rules, sending policy, texts per broker, questions, appendix."""
+    return [*_cover(ctx), *outbound_section(ctx), *inbound_section(ctx), *_sending(ctx), *templates_section(ctx), *_other(ctx),
+            *_questions(ctx), *_appendix(ctx)]
 
 
-def readme_text(policies_dir: Path) -> str:
-    """policies/README.md: one table of every policy file, generated; what a reviewer reads first.
+def render_report(ctx: Context, fmt: str = "md") -> bytes:
+    """The report in `fmt` (md, html, pdf) as bytes (UTF-8 for md and html)."""
+    blocks = build_report(ctx)
+    if fmt == "pdf":
+        from service.policy.report_pdf import to_pdf  # lazy: fpdf2 only for the PDF
 
-    Example counts are shown for outbound rules only, so editing another kind's examples does not make the
-    table stale; the review report (`policy report`) has everything.
-    """
-    files, errors = read_policy_files(policies_dir)
-    loaded, _ = outbound_rules(files)
-    counts = {lr.rule.id: (lr.rule.severity, lr.rule.examples) for lr in loaded}
-    rows = [["file", "id", "kind", "title", "severity", "examples"]]
-    for policy in sorted(files, key=lambda f: f.display):
-        severity, examples = "", ""
-        if policy.header.id in counts:
-            sev, ex = counts[policy.header.id]
-            severity, examples = sev, f"{len(ex.must_match)} must_match, {len(ex.must_not_match)} must_not_match"
-        else:
-            data_severity = policy.data.get("severity")
-            severity = str(data_severity) if isinstance(data_severity, str) else ""
-        rows.append([policy.display.removeprefix("policies/"), policy.header.id, policy.header.kind,
-                     policy.header.title.strip(), severity, examples])
-    blocks = [
-        Block("h1", "Policies"),
-        Block(
-            "p",
-            "Everything textback may say or do is decided by the files in this folder. Each file has a "
-            "plain-English title, a rationale citing the rule it serves, and examples that CI runs "
-            "(`uv run textback policy check`). The full review document, with every pattern, example and "
-            "rendered template, is `uv run textback policy report --output review.md`.",
-        ),
-        Block(
-            "p",
-            "`outbound/required.yaml` is the compliance manifest: the outbound rules that must be in force, "
-            "their minimum severity, and examples of its own that each rule must block. A required rule that "
-            "is missing, renamed, downgraded or no longer blocks those examples, or a missing or empty "
-            "manifest, fails `policy check` and stops the service from starting. At start-up the service also "
-            "runs every example of every rule through its output guard (once per policy version, recorded "
-            "under `TEXTBACK_GUARD_CACHE_DIR`) and refuses to start on any failure. The manifest is part of "
-            "the policy-set version; changing it needs compliance sign-off.",
-        ),
-        Block(
-            "p",
-            "Whatever these files say, the guard must also block a floor of texts fixed in code "
-            "(`service/policy/floor.py`: rate or APR quotes, payment amounts, repayment terms, loan "
-            "products, approval promises, points and fees, down payments), each by a rule the manifest requires at "
-            "`block`: deleting a rule file together with its manifest entry fails `policy check`, naming the "
-            "category the policy set no longer covers.",
-        ),
-        Block("p", f"This table is generated; do not edit it by hand. Regenerate with `{README_COMMAND}`."),
-        Block("table", rows),
-    ]
-    if errors:
-        blocks += [Block("h2", "Files with errors"), Block("list", [str(e) for e in errors])]
-    return to_markdown(blocks)
+        return to_pdf(blocks, title=TITLE, footer=f"policy set {ctx.version}")
+    text = to_html(blocks, f"{TITLE} ({ctx.version})") if fmt == "html" else to_markdown(blocks)
+    return text.encode("utf-8")
