@@ -24,6 +24,8 @@ from service.models import Broker, DoNotText
 from service.phones import is_strict_e164
 from service.policy.broker_values import broker_findings
 from service.replies.rules import load_rules
+from service.retention import check_setting
+from service.retention_policy import RetentionPolicy, load_retention
 from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
@@ -44,6 +46,7 @@ class AppContext:
     gateway: TwilioGateway | None
     brokers_by_number: dict[str, Broker] = field(default_factory=dict)
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # policies/retention/retention.yaml
     _guard: GuardLike | None = None
     _rules: Any = None
     _extractor: Any = None
@@ -220,6 +223,8 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     (none in dry-run), the guard, rules, sending policy and extractor on first use."""
     configs = load_brokers(settings.resolved_brokers_file())
     templates = load_templates(settings.policies_dir)
+    retention = load_retention(settings.policies_dir)
+    check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)
     create_schema(engine)
     brokers = sync_brokers(engine, configs)
@@ -234,5 +239,5 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
             timeout=settings.send_timeout_seconds,
         )
     return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, brokers_by_number=brokers,
-                      spool=Spool(settings.spool_dir), _guard=guard, _rules=rules, _sending=sending_policy,
+                      spool=Spool(settings.spool_dir), retention=retention, _guard=guard, _rules=rules, _sending=sending_policy,
                       _extractor=extractor)
