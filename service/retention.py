@@ -121,7 +121,7 @@ def purge(
         action_id = _record(engine, policies_dir, policy, action=action, actor=WORKER if automatic else actor,
                             reason=reason, period=period, cutoff=cutoff, deleted=counts,
                             kept_because=policy.reason())
-    log(logger, logging.WARNING if forced else logging.INFO, "privacy purge", action=action, period=period,
+    log(logger, logging.INFO, "privacy purge", action=action, period=period,
         cutoff=cutoff.isoformat(), forced=forced, action_id=action_id, **counts)
     return PurgeRun(counts=counts, cutoff=cutoff, period=period, forced=forced, action_id=action_id)
 
@@ -177,6 +177,6 @@ def forget_request(
             reason=reason, period="none (forced)" if force else f"{policy.months} months (policy)", cutoff=cutoff,
             phone_hash=phone_hash(phone), broker_id=broker_id, deleted=outcome.deleted, kept=outcome.kept,
             keep_until=until, kept_because=None if force else policy.reason())
-        log(logger, logging.WARNING if force else logging.INFO, "forget request recorded", action_id=action_id,
+        log(logger, logging.INFO, "forget request recorded", action_id=action_id,
             forced=force, kept_conversations=outcome.kept["leads"], keep_until=until.isoformat() if until else None)
     return ForgetRequest(outcome=outcome, keep_until=until, forced=force, action_id=action_id)

@@ -2,8 +2,8 @@
 
     policies/retention/retention.yaml   kind: retention
 
-Each category names the tables it covers, how long they are kept (`keep_months`, `keep: forever`, or
-`keep: with-communications`), what `privacy forget` does with them (`on_forget: keep | delete`), why, and the
+Each category names the tables it covers, how long they are kept (`keep_months`, or `keep: forever`,
+`with-communications` (at most as long), `while-needed` (operational records)), what `privacy forget` does with them (`on_forget: keep | delete`), why, and the
 law it cites. Two categories are fixed in code because the law fixes them: `communications` is kept at least
 24 months (Regulation N, 12 CFR 1014.5; the file says 25) and `opt-outs` are kept forever. `policy check` also
 checks that every table of the schema sits in exactly one category, so a new table needs a retention decision.
@@ -56,7 +56,7 @@ class Category(BaseModel):
     title: StrictStr = Field(min_length=3)
     records: list[StrictStr] = Field(min_length=1)
     keep_months: StrictInt | None = Field(default=None, ge=1)
-    keep: Literal["forever", "with-communications"] | None = None
+    keep: Literal["forever", "with-communications", "while-needed"] | None = None
     on_forget: Literal["keep", "delete"]
     why: StrictStr = Field(min_length=10)
     citations: list[StrictStr] = Field(min_length=1)
@@ -64,14 +64,16 @@ class Category(BaseModel):
     @model_validator(mode="after")
     def _one_period(self) -> Category:
         if (self.keep_months is None) == (self.keep is None):
-            msg = "give exactly one of keep_months (a number) or keep (forever | with-communications)"
+            msg = "give exactly one of keep_months (a number) or keep (forever | with-communications | while-needed)"
             raise ValueError(msg)
         return self
 
     def period(self) -> str:
         if self.keep_months is not None:
             return f"{self.keep_months} months"
-        return "for good" if self.keep == "forever" else "as long as the communications"
+        words = {"forever": "for good", "with-communications": "at most as long as the communications",
+                 "while-needed": "while the service needs them"}
+        return words[self.keep or "forever"]
 
 
 class PurgeExample(BaseModel):

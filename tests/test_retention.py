@@ -430,6 +430,8 @@ def test_forget_cli_explains_after_doing_it(client, post, ctx) -> None:
     assert "Kept for good: 2 opt-out record(s)" in result.stderr
     assert "privacy action 1" in result.stderr
     assert "lead_events: " in result.stdout
+    assert "kept_leads: 1" in result.stdout
+    assert "kept_until: 2028-07-10T21:00" in result.stdout
     assert DIGITS not in result.output
     assert count(ctx.engine, Lead) == 1
 

@@ -143,6 +143,9 @@ def forget(number: str, broker_number: str | None, yes: bool, force: bool, reaso
     for line in explain(done, policy, done=True):
         click.echo(line, err=True)
     _show(done.outcome.deleted)
+    _show({f"kept_{key}": value for key, value in done.outcome.kept.items()})
+    if done.keep_until is not None:
+        click.echo(f"kept_until: {done.keep_until.isoformat()}")
 
 
 @privacy.command()
