@@ -29,6 +29,10 @@ hold the number), sent or not, and so do its history (LeadEvent: captured fields
 (HumanCall) and the alert links to it (LeadLink); a console session opened from such a link is revoked.
 Operational records that hold no borrower number or words (AlertFailure) stay, and so do the leads' missed-call
 cases (LeadCase: timings and counts for the sufficiency report), cut loose from the lead and its call.
+
+Size: over 400 lines, because forgetting and purging share the deletion order, the "last activity" query that
+decides what a conversation's age is, and the replay-protection hashes; apart, each would need the other's
+private helpers.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def _forced_options(force: bool, reason: str | None) -> str | None:
 
 @click.group()
 def privacy() -> None:
-    """Borrower data: forget a number, purge old conversations (reads TEXTBACK_DATABASE_URL and the retention
-    policy, policies/retention/retention.yaml)."""
+    """Borrower data: forget a number, purge old conversations (reads TEXTBACK_DATABASE_URL).
+
+    Both follow the retention policy, policies/retention/retention.yaml."""
 
 
 def explain(request: ForgetRequest, policy: RetentionPolicy, *, done: bool) -> list[str]:
