@@ -274,6 +274,8 @@ def run_check(
         result.findings += check_sufficiency(policies_dir, result)
     if "retention" in kinds:
         result.findings += check_retention(policies_dir, result)
+    else:
+        result.checked.append("no retention policy file (the built-in 25 months apply)")
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
     if brokers_file is not None and guard is not None:
