@@ -27,6 +27,8 @@ from service.policy.approvals import approval_state, approve_command
 from service.policy.broker_values import broker_findings
 from service.policy.files import policy_version
 from service.replies.rules import load_rules
+from service.retention import check_setting
+from service.retention_policy import RetentionPolicy, load_retention
 from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
@@ -50,6 +52,7 @@ class AppContext:
     policy_version: str = ""
     brokers_by_number: dict[str, Broker] = field(default_factory=dict)
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # policies/retention/retention.yaml
     _guard: GuardLike | None = None
     _rules: Any = None
     _extractor: Any = None
@@ -251,6 +254,8 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     configs = load_brokers(settings.resolved_brokers_file())
     version = start_policy_version(settings)
     templates = load_templates(settings.policies_dir)
+    retention = load_retention(settings.policies_dir)
+    check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)
     create_schema(engine)
     brokers = sync_brokers(engine, configs)
@@ -265,6 +270,6 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
             timeout=settings.send_timeout_seconds,
         )
     return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, policy_version=version,
-                      brokers_by_number=brokers,
-                      spool=Spool(settings.spool_dir), _guard=guard, _rules=rules, _sending=sending_policy,
+                      brokers_by_number=brokers, spool=Spool(settings.spool_dir), retention=retention, _guard=guard,
+                      _rules=rules, _sending=sending_policy,
                       _extractor=extractor)

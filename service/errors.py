@@ -5,6 +5,7 @@ TextbackError
 ├── PolicyError          a file under policies/ is invalid (names the file and the field)
 ├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
 ├── SeedRefused          `textback demo seed` will not fill this database (credentials, a CRM, real leads)
+├── RetentionRefused     a purge period shorter than the retention policy's, not forced with a reason
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
@@ -46,6 +47,11 @@ class NumberBusy(TextbackError):
 class SeedRefused(TextbackError):
     """`textback demo seed` will not run here: it would text real people, feed a CRM demo leads, or mix demo
     history with real leads. The message says which, and what to do instead."""
+
+
+class RetentionRefused(TextbackError):
+    """A purge would delete communications the retention policy keeps (policies/retention/retention.yaml), and
+    was not forced with a reason; nothing was deleted. The message names the policy file and the minimum."""
 
 
 class WebhookError(TextbackError):

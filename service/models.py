@@ -378,6 +378,32 @@ class ForgottenSid(SQLModel, table=True):
     forgotten_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class PrivacyAction(SQLModel, table=True):
+    """One privacy purge or forget request, recorded to prove what was deleted, what was kept and why.
+
+    Holds no borrower number or words: a forget request stores the number's SHA-256 (`phone_hash`, see
+    service.retention.phone_hash), which lets someone who has the number find the request, not the reverse for
+    anyone who does not (a 10-digit number can be guessed by brute force, so it is a lookup key, not
+    anonymisation). `action`: purge | purge-forced | retention | forget | forget-forced. `deleted` and `kept`
+    are counts per kind of row; `keep_until` is when the kept communications end their retention period."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    action: str = Field(index=True)
+    actor: str | None = None  # the operating-system user who ran the command, when known; "textback" for the worker
+    reason: str | None = Field(default=None, sa_column=Column(Text))  # given with --force (or --reason)
+    period: str  # "25 months (policy)" | "30 days"
+    cutoff: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    phone_hash: str | None = Field(default=None, index=True)
+    broker_id: int | None = None
+    deleted: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    kept: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    keep_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    kept_because: str | None = Field(default=None, sa_column=Column(Text))
+    policy_version: str | None = None  # service.policy.files.policy_version of the policies in force
+    retention_version: str | None = None  # the retention file's own content hash
+
+
 class LeadEvent(SQLModel, table=True):
     """One thing that happened to a lead, in order: the lead's history for the console, the API, the CRM
     webhooks and the sufficiency report. `actor` is "textback", "borrower", or a user's phone."""

@@ -1,4 +1,23 @@
-"""Borrower data on request and by age: forget one number, purge old conversations.
+"""Borrower data on request and by age: forget one number, purge old conversations (the mechanisms).
+
+What the law requires to be kept, and for how long, is policies/retention/retention.yaml
+(service.retention_policy); the commands and the worker go through service.retention, which refuses a period
+shorter than the policy's unless forced with a recorded reason. The functions here take the cutoff they are
+given.
+
+`forget(..., cutoff=...)` is what `privacy forget` does by default. Per table:
+- kept while the conversation is younger than the cutoff (the `communications` category; deleted by the
+  retention purge once their period ends): the lead row (the conversation record, its captured fields
+  cleared), InboundMessage, OutboundMessage (texts to it and alerts about it), Decision (its LLM `analysis`
+  cleared), DeliveryEvent, CallEvent, HumanCall (click-to-calls). A pending text to the number is not sent
+  (suppressed). A conversation already past the cutoff goes whole, as the purge would take it.
+- deleted at once (the `borrower-details` category): the lead's captured fields (loan type, timeline, other
+  lenders, callback window), the caller's name and the outcome note (cleared on the kept row), each
+  decision's LLM analysis (cleared), LeadEvent (history: captured fields, notes), WebhookDelivery (CRM
+  deliveries: their bodies hold the number), LeadLink (alert links), LineTypeCache; console sessions opened
+  from a link to the lead are revoked; its LeadCase rows are cut loose from the lead and its call.
+- kept for good: OptOut and OptOutEvent, ForgottenSid hashes, AlertFailure.
+`forget(..., cutoff=None)` (forced, with a recorded reason) deletes every row as below, opt-outs excepted.
 
 Both keep the opt-out records (OptOut and OptOutEvent) for good: a purge must never make a number textable
 again. Rows are deleted children first (decisions, delivery callbacks, texts, inbound messages, calls, then
@@ -10,6 +29,10 @@ hold the number), sent or not, and so do its history (LeadEvent: captured fields
 (HumanCall) and the alert links to it (LeadLink); a console session opened from such a link is revoked.
 Operational records that hold no borrower number or words (AlertFailure) stay, and so do the leads' missed-call
 cases (LeadCase: timings and counts for the sufficiency report), cut loose from the lead and its call.
+
+Size: over 400 lines, because forgetting and purging share the deletion order, the "last activity" query that
+decides what a conversation's age is, and the replay-protection hashes; apart, each would need the other's
+private helpers.
 """
 
 from __future__ import annotations
@@ -17,10 +40,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, delete, exists, or_, update
+from sqlalchemy import and_, delete, exists, null, or_, update
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
@@ -28,6 +52,7 @@ from sqlmodel import Session, SQLModel, col, select
 from service.db import session_scope
 from service.logs import log
 from service.models import (
+    Audience,
     CallEvent,
     Decision,
     DeliveryEvent,
@@ -39,6 +64,9 @@ from service.models import (
     LeadEvent,
     LeadLink,
     LineTypeCache,
+    MessageStatus,
+    OptOut,
+    OptOutEvent,
     OutboundMessage,
     UserSession,
     WebhookDelivery,
@@ -62,7 +90,22 @@ COUNT_KEYS = (
     "lead_links",
     "link_sessions_revoked",
     "cases_anonymized",
+    "lead_details_cleared",
+    "decision_analyses_cleared",
+    "pending_texts_cancelled",
 )
+# What `forget` keeps of a conversation younger than the cutoff (the communications), counted.
+KEPT_KEYS = (
+    "leads",
+    "inbound_messages",
+    "outbound_messages",
+    "decisions",
+    "call_events",
+    "delivery_events",
+    "human_calls",
+)
+# The captured fields, names and notes a kept conversation record loses on `forget`.
+LEAD_DETAILS = ("name", "loan_type", "timeline", "applied_elsewhere", "callback_window", "outcome_note")
 # Work still to do: left alone by the retention purge.
 PENDING_OUTBOUND = ("pending", "sending")
 PENDING_INBOUND = ("received", "processing")
@@ -194,59 +237,189 @@ def _delete_rows(
 # Forget one number
 
 
+@dataclass
+class ForgetOutcome:
+    """What `forget` deleted, what it kept of conversations younger than the cutoff (and their last activity,
+    from which the retention policy says until when), and how many opt-out records stay for good."""
+
+    deleted: dict[str, int] = field(default_factory=_zero)
+    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KEPT_KEYS, 0))
+    last_activity: datetime | None = None
+    opt_outs: int = 0
+
+    @property
+    def kept_any(self) -> bool:
+        return any(self.kept.values())
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
+
+
+def _count(session: Session, model: type[SQLModel], *conditions: Any) -> int:
+    return len(session.exec(select(model).where(*conditions)).all())
+
+
+def _forget(session: Session, phone: str, broker_id: int | None, cutoff: datetime | None) -> ForgetOutcome:
+    outcome = ForgetOutcome()
+    lead_q = select(Lead.id).where(col(Lead.phone) == phone)
+    inbound_q = select(InboundMessage)
+    outbound_q = select(OutboundMessage)
+    call_q = select(CallEvent).where(col(CallEvent.caller).contains(phone[-7:]))
+    if broker_id is not None:
+        lead_q = lead_q.where(col(Lead.broker_id) == broker_id)
+        inbound_q = inbound_q.where(col(InboundMessage.broker_id) == broker_id)
+        outbound_q = outbound_q.where(col(OutboundMessage.broker_id) == broker_id)
+        call_q = call_q.where(col(CallEvent.broker_id) == broker_id)
+    lead_ids = _ids(session.exec(lead_q).all())
+    about_lead = [col(OutboundMessage.lead_id).in_(lead_ids)] if lead_ids else []
+    inbound = session.exec(inbound_q.where(or_(
+        col(InboundMessage.from_phone) == phone,
+        *([col(InboundMessage.lead_id).in_(lead_ids)] if lead_ids else []),
+    ))).all()
+    # Texts to the number, texts on its leads (alerts to the broker), and any text naming it.
+    outbound = session.exec(outbound_q.where(or_(
+        col(OutboundMessage.to_phone) == phone, col(OutboundMessage.body).contains(phone), *about_lead,
+    ))).all()
+    calls = [c for c in session.exec(call_q).all() if _same_number(c.caller, phone)]
+
+    # Conversations younger than the cutoff (or with work pending) are kept; older ones go whole.
+    young: list[int] = []
+    if cutoff is not None and lead_ids:
+        stale = set(_stale_lead_ids(session, cutoff, among=lead_ids))
+        young = [lead_id for lead_id in lead_ids if lead_id not in stale]
+    young_leads = session.exec(select(Lead).where(col(Lead.id).in_(young))).all() if young else []
+    young_pairs = {(lead.broker_id, lead.phone) for lead in young_leads}
+    old_ids = [lead_id for lead_id in lead_ids if lead_id not in set(young)]
+
+    def keep_inbound(row: InboundMessage) -> bool:
+        if cutoff is None or row.lead_id in old_ids:
+            return False
+        if row.lead_id in young:
+            return True
+        return row.received_at >= cutoff or row.status in PENDING_INBOUND
+
+    def keep_outbound(row: OutboundMessage) -> bool:
+        if cutoff is None or row.lead_id in old_ids:
+            return False
+        if row.lead_id in young or (row.lead_id is None and (row.broker_id, row.to_phone) in young_pairs):
+            return True
+        sent = row.sent_at is not None and row.sent_at >= cutoff
+        return row.created_at >= cutoff or sent or row.status in PENDING_OUTBOUND
+
+    fresh_calls = {c.call_sid for c in calls if cutoff is not None and c.created_at >= cutoff}
+
+    def keep_call(row: CallEvent) -> bool:
+        if cutoff is None:
+            return False
+        return (row.broker_id, phone) in young_pairs or row.call_sid in fresh_calls
+
+    kept_in = [m for m in inbound if keep_inbound(m)]
+    kept_out = [m for m in outbound if keep_outbound(m)]
+    kept_calls = [c for c in calls if keep_call(c)]
+    kept_in_ids = _ids(m.id for m in kept_in)
+    kept_out_ids = _ids(m.id for m in kept_out)
+    kept_sids = {c.call_sid for c in kept_calls}
+    outcome.deleted = _delete_rows(
+        session,
+        lead_ids=old_ids,
+        inbound_ids=[i for i in _ids(m.id for m in inbound) if i not in set(kept_in_ids)],
+        outbound_ids=[i for i in _ids(m.id for m in outbound) if i not in set(kept_out_ids)],
+        call_sids=sorted({c.call_sid for c in calls} - kept_sids),
+    )
+    counts = outcome.deleted
+    # The Lookup result says what kind of line the number is: it goes too (a later call looks it up again).
+    counts["line_types"] = _delete(session, LineTypeCache, col(LineTypeCache.phone) == phone)
+
+    # What a kept conversation loses now: everything beyond the communications themselves.
+    kept_decisions = [col(Decision.lead_id).in_(young)] if young else []
+    if kept_in_ids:
+        kept_decisions.append(col(Decision.inbound_id).in_(kept_in_ids))
+    if kept_decisions:
+        result = session.execute(update(Decision).where(or_(*kept_decisions), col(Decision.analysis).is_not(None))
+                                 .values(analysis=null()).execution_options(synchronize_session=False))
+        counts["decision_analyses_cleared"] += cast("CursorResult[Any]", result).rowcount or 0
+    if young:
+        counts["webhook_deliveries"] += _delete(session, WebhookDelivery, col(WebhookDelivery.lead_id).in_(young))
+        counts["lead_events"] += _delete(session, LeadEvent, col(LeadEvent.lead_id).in_(young))
+        counts["lead_links"] += _delete(session, LeadLink, col(LeadLink.lead_id).in_(young))
+        counts["link_sessions_revoked"] += _revoke_link_sessions(session, young)
+        counts["cases_anonymized"] += _anonymize_cases(session, young)
+        # Lead.updated_at is left as it is: clearing details is no activity, the retention clock runs on.
+        result = session.execute(update(Lead).where(col(Lead.id).in_(young))
+                                 .values(dict.fromkeys(LEAD_DETAILS))
+                                 .execution_options(synchronize_session=False))
+        counts["lead_details_cleared"] += cast("CursorResult[Any]", result).rowcount or 0
+    if kept_out_ids:
+        result = session.execute(update(OutboundMessage).where(
+            col(OutboundMessage.id).in_(kept_out_ids), col(OutboundMessage.status) == MessageStatus.pending,
+            col(OutboundMessage.audience) == Audience.borrower,
+        ).values(status=MessageStatus.suppressed, last_error="not sent: number forgotten (privacy forget)")
+            .execution_options(synchronize_session=False))
+        counts["pending_texts_cancelled"] += cast("CursorResult[Any]", result).rowcount or 0
+
+    kept = outcome.kept
+    kept["leads"] = len(young)
+    kept["inbound_messages"] = len(kept_in)
+    kept["outbound_messages"] = len(kept_out)
+    kept["decisions"] = _count(session, Decision, or_(*kept_decisions)) if kept_decisions else 0
+    kept["call_events"] = len(kept_calls)
+    out_sids = [m.twilio_sid for m in kept_out if m.twilio_sid]
+    kept["delivery_events"] = _count(session, DeliveryEvent, col(DeliveryEvent.message_sid).in_(out_sids)) if out_sids else 0
+    human_calls = session.exec(select(HumanCall).where(col(HumanCall.lead_id).in_(young))).all() if young else []
+    kept["human_calls"] = len(human_calls)
+    outcome.last_activity = _latest(
+        *(_latest(lead.created_at, lead.updated_at, lead.opener_at) for lead in young_leads),
+        *(m.received_at for m in kept_in),
+        *(_latest(m.created_at, m.sent_at) for m in kept_out),
+        *(c.created_at for c in kept_calls),
+        *(c.created_at for c in human_calls),
+    )
+    optout_where = [col(OptOut.phone) == phone]
+    event_where = [col(OptOutEvent.phone) == phone]
+    if broker_id is not None:
+        optout_where.append(col(OptOut.broker_id) == broker_id)
+        event_where.append(col(OptOutEvent.broker_id) == broker_id)
+    outcome.opt_outs = _count(session, OptOut, *optout_where) + _count(session, OptOutEvent, *event_where)
+    return outcome
+
+
+def forget(
+    engine: Engine,
+    phone_e164: str,
+    *,
+    broker_id: int | None = None,
+    cutoff: datetime | None = None,
+    dry_run: bool = False,
+) -> ForgetOutcome:
+    """Forget one number (for one broker, or all): with a `cutoff`, keep the communications of conversations
+    active since then and delete the rest (see the module docstring); without one, delete everything but the
+    opt-out records. `dry_run` does it all in a transaction that is rolled back: what would happen, exactly.
+    Raises InvalidPhone for a number that is not one."""
+    phone = to_e164(phone_e164)
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            outcome = _forget(session, phone, broker_id, cutoff)
+        except BaseException:
+            session.rollback()
+            raise
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    if not dry_run:
+        log(logger, logging.INFO, "number forgotten", phone=mask(phone), broker_id=broker_id,
+            kept_conversations=outcome.kept["leads"], **outcome.deleted)
+    return outcome
+
+
 def forget_number(engine: Engine, phone_e164: str, *, broker_id: int | None = None) -> dict[str, int]:
     """Delete everything stored about one number (for one broker, or all): its leads, its inbound messages and
     the decisions on them, every text to it or about it (alerts naming it), their delivery callbacks, and its
-    calls. The opt-out status and history stay. Raises InvalidPhone for a number that is not one."""
-    phone = to_e164(phone_e164)
-    with session_scope(engine) as session:
-        lead_q = select(Lead.id).where(col(Lead.phone) == phone)
-        inbound_q = select(InboundMessage.id)
-        outbound_q = select(OutboundMessage.id)
-        call_q = select(CallEvent.call_sid, CallEvent.caller).where(
-            col(CallEvent.caller).contains(phone[-7:])
-        )
-        if broker_id is not None:
-            lead_q = lead_q.where(col(Lead.broker_id) == broker_id)
-            inbound_q = inbound_q.where(col(InboundMessage.broker_id) == broker_id)
-            outbound_q = outbound_q.where(col(OutboundMessage.broker_id) == broker_id)
-            call_q = call_q.where(col(CallEvent.broker_id) == broker_id)
-        lead_ids = _ids(session.exec(lead_q).all())
-        about_lead = [col(OutboundMessage.lead_id).in_(lead_ids)] if lead_ids else []
-        inbound_ids = _ids(
-            session.exec(
-                inbound_q.where(
-                    or_(
-                        col(InboundMessage.from_phone) == phone,
-                        *([col(InboundMessage.lead_id).in_(lead_ids)] if lead_ids else []),
-                    )
-                )
-            ).all()
-        )
-        # Texts to the number, texts on its leads (alerts to the broker), and any text naming it.
-        outbound_ids = _ids(
-            session.exec(
-                outbound_q.where(
-                    or_(
-                        col(OutboundMessage.to_phone) == phone,
-                        col(OutboundMessage.body).contains(phone),
-                        *about_lead,
-                    )
-                )
-            ).all()
-        )
-        call_sids = sorted({sid for sid, caller in session.exec(call_q).all() if _same_number(caller, phone)})
-        counts = _delete_rows(
-            session,
-            lead_ids=lead_ids,
-            inbound_ids=inbound_ids,
-            outbound_ids=outbound_ids,
-            call_sids=call_sids,
-        )
-        # The Lookup result says what kind of line the number is: it goes too (a later call looks it up again).
-        counts["line_types"] = _delete(session, LineTypeCache, col(LineTypeCache.phone) == phone)
-    log(logger, logging.INFO, "number forgotten", phone=mask(phone), broker_id=broker_id, **counts)
-    return counts
+    calls. The opt-out status and history stay. This is the forced forget (no retention period kept); the
+    command records it with its reason (service.retention). Raises InvalidPhone for a number that is not one."""
+    return forget(engine, phone_e164, broker_id=broker_id).deleted
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -365,12 +538,17 @@ def _purge_leftovers(engine: Engine, cutoff: datetime) -> dict[str, int]:
 
 
 def purge_older_than(engine: Engine, days: int, *, now: datetime | None = None) -> dict[str, int]:
-    """Delete conversations whose last activity is more than `days` days old (the retention setting), with
-    their messages, decisions and calls; opt-outs stay, and anything still pending is left alone."""
+    """Delete conversations whose last activity is more than `days` days old, with their messages, decisions
+    and calls; opt-outs stay, and anything still pending is left alone. No policy check here: the commands
+    and the worker go through service.retention, which does it."""
     if days < 1:
         msg = "days must be at least 1"
         raise ValueError(msg)
-    cutoff = (now or utcnow()) - timedelta(days=days)
+    return purge_before(engine, (now or utcnow()) - timedelta(days=days))
+
+
+def purge_before(engine: Engine, cutoff: datetime) -> dict[str, int]:
+    """Delete conversations with no activity since `cutoff`, and leftovers older than it (see _purge_leftovers)."""
     counts = _zero()
     with Session(engine) as session:
         lead_ids = _stale_lead_ids(session, cutoff)
@@ -379,5 +557,5 @@ def purge_older_than(engine: Engine, days: int, *, now: datetime | None = None) 
             counts[key] += value
     for key, value in _purge_leftovers(engine, cutoff).items():
         counts[key] += value
-    log(logger, logging.INFO, "retention purge", days=days, cutoff=cutoff.isoformat(), **counts)
+    log(logger, logging.INFO, "retention purge", cutoff=cutoff.isoformat(), **counts)
     return counts

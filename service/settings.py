@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,7 +87,10 @@ class Settings(BaseSettings):
     crm_webhook_retry_after_max_seconds: float = Field(default=3600.0, ge=0)
     run_worker: bool = True
     line_type_lookup: bool = False
-    retention_days: int | None = None
+    # The automatic retention (hourly, service.retention): unset = none; a number of days at least the retention
+    # policy's period on every day (policies/retention/retention.yaml: 25 months, so 762; start-up refuses less);
+    # `policy` = the policy's own period.
+    retention_days: Annotated[int, Field(ge=1)] | Literal["policy"] | None = None
     log_level: str = "INFO"
     # Sign-in (service.signin): codes texted per phone and per client address, code checks per client address,
     # each counted over the window (durable AuthAttempt rows, shared by every process). Behind a proxy the client

@@ -37,8 +37,8 @@ from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
-from service.privacy import purge_older_than
 from service.replay import replay_spool
+from service.retention import automatic_purge
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -259,14 +259,14 @@ class Worker:
         return counts
 
     def _apply_retention(self) -> None:
+        """TEXTBACK_RETENTION_DAYS unset: nothing. Else hourly, as service.retention.automatic_purge says (never
+        shorter than the retention policy; refused and logged if the setting is)."""
         days = self.ctx.settings.retention_days
         now = time.monotonic()
-        if not days or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
+        if days is None or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
             return
         self._last_purge = now
-        counts = purge_older_than(self.ctx.engine, days)
-        if any(counts.values()):
-            log(logger, logging.INFO, "retention purge", days=days, **counts)
+        automatic_purge(self.ctx.engine, self.ctx.retention, self.ctx.settings.policies_dir, days)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -255,7 +255,8 @@ def test_suppress_timed_out_send_when_stop_follows_and_twilio_lacks_it(client, p
 
 
 def forget(ctx) -> None:
-    result = CliRunner().invoke(main, ["privacy", "forget", CALLER, "--yes"],
+    """Forget everything but the opt-outs (forced: by default young communications are kept, test_retention)."""
+    result = CliRunner().invoke(main, ["privacy", "forget", CALLER, "--yes", "--force", "--reason", "test"],
                                 env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url})
     assert result.exit_code == 0, result.output
 

@@ -180,7 +180,7 @@ def test_forget_number_counts_nothing_when_number_unknown(ctx) -> None:
 
 def test_forget_number_via_cli_when_yes(client, post, ctx) -> None:
     conversation(client, post, ctx)
-    result = privacy(ctx, "forget", "(415) 555-0199", "--yes")
+    result = privacy(ctx, "forget", "(415) 555-0199", "--yes", "--force", "--reason", "borrower asked, counsel agreed")
     assert result.exit_code == 0, result.output
     assert "leads: 1" in result.stdout
     assert "+1******0199" in result.stderr
@@ -199,7 +199,7 @@ def test_forget_number_via_cli_deletes_nothing_when_not_confirmed(client, post, 
 def test_forget_number_via_cli_for_one_broker(client, post, ctx) -> None:
     missed(client, post)
     missed(client, post, "CA" + "2" * 32, to=BROKER2)
-    result = privacy(ctx, "forget", CALLER, "--broker", BROKER2, "--yes")
+    result = privacy(ctx, "forget", CALLER, "--broker", BROKER2, "--yes", "--force", "--reason", "test")
     assert result.exit_code == 0, result.output
     assert count(ctx.engine, Lead) == 1
     assert "for broker" in result.stderr
@@ -286,17 +286,20 @@ def test_purge_everything_with_now_in_future_but_opt_outs(client, post, ctx) -> 
 
 def test_purge_via_cli_with_older_than_days(client, post, ctx) -> None:
     missed(client, post)
-    backdate(ctx.engine, CALLER, days=40)
-    result = privacy(ctx, "purge", "--older-than-days", "30")
+    backdate(ctx.engine, CALLER, days=800)
+    result = privacy(ctx, "purge", "--older-than-days", "790")
     assert result.exit_code == 0, result.output
     assert "leads: 1" in result.stdout
     assert count(ctx.engine, Lead) == 0
 
 
-def test_reject_purge_when_days_missing_and_no_retention_setting(ctx) -> None:
+def test_purge_without_days_keeps_conversations_younger_than_policy(client, post, ctx) -> None:
+    missed(client, post)
+    backdate(ctx.engine, CALLER, days=60)
     result = privacy(ctx, "purge")
-    assert result.exit_code == 2
-    assert "--older-than-days" in result.output
+    assert result.exit_code == 0, result.output
+    assert "25 months (policy)" in result.stderr
+    assert count(ctx.engine, Lead) == 1
 
 
 @pytest.mark.parametrize("days", ["0", "-3", "soon"])
@@ -312,7 +315,7 @@ def test_reject_purge_older_than_when_days_below_one(ctx) -> None:
 
 
 def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
-    """With TEXTBACK_RETENTION_DAYS set, the worker's sweep purges conversations older than that."""
+    """With TEXTBACK_RETENTION_DAYS=policy, the worker's sweep purges conversations past the policy's period."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import update
@@ -323,7 +326,7 @@ def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
 
     post(client, "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer"))
     post(client, "/twilio/sms", sms_params("STOP"))
-    old = datetime.now(UTC) - timedelta(days=400)
+    old = datetime.now(UTC) - timedelta(days=800)
     with Session(ctx.engine) as session:
         for model in (Lead, OutboundMessage, CallEvent):
             session.execute(update(model).values(created_at=old))
@@ -333,7 +336,7 @@ def test_apply_retention_from_worker_sweep(client, post, ctx) -> None:
         session.execute(update(InboundMessage).values(received_at=old, processed_at=old))
         session.execute(update(OptOutEvent).values(created_at=old))
         session.commit()
-    ctx.settings.retention_days = 365
+    ctx.settings.retention_days = "policy"
     client.app.state.worker.run_once()
     with Session(ctx.engine) as session:
         assert session.exec(select(Lead)).all() == []

@@ -128,3 +128,26 @@ def test_purge_keeps_conversation_with_recent_click_to_call(client, post, ctx, c
     assert counts["leads"] == 0
     assert rows(ctx, HumanCall, lead_id) == 1
     assert rows(ctx, LeadEvent, lead_id) > 0
+
+
+def test_forget_by_policy_keeps_young_conversation_but_deletes_its_console_rows(client, post, ctx, calls_api) -> None:
+    """`privacy forget` without --force: the conversation (and its click-to-call, a communication) is kept until
+    the retention period ends; its history, CRM deliveries and links go now, and link sessions are revoked."""
+    from service.retention import forget_request
+    from service.retention_policy import load_retention
+    from tests.helpers import POLICIES
+
+    lead_id = worked(client, post, ctx, CALLER)
+
+    request = forget_request(ctx.engine, load_retention(POLICIES), POLICIES, CALLER)
+
+    assert request.outcome.kept["leads"] == 1
+    assert request.outcome.kept["human_calls"] == 1
+    assert rows(ctx, HumanCall, lead_id) == 1
+    for model in (LeadEvent, LeadLink, WebhookDelivery):
+        assert rows(ctx, model, lead_id) == 0, model.__name__
+    assert revoked(ctx, lead_id) == [True]
+    with Session(ctx.engine) as session:
+        lead = session.get(Lead, lead_id)
+    assert lead is not None
+    assert (lead.outcome_note, lead.loan_type, lead.name) == (None, None, None)

@@ -15,6 +15,8 @@ What is checked:
 - every inbound and sending-policy example through its owner's `example_findings()`, the report's verdict
   rule (policies/reporting/sufficiency.yaml) on its own examples, and the examples of
   the policy for a person's own texts (policies/sending/human.yaml) through the OutputGuard;
+- the retention policy (policies/retention/retention.yaml): valid (communications at least Regulation N's 24
+  months, opt-outs for good), its purge examples, and every table of the schema in exactly one category;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
   required values (brokerage, NMLS ID) and their kind's required content, plus the template set's own
   findings (GSM-7, length);
@@ -210,6 +212,24 @@ def check_sufficiency(policies_dir: Path, result: CheckResult) -> list[str]:
     return list(rule.example_findings())
 
 
+def check_retention(policies_dir: Path, result: CheckResult) -> list[str]:
+    """policies/retention/retention.yaml: valid, its examples, and every table of the schema in one category."""
+    load_retention = _owner("service.retention_policy", "load_retention")
+    if load_retention is None:
+        return [_missing(policies_dir, "retention", "service.retention_policy", "the retention policy")]
+    try:
+        policy = load_retention(policies_dir)
+    except PolicyError as exc:
+        return [str(exc)]
+    # Only this check needs the table list; the models take 2.5 s to import (measured).
+    from sqlmodel import SQLModel  # lazy: see the line above
+
+    import service.models  # noqa: F401  # lazy: registers every table in SQLModel.metadata
+
+    result.checked.append(f"retention policy ({policy.months} months) and examples")
+    return [*policy.example_findings(), *policy.coverage_findings(set(SQLModel.metadata.tables))]
+
+
 def run_check(
     policies_dir: Path, *, guard: Any = None, brokers_file: Path | None = None, brokers_optional: bool = False
 ) -> CheckResult:
@@ -264,6 +284,10 @@ def run_check(
         result.findings += check_human(guard, policies_dir, result)
     if "sufficiency" in kinds:
         result.findings += check_sufficiency(policies_dir, result)
+    if "retention" in kinds:
+        result.findings += check_retention(policies_dir, result)
+    else:
+        result.checked.append("no retention policy file (the built-in 25 months apply)")
     if "templates" in kinds and guard is not None:
         result.findings += check_templates(guard, policies_dir, result)
     if brokers_file is not None and guard is not None:

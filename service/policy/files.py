@@ -7,7 +7,7 @@ kind's model extends that header; this module owns the header for every
 kind, the examples vocabulary every rule kind shares (`Examples`), the `define:` fragments every rule kind
 may use (`expand_defines`), and the whole schema of `outbound_rule` files. The other kinds' keys are
 validated by their owners (service.templates, service.replies.rule, service.sending.policy,
-service.policy.manifest).
+service.policy.manifest, service.retention_policy).
 
 Errors are `PolicyError(path, field, message, line=...)`; the path is shown relative to the folder that holds
 policies/ (``policies/outbound/rates.yaml``) so a finding reads the same on every machine.
@@ -45,6 +45,7 @@ KINDS: dict[str, str] = {
     "caps": "sending",
     "human_texts": "sending",  # policies/sending/human.yaml, see service.sending.human_policy
     "sufficiency": "reporting",  # policies/reporting/sufficiency.yaml, see service.sufficiency
+    "retention": "retention",  # policies/retention/retention.yaml, see service.retention_policy
 }
 POLICY_SUFFIXES = (".yaml", ".yml")
 # policies/approvals.yaml: who approved which policy-set version (service.policy.approvals). It is not a policy
