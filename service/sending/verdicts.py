@@ -1,0 +1,81 @@
+"""The gate verdicts a borrower text received, kept on its own row for the audit trail.
+
+Each verdict (service.sending.gates) at queue time and at every send attempt is appended to
+`OutboundMessage.verdicts` as a small dict with the reason a person reads:
+
+    {"at": "2026-06-11T05:10:00.000000Z", "stage": "queue", "verdict": "allow", "cause": "quiet_hours",
+     "reason": "answers the caller's own call (quiet hours exemption, opener_is_reply) at 22:10 ...",
+     "until": null, "policy_version": "3f9c0a1b2c4d"}
+
+Why a JSON list on the row rather than a table of its own: the queueing code already INSERTs the row and every
+send attempt already UPDATEs it, so the record costs no SQL statement on the hot path (the missed-call webhook
+and a send have statement budgets). The price: verdicts are read with their text, never queried on their own,
+which is all the audit export needs. `policy_version` is the policy-set version the gates and the guard ran
+under (service.policy.files.policy_version, what the approvals name).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from service.models import ALLOWED_AFTER_OPTOUT, OutboundMessage
+from service.sending.gates import Kind, Verdict
+
+# A text that keeps meeting the same verdict (a lock busy for a minute, a retry held again) would grow its row
+# without telling an examiner anything new: the same verdict as the last one is not appended again.
+MAX_VERDICTS = 50
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def reason_of(verdict: Verdict, *, stage: str, purpose: str, policy_version: str | None) -> str:
+    """The sentence the audit trail shows for one verdict."""
+    reason = verdict.reason or ""
+    version = f" (policy set {policy_version})" if policy_version else ""
+    if verdict.kind is Kind.allow:
+        if stage == "send" and purpose not in ALLOWED_AFTER_OPTOUT:
+            return f"{reason}; not opted out at send time" if reason else "not opted out at send time"
+        return reason or "allowed"
+    if verdict.kind is Kind.defer:
+        return f"held by {reason}" if reason.startswith("quiet hours") else f"held: {reason}"
+    if verdict.kind is Kind.block:
+        return f"blocked by the {reason}{version}"
+    return f"suppressed: {reason}{version}"
+
+
+def record(
+    msg: OutboundMessage, verdict: Verdict, *, stage: str, now: datetime, policy_version: str | None
+) -> None:
+    """Append the verdict to the row (assigning a new list, so the ORM writes it with the row's own UPDATE)."""
+    entry: dict[str, Any] = {
+        "at": _iso(now),
+        "stage": stage,
+        "verdict": str(verdict.kind),
+        "cause": str(verdict.cause) if verdict.cause else None,
+        "reason": reason_of(verdict, stage=stage, purpose=msg.purpose, policy_version=policy_version),
+        "until": _iso(verdict.until),
+        "policy_version": policy_version,
+    }
+    previous = list(msg.verdicts or [])
+    if previous and _same(previous[-1], entry):
+        return
+    if len(previous) >= MAX_VERDICTS:
+        return
+    msg.verdicts = [*previous, entry]
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("stage", "verdict", "cause", "reason")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def version_of(ctx: Any, msg: OutboundMessage) -> str | None:
+    """The policy-set version the output guard was built from (the one id the approvals name), without loading
+    the guard for it (seconds): the loaded guard's, else the version the row was queued under."""
+    guard = getattr(ctx, "_guard", None)  # the loaded guard only: ctx.guard would build it
+    return getattr(guard, "policy_version", None) or msg.policy_version
