@@ -104,6 +104,13 @@ col.seq { width: 2.5rem; } col.time { width: 9.5rem; } col.kind { width: 8rem; }
 col.why { width: 30%; }
 .detail { font-size: .8rem; margin-top: .2rem; }
 tr.gate_verdict td, tr.text_queued td.why { background: #f5f5f0; }
+@media screen and (max-width: 40rem) {
+  table, tbody, tr, td { display: block; width: auto; }
+  colgroup, thead { display: none; }
+  tr { border-bottom: 1px solid #bbb; padding: .3rem 0; }
+  td { border: none; padding: .1rem .4rem; }
+  td::before { content: attr(data-label) ": "; font-weight: 600; }
+}
 @page { size: A4; margin: 12mm; }
 @media print {
   :root { font-size: 10px; }
@@ -140,10 +147,12 @@ def _section(conversation: Conversation, masker: Masker | None) -> str:
     rows = []
     for event in events:
         rows.append(
-            f'<tr class="{_e(event["kind"])}"><td>{event["seq"]}</td>'
-            f'<td><time datetime="{_e(format_time(event["time"]))}">{_e(_local(event["time"], zone))}</time></td>'
-            f'<td>{_e(event["kind"].replace("_", " "))}</td><td>{_e(event["who"])}</td>'
-            f'<td>{_e(event["summary"])}{_details(event["details"])}</td><td class="why">{_e(event["reason"])}</td></tr>'
+            f'<tr class="{_e(event["kind"])}"><td data-label="#">{event["seq"]}</td><td data-label="Time">'
+            f'<time datetime="{_e(format_time(event["time"]))}">{_e(_local(event["time"], zone))}</time></td>'
+            f'<td data-label="Event">{_e(event["kind"].replace("_", " "))}</td>'
+            f'<td data-label="Who">{_e(event["who"])}</td>'
+            f'<td data-label="What">{_e(event["summary"])}{_details(event["details"])}</td>'
+            f'<td class="why" data-label="Reason">{_e(event["reason"])}</td></tr>'
         )
     return (
         f'<section class="conversation" id="conversation-{lead.id}" aria-labelledby="h-{lead.id}">'
