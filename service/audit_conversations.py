@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, union
 from sqlmodel import Session, col, select
 
+from service.audit import format_time
 from service.models import (
     AlertFailure,
     Audience,
@@ -204,7 +205,7 @@ def _histories(
         by_phone[lead.phone].append(lead)
     phones = list(by_phone)
     for (call,) in session.execute(
-        select(CallEvent).where(col(CallEvent.caller).in_(phones), col(CallEvent.broker_id).in_({lead.broker_id for lead in leads}))
+        select(CallEvent).where(col(CallEvent.caller).in_(phones), col(CallEvent.broker_id).in_(sorted({lead.broker_id for lead in leads})))
     ):
         for lead_id in by_number.get((call.broker_id, call.caller or ""), []):
             add(lead_id, [rows.call(call)])
@@ -371,9 +372,7 @@ def _name(broker: Broker | None) -> str:
 
 
 def _iso(value: datetime | None) -> str | None:
-    from service.audit import format_time  # one time format for every export
-
-    return format_time(value)
+    return format_time(value)  # one time format for every export
 
 
 def _parse(value: str | None) -> datetime | None:

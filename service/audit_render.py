@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from service.audit import Masker, format_time
-from service.audit_conversations import COLUMNS, Conversation, details_json
+from sqlmodel import Session
+
+from service.audit import Masker, broker_numbers, format_time
+from service.audit_conversations import COLUMNS, Conversation, broker_ids, details_json, iter_conversations
 
 FORMATS = ("csv", "jsonl", "html")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -199,11 +201,6 @@ def write_html(conversations: Iterable[Conversation], stream: IO[str], *, title:
 def export_conversations(engine: Any, stream: IO[str], *, filters: Any, fmt: str = "csv",
                          mask_phones: bool = False) -> tuple[int, int]:
     """Read, optionally mask, write. Returns (events, conversations) written. Raises UnknownBroker."""
-    from sqlmodel import Session
-
-    from service.audit import broker_numbers
-    from service.audit_conversations import broker_ids, iter_conversations
-
     if fmt not in FORMATS:
         msg = f"unknown format {fmt!r} (one of {', '.join(FORMATS)})"
         raise ValueError(msg)

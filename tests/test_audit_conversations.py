@@ -17,6 +17,7 @@ from service import sender
 from service.audit_conversations import COLUMNS
 from service.cli import main
 from service.models import Lead, OutboundMessage
+from service.sending.gates import Cause, Kind, Verdict
 from tests.api_helpers import TEAM_YAML, missed, reply, signed_in
 from tests.helpers import BROKER, BROKER2, CALLER, status_params
 
@@ -295,7 +296,8 @@ def test_open_html_export_in_a_browser_renders_each_timeline_within_the_page(sto
         dana = sections.nth(0)
         assert dana.locator("h2").inner_text() == f"Conversation {story}: +1******0199 with Dana Whitfield"
         header = dana.locator("dl").inner_text()
-        assert "Summit Home Loans" in header and BROKER in header and "appointment: Friday 10am" in header
+        assert f"Dana Whitfield, Summit Home Loans (NMLS 123456), {BROKER}" in header
+        assert "appointment: Friday 10am" in header
         assert "2026-06-10 22:10:00 PDT" in header  # the first event, in the broker's time
         assert dana.locator("tbody tr").count() == len(HISTORY)
         second = dana.locator("tbody tr").nth(1).locator("td")
@@ -313,3 +315,79 @@ def test_open_html_export_in_a_browser_renders_each_timeline_within_the_page(sto
         browser.close()
     assert requests == [target.as_uri()]
     assert watch.errors == []
+
+
+def test_record_verdicts_without_a_statement_of_their_own(client, post, ctx, monkeypatch) -> None:
+    """A missed call (queueing and sending the opener) runs the same number of SQL statements whether the
+    verdicts are recorded or not: they ride in the row's own INSERT and UPDATE."""
+    from sqlalchemy import event
+
+    from service.sending import verdicts
+
+    def statements(caller: str) -> int:
+        seen: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args) -> None:
+            seen.append(statement)
+
+        event.listen(ctx.engine, "before_cursor_execute", count)
+        try:
+            missed(client, post, caller=caller, sid="CA" + caller[-4:] * 8)
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", count)
+        return len(seen)
+
+    statements("+14155550101")  # the first request warms what a process does once
+    recorded = statements("+14155550102")
+    monkeypatch.setattr(verdicts, "record", lambda *_args, **_kwargs: None)
+    unrecorded = statements("+14155550103")
+    assert recorded == unrecorded
+    with Session(ctx.engine) as session:
+        rows = {m.to_phone: m.verdicts for m in session.exec(select(OutboundMessage))}
+    assert [v["stage"] for v in rows["+14155550102"]] == ["queue", "send"]
+    assert rows["+14155550103"] is None
+
+
+@pytest.mark.parametrize(
+    ("verdict", "stage", "purpose", "reason"),
+    [
+        (Verdict(Kind.allow, reason="a person's own text"), "queue", "human", "a person's own text"),
+        (Verdict(Kind.allow, reason="a person's own text"), "send", "human",
+         "a person's own text; not opted out at send time"),
+        (Verdict(Kind.allow, reason="opt-out confirmation, allowed after an opt-out"), "send", "optout_confirm",
+         "opt-out confirmation, allowed after an opt-out"),
+        (Verdict.defer(Cause.quiet_hours, "quiet hours in FL until 08:00 local (America/New_York)", NIGHT),
+         "queue", "question", "held by quiet hours in FL until 08:00 local (America/New_York)"),
+        (Verdict.defer(Cause.lock_busy, "opt-out lock busy", NIGHT), "send", "question",
+         "held: opt-out lock busy"),
+        (Verdict.suppress(Cause.opted_out, "opted out"), "queue", "opener",
+         "suppressed: opted out (policy set 0123456789ab)"),
+        (Verdict.suppress(Cause.cap, "per-lead daily cap reached"), "queue", "question",
+         "suppressed: per-lead daily cap reached (policy set 0123456789ab)"),
+        (Verdict.block(Cause.output_guard, "output guard: no-rate-quotes"), "queue", "opener",
+         "blocked by the output guard: no-rate-quotes (policy set 0123456789ab)"),
+    ],
+)
+def test_reason_of_each_verdict_reads_as_a_sentence(verdict, stage: str, purpose: str, reason: str) -> None:
+    from service.sending.verdicts import reason_of
+
+    assert reason_of(verdict, stage=stage, purpose=purpose, policy_version="0123456789ab") == reason
+
+
+def test_export_suppressed_follow_up_with_the_policy_set_after_stop(story: int, ctx) -> None:
+    """A follow-up queued after the STOP is stopped by the opt-out gate; the export says so with the policy set."""
+    from service import outbox
+
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        lead = session.get(Lead, story)
+        queued = outbox.queue_text(session, ctx, broker=ctx.broker_for(BROKER), lead=lead, to=CALLER,
+                                   template_id="ask_timeline", purpose="question")
+        session.commit()
+    assert queued is not None
+    assert queued.msg.status == "suppressed"
+    rows = export_jsonl(ctx.settings.database_url, "--lead", str(story))
+    assert [(r["kind"], r["reason"]) for r in rows[len(HISTORY):]] == [
+        ("text_queued", f"suppressed: opted out (policy set {ctx.guard.policy_version})"),
+    ]
+    assert rows[-1]["details"]["verdict"] == "suppress"
+    assert rows[-1]["details"]["cause"] == "opted_out"
