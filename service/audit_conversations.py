@@ -338,12 +338,17 @@ class Rows:
             "dial-status": f"forwarded to the broker: {call.status}" + (" (missed)" if call.missed else ""),
             "status": f"call ended: {call.status}" + (f", {call.duration} s" if call.duration else ""),
             "screen-accept": "the broker accepted the screened call",
-            "voicemail": "voicemail" + (f" ({call.duration} s)" if call.duration else ""),
+            "voicemail": "voicemail" + (f" ({call.duration} s)" if call.duration is not None else ""),
+            "transcription": f"voicemail transcription: {call.status}",
         }.get(call.kind, f"{call.kind}: {call.status}")
-        kind = "voicemail" if call.kind == "voicemail" else "call"
-        return _event(call.created_at, kind, "borrower", summary, call.reason, f"call:{call.id}",
+        kind = "voicemail" if call.kind in {"voicemail", "transcription"} else "call"
+        # A voicemail's `reason` is its recording link (or why no alert); a transcription's, the recording SID.
+        reason, recording = call.reason, None
+        if call.kind == "voicemail" and not (reason or "").startswith("hang-up"):
+            reason, recording = None, call.reason
+        return _event(call.created_at, kind, "borrower", summary, reason, f"call:{call.id}",
                       call_sid=call.call_sid, call_kind=call.kind, status=call.status, missed=call.missed,
-                      duration=call.duration)
+                      duration=call.duration, recording=recording)
 
     def opt_out_applies(self, event: OptOutEvent, lead: Lead) -> str | None:
         """None when the event is not this conversation's; "" when recorded with its broker; else why it applies."""

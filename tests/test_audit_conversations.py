@@ -27,9 +27,16 @@ MORNING = datetime.fromisoformat("2026-06-11T15:05:00+00:00")  # 08:05 in Califo
 
 
 @pytest.fixture
-def brokers_file(tmp_path: Path) -> Path:
+def brokerage() -> str:
+    """Marcus's brokerage: his own, unless a test puts him in Dana's."""
+    return "Harbor Mortgage Group"
+
+
+@pytest.fixture
+def brokers_file(tmp_path: Path, brokerage: str) -> Path:
+    """The brokers file with Dana's team; Marcus's brokerage as `brokerage` says (his own by default)."""
     path = tmp_path / "brokers.yaml"
-    path.write_text(TEAM_YAML)
+    path.write_text(TEAM_YAML.replace("brokerage: Harbor Mortgage Group", f"brokerage: {brokerage}"))
     return path
 
 
@@ -391,3 +398,42 @@ def test_export_suppressed_follow_up_with_the_policy_set_after_stop(story: int, 
     ]
     assert rows[-1]["details"]["verdict"] == "suppress"
     assert rows[-1]["details"]["cause"] == "opted_out"
+
+
+@pytest.mark.parametrize(
+    ("brokerage", "shown"),
+    [("Summit Home Loans", True), ("Harbor Mortgage Group", False)],
+    ids=["same-brokerage", "other-brokerage"],
+)
+def test_export_opt_out_recorded_with_another_broker_when_it_applies(
+    client, post, ctx, brokers_file: Path, brokerage: str, shown: bool
+) -> None:
+    """A STOP the caller sent to Marcus's number is in the caller's conversation with Dana when both brokers
+    belong to one brokerage (the default opt-out scope), saying where it was recorded; not otherwise."""
+    missed(client, post, sid="CA" + "1" * 32)
+    reply(client, post, "STOP", to=BROKER2)
+    lead_id = lead_of(ctx, CALLER, 1)
+    rows = export_jsonl(ctx.settings.database_url, "--lead", str(lead_id))
+    opt_outs = [(r["kind"], r["summary"], r["reason"], r["details"].get("recorded_with")) for r in rows
+                if r["kind"] == "opt_out"]
+    expected = ("opt_out", "opted out (keyword:STOP)",
+                "recorded with Marcus Chen (+12125550100), same brokerage (Summit Home Loans)", BROKER2)
+    assert opt_outs == ([expected] if shown else [])
+    assert {r["conversation"] for r in rows} == {lead_id}
+    assert "inbound_text" not in {r["kind"] for r in rows}  # the STOP itself belongs to Marcus's records
+
+
+
+def test_export_voicemail_and_its_alert_in_the_conversation(client, post, ctx) -> None:
+    from tests.test_voicemail import RECORDING_SID, RECORDING_URL, transcription, voicemail
+
+    missed(client, post, sid="CA" + "1" * 32)
+    assert post(client, "/twilio/voice/voicemail", voicemail("23")).status_code == 200
+    assert post(client, "/twilio/voice/transcription", transcription()).status_code == 200
+    rows = export_jsonl(ctx.settings.database_url, "--phone", CALLER)
+    mail = [(r["kind"], r["summary"], r["reason"]) for r in rows if r["kind"] == "voicemail"]
+    assert mail == [("voicemail", "voicemail (23 s)", None),
+                    ("voicemail", "voicemail transcription: completed", RECORDING_SID)]
+    assert next(r for r in rows if r["kind"] == "voicemail")["details"]["recording"].startswith(RECORDING_URL)
+    assert [r["details"]["template_id"] for r in rows if r["kind"] == "alert"][-2:] == [
+        "alert_voicemail", "alert_voicemail_transcript"]
