@@ -21,7 +21,14 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from service.audit import Masker, broker_numbers, format_time
-from service.audit_conversations import COLUMNS, Conversation, broker_ids, details_json, iter_conversations
+from service.audit_conversations import (
+    COLUMNS,
+    Conversation,
+    Filters,
+    broker_ids,
+    details_json,
+    iter_conversations,
+)
 
 FORMATS = ("csv", "jsonl", "html")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -136,7 +143,10 @@ def _local(value: datetime, zone: ZoneInfo) -> str:
 def _details(details: dict[str, Any]) -> str:
     shown = []
     for key, value in details.items():
-        text = ", ".join(map(str, value)) if isinstance(value, list) else value
+        if isinstance(value, bool):
+            text: Any = "yes" if value else "no"
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
         shown.append(f"{key}: {text}")
     return f'<div class="detail">{_e("; ".join(shown))}</div>' if shown else ""
 
@@ -174,8 +184,18 @@ def _section(conversation: Conversation, masker: Masker | None) -> str:
     )
 
 
+def selection(filters: Filters, masker: Masker | None) -> str:
+    """The filters in words, for the page's opening line: "broker +14155550100; since 2026-06-01T00:00:00Z"."""
+    parts = [f"broker {n}" for n in filters.brokers]
+    parts += [f"phone {masker.number(n) if masker is not None else n}" for n in filters.phones]
+    parts += [f"lead {n}" for n in filters.leads]
+    parts += [f"{name} {format_time(when)}" for name, when in (("since", filters.since), ("until", filters.until))
+              if when is not None]
+    return "; ".join(parts) or "everything"
+
+
 def write_html(conversations: Iterable[Conversation], stream: IO[str], *, title: str, masker: Masker | None,
-               now: datetime | None = None) -> int:
+               now: datetime | None = None, selected: str = "everything") -> int:
     """One standalone page, written a conversation at a time; returns the number of events."""
     made = format_time(now or datetime.now(UTC))
     stream.write(
@@ -183,7 +203,7 @@ def write_html(conversations: Iterable[Conversation], stream: IO[str], *, title:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>{_e(title)}</h1>"
-        f'<p class="meta">Exported {_e(made)}. Times are in each broker\'s timezone; "Reason" is why a gate '
+        f'<p class="meta">Exported {_e(made)}; selection: {_e(selected)}. Times are in each broker\'s timezone; "Reason" is why a gate '
         'allowed, held or stopped a text, as recorded when it decided ("not recorded" for texts queued before '
         f"verdicts were kept).{' Borrower numbers are masked.' if masker is not None else ''}</p>\n"
     )
@@ -198,7 +218,7 @@ def write_html(conversations: Iterable[Conversation], stream: IO[str], *, title:
     return count
 
 
-def export_conversations(engine: Any, stream: IO[str], *, filters: Any, fmt: str = "csv",
+def export_conversations(engine: Any, stream: IO[str], *, filters: Filters, fmt: str = "csv",
                          mask_phones: bool = False) -> tuple[int, int]:
     """Read, optionally mask, write. Returns (events, conversations) written. Raises UnknownBroker."""
     if fmt not in FORMATS:
@@ -220,5 +240,6 @@ def export_conversations(engine: Any, stream: IO[str], *, filters: Any, fmt: str
         elif fmt == "jsonl":
             count = write_jsonl(conversations, stream)
         else:
-            count = write_html(conversations, stream, title="Audit trail by conversation", masker=masker)
+            count = write_html(conversations, stream, title="Audit trail by conversation", masker=masker,
+                               selected=selection(filters, masker))
     return count, seen[0]

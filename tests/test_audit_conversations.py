@@ -288,7 +288,9 @@ def test_open_html_export_in_a_browser_renders_each_timeline_within_the_page(sto
                  "--format", "html", "--mask-phones", "-o", str(target))
     assert result.exit_code == 0, result.output
     assert "in 2 conversation(s)" in result.stderr
-    assert "http" not in target.read_text().split("<main>")[0]  # no external resource in the head
+    page_text = target.read_text()
+    assert "http" not in page_text.split("<main>")[0]  # no external resource in the head
+    assert f"selection: broker {BROKER}; broker {BROKER2}; since 2026-06-01T00:00:00.000000Z." in page_text
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         watch = PageWatch()

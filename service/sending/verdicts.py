@@ -16,10 +16,13 @@ under (service.policy.files.policy_version, what the approvals name).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from service.models import ALLOWED_AFTER_OPTOUT, OutboundMessage
+from service.policy.files import policy_version
 from service.sending.gates import Kind, Verdict
 
 # A text that keeps meeting the same verdict (a lock busy for a minute, a retry held again) would grow its row
@@ -75,7 +78,17 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def version_of(ctx: Any, msg: OutboundMessage) -> str | None:
-    """The policy-set version the output guard was built from (the one id the approvals name), without loading
-    the guard for it (seconds): the loaded guard's, else the version the row was queued under."""
+    """The policy-set version the gates and the guard run under (the one id the approvals name): the loaded
+    guard's, without loading the guard for it (seconds); else the policies directory's, read once."""
     guard = getattr(ctx, "_guard", None)  # the loaded guard only: ctx.guard would build it
-    return getattr(guard, "policy_version", None) or msg.policy_version
+    version = getattr(guard, "policy_version", None)
+    if version:
+        return str(version)
+    policies = getattr(getattr(ctx, "settings", None), "policies_dir", None)
+    return _policy_set(Path(policies)) if policies else msg.policy_version
+
+
+@functools.cache
+def _policy_set(policies_dir: Path) -> str:
+    """Read once per process, like the guard and the sending policy it stands for."""
+    return policy_version(policies_dir)
