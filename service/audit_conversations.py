@@ -279,8 +279,9 @@ class Rows:
                 continue
             at = _parse(entry.get("at")) or msg.created_at
             until = f" until {entry['until']}" if entry.get("until") else ""
-            out.append(_event(at, "gate_verdict", "textback", f"{entry.get('stage')}-time check: "
-                              f"{entry.get('verdict')}{until}", entry.get("reason"), record,
+            said = ("withdrawn before sending" if entry.get("stage") == "waiting"
+                    else f"{entry.get('stage')}-time check: {entry.get('verdict')}{until}")
+            out.append(_event(at, "gate_verdict", "textback", said, entry.get("reason"), record,
                               stage=entry.get("stage"), verdict=entry.get("verdict"), cause=entry.get("cause"),
                               until=entry.get("until"), policy_version=entry.get("policy_version")))
         if msg.sent_at is not None and msg.status in {MessageStatus.sent, MessageStatus.dry_run}:
@@ -291,8 +292,11 @@ class Rows:
             out.append(_event(msg.claimed_at or msg.created_at, "text_failed", "textback",
                               f"send failed after {msg.attempts} attempt(s)", msg.last_error, record,
                               error_code=msg.error_code))
-        if not entries and msg.status in {MessageStatus.suppressed, MessageStatus.blocked}:
-            out[0]["details"]["status"] = msg.status  # an older row: its outcome, without the verdict's time
+        stopped = any(v.get("verdict") in {"suppress", "block"} for v in entries)
+        if not stopped and msg.status in {MessageStatus.suppressed, MessageStatus.blocked}:
+            # Not sent, and no verdict says when (an older row, or an opt-out withdrawing waiting texts): the
+            # outcome as the row has it.
+            out[0]["details"]["status"] = msg.status
             out[0]["details"]["last_error"] = msg.last_error
         return out
 

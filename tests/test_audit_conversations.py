@@ -439,3 +439,33 @@ def test_export_voicemail_and_its_alert_in_the_conversation(client, post, ctx) -
     assert next(r for r in rows if r["kind"] == "voicemail")["details"]["recording"].startswith(RECORDING_URL)
     assert [r["details"]["template_id"] for r in rows if r["kind"] == "alert"][-2:] == [
         "alert_voicemail", "alert_voicemail_transcript"]
+
+
+def test_export_texts_withdrawn_while_they_waited(client, post, ctx, clock) -> None:
+    """At night the follow-ups wait; a newer reply withdraws the first, a person's text the second (and waits
+    itself): the export says which, when and why, from the UPDATE that withdrew them."""
+    clock.move_to(NIGHT)
+    missed(client, post, sid="CA" + "1" * 32)
+    reply(client, post, "purchase")
+    reply(client, post, "in about 3 months")
+    lead_id = lead_of(ctx, CALLER, 1)
+    response = client.post(f"/api/leads/{lead_id}/messages", json={"body": "Hi, Dana here. Free at 10?"},
+                           headers=signed_in(ctx))
+    assert response.status_code in (200, 201), response.text
+    rows = export_jsonl(ctx.settings.database_url, "--lead", str(lead_id))
+    texts = [(r["kind"], r["details"].get("template_id"), r["summary"] if r["kind"] == "gate_verdict" else None,
+              r["reason"]) for r in rows if r["kind"] in {"text_queued", "gate_verdict"}]
+    held = "held by quiet hours in CA until 08:00 local (America/Los_Angeles)"
+    assert texts == [
+        ("text_queued", "opener", None, OPENER_REASON),
+        ("gate_verdict", None, "send-time check: allow", OPENER_REASON + AT_SEND),
+        ("text_queued", "ask_timeline", None, held),
+        ("gate_verdict", None, "withdrawn before sending", "not sent: superseded by a newer reply"),
+        ("text_queued", "ask_applied_elsewhere", None, held),
+        ("text_queued", "human", None, held),
+        ("gate_verdict", None, "withdrawn before sending", "not sent: canceled: a person took over"),
+    ]
+    withdrawn = [r for r in rows if r["summary"] == "withdrawn before sending"]
+    records = {r["record"]: r["details"].get("template_id") for r in rows if r["kind"] == "text_queued"}
+    assert [records[r["record"]] for r in withdrawn] == ["ask_timeline", "ask_applied_elsewhere"]
+    assert {(r["details"]["stage"], r["details"]["verdict"]) for r in withdrawn} == {("waiting", "suppress")}

@@ -17,9 +17,14 @@ under (service.policy.files.policy_version, what the approvals name).
 from __future__ import annotations
 
 import functools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import JSON, String, bindparam
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from service.models import ALLOWED_AFTER_OPTOUT, OutboundMessage
 from service.policy.files import policy_version
@@ -70,6 +75,35 @@ def record(
     if len(previous) >= MAX_VERDICTS:
         return
     msg.verdicts = [*previous, entry]
+
+
+def entry_sql(reason: str, *, now: datetime) -> Any:
+    """For a bulk UPDATE that stops texts still waiting (a newer reply, a person taking over): the verdicts
+    column with a `withdrawn` entry appended, in SQL, so the UPDATE the code runs anyway records why and when
+    (no statement more)."""
+    entry = {"at": _iso(now), "stage": "waiting", "verdict": "suppress", "cause": None, "reason": reason,
+             "until": None, "policy_version": None}
+    return _Appended(OutboundMessage.verdicts, bindparam(None, json.dumps(entry), type_=String()))
+
+
+class _Appended(FunctionElement[Any]):
+    """`column` (a JSON list, or NULL) with one JSON value appended; compiled per dialect below."""
+
+    type = JSON()
+    name = "verdicts_appended"
+    inherit_cache = True
+
+
+@compiles(_Appended, "sqlite")
+def _appended_sqlite(element: _Appended, compiler: Any, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"json_insert(coalesce({column}, '[]'), '$[#]', json({value}))"
+
+
+@compiles(_Appended, "postgresql")
+def _appended_postgresql(element: _Appended, compiler: Any, **kw: Any) -> str:
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(coalesce(({column})::jsonb, '[]'::jsonb) || jsonb_build_array(({value})::jsonb))::json"
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
