@@ -7,6 +7,9 @@ Each verdict (service.sending.gates) at queue time and at every send attempt is 
      "reason": "answers the caller's own call (quiet hours exemption, opener_is_reply) at 22:10 ...",
      "until": null, "policy_version": "3f9c0a1b2c4d"}
 
+A text withdrawn while it waited (a newer reply supersedes it, a person takes over) gets a `stage: waiting`
+entry from the bulk UPDATE that withdraws it (`entry_sql`, a JSON append compiled for SQLite and PostgreSQL).
+
 Why a JSON list on the row rather than a table of its own: the queueing code already INSERTs the row and every
 send attempt already UPDATEs it, so the record costs no SQL statement on the hot path (the missed-call webhook
 and a send have statement budgets). The price: verdicts are read with their text, never queried on their own,
