@@ -218,13 +218,19 @@ def _histories(
     out = []
     for lead_id, conversation in by_id.items():
         kept = [e for e in events.get(lead_id, []) if filters.within(e["time"])]
-        kept.sort(key=lambda e: (e["time"], _RANK.get(e["kind"], _LEAD_EVENT_RANK), e["record"]))
+        kept.sort(key=_order)
         for seq, event in enumerate(kept, 1):
             event.update(conversation=lead_id, seq=seq, broker=conversation.broker.twilio_number,
                          phone=conversation.lead.phone)
         conversation.events = kept
         out.append(conversation)
     return out
+
+
+def _order(event: dict[str, Any]) -> tuple[datetime, int, str, int]:
+    """Time, then which kind of event comes first at one instant, then the record (by table, then id)."""
+    table, _, number = event["record"].partition(":")
+    return event["time"], _RANK.get(event["kind"], _LEAD_EVENT_RANK), table, int(number or 0)
 
 
 def _event(time: datetime, kind: str, who: str, summary: str, reason: str | None, record: str,

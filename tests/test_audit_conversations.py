@@ -469,3 +469,17 @@ def test_export_texts_withdrawn_while_they_waited(client, post, ctx, clock) -> N
     records = {r["record"]: r["details"].get("template_id") for r in rows if r["kind"] == "text_queued"}
     assert [records[r["record"]] for r in withdrawn] == ["ask_timeline", "ask_applied_elsewhere"]
     assert {(r["details"]["stage"], r["details"]["verdict"]) for r in withdrawn} == {("waiting", "suppress")}
+
+
+def test_order_events_at_one_instant_by_kind_then_record_number() -> None:
+    from service.audit_conversations import _order
+
+    at = NIGHT
+    events = [{"time": at, "kind": "outcome", "record": "lead_event:10"},
+              {"time": at, "kind": "gate_verdict", "record": "outbound:3"},
+              {"time": at, "kind": "human_contact", "record": "lead_event:9"},
+              {"time": at, "kind": "text_queued", "record": "outbound:3"},
+              {"time": at, "kind": "inbound_text", "record": "inbound:2"}]
+    assert [e["record"] + "/" + e["kind"] for e in sorted(events, key=_order)] == [
+        "inbound:2/inbound_text", "lead_event:9/human_contact", "lead_event:10/outcome", "outbound:3/text_queued",
+        "outbound:3/gate_verdict"]
