@@ -56,6 +56,7 @@ from service.outbox import Queued, queue_text
 from service.replies.analysis import Keyword, ReplyAnalysis, unsure_about_safety
 from service.replies.classify import classify
 from service.reply_language import note_language
+from service.sending import verdicts
 from service.sending.gates import Cause
 from service.store import acted_on, is_opted_out, record_decision, saved_id, set_opt_out
 from service.takeover import taken_over
@@ -323,7 +324,8 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         update(OutboundMessage)
         .where(col(OutboundMessage.lead_id) == lead.id, col(OutboundMessage.status) == MessageStatus.pending,
                col(OutboundMessage.purpose).in_((Purpose.question, Purpose.ready)))
-        .values(status=MessageStatus.suppressed, last_error="superseded by a newer reply")
+        .values(status=MessageStatus.suppressed, last_error="superseded by a newer reply",
+                verdicts=verdicts.entry_sql("not sent: superseded by a newer reply", now=utcnow()))
     ).rowcount
     if superseded:
         lead.automated_count = max(lead.automated_count - superseded, 0)  # never sent, so not counted

@@ -28,6 +28,8 @@ from service.errors import ApiError
 from service.events import EventKind
 from service.leads_view import broker_of, iso, message_json, visible_lead
 from service.models import Audience, MessageStatus, OutboundMessage, Purpose, utcnow
+from service.sending import gates, verdicts
+from service.sending.gates import Cause, Verdict
 from service.store import is_opted_out, saved_id
 from service.takeover import human_acted, locked_lead
 
@@ -103,6 +105,10 @@ def send_human_text(session: Session, ctx: Any, principal: Principal, lead_id: i
         next_attempt_at=opens if waiting else now, last_error=f"deferred: {waiting}" if waiting else None,
         created_at=now,
     )
+    held = Verdict.defer(Cause.quiet_hours, waiting, opens) if waiting else None
+    verdicts.record(msg, held or gates.allowed(ctx, broker_tz=broker.timezone, to=lead.phone, purpose=Purpose.human,
+                                                   now=now),
+                    stage="queue", now=now, policy_version=guard_result.get("policy_version") or msg.policy_version)
     session.add(msg)
     session.flush()
     events.record(session, broker=broker, lead=lead, kind=EventKind.human_text, actor=principal.actor,

@@ -291,6 +291,11 @@ class OutboundMessage(SQLModel, table=True):
     author: str | None = None
     author_name: str | None = None
     guard_override: bool | None = None
+    # Every gate verdict on a borrower text, in order, with the reason a person reads (service.sending.verdicts):
+    # [{at, stage: queue | send, verdict: allow | defer | suppress | block, cause, reason, until, policy_version}].
+    # Written in the INSERT that queues the text and the UPDATE that settles an attempt: no statement of its own.
+    # None on rows from before the column (the audit export says "not recorded").
+    verdicts: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class AlertFailure(SQLModel, table=True):

@@ -24,7 +24,7 @@ from service.logs import log
 from service.models import AUTOMATED, Audience, Broker, Lead, MessageStatus, OutboundMessage, utcnow
 from service.phones import mask
 from service.reply_language import language_note, language_of
-from service.sending import gates
+from service.sending import gates, verdicts
 from service.sending.gates import ALLOW, Kind, Verdict
 from service.store import saved_id
 
@@ -92,6 +92,7 @@ def queue_text(
             if not result.allowed:
                 verdict = gates.guarded(result)
                 msg.status, msg.last_error = MessageStatus.blocked, verdict.last_error
+        verdicts.record(msg, verdict, stage="queue", now=now or utcnow(), policy_version=verdicts.version_of(ctx, msg))
     if msg.status == MessageStatus.pending and lead is not None and purpose in AUTOMATED:
         lead.automated_count += 1
         session.add(lead)

@@ -35,7 +35,7 @@ from service.models import (
     utcnow,
 )
 from service.redact import redact
-from service.sending import gates
+from service.sending import gates, verdicts
 from service.sending.gates import Cause, Kind, Verdict
 from service.sending.retry import backoff
 from service.store import set_opt_out
@@ -110,11 +110,19 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
         return _hold(ctx, session, msg, verdict)
     session.add(msg)
     session.commit()  # the claim is ours: no transaction (on SQLite, the write lock) across the send
+    _record(ctx, msg, verdict, now)  # written with the outcome's UPDATE, not a statement of its own
     return _deliver(ctx, session, msg)
+
+
+def _record(ctx: AppContext, msg: OutboundMessage, verdict: Verdict, now: datetime) -> None:
+    """Keep a borrower text's send-time verdict on its row for the audit trail (service.sending.verdicts)."""
+    if msg.audience == Audience.borrower:
+        verdicts.record(msg, verdict, stage="send", now=now, policy_version=verdicts.version_of(ctx, msg))
 
 
 def _hold(ctx: AppContext, session: Session, msg: OutboundMessage, verdict: Verdict) -> list[int]:
     """A claimed text the send-time gates stop: deferred (the attempt does not count) or suppressed."""
+    _record(ctx, msg, verdict, utcnow())
     if verdict.kind is Kind.defer:
         msg.status, msg.attempts = MessageStatus.pending, max(msg.attempts - 1, 0)
         msg.next_attempt_at, msg.last_error = verdict.until or utcnow(), verdict.last_error

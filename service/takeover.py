@@ -38,6 +38,7 @@ from service.models import (
     OutboundMessage,
     utcnow,
 )
+from service.sending import verdicts
 
 if TYPE_CHECKING:
     from service.access import Principal
@@ -71,7 +72,8 @@ def cancel_automated(session: Session, lead: Lead) -> int:
                col(OutboundMessage.status) == MessageStatus.pending,
                col(OutboundMessage.purpose).in_(sorted(AUTOMATED)),
                col(OutboundMessage.unknown_outcome).is_(False))
-        .values(status=MessageStatus.suppressed, last_error=CANCELED)
+        .values(status=MessageStatus.suppressed, last_error=CANCELED,
+                verdicts=verdicts.entry_sql(f"not sent: {CANCELED}", now=utcnow()))
         .execution_options(synchronize_session=False)
     ).rowcount
     if canceled:

@@ -1,4 +1,5 @@
-"""`textback audit export`: real history driven through signed webhooks, exported as CSV and JSON lines."""
+"""`textback audit export --layout flat`: real history driven through signed webhooks, exported as the earlier
+flat table in CSV and JSON lines."""
 
 from __future__ import annotations
 
@@ -61,9 +62,11 @@ def history(client, post, ctx) -> str:
 
 
 def run(database_url: str, *args: str, input: str | None = None) -> Result:
+    """The earlier flat table (`--layout flat`); the conversation layout is tests/test_audit_conversations.py."""
     runner = CliRunner()
     return runner.invoke(
-        main, ["audit", "export", *args], env={"TEXTBACK_DATABASE_URL": database_url}, input=input
+        main, ["audit", "export", "--layout", "flat", *args], env={"TEXTBACK_DATABASE_URL": database_url},
+        input=input,
     )
 
 

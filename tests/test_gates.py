@@ -226,7 +226,9 @@ def test_hold_retry_when_it_would_cross_into_quiet_hours(client, post, twilio_ap
     with Session(ctx.engine) as session:
         row = session.get(OutboundMessage, msg.id)
     assert row.next_attempt_at > night
-    assert row.last_error == "deferred: quiet hours at send time"
+    assert row.last_error == "deferred: quiet hours in CA until 08:00 local (America/Los_Angeles) at send time"
+    assert row.verdicts[-1]["reason"] == (
+        "held by quiet hours in CA until 08:00 local (America/Los_Angeles) at send time")
     assert len([t for t in sent_texts(twilio_api["messages"]) if t["To"] == CALLER]) == 1  # only the opener
 
 

@@ -209,7 +209,7 @@ def _messages_list(twilio_api, messages: list[dict]) -> None:
 
 
 def _export(ctx) -> list[dict]:
-    result = CliRunner().invoke(main, ["audit", "export", "--since", "2000-01-01", "--format", "jsonl"],
+    result = CliRunner().invoke(main, ["audit", "export", "--layout", "flat", "--since", "2000-01-01", "--format", "jsonl"],
                                 env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url})
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]

@@ -144,7 +144,7 @@ def at_queue(  # one early return per gate reads best
     if lead is not None and lead.not_textable_reason:
         return Verdict.suppress(Cause.not_textable, f"not textable: {lead.not_textable_reason}")
     if purpose not in AUTOMATED:
-        return ALLOW
+        return allowed(ctx, broker_tz=broker.timezone, to=to, purpose=purpose, now=now)
     if purpose == Purpose.opener:
         tripped = breaker_tripped(session, ctx, broker, now)
         if tripped:
@@ -156,7 +156,7 @@ def at_queue(  # one early return per gate reads best
     if not_before > now:
         return Verdict.defer(Cause.quiet_hours, ctx.sending_policy.quiet_hours_reason(to, now, broker.timezone),
                              not_before)
-    return ALLOW
+    return allowed(ctx, broker_tz=broker.timezone, to=to, purpose=purpose, now=now)
 
 
 def quiet_hours_until(ctx: AppContext, *, broker: Broker, to: str, purpose: str, now: datetime) -> datetime:
@@ -174,7 +174,10 @@ def quiet_hours_until(ctx: AppContext, *, broker: Broker, to: str, purpose: str,
 
 def guarded(result: Any) -> Verdict:
     """The output guard's result as a verdict (the guard itself runs in service.outbox, after the gates)."""
-    return ALLOW if result.allowed else Verdict.block(Cause.output_guard, "output guard")
+    if result.allowed:
+        return ALLOW
+    rules = ", ".join(dict.fromkeys(v.rule for v in result.violations))
+    return Verdict.block(Cause.output_guard, f"output guard: {rules}" if rules else "output guard")
 
 
 def opted_out_before_send(msg: OutboundMessage) -> Verdict:
@@ -193,18 +196,52 @@ def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: dateti
         return ALLOW
     if msg.purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, msg.broker_id, msg.to_phone):
         return opted_out_before_send(msg)
+    # A borrower text leaves from its broker's own number: the loaded brokers know its timezone (no query).
+    known = ctx.broker_for(msg.from_phone)
+    broker_tz = known.timezone if known is not None and known.id == msg.broker_id else None
     if msg.purpose in AUTOMATED and msg.purpose != Purpose.opener:
         # A retry or a worker back after downtime must not carry a text past the recipient's window.
-        broker = session.get(Broker, msg.broker_id)
-        opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker.timezone if broker else "UTC",
-                                                     is_opener=False)
+        if broker_tz is None:
+            broker = session.get(Broker, msg.broker_id)
+            broker_tz = broker.timezone if broker else "UTC"
+        opens = ctx.sending_policy.next_allowed_send(msg.to_phone, now, broker_tz, is_opener=False)
         if opens > now:
-            return Verdict.defer(Cause.quiet_hours, "quiet hours at send time", opens)
+            why = ctx.sending_policy.quiet_hours_reason(msg.to_phone, now, broker_tz) or "quiet hours"
+            return Verdict.defer(Cause.quiet_hours, f"{why} at send time", opens)
     if msg.purpose == Purpose.opener:
         skip = line_type_allows(session, ctx, msg.to_phone, now)
         if skip is not None:
             return Verdict.suppress(Cause.line_type, f"not textable: {skip}", detail=skip)
-    return ALLOW
+    return allowed(ctx, broker_tz=broker_tz or "UTC", to=msg.to_phone, purpose=msg.purpose, now=now)
+
+
+# Why a borrower text that is not automated may go whatever the hour (quiet hours and caps are for automated
+# texts): what the audit trail says of it.
+NOT_AUTOMATED_REASONS: dict[str, str] = {
+    Purpose.optout_confirm: "opt-out confirmation, allowed after an opt-out",
+    Purpose.optin_confirm: "opt-in confirmation, answering the borrower's own START",
+    Purpose.help: "answers the borrower's own HELP",
+    Purpose.human: "a person's own text",
+}
+
+
+def allowed(ctx: AppContext, *, broker_tz: str, to: str, purpose: str, now: datetime) -> Verdict:
+    """An allow verdict with the reason a person reads in the audit trail (no query: pure policy)."""
+    if purpose not in AUTOMATED:
+        reason = NOT_AUTOMATED_REASONS.get(purpose, f"not an automated text ({purpose})")
+        return Verdict(Kind.allow, reason=reason)
+    try:
+        hours = ctx.sending_policy.calling_hours(to, now, broker_tz)
+    except ValueError as exc:  # no window within two weeks: the gates decided already; the words must not fail
+        return Verdict(Kind.allow, reason=f"allowed ({purpose}); calling hours not worked out: {exc}")
+    if hours.inside:
+        return Verdict(Kind.allow, reason=f"within the recipient's calling hours ({hours.span}, {hours.place})")
+    # Outside the window yet allowed: only the opener answering the caller's own call is (quiet_hours_until).
+    source = ("TEXTBACK_OPENER_IS_REPLY_OVERRIDE" if ctx.settings.opener_is_reply_override
+              else "opener_is_reply")
+    return Verdict(Kind.allow, cause=Cause.quiet_hours, reason=(
+        f"answers the caller's own call (quiet hours exemption, {source}) at {hours.local:%H:%M} "
+        f"{hours.where.tz.key}, outside {hours.span} ({hours.place})"))
 
 
 def line_type_allows(session: Session, ctx: AppContext, phone: str, now: datetime) -> str | None:

@@ -38,6 +38,7 @@ from service.sending.policy_files import (
 from service.sending.recipient import RecipientZone, recipient_zone
 
 __all__ = [
+    "CallingHours",
     "Caps",
     "QuietHours",
     "QuietHoursExample",
@@ -123,6 +124,29 @@ class QuietHours:
         raise ValueError(msg)
 
 
+@dataclass(frozen=True)
+class CallingHours:
+    """The recipient's calling hours at one instant, in words for the audit trail (service.sending.verdicts)."""
+
+    where: RecipientZone
+    local: datetime  # the instant in the recipient's (westernmost candidate) zone
+    window: tuple[time, time] | None  # today's [start, end), None when closed all day
+    inside: bool  # inside the window in every candidate zone
+
+    @property
+    def span(self) -> str:
+        """"08:00-20:00", or "closed today"."""
+        return f"{self.window[0]:%H:%M}-{self.window[1]:%H:%M}" if self.window else "closed today"
+
+    @property
+    def place(self) -> str:
+        """Where the window comes from: "FL by area code", "America/Chicago by area code", "the broker's
+        timezone America/Chicago" (a number with no geography)."""
+        if self.where.source == "fallback":
+            return f"the broker's timezone {self.where.tz.key}"
+        return f"{self.where.state or self.where.tz.key} by area code"
+
+
 def _require_aware(now_utc: datetime) -> datetime:
     if now_utc.tzinfo is None or now_utc.utcoffset() is None:
         msg = "now_utc must be timezone-aware"
@@ -170,6 +194,15 @@ class SendingPolicy:
             day = f" on {local:%a %Y-%m-%d}"
         zone = " (broker's timezone)" if where.source == "fallback" else f" ({where.tz.key})"
         return f"quiet hours in {place} until {local:%H:%M} local{day}{zone}"
+
+    def calling_hours(self, phone_e164: str, now_utc: datetime, fallback_tz: str) -> CallingHours:
+        """The recipient's window today and whether `now_utc` is inside it: what an allow reason cites."""
+        _require_aware(now_utc)
+        where = recipient_zone(phone_e164, fallback_tz)
+        local = now_utc.astimezone(where.tz)
+        window = self.quiet_hours.window_for(where.state, local.date())
+        inside = self.quiet_hours.next_open(where, now_utc) == now_utc
+        return CallingHours(where=where, local=local, window=window, inside=inside)
 
     def check_example(self, example: QuietHoursExample) -> str | None:
         """None when the example behaves as the file says; else a finding naming the file and example."""
