@@ -19,10 +19,8 @@ under (service.policy.files.policy_version, what the approvals name).
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, String, bindparam
@@ -30,7 +28,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from service.models import ALLOWED_AFTER_OPTOUT, OutboundMessage
-from service.policy.files import policy_version
 from service.sending.gates import Kind, Verdict
 
 # A text that keeps meeting the same verdict (a lock busy for a minute, a retry held again) would grow its row
@@ -115,17 +112,6 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def version_of(ctx: Any, msg: OutboundMessage) -> str | None:
-    """The policy-set version the gates and the guard run under (the one id the approvals name): the loaded
-    guard's, without loading the guard for it (seconds); else the policies directory's, read once."""
-    guard = getattr(ctx, "_guard", None)  # the loaded guard only: ctx.guard would build it
-    version = getattr(guard, "policy_version", None)
-    if version:
-        return str(version)
-    policies = getattr(getattr(ctx, "settings", None), "policies_dir", None)
-    return _policy_set(Path(policies)) if policies else msg.policy_version
-
-
-@functools.cache
-def _policy_set(policies_dir: Path) -> str:
-    """Read once per process, like the guard and the sending policy it stands for."""
-    return policy_version(policies_dir)
+    """The policy-set version the gates and the guard run under (the one id the approvals name), read once at
+    start-up (AppContext.policy_version); the text's own recorded version for a context without one."""
+    return getattr(ctx, "policy_version", None) or msg.policy_version
