@@ -4,6 +4,7 @@ policy-set version of the policies the service started with, the one `policy rep
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -48,12 +49,14 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     assert {d.action for d in decisions} >= {"handoff"}
     assert [d.rules_version for d in decisions] == [version] * len(decisions)
 
-    export = CliRunner().invoke(main, ["audit", "export", "--since", "2000-01-01", "--format", "jsonl"],
-                                env={"TEXTBACK_DATABASE_URL": ctx.settings.database_url})
-    assert export.exit_code == 0, export.output
-    rows = [json.loads(line) for line in export.stdout.splitlines()]
-    shown = {row[name] for row in rows for name in ("policy_version", "rules_version") if row.get(name)}
-    assert shown == {version}
+    env = {"TEXTBACK_DATABASE_URL": ctx.settings.database_url}
+    for layout in ("flat", "conversation"):
+        export = CliRunner().invoke(
+            main, ["audit", "export", "--since", "2000-01-01", "--format", "jsonl", "--layout", layout], env=env)
+        assert export.exit_code == 0, export.output
+        rows = [json.loads(line) for line in export.stdout.splitlines()]
+        shown = set(_versions(rows)) | set(re.findall(r"policy set ([0-9a-f]{12})", export.stdout))
+        assert shown == {version}, layout
 
     report = CliRunner().invoke(main, ["policy", "report", "--policies", str(POLICIES)])
     assert report.exit_code == 0, report.output
@@ -75,3 +78,13 @@ def test_refuse_guard_built_from_policies_edited_after_start_up(settings, reply_
             _ = ctx.guard
     finally:
         ctx.close()
+
+
+def _versions(value: object) -> list[str]:
+    """Every value of a `policy_version` or `rules_version` key anywhere in an exported row."""
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k in {"policy_version", "rules_version"} and isinstance(v, str) and v]
+        return found + [x for v in value.values() for x in _versions(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _versions(v)]
+    return []
