@@ -10,7 +10,8 @@ What is checked:
   by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
   manifest requires; a finding names the category the policy set no longer covers); the same run start-up
   does, service.policy.selftest;
-- every inbound and sending-policy example through its owner's `example_findings()`, the report's verdict
+- every inbound and sending-policy example (the opt-out scope's brokerage examples included) through its
+  owner's `example_findings()`, the report's verdict
   rule (policies/reporting/sufficiency.yaml) on its own examples, and the examples of
   the policy for a person's own texts (policies/sending/human.yaml) through the OutputGuard;
 - every template rendered with sample broker data: borrower-facing ones through the OutputGuard with their
@@ -246,7 +247,7 @@ def run_check(
                                "inbound rules to read the corrected replies")
     if "inbound_rule" in kinds:
         result.findings += check_inbound(policies_dir, result)
-    if kinds & {"quiet_hours", "caps"}:
+    if kinds & {"quiet_hours", "caps", "opt_out"}:
         result.findings += check_sending(policies_dir, result)
     if "human_texts" in kinds and guard is not None:
         result.findings += check_human(guard, policies_dir, result)
