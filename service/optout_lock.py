@@ -129,9 +129,9 @@ def _state_query(broker_id: int, phone: str, scope: Scope) -> Select[bool, str, 
         word = col(row.source).not_like(f"{CARRIER_SOURCE}%")
         if scope == "brokerage":
             me = aliased(Broker, name="me")
-            both_nmls = and_(col(me.company_nmls_id).is_not(None), col(owner.company_nmls_id).is_not(None))
-            same = or_(and_(both_nmls, col(me.company_nmls_id) == col(owner.company_nmls_id)),
-                       and_(~both_nmls, _name_key(col(me.brokerage)) == _name_key(col(owner.brokerage))))
+            same = or_(col(me.company_nmls_id) == col(owner.company_nmls_id),  # never true for NULLs
+                       and_(col(me.company_nmls_id).is_(None), col(owner.company_nmls_id).is_(None),
+                            _name_key(col(me.brokerage)) == _name_key(col(owner.brokerage))))
             query = query.join(me, col(me.id) == broker_id).where(or_(own, and_(word, same)))
         else:
             query = query.where(or_(own, word))

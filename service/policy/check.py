@@ -19,7 +19,8 @@ What is checked:
   findings (GSM-7, length);
 - the brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml; or
   `--brokers`): every broker's values through the guard, alone and rendered into every borrower template;
-  a finding names the file and the line of the value.
+  a finding names the file and the line of the value; under the opt-out scope `brokerage`, a broker without a
+  company NMLS ID whose brokerage name is that of a broker with one.
 
 A kind whose owning module is missing is a finding, not a silent skip.
 """
@@ -39,6 +40,7 @@ from service.policy.files import LoadedRule, display_path, outbound_rules, polic
 from service.policy.floor import FLOOR
 from service.policy.manifest import load_manifest, manifest_findings
 from service.policy.selftest import run_examples
+from service.sending.opt_out_policy import brokerage_findings, load_opt_out_policy
 from service.templates import load_templates
 
 
@@ -143,7 +145,19 @@ def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResul
     except PolicyError:
         template_set = None  # reported by check_templates; the values are still checked alone
     result.checked.append(f"brokers file {path} ({len(brokers)} brokers)")
-    return broker_findings(guard, template_set, brokers, path)
+    return broker_findings(guard, template_set, brokers, path) + opt_out_scope_findings(policies_dir, brokers, path)
+
+
+def opt_out_scope_findings(policies_dir: Path, brokers: list[Any], path: Path) -> list[str]:
+    """Under the opt-out scope `brokerage`: a broker without a company NMLS ID that has the brokerage name of a
+    broker with one (they would be two brokerages; service.sending.opt_out_policy)."""
+    try:
+        policy = load_opt_out_policy(policies_dir)
+    except PolicyError:
+        return []  # reported by the sending policy's own check
+    if policy.scope != "brokerage":
+        return []
+    return [f"{path}: {finding}" for finding in brokerage_findings(brokers)]
 
 
 def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:

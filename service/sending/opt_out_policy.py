@@ -5,11 +5,15 @@
 `broker`: a STOP stops the texts of the broker whose number was texted. `brokerage` (the default and the shipped
 value): it stops every broker of the same brokerage. `all`: every number this textback serves.
 
-The same brokerage: two brokers with a company NMLS ID each are the same brokerage when the IDs are equal (and
-two different IDs are two brokerages, whatever the names); when either has none, the brokerage names are
-compared ignoring case and spaces ("Summit Home Loans" = "summit  HOME loans"). The rule is applied by one SQL
-statement (service.optout_lock.opt_out_state); `same_brokerage` here says the same thing for the examples
-and the tests.
+The same brokerage: each broker's brokerage is its company NMLS ID when the brokers file gives one, else its
+brokerage name compared ignoring case and spaces ("Harbor Mortgage Group" = "harbor  MORTGAGE group"). So two
+brokers with the same company NMLS ID are one brokerage whatever their names; two different IDs are two
+brokerages whatever their names; and a broker without an ID is in the brokerage of the brokers without one that
+have its name, never in one identified by an ID (give every broker of a company its company_nmls_id: `textback
+policy check` names a broker whose brokerage name matches a broker with an ID while it has none). An
+equivalence, so that a START to any broker of a scope reopens the same scope for each of its brokers. The rule
+is applied by one SQL statement (service.optout_lock.opt_out_state); `same_brokerage` here says the same thing
+for the examples, the check and the tests.
 
 Opt-in: the latest opt-out or opt-in word from the number within the scope wins, so START to any broker of the
 scope makes the number textable again in that scope. A carrier block (Twilio error 21610, the carrier's own
@@ -19,6 +23,7 @@ START to another number lifts it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -41,6 +46,11 @@ class _BrokerLike(Protocol):
     def company_nmls_id(self) -> str | None: ...
 
 
+class _BrokerNamed(_BrokerLike, Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 def brokerage_name_key(name: str) -> str:
     """The brokerage name as compared: lower case, without spaces."""
     for blank in NAME_BLANKS:
@@ -48,11 +58,35 @@ def brokerage_name_key(name: str) -> str:
     return name.lower()
 
 
+def brokerage_key(broker: _BrokerLike) -> tuple[str, str]:
+    """Which brokerage a broker is in: its company NMLS ID, else its brokerage name without case and spaces."""
+    if broker.company_nmls_id:
+        return ("nmls", broker.company_nmls_id)
+    return ("name", brokerage_name_key(broker.brokerage))
+
+
 def same_brokerage(a: _BrokerLike, b: _BrokerLike) -> bool:
-    """The company NMLS IDs when both brokers have one; else the brokerage names, ignoring case and spaces."""
-    if a.company_nmls_id and b.company_nmls_id:
-        return a.company_nmls_id == b.company_nmls_id
-    return brokerage_name_key(a.brokerage) == brokerage_name_key(b.brokerage)
+    """Whether two brokers are one brokerage (`brokerage_key`)."""
+    return brokerage_key(a) == brokerage_key(b)
+
+
+def brokerage_findings(brokers: Sequence[_BrokerNamed]) -> list[str]:
+    """Brokers without a company NMLS ID whose brokerage name is that of a broker with one: under the scope
+    `brokerage` they are a brokerage of their own, which is most likely a missing company_nmls_id."""
+    identified: dict[str, list[_BrokerNamed]] = {}
+    for broker in brokers:
+        if broker.company_nmls_id:
+            identified.setdefault(brokerage_name_key(broker.brokerage), []).append(broker)
+    findings = []
+    for broker in brokers:
+        named = identified.get(brokerage_name_key(broker.brokerage), [])
+        if broker.company_nmls_id or not named:
+            continue
+        others = ", ".join(f"{b.name} (company NMLS ID {b.company_nmls_id})" for b in named)
+        findings.append(f"{broker.name} has no company_nmls_id but the brokerage name of {others}: under the "
+                        "opt-out scope 'brokerage' an opt-out to one does not stop the other's texts until they "
+                        "give the same company NMLS ID")
+    return findings
 
 
 class ExampleBroker(BaseModel):
