@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from service import optout_lock, store
+from service.audit import iter_events
 from service.db import session_scope
 from service.errors import PolicyError
 from service.models import CallEvent, Lead, OptOutEvent, OutboundMessage, Purpose
@@ -257,8 +259,6 @@ def test_keep_carrier_block_to_its_own_number(ctx) -> None:
 
 
 def test_read_row_from_before_scopes_as_broker_scope_in_audit(ctx) -> None:
-    from service.audit import iter_events
-
     dana = ctx.broker_for(DANA).id
     with session_scope(ctx.engine) as session:
         session.add(OptOutEvent(broker_id=dana, phone=CALLER, action="opt_out", source="keyword:STOP"))
@@ -273,8 +273,6 @@ def test_read_row_from_before_scopes_as_broker_scope_in_audit(ctx) -> None:
 
 @pytest.mark.parametrize("scope", ["broker", "brokerage", "all"])
 def test_answer_opt_out_in_one_statement(scope, ctx) -> None:
-    from sqlalchemy import event
-
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
