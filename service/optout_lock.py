@@ -39,10 +39,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, event, func, literal, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -110,7 +125,8 @@ def _name_key(column: Any) -> ColumnElement[str]:
     return func.lower(column)
 
 
-def _state_query(broker_id: int, phone: str, scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
+@cache
+def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
     """The one statement: the deciding row among the number's opt-out rows within the scope, or none.
 
     Counted: the broker's own row (whatever its source), and in scope `brokerage` or `all` the other brokers'
@@ -118,6 +134,8 @@ def _state_query(broker_id: int, phone: str, scope: Scope) -> Select[bool, str, 
     Deciding: the broker's own carrier block first; else the latest word (said_at, or updated_at on an older
     row; the newer row id breaks a tie)."""
     row, owner = OptOut, aliased(Broker, name="owner")
+    # Built once per scope (the statement's Python construction costs more than SQLite's answer), run with both.
+    broker_id, phone = bindparam("broker_id", type_=Integer), bindparam("phone", type_=String)
     own = col(row.broker_id) == broker_id
     said = func.coalesce(col(row.said_at), col(row.updated_at), type_=UTCDateTime())
     columns = (col(row.opted_out), col(row.source), said, col(row.broker_id), col(owner.name), col(owner.brokerage),
@@ -143,7 +161,7 @@ def opt_out_state(conn: Connection | Session, broker_id: int, phone: str, scope:
                   ) -> OptOutState | None:
     """What decides whether `broker_id` may text `phone` under `scope`, read afresh in ONE statement (columns,
     never an object a session cached); None when the number never said an opt-out word in the scope."""
-    found = conn.execute(_state_query(broker_id, phone, scope)).first()
+    found = conn.execute(_state_query(scope), {"broker_id": broker_id, "phone": phone}).first()
     if found is None:
         return None
     opted_out, source, said_at, owner_id, name, brokerage, number = found

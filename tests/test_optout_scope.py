@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from service import optout_lock, store
+from service import optout_lock, outbox, sender, store
 from service.audit import iter_events
 from service.db import session_scope
 from service.errors import PolicyError
@@ -191,6 +191,24 @@ def test_confirm_stop_once_from_each_number_texted_in_every_scope(scope, relatio
         events = session.exec(select(OptOutEvent).order_by(OptOutEvent.id)).all()
     assert len(events) == 2, "each STOP is in the history"
     assert {e.scope for e in events} == {scope}, "the scope in force is on every opt-out event"
+
+
+def test_suppress_queued_follow_up_at_send_time_after_stop_to_other_broker(client, post, ctx, twilio_api) -> None:
+    missed(client, post, to=PRIYA)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        lead = session.get(Lead, lead_of(ctx, PRIYA))
+        queued = outbox.queue_text(session, ctx, broker=ctx.broker_for(PRIYA), lead=lead, to=CALLER,
+                                   template_id="ask_timeline", purpose="question", now=datetime.now(UTC))
+        session.commit()
+    assert queued is not None
+    assert queued.msg.status == "pending"
+    reply(client, post, "STOP", to=DANA)
+    sender.send_one(ctx, queued.msg.id)  # None when the webhook's own background work settled it first
+    with Session(ctx.engine) as session:
+        row = session.get(OutboundMessage, queued.msg.id)
+    assert (row.status, row.last_error) == (
+        "suppressed", stop_reason("brokerage").replace("opted out", "opted out before send", 1))
+    assert len(texts_from(twilio_api, PRIYA)) == 1, "the opener only"
 
 
 # ---------------------------------------------------------------------------------------------------------
