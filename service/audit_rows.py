@@ -184,6 +184,7 @@ class EventRows:
             "action": event.action,
             "source": event.source,
             "message_sid": event.message_sid,
+            "reason": f"{event.scope or 'broker'} scope",  # the opt-out scope in force (NULL: before scopes, broker)
         }
 
     def call(self, row: Sequence[Any]) -> Event:

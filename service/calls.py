@@ -25,8 +25,9 @@ from service.errors import BadRequestError
 from service.events import EventKind
 from service.logs import log
 from service.models import Broker, CallEvent, Lead, Purpose, utcnow
+from service.optout_lock import describe
 from service.phones import InvalidPhone, mask, to_e164
-from service.store import is_opted_out, lead_for, saved_id
+from service.store import lead_for, opt_out_state, saved_id
 from service.takeover import human_acted, locked_lead
 from service.twilio import twiml
 from service.twilio.forms import (
@@ -82,8 +83,9 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
         return "no opener: withheld or invalid caller ID", []
     if caller in ctx.own_numbers or caller in broker.do_not_text:
         return "no opener: the caller is a broker or team number", []
-    if is_opted_out(session, saved_id(broker), caller):
-        return "no opener: the caller opted out", []
+    state = opt_out_state(session, saved_id(broker), caller, ctx.sending_policy.opt_out_scope)
+    if state is not None and state.opted_out:
+        return f"no opener: the caller {describe(state)}", []
     lead, created = lead_for(session, saved_id(broker), caller)
     lead.missed_call_at = utcnow()
     session.add(lead)

@@ -124,7 +124,8 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     """Opt the number out and queue its one confirmation. Idempotent: calling it again for the same number (the
     webhook, then the reply processing; or a second STOP) never queues a second confirmation."""
     row: OptOut = set_opt_out(session, broker_id=saved_id(broker), phone=lead.phone, opted_out=True, source=source,
-                              message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
+                              message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings),
+                              scope=ctx.sending_policy.opt_out_scope)
     lead.state, lead.closed_reason = LeadState.closed, "opted_out"
     session.add(lead)
     if row.confirmation_sent:
@@ -156,7 +157,8 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
         set_opt_out(session, broker_id=saved_id(broker), phone=lead.phone, opted_out=False, source=source,
-                    message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings))
+                    message_sid=inbound.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings),
+                    scope=ctx.sending_policy.opt_out_scope)
         if lead.closed_reason == "opted_out":
             lead.state, lead.closed_reason = LeadState.opened, None
             session.add(lead)
@@ -336,7 +338,9 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
                if analysis.needs_llm and analysis.llm_model is None and ctx.extractor is not None else None)
     ids: list[int] = []
     stop = analysis.keyword is Keyword.STOP
-    opted_out_here = stop and not is_opted_out(session, saved_id(broker), lead.phone)
+    # Whether this broker has recorded the opt-out yet (the webhook may have): its own row, whatever the scope, so
+    # a STOP to this number is recorded and confirmed here even when another broker's opt-out already covers it.
+    opted_out_here = stop and not is_opted_out(session, saved_id(broker), lead.phone, "broker")
     if opted_out_here:
         record_decision(session, inbound, lead, "opt_out", analysis, version, skipped)
         source = "llm" if analysis.source.value == "llm" else "plain_words"
@@ -348,7 +352,7 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         return ids + _after_conversation(session, ctx, broker, lead, inbound, analysis, state=state, worked=worked,
                                          human=human, version=version, skipped=skipped)
     reasons = [r.value for r in analysis.handoff_reasons]
-    notes = _notes(analysis, is_opted_out(session, saved_id(broker), lead.phone))
+    notes = _notes(analysis, is_opted_out(session, saved_id(broker), lead.phone, ctx.sending_policy.opt_out_scope))
     if reasons:
         # A reason for a person wins over an opt-out, a wrong number and "not interested" in the same reply.
         record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
@@ -401,7 +405,7 @@ def _after_conversation(session: Session, ctx: AppContext, broker: Broker, lead:
     # A closed lead's old reasons ended with it; on a lead with a person, only a reason it lacks is news.
     known = set(lead.handoff_reasons) if state in WITH_A_PERSON or human else set()
     new = [r for r in reasons if r not in known]
-    opted_out = is_opted_out(session, saved_id(broker), lead.phone)
+    opted_out = is_opted_out(session, saved_id(broker), lead.phone, ctx.sending_policy.opt_out_scope)
     if new:
         # Urgent news is never held: the broker is alerted at once, with the reasons, and the lead is a handoff
         # again (even an opted-out number: the alert goes to the broker, and no text to the borrower follows).

@@ -28,9 +28,10 @@ from service.errors import ApiError
 from service.events import EventKind
 from service.leads_view import broker_of, iso, message_json, visible_lead
 from service.models import Audience, MessageStatus, OutboundMessage, Purpose, utcnow
+from service.optout_lock import describe
 from service.sending import gates, verdicts
 from service.sending.gates import Cause, Verdict
-from service.store import is_opted_out, saved_id
+from service.store import opt_out_state, saved_id
 from service.takeover import human_acted, locked_lead
 
 if TYPE_CHECKING:
@@ -84,8 +85,9 @@ def send_human_text(session: Session, ctx: Any, principal: Principal, lead_id: i
     text = check_body(body)
     lead = locked_lead(session, saved_id(lead)) or lead
     broker = broker_of(session, ctx, lead)
-    if is_opted_out(session, saved_id(broker), lead.phone):
-        raise ApiError(OPTED_OUT, status_code=409)
+    state = opt_out_state(session, saved_id(broker), lead.phone, ctx.sending_policy.opt_out_scope)
+    if state is not None and state.opted_out:
+        raise ApiError(OPTED_OUT, status_code=409, details={"opt_out": describe(state)})
     if lead.not_textable_reason:
         reason = lead.not_textable_reason.replace("_", " ")
         raise ApiError(f"the number cannot take texts ({reason}); call instead", status_code=409)

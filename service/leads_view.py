@@ -31,6 +31,8 @@ from service.models import (
     OutboundMessage,
     Purpose,
 )
+from service.optout_lock import describe
+from service.store import opt_out_state, saved_id
 
 if TYPE_CHECKING:
     from service.access import Principal
@@ -333,6 +335,15 @@ def lead_detail(session: Session, ctx: Any, principal: Principal, lead_id: int) 
         "voicemails": _voicemails(call_events),
         "events": [event_json(e) for e in events],
         "alerts": [alert_json(a) for a in alerts],
+        "opt_out": opt_out_json(session, ctx, broker, lead.phone),
     }
+
+
+def opt_out_json(session: Session, ctx: Any, broker: Broker, phone: str) -> dict[str, Any]:
+    """Whether this broker may text the number under the opt-out scope, and why not (service.optout_lock)."""
+    scope = ctx.sending_policy.opt_out_scope
+    state = opt_out_state(session, saved_id(broker), phone, scope)
+    opted_out = state is not None and state.opted_out
+    return {"opted_out": opted_out, "scope": scope, "reason": describe(state) if state and opted_out else None}
 
 

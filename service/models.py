@@ -203,6 +203,10 @@ class OptOut(SQLModel, table=True):
     source: str  # keyword:STOP | twilio:STOP | plain_words | llm | error:21610 | api
     confirmation_sent: bool = False
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # When the borrower last said an opt-out or opt-in word to this broker (a carrier block is not one): within
+    # the opt-out scope the latest word wins (service.optout_lock.opt_out_state). A row from before this column
+    # reads NULL, and its updated_at stands in.
+    said_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 class OptOutEvent(SQLModel, table=True):
@@ -214,6 +218,9 @@ class OptOutEvent(SQLModel, table=True):
     action: str  # opt_out | opt_in
     source: str
     message_sid: str | None = None
+    # The opt-out scope in force when it was recorded (broker | brokerage | all, policies/sending/opt_out.yaml);
+    # a row from before this column reads NULL, which was broker scope.
+    scope: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

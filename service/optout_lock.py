@@ -1,4 +1,9 @@
-"""One lock per number (broker, phone) that makes an opt-out final the moment it commits.
+"""One lock per phone number that makes an opt-out final the moment it commits, in its whole scope.
+
+The lock is keyed by the borrower's number alone, not by (broker, number): an opt-out recorded with one broker
+may cover other brokers' texts (the scope of policies/sending/opt_out.yaml), so a STOP committing for broker A
+is final for a send from broker B of the same brokerage too. Whether a number is opted out for a broker is one
+SQL statement (`opt_out_state`), read afresh under the lock.
 
 Every change to a number's opt-out state takes the lock exclusively, until its transaction ends
 (`lock_for_change`). Every automated text to a borrower takes it shared across its request to Twilio and reads
@@ -32,18 +37,37 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from service.errors import NumberBusy
 from service.logs import log
-from service.models import OptOut
+from service.models import Broker, OptOut, UTCDateTime
 from service.phones import mask
+from service.sending.opt_out_policy import DEFAULT_SCOPE, NAME_BLANKS, Scope
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -66,18 +90,88 @@ def change_wait(settings: Settings) -> float:
     return 2 * settings.send_timeout_seconds + 5
 
 
-def number_key(broker_id: int, phone: str) -> int:
-    """A signed 64-bit key for the number (PostgreSQL advisory locks take a bigint)."""
-    digest = hashlib.blake2b(f"textback-optout:{broker_id}:{phone}".encode(), digest_size=8).digest()
+def number_key(phone: str) -> int:
+    """A signed 64-bit key for the number (PostgreSQL advisory locks take a bigint). The number alone: one lock
+    covers every broker's texts to it, whatever the opt-out scope."""
+    digest = hashlib.blake2b(f"textback-optout:{phone}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-def is_opted_out(conn: Connection | Session, broker_id: int, phone: str) -> bool:
-    """The number's committed opt-out state, read afresh (a column, never an object cached by a session)."""
-    value = conn.execute(
-        select(col(OptOut.opted_out)).where(col(OptOut.broker_id) == broker_id, col(OptOut.phone) == phone)
-    ).scalar()
-    return bool(value)
+@dataclass(frozen=True)
+class OptOutState:
+    """The opt-out row that decides whether a broker may text a number, with the broker it was recorded with."""
+
+    opted_out: bool
+    source: str  # keyword:STOP | twilio:STOP | plain_words | llm | error:21610 | ...
+    said_at: datetime  # when the deciding word was said (the row's last change on a row from before said_at)
+    broker_id: int
+    broker_name: str
+    brokerage: str
+    twilio_number: str
+    scope: Scope
+
+    @property
+    def carrier_block(self) -> bool:
+        return self.source.startswith(CARRIER_SOURCE)
+
+
+CARRIER_SOURCE = "error:"  # a carrier's block of one sending number (Twilio 21610): never the borrower's word
+
+
+def _name_key(column: Any) -> ColumnElement[str]:
+    """The brokerage name as service.sending.opt_out_policy.brokerage_name_key compares it, in SQL."""
+    for blank in NAME_BLANKS:
+        column = func.replace(column, literal(blank), literal(""))
+    return func.lower(column)
+
+
+@cache
+def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
+    """The one statement: the deciding row among the number's opt-out rows within the scope, or none.
+
+    Counted: the broker's own row (whatever its source), and in scope `brokerage` or `all` the other brokers'
+    rows in the scope that record the borrower's words (not a carrier block, which stops its own number only).
+    Deciding: the broker's own carrier block first; else the latest word (said_at, or updated_at on an older
+    row; the newer row id breaks a tie)."""
+    row, owner = OptOut, aliased(Broker, name="owner")
+    # Built once per scope (the statement's Python construction costs more than SQLite's answer), run with both.
+    broker_id, phone = bindparam("broker_id", type_=Integer), bindparam("phone", type_=String)
+    own = col(row.broker_id) == broker_id
+    said = func.coalesce(col(row.said_at), col(row.updated_at), type_=UTCDateTime())
+    columns = (col(row.opted_out), col(row.source), said, col(row.broker_id), col(owner.name), col(owner.brokerage),
+               col(owner.twilio_number))
+    query = select(*columns).join(owner, col(owner.id) == col(row.broker_id)).where(col(row.phone) == phone)
+    if scope == "broker":
+        query = query.where(own)
+    else:
+        word = col(row.source).not_like(f"{CARRIER_SOURCE}%")
+        if scope == "brokerage":
+            me = aliased(Broker, name="me")
+            same = or_(col(me.company_nmls_id) == col(owner.company_nmls_id),  # never true for NULLs
+                       and_(col(me.company_nmls_id).is_(None), col(owner.company_nmls_id).is_(None),
+                            _name_key(col(me.brokerage)) == _name_key(col(owner.brokerage))))
+            query = query.join(me, col(me.id) == broker_id).where(or_(own, and_(word, same)))
+        else:
+            query = query.where(or_(own, word))
+    own_block = case((and_(own, col(row.opted_out), col(row.source).like(f"{CARRIER_SOURCE}%")), 1), else_=0)
+    return query.order_by(own_block.desc(), said.desc(), col(row.id).desc()).limit(1)
+
+
+def opt_out_state(conn: Connection | Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE
+                  ) -> OptOutState | None:
+    """What decides whether `broker_id` may text `phone` under `scope`, read afresh in ONE statement (columns,
+    never an object a session cached); None when the number never said an opt-out word in the scope."""
+    found = conn.execute(_state_query(scope), {"broker_id": broker_id, "phone": phone}).first()
+    if found is None:
+        return None
+    opted_out, source, said_at, owner_id, name, brokerage, number = found
+    return OptOutState(bool(opted_out), source, said_at, owner_id, name, brokerage, number, scope)
+
+
+def is_opted_out(conn: Connection | Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE) -> bool:
+    """Whether `broker_id` may not text `phone` under the opt-out scope: one statement, read afresh."""
+    state = opt_out_state(conn, broker_id, phone, scope)
+    return state is not None and state.opted_out
 
 
 # --------------------------------------------------------------------------------------------- SQLite files
@@ -133,8 +227,9 @@ def _release_session_locks(session: Session, transaction: object) -> None:
 
 
 def lock_for_change(session: Session, broker_id: int, phone: str, *, wait: float) -> None:
-    """Take the number's lock exclusively until the session's transaction ends (re-entrant within it)."""
-    key = number_key(broker_id, phone)
+    """Take the number's lock exclusively until the session's transaction ends (re-entrant within it).
+    `broker_id` only names the change in a log line: the lock is the number's, for every broker."""
+    key = number_key(phone)
     connection = session.connection()  # on SQLite: BEGIN IMMEDIATE, the write lock before the file lock
     if connection.dialect.name == "postgresql":
         if connection.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
@@ -165,12 +260,14 @@ def lock_for_change(session: Session, broker_id: int, phone: str, *, wait: float
 
 
 @contextmanager
-def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) -> Iterator[bool]:
-    """Hold the number's lock shared for the body of the `with`; yields whether the number is opted out now.
+def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float,
+                  scope: Scope = DEFAULT_SCOPE) -> Iterator[bool]:
+    """Hold the number's lock shared for the body of the `with`; yields whether the number is opted out now for
+    `broker_id` under the opt-out `scope` (the sending policy's, `SendingPolicy.opt_out_scope`).
 
     Raises NumberBusy when the lock cannot be had within `wait` seconds. The body must not write to the
     database nor change an opt-out (that takes the lock exclusively): record the outcome after the `with`."""
-    key = number_key(broker_id, phone)
+    key = number_key(phone)
     if engine.dialect.name == "postgresql":
         try:
             conn = engine.connect()  # held for the request: the lock lives in its transaction
@@ -184,7 +281,7 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) ->
             except OperationalError as exc:
                 raise NumberBusy("the number's opt-out lock is held") from exc
             try:
-                yield is_opted_out(conn, broker_id, phone)
+                yield is_opted_out(conn, broker_id, phone, scope)
             finally:
                 conn.rollback()  # ends the transaction: releases the lock
         return
@@ -194,10 +291,30 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float) ->
     try:
         try:
             with engine.connect().execution_options(sqlite_read_only=True) as conn:
-                opted_out = is_opted_out(conn, broker_id, phone)
+                opted_out = is_opted_out(conn, broker_id, phone, scope)
                 conn.rollback()
         except SQLAlchemyError as exc:
             raise NumberBusy("the opt-out could not be read under the lock") from exc
         yield opted_out
     finally:
         _release(fd)
+
+
+# --------------------------------------------------------------------------------------------- the reason
+
+
+def _said(source: str) -> str:
+    """The word a row records, as a reviewer reads it."""
+    kind, _, word = source.partition(":")
+    if kind in {"keyword", "twilio"} and word:
+        return word
+    return {"plain_words": "an opt-out in plain words", "llm": "an opt-out the LLM read"}.get(source, source)
+
+
+def describe(state: OptOutState) -> str:
+    """Why a text is suppressed, naming the scope and where the opt-out came from (numbers masked), e.g.
+    "opted out (brokerage scope: STOP to Dana Whitfield of Summit Home Loans at +1*******00 on 2026-12-03)"."""
+    where = f"{state.broker_name} of {state.brokerage} at {mask(state.twilio_number)} on {state.said_at:%Y-%m-%d}"
+    if state.carrier_block:
+        return f"opted out (carrier block: Twilio error {state.source.partition(':')[2]} on {where})"
+    return f"opted out ({state.scope} scope: {_said(state.source)} to {where})"

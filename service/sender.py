@@ -170,7 +170,8 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
     try:
         if msg.audience == Audience.borrower and msg.purpose not in ALLOWED_AFTER_OPTOUT:
             with optout_lock.hold_for_send(ctx.engine, msg.broker_id, msg.to_phone,
-                                           wait=optout_lock.send_wait(ctx.settings)) as opted_out:
+                                           wait=optout_lock.send_wait(ctx.settings),
+                                           scope=ctx.sending_policy.opt_out_scope) as opted_out:
                 if not opted_out:
                     outcome = _request(ctx, msg)
         else:
@@ -180,7 +181,8 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
         return _hold(ctx, session, msg, gates.lock_busy(utcnow()))
     if opted_out:
         log(logger, logging.INFO, "text suppressed: opted out while it waited", id=msg.id)
-        return _hold(ctx, session, msg, gates.opted_out_before_send(msg))
+        state = optout_lock.opt_out_state(session, msg.broker_id, msg.to_phone, ctx.sending_policy.opt_out_scope)
+        return _hold(ctx, session, msg, gates.opted_out_before_send(msg, state))
     if isinstance(outcome, SendError):
         return _record_failure(ctx, session, msg, outcome)
     if outcome is None:
@@ -244,7 +246,7 @@ def apply_error_to_lead(ctx: AppContext, session: Session, msg: OutboundMessage,
         return []
     if code == UNSUBSCRIBED_ERROR:
         set_opt_out(session, broker_id=msg.broker_id, phone=msg.to_phone, opted_out=True, source=f"error:{code}",
-                    wait_seconds=optout_lock.change_wait(ctx.settings))
+                    wait_seconds=optout_lock.change_wait(ctx.settings), scope=ctx.sending_policy.opt_out_scope)
         return []
     reason = PERMANENT_ERRORS.get(code)
     lead = session.get(Lead, msg.lead_id) if msg.lead_id else None

@@ -27,6 +27,7 @@ from service.models import (
     OutboundMessage,
     utcnow,
 )
+from service.sending.opt_out_policy import DEFAULT_SCOPE, Scope
 
 if TYPE_CHECKING:
     from service.replies.analysis import ReplyAnalysis
@@ -76,9 +77,16 @@ def is_known_contact(session: Session, broker: Broker, phone: str) -> bool:
     return row is not None
 
 
-def is_opted_out(session: Session, broker_id: int, phone: str) -> bool:
-    """The number's committed opt-out state, read afresh (never an OptOut object a session cached)."""
-    return optout_lock.is_opted_out(session, broker_id, phone)
+def is_opted_out(session: Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE) -> bool:
+    """Whether the broker may not text the number under the opt-out scope (`ctx.sending_policy.opt_out_scope`):
+    one statement, read afresh (never an OptOut object a session cached)."""
+    return optout_lock.is_opted_out(session, broker_id, phone, scope)
+
+
+def opt_out_state(session: Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE
+                  ) -> optout_lock.OptOutState | None:
+    """The row that decides it, with the broker it was recorded with (for a reason or a display): one statement."""
+    return optout_lock.opt_out_state(session, broker_id, phone, scope)
 
 
 def _opt_out_row(session: Session, broker_id: int, phone: str) -> OptOut | None:
@@ -90,7 +98,7 @@ def _opt_out_row(session: Session, broker_id: int, phone: str) -> OptOut | None:
 
 def set_opt_out(
     session: Session, *, broker_id: int, phone: str, opted_out: bool, source: str, message_sid: str | None = None,
-    wait_seconds: float = 25.0,
+    wait_seconds: float = 25.0, scope: Scope = DEFAULT_SCOPE,
 ) -> OptOut:
     """Record an opt-out or opt-in (current state plus a permanent event), serialised per number.
 
@@ -99,7 +107,9 @@ def set_opt_out(
     is the one of the request that committed last. `confirmation_sent` is cleared only when the number goes
     from opted in to opted out (a new opt-out earns one confirmation; a repeated one, in any words, none). The
     same message recorded twice (the webhook, then the reply processing) adds one event, not two.
-    `wait_seconds` bounds the wait for sends in flight (optout_lock.change_wait(settings))."""
+    `wait_seconds` bounds the wait for sends in flight (optout_lock.change_wait(settings)). `scope` (the opt-out
+    scope in force) is recorded on the event for the audit; a new word from the borrower (not a carrier block,
+    source "error:...") moves the row's `said_at`, so within the scope the latest word wins."""
     optout_lock.lock_for_change(session, broker_id, phone, wait=wait_seconds)
     row = _opt_out_row(session, broker_id, phone)
     if row is None:
@@ -121,11 +131,20 @@ def set_opt_out(
     ).first() is not None
     if not recorded:
         session.add(OptOutEvent(broker_id=broker_id, phone=phone, action=action, source=source,
-                                message_sid=message_sid))
+                                message_sid=message_sid, scope=scope))
+        if not source.startswith(optout_lock.CARRIER_SOURCE):
+            row.said_at = utcnow()
+            if row.source.startswith(optout_lock.CARRIER_SOURCE):
+                row.source = source  # the borrower said it too: now it is their word, for the whole scope
+            session.add(row)
     if opted_out:
         # Nothing automated may leave for this number any more. A text whose earlier attempt may have reached
         # Twilio (unknown outcome) stays for the send path, which asks Twilio first: it is recorded as sent when
-        # Twilio has it, and suppressed (never resent) when Twilio does not.
+        # Twilio has it, and suppressed (never resent) when Twilio does not. Other brokers' texts in the scope are
+        # stopped by the send path, which reads the opt-out in its scope under the number's lock.
+        session.flush()
+        state = optout_lock.opt_out_state(session, broker_id, phone, scope)
+        reason = optout_lock.describe(state) if state is not None and state.opted_out else "opted out"
         session.execute(
             update(OutboundMessage)
             .where(
@@ -135,7 +154,7 @@ def set_opt_out(
                 col(OutboundMessage.purpose).not_in(ALLOWED_AFTER_OPTOUT),
                 col(OutboundMessage.unknown_outcome).is_(False),
             )
-            .values(status=MessageStatus.suppressed, last_error="opted out")
+            .values(status=MessageStatus.suppressed, last_error=reason)
         )
     return row
 

@@ -279,7 +279,7 @@ def _check_end(driver: _Driver, result: ScriptResult) -> None:
         if end.no_lead and lead is not None:
             result.failures.append(StepFailure(sid, "end", "lead", "no lead", f"lead in state {lead.state}"))
         if end.opted_out is not None and caller is not None:
-            got = is_opted_out(session, broker_id, caller)
+            got = is_opted_out(session, broker_id, caller, driver.ctx.sending_policy.opt_out_scope)
             if got != end.opted_out:
                 result.failures.append(StepFailure(sid, "end", "opted_out", end.opted_out, got))
         if end.lead is None:

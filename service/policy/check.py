@@ -12,7 +12,8 @@ What is checked:
   by the rule it lists, and the floor fixed in code (service.policy.floor: each text blocked by a rule the
   manifest requires; a finding names the category the policy set no longer covers); the same run start-up
   does, service.policy.selftest;
-- every inbound and sending-policy example through its owner's `example_findings()`, the report's verdict
+- every inbound and sending-policy example (the opt-out scope's brokerage examples included) through its
+  owner's `example_findings()`, the report's verdict
   rule (policies/reporting/sufficiency.yaml) on its own examples, and the examples of
   the policy for a person's own texts (policies/sending/human.yaml) through the OutputGuard;
 - the retention policy (policies/retention/retention.yaml): valid (communications at least Regulation N's 24
@@ -22,7 +23,8 @@ What is checked:
   findings (GSM-7, length);
 - the brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else brokers.example.yaml; or
   `--brokers`): every broker's values through the guard, alone and rendered into every borrower template;
-  a finding names the file and the line of the value;
+  a finding names the file and the line of the value; under the opt-out scope `brokerage`, a broker without a
+  company NMLS ID whose brokerage name is that of a broker with one;
 - policies/approvals.yaml (service.policy.approvals), when present, is readable; whether this exact version
   is approved is reported (`CheckResult.approval`), never a finding: approving is a person's act.
 
@@ -46,6 +48,7 @@ from service.policy.floor import FLOOR
 from service.policy.manifest import load_manifest, manifest_findings
 from service.policy.review_fields import header_findings
 from service.policy.selftest import run_examples
+from service.sending.opt_out_policy import brokerage_findings, load_opt_out_policy
 from service.templates import load_templates
 
 
@@ -151,7 +154,19 @@ def check_brokers(guard: Any, policies_dir: Path, path: Path, result: CheckResul
     except PolicyError:
         template_set = None  # reported by check_templates; the values are still checked alone
     result.checked.append(f"brokers file {path} ({len(brokers)} brokers)")
-    return broker_findings(guard, template_set, brokers, path)
+    return broker_findings(guard, template_set, brokers, path) + opt_out_scope_findings(policies_dir, brokers, path)
+
+
+def opt_out_scope_findings(policies_dir: Path, brokers: list[Any], path: Path) -> list[str]:
+    """Under the opt-out scope `brokerage`: a broker without a company NMLS ID that has the brokerage name of a
+    broker with one (they would be two brokerages; service.sending.opt_out_policy)."""
+    try:
+        policy = load_opt_out_policy(policies_dir)
+    except PolicyError:
+        return []  # reported by the sending policy's own check
+    if policy.scope != "brokerage":
+        return []
+    return [f"{path}: {finding}" for finding in brokerage_findings(brokers)]
 
 
 def check_inbound(policies_dir: Path, result: CheckResult) -> list[str]:
@@ -278,7 +293,7 @@ def run_check(
                                "inbound rules to read the corrected replies")
     if "inbound_rule" in kinds:
         result.findings += check_inbound(policies_dir, result)
-    if kinds & {"quiet_hours", "caps"}:
+    if kinds & {"quiet_hours", "caps", "opt_out"}:
         result.findings += check_sending(policies_dir, result)
     if "human_texts" in kinds and guard is not None:
         result.findings += check_human(guard, policies_dir, result)

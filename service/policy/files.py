@@ -44,6 +44,7 @@ KINDS: dict[str, str] = {
     "quiet_hours": "sending",
     "caps": "sending",
     "human_texts": "sending",  # policies/sending/human.yaml, see service.sending.human_policy
+    "opt_out": "sending",  # policies/sending/opt_out.yaml, see service.sending.opt_out_policy
     "sufficiency": "reporting",  # policies/reporting/sufficiency.yaml, see service.sufficiency
     "retention": "retention",  # policies/retention/retention.yaml, see service.retention_policy
 }

@@ -181,19 +181,47 @@ def _sending(ctx: Context) -> list[Block]:
         examples = data.get("examples") or {}
         blocks += examples_blocks("Texts the guard flags", "Texts it lets through", list(examples.get("must_match") or []),
                             list(examples.get("must_not_match") or []), bound=False)
+    for policy in of_kind(ctx.files, "opt_out"):
+        scope = str(policy.data.get("scope"))
+        blocks += about(policy, None)
+        blocks.append(Block("table", [["scope", "a STOP to one broker's number stops texts from", "in force"]] + [
+            [name, what, "yes" if name == scope else ""] for name, what in _OPT_OUT_SCOPES.items()]))
     return blocks
+
+
+_OPT_OUT_SCOPES = {
+    "broker": "that broker's number only",
+    "brokerage": "every broker of the same brokerage (same company NMLS ID, else the same brokerage name)",
+    "all": "every number this textback serves",
+}
+
+
+def _retention(policy: Any) -> list[Block]:
+    rows = [["records", "kept", "on a request to be forgotten", "why", "law"]]
+    for category in policy.data.get("categories") or []:
+        if not isinstance(category, dict):
+            continue
+        months = category.get("keep_months")
+        kept = f"{months} months after the last activity" if months else str(category.get("keep", "")).replace("-", " ")
+        rows.append([str(category.get("title", category.get("id"))), kept,
+                     str(category.get("on_forget", "")), plain(category.get("why")),
+                     "; ".join(plain(c) for c in category.get("citations") or [])])
+    return [Block("table", rows)]
 
 
 # ----------------------------------------------------------------------------------------------- the rest
 def _other(ctx: Context) -> list[Block]:
     chosen = [f for f in ctx.files if f.header.kind not in
               {"outbound_rule", "outbound_manifest", "inbound_rule", "scope", "spelling", "templates",
-               "quiet_hours", "caps", "human_texts"}]
+               "quiet_hours", "caps", "human_texts", "opt_out"}]
     blocks = [Block("h2", "5 Other policies")]
     if not chosen:
         return [*blocks, Block("p", "None.")]
     for policy in chosen:
         blocks += about(policy, None)
+        if policy.header.kind == "retention":
+            blocks += _retention(policy)
+            continue
         scalars = [[k.replace("_", " "), str(v)] for k, v in policy.data.items()
                    if k not in {"id", "kind", "title", "rationale", "summary", "cites", "open_questions",
                                 "internal_notes", "examples"} and isinstance(v, str | int | float | bool)]

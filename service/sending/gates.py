@@ -1,6 +1,7 @@
 """The one answer to "may this text go now?", at queue time and at send time, as a typed Verdict.
 
-Queue time (`at_queue`, borrower texts only), cheapest first: opt-out -> known contact (do-not-text) ->
+Queue time (`at_queue`, borrower texts only), cheapest first: opt-out (in the scope of
+policies/sending/opt_out.yaml, one statement) -> known contact (do-not-text) ->
 number known not to take texts -> (automated texts only) circuit breaker -> caps (per lead total, per lead per
 day, per broker per day) -> quiet hours (defer, not drop). The output guard runs after these (it is the most
 expensive; `guarded` turns its result into a Verdict). Send time (`at_send`): the opt-out read afresh, quiet
@@ -31,7 +32,8 @@ from service.models import (
     OutboundMessage,
     Purpose,
 )
-from service.store import is_known_contact, is_opted_out, saved_id
+from service.optout_lock import OptOutState, describe
+from service.store import is_known_contact, opt_out_state, saved_id
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -137,8 +139,10 @@ def at_queue(  # one early return per gate reads best
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str, now: datetime,
 ) -> Verdict:
     """Every gate for one borrower-facing text about to be queued, cheapest first."""
-    if purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, saved_id(broker), to):
-        return Verdict.suppress(Cause.opted_out, "opted out")
+    if purpose not in ALLOWED_AFTER_OPTOUT:
+        state = opt_out_state(session, saved_id(broker), to, ctx.sending_policy.opt_out_scope)
+        if state is not None and state.opted_out:
+            return Verdict.suppress(Cause.opted_out, describe(state))
     if is_known_contact(session, broker, to):
         return Verdict.suppress(Cause.known_contact, "known contact (do-not-text list)")
     if lead is not None and lead.not_textable_reason:
@@ -180,9 +184,13 @@ def guarded(result: Any) -> Verdict:
     return Verdict.block(Cause.output_guard, f"output guard: {rules}" if rules else "output guard")
 
 
-def opted_out_before_send(msg: OutboundMessage) -> Verdict:
-    return Verdict.suppress(Cause.opted_out, "opted out before send (Twilio had no record of the earlier attempt)"
-                            if msg.unknown_outcome else "opted out before send")
+def opted_out_before_send(msg: OutboundMessage, state: OptOutState | None = None) -> Verdict:
+    """The text waited and the number opted out meanwhile (in the scope `state` names, when known)."""
+    why = f"{describe(state).replace('opted out', 'opted out before send', 1)}" if state is not None and (
+        state.opted_out) else "opted out before send"
+    if msg.unknown_outcome:
+        why += " (Twilio had no record of the earlier attempt)"
+    return Verdict.suppress(Cause.opted_out, why)
 
 
 def lock_busy(now: datetime) -> Verdict:
@@ -194,8 +202,10 @@ def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: dateti
     """The checks on a claimed text just before it goes (after any reconciliation with Twilio)."""
     if msg.audience != Audience.borrower:
         return ALLOW
-    if msg.purpose not in ALLOWED_AFTER_OPTOUT and is_opted_out(session, msg.broker_id, msg.to_phone):
-        return opted_out_before_send(msg)
+    if msg.purpose not in ALLOWED_AFTER_OPTOUT:
+        state = opt_out_state(session, msg.broker_id, msg.to_phone, ctx.sending_policy.opt_out_scope)
+        if state is not None and state.opted_out:
+            return opted_out_before_send(msg, state)
     # A borrower text leaves from its broker's own number: the loaded brokers know its timezone (no query).
     known = ctx.broker_for(msg.from_phone)
     broker_tz = known.timezone if known is not None and known.id == msg.broker_id else None

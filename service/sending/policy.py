@@ -3,6 +3,7 @@
     policies/sending/quiet_hours.yaml   kind: quiet_hours   federal + state windows, opener_is_reply, examples
     policies/sending/caps.yaml          kind: caps          per-lead, per-broker and circuit-breaker limits
     policies/sending/human.yaml         kind: human_texts   a person's own texts (service.sending.human_policy)
+    policies/sending/opt_out.yaml       kind: opt_out       who a STOP stops (service.sending.opt_out_policy)
 
 Both are read by the one strict YAML reader (service.yamlfile, through service.policy.files) into the strict
 models of service.sending.policy_files (unknown and duplicate keys are errors); every problem is a
@@ -27,6 +28,7 @@ from service.errors import PolicyError
 from service.hours import wall_time_to_utc  # one home for wall clock -> instant (working hours use it too)
 from service.policy.files import load_policy_model
 from service.sending.human_policy import HumanTextPolicy, load_human_policy
+from service.sending.opt_out_policy import OptOutPolicy, Scope, load_opt_out_policy
 from service.sending.policy_files import (
     WEEKDAYS,
     CapsFile,
@@ -164,6 +166,12 @@ class SendingPolicy:
     quiet_hours_path: Path
     caps_path: Path
     human: HumanTextPolicy = field(default_factory=HumanTextPolicy)  # a person's own texts (policies/sending/human.yaml)
+    opt_out: OptOutPolicy = field(default_factory=OptOutPolicy)  # who a STOP stops (policies/sending/opt_out.yaml)
+
+    @property
+    def opt_out_scope(self) -> Scope:
+        """broker | brokerage | all: what every read of the opt-out covers (service.optout_lock.opt_out_state)."""
+        return self.opt_out.scope
 
     def next_allowed_send(
         self, phone_e164: str, now_utc: datetime, fallback_tz: str, *, is_opener: bool
@@ -229,8 +237,10 @@ class SendingPolicy:
         return f"{self.quiet_hours_path}: example {example.label!r} is {got} ({detail})"
 
     def example_findings(self) -> list[str]:
-        """Each example in quiet_hours.yaml that misbehaves; empty when the file agrees with itself."""
-        return [f for f in (self.check_example(e) for e in self.examples) if f is not None]
+        """Each example in quiet_hours.yaml (and opt_out.yaml) that misbehaves; empty when the files agree with
+        themselves."""
+        findings = [f for f in (self.check_example(e) for e in self.examples) if f is not None]
+        return findings + self.opt_out.example_findings()
 
 
 def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> SendingPolicy:
@@ -261,10 +271,13 @@ def load_sending_policy(policies_dir: Path, *, check_examples: bool = True) -> S
         quiet_hours_path=qh_path,
         caps_path=caps_path,
         human=load_human_policy(policies_dir),
+        opt_out=load_opt_out_policy(policies_dir),
     )
     if check_examples:
         for index, example in enumerate(policy.examples):
             finding = policy.check_example(example)
             if finding is not None:
                 raise PolicyError(str(qh_path), f"examples[{index}]", finding.split(": ", 1)[1])
+        for finding in policy.opt_out.example_findings():
+            raise PolicyError(str(policy.opt_out.path), "examples", finding.split(": ", 1)[1])
     return policy

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from service import store
 from service.access import Principal
 from service.broker_status import list_brokers
 from service.leads_view import STATE_FILTERS, lead_detail, list_leads
@@ -96,7 +95,7 @@ def lead_context(ctx: Any, principal: Principal, lead_id: int) -> dict[str, Any]
     now = utcnow()
     with Session(ctx.engine) as session:
         lead = lead_detail(session, ctx, principal, lead_id)
-        opted_out = store.is_opted_out(session, lead["broker_info"]["id"], lead["phone"])
+        opt_out = lead["opt_out"]  # in the opt-out scope of policies/sending/opt_out.yaml (leads_view.opt_out_json)
     tz = lead["broker_info"]["timezone"]
     title = lead["name"] or view.phone(lead["phone"])
 
@@ -116,7 +115,8 @@ def lead_context(ctx: Any, principal: Principal, lead_id: int) -> dict[str, Any]
             "attention": lead["needs_attention"], "reasons": reasons,
             "handoff_ago": view.ago(lead["handoff_at"], now=now) if lead["handoff_at"] else "",
             "captured": view.captured(lead), "outcome": view.OUTCOMES.get(lead["outcome"] or "", ""),
-            "outcome_value": lead["outcome"], "opted_out": opted_out,
+            "outcome_value": lead["outcome"], "opted_out": opt_out["opted_out"],
+            "opt_out_reason": opt_out["reason"],
         },
         "messages": messages,
         "inbound_count": sum(1 for m in lead["messages"] if m["direction"] == "in"),
