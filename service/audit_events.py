@@ -29,6 +29,7 @@ from service.models import (
     OptOutEvent,
     OutboundMessage,
 )
+from service.sending.opt_out_policy import same_brokerage
 
 NOT_RECORDED = "not recorded"
 
@@ -164,11 +165,11 @@ class Rows:
         """None when the event is not this conversation's; "" when recorded with its broker; else why it applies."""
         if event.broker_id == lead.broker_id:
             return ""
-        scope = getattr(event, "scope", None)  # the opt-out scope, on rows that record one
+        scope = event.scope or "broker"  # rows from before the scope was recorded were per broker
         mine, theirs = self.brokers.get(lead.broker_id), self.brokers.get(event.broker_id)
-        if scope not in (None, "broker", "brokerage"):
-            return f"recorded with {_name(theirs)}; its scope ({scope}) covers this broker"
-        if scope != "broker" and mine is not None and theirs is not None and mine.brokerage == theirs.brokerage:
+        if scope == "all":
+            return f"recorded with {_name(theirs)}; its scope (all) covers every broker"
+        if scope == "brokerage" and mine is not None and theirs is not None and same_brokerage(mine, theirs):
             return f"recorded with {_name(theirs)}, same brokerage ({mine.brokerage})"
         return None
 
@@ -179,7 +180,7 @@ class Rows:
         return _event(event.created_at, action, who, f"{words} ({event.source})", applies or None,
                       f"opt_out_event:{event.id}", source=event.source, message_sid=event.message_sid,
                       recorded_with=self.brokers[event.broker_id].twilio_number if applies else None,
-                      scope=getattr(event, "scope", None))
+                      scope=event.scope or "broker")
 
 
 def _name(broker: Broker | None) -> str:

@@ -153,7 +153,7 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
     session.add(inbound)
     analysis = ReplyAnalysis(keyword=keyword, rules_fired=[f"carrier-keyword:{keyword.value}"])
     if keyword is Keyword.STOP:
-        record_decision(session, inbound, lead, "opt_out", analysis)
+        record_decision(session, inbound, lead, "opt_out", analysis, ctx.policy_version)
         return _opt_out(session, ctx, broker, lead, inbound, source, twilio_confirmed=twilio_type == "STOP")
     if keyword is Keyword.START:
         set_opt_out(session, broker_id=saved_id(broker), phone=lead.phone, opted_out=False, source=source,
@@ -162,12 +162,12 @@ def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: L
         if lead.closed_reason == "opted_out":
             lead.state, lead.closed_reason = LeadState.opened, None
             session.add(lead)
-        record_decision(session, inbound, lead, "opt_in", analysis)
+        record_decision(session, inbound, lead, "opt_in", analysis, ctx.policy_version)
         if twilio_type == "START":
             return []
         return _text(session, ctx, broker, lead, Purpose.optin_confirm, "optin_confirm",
                      f"optin:{inbound.message_sid}")
-    record_decision(session, inbound, lead, "help", analysis)
+    record_decision(session, inbound, lead, "help", analysis, ctx.policy_version)
     if twilio_type == "HELP":
         return []
     return _text(session, ctx, broker, lead, Purpose.help, "help", f"help:{inbound.message_sid}")
@@ -439,7 +439,7 @@ def forward_settled(session: Session, ctx: AppContext, *, broker: Broker, lead: 
     # reply forwarded at the same moment cannot both open a window (PostgreSQL; SQLite serialises writers).
     lead = session.get(Lead, lead.id, with_for_update=True, populate_existing=True) or lead
     action, ids = _forward(session, ctx, broker, lead, inbound, state)
-    record_decision(session, inbound, lead, action, None)
+    record_decision(session, inbound, lead, action, None, ctx.policy_version)
     return ids
 
 

@@ -36,7 +36,8 @@ def brokerage() -> str:
 def brokers_file(tmp_path: Path, brokerage: str) -> Path:
     """The brokers file with Dana's team; Marcus's brokerage as `brokerage` says (his own by default)."""
     path = tmp_path / "brokers.yaml"
-    path.write_text(TEAM_YAML.replace("brokerage: Harbor Mortgage Group", f"brokerage: {brokerage}"))
+    same = '\n    company_nmls_id: "654321"' if brokerage == "Summit Home Loans" else ""  # Dana's company ID
+    path.write_text(TEAM_YAML.replace("brokerage: Harbor Mortgage Group", f"brokerage: {brokerage}{same}"))
     return path
 
 
@@ -396,7 +397,8 @@ def test_export_suppressed_follow_up_with_the_policy_set_after_stop(story: int, 
     assert queued.msg.status == "suppressed"
     rows = export_jsonl(ctx.settings.database_url, "--lead", str(story))
     assert [(r["kind"], r["reason"]) for r in rows[len(HISTORY):]] == [
-        ("text_queued", f"suppressed: opted out (policy set {ctx.guard.policy_version})"),
+        ("text_queued", "suppressed: opted out (brokerage scope: STOP to Dana Whitfield of Summit Home Loans at "
+                        f"+1********00 on 2026-06-11) (policy set {ctx.guard.policy_version})"),
     ]
     assert rows[-1]["details"]["verdict"] == "suppress"
     assert rows[-1]["details"]["cause"] == "opted_out"

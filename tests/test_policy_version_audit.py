@@ -29,6 +29,7 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     params = call_params("CA" + "7" * 32, CALLER, CallStatus="in-progress", DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200
     assert post(client, "/twilio/sms", sms_params("refi, after 5 works")).status_code == 200
+    assert post(client, "/twilio/sms", sms_params("HELP")).status_code == 200  # a carrier keyword's decision
     assert post(client, "/twilio/sms", sms_params("can I lock my rate today?")).status_code == 200
     with Session(ctx.engine) as session:
         lead_id = session.exec(select(Lead.id).where(Lead.phone == CALLER)).one()
@@ -46,7 +47,7 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     assert {m.audience for m in texts} == {"borrower", "broker"}
     assert [m.policy_version for m in texts] == [version] * len(texts)
     assert decisions
-    assert {d.action for d in decisions} >= {"handoff"}
+    assert {d.action for d in decisions} >= {"handoff", "help"}
     assert [d.rules_version for d in decisions] == [version] * len(decisions)
 
     env = {"TEXTBACK_DATABASE_URL": ctx.settings.database_url}
