@@ -75,6 +75,9 @@ class Filters:
     leads: tuple[int, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    # Not a filter: the opt-out scope in force, which decides whether another broker's opt-out is part of a
+    # conversation (as the gates decide it).
+    opt_out_scope: str = "brokerage"
 
     def within(self, when: datetime) -> bool:
         return (self.since is None or when >= self.since) and (self.until is None or when < self.until)
@@ -165,7 +168,7 @@ def iter_conversations(session: Session, filters: Filters) -> Iterator[Conversat
 def _histories(
     session: Session, brokers: dict[int | None, Broker], leads: Sequence[Lead], filters: Filters
 ) -> list[Conversation]:
-    rows = Rows(brokers)
+    rows = Rows(brokers, filters.opt_out_scope)
     by_id = {lead.id: Conversation(lead, brokers[lead.broker_id]) for lead in leads}
     ids = list(by_id)
     events: dict[int | None, list[dict[str, Any]]] = defaultdict(list)

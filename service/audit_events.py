@@ -43,8 +43,9 @@ def _event(time: datetime, kind: str, who: str, summary: str, reason: str | None
 class Rows:
     """What each record says in a conversation's history."""
 
-    def __init__(self, brokers: dict[int | None, Broker]) -> None:
+    def __init__(self, brokers: dict[int | None, Broker], scope: str = "brokerage") -> None:
         self.brokers = brokers
+        self.scope = scope  # the opt-out scope in force (policies/sending/opt_out.yaml)
 
     def inbound(self, msg: InboundMessage) -> dict[str, Any]:
         reason = f"opt-out keyword ({msg.opt_out_type})" if msg.opt_out_type else None
@@ -162,14 +163,18 @@ class Rows:
                       duration=call.duration, recording=recording)
 
     def opt_out_applies(self, event: OptOutEvent, lead: Lead) -> str | None:
-        """None when the event is not this conversation's; "" when recorded with its broker; else why it applies."""
+        """None when the event is not this conversation's; "" when recorded with its broker; else why it applies.
+
+        Decided as the gates decide (service.optout_lock.opt_out_state): by the scope in force now, for every
+        opt-out already recorded, old ones included; another broker's carrier block stays on its own number."""
         if event.broker_id == lead.broker_id:
             return ""
-        scope = event.scope or "broker"  # rows from before the scope was recorded were per broker
+        if event.source.startswith("error:"):
+            return None
         mine, theirs = self.brokers.get(lead.broker_id), self.brokers.get(event.broker_id)
-        if scope == "all":
-            return f"recorded with {_name(theirs)}; its scope (all) covers every broker"
-        if scope == "brokerage" and mine is not None and theirs is not None and same_brokerage(mine, theirs):
+        if self.scope == "all":
+            return f"recorded with {_name(theirs)}; the opt-out scope in force (all) covers every broker"
+        if self.scope == "brokerage" and mine is not None and theirs is not None and same_brokerage(mine, theirs):
             return f"recorded with {_name(theirs)}, same brokerage ({mine.brokerage})"
         return None
 

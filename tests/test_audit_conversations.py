@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from service import sender
 from service.audit_conversations import COLUMNS
 from service.cli import main
-from service.models import Lead, OutboundMessage
+from service.models import Lead, OptOutEvent, OutboundMessage
 from service.sending.gates import Cause, Kind, Verdict
 from tests.api_helpers import TEAM_YAML, missed, reply, signed_in
 from tests.helpers import BROKER, BROKER2, CALLER, status_params
@@ -426,6 +426,30 @@ def test_export_opt_out_recorded_with_another_broker_when_it_applies(
     assert {r["conversation"] for r in rows} == {lead_id}
     assert "inbound_text" not in {r["kind"] for r in rows}  # the STOP itself belongs to Marcus's records
 
+
+
+@pytest.mark.parametrize("brokerage", ["Summit Home Loans"])
+@pytest.mark.parametrize(
+    ("source", "scope", "shown"),
+    [("keyword:STOP", None, True), ("keyword:STOP", "broker", True), ("error:21610", "brokerage", False)],
+    ids=["old-row-no-scope", "recorded-as-broker", "carrier-block"],
+)
+def test_export_other_brokers_opt_out_by_the_scope_in_force(
+    client, post, ctx, brokers_file: Path, brokerage: str, source: str, scope: str | None, shown: bool
+) -> None:
+    """Another broker's opt-out belongs to a conversation as the gates decide it: by the scope in force now
+    (brokerage), whatever scope the row recorded (none, on rows from before scopes); never a carrier block,
+    which stays on the number it was sent from."""
+    missed(client, post, sid="CA" + "1" * 32)
+    lead_id = lead_of(ctx, CALLER, 1)
+    marcus = ctx.broker_for(BROKER2)
+    with Session(ctx.engine) as session:
+        session.add(OptOutEvent(broker_id=marcus.id, phone=CALLER, action="opt_out", source=source, scope=scope))
+        session.commit()
+    rows = export_jsonl(ctx.settings.database_url, "--lead", str(lead_id))
+    opt_outs = [(r["summary"], r["reason"]) for r in rows if r["kind"] == "opt_out"]
+    expected = (f"opted out ({source})", "recorded with Marcus Chen (+12125550100), same brokerage (Summit Home Loans)")
+    assert opt_outs == ([expected] if shown else [])
 
 
 def test_export_voicemail_and_its_alert_in_the_conversation(client, post, ctx) -> None:

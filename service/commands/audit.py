@@ -15,7 +15,9 @@ from service.audit import COLUMNS, export, parse_when
 from service.audit_conversations import Filters, UnknownBroker
 from service.audit_render import FORMATS, export_conversations
 from service.db import MissingDatabase, open_database
+from service.errors import PolicyError
 from service.phones import InvalidPhone, to_e164
+from service.sending.opt_out_policy import load_opt_out_policy
 from service.settings import Settings
 
 LAYOUTS = ("conversation", "flat")
@@ -102,8 +104,13 @@ def export_command(  # one parameter per option
                                "--lead (use the conversation layout for those)")
     if layout == "flat" and since is None:
         raise click.UsageError("Missing option '--since'")
+    settings = Settings()
     try:
-        engine = open_database(Settings().database_url)
+        scope = load_opt_out_policy(settings.policies_dir).scope
+    except PolicyError as exc:
+        raise click.ClickException(f"the opt-out scope could not be read: {exc}") from None
+    try:
+        engine = open_database(settings.database_url)
     except MissingDatabase as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -111,7 +118,7 @@ def export_command(  # one parameter per option
         if layout == "flat" and since is not None:
             count = export(engine, stream, since=since, until=until, fmt=fmt, mask_phones=mask_phones)
             return f"{count} event(s), {len(COLUMNS)} columns"
-        filters = Filters(brokers=brokers, phones=phones, leads=leads, since=since, until=until)
+        filters = Filters(brokers=brokers, phones=phones, leads=leads, since=since, until=until, opt_out_scope=scope)
         events, conversations = export_conversations(engine, stream, filters=filters, fmt=fmt,
                                                      mask_phones=mask_phones)
         return f"{events} event(s) in {conversations} conversation(s)"
