@@ -144,3 +144,22 @@ def test_start_unapproved_set_when_not_required(production_env: Path, monkeypatc
         assert ctx.policy_version == policy_version(production_env)
     finally:
         ctx.close()
+
+
+def test_approve_refuses_when_files_change_during_the_check(policies_copy: Path, monkeypatch) -> None:
+    """A file edited while `policy check` runs is a version nobody checked: nothing is recorded."""
+    from service.policy import cli
+
+    real = cli._run_check
+
+    def check_then_edit(*args, **kwargs):
+        result = real(*args, **kwargs)
+        _edit(policies_copy / "sending" / "caps.yaml", "title:", "title: Edited -")
+        return result
+
+    monkeypatch.setattr(cli, "_run_check", check_then_edit)
+    result = CliRunner().invoke(main, ["policy", "approve", "--policies", str(policies_copy), "--reviewer", "Dana W"])
+    assert result.exit_code == 1
+    assert "refused: the policy files changed while they were checked" in result.output
+    assert not (policies_copy / "approvals.yaml").exists()
+    assert not approval_state(policies_copy).approved

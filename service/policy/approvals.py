@@ -108,12 +108,20 @@ def approval_state(policies_dir: Path) -> ApprovalState:
     return ApprovalState(version=digest[:12], digest=digest, approvals=matching)
 
 
-def approve(policies_dir: Path, *, reviewer: str, note: str | None, now: datetime) -> Approval:
-    """Record an approval of the policy set as it is now; returns it. The file is rewritten whole, in order."""
+def approve(policies_dir: Path, *, reviewer: str, note: str | None, now: datetime,
+            expected_digest: str | None = None) -> Approval:
+    """Record an approval of the policy set as it is now; returns it. The file is rewritten whole, in order.
+
+    `expected_digest` is the digest of the set that was checked: when the files changed since, nothing is
+    written (PolicyError), so an approval never names a version nobody checked."""
+    where = display_path(approvals_path(policies_dir), policies_dir)
     if not reviewer.strip():
-        raise PolicyError(display_path(approvals_path(policies_dir), policies_dir), "reviewer", "must be a name")
+        raise PolicyError(where, "reviewer", "must be a name")
     existing = read_approvals(policies_dir)
     digest = policy_digest(policies_dir)
+    if expected_digest is not None and digest != expected_digest:
+        raise PolicyError(where, None, f"refused: the policy files changed while they were checked (checked "
+                          f"{expected_digest[:12]}, now {digest[:12]}); nothing was recorded: check and approve again")
     approval = Approval(version=digest[:12], digest=digest, reviewer=reviewer.strip(),
                         approved_at=now.astimezone(UTC).replace(microsecond=0), note=(note or "").strip() or None)
     entries = [_entry(a) for a in [*existing, approval]]

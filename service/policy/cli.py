@@ -18,7 +18,7 @@ from service.errors import ConfigError, PolicyError
 from service.policy import approvals
 from service.policy.approvals import ApprovalState, approve_command
 from service.policy.check import CheckResult, run_check
-from service.policy.files import display_path
+from service.policy.files import display_path, policy_digest
 from service.policy.guard import OutputGuard
 from service.policy.readme import README_COMMAND, readme_text
 from service.policy.report import render_report
@@ -99,6 +99,7 @@ def _approval_line(state: ApprovalState, policies_dir: Path) -> str:
 def approve(policies_dir: Path, reviewer: str, note: str | None, brokers_file: Path | None) -> None:
     """Sign off the policy set as it is now: record the reviewer, the time and the note against its exact
     version in POLICIES/approvals.yaml. Runs `policy check` first and refuses a set with findings."""
+    checked = policy_digest(policies_dir)  # what the check below reads; approve refuses if it changes
     result = _run_check("policy approve", policies_dir, brokers_file)
     if not result.ok:
         for finding in result.findings:
@@ -108,13 +109,11 @@ def approve(policies_dir: Path, reviewer: str, note: str | None, brokers_file: P
         sys.exit(1)
     before = result.approval.approvals if result.approval is not None else ()
     try:
-        approval = approvals.approve(policies_dir, reviewer=reviewer, note=note, now=datetime.now(UTC))
+        approval = approvals.approve(policies_dir, reviewer=reviewer, note=note, now=datetime.now(UTC),
+                                     expected_digest=checked)
     except PolicyError as exc:
         click.echo(f"policy approve: {exc}", err=True)
         sys.exit(1)
-    if approval.version != result.version:  # a file changed while the check ran: what was checked is not this
-        click.echo(f"policy approve: warning: the policy files changed during the check (checked {result.version}, "
-                   f"approved {approval.version}); run `textback policy check` on it", err=True)
     path = approvals.approvals_path(policies_dir)
     click.echo(f"approved policy set {approval.version} (sha256 {approval.digest})")
     click.echo(f"reviewer: {approval.reviewer}; at {approval.approved_at.strftime('%Y-%m-%d %H:%M:%S UTC')}"
