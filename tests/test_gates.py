@@ -77,6 +77,35 @@ def test_defer_opener_at_night_when_configured_not_a_reply(ctx) -> None:
     assert gate.kind is Kind.defer
 
 
+
+@pytest.mark.parametrize(("override", "kind"), [(None, Kind.allow), (True, Kind.allow), (False, Kind.defer)])
+def test_send_opener_at_night_only_while_the_reply_exemption_is_in_force(ctx, override, kind) -> None:
+    """At send time (a retry, a worker back after downtime) an opener outside the recipient's hours still goes
+    only while the exemption is in force, and its allow reason names the exemption only then."""
+    ctx.settings.opener_is_reply_override = override
+    night = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)  # 03:00 in San Francisco
+    msg = OutboundMessage(broker_id=broker_row(ctx).id, to_phone="+14155550123", from_phone=BROKER, body="Hi",
+                          purpose="opener", audience="borrower", template_id="opener")
+    with Session(ctx.engine) as session:
+        gate = gates.at_send(session, ctx, msg, night)
+    assert gate.kind is kind
+    if kind is Kind.allow:
+        assert gate.reason is not None
+        assert gate.reason.startswith("answers the caller's own call (quiet hours exemption, ")
+    else:
+        assert gate.until is not None
+        assert gate.until > night
+
+
+def test_allow_reason_outside_hours_never_claims_an_exemption_that_is_off(ctx) -> None:
+    ctx.settings.opener_is_reply_override = False
+    verdict = gates.allowed(ctx, broker_tz="America/Los_Angeles", to="+14155550123", purpose="opener",
+                            now=datetime(2026, 6, 10, 10, 0, tzinfo=UTC))
+    assert verdict.reason is not None
+    assert "exemption" in verdict.reason
+    assert verdict.reason.startswith("outside the recipient's calling hours (")
+    assert verdict.reason.endswith("and no quiet-hours exemption applies (opener)")
+
 def test_store_deferred_text_pending_until_window(client, post, twilio_api, ctx) -> None:
     """A question queued at 3 a.m. the caller's time waits as a pending row with its reason, unsent."""
     from datetime import timedelta

@@ -163,6 +163,13 @@ def at_queue(  # one early return per gate reads best
     return allowed(ctx, broker_tz=broker.timezone, to=to, purpose=purpose, now=now)
 
 
+def opener_exempt(ctx: AppContext) -> bool:
+    """Whether the opener answering the caller's own call may go outside quiet hours: the setting
+    TEXTBACK_OPENER_IS_REPLY_OVERRIDE when set, else the quiet-hours file's `opener_is_reply`."""
+    override = ctx.settings.opener_is_reply_override
+    return bool(ctx.sending_policy.quiet_hours.opener_is_reply) if override is None else override
+
+
 def quiet_hours_until(ctx: AppContext, *, broker: Broker, to: str, purpose: str, now: datetime) -> datetime:
     """When the recipient's quiet hours let a text of this purpose go: `now` itself when they do not hold it
     (also what service.next_step reads, so a held text speaks of the moment it will be read)."""
@@ -209,8 +216,9 @@ def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: dateti
     # A borrower text leaves from its broker's own number: the loaded brokers know its timezone (no query).
     known = ctx.broker_for(msg.from_phone)
     broker_tz = known.timezone if known is not None and known.id == msg.broker_id else None
-    if msg.purpose in AUTOMATED and msg.purpose != Purpose.opener:
-        # A retry or a worker back after downtime must not carry a text past the recipient's window.
+    if msg.purpose in AUTOMATED and not (msg.purpose == Purpose.opener and opener_exempt(ctx)):
+        # A retry or a worker back after downtime must not carry a text past the recipient's window (nor an
+        # opener, when the quiet-hours exemption for answering the caller's own call is off).
         if broker_tz is None:
             broker = session.get(Broker, msg.broker_id)
             broker_tz = broker.timezone if broker else "UTC"
@@ -246,7 +254,11 @@ def allowed(ctx: AppContext, *, broker_tz: str, to: str, purpose: str, now: date
         return Verdict(Kind.allow, reason=f"allowed ({purpose}); calling hours not worked out: {exc}")
     if hours.inside:
         return Verdict(Kind.allow, reason=f"within the recipient's calling hours ({hours.span}, {hours.place})")
-    # Outside the window yet allowed: only the opener answering the caller's own call is (quiet_hours_until).
+    # Outside the window yet allowed: only the opener answering the caller's own call may be (quiet_hours_until).
+    if purpose != Purpose.opener or not opener_exempt(ctx):
+        return Verdict(Kind.allow, reason=(
+            f"outside the recipient's calling hours ({hours.span}, {hours.place}) at {hours.local:%H:%M} "
+            f"{hours.where.tz.key}, and no quiet-hours exemption applies ({purpose})"))
     source = ("TEXTBACK_OPENER_IS_REPLY_OVERRIDE" if ctx.settings.opener_is_reply_override
               else "opener_is_reply")
     return Verdict(Kind.allow, cause=Cause.quiet_hours, reason=(
