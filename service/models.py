@@ -413,7 +413,6 @@ class PrivacyAction(SQLModel, table=True):
     keep_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     kept_because: str | None = Field(default=None, sa_column=Column(Text))
     policy_version: str | None = None  # service.policy.files.policy_version of the policies in force
-    retention_version: str | None = None  # the retention file's own content hash
 
 
 class LeadEvent(SQLModel, table=True):

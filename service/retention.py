@@ -72,9 +72,11 @@ class PurgeRun:
     action_id: int | None
 
 
-def _record(engine: Engine, policies_dir: Path, policy: RetentionPolicy, **values: object) -> int | None:
+def _record(engine: Engine, policies_dir: Path, version: str | None, **values: object) -> int | None:
+    """One PrivacyAction row; `version` is the policy-set version in force (the running process's), else the
+    policies folder's as read now (a command reads the policy it applies at that moment)."""
     with session_scope(engine) as session:
-        row = PrivacyAction(policy_version=policy_version(policies_dir), retention_version=policy.version,
+        row = PrivacyAction(policy_version=version or policy_version(policies_dir),
                             **values)  # type: ignore[arg-type]  # the keyword names are PrivacyAction's
         session.add(row)
         session.flush()
@@ -92,6 +94,7 @@ def purge(
     actor: str | None = None,
     automatic: bool = False,
     now: datetime | None = None,
+    version: str | None = None,
 ) -> PurgeRun:
     """Delete conversations past the retention period: the policy's, or `days` when given. A `days` period that
     reaches past the policy's cutoff today raises RetentionRefused (nothing deleted) unless `force` with a
@@ -118,7 +121,7 @@ def purge(
     action = "retention" if automatic else ("purge-forced" if forced else "purge")
     action_id = None
     if not automatic or any(counts.values()):
-        action_id = _record(engine, policies_dir, policy, action=action, actor=WORKER if automatic else actor,
+        action_id = _record(engine, policies_dir, version, action=action, actor=WORKER if automatic else actor,
                             reason=reason, period=period, cutoff=cutoff, deleted=counts,
                             kept_because=policy.reason())
     log(logger, logging.INFO, "privacy purge", action=action, period=period,
@@ -127,14 +130,14 @@ def purge(
 
 
 def automatic_purge(engine: Engine, policy: RetentionPolicy, policies_dir: Path, days: int | str | None,
-                    *, now: datetime | None = None) -> PurgeRun | None:
+                    *, now: datetime | None = None, version: str | None = None) -> PurgeRun | None:
     """The worker's hourly retention: None when TEXTBACK_RETENTION_DAYS is unset, or when the setting is shorter
     than the policy (refused and logged as an error: an unattended process never deletes younger records)."""
     if days is None:
         return None
     try:
         return purge(engine, policy, policies_dir, days=days if isinstance(days, int) else None, automatic=True,
-                     now=now)
+                     now=now, version=version)
     except RetentionRefused as exc:
         log(logger, logging.ERROR, "automatic retention refused", reason=str(exc))
         return None
@@ -173,7 +176,7 @@ def forget_request(
     action_id = None
     if not dry_run:
         action_id = _record(
-            engine, policies_dir, policy, action="forget-forced" if force else "forget", actor=actor,
+            engine, policies_dir, None, action="forget-forced" if force else "forget", actor=actor,
             reason=reason, period="none (forced)" if force else f"{policy.months} months (policy)", cutoff=cutoff,
             phone_hash=phone_hash(phone), broker_id=broker_id, deleted=outcome.deleted, kept=outcome.kept,
             keep_until=until, kept_because=None if force else policy.reason())

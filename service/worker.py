@@ -266,7 +266,8 @@ class Worker:
         if days is None or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
             return
         self._last_purge = now
-        automatic_purge(self.ctx.engine, self.ctx.retention, self.ctx.settings.policies_dir, days)
+        automatic_purge(self.ctx.engine, self.ctx.retention, self.ctx.settings.policies_dir, days,
+                        version=self.ctx.policy_version)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
