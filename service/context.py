@@ -91,12 +91,20 @@ class AppContext:
                 from service.policy.guard import OutputGuard  # lazy: importing guardrails takes seconds
 
                 guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
-                if guard.policy_version != self.policy_version:
-                    raise PolicyError(str(self.settings.policies_dir), None,
-                                      f"the policy files changed after start-up (started with policy set "
-                                      f"{self.policy_version}, now {guard.policy_version}): restart textback")
+                self._same_version(guard.policy_version)
                 self._guard = guard
             return self._guard
+
+    def _same_version(self, loaded: str | None = None) -> None:
+        """PolicyError when policy files loaded after start-up (the guard, rules, sending policy are built on
+        first use) are not the version start-up recorded: what is recorded is always what is enforced."""
+        if not self.policy_version:
+            return  # a context built without a recorded version (tests of one part)
+        now = loaded or policy_version(self.settings.policies_dir)
+        if now != self.policy_version:
+            raise PolicyError(str(self.settings.policies_dir), None,
+                              f"the policy files changed after start-up (started with policy set "
+                              f"{self.policy_version}, now {now}): restart textback")
 
     @property
     def sending_policy(self) -> Any:
@@ -105,14 +113,18 @@ class AppContext:
             if self._sending is None:
                 from service.sending.policy import load_sending_policy  # lazy: phonenumbers geodata: seconds
 
-                self._sending = load_sending_policy(self.settings.policies_dir)
+                sending = load_sending_policy(self.settings.policies_dir)
+                self._same_version()
+                self._sending = sending
             return self._sending
 
     @property
     def rules(self) -> Any:
         with self._lock:
             if self._rules is None:
-                self._rules = load_rules(self.settings.policies_dir)
+                rules = load_rules(self.settings.policies_dir)
+                self._same_version()
+                self._rules = rules
             return self._rules
 
     @property

@@ -64,19 +64,24 @@ def test_record_policy_set_version_on_every_text_decision_and_alert(client, post
     assert version in report.output
 
 
-def test_refuse_guard_built_from_policies_edited_after_start_up(settings, reply_rules, sending_policy,
-                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("part", ["guard", "rules", "sending_policy"])
+def test_refuse_policy_part_built_from_files_edited_after_start_up(settings, reply_rules, sending_policy,
+                                                                   tmp_path: Path, part: str) -> None:
+    """The guard, the reply rules and the sending policy are built on first use: from files edited after
+    start-up, each is refused (the version recorded must be the one enforced)."""
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
     started = settings.model_copy(update={"policies_dir": copy})
-    ctx = build_context(started, rules=reply_rules, sending_policy=sending_policy)  # the guard is built on first use
+    given = {"rules": reply_rules, "sending_policy": sending_policy}
+    given.pop(part, None)
+    ctx = build_context(started, **given)  # what is not given is built on first use
     try:
         assert ctx.policy_version == policy_version(copy)
         caps = copy / "sending" / "caps.yaml"
         caps.write_text(caps.read_text(encoding="utf-8").replace("title: ", "title: Reviewed, ", 1), encoding="utf-8")
         with pytest.raises(PolicyError, match=f"started with policy set {ctx.policy_version}, now "
                                               f"{policy_version(copy)}"):
-            _ = ctx.guard
+            getattr(ctx, part)
     finally:
         ctx.close()
 
