@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.policy.approvals import approve
+from service.policy.diff_values import value_changes
 from service.policy.files import policy_version
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -137,6 +138,99 @@ def test_diff_formats_md_and_json(sides: tuple[Path, Path]) -> None:
     assert changed[("inbound rule", "handoff-rate-lock")]["status"] == "removed"
     teaser = next(o for o in data["outcomes"] if o["text"] == "Ask about our teaser pricing.")
     assert (teaser["kind"], teaser["old"], teaser["new"]) == ("outbound", "allowed", "blocked by no-rate-quotes")
+
+
+def _change_settings(policies: Path) -> None:
+    """Settings, header keys and examples of files that are not rules."""
+    opt_out, quiet = policies / "sending" / "opt_out.yaml", policies / "sending" / "quiet_hours.yaml"
+    _edit(opt_out, "scope: brokerage", "scope: broker")
+    _edit(opt_out, "summary: >-\n  A borrower's STOP", "summary: >-\n  Any STOP")
+    _edit(opt_out, "  - CTIA Messaging Principles and Best Practices (industry standard, opt-out keywords)\n",
+          "  - CTIA Messaging Principles and Best Practices (2023 edition, opt-out keywords)\n")
+    _edit(policies / "retention" / "retention.yaml", "keep_months: 25", "keep_months: 30")
+    _edit(quiet, 'as amended 2021), 8 a.m. to 8 p.m.\n    window: {start: "08:00", end: "20:00"}',
+          'as amended 2021), 8 a.m. to 8 p.m.\n    window: {start: "08:00", end: "21:00"}')
+    _edit(quiet, "  - {where: NY,", '  - {where: FL, local: "2026-06-10T20:30", allowed: true}\n  - {where: NY,')
+    _edit(quiet, "internal_notes: >-\n  Times are", "internal_notes: >-\n  Secret: times are")
+    _edit(policies / "sending" / "caps.yaml", "    value: 4\n", "    value: 3\n")
+
+
+def test_diff_policy_files_show_each_setting_old_to_new(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(POLICIES, old)
+    shutil.copytree(POLICIES, new)
+    _change_settings(new)
+    result = _run(str(old), str(new))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = lines.index("  changed sending/opt_out.yaml: Who a borrower's STOP stops texting them")
+    assert lines[start + 1:start + 5] == [
+        '      summary words: "A borrower\'s" -> "Any"',
+        "      summary: \"A borrower's STOP (or any other opt-out word) to one loan officer stops every text from "
+        "every loan officer of the same brokerage, automated and a person's own alike; only the one confirmation "
+        'of the STOP is sent. START or UNSTOP to any of them makes the number textable again for the whole '
+        'brokerage." -> "Any STOP (or any other opt-out word) to one loan officer stops every text from every '
+        "loan officer of the same brokerage, automated and a person's own alike; only the one confirmation of "
+        'the STOP is sent. START or UNSTOP to any of them makes the number textable again for the whole '
+        'brokerage."',
+        '      cites changed: "CTIA Messaging Principles and Best Practices (industry standard, opt-out keywords)" '
+        '-> "CTIA Messaging Principles and Best Practices (2023 edition, opt-out keywords)"',
+        "      scope: brokerage -> broker",
+    ]
+    expected = [
+        "  changed retention/retention.yaml: How long textback keeps each kind of record, and why",
+        "      categories.communications.keep_months: 25 -> 30",
+        "  changed sending/caps.yaml: How many automated texts a lead, a broker and the platform may send",
+        "      limits.per_lead_per_day.value: 4 -> 3",
+        "  changed sending/quiet_hours.yaml: No automated text outside the recipient's calling hours",
+        "      internal_notes changed (engineering notes; the report never shows them)",
+        "      states.FL.window: 08:00 to 20:00 -> 08:00 to 21:00",
+        "      example added: where: FL, local: 2026-06-10T20:30, allowed: true",
+    ]
+    assert [line for line in lines if line in expected] == expected, result.output
+    assert "Secret" not in result.output
+    assert "settings changed" not in result.output
+    md = _run(str(old), str(new), "--format", "md").output.splitlines()
+    assert "  - states.FL.window: 08:00 to 20:00 -> 08:00 to 21:00" in md
+    data = json.loads(_run(str(old), str(new), "--format", "json").output)
+    changed = {c["id"]: c for c in data["changes"]}
+    assert changed["retention/retention.yaml"]["details"] == ["categories.communications.keep_months: 25 -> 30"]
+    assert changed["sending/quiet_hours.yaml"]["details"][-1] == (
+        "example added: where: FL, local: 2026-06-10T20:30, allowed: true")
+
+
+@pytest.mark.parametrize(("path", "old", "new", "lines"), [
+    ("scope", "brokerage", "all", ["scope: brokerage -> all"]),
+    ("opener_is_reply", True, False, ["opener_is_reply: true -> false"]),
+    ("states", {"FL": {"window": {"start": "08:00", "end": "20:00"}}}, {},
+     ["states.FL removed (was window: 08:00 to 20:00)"]),
+    ("states", {}, {"WA": {"citation": "RCW 80.36.390", "window": {"start": "08:00", "end": "20:00"}}},
+     ['states.WA added: citation: "RCW 80.36.390", window: 08:00 to 20:00']),
+    ("categories", [{"id": "a", "keep": "forever", "records": ["optout"]}],
+     [{"id": "a", "keep": "forever", "records": ["optout", "optoutevent"]}, {"id": "b", "keep_months": 2}],
+     ["categories.a.records added: optoutevent", "categories.b added: keep_months: 2"]),
+    ("cites", ["A law", "B law"], ["B law", "C law"], ['cites removed: "A law"', 'cites added: "C law"']),
+    ("cites", ["A", "B"], ["B", "A"], ["cites: same entries, new order"]),
+    ("window", None, {"start": "09:00", "end": "17:00"}, ["window: (none) -> 09:00 to 17:00"]),
+])
+def test_value_changes_reads_each_entry_in_plain_terms(path: str, old: object, new: object,
+                                                       lines: list[str]) -> None:
+    assert value_changes(path, old, new) == lines
+
+
+def test_diff_spelling_examples_and_template_file_header(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(POLICIES, old)
+    shutil.copytree(POLICIES, new)
+    _edit(new / "spelling" / "optout.yaml", "    stoooop: stop\n", "    stoooop: stop\n    unsbscribe: unsubscribe\n")
+    _edit(new / "spelling" / "optout.yaml", '    - "a b"\n', '    - "a b"\n    - "stepping out"\n')
+    _edit(new / "templates" / "broker.yaml", "kind: templates\n", "kind: templates\ncites: [SAFE Act]\n")
+    lines = _run(str(old), str(new)).output.splitlines()
+    start = lines.index("  changed spelling/optout.yaml: Misspelled opt-out words are read as the word meant")
+    assert lines[start + 1:start + 3] == ['      example added (must_not_match): "stepping out"',
+                                          '      example added (pairs): "unsbscribe": "unsubscribe"']
+    start = lines.index("  changed templates/broker.yaml: Alerts the broker's team receives")
+    assert lines[start + 1] == '      cites added: "SAFE Act"'
 
 
 def _git(repo: Path, *args: str) -> str:

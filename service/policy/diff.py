@@ -8,7 +8,10 @@ folder is extracted with ``git archive`` into a temporary directory). The diff l
   removed (a count; the regexes themselves in an appendix, so a reviewer reads words first), examples added
   and removed, template wording per language (old -> new);
 - the compliance manifest (required rules, their minimum severity and examples) and every other policy file
-  (scopes, spelling, sending, reporting) by the settings that changed;
+  (scopes, spelling, sending, retention, reporting) setting by setting, old -> new, with the examples added and
+  removed (service.policy.diff_values: `scope: brokerage -> broker`, `states.FL.window: 08:00 to 20:00 ->
+  08:00 to 21:00`, `categories.communications.keep_months: 25 -> 30`); a scope file's regexes go to the
+  appendix; every file's header (summary, cites, open questions) old -> new, internal notes only as changed;
 - both sides' policy-set versions (service.policy.files.policy_version) and approval states;
 - the examples whose outcome changes: every example of BOTH sets (outbound rules' must_match and
   must_not_match, the manifest's must_match, inbound rules' examples, the borrower templates rendered with
@@ -24,27 +27,26 @@ the files and renders the result.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from service.errors import PolicyError
 from service.policy.approvals import approval_state
 from service.policy.diff_outcomes import OutcomeChange, outcomes
 from service.policy.diff_sides import DiffError, LoadedSet, load_set, policies_side, templates_of
+from service.policy.diff_values import NO_VALUE as _NO_VALUE
+from service.policy.diff_values import example_changes, settings
+from service.policy.diff_values import quoted as _quoted
+from service.policy.diff_values import text as _text
+from service.policy.diff_values import word_changes as _word_changes
 from service.policy.files import PolicyFile, expand_defines, policy_version
 
 __all__ = ["Change", "DiffError", "OutcomeChange", "PolicyDiff", "Side", "diff", "diff_dirs", "render_text"]
 
-# Settings shown first, in this order, when they change; the rest follow alphabetically.
-_FIRST = ("severity", "title", "summary", "rationale", "law", "cites", "citation", "citations")
 # Keys compared on their own (patterns, examples, wording) rather than as settings.
 _OUTBOUND_OWN = {"id", "kind", "define", "patterns", "allow", "examples"}
 _INBOUND_OWN = {"id", "kind", "define", "patterns", "ignore", "whole_message", "examples"}
-_NO_VALUE = "(none)"
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -106,47 +108,6 @@ def _side(name: str, source: str, loaded: LoadedSet) -> Side:
 
 
 # --------------------------------------------------------------------------------------------- what changed
-def _text(value: Any) -> str:
-    if value is None:
-        return _NO_VALUE
-    if isinstance(value, str):
-        words = value.split()
-        return words[0] if len(words) == 1 and len(value) <= 40 and '"' not in value else '"' + " ".join(words) + '"'
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, allow_unicode=True).strip()
-
-
-def _quoted(value: Any) -> str:
-    """Wording, always in quotes (a one-word text still reads as a text)."""
-    return _NO_VALUE if value is None else '"' + " ".join(str(value).split()) + '"'
-
-
-def _word_changes(before: list[str], after: list[str]) -> str:
-    """The words that changed, as `"I" -> "we"`; several changes separated by `; `."""
-    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
-    parts = []
-    for op, a1, a2, b1, b2 in matcher.get_opcodes():
-        if op == "equal":
-            continue
-        old, new = " ".join(before[a1:a2]), " ".join(after[b1:b2])
-        parts.append(f'"{old}" -> "{new}"' if old and new else f'added "{new}"' if new else f'removed "{old}"')
-    return "; ".join(parts)
-
-
-def _settings(old: dict[str, Any], new: dict[str, Any], own: set[str]) -> list[str]:
-    keys = (set(old) | set(new)) - own
-    ordered = [k for k in _FIRST if k in keys] + sorted(keys - set(_FIRST))
-    return [f"{k}: {_text(old.get(k))} -> {_text(new.get(k))}" for k in ordered if old.get(k) != new.get(k)]
-
-
-def _examples(old: dict[str, Any], new: dict[str, Any], names: tuple[str, ...]) -> list[str]:
-    lines: list[str] = []
-    for name in names:
-        before, after = list(old.get(name) or []), list(new.get(name) or [])
-        lines += [f"example added ({name}): {_quoted(t)}" for t in after if t not in before]
-        lines += [f"example removed ({name}): {_quoted(t)}" for t in before if t not in after]
-    return lines
-
-
 def _expanded(data: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
     define = data.get("define") or {}
     out: list[str] = []
@@ -175,7 +136,7 @@ def _rule_change(section: str, rule_id: str, old: PolicyFile | None, new: Policy
         return Change(section, rule_id, title, status, details)
     if old.data == new.data:
         return None
-    details = _settings(old.data, new.data, own)
+    details = settings(old.data, new.data, own)
     if "whole_message" in pattern_keys:
         before, after = old.data.get("whole_message") or [], new.data.get("whole_message") or []
         details += [f"whole-message word added: {_quoted(w)}" for w in after if w not in before]
@@ -186,8 +147,7 @@ def _rule_change(section: str, rule_id: str, old: PolicyFile | None, new: Policy
     removed = [p for p in before_p if p not in after_p]
     if added or removed:
         details.append(f"patterns: {len(added)} added, {len(removed)} removed (regexes in the appendix)")
-    details += _examples(old.data.get("examples") or {}, new.data.get("examples") or {},
-                         ("must_match", "must_not_match"))
+    details += example_changes(old.data.get("examples"), new.data.get("examples"))
     if not details:
         details.append("reformatted (same meaning: no setting, pattern or example changed)")
     return Change(section, rule_id, title, "changed", details, added, removed)
@@ -253,33 +213,60 @@ def _manifest(old: LoadedSet, new: LoadedSet) -> list[Change]:
         elif was is not None and now is not None and was != now:
             details = ([f"min_severity: {was.min_severity} -> {now.min_severity}"]
                        if was.min_severity != now.min_severity else [])
-            details += _examples({"must_match": was.must_match}, {"must_match": now.must_match}, ("must_match",))
+            details += example_changes({"must_match": was.must_match}, {"must_match": now.must_match})
             changes.append(Change("manifest", rid, "required rule", "changed", details))
     return changes
 
 
+_HEADER = {"title", "rationale", "summary", "cites", "open_questions", "internal_notes"}
+# A scope file's regular expressions: named as changed, the regexes themselves go to the appendix.
+_SCOPE_PATTERNS = ("define", "before", "after", "clause", "phrase", "unless")
+
+
+def _scope_patterns(data: dict[str, Any]) -> list[str]:
+    out = [f"[define {k}] {v}" for k, v in (data.get("define") or {}).items()]
+    return out + [f"[{k}] {data[k]}" for k in _SCOPE_PATTERNS[1:] if data.get(k)]
+
+
 def _other_files(old: LoadedSet, new: LoadedSet) -> list[Change]:
-    handled = {"outbound_rule", "inbound_rule", "templates", "outbound_manifest"}
-    before = {p: f for p, f in old.files.items() if f.header.kind not in handled}
-    after = {p: f for p, f in new.files.items() if f.header.kind not in handled}
+    """Every file that is not a rule, by its settings (old -> new) and examples; the templates' and the
+    manifest's files by their header (their wording and required rules are compared above)."""
+    rules = {"outbound_rule", "inbound_rule"}
+    section_of = {"templates": "template", "outbound_manifest": "manifest"}
+    before = {p: f for p, f in old.files.items() if f.header.kind not in rules}
+    after = {p: f for p, f in new.files.items() if f.header.kind not in rules}
     changes: list[Change] = []
     for path in sorted(set(before) | set(after)):
         was, now = before.get(path), after.get(path)
         shown = now or was
         assert shown is not None  # noqa: S101 - one side always has the file
+        kind = shown.header.kind
+        section = section_of.get(kind, "policy file")
         if was is None or now is None:
-            status = "added" if was is None else "removed"
-            changes.append(Change("policy file", path, shown.header.title, status, [f"kind: {shown.header.kind}"]))
+            if section == "policy file":
+                status = "added" if was is None else "removed"
+                summary = [f"summary: {_text(shown.data['summary'])}"] if shown.data.get("summary") else []
+                changes.append(Change(section, path, shown.header.title, status, [f"kind: {kind}", *summary]))
             continue
         if was.data == now.data:
             continue
-        details = [line for line in _settings(was.data, now.data, {"id", "kind", "examples"})
-                   if line.split(":", 1)[0] in _FIRST]
-        changed = sorted(k for k in set(was.data) | set(now.data)
-                         if k not in _FIRST and k not in {"id", "kind"} and was.data.get(k) != now.data.get(k))
-        if changed:
-            details.append(f"settings changed: {', '.join(changed)}")
-        changes.append(Change("policy file", path, shown.header.title, "changed", details))
+        if section != "policy file":
+            details = settings(was.data, now.data, (set(was.data) | set(now.data)) - _HEADER)
+            if details:
+                changes.append(Change(section, path, shown.header.title, "changed", details))
+            continue
+        own = {"id", "kind", "examples", *(_SCOPE_PATTERNS if kind == "scope" else ())}
+        details = settings(was.data, now.data, own)
+        added = removed = []
+        if kind == "scope":
+            before_p, after_p = _scope_patterns(was.data), _scope_patterns(now.data)
+            added, removed = [x for x in after_p if x not in before_p], [x for x in before_p if x not in after_p]
+            if added or removed:
+                details.append(f"patterns: {len(added)} added, {len(removed)} removed (regexes in the appendix)")
+        details += example_changes(was.data.get("examples"), now.data.get("examples"))
+        changes.append(Change(section, path, shown.header.title, "changed",
+                              details or ["reformatted (same meaning: no setting or example changed)"],
+                              added, removed))
     return changes
 
 
