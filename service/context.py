@@ -29,6 +29,7 @@ from service.policy.files import policy_version
 from service.replies.rules import load_rules
 from service.retention import check_setting
 from service.retention_policy import RetentionPolicy, load_retention
+from service.sending.opt_out_policy import brokerage_key
 from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
@@ -184,7 +185,8 @@ class AppContext:
 
 
 def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broker]:
-    """Upsert the brokers file into the database; brokers no longer in the file are deactivated."""
+    """Upsert the brokers file into the database; brokers no longer in the file are deactivated. Every row's
+    `brokerage_key` (the opt-out scope's brokerage, computed in Python once) is filled or refreshed."""
     with session_scope(engine) as session:
         existing = {b.twilio_number: b for b in session.exec(select(Broker)).all()}
         for config in configs:
@@ -197,9 +199,11 @@ def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broke
                 for key, value in values.items():
                     setattr(broker, key, value)
                 broker.active = True
+            broker.brokerage_key = brokerage_key(broker)
         for number, broker in existing.items():
             if number not in {c.twilio_number for c in configs}:
                 broker.active = False
+                broker.brokerage_key = brokerage_key(broker)  # a row from before the column, too
         session.flush()
     with Session(engine, expire_on_commit=False) as session:
         rows = session.exec(select(Broker).where(Broker.active == True)).all()  # noqa: E712

@@ -115,6 +115,10 @@ class Broker(SQLModel, table=True):
     brokerage: str
     nmls_id: str
     company_nmls_id: str | None = None
+    # Which brokerage it is in for the opt-out scope: service.sending.opt_out_policy.brokerage_key ("nmls:<id>" or
+    # "name:<folded name>"), computed in Python and stored by sync_brokers, compared as is by the one SQL statement
+    # (service.optout_lock). NULL on a row no sync has filled: that broker is then a brokerage of its own.
+    brokerage_key: str | None = None
     forward_to: str
     timezone: str
     booking_url: str | None = None
@@ -207,6 +211,12 @@ class OptOut(SQLModel, table=True):
     # the opt-out scope the latest word wins (service.optout_lock.opt_out_state). A row from before this column
     # reads NULL, and its updated_at stands in.
     said_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # A carrier's block of this broker's number for this borrower (Twilio error 21610; source "error:21610") and
+    # when it was last reported, kept apart from the borrower's words: set on every carrier opt-out, even of a row
+    # already opted out by a STOP, and cleared only by an opt-in word to this same broker. While set, this broker
+    # may not text the number whatever the latest word in the scope says (service.optout_lock.opt_out_state).
+    carrier_block: str | None = None
+    carrier_blocked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 class OptOutEvent(SQLModel, table=True):

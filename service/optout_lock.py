@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
-    ColumnElement,
     Integer,
     Select,
     String,
@@ -53,7 +52,6 @@ from sqlalchemy import (
     case,
     event,
     func,
-    literal,
     or_,
     select,
     text,
@@ -67,7 +65,7 @@ from service.errors import NumberBusy
 from service.logs import log
 from service.models import Broker, OptOut, UTCDateTime
 from service.phones import mask
-from service.sending.opt_out_policy import DEFAULT_SCOPE, NAME_BLANKS, Scope
+from service.sending.opt_out_policy import DEFAULT_SCOPE, Scope
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -118,43 +116,41 @@ class OptOutState:
 CARRIER_SOURCE = "error:"  # a carrier's block of one sending number (Twilio 21610): never the borrower's word
 
 
-def _name_key(column: Any) -> ColumnElement[str]:
-    """The brokerage name as service.sending.opt_out_policy.brokerage_name_key compares it, in SQL."""
-    for blank in NAME_BLANKS:
-        column = func.replace(column, literal(blank), literal(""))
-    return func.lower(column)
-
-
 @cache
 def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
     """The one statement: the deciding row among the number's opt-out rows within the scope, or none.
 
     Counted: the broker's own row (whatever its source), and in scope `brokerage` or `all` the other brokers'
     rows in the scope that record the borrower's words (not a carrier block, which stops its own number only).
-    Deciding: the broker's own carrier block first; else the latest word (said_at, or updated_at on an older
-    row; the newer row id breaks a tie)."""
+    The same brokerage is the stored Broker.brokerage_key (computed in Python: opt_out_policy.brokerage_key).
+    Deciding: the broker's own carrier block first (its `carrier_blocked_at`, or a row from before that column
+    whose source is one), reported as opted out by the carrier whatever the row's word says; else the latest
+    word (said_at, or updated_at on an older row; the newer row id breaks a tie)."""
     row, owner = OptOut, aliased(Broker, name="owner")
     # Built once per scope (the statement's Python construction costs more than SQLite's answer), run with both.
     broker_id, phone = bindparam("broker_id", type_=Integer), bindparam("phone", type_=String)
     own = col(row.broker_id) == broker_id
+    carrier_source = col(row.source).like(f"{CARRIER_SOURCE}%")
+    own_block = and_(own, or_(col(row.carrier_blocked_at).is_not(None), and_(col(row.opted_out), carrier_source)))
     said = func.coalesce(col(row.said_at), col(row.updated_at), type_=UTCDateTime())
-    columns = (col(row.opted_out), col(row.source), said, col(row.broker_id), col(owner.name), col(owner.brokerage),
-               col(owner.twilio_number))
+    columns = (
+        or_(own_block, col(row.opted_out)),
+        case((own_block, func.coalesce(col(row.carrier_block), col(row.source))), else_=col(row.source)),
+        case((own_block, func.coalesce(col(row.carrier_blocked_at), said, type_=UTCDateTime())), else_=said),
+        col(row.broker_id), col(owner.name), col(owner.brokerage), col(owner.twilio_number),
+    )
     query = select(*columns).join(owner, col(owner.id) == col(row.broker_id)).where(col(row.phone) == phone)
     if scope == "broker":
         query = query.where(own)
     else:
-        word = col(row.source).not_like(f"{CARRIER_SOURCE}%")
+        word = ~carrier_source
         if scope == "brokerage":
             me = aliased(Broker, name="me")
-            same = or_(col(me.company_nmls_id) == col(owner.company_nmls_id),  # never true for NULLs
-                       and_(col(me.company_nmls_id).is_(None), col(owner.company_nmls_id).is_(None),
-                            _name_key(col(me.brokerage)) == _name_key(col(owner.brokerage))))
+            same = col(me.brokerage_key) == col(owner.brokerage_key)  # never true for a NULL (unsynced) key
             query = query.join(me, col(me.id) == broker_id).where(or_(own, and_(word, same)))
         else:
             query = query.where(or_(own, word))
-    own_block = case((and_(own, col(row.opted_out), col(row.source).like(f"{CARRIER_SOURCE}%")), 1), else_=0)
-    return query.order_by(own_block.desc(), said.desc(), col(row.id).desc()).limit(1)
+    return query.order_by(case((own_block, 1), else_=0).desc(), said.desc(), col(row.id).desc()).limit(1)
 
 
 def opt_out_state(conn: Connection | Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE

@@ -109,7 +109,9 @@ def set_opt_out(
     same message recorded twice (the webhook, then the reply processing) adds one event, not two.
     `wait_seconds` bounds the wait for sends in flight (optout_lock.change_wait(settings)). `scope` (the opt-out
     scope in force) is recorded on the event for the audit; a new word from the borrower (not a carrier block,
-    source "error:...") moves the row's `said_at`, so within the scope the latest word wins."""
+    source "error:...") moves the row's `said_at`, so within the scope the latest word wins. A carrier block sets
+    the row's `carrier_block`/`carrier_blocked_at` (and adds its event) whatever the row's state; only an opt-in
+    word to this same broker clears them."""
     optout_lock.lock_for_change(session, broker_id, phone, wait=wait_seconds)
     row = _opt_out_row(session, broker_id, phone)
     if row is None:
@@ -124,6 +126,15 @@ def set_opt_out(
             row.confirmation_sent = False
         row.updated_at = utcnow()
         session.add(row)
+    carrier = source.startswith(optout_lock.CARRIER_SOURCE)
+    if opted_out and carrier:
+        # The carrier blocks this broker's number, even when a STOP opted the row out already: kept apart from the
+        # words, so that a START to another broker of the scope (the latest word) never lifts it.
+        row.carrier_block, row.carrier_blocked_at = source, utcnow()
+        session.add(row)
+    elif not opted_out and not carrier and row.carrier_blocked_at is not None:
+        row.carrier_block, row.carrier_blocked_at = None, None  # START to this very number: the carrier lifts it
+        session.add(row)
     action = "opt_out" if opted_out else "opt_in"
     recorded = message_sid is not None and session.exec(
         select(OptOutEvent.id).where(OptOutEvent.phone == phone, OptOutEvent.broker_id == broker_id,
@@ -132,7 +143,7 @@ def set_opt_out(
     if not recorded:
         session.add(OptOutEvent(broker_id=broker_id, phone=phone, action=action, source=source,
                                 message_sid=message_sid, scope=scope))
-        if not source.startswith(optout_lock.CARRIER_SOURCE):
+        if not carrier:
             row.said_at = utcnow()
             if row.source.startswith(optout_lock.CARRIER_SOURCE):
                 row.source = source  # the borrower said it too: now it is their word, for the whole scope

@@ -3,7 +3,8 @@
 The truth table runs through real signed webhooks and the real API on a brokers file of six brokers: Dana and
 Priya (two brokerage names, one company NMLS ID), Sam (Dana's brokerage name under another company NMLS ID),
 Leo (Dana's brokerage name without a company NMLS ID), Marcus and Nia (no company NMLS ID, one brokerage name in
-other case and spacing). What reached Twilio is read from the mocked Twilio API.
+other case and spacing), Claire and Elodie (no company NMLS ID, one non-ASCII brokerage name in other case,
+Unicode form and spacing). What reached Twilio is read from the mocked Twilio API.
 """
 
 from __future__ import annotations
@@ -12,37 +13,44 @@ import multiprocessing
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlmodel import Session, select
 
 from service import optout_lock, outbox, sender, store
 from service.audit import iter_events
+from service.brokers import load_brokers
+from service.context import sync_brokers
 from service.db import session_scope
 from service.errors import PolicyError
-from service.models import CallEvent, Lead, OptOutEvent, OutboundMessage, Purpose
+from service.models import Broker, CallEvent, Lead, OptOut, OptOutEvent, OutboundMessage, Purpose
 from service.phones import mask
 from service.sending.opt_out_policy import (
     OptOutPolicy,
     brokerage_findings,
+    brokerage_key,
     brokerage_name_key,
     load_opt_out_policy,
     same_brokerage,
 )
 from tests.api_helpers import bearer, missed, reply
-from tests.helpers import CALLER, POLICIES, sent_texts
+from tests.helpers import CALLER, POLICIES, sent_texts, twilio_created
 from tests.optout_lock_children import change_in_child, hold_for_send_in_child
 
 pytestmark = pytest.mark.postgres
 
 DANA, PRIYA, SAM, LEO = "+14155550100", "+14155550130", "+14155550150", "+14155550140"
 MARCUS, NIA = "+13125550100", "+13125550200"
-NAMES = {DANA: ("Dana Whitfield", "Summit Home Loans"), MARCUS: ("Marcus Chen", "Harbor Mortgage Group")}
+CLAIRE, ELODIE = "+16175550100", "+16175550200"
+NAMES = {DANA: ("Dana Whitfield", "Summit Home Loans"), MARCUS: ("Marcus Chen", "Harbor Mortgage Group"),
+         CLAIRE: ("Claire Dubois", "SOCI\u00c9T\u00c9 HYPOTH\u00c9CAIRE DU NORD")}
 SCOPED_YAML = f"""
 brokers:
   - {{twilio_number: "{DANA}", name: Dana Whitfield, brokerage: Summit Home Loans, nmls_id: "123456",
@@ -57,19 +65,25 @@ brokers:
      forward_to: "+13125550111", timezone: America/Chicago, call_screening: false}}
   - {{twilio_number: "{NIA}", name: Nia Brooks, brokerage: "harbor  MORTGAGE group", nmls_id: "5566778",
      forward_to: "+13125550211", timezone: America/Chicago, call_screening: false}}
+  - {{twilio_number: "{CLAIRE}", name: Claire Dubois, brokerage: "SOCI\\u00c9T\\u00c9 HYPOTH\\u00c9CAIRE DU NORD",
+     nmls_id: "6677889", forward_to: "+16175550111", timezone: America/New_York, call_screening: false}}
+  - {{twilio_number: "{ELODIE}", name: Elodie Martin, brokerage: "Socie\\u0301te\\u0301\\u2009hypothe\\u0301caire du\\u00a0 nord",
+     nmls_id: "7788990", forward_to: "+16175550211", timezone: America/New_York, call_screening: false}}
 """
 # The borrower texts STOP to the first broker; does it stop the second one's texts?
 RELATIONS = {
     "same broker": (DANA, DANA),
     "same brokerage by NMLS": (DANA, PRIYA),
     "same brokerage by name": (MARCUS, NIA),
+    "same brokerage by non-ASCII name": (CLAIRE, ELODIE),
     "other brokerage": (DANA, MARCUS),
     "same name, other NMLS": (DANA, SAM),
     "same name, no NMLS": (DANA, LEO),
 }
 STOPPED = {
     "broker": {"same broker"},
-    "brokerage": {"same broker", "same brokerage by NMLS", "same brokerage by name"},
+    "brokerage": {"same broker", "same brokerage by NMLS", "same brokerage by name",
+                  "same brokerage by non-ASCII name"},
     "all": set(RELATIONS),
 }
 CASES = [(scope, relation) for scope in STOPPED for relation in RELATIONS]
@@ -276,6 +290,88 @@ def test_keep_carrier_block_to_its_own_number(ctx) -> None:
         assert store.is_opted_out(session, dana, CALLER, "brokerage"), "the carrier still blocks Dana's number"
 
 
+def carrier_blocks(number: str) -> Callable[[httpx.Request], httpx.Response]:
+    """respx side effect: Twilio refuses every text from `number` with 21610 (the carrier holds a STOP to it)."""
+    def respond(request: httpx.Request) -> httpx.Response:
+        if dict(httpx.QueryParams(request.content.decode()))["From"] == number:
+            return httpx.Response(400, json={"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                                             "status": 400, "more_info": "https://www.twilio.com/docs/errors/21610"})
+        return twilio_created(request)
+    return respond
+
+
+def history(ctx, number: str) -> list[tuple[str, str]]:
+    with Session(ctx.engine) as session:
+        events = session.exec(select(OptOutEvent).where(OptOutEvent.broker_id == ctx.broker_for(number).id)
+                               .order_by(OptOutEvent.id)).all()
+    return [(e.action, e.source) for e in events]
+
+
+def carrier_reason(on: str) -> str:
+    return f"opted out (carrier block: Twilio error 21610 on Dana Whitfield of Summit Home Loans at {mask(DANA)} on {on}"
+
+
+def test_keep_carrier_block_after_stop_when_start_goes_to_other_broker(client, post, ctx, twilio_api) -> None:
+    """STOP to Dana, START to Priya (same brokerage: Dana may text again by the latest word), then Twilio refuses
+    Dana's opener with 21610 (the carrier still holds the STOP on Dana's number): Dana may not text the number
+    again, Priya may, and only START to Dana herself lifts the block."""
+    reply(client, post, "STOP", to=DANA)
+    reply(client, post, "START", to=PRIYA)
+    twilio_api["messages"].side_effect = carrier_blocks(DANA)
+    missed(client, post, to=DANA)
+    assert [(m.status, m.error_code) for m in rows_from(ctx, DANA, Purpose.opener)] == [("failed", 21610)]
+    assert history(ctx, DANA) == [("opt_out", "keyword:STOP"), ("opt_out", "error:21610")], (
+        "the carrier block is in the history even though the row was opted out already")
+    requests = len(twilio_api["messages"].calls)
+    dana_lead, dana = lead_of(ctx, DANA), bearer(ctx, ctx.broker_for(DANA).id)
+    response = client.post(f"/api/leads/{dana_lead}/messages", json={"body": "Hi, this is Dana."}, headers=dana)
+    assert response.status_code == 409, response.text
+    assert response.json()["details"]["opt_out"].startswith(carrier_reason(""))
+    assert len(twilio_api["messages"].calls) == requests, "nothing more was asked of Twilio from Dana's number"
+    missed(client, post, to=PRIYA)
+    assert [m.status for m in rows_from(ctx, PRIYA, Purpose.opener)] == ["sent"], "the block is Dana's number's only"
+
+    twilio_api["messages"].side_effect = twilio_created  # START to Dana's number: the carrier lifts its block
+    reply(client, post, "START", to=DANA)
+    response = client.post(f"/api/leads/{dana_lead}/messages", json={"body": "Hi, this is Dana."}, headers=dana)
+    assert response.status_code == 201, response.text
+    assert history(ctx, DANA)[-1] == ("opt_in", "keyword:START")
+
+
+@pytest.mark.parametrize("order", [("keyword:STOP", "error:21610"), ("error:21610", "keyword:STOP")],
+                         ids=["STOP then carrier", "carrier then STOP"])
+def test_keep_carrier_block_when_start_to_other_broker_whatever_came_first(order, ctx) -> None:
+    dana, priya = ctx.broker_for(DANA).id, ctx.broker_for(PRIYA).id
+    for number, source in enumerate(order):
+        with session_scope(ctx.engine) as session:
+            store.set_opt_out(session, broker_id=dana, phone=CALLER, opted_out=True, source=source,
+                              message_sid=None if source.startswith("error:") else "SM" + str(number) * 32)
+    with session_scope(ctx.engine) as session:
+        store.set_opt_out(session, broker_id=priya, phone=CALLER, opted_out=False, source="keyword:START",
+                          message_sid="SM" + "7" * 32)
+    with Session(ctx.engine) as session:
+        for scope in ("broker", "brokerage", "all"):
+            state = store.opt_out_state(session, dana, CALLER, scope)
+            assert state is not None
+            assert (state.opted_out, state.source, state.broker_name) == (True, "error:21610", "Dana Whitfield"), scope
+            assert optout_lock.describe(state).startswith(carrier_reason(f"{state.said_at:%Y-%m-%d})"))
+            assert not store.is_opted_out(session, priya, CALLER, scope)
+    assert history(ctx, DANA) == [("opt_out", source) for source in order]
+
+
+def test_keep_carrier_block_of_row_from_before_its_column(ctx) -> None:
+    """A row a 21610 opted out before `carrier_blocked_at` existed (its source says it) still blocks its number."""
+    dana, priya = ctx.broker_for(DANA).id, ctx.broker_for(PRIYA).id
+    with session_scope(ctx.engine) as session:
+        session.add(OptOut(broker_id=dana, phone=CALLER, opted_out=True, source="error:21610"))
+    with session_scope(ctx.engine) as session:
+        store.set_opt_out(session, broker_id=priya, phone=CALLER, opted_out=False, source="keyword:START",
+                          message_sid="SM" + "8" * 32)
+    with Session(ctx.engine) as session:
+        assert store.is_opted_out(session, dana, CALLER, "brokerage")
+        assert not store.is_opted_out(session, priya, CALLER, "brokerage")
+
+
 def test_read_row_from_before_scopes_as_broker_scope_in_audit(ctx) -> None:
     dana = ctx.broker_for(DANA).id
     with session_scope(ctx.engine) as session:
@@ -318,6 +414,19 @@ def test_judge_same_brokerage_alike_in_sql_and_python(relation, ctx) -> None:
     assert in_sql == same_brokerage(stop_to, sender) == (relation in STOPPED["brokerage"])
 
 
+def test_store_brokerage_key_computed_in_python_on_every_broker_at_sync(ctx, brokers_file) -> None:
+    """The key SQL compares is the Python one, stored by sync_brokers: also filled on rows from before it."""
+    with session_scope(ctx.engine) as session:
+        session.execute(update(Broker).values(brokerage_key=None))
+    sync_brokers(ctx.engine, load_brokers(brokers_file))
+    with Session(ctx.engine) as session:
+        brokers = session.exec(select(Broker)).all()
+    assert {b.twilio_number: b.brokerage_key for b in brokers} == {b.twilio_number: brokerage_key(b) for b in brokers}
+    keys = {b.twilio_number: b.brokerage_key for b in brokers}
+    assert keys[CLAIRE] == keys[ELODIE] == "name:soci\u00e9t\u00e9hypoth\u00e9cairedunord"
+    assert keys[DANA] == keys[PRIYA] == "nmls:654321"
+
+
 def test_name_broker_without_company_nmls_id_under_a_named_brokerage(ctx) -> None:
     assert brokerage_findings(list(ctx.brokers_by_number.values())) == [
         "Leo Park has no company_nmls_id but the brokerage name of Dana Whitfield (company NMLS ID 654321), Sam "
@@ -325,9 +434,15 @@ def test_name_broker_without_company_nmls_id_under_a_named_brokerage(ctx) -> Non
         "other's texts until they give the same company NMLS ID"]
 
 
-def test_compare_brokerage_names_without_case_and_spaces() -> None:
-    assert brokerage_name_key(" Summit\tHOME  loans\u00a0") == brokerage_name_key("summit home loans") == (
-        "summithomeloans")
+@pytest.mark.parametrize(("name", "key"), [
+    (" Summit\tHOME  loans\u00a0", "summithomeloans"),
+    ("SOCI\u00c9T\u00c9 HYPOTH\u00c9CAIRE", "soci\u00e9t\u00e9hypoth\u00e9caire"),
+    ("Socie\u0301te\u0301\u2009Hypothe\u0301caire", "soci\u00e9t\u00e9hypoth\u00e9caire"),  # decomposed, thin space
+    ("FINANZ STRASSE", "finanzstrasse"),
+    ("Finanz\u3000Stra\u00dfe", "finanzstrasse"),  # ideographic space, sharp s
+])
+def test_compare_brokerage_names_without_case_and_spaces(name, key) -> None:
+    assert brokerage_name_key(name) == key
 
 
 def test_load_shipped_opt_out_policy_as_brokerage_with_examples_that_agree() -> None:

@@ -6,14 +6,17 @@
 value): it stops every broker of the same brokerage. `all`: every number this textback serves.
 
 The same brokerage: each broker's brokerage is its company NMLS ID when the brokers file gives one, else its
-brokerage name compared ignoring case and spaces ("Harbor Mortgage Group" = "harbor  MORTGAGE group"). So two
+brokerage name compared ignoring case and spaces ("Harbor Mortgage Group" = "harbor  MORTGAGE group", "SOCIÉTÉ
+HYPOTHÉCAIRE" = "Société hypothécaire", in any Unicode form and with any Unicode space). So two
 brokers with the same company NMLS ID are one brokerage whatever their names; two different IDs are two
 brokerages whatever their names; and a broker without an ID is in the brokerage of the brokers without one that
 have its name, never in one identified by an ID (give every broker of a company its company_nmls_id: `textback
 policy check` names a broker whose brokerage name matches a broker with an ID while it has none). An
 equivalence, so that a START to any broker of a scope reopens the same scope for each of its brokers. The rule
-is applied by one SQL statement (service.optout_lock.opt_out_state); `same_brokerage` here says the same thing
-for the examples, the check and the tests.
+is computed here only (`brokerage_key`), in Python: sync_brokers stores it on each Broker row
+(`Broker.brokerage_key`) and the one SQL statement (service.optout_lock.opt_out_state) compares that column, so
+SQL never spells the rule a second time (its lower() is ASCII-only on SQLite). `same_brokerage` compares the same
+key for the examples, the check, the audit and the tests.
 
 Opt-in: the latest opt-out or opt-in word from the number within the scope wins, so START to any broker of the
 scope makes the number textable again in that scope. A carrier block (Twilio error 21610, the carrier's own
@@ -23,6 +26,7 @@ START to another number lifts it.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +39,6 @@ from service.policy.files import PolicyFileModel, load_policy_model
 OPT_OUT_FILE = Path("sending") / "opt_out.yaml"
 Scope = Literal["broker", "brokerage", "all"]
 DEFAULT_SCOPE: Scope = "brokerage"
-# What the brokerage name comparison ignores (the same list the SQL statement strips).
-NAME_BLANKS = (" ", "\t", "\n", "\r", "\u00a0")
 
 
 class _BrokerLike(Protocol):
@@ -52,17 +54,17 @@ class _BrokerNamed(_BrokerLike, Protocol):
 
 
 def brokerage_name_key(name: str) -> str:
-    """The brokerage name as compared: lower case, without spaces."""
-    for blank in NAME_BLANKS:
-        name = name.replace(blank, "")
-    return name.lower()
+    """The brokerage name as compared: one Unicode form (NFKC), case folded (any script, not ASCII only),
+    without any whitespace (Unicode's, which includes no-break and thin spaces)."""
+    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
-def brokerage_key(broker: _BrokerLike) -> tuple[str, str]:
-    """Which brokerage a broker is in: its company NMLS ID, else its brokerage name without case and spaces."""
+def brokerage_key(broker: _BrokerLike) -> str:
+    """Which brokerage a broker is in, as stored on Broker.brokerage_key and compared in SQL: "nmls:<company
+    NMLS ID>", else "name:<brokerage_name_key>"."""
     if broker.company_nmls_id:
-        return ("nmls", broker.company_nmls_id)
-    return ("name", brokerage_name_key(broker.brokerage))
+        return f"nmls:{broker.company_nmls_id}"
+    return f"name:{brokerage_name_key(broker.brokerage)}"
 
 
 def same_brokerage(a: _BrokerLike, b: _BrokerLike) -> bool:
