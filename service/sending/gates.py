@@ -175,11 +175,9 @@ def quiet_hours_until(ctx: AppContext, *, broker: Broker, to: str, purpose: str,
     (also what service.next_step reads, so a held text speaks of the moment it will be read)."""
     if purpose not in AUTOMATED:
         return now
-    exempt = ctx.settings.opener_is_reply_override  # None: as the quiet-hours policy file says
-    is_opener = purpose == Purpose.opener and exempt is not False
-    if is_opener and exempt is True:
+    if purpose == Purpose.opener and opener_exempt(ctx):
         return now
-    opens: datetime = ctx.sending_policy.next_allowed_send(to, now, broker.timezone, is_opener=is_opener)
+    opens: datetime = ctx.sending_policy.next_allowed_send(to, now, broker.timezone, is_opener=False)
     return opens
 
 
