@@ -68,15 +68,21 @@ def check(policies_dir: Path, brokers_file: Path | None) -> None:
 
 def _run_check(command: str, policies_dir: Path, brokers_file: Path | None) -> CheckResult:
     """`policy check`'s whole validation, with the brokers file serve would read unless one is given."""
-    optional = False
-    if brokers_file is None:
-        try:
-            brokers_file = Settings().resolved_brokers_file()
-        except ValidationError as exc:
-            click.echo(f"{command}: the settings are invalid: {exc}", err=True)
-            sys.exit(1)
-        optional = brokers_file == Path("brokers.yaml")  # nothing configured, nothing to check
-    return run_check(policies_dir, brokers_file=brokers_file, brokers_optional=optional)
+    if brokers_file is not None:
+        return run_check(policies_dir, brokers_file=brokers_file, brokers_optional=False)
+    served = _serves_brokers_file(command)
+    optional = served == Path("brokers.yaml")  # nothing configured, nothing to check
+    return run_check(policies_dir, brokers_file=served, brokers_optional=optional)
+
+
+def _serves_brokers_file(command: str) -> Path:
+    """The brokers file serve would read (TEXTBACK_BROKERS_FILE, brokers.yaml, else the shipped example); exit 1
+    naming the command when the settings are invalid."""
+    try:
+        return Settings().resolved_brokers_file()
+    except ValidationError as exc:
+        click.echo(f"{command}: the settings are invalid: {exc}", err=True)
+        sys.exit(1)
 
 
 def _approval_line(state: ApprovalState, policies_dir: Path) -> str:
@@ -185,13 +191,7 @@ def report(policies_dir: Path, fmt: str, brokers_file: Path | None, output: Path
     if fmt == "pdf" and output is None and sys.stdout.isatty():
         click.echo("policy report: a PDF is binary: pass --output FILE (or redirect stdout to a file)", err=True)
         sys.exit(2)
-    if brokers_file is None:
-        try:
-            brokers_file = Settings().resolved_brokers_file()
-        except ValidationError as exc:
-            click.echo(f"policy report: the settings are invalid: {exc}", err=True)
-            sys.exit(1)
-    body = render_report(report_context(policies_dir, brokers_file), fmt)
+    body = render_report(report_context(policies_dir, brokers_file or _serves_brokers_file("policy report")), fmt)
     if output is None:
         stdout.write(body)
         stdout.flush()
