@@ -104,7 +104,8 @@ def test_doctor_passes_every_check_for_a_configured_deployment(env, twilio, outp
     result = invoke(env, output_guard, monkeypatch, tmp_path)
     assert result.exit_code == 0, result.output
     body = result.output.splitlines()[:-1]
-    assert body and all(line.startswith(("ok ", " ")) for line in body), result.output
+    assert body
+    assert all(line.startswith(("ok ", " ")) for line in body), result.output
     for expected in ("settings: valid; live mode", f"public URL: {PUBLIC_URL}", "all ", "policy approval: approved by",
                      f"twilio account: {TWILIO_SID}", f"twilio number {BROKER}: voice, status, messaging",
                      f"twilio number {BROKER2}:", f"A2P 10DLC {BROKER}: Messaging Service textback",
@@ -175,7 +176,18 @@ def test_doctor_fails_a_us_number_in_no_messaging_service_explaining_30034(env, 
     assert line.status is Status.FAILED
     assert "in no Messaging Service, so in no A2P campaign" in line.detail
     assert "error 30034" in line.detail
-    assert "A2P 10DLC" in line.fix and "Messaging Service" in line.fix
+    assert "A2P 10DLC" in line.fix
+    assert "Messaging Service" in line.fix
+
+
+def test_doctor_reports_a_twilio_error_on_a_list_page_as_one_failed_line(env, account, twilio):
+    """The SDK raises a bare exception for a list page that is not 200: it reads like any API answer."""
+    twilio["services"].mock(return_value=httpx.Response(500, json={
+        "code": 20500, "message": "Internal Server Error", "more_info": "https://www.twilio.com/docs/errors/20500",
+        "status": 500}))
+    [line] = lines_named(run(env), f"A2P 10DLC {BROKER}")
+    assert line.status is Status.FAILED
+    assert line.detail == "Twilio answered HTTP 500 (error 20500): Internal Server Error"
 
 
 def test_doctor_fails_a_messaging_service_that_keeps_incoming_texts_from_textback(env, account, twilio):
@@ -196,7 +208,8 @@ def test_doctor_skips_a2p_for_a_toll_free_number(env, account, twilio, tmp_path)
     account.add_number(toll_free, **configured(PUBLIC_URL))
     [line] = lines_named(run(env), f"A2P 10DLC {toll_free}")
     assert line.status is Status.SKIPPED
-    assert "toll-free verification" in line.detail and "30032" in line.detail
+    assert "toll-free verification" in line.detail
+    assert "30032" in line.detail
 
 
 def test_doctor_skips_every_twilio_check_in_dry_run_without_calling_twilio(env, twilio):
@@ -244,7 +257,8 @@ def test_doctor_database_check_passes_on_a_created_schema(database_url, env):
     engine.dispose()
     [line] = run(env, checks=[check_database], database_url=database_url)
     assert line.status is Status.OK, line.detail
-    assert "reachable, all" in line.detail and "tables present" in line.detail
+    assert "reachable, all" in line.detail
+    assert "tables present" in line.detail
 
 
 def test_doctor_database_check_names_missing_tables_and_unreachable_servers(env, tmp_path):

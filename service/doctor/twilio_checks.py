@@ -18,14 +18,14 @@ CREDENTIALS_FIX = ("set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to the account'
 
 
 def _api_failure(name: str, what: str, exc: Exception, settings_url: str) -> Check:
-    """One line for a Twilio API call that did not answer as documented."""
+    """One line for a Twilio API call that did not answer as documented (`what`: which call, or "")."""
+    on = f" {what}" if what else ""
     if isinstance(exc, TwilioRestException):
         if exc.status == 401:
-            return failed(name, f"Twilio refused the credentials (HTTP 401, error {exc.code}) {what}",
-                          CREDENTIALS_FIX)
-        return failed(name, f"Twilio answered HTTP {exc.status} (error {exc.code}) {what}: {exc.msg}",
+            return failed(name, f"Twilio refused the credentials (HTTP 401, error {exc.code}){on}", CREDENTIALS_FIX)
+        return failed(name, f"Twilio answered HTTP {exc.status} (error {exc.code}){on}: {exc.msg}",
                       "see Twilio's error dictionary for the code; run `textback doctor` again")
-    return failed(name, f"cannot reach the Twilio API at {settings_url} {what} ({type(exc).__name__})",
+    return failed(name, f"cannot reach the Twilio API at {settings_url}{on} ({type(exc).__name__})",
                   "check the network (and TEXTBACK_TWILIO_API_URL / TEXTBACK_TWILIO_MESSAGING_URL)")
 
 

@@ -14,6 +14,8 @@ from enum import StrEnum
 import phonenumbers
 from twilio.rest import Client
 
+from service.twilio.numbers import page_errors
+
 
 class NumberKind(StrEnum):
     US_LONG_CODE = "US 10-digit long code"
@@ -71,8 +73,12 @@ class MessagingIndex:
         self._by_number: dict[str, list[MessagingService]] | None = None
 
     def services_of(self, phone: str) -> list[MessagingService]:
+        with page_errors():
+            return self._services_of(phone)
+
+    def _services_of(self, phone: str) -> list[MessagingService]:
         if self._by_number is None:
-            self._by_number = {}
+            by_number: dict[str, list[MessagingService]] = {}
             for service in self._client.messaging.v1.services.list():
                 info = MessagingService(
                     sid=str(service.sid), name=str(service.friendly_name or service.sid),
@@ -80,10 +86,15 @@ class MessagingIndex:
                     use_inbound_webhook_on_number=bool(service.use_inbound_webhook_on_number),
                 )
                 for sender in self._client.messaging.v1.services(info.sid).phone_numbers.list():
-                    self._by_number.setdefault(str(sender.phone_number), []).append(info)
+                    by_number.setdefault(str(sender.phone_number), []).append(info)
+            self._by_number = by_number  # only once every page answered
         return self._by_number.get(phone, [])
 
     def campaigns(self, service_sid: str) -> list[Campaign]:
+        with page_errors():
+            return self._campaigns(service_sid)
+
+    def _campaigns(self, service_sid: str) -> list[Campaign]:
         return [
             Campaign(sid=str(c.sid), status=str(c.campaign_status or "unknown"),
                      use_case=str(c.us_app_to_person_usecase or "unknown"))

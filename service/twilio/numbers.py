@@ -4,9 +4,14 @@ that makes them equal. Read by `textback doctor`, changed by `textback twilio co
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from service.settings import Settings
@@ -85,9 +90,32 @@ class NumberSetup:
         ]
 
 
+@contextmanager
+def page_errors() -> Iterator[None]:
+    """The SDK raises a bare TwilioException for a list page that is not 200; re-raised here as the
+    TwilioRestException a fetch raises, with the HTTP status and Twilio's error code and message."""
+    try:
+        yield
+    except TwilioRestException:
+        raise
+    except TwilioException as exc:
+        response = exc.args[1] if len(exc.args) > 1 else None
+        if not isinstance(response, Response):
+            raise
+        try:
+            body = json.loads(response.text)
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        raise TwilioRestException(response.status_code, "", msg=str(body.get("message", "")),
+                                  code=body.get("code")) from None
+
+
 def find_number(client: Client, phone: str) -> NumberSetup | None:
     """The account's IncomingPhoneNumber for `phone` (E.164), or None when the account has no such number."""
-    for number in client.incoming_phone_numbers.list(phone_number=phone, limit=20):
+    with page_errors():
+        numbers = client.incoming_phone_numbers.list(phone_number=phone, limit=20)
+    for number in numbers:
         if number.phone_number == phone:
             return NumberSetup(phone=phone, sid=str(number.sid),
                                values={name: _normal(name, getattr(number, name, None)) for name in FIELDS})
