@@ -292,3 +292,30 @@ def test_doctor_exits_1_with_one_line_on_invalid_settings(env, monkeypatch, tmp_
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == (
         "failed   settings: invalid settings: public_url (TEXTBACK_PUBLIC_URL): must start with http:// or https://")
+
+
+@pytest.mark.parametrize(("status", "kind", "expected", "words"), [
+    ("active", "Trial", Status.WARNING, "a trial account: it texts only verified numbers"),
+    ("suspended", "Full", Status.FAILED, "is suspended: it cannot send or receive"),
+])
+def test_doctor_reads_the_account_status_and_type(env, account, twilio, status, kind, expected, words):
+    account.status, account.type = status, kind
+    lines = run(env)
+    [line] = lines_named(lines, "twilio account")
+    assert line.status is expected
+    assert words in line.detail
+    numbers = lines_named(lines, "twilio number")
+    assert [n.status for n in numbers] == ([Status.OK, Status.OK] if status == "active" else [Status.SKIPPED])
+
+
+def test_doctor_exits_0_in_dry_run_with_warnings_and_skipped_twilio_checks(env, output_guard, monkeypatch,
+                                                                            tmp_path):
+    """Warnings (dry-run, nothing to send with) do not fail the run; no request leaves for Twilio."""
+    with respx.mock(assert_all_mocked=True) as router:
+        result = invoke({**env, "TWILIO_ACCOUNT_SID": None, "TWILIO_AUTH_TOKEN": None}, output_guard, monkeypatch,
+                        tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "warning  settings: valid; dry-run" in result.output
+    assert "skipped  twilio account: dry-run: no credentials" in result.output
+    assert result.output.splitlines()[-1] == "doctor: 6 ok, 1 warning, 0 failed, 3 skipped; nothing failed"
+    assert not router.calls
