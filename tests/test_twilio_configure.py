@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 from click.testing import CliRunner
@@ -124,3 +125,17 @@ def test_configure_refuses_before_any_change_when_a_number_is_not_on_the_account
     assert result.exit_code == 1
     assert result.output.strip() == f"twilio configure: refused: {BROKER2} is not a number of account {TWILIO_SID}"
     assert not twilio["update"].called  # BROKER's changes were planned, not applied
+
+
+def test_configure_stops_at_a_refused_update_and_prints_only_what_was_changed(env, account, twilio):
+    """Twilio refusing the first update (HTTP 400, documented error JSON) stops the run: nothing is claimed."""
+    account.numbers[BROKER2].update(sms_method="GET")
+    twilio["update"].mock(return_value=httpx.Response(400, json={
+        "code": 21402, "message": "VoiceUrl is not valid", "more_info": "https://www.twilio.com/docs/errors/21402",
+        "status": 400}))
+    result = configure(env)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "twilio configure: refused: Twilio answered HTTP 400 (error 21402): Unable to update record: VoiceUrl is "
+        "not valid")
+    assert twilio["update"].call_count == 1

@@ -64,12 +64,12 @@ def configure(numbers: tuple[str, ...], dry_run: bool) -> None:
     try:
         plan = _plan(client, chosen, settings)
         for setup, changes in plan:
+            if not dry_run:
+                apply_changes(client, setup, changes)  # printed once Twilio took it
             for change in changes:
                 click.echo(f"{setup.phone} {change.describe()}")
             if not changes:
                 click.echo(f"{setup.phone} unchanged")
-            if not dry_run:
-                apply_changes(client, setup, changes)
     except TwilioRestException as exc:
         _refuse(f"Twilio answered HTTP {exc.status} (error {exc.code}): {exc.msg}"
                 + ("; check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN" if exc.status == 401 else ""))
