@@ -319,3 +319,16 @@ def test_doctor_exits_0_in_dry_run_with_warnings_and_skipped_twilio_checks(env, 
     assert "skipped  twilio account: dry-run: no credentials" in result.output
     assert result.output.splitlines()[-1] == "doctor: 6 ok, 1 warning, 0 failed, 3 skipped; nothing failed"
     assert not router.calls
+
+
+def test_doctor_reads_messaging_services_from_the_configured_messaging_url(env, account, twilio):
+    """TEXTBACK_TWILIO_MESSAGING_URL points the SDK's messaging.twilio.com requests at a stand-in, like
+    TEXTBACK_TWILIO_API_URL does for api.twilio.com."""
+    stand_in = twilio.get("https://twilio-stand-in.test/messaging/v1/Services").mock(return_value=httpx.Response(
+        200, json={"services": [], "meta": {"page": 0, "page_size": 50, "first_page_url": None, "url": None,
+                                            "previous_page_url": None, "next_page_url": None, "key": "services"}}))
+    [line] = lines_named(run(env, twilio_messaging_url="https://twilio-stand-in.test/messaging"),
+                         f"A2P 10DLC {BROKER}")
+    assert "in no Messaging Service" in line.detail
+    assert stand_in.call_count == 1
+    assert not twilio["services"].called
