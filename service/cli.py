@@ -72,6 +72,14 @@ COMMANDS: dict[str, LazyCommand] = {
         "Is text-back enough? Missed calls, replies, time to a person, repeat calls and the verdict (reads "
         "TEXTBACK_DATABASE_URL).",
     ),
+    "doctor": LazyCommand(
+        "service.commands.doctor:doctor",
+        "Check what a deployment needs: settings, database, policies, Twilio number set-up, A2P 10DLC, LLM.",
+    ),
+    "twilio": LazyCommand(
+        "service.commands.twilio:twilio",
+        "Twilio account set-up: point the broker numbers' webhooks at this deployment.",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     guard_cache_dir: Path | None = Path("var/guard-cache")
     twilio_api_url: str = "https://api.twilio.com"
     twilio_lookup_url: str = "https://lookups.twilio.com"
+    twilio_messaging_url: str = "https://messaging.twilio.com"  # Messaging Services and A2P (textback doctor)
 
     twilio_account_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "TEXTBACK_TWILIO_ACCOUNT_SID")
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("public_url", "twilio_api_url", "twilio_lookup_url")
+    @field_validator("public_url", "twilio_api_url", "twilio_lookup_url", "twilio_messaging_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

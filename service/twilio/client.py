@@ -13,7 +13,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-_TWILIO_HOSTS = ("https://api.twilio.com", "https://lookups.twilio.com")
+_TWILIO_HOSTS = ("https://api.twilio.com", "https://lookups.twilio.com", "https://messaging.twilio.com")
 
 # Delivery / API error codes after which a text must not be retried.
 PERMANENT_ERRORS = {
@@ -54,9 +54,11 @@ UNSUBSCRIBED_ERROR = 21610
 class HttpxTwilioClient(HttpClient):  # type: ignore[misc]  # twilio ships no types: HttpClient is Any
     """twilio.http.HttpClient over httpx.Client, rewriting Twilio's hosts to configured base URLs."""
 
-    def __init__(self, *, api_url: str, lookup_url: str, timeout: float, client: httpx.Client | None = None):
+    def __init__(self, *, api_url: str, lookup_url: str, timeout: float, client: httpx.Client | None = None,
+                 messaging_url: str = _TWILIO_HOSTS[2]):
         super().__init__(logger=logging.getLogger("textback.twilio.http"), is_async=False, timeout=timeout)
-        self._rewrites = {_TWILIO_HOSTS[0]: api_url.rstrip("/"), _TWILIO_HOSTS[1]: lookup_url.rstrip("/")}
+        self._rewrites = {_TWILIO_HOSTS[0]: api_url.rstrip("/"), _TWILIO_HOSTS[1]: lookup_url.rstrip("/"),
+                          _TWILIO_HOSTS[2]: messaging_url.rstrip("/")}
         self._client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0))
 
     def _rewrite(self, uri: str) -> str:
