@@ -32,6 +32,12 @@ def shipped(name: str) -> Path:
     return CHECKOUT_DIR / name
 
 
+def is_package_data(path: Path) -> bool:
+    """Whether `path` is inside the installed package's shipped copies (replaced by every upgrade: never edited
+    or approved in place; `textback policies export` makes an editable copy)."""
+    return path.resolve().is_relative_to(SHIPPED_DIR)
+
+
 def default_dir(name: str) -> Path:
     """The folder used when its setting is not given: `./name` when the working directory has one (kept
     relative, as a person would type it), else the shipped copy."""

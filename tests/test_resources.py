@@ -4,13 +4,16 @@ what start-up says about it, and `textback policies export`."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from service import resources
+from service.policy.cli import policy
 from service.policy.files import policy_version
 from service.settings import Settings
 from tests.helpers import POLICIES, REPO, TWILIO_SID, TWILIO_TOKEN
@@ -188,3 +191,19 @@ def test_refuse_policy_check_when_policies_setting_names_no_folder(tmp_path) -> 
     run = textback("policy", "check", cwd=tmp_path, env={"TEXTBACK_POLICIES_DIR": "nowhere"})
     assert run.returncode == 1
     assert run.stderr.strip() == "Error: nowhere: no such policies folder (TEXTBACK_POLICIES_DIR)"
+
+
+def test_refuse_approving_the_installed_copy(tmp_path, monkeypatch) -> None:
+    """An approval written into site-packages would vanish with the next upgrade: approve an exported copy."""
+    data = tmp_path / "site-packages" / "service" / "shipped"
+    shutil.copytree(POLICIES, data / "policies")
+    monkeypatch.setattr(resources, "SHIPPED_DIR", data)
+    result = CliRunner().invoke(policy, ["approve", "--reviewer", "Ana Ortiz, CCO", "--policies",
+                                         str(data / "policies")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"policy approve: refused: {data / 'policies'} is the copy installed with textback (an upgrade replaces "
+        "it); approve an editable copy: textback policies export DIR, then TEXTBACK_POLICIES_DIR=DIR/policies "
+        'textback policy approve --reviewer "NAME, ROLE"'
+    )
+    assert not (data / "policies" / "approvals.yaml").exists()

@@ -170,3 +170,14 @@ def test_export_policies_from_installed_wheel_and_check_them(installed, tmp_path
                   clean_env(TEXTBACK_POLICIES_DIR="compliance/policies"))
     assert any(line.startswith("policy check: ok: ") for line in checked.stdout.splitlines()), checked.stdout
     assert f"policy set {policy_version(POLICIES)}" in checked.stdout
+
+
+def test_refuse_approving_installed_policies(installed, tmp_path) -> None:
+    """From an empty directory `policy approve` would sign the copy inside site-packages: refused, pointing to
+    an export."""
+    bin_dir, _, _ = installed
+    done = subprocess.run([str(bin_dir / "textback"), "policy", "approve", "--reviewer", "Ana Ortiz, CCO"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "site-packages/service/shipped/policies is the copy installed with textback" in done.stderr
+    assert "textback policies export DIR" in done.stderr
