@@ -43,6 +43,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.policy.cli:policy",
         "Compliance policies: validate them, report on them, check texts against them.",
     ),
+    "policies": LazyCommand(
+        "service.commands.policies:policies",
+        "The policy files shipped with textback: export an editable copy for a compliance team.",
+    ),
     "audit": LazyCommand(
         "service.commands.audit:audit",
         "Audit trail exports (reads TEXTBACK_DATABASE_URL).",

@@ -41,9 +41,10 @@ from string import Template
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import ConfigError
+from service.resources import shipped
 from service.yamlfile import YamlFileError, read_yaml
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = shipped("prompts")  # the prompts shipped with textback (the package data of a wheel, or the checkout's)
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?P<meta>.*?)\n---[ \t]*\n(?P<body>.*)\Z", re.DOTALL)
 _ROLE_MARKER = re.compile(r"^<!--\s*role:\s*(?P<role>[a-z]+)\s*-->[ \t]*$", re.MULTILINE)

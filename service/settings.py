@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.phones import is_strict_e164
+from service.resources import EXAMPLE_BROKERS, default_dir, shipped
 
 DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
 
@@ -23,11 +24,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/textback.db"
     public_url: str = "http://localhost:8000"
     brokers_file: Path = Path("brokers.yaml")
-    policies_dir: Path = Path("policies")
+    # The policies and prompts folders: when not set, ./policies (./prompts) if the working directory has one, else
+    # the copies shipped with textback (service.resources; start-up says which it uses).
+    policies_dir: Path = Field(default_factory=lambda: default_dir("policies"))
     # Production: refuse to start (serve, worker, the ASGI app) unless this exact policy-set version was signed
     # off with `textback policy approve` (policies/approvals.yaml); any later edit to a policy file needs its own.
     require_approved_policies: bool = False
-    prompts_dir: Path = Path("prompts")
+    prompts_dir: Path = Field(default_factory=lambda: default_dir("prompts"))
     # Where start-up records that the output guard passed every policy example, once per policy version and
     # guard code (a small JSON file per version); None or "" runs the examples at every start.
     guard_cache_dir: Path | None = Path("var/guard-cache")
@@ -173,11 +176,12 @@ class Settings(BaseSettings):
         return self.twilio_auth_token or DEV_AUTH_TOKEN
 
     def resolved_brokers_file(self) -> Path:
-        """The brokers file; on a fresh checkout with no brokers.yaml, the shipped example (dry-run demo)."""
-        example = Path("brokers.example.yaml")
-        if self.brokers_file == Path("brokers.yaml") and not self.brokers_file.exists() and example.exists():
-            return example
-        return self.brokers_file
+        """The brokers file; with no brokers.yaml in dry-run only, the example (./brokers.example.yaml, else the
+        shipped one): the demo brokers. Live mode never falls back to them: a missing brokers.yaml stops it."""
+        if self.brokers_file != Path("brokers.yaml") or self.brokers_file.exists() or not self.dry_run:
+            return self.brokers_file
+        example = Path(EXAMPLE_BROKERS)
+        return example if example.exists() else shipped(EXAMPLE_BROKERS)
 
     @property
     def secure_cookies(self) -> bool:

@@ -19,6 +19,7 @@ from service.app import create_app
 from service.context import build_context
 from service.errors import TextbackError
 from service.logs import configure_logging
+from service.resources import startup_lines
 from service.settings import describe_invalid, get_settings
 from service.worker import Worker
 
@@ -52,6 +53,8 @@ def serve(host: str, port: int, workers: int) -> None:
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
     click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}; "
                f"policy set {ctx.policy_version}", err=True)
+    for line in startup_lines(settings):  # which policies and prompts: ./policies, the setting or the shipped copy
+        click.echo(line, err=True)
     if workers > 1:
         ctx.close()
         uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
@@ -76,6 +79,8 @@ def worker() -> None:
     runner = Worker(ctx)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     click.echo(f"textback worker pid {os.getpid()}", err=True)
+    for line in startup_lines(settings):
+        click.echo(line, err=True)
     runner.start()
     try:
         signal.pause() if hasattr(signal, "pause") else runner.join()

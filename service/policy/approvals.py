@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from service.errors import PolicyError
 from service.policy.files import APPROVALS_FILE, display_path, load_policy_model, policy_digest
+from service.resources import is_package_data
 
 HEADER = (
     "# Sign-offs of the policy set in this folder: one entry per approval of an exact version.\n"
@@ -85,6 +86,9 @@ class ApprovalState:
 
 def approve_command(policies_dir: Path) -> str:
     """The command that signs off the policy set in `policies_dir`, as a person would type it."""
+    if is_package_data(policies_dir):  # an installed wheel's own copy: approve an exported one
+        return ('textback policies export DIR, then TEXTBACK_POLICIES_DIR=DIR/policies textback policy approve '
+                '--reviewer "NAME, ROLE"')
     where = "" if policies_dir == Path("policies") else f" --policies {policies_dir}"
     return f'textback policy approve --reviewer "NAME, ROLE"{where}'
 

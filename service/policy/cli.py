@@ -24,19 +24,36 @@ from service.policy.readme import README_COMMAND, readme_text
 from service.policy.report import render_report
 from service.policy.report_context import report_context
 from service.policy.required_content import REQUIRED_BY_KIND, value_names
-from service.settings import Settings
+from service.resources import is_package_data
+from service.settings import Settings, describe_invalid
 from service.templates import load_templates
 
 if TYPE_CHECKING:
     from service.brokers import BrokerConfig
 
+
+
+def _served_policies_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """--policies, else the folder serve reads (TEXTBACK_POLICIES_DIR, ./policies, else the shipped copy)."""
+    if value is not None:
+        return value
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise click.ClickException(describe_invalid(exc)) from None
+    if not settings.policies_dir.is_dir():
+        raise click.ClickException(f"{settings.policies_dir}: no such policies folder (TEXTBACK_POLICIES_DIR)")
+    return settings.policies_dir
+
+
 POLICIES_OPTION = click.option(
     "--policies",
     "policies_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("policies"),
-    show_default=True,
-    help="The policies folder.",
+    default=None,
+    callback=_served_policies_dir,
+    help="The policies folder [default: as serve finds it: TEXTBACK_POLICIES_DIR, ./policies, else the copy "
+    "shipped with textback].",
 )
 
 
@@ -105,6 +122,10 @@ def _approval_line(state: ApprovalState, policies_dir: Path) -> str:
 def approve(policies_dir: Path, reviewer: str, note: str | None, brokers_file: Path | None) -> None:
     """Sign off the policy set as it is now: record the reviewer, the time and the note against its exact
     version in POLICIES/approvals.yaml. Runs `policy check` first and refuses a set with findings."""
+    if is_package_data(policies_dir):
+        click.echo(f"policy approve: refused: {policies_dir} is the copy installed with textback (an upgrade "
+                   f"replaces it); approve an editable copy: {approve_command(policies_dir)}", err=True)
+        sys.exit(1)
     checked = policy_digest(policies_dir)  # what the check below reads; approve refuses if it changes
     result = _run_check("policy approve", policies_dir, brokers_file)
     if not result.ok:

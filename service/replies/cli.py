@@ -100,17 +100,23 @@ def _received_at(value: object, *, now: datetime) -> datetime:
     "--policies",
     "policies_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("policies"),
-    show_default=True,
-    help="The policies directory holding inbound/ rules.",
+    default=None,
+    help="The policies directory holding inbound/ rules [default: as serve finds it: TEXTBACK_POLICIES_DIR, "
+    "./policies, else the copy shipped with textback].",
 )
-def classify(no_llm: bool, policies_dir: Path) -> None:
+def classify(no_llm: bool, policies_dir: Path | None) -> None:
     """Analyse borrower replies: JSON lines {"text", "received_at"?} on stdin, one analysis per line out."""
     from service.replies.rules import load_rules  # lazy: `textback --help` stays fast
 
+    settings: Settings | None
+    if policies_dir is None:
+        settings = read = _settings()
+        policies_dir = read.policies_dir
+    else:
+        settings = None if no_llm else _settings()  # --policies --no-llm: the settings are not needed
     try:
         rules = load_rules(policies_dir)
-        extractor = None if no_llm else extractor_from_settings(_settings())
+        extractor = None if settings is None or no_llm else extractor_from_settings(settings)
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
 

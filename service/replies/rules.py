@@ -68,10 +68,11 @@ from service.replies.rule import (
 from service.replies.ruleindex import RuleIndex
 from service.replies.scopes import Scope, load_scopes
 from service.replies.spelling import Speller, load_speller
+from service.resources import shipped
 
 __all__ = ["RuleSet", "carrier_keyword", "load_rules"]
 
-DEFAULT_POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
+DEFAULT_POLICIES_DIR = shipped("policies")  # the carrier keywords' vocabulary: the policies shipped with textback
 # The date the examples in the policy files are checked against (any date works: they pin no timeline).
 EXAMPLES_RECEIVED_AT = datetime(2025, 6, 16, 15, 0, tzinfo=UTC)
 
