@@ -12,9 +12,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-import uvicorn
 from pydantic import ValidationError
 
+from service import server
 from service.app import create_app
 from service.context import build_context
 from service.errors import TextbackError
@@ -54,10 +54,10 @@ def serve(host: str, port: int, workers: int) -> None:
                f"policy set {ctx.policy_version}", err=True)
     if workers > 1:
         ctx.close()
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
+        server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
     else:
         try:
-            uvicorn.run(create_app(settings, ctx=ctx), host=host, port=port, log_level="warning")
+            server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings)
         finally:
             ctx.close()
 
