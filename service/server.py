@@ -72,11 +72,22 @@ def raise_fd_limit(ceiling: int = MAX_NOFILE) -> int:
     return ceiling if soft == resource.RLIM_INFINITY else soft
 
 
+def fd_reserve(fd_budget: int) -> int:
+    """Descriptors never given to client connections: a quarter of the budget, at least FD_RESERVE_MIN."""
+    return max(FD_RESERVE_MIN, fd_budget // 4)
+
+
 def connection_bound(configured: int, fd_budget: int) -> int:
-    """The connections one process accepts: the setting, but always leaving a quarter of the open-files budget
-    (at least FD_RESERVE_MIN) to the rest of the process, so accept() never runs out of descriptors."""
-    reserve = max(FD_RESERVE_MIN, fd_budget // 4)
-    return max(1, min(configured, fd_budget - reserve))
+    """The connections one process keeps open: the setting, but never into the reserve, so accept() never runs
+    out of descriptors."""
+    return max(1, min(configured, fd_budget - fd_reserve(fd_budget)))
+
+
+def accept_backlog(fd_budget: int) -> int:
+    """The listen backlog, which is also how many connections asyncio accepts in one go before any of them
+    reaches the bound check in connection_made (and a few such batches are in flight at once): a quarter of the
+    reserve, so a burst cannot overrun the budget; at most 2048, uvicorn's default."""
+    return max(8, min(2048, fd_reserve(fd_budget) // 4))
 
 
 class Throttled:
@@ -244,6 +255,7 @@ def server_config(app: Any, *, host: str, port: int, workers: int, settings: Set
         app, limits=limits, host=host, port=port, workers=workers,
         http=GuardedH11Protocol,
         timeout_keep_alive=settings.keep_alive_seconds,
+        backlog=accept_backlog(fd_budget),
         log_level="warning",
         log_config=LOGGING_CONFIG if log_config is None else log_config,
     )

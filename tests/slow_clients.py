@@ -45,6 +45,7 @@ class Service:
     workdir: Path
     env: dict[str, str]
     nofile: int | None = None  # RLIMIT_NOFILE (soft and hard) for the child, as a small server would have
+    args: tuple[str, ...] = ()  # more `textback serve` options (--workers N)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +75,7 @@ class Service:
         })
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # our own console script
-                [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=self._limit,  # noqa: PLW1509 - only setrlimit, before exec
             )
@@ -115,9 +116,9 @@ class Service:
 
 
 @contextmanager
-def running(env: dict[str, str], nofile: int | None = None) -> Iterator[Service]:
+def running(env: dict[str, str], nofile: int | None = None, args: tuple[str, ...] = ()) -> Iterator[Service]:
     with tempfile.TemporaryDirectory(prefix="textback-conns-") as tmp:
-        service = Service(Path(tmp), env, nofile).start()
+        service = Service(Path(tmp), env, nofile, args).start()
         try:
             yield service
         finally:
@@ -180,7 +181,8 @@ async def _idle(port: int, opened: list[float], closed: list[float], hold: float
     writer.close()
 
 
-async def attack(service: Service, *, slow: int, idle: int, seconds: float) -> dict[str, object]:
+async def attack(service: Service, *, slow: int, idle: int, seconds: float,
+                 header_timeout: float = 10.0) -> dict[str, object]:
     """Open `slow` slow and `idle` idle connections for up to `seconds`, webhooks twice a second meanwhile."""
     log_before = service.log_bytes()
     slow_opened: list[float] = []
@@ -209,6 +211,10 @@ async def attack(service: Service, *, slow: int, idle: int, seconds: float) -> d
         "slow_closed_after_median_s": round(sorted(slow_closed)[len(slow_closed) // 2], 1) if slow_closed else 0,
         "idle_opened": len(idle_opened),
         "idle_closed_after_max_s": round(max(idle_closed, default=0.0), 1),
+        # Idle clients the server never closed: their connection never left the kernel's full accept queue (the
+        # handshake completed on the client's side only), so nothing of the server's was held for them.
+        "idle_never_closed": sum(1 for held in idle_closed if held >= seconds - 0.1),
+        "idle_closed_within_header_timeout_plus_3s": sum(1 for held in idle_closed if held < header_timeout + 3),
         "max_open_fds": max(fds, default=0),
         "log_bytes": service.log_bytes() - log_before,
         "webhooks": len(hooks),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import resource
 import socket
 import threading
@@ -167,6 +168,11 @@ def test_bound_connections_by_setting_and_fd_budget(configured: int, budget: int
     assert server.connection_bound(configured, budget) == expected
 
 
+@pytest.mark.parametrize(("budget", "expected"), [(512, 32), (1024, 64), (200, 16), (1 << 20, 2048), (64, 16)])
+def test_accept_in_batches_that_fit_the_reserve(budget: int, expected: int) -> None:
+    assert server.accept_backlog(budget) == expected
+
+
 def test_raise_soft_fd_limit_to_hard_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -206,4 +212,15 @@ def test_build_config_from_settings() -> None:
                                   fd_budget=1024, log_config={"version": 1, "disable_existing_loggers": False})
     assert config.limits == ConnectionLimits(max_connections=500, header_timeout=4, body_timeout=6)
     assert config.http is GuardedH11Protocol
-    assert (config.timeout_keep_alive, config.workers, config.log_level) == (2, 2, "warning")
+    assert (config.timeout_keep_alive, config.workers, config.log_level, config.backlog) == (2, 2, "warning", 64)
+
+
+def test_carry_limits_into_spawned_worker_processes() -> None:
+    """`--workers N` pickles the config into each spawned process: the limits and the protocol travel with it."""
+    limits = ConnectionLimits(max_connections=7, header_timeout=1.5, body_timeout=2.5)
+    config = ServerConfig("service.asgi:app", limits=limits, http=GuardedH11Protocol, workers=2, log_config=None)
+    copy = pickle.loads(pickle.dumps(config))  # noqa: S301 - our own object
+    assert (copy.limits, copy.http) == (limits, GuardedH11Protocol)
+    loop = copy.get_loop_factory()()
+    assert loop.get_exception_handler() is server.loop_exception_handler
+    loop.close()
