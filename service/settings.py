@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     send_max_attempts: int = 6
     send_retry_base_seconds: float = 2.0
     max_body_bytes: int = 64 * 1024
+    # Slow and idle clients (service.server): open connections per process (never more than three quarters of the
+    # open-files limit; over it new ones get 503 at once), seconds a client has to send its request line and
+    # headers, seconds a request body may stall, seconds an idle keep-alive connection is kept between requests.
+    max_connections: int = Field(default=1000, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=15.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
     worker_poll_seconds: float = 1.0
     weekly_digest: bool = True  # Mondays from 08:00 broker time: last week's headline numbers to alert_to
     # A text left in 'sending' (or a reply left in 'processing') longer than this is treated as abandoned by a

@@ -12,9 +12,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-import uvicorn
 from pydantic import ValidationError
 
+from service import server
 from service.app import create_app
 from service.context import build_context
 from service.errors import TextbackError
@@ -57,10 +57,10 @@ def serve(host: str, port: int, workers: int) -> None:
         click.echo(line, err=True)
     if workers > 1:
         ctx.close()
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
+        server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
     else:
         try:
-            uvicorn.run(create_app(settings, ctx=ctx), host=host, port=port, log_level="warning")
+            server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings)
         finally:
             ctx.close()
 
