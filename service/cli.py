@@ -72,6 +72,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "Is text-back enough? Missed calls, replies, time to a person, repeat calls and the verdict (reads "
         "TEXTBACK_DATABASE_URL).",
     ),
+    "db": LazyCommand(
+        "service.commands.db:db",
+        "Database schema migrations: upgrade to this release, show the revision, add one.",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",
