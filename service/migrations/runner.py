@@ -9,6 +9,7 @@ dropped and renamed under its children), and checked once the schema changed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -84,9 +85,13 @@ class Upgrade:
         return self.before != self.after or bool(self.created_tables or self.changed_tables)
 
 
+@functools.cache
+def _baseline_tables() -> frozenset[str]:
+    return frozenset(t.name for t in baseline_metadata().sorted_tables)  # built once: 23 tables take ~50 ms
+
+
 def _textback_tables(conn: Connection) -> set[str]:
-    names = {t.name for t in baseline_metadata().sorted_tables}
-    return names & set(sa.inspect(conn).get_table_names())
+    return _baseline_tables() & set(sa.inspect(conn).get_table_names())
 
 
 def _current(conn: Connection) -> str | None:
