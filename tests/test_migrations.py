@@ -286,3 +286,17 @@ def test_start_up_upgrades_once_when_processes_start_together(empty_url: str, tm
     engine = make_engine(empty_url)
     assert_schema_is_the_models(engine)
     engine.dispose()
+
+
+def test_upgrade_refuses_database_from_newer_release(empty_url: str) -> None:
+    """A database stamped by a release newer than this one is left alone with a message (exit status 1)."""
+    assert db_cli(empty_url, "upgrade")[0] == 0
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    code, output = db_cli(empty_url, "upgrade")
+    assert code == 1
+    assert "at revision 9999, which this release of textback does not know" in output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "9999"
+    engine.dispose()

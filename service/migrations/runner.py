@@ -90,7 +90,7 @@ def _baseline_tables() -> frozenset[str]:
     return frozenset(t.name for t in baseline_metadata().sorted_tables)  # built once: 23 tables take ~50 ms
 
 
-def _textback_tables(conn: Connection) -> set[str]:
+def _textback_tables(conn: Connection) -> frozenset[str]:
     return _baseline_tables() & set(sa.inspect(conn).get_table_names())
 
 
