@@ -84,6 +84,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.twilio:twilio",
         "Twilio account set-up: point the broker numbers' webhooks at this deployment.",
     ),
+    "db": LazyCommand(
+        "service.commands.db:db",
+        "Database schema migrations: upgrade to this release, show the revision, add one.",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",

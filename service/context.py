@@ -18,9 +18,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.brokers import BrokerConfig, load_brokers
-from service.db import create_schema, make_engine, session_scope
+from service.db import make_engine, session_scope
 from service.errors import ConfigError, PolicyError
 from service.logs import log
+from service.migrations.runner import upgrade_database
 from service.models import Broker, DoNotText
 from service.phones import is_strict_e164
 from service.policy.approvals import approval_state, approve_command
@@ -262,7 +263,7 @@ def start_policy_version(settings: Settings) -> str:
 
 def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, guard: GuardLike | None = None,
                   rules: Any = None, sending_policy: Any = None, extractor: Any = None) -> AppContext:
-    """Validate configuration, create or migrate the schema, load brokers and templates.
+    """Validate configuration, create or upgrade the schema (service.migrations), load brokers and templates.
 
     The collaborators given are used as they are (tests share one guard across a run; the evals share the
     rules and the sending policy across scripts); the others are built from the settings: the gateway now
@@ -273,7 +274,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     retention = load_retention(settings.policies_dir)
     check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    upgrade_database(engine)  # under the migration lock: processes starting together take turns
     brokers = sync_brokers(engine, configs)
     if settings.do_not_text_file is not None:
         sync_do_not_text(engine, read_do_not_text_file(settings.do_not_text_file))

@@ -1,9 +1,9 @@
-"""The database: engine construction (SQLite by default, PostgreSQL too), sessions, schema creation, and
-opening an existing database for the commands that only read one (audit export, privacy)."""
+"""The database: engine construction (SQLite by default, PostgreSQL too), sessions, schema creation (by the
+migrations, service.migrations), and opening an existing database for the commands that only read one (audit
+export, privacy)."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,13 +13,10 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from service import cases, models  # noqa: F401 - models registers the tables on SQLModel.metadata
-from service.logs import log
-from service.models import LeadCase
-
-logger = logging.getLogger("textback.db")
+from service import models  # noqa: F401 - models registers the tables on SQLModel.metadata
+from service.migrations.runner import Upgrade, upgrade_database
 
 
 def normalize_url(url: str) -> str:
@@ -96,33 +93,12 @@ def open_database(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and add missing columns (textback's schema changes are additive).
-
-    A database made by an earlier version gets the new columns as nullable additions; nothing is dropped or
-    rewritten, so rolling back a release leaves a database the older code still reads.
-    """
-    with engine.connect() as conn:
-        had_cases = inspect(conn).has_table(LeadCase.__tablename__)  # type: ignore[arg-type]
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as conn:
-        inspector = inspect(conn)
-        for table in SQLModel.metadata.sorted_tables:
-            existing = {col["name"] for col in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in existing:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
-            for index in table.indexes:  # an index added to an existing table (create_all makes new tables' own)
-                index.create(conn, checkfirst=True)
-    if not had_cases:
-        # The report's cases are new in this version: made once from the lead history already recorded.
-        with Session(engine) as session:
-            made = cases.rebuild(session)
-            session.commit()
-        if made:
-            log(logger, logging.INFO, "missed-call cases made from the lead history", cases=made)
+def create_schema(engine: Engine) -> Upgrade:
+    """Create or upgrade the schema to this release's newest migration, under the migration lock (see
+    service.migrations). A database made by a release before migrations is brought to the baseline first:
+    missing tables, columns, unique constraints and indexes are added, and the report's cases are made from
+    the lead history when their table is new. Nothing is dropped."""
+    return upgrade_database(engine)
 
 
 def ping(engine: Engine) -> bool:

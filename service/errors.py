@@ -6,6 +6,7 @@ TextbackError
 ├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
 ├── SeedRefused          `textback demo seed` will not fill this database (credentials, a CRM, real leads)
 ├── RetentionRefused     a purge period shorter than the retention policy's, not forced with a reason
+├── MigrationRefused     the database cannot be upgraded as it is (duplicates, unknown revision); unchanged
 └── WebhookError         a Twilio webhook is unacceptable; carries the HTTP status to answer with
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
@@ -52,6 +53,11 @@ class SeedRefused(TextbackError):
 class RetentionRefused(TextbackError):
     """A purge would delete communications the retention policy keeps (policies/retention/retention.yaml), and
     was not forced with a reason; nothing was deleted. The message names the policy file and the minimum."""
+
+
+class MigrationRefused(TextbackError):
+    """The database cannot be brought to this release's schema as it is (rows that would break a unique
+    constraint, a revision this release does not know); nothing was changed. The message says what and where."""
 
 
 class WebhookError(TextbackError):

@@ -14,6 +14,17 @@ from sqlmodel import Field, SQLModel
 
 _E = TypeVar("_E", bound=type[StrEnum])
 
+# Every constraint and index gets a predictable name, so a migration can name the one it changes
+# (service/migrations/baseline.py repeats these names as they were at the baseline).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

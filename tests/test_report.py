@@ -165,7 +165,8 @@ def test_percentile_nearest_rank(values: list[int], p: int, expected: int | None
 
 
 def test_rebuild_cases_from_history_same_report(ctx, client, post, clock) -> None:
-    """A database from before cases existed: create_schema makes them from the lead events, figure for figure."""
+    """A database from before cases (and migrations) existed: create_schema makes them from the lead events,
+    figure for figure."""
     from sqlalchemy import text
 
     from service.db import create_schema
@@ -176,6 +177,7 @@ def test_rebuild_cases_from_history_same_report(ctx, client, post, clock) -> Non
     before = history.report(since="2026-06-08", until="2026-06-14")
     with ctx.engine.begin() as conn:
         conn.execute(text("DROP TABLE leadcase"))
+        conn.execute(text("DROP TABLE alembic_version"))
     create_schema(ctx.engine)
     after = history.report(since="2026-06-08", until="2026-06-14")
     before.pop("generated_at"), after.pop("generated_at")

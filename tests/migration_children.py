@@ -1,0 +1,51 @@
+"""Run as a subprocess by test_migrations.py: one textback process starting up (build_context, which upgrades the
+database under the migration lock), released at the same moment as its siblings by a file appearing.
+
+Usage: python -m tests.migration_children DATABASE_URL BROKERS_FILE SPOOL_DIR GO_FILE
+Prints one JSON line: {"upgrade": <what this process's upgrade did>, "brokers": <active brokers>}."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    url, brokers_file, spool_dir, go_file = sys.argv[1:5]
+    from service import context  # lazy: imported before the start signal so every child is ready at once
+    from service.migrations import runner
+    from service.settings import Settings
+    from tests.helpers import POLICIES, PUBLIC_URL
+
+    done: list[runner.Upgrade] = []
+    upgrade = runner.upgrade_database
+
+    def recording(engine):  # the real upgrade, its result kept to print
+        result = upgrade(engine)
+        done.append(result)
+        return result
+
+    context.upgrade_database = recording  # type: ignore[attr-defined]
+    settings = Settings(_env_file=None, database_url=url, brokers_file=Path(brokers_file), policies_dir=POLICIES,
+                        spool_dir=Path(spool_dir), public_url=PUBLIC_URL, run_worker=False)
+    Path(f"{go_file}.ready.{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while not Path(go_file).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no start signal")
+        time.sleep(0.005)
+    ctx = context.build_context(settings)
+    try:
+        result = done[0]
+        print(json.dumps({"upgrade": {"before": result.before, "after": result.after, "changed": result.changed,
+                                      "changed_tables": len(result.changed_tables)},
+                          "brokers": len(ctx.brokers_by_number)}))
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    main()
