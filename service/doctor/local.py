@@ -16,6 +16,7 @@ from service.brokers import load_brokers
 from service.db import make_engine, normalize_url
 from service.doctor.core import Check, Doctor, failed, ok, warning
 from service.errors import ConfigError
+from service.migrations.runner import schema_status
 from service.policy.approvals import approve_command
 from service.policy.check import run_check
 from service.replies.llm import DEFAULT_OPENAI_BASE_URL
@@ -50,10 +51,10 @@ def check_public_url(doc: Doctor) -> list[Check]:
 
 def check_database(doc: Doctor) -> list[Check]:
     """The database answers and holds every textback table. Leaves the engine on `doc` for later checks
-    (a migrations-at-head check belongs right after this one: service.doctor.run.CHECKS)."""
+    (check_migrations, right after this one)."""
     url = make_url(normalize_url(doc.settings.database_url))
     shown = url.render_as_string(hide_password=True)
-    create = "run `textback serve` once: it creates the tables"
+    create = "run `textback db upgrade` (serve does it at start-up): it creates the tables"
     if url.drivername.startswith("sqlite") and (
         not url.database or url.database == ":memory:" or not Path(url.database).exists()
     ):
@@ -74,6 +75,23 @@ def check_database(doc: Doctor) -> list[Check]:
         return [failed("database", f"{shown}: {len(missing)} of {len(tables)} textback tables missing "
                        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})", create)]
     return [ok("database", f"{shown}: reachable, all {len(tables)} textback tables present")]
+
+
+def check_migrations(doc: Doctor) -> list[Check]:
+    """The database's schema revision is this release's head (none to check when the database check failed)."""
+    if doc.engine is None:
+        return []
+    status = schema_status(doc.engine)
+    if status.current is None and not status.legacy:
+        return []  # no textback tables at all: the database line already says to run the upgrade
+    if status.up_to_date:
+        return [ok("migrations", f"schema at revision {status.head} (this release's head)")]
+    if status.legacy:
+        detail = f"tables made before migrations (no revision); this release's head is {status.head}"
+    else:
+        detail = f"schema at revision {status.current or 'none'}, this release's head is {status.head}"
+    return [failed("migrations", detail,
+                   "run `textback db upgrade` (or start `textback serve`, which upgrades under a lock)")]
 
 
 def check_brokers(doc: Doctor) -> list[Check]:

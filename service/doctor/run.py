@@ -13,6 +13,7 @@ from service.doctor.local import (
     check_brokers,
     check_database,
     check_llm,
+    check_migrations,
     check_mode,
     check_policies,
     check_public_url,
@@ -23,11 +24,11 @@ from service.settings import Settings, describe_invalid
 CheckFunction = Callable[[Doctor], list[Check]]
 
 # In order: a check may use what an earlier one left on the Doctor (the engine, the brokers, account_ok).
-# New checks go here (e.g. migrations at head, right after check_database, using doc.engine).
 CHECKS: list[CheckFunction] = [
     check_mode,
     check_public_url,
     check_database,
+    check_migrations,
     check_brokers,
     check_policies,
     check_account,
