@@ -195,7 +195,7 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@head("/health", name="health_head")
+@head("/health", name="health_head", include_in_schema=False)
 async def health_head() -> None:
     """The process is up (HEAD, as some load balancers probe): 200 without a body."""
 
