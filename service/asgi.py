@@ -1,6 +1,6 @@
 """ASGI entry point for multi-process serving (`textback serve --workers N`, or any ASGI server): configures the
 process's logging, then builds the app from the environment's settings. A start-up failure is one line on stderr
-and exit status 1 (TEXTBACK_DEBUG=1: the traceback), as for `textback serve`."""
+and exit status 3, uvicorn's start-up failure (TEXTBACK_DEBUG=1: the traceback), as for `textback serve`."""
 
 from litestar import Litestar
 

@@ -147,10 +147,15 @@ def describe(exc: BaseException) -> str:
     return f"start-up failed: {type(exc).__name__}: {_reason(exc)} (run again with --debug for the traceback)"
 
 
-def fail(exc: BaseException) -> None:
-    """Say what went wrong in one or two lines on stderr and exit 1."""
+# uvicorn's exit status for a process that failed before serving: its multi-process supervisor (`serve --workers
+# N`) then stops instead of restarting the worker process over and over.
+STARTUP_FAILURE = 3
+
+
+def fail(exc: BaseException, *, status: int = 1) -> None:
+    """Say what went wrong in one or two lines on stderr and exit with `status`."""
     click.echo(f"Error: {describe(exc)}", err=True)
-    sys.exit(1)
+    sys.exit(status)
 
 
 def startup_command(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -175,12 +180,12 @@ def startup_command(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def guarded(build: Callable[[], T]) -> T:
-    """`build()` for an entry point without options (service.asgi): a failure is one line on stderr and exit
-    status 1, unless TEXTBACK_DEBUG is set (then the traceback)."""
+    """`build()` for an entry point without options (service.asgi): a failure is one or two lines on stderr and
+    exit status 3 (uvicorn's STARTUP_FAILURE), unless TEXTBACK_DEBUG is set (then the traceback)."""
     try:
         return build()
     except Exception as exc:
         if os.environ.get("TEXTBACK_DEBUG", "").lower() in {"1", "true", "yes"}:
             raise
-        fail(exc)
+        fail(exc, status=STARTUP_FAILURE)
         raise  # not reached: fail exits
