@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, Response, get, head, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
@@ -195,6 +195,11 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@head("/health", name="health_head", include_in_schema=False)
+async def health_head() -> None:
+    """The process is up (HEAD, as some load balancers probe): 200 without a body."""
+
+
 @get("/ready", sync_to_thread=True)
 def ready(request: AppRequest) -> RouteResponse:
     """The database is reachable."""
@@ -203,7 +208,7 @@ def ready(request: AppRequest) -> RouteResponse:
     return Response(content={"status": "database unreachable"}, status_code=503)
 
 
-ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, ready, *WEB_ROUTES]
+ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, health_head, ready, *WEB_ROUTES]
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
@@ -233,6 +238,8 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         state=State({"ctx": context, "worker": worker}),
         openapi_config=OpenAPIConfig(title="textback", version="0.1.0", path="/schema"),
         template_config=TEMPLATES,
+        # Every body, chunked or not, is read only up to this: past it the request is refused with 413.
+        request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
 

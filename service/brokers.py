@@ -6,6 +6,7 @@ file, the line and the field (``brokers.yaml:8: brokers[0].timezone: ...``).
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,8 @@ class BrokerConfig(BaseModel):
     def _check_tz(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            msg = f"{value!r} is not an IANA timezone (like America/New_York)"
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region folder like "Pacific" or "America"
+            msg = f"{value!r} is not an IANA time zone: use an IANA name such as America/Los_Angeles"
             raise ValueError(msg) from None
         return value
 
@@ -141,10 +142,13 @@ def load_brokers(path: Path) -> list[BrokerConfig]:
         raise ConfigError(
             f"{path}: brokers file not found (set TEXTBACK_BROKERS_FILE or copy brokers.example.yaml)"
         )
+    if not path.is_file() or not os.access(path, os.R_OK):
+        why = "is a directory" if path.is_dir() else "cannot be read (permissions)"
+        raise ConfigError(f"{path}: the brokers file {why}; point TEXTBACK_BROKERS_FILE at a readable YAML file")
     try:
         doc = read_yaml(path)
     except YamlFileError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{exc} (the brokers file, TEXTBACK_BROKERS_FILE)") from None
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("brokers"), list) or set(data) != {"brokers"}:
         raise ConfigError(f"{path}:1: expected one top-level key 'brokers' holding a list of brokers")
@@ -154,7 +158,8 @@ def load_brokers(path: Path) -> list[BrokerConfig]:
         try:
             brokers.append(doc.validate(BrokerConfig, item, prefix=("brokers", index)))
         except YamlFileError as exc:
-            errors += [str(problem) for problem in exc.problems]
+            who = item.get("name") or item.get("twilio_number") if isinstance(item, dict) else None
+            errors += [f"{problem} (broker {who})" if who else str(problem) for problem in exc.problems]
     numbers = [b.twilio_number for b in brokers]
     dupes = sorted({n for n in numbers if numbers.count(n) > 1})
     if dupes:

@@ -2,6 +2,7 @@
 
 TextbackError
 ├── ConfigError          settings or brokers file are wrong; start-up stops with the message
+│   └── StartupError     a start-up check failed (port in use, live mode's public URL, database unreachable)
 ├── PolicyError          a file under policies/ is invalid (names the file and the field)
 ├── NumberBusy           a send could not take its number's opt-out lock in time; retried later
 ├── SeedRefused          `textback demo seed` will not fill this database (credentials, a CRM, real leads)
@@ -26,6 +27,10 @@ class TextbackError(Exception):
 
 class ConfigError(TextbackError):
     """The configuration (settings or brokers file) is invalid."""
+
+
+class StartupError(ConfigError):
+    """Start-up cannot go on (service.startup_errors); the message names the setting or option and the fix."""
 
 
 class PolicyError(TextbackError):

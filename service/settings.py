@@ -9,10 +9,14 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from service.phones import is_strict_e164
 from service.resources import EXAMPLE_BROKERS, default_dir, shipped
 
+SUPPORTED_DATABASES = "use sqlite:///path/to/textback.db or postgresql://user:password@host:5432/dbname"
+DEV_PUBLIC_URL = "http://localhost:8000"  # dry-run's default; live mode refuses it (service.startup_errors)
 DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run signing token, not a secret
 
 
@@ -22,7 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TEXTBACK_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./var/textback.db"
-    public_url: str = "http://localhost:8000"
+    # Start-up waits this long in all for an unreachable database (retrying) before it stops with an error.
+    database_wait_seconds: float = Field(default=10.0, ge=0)
+    public_url: str = DEV_PUBLIC_URL
     brokers_file: Path = Path("brokers.yaml")
     # The policies and prompts folders: when not set, ./policies (./prompts) if the working directory has one, else
     # the copies shipped with textback (service.resources; start-up says which it uses).
@@ -119,6 +125,20 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        # Never echoes the URL: it may hold the database password.
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            msg = f"not a database URL; {SUPPORTED_DATABASES}"
+            raise ValueError(msg) from None
+        if backend not in {"sqlite", "postgresql", "postgres"}:
+            msg = f"{backend!r} databases are not supported; {SUPPORTED_DATABASES}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("public_url", "twilio_api_url", "twilio_lookup_url", "twilio_messaging_url")
     @classmethod

@@ -1,5 +1,6 @@
 """`textback serve` and `textback worker`: the process entry points. Each configures the process's logging,
-validates the configuration, then runs the app (uvicorn) or the worker.
+validates the configuration, then runs the app (uvicorn) or the worker. A start-up failure is one or two lines
+and exit status 1 (service.startup_errors; the traceback with --debug).
 
 This module is imported only when one of its commands runs (service/cli.py lists the commands without importing
 them), so the app, uvicorn and the worker are imported at its top."""
@@ -21,6 +22,7 @@ from service.errors import TextbackError
 from service.logs import configure_logging
 from service.resources import startup_lines
 from service.settings import describe_invalid, get_settings
+from service.startup_errors import preflight, startup_command
 from service.worker import Worker
 
 if TYPE_CHECKING:
@@ -39,10 +41,12 @@ def _settings() -> Settings:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Service processes sharing the database.")
+@startup_command
 def serve(host: str, port: int, workers: int) -> None:
     """Run the service (creates or migrates the tables, loads the brokers file)."""
     settings = _settings()
     configure_logging(settings.log_level)
+    preflight(settings, host=host, port=port)  # port free, live mode's https public URL, database reachable
     try:
         # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its
         # message.
@@ -66,10 +70,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 @click.command()
+@startup_command
 def worker() -> None:
     """Run only the background worker (sends due texts, processes replies) against the database."""
     settings = _settings()
     configure_logging(settings.log_level)
+    preflight(settings)  # live mode's https public URL, database reachable
     try:
         ctx = build_context(settings)
         ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up

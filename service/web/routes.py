@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.web import auth_api, brokers_api, console, leads_api, links, report_api, webhooks_api
+from service.web import auth_api, brokers_api, console, home, leads_api, links, report_api, webhooks_api
 
 ROUTES: list[Any] = [*auth_api.ROUTES, *leads_api.ROUTES, *brokers_api.ROUTES, *console.ROUTES, *webhooks_api.ROUTES,
-                     *links.ROUTES, *report_api.ROUTES]
+                     *links.ROUTES, *report_api.ROUTES, *home.ROUTES]
