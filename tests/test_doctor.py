@@ -13,13 +13,22 @@ import httpx
 import pytest
 import respx
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from service.cli import main
 from service.db import create_schema, make_engine
 from service.doctor.core import Check, Status
-from service.doctor.local import check_brokers, check_database, check_llm, check_policies, check_public_url
+from service.doctor.local import (
+    check_brokers,
+    check_database,
+    check_llm,
+    check_migrations,
+    check_policies,
+    check_public_url,
+)
 from service.doctor.run import run_doctor
 from service.doctor.twilio_checks import check_a2p, check_account, check_numbers
+from service.migrations.runner import head_revision, upgrade_database
 from service.policy import approvals
 from service.settings import Settings
 from tests.helpers import BROKER, BROKER2, BROKERS_YAML, POLICIES, PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN
@@ -106,13 +115,14 @@ def test_doctor_passes_every_check_for_a_configured_deployment(env, twilio, outp
     body = result.output.splitlines()[:-1]
     assert body
     assert all(line.startswith(("ok ", " ")) for line in body), result.output
-    for expected in ("settings: valid; live mode", f"public URL: {PUBLIC_URL}", "all ", "policy approval: approved by",
+    for expected in ("settings: valid; live mode", f"public URL: {PUBLIC_URL}", "all ",
+                     "migrations: schema at revision", "policy approval: approved by",
                      f"twilio account: {TWILIO_SID}", f"twilio number {BROKER}: voice, status, messaging",
                      f"twilio number {BROKER2}:", f"A2P 10DLC {BROKER}: Messaging Service textback",
                      "VERIFIED", "LLM: not configured"):
         assert expected in result.output
     assert TWILIO_TOKEN not in result.output
-    assert result.output.splitlines()[-1] == "doctor: 12 ok, 0 warning, 0 failed, 0 skipped; nothing failed"
+    assert result.output.splitlines()[-1] == "doctor: 13 ok, 0 warning, 0 failed, 0 skipped; nothing failed"
 
 
 def test_doctor_fails_with_the_credentials_fix_when_twilio_answers_401(env, account, twilio, output_guard,
@@ -261,11 +271,31 @@ def test_doctor_database_check_passes_on_a_created_schema(database_url, env):
     assert "tables present" in line.detail
 
 
+def test_doctor_migrations_check_fails_until_a_pre_migration_database_is_upgraded(database_url, env):
+    """A database whose tables were made before migrations (no alembic_version) fails with the upgrade command;
+    after `upgrade_database` the same check is ok at this release's head."""
+    engine = make_engine(database_url)
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    [database, migrations] = run(env, checks=[check_database, check_migrations], database_url=database_url)
+    assert database.status is Status.OK
+    assert (migrations.status, migrations.detail) == (
+        Status.FAILED, f"tables made before migrations (no revision); this release's head is {head_revision()}")
+    assert "textback db upgrade" in migrations.fix
+    upgrade_database(engine)
+    engine.dispose()
+    [_, migrations] = run(env, checks=[check_database, check_migrations], database_url=database_url)
+    assert (migrations.status, migrations.detail) == (
+        Status.OK, f"schema at revision {head_revision()} (this release's head)")
+
+
 def test_doctor_database_check_names_missing_tables_and_unreachable_servers(env, tmp_path):
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
     [line] = run(env, checks=[check_database], database_url=f"sqlite:///{empty}")
-    assert (line.status, line.fix) == (Status.FAILED, "run `textback serve` once: it creates the tables")
+    assert (line.status, line.fix) == (
+        Status.FAILED, "run `textback db upgrade` (serve does it at start-up): it creates the tables")
     assert "textback tables missing (" in line.detail
     [line] = run(env, checks=[check_database], database_url="postgresql://textback:secret@127.0.0.1:9/textback")
     assert line.status is Status.FAILED
