@@ -347,7 +347,7 @@ def test_doctor_exits_0_in_dry_run_with_warnings_and_skipped_twilio_checks(env, 
     assert result.exit_code == 0, result.output
     assert "warning  settings: valid; dry-run" in result.output
     assert "skipped  twilio account: dry-run: no credentials" in result.output
-    assert result.output.splitlines()[-1] == "doctor: 6 ok, 1 warning, 0 failed, 3 skipped; nothing failed"
+    assert result.output.splitlines()[-1] == "doctor: 7 ok, 1 warning, 0 failed, 3 skipped; nothing failed"
     assert not router.calls
 
 
