@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.context import build_context
 from service.errors import TextbackError
-from service.logs import configure_logging
+from service.logs import configure_logging, uvicorn_log_config
+from service.metrics import share_across_workers
 from service.settings import describe_invalid, get_settings
 from service.worker import Worker
 
@@ -52,12 +53,15 @@ def serve(host: str, port: int, workers: int) -> None:
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
     click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}; "
                f"policy set {ctx.policy_version}", err=True)
+    share_across_workers(workers, enabled=bool(settings.metrics_token))
     if workers > 1:
         ctx.close()
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_level="warning")
+        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers,
+                    log_config=uvicorn_log_config(settings.log_level, access_log=settings.access_log))
     else:
         try:
-            uvicorn.run(create_app(settings, ctx=ctx), host=host, port=port, log_level="warning")
+            uvicorn.run(create_app(settings, ctx=ctx), host=host, port=port,
+                        log_config=uvicorn_log_config(settings.log_level, access_log=settings.access_log))
         finally:
             ctx.close()
 
