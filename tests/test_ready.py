@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import Session, select
 
 from service.models import InboundMessage, Lead, MessageStatus, OutboundMessage, utcnow
-from tests.helpers import BROKER, CALLER, MESSAGES_URL, dial_params
+from tests.helpers import BROKER, CALLER, dial_params
 from tests.outage import database_down
 
 DIAL = "/twilio/voice/dial-status"
