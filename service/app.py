@@ -16,13 +16,15 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.context import AppContext, build_context
-from service.db import ping
 from service.errors import ApiError, BadRequestError, NotStoredError, WebhookError
 from service.logs import log, request_id
+from service.metrics import WebhookMetrics, failure
+from service.probes import ROUTES as PROBE_ROUTES
 from service.replay import database_unavailable, spool_webhook
 from service.settings import Settings, get_settings
 from service.spool import SpoolError
@@ -65,6 +67,8 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
     else:
         status, message = 500, "internal error"
     level = logging.WARNING if status < 500 else logging.ERROR
+    if status >= 500:
+        failure("http_5xx")
     log(logger, level, "request refused", path=request.url.path, status=status, reason=message,
         exc_type=type(exc).__name__)
     body: dict[str, object] = {"error": message, "status": status}
@@ -122,7 +126,9 @@ async def _webhook(request: AppRequest, handler: Handler, media: str) -> Respons
                 lambda: spool_webhook(ctx, request.url.path, form, rid=rid))
         except SpoolError as spool_exc:
             log(logger, logging.ERROR, "webhook not spooled", path=request.url.path, reason=str(spool_exc))
+            failure("spool_error")
             raise exc from None
+        failure("spooled")
         return Response(content=answer, media_type=media, status_code=200)
     background = None
     if outcome.send_ids or outcome.inbound_ids:
@@ -150,12 +156,14 @@ async def _fallback(request: AppRequest, primary: str) -> Response[str]:
     except SpoolError as exc:
         log(logger, logging.ERROR, "fallback webhook not spooled", path=request.url.path, reason=str(exc),
             error_code=form.get("ErrorCode"))
+        failure("spool_error")
         if primary != "/twilio/voice":
             raise NotStoredError("cannot store the message, retry later") from None
         # The caller is on the line: ring the broker even though the call could not be recorded.
     else:
         log(logger, logging.WARNING, "fallback webhook spooled", path=request.url.path,
             error_code=form.get("ErrorCode"))
+        failure("spooled")
         ctx.wake.set()
     return Response(content=answer, media_type=XML, status_code=200)
 
@@ -200,15 +208,9 @@ async def health_head() -> None:
     """The process is up (HEAD, as some load balancers probe): 200 without a body."""
 
 
-@get("/ready", sync_to_thread=True)
-def ready(request: AppRequest) -> RouteResponse:
-    """The database is reachable."""
-    if ping(request.app.state.ctx.engine):
-        return Response(content={"status": "ready"}, status_code=200)
-    return Response(content={"status": "database unreachable"}, status_code=503)
-
-
-ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, health_head, ready, *WEB_ROUTES]
+ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, health_head, *PROBE_ROUTES, *WEB_ROUTES]
+# Counted and timed by service.metrics (the paths Twilio calls; nothing else).
+TWILIO_PATHS = frozenset([*WEBHOOKS, "/twilio/voice/fallback", "/twilio/sms/fallback"])
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
@@ -235,6 +237,7 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         route_handlers=ROUTE_HANDLERS,
         exception_handlers={Exception: error_to_response},
         lifespan=[lifespan],
+        middleware=[DefineMiddleware(WebhookMetrics, paths=TWILIO_PATHS)],
         state=State({"ctx": context, "worker": worker}),
         openapi_config=OpenAPIConfig(title="textback", version="0.1.0", path="/schema"),
         template_config=TEMPLATES,

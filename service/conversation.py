@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from service import alerts, events, forwarding, next_step, optout_lock
+from service import alerts, events, forwarding, metrics, next_step, optout_lock
 from service.events import EventKind
 from service.logs import log
 from service.models import (
@@ -80,6 +80,7 @@ def hand_off_if_blocked(session: Session, lead: Lead | None, msgs: list[Outbound
     lead.state = LeadState.handoff
     if "blocked_text" not in lead.handoff_reasons:
         lead.handoff_reasons = [*lead.handoff_reasons, "blocked_text"]
+        metrics.handoff(["blocked_text"])
     session.add(lead)
 
 
@@ -289,6 +290,7 @@ def _handoff(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
     lead.handoff_at, lead.sla_alerts = utcnow(), 0
     session.add(lead)
     events.record(session, broker=broker, lead=lead, kind=EventKind.handoff, data={"reasons": sorted(set(reasons))})
+    metrics.handoff(set(reasons))
     ids: list[int] = []
     if ack:  # says when a person will call when the broker is with a client or out of hours (service.next_step)
         template, values = next_step.choose(session, ctx, broker=broker, kind="handoff_ack", to=lead.phone,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from service import metrics
 from service.brokers import template_values
 from service.db import insert_once
 from service.lead_links import console_login_url
@@ -98,6 +99,8 @@ def queue_text(
         session.add(lead)
     if not insert_once(session, msg):
         return None
+    if verdict.kind is not Kind.allow:
+        metrics.text(audience, msg.status if msg.status != MessageStatus.pending else "deferred")
     log(logger, logging.INFO, "text queued", id=msg.id, template=template_id, status=msg.status,
         to=mask(to), broker_id=broker.id)
     return Queued(msg, verdict)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import alerts, one_time, optout_lock
+from service import alerts, metrics, one_time, optout_lock
 from service.errors import NumberBusy
 from service.logs import log
 from service.models import (
@@ -104,6 +104,7 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
             msg.status, msg.twilio_sid, msg.delivery_status = MessageStatus.sent, found.sid, found.status
             msg.sent_at, msg.unknown_outcome = utcnow(), False
             log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
+            metrics.text(msg.audience, "reconciled")
             return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
     verdict = gates.at_send(session, ctx, msg, now)
     if verdict.kind is not Kind.allow:
@@ -123,6 +124,7 @@ def _record(ctx: AppContext, msg: OutboundMessage, verdict: Verdict, now: dateti
 def _hold(ctx: AppContext, session: Session, msg: OutboundMessage, verdict: Verdict) -> list[int]:
     """A claimed text the send-time gates stop: deferred (the attempt does not count) or suppressed."""
     _record(ctx, msg, verdict, utcnow())
+    metrics.text(msg.audience, "deferred" if verdict.kind is Kind.defer else "suppressed")
     if verdict.kind is Kind.defer:
         msg.status, msg.attempts = MessageStatus.pending, max(msg.attempts - 1, 0)
         msg.next_attempt_at, msg.last_error = verdict.until or utcnow(), verdict.last_error
@@ -187,10 +189,12 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
         return _record_failure(ctx, session, msg, outcome)
     if outcome is None:
         msg.status, msg.sent_at = MessageStatus.dry_run, utcnow()
+        metrics.text(msg.audience, "dry_run")
         return []
     msg.status, msg.twilio_sid, msg.delivery_status = MessageStatus.sent, outcome.sid, outcome.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
     log(logger, logging.INFO, "text sent", id=msg.id, sid=outcome.sid, template=msg.template_id)
+    metrics.text(msg.audience, "sent")
     return _apply_early_delivery_events(ctx, session, msg, None, None)
 
 
@@ -223,6 +227,8 @@ def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc
         code=exc.code, attempts=msg.attempts, audience=msg.audience,
         outcome="failed" if gives_up else "retry scheduled",
         reason=PERMANENT_ERRORS.get(exc.code or 0, "client_error") if exc.permanent else None)
+    metrics.failure("send_error")
+    metrics.text(msg.audience, "failed" if gives_up else "retry")
     if gives_up:
         msg.status = MessageStatus.failed
         if msg.audience == Audience.broker:

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import h11
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
-from service.logs import log
+from service.logs import log, uvicorn_log_config
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -258,8 +258,10 @@ def server_config(app: Any, *, host: str, port: int, workers: int, settings: Set
         http=GuardedH11Protocol,
         timeout_keep_alive=settings.keep_alive_seconds,
         backlog=accept_backlog(fd_budget),
-        log_level="warning",
-        log_config=LOGGING_CONFIG if log_config is None else log_config,
+        # uvicorn's access and error lines through textback's JSON formatter, phones masked (service.logs); no
+        # log_level, which would override the levels the config sets.
+        log_config=(uvicorn_log_config(settings.log_level, access_log=settings.access_log)
+                    if log_config is None else log_config),
     )
 
 
@@ -267,7 +269,8 @@ def run(app: Any, *, host: str, port: int, workers: int, settings: Settings,
         log_config: dict[str, Any] | None = None) -> None:
     """Serve `app` (an ASGI app, or an import string with `workers` > 1) until stopped: what `uvicorn.run` does
     for these two cases, with our configuration. Exits 3 (uvicorn's STARTUP_FAILURE) if the server never
-    started, e.g. the port is in use; `log_config` is a logging.config.dictConfig dict (default: uvicorn's)."""
+    started, e.g. the port is in use; `log_config` is a logging.config.dictConfig dict (default: textback's JSON
+    lines, service.logs.uvicorn_log_config)."""
     config = server_config(app, host=host, port=port, workers=workers, settings=settings,
                            fd_budget=raise_fd_limit(), log_config=log_config)
     server = uvicorn.Server(config)

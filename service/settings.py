@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # `policy` = the policy's own period.
     retention_days: Annotated[int, Field(ge=1)] | Literal["policy"] | None = None
     log_level: str = "INFO"
+    # Operability (service.probes, service.metrics, service.logs): /ready answers 503 once a due text, a reply or a
+    # spooled webhook has waited longer than this; /metrics is served only with this token set, to requests with
+    # `Authorization: Bearer <token>` (else 404); uvicorn's access log (JSON, phones masked) on or off.
+    ready_backlog_seconds: float = Field(default=300.0, gt=0)
+    metrics_token: str | None = Field(default=None, min_length=16)
+    access_log: bool = True
     # Sign-in (service.signin): codes texted per phone and per client address, code checks per client address,
     # each counted over the window (durable AuthAttempt rows, shared by every process). Behind a proxy the client
     # address is the proxy's unless uvicorn is told to trust it (--proxy-headers --forwarded-allow-ips).

@@ -30,7 +30,7 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import conversation, handoff_sla, sender, weekly_digest
+from service import conversation, handoff_sla, metrics, sender, weekly_digest
 from service.alerts import alert_reply, pending_ids
 from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
@@ -169,6 +169,7 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
         return []
     except Exception as exc:  # the message goes back to the queue, never lost
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
+        metrics.failure("inbound_error")
         gave_up = token >= MAX_INBOUND_ATTEMPTS
         with session_scope(ctx.engine) as session:
             released = session.exec(

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from service import server
+from service.logs import uvicorn_log_config
 from service.server import ConnectionLimits, GuardedH11Protocol, ServerConfig, Throttled
 from service.settings import Settings
 
@@ -215,7 +216,10 @@ def test_build_config_from_settings() -> None:
                                   fd_budget=1024, log_config={"version": 1, "disable_existing_loggers": False})
     assert config.limits == ConnectionLimits(max_connections=500, header_timeout=4, body_timeout=6)
     assert config.http is GuardedH11Protocol
-    assert (config.timeout_keep_alive, config.workers, config.log_level, config.backlog) == (2, 2, "warning", 64)
+    assert (config.timeout_keep_alive, config.workers, config.log_level, config.backlog) == (2, 2, None, 64)
+    default = server.server_config("service.asgi:app", host="127.0.0.1", port=8000, workers=1, settings=settings,
+                                   fd_budget=1024)
+    assert default.log_config == uvicorn_log_config(settings.log_level, access_log=settings.access_log)
 
 
 def test_carry_limits_into_spawned_worker_processes() -> None:

@@ -20,6 +20,7 @@ from service.app import create_app
 from service.context import build_context
 from service.errors import TextbackError
 from service.logs import configure_logging
+from service.metrics import share_across_workers
 from service.resources import startup_lines
 from service.settings import describe_invalid, get_settings
 from service.startup_errors import preflight, startup_command
@@ -59,6 +60,7 @@ def serve(host: str, port: int, workers: int) -> None:
                f"policy set {ctx.policy_version}", err=True)
     for line in startup_lines(settings):  # which policies and prompts: ./policies, the setting or the shipped copy
         click.echo(line, err=True)
+    share_across_workers(workers, enabled=bool(settings.metrics_token))
     if workers > 1:
         ctx.close()
         server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)

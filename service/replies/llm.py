@@ -39,6 +39,7 @@ import httpx
 import openai
 from pydantic import ValidationError
 
+from service import metrics
 from service.prompts import PROMPTS_DIR, Prompt
 from service.replies.delimiters import delimiters, neutralise
 from service.replies.extraction import LLMExtraction, LLMFailure, load_extraction_prompt
@@ -201,7 +202,9 @@ class ReplyExtractor:
                     }
                 },
             )
+            metrics.llm_call("ok", time.monotonic() - started)
             return extraction
+        metrics.llm_call(failure.reason, time.monotonic() - started)
         logger.warning(
             "llm extraction failed",
             extra={"fields": {"reason": failure.reason, "detail": failure.detail, "model": self.model,
