@@ -120,7 +120,7 @@ class BrokerConfig(BaseModel):
     def _check_tz(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, like "Pacific"
             msg = f"{value!r} is not an IANA timezone (like America/New_York)"
             raise ValueError(msg) from None
         return value

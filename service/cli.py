@@ -72,6 +72,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "Is text-back enough? Missed calls, replies, time to a person, repeat calls and the verdict (reads "
         "TEXTBACK_DATABASE_URL).",
     ),
+    "brokers": LazyCommand(
+        "service.commands.brokers:brokers",
+        "The brokers file: check it, and apply it to the running service without a restart.",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",

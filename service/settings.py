@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/textback.db"
     public_url: str = "http://localhost:8000"
     brokers_file: Path = Path("brokers.yaml")
+    # Each process hashes the brokers file every poll and applies a valid edit (`textback brokers reload` works
+    # either way; service.broker_reload). Off: only that command changes the brokers in force.
+    brokers_watch: bool = True
     policies_dir: Path = Path("policies")
     # Production: refuse to start (serve, worker, the ASGI app) unless this exact policy-set version was signed
     # off with `textback policy approve` (policies/approvals.yaml); any later edit to a policy file needs its own.
