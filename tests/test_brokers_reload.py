@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,10 +19,11 @@ from service.broker_reload import check_file, poll_brokers, reload_file
 from service.broker_set import latest_generation
 from service.commands.brokers import applied_lines
 from service.context import build_context
+from service.db import make_engine
 from service.errors import ConfigError
 from service.models import Broker, BrokerGeneration
 from tests.api_helpers import DIAL, missed
-from tests.helpers import BROKER, BROKER2, BROKERS_YAML, call_params, sent_texts
+from tests.helpers import BROKER, BROKER2, BROKERS_YAML, POLICIES, call_params, sent_texts
 
 BROKER3 = "+13105550100"  # Lena Park, added by the edit
 LENA = """  - twilio_number: "+13105550100"
@@ -85,7 +89,8 @@ def test_reload_brokers_file_used_by_next_webhook_without_restart(client, post, 
     client.app.state.worker.run_once()
     assert set(ctx.brokers_by_number) == {BROKER, BROKER3}
     assert ctx.brokers_generation == 2
-    assert "+14155550113" in ctx.own_numbers and "+12125550111" not in ctx.own_numbers
+    assert "+14155550113" in ctx.own_numbers
+    assert "+12125550111" not in ctx.own_numbers
 
     missed(client, post, caller="+14155550198", to=BROKER3)
     missed(client, post, caller="+14155550197", to=BROKER)
@@ -183,7 +188,8 @@ def test_apply_watched_edit_once_across_two_processes(ctx, second_ctx, brokers_f
     assert results == {"a": True, "b": True}
     assert generations(ctx) == [1, 2]
     latest = latest_generation(ctx.engine)
-    assert latest is not None and latest.applied_by.startswith("file watch")
+    assert latest is not None
+    assert latest.applied_by.startswith("file watch")
     assert ctx.brokers_generation == second_ctx.brokers_generation == 2
     assert set(ctx.brokers_by_number) == set(second_ctx.brokers_by_number) == {BROKER, BROKER3}
 
@@ -215,3 +221,43 @@ def test_watch_brokers_file_in_running_app_without_worker_sweep(ctx, brokers_fil
             time.sleep(0.05)
         assert set(ctx.brokers_by_number) == {BROKER, BROKER3}
     assert generations(ctx) == [1, 2]
+
+
+def textback(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`textback ARGS` in a process of its own, on a SQLite file and the brokers file in `tmp_path`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTBACK_", "TWILIO_", "OPENAI_"))}
+    env.update({"TEXTBACK_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+                "TEXTBACK_BROKERS_FILE": str(tmp_path / "brokers.yaml"), "TEXTBACK_POLICIES_DIR": str(POLICIES),
+                "TEXTBACK_GUARD_CACHE_DIR": str(tmp_path / "guard-cache")})
+    script = Path(sys.executable).with_name("textback")
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
+    return subprocess.run([*command, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=110,
+                          check=False)
+
+
+@pytest.mark.slow
+def test_brokers_reload_command_refuses_then_applies(tmp_path: Path) -> None:
+    """`textback brokers reload`: exit 1 naming the file and line for a bad file (nothing written), exit 0 and
+    each broker added for a good one."""
+    brokers = tmp_path / "brokers.yaml"
+    brokers.write_text(EDITED.replace("timezone: America/Los_Angeles\n    ", "timezone: Pacific\n    ", 1))
+    refused = textback(tmp_path, "brokers", "reload")
+    assert refused.returncode == 1
+    assert f"{brokers}:10: brokers[0].timezone: 'Pacific' is not an IANA timezone" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "cli.db").exists()
+
+    brokers.write_text(EDITED)
+    applied = textback(tmp_path, "brokers", "reload")
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[1:] == [
+        "+ added Dana Whitfield Reyes (+14155550100)",
+        "+ added Lena Park (+13105550100)",
+        "generation 1 applied; running processes take it up at their next poll",
+    ]
+    engine = make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    try:
+        with Session(engine) as session:
+            assert sorted(session.exec(select(Broker.name))) == ["Dana Whitfield Reyes", "Lena Park"]
+    finally:
+        engine.dispose()

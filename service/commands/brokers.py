@@ -55,9 +55,10 @@ def brokers() -> None:
 def check() -> None:
     """Check the brokers file as start-up does and say what a reload would change (writes nothing)."""
     settings = _settings()
+    path = settings.resolved_brokers_file()
     try:
-        checked = check_file(settings.resolved_brokers_file(), load_guard(settings),
-                             load_templates(settings.policies_dir))
+        check_file(path, None, None)  # the schema first: refused in a second, before guardrails loads
+        checked = check_file(path, load_guard(settings), load_templates(settings.policies_dir))
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     engine = _engine(settings)
@@ -82,6 +83,7 @@ def reload() -> None:
     """Check the brokers file and apply it: every running process takes it up within a poll."""
     settings = _settings()
     try:
+        check_file(settings.resolved_brokers_file(), None, None)  # the schema first: refused in a second
         guard = load_guard(settings)
         templates = load_templates(settings.policies_dir)
         engine = _engine(settings)
