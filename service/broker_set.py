@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from service.brokers import BrokerConfig
-from service.db import session_scope
+from service.db import read_session, session_scope
 from service.models import Broker, BrokerGeneration
 from service.sending.opt_out_policy import brokerage_key
 
@@ -112,9 +112,13 @@ def _sync_rows(session: Session, configs: list[BrokerConfig]) -> None:
 
 
 def latest_generation(engine: Engine) -> BrokerGeneration | None:
-    """The generation in force (None before any was recorded): one indexed SELECT, made once per poll."""
-    with Session(engine, expire_on_commit=False) as session:
-        return _latest(session)
+    """The generation in force (None before any was recorded): one indexed SELECT, made once per poll (on
+    SQLite a snapshot read: it never queues for the write lock)."""
+    with read_session(engine) as session:
+        latest = _latest(session)
+        if latest is not None:
+            session.expunge(latest)
+        return latest
 
 
 def _latest(session: Session) -> BrokerGeneration | None:
@@ -140,11 +144,11 @@ def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broke
 
 
 def apply_brokers(engine: Engine, configs: list[BrokerConfig], sha256: str, *, by: str,
-                  expect: int | None = None, force: bool = False) -> Applied:
+                  expect: int | None = None) -> Applied:
     """Make `configs` the brokers in force, in one transaction: the next generation and the rows.
 
     Nothing is written when the latest generation already records this file (`sha256`) and the rows already
-    match it, unless `force`. With `expect` (the generation the caller holds), nothing is written unless that
+    match it. With `expect` (the generation the caller holds), nothing is written unless that
     is still the latest: `lost_race` then says another process applied something first. Two processes that
     both read generation N and write N+1 are refused by the primary key: one of them gets `lost_race`."""
     try:
@@ -153,8 +157,11 @@ def apply_brokers(engine: Engine, configs: list[BrokerConfig], sha256: str, *, b
             number = latest.generation if latest is not None else 0
             if expect is not None and number != expect:
                 return Applied(number, BrokerChanges(), written=False, lost_race=True)
-            changes = changes_between(list(session.exec(select(Broker)).all()), configs)
-            if latest is not None and latest.sha256 == sha256 and not changes and not force:
+            rows = list(session.exec(select(Broker)).all())
+            changes = changes_between(rows, configs)
+            # A row whose opt-out brokerage key is missing or computed by older code is refreshed too.
+            stale = any(row.brokerage_key != brokerage_key(row) for row in rows)
+            if latest is not None and latest.sha256 == sha256 and not changes and not stale:
                 return Applied(number, changes, written=False)
             # The generation row first: a second writer of the same number waits here, then fails, before it
             # touches a broker row.

@@ -38,7 +38,7 @@ from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
-from service.replay import replay_spool
+from service.replay import database_unavailable, replay_spool
 from service.retention import automatic_purge
 
 if TYPE_CHECKING:
@@ -266,8 +266,9 @@ class Worker:
         """The brokers poll, on its own: a failure (database down) is logged and leaves the brokers held."""
         try:
             poll_brokers(self.ctx)
-        except Exception as exc:
-            log(logger, logging.WARNING, "brokers poll failed", exc_type=type(exc).__name__)
+        except Exception as exc:  # the database down is said by the sweep's own failure: quiet here
+            level = logging.DEBUG if database_unavailable(exc) else logging.WARNING
+            log(logger, level, "brokers poll failed", exc_type=type(exc).__name__)
 
     def _apply_retention(self) -> None:
         """TEXTBACK_RETENTION_DAYS unset: nothing. Else hourly, as service.retention.automatic_purge says (never

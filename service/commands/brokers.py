@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from service.broker_reload import CheckedFile, check_file, load_guard, reload_file
@@ -93,5 +94,8 @@ def reload() -> None:
             engine.dispose()
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"the database could not be used (TEXTBACK_DATABASE_URL): {type(exc).__name__}; "
+                                   "nothing was applied") from None
     for line in applied_lines(checked, applied):
         click.echo(line)
