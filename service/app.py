@@ -226,6 +226,8 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         await anyio.to_thread.run_sync(context.warm_up)
         if start_thread:
             worker.start()
+        elif run_worker is None:  # TEXTBACK_RUN_WORKER=false: the sweep runs elsewhere; the brokers are polled here
+            worker.start(sweep=False)
         try:
             yield
         finally:

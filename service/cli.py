@@ -88,6 +88,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "service.commands.db:db",
         "Database schema migrations: upgrade to this release, show the revision, add one.",
     ),
+    "brokers": LazyCommand(
+        "service.commands.brokers:brokers",
+        "The brokers file: check it, and apply it to the running service without a restart.",
+    ),
     "webhooks": LazyCommand(
         "service.commands.webhooks:webhooks",
         "CRM webhook deliveries: list them, retry a failed one (reads TEXTBACK_DATABASE_URL).",

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from service.brokers import BrokerConfig, load_brokers
+from service.broker_reload import start_brokers
+from service.broker_set import file_sha256
+from service.brokers import load_brokers
 from service.db import make_engine, session_scope
 from service.errors import ConfigError, PolicyError
 from service.logs import log
@@ -30,7 +32,6 @@ from service.policy.files import policy_version
 from service.replies.rules import load_rules
 from service.retention import check_setting
 from service.retention_policy import RetentionPolicy, load_retention
-from service.sending.opt_out_policy import brokerage_key
 from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
@@ -52,7 +53,12 @@ class AppContext:
     # The policy-set version id (service.policy.files.policy_version), read once at start-up: the one version
     # every text, decision and alert records for the audit, and the one approvals sign off.
     policy_version: str = ""
+    # The brokers in force: replaced whole (one assignment) when a newer generation is applied, from any
+    # process (service.broker_reload); the generation held and the brokers file's SHA-256 as last read here.
     brokers_by_number: dict[str, Broker] = field(default_factory=dict)
+    brokers_generation: int = 0
+    brokers_file_sha: str = ""
+    brokers_refused: str = ""  # the file content (SHA-256) last refused, logged once
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # policies/retention/retention.yaml
     _guard: GuardLike | None = None
@@ -185,34 +191,6 @@ class AppContext:
         self.engine.dispose()
 
 
-def sync_brokers(engine: Engine, configs: list[BrokerConfig]) -> dict[str, Broker]:
-    """Upsert the brokers file into the database; brokers no longer in the file are deactivated. Every row's
-    `brokerage_key` (the opt-out scope's brokerage, computed in Python once) is filled or refreshed."""
-    with session_scope(engine) as session:
-        existing = {b.twilio_number: b for b in session.exec(select(Broker)).all()}
-        for config in configs:
-            values = config.model_dump(mode="json")
-            broker = existing.get(config.twilio_number)
-            if broker is None:
-                broker = Broker(**values)
-                session.add(broker)
-            else:
-                for key, value in values.items():
-                    setattr(broker, key, value)
-                broker.active = True
-            broker.brokerage_key = brokerage_key(broker)
-        for number, broker in existing.items():
-            if number not in {c.twilio_number for c in configs}:
-                broker.active = False
-                broker.brokerage_key = brokerage_key(broker)  # a row from before the column, too
-        session.flush()
-    with Session(engine, expire_on_commit=False) as session:
-        rows = session.exec(select(Broker).where(Broker.active == True)).all()  # noqa: E712
-        for row in rows:
-            session.expunge(row)
-    return {b.twilio_number: b for b in rows}
-
-
 def read_do_not_text_file(path: Path) -> list[str]:
     """One E.164 number per line; '#' starts a comment. A bad line is a ConfigError naming the line."""
     numbers: list[str] = []
@@ -268,14 +246,21 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     The collaborators given are used as they are (tests share one guard across a run; the evals share the
     rules and the sending policy across scripts); the others are built from the settings: the gateway now
     (none in dry-run), the guard, rules, sending policy and extractor on first use."""
-    configs = load_brokers(settings.resolved_brokers_file())
+    brokers_file = settings.resolved_brokers_file()
+    configs = load_brokers(brokers_file)
+    brokers_sha = file_sha256(brokers_file)
     version = start_policy_version(settings)
     templates = load_templates(settings.policies_dir)
     retention = load_retention(settings.policies_dir)
     check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)
     upgrade_database(engine)  # under the migration lock: processes starting together take turns
-    brokers = sync_brokers(engine, configs)
+    try:
+        brokers, generation, guard = start_brokers(settings, engine, configs, brokers_sha, guard=guard,
+                                                   templates=templates)
+    except BaseException:
+        engine.dispose()
+        raise
     if settings.do_not_text_file is not None:
         sync_do_not_text(engine, read_do_not_text_file(settings.do_not_text_file))
     if gateway is None and not settings.dry_run:
@@ -287,6 +272,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
             timeout=settings.send_timeout_seconds,
         )
     return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, policy_version=version,
-                      brokers_by_number=brokers, spool=Spool(settings.spool_dir), retention=retention, _guard=guard,
+                      brokers_by_number=brokers, brokers_generation=generation, brokers_file_sha=brokers_sha,
+                      spool=Spool(settings.spool_dir), retention=retention, _guard=guard,
                       _rules=rules, _sending=sending_policy,
                       _extractor=extractor)

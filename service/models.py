@@ -152,6 +152,18 @@ class Broker(SQLModel, table=True):
     busy_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
+class BrokerGeneration(SQLModel, table=True):
+    """One applied version of the brokers file (service.broker_set): every process holds the brokers of the
+    latest generation. The primary key is the compare-and-set: two processes applying one edit insert the same
+    generation number and only one commits."""
+
+    generation: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sha256: str  # of the file's bytes as applied
+    brokers: int  # active brokers in this generation
+    applied_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    applied_by: str  # "brokers reload", "file watch" or "start-up", with host and process id
+
+
 class Lead(SQLModel, table=True):
     """One caller for one broker, with the conversation's state and what has been captured."""
 

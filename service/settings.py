@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     database_wait_seconds: float = Field(default=10.0, ge=0)
     public_url: str = DEV_PUBLIC_URL
     brokers_file: Path = Path("brokers.yaml")
+    # Each process hashes the brokers file every poll and applies a valid edit (`textback brokers reload` works
+    # either way; service.broker_reload). Off: only that command changes the brokers in force.
+    brokers_watch: bool = True
     # The policies and prompts folders: when not set, ./policies (./prompts) if the working directory has one, else
     # the copies shipped with textback (service.resources; start-up says which it uses).
     policies_dir: Path = Field(default_factory=lambda: default_dir("policies"))

@@ -32,12 +32,13 @@ from sqlmodel import Session, col, select
 
 from service import conversation, handoff_sla, metrics, sender, weekly_digest
 from service.alerts import alert_reply, pending_ids
+from service.broker_reload import poll_brokers
 from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
-from service.replay import replay_spool
+from service.replay import database_unavailable, replay_spool
 from service.retention import automatic_purge
 
 if TYPE_CHECKING:
@@ -228,6 +229,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge: float | None = None
+        self._sweep = True
 
     def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
         """Runs after the response went to Twilio (a background task): send and process right now (a reply
@@ -242,11 +244,13 @@ class Worker:
             self.ctx.wake.set()
 
     def run_once(self) -> dict[str, int]:
-        """One sweep: replay webhooks spooled during a database outage (first, so a spooled STOP is applied
+        """One sweep: take up a newer brokers generation (or an edited brokers file: service.broker_reload),
+        replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), queue the
         unworked-handoff reminders that are due (service.handoff_sla) and the weekly digests (service.weekly_digest),
         send every due text, send the due CRM
         webhooks (in their own thread when it runs), and (hourly) apply the retention."""
+        self.poll_brokers()
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
             self.after_webhook(replayed.send_ids, replayed.inbound_ids)
@@ -258,6 +262,14 @@ class Worker:
         self.crm_webhooks.sweep()
         self._apply_retention()
         return counts
+
+    def poll_brokers(self) -> None:
+        """The brokers poll, on its own: a failure (database down) is logged and leaves the brokers held."""
+        try:
+            poll_brokers(self.ctx)
+        except Exception as exc:  # the database down is said by the sweep's own failure: quiet here
+            level = logging.DEBUG if database_unavailable(exc) else logging.WARNING
+            log(logger, level, "brokers poll failed", exc_type=type(exc).__name__)
 
     def _apply_retention(self) -> None:
         """TEXTBACK_RETENTION_DAYS unset: nothing. Else hourly, as service.retention.automatic_purge says (never
@@ -273,14 +285,21 @@ class Worker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                if self._sweep:
+                    self.run_once()
+                else:
+                    self.poll_brokers()
             except Exception as exc:  # a sweep failure (database down) is retried
                 log(logger, logging.WARNING, "sweep failed", exc_type=type(exc).__name__)
             self.ctx.wake.wait(self.ctx.settings.worker_poll_seconds)
             self.ctx.wake.clear()
 
-    def start(self) -> None:
-        self.crm_webhooks.start()
+    def start(self, *, sweep: bool = True) -> None:
+        """Start the sweep thread (and the CRM webhooks' own); `sweep=False`: a thread that only polls the
+        brokers (a process whose sweep runs elsewhere still holds the brokers in force)."""
+        self._sweep = sweep
+        if sweep:
+            self.crm_webhooks.start()
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="textback-worker", daemon=True)
             self._thread.start()

@@ -26,8 +26,8 @@ from sqlmodel import Session, select
 
 from service import optout_lock, outbox, sender, store
 from service.audit import iter_events
+from service.broker_set import sync_brokers
 from service.brokers import load_brokers
-from service.context import sync_brokers
 from service.db import session_scope
 from service.errors import PolicyError
 from service.models import Broker, CallEvent, Lead, OptOut, OptOutEvent, OutboundMessage, Purpose
