@@ -282,6 +282,9 @@ class CallEvent(SQLModel, table=True):
 class InboundMessage(SQLModel, table=True):
     """An inbound SMS, stored before anything else happens."""
 
+    # The worker's sweep for replies not yet processed, /ready and /metrics read the oldest by status: covered.
+    __table_args__ = (Index("ix_inboundmessage_status_received", "status", "received_at"),)
+
     id: int | None = Field(default=None, primary_key=True)
     message_sid: str = Field(unique=True, index=True)
     broker_id: int = Field(foreign_key="broker.id", index=True)
