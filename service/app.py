@@ -14,7 +14,7 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, head, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -43,6 +43,7 @@ AppRequest = Request[Any, Any, State]
 # What a route handler returns. Left as Response[Any]: Litestar documents a typed Response's body in /schema,
 # and the published schema stays as it was (no body schema for these answers).
 RouteResponse = Response[Any]
+CLIENT_GONE = "client disconnected prematurely"  # Litestar's detail when the body's sender disconnects
 
 
 def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str, object]]:
@@ -53,6 +54,12 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
         status, message, details, headers = exc.status_code, str(exc), exc.details, dict(exc.headers)
     elif isinstance(exc, WebhookError):
         status, message = exc.status_code, str(exc)
+    elif isinstance(exc, InternalServerException) and exc.detail == CLIENT_GONE:
+        # The client went away mid-body (service.server closes a stalled one with 408, and counts it once a
+        # minute): nobody to answer, not a server failure. Logged at debug: a slow-client flood is one line a minute.
+        log(logger, logging.DEBUG, "request abandoned by the client", path=request.url.path)
+        return Response(content={"error": "client disconnected", "status": 408}, status_code=408,
+                        media_type=MediaType.JSON)
     elif isinstance(exc, HTTPException):
         # The framework's own refusals keep their status: unknown path 404, wrong method 405, bad JSON 400.
         status = exc.status_code

@@ -17,8 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from service.broker_reload import start_brokers
-from service.broker_set import file_sha256
+from service.broker_reload import check_file, start_brokers
 from service.brokers import load_brokers
 from service.db import make_engine, session_scope
 from service.errors import ConfigError, PolicyError
@@ -246,9 +245,9 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     The collaborators given are used as they are (tests share one guard across a run; the evals share the
     rules and the sending policy across scripts); the others are built from the settings: the gateway now
     (none in dry-run), the guard, rules, sending policy and extractor on first use."""
-    brokers_file = settings.resolved_brokers_file()
-    configs = load_brokers(brokers_file)
-    brokers_sha = file_sha256(brokers_file)
+    # Parsed and hashed as one read (changed in between: refused), so the generation records the file it applied.
+    checked = check_file(settings.resolved_brokers_file(), None, None)
+    configs, brokers_sha = checked.configs, checked.sha256
     version = start_policy_version(settings)
     templates = load_templates(settings.policies_dir)
     retention = load_retention(settings.policies_dir)

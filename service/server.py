@@ -274,12 +274,18 @@ def run(app: Any, *, host: str, port: int, workers: int, settings: Settings,
     config = server_config(app, host=host, port=port, workers=workers, settings=settings,
                            fd_budget=raise_fd_limit(), log_config=log_config)
     server = uvicorn.Server(config)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()]) if workers > 1 else None
     try:
-        if workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        if supervisor is not None:
+            supervisor.run()
         else:
             server.run()
     except KeyboardInterrupt:
         pass
-    if workers == 1 and not server.started:
+    if supervisor is not None:
+        # uvicorn's supervisor stops when a worker fails to start (the app refused its configuration) but returns
+        # normally: the operator's process manager must see the failure.
+        if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+            sys.exit(STARTUP_FAILURE)
+    elif not server.started:
         sys.exit(STARTUP_FAILURE)

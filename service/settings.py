@@ -6,6 +6,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,8 @@ DEV_AUTH_TOKEN = "textback-dev-token"  # noqa: S105 - the documented dry-run sig
 class Settings(BaseSettings):
     """textback's settings. Env prefix `TEXTBACK_`; Twilio's and OpenAI's own variable names are honoured."""
 
-    model_config = SettingsConfigDict(env_prefix="TEXTBACK_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a ValidationError never repeats a value (a database URL carries its password).
+    model_config = SettingsConfigDict(env_prefix="TEXTBACK_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = "sqlite:///./var/textback.db"
     # Start-up waits this long in all for an unreachable database (retrying) before it stops with an error.
@@ -227,6 +229,22 @@ class Settings(BaseSettings):
     @property
     def llm_enabled(self) -> bool:
         return bool(self.openai_api_key)
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})  # noqa: S104 - compared, never bound
+
+
+def public_url_problem(public_url: str) -> str | None:
+    """Why TEXTBACK_PUBLIC_URL cannot be the address Twilio calls in live mode (None: it can). Twilio signs the
+    exact URL it calls, and every webhook is checked against this one: start-up, `doctor` and `twilio configure`
+    all ask here."""
+    if public_url == DEV_PUBLIC_URL:
+        return "TEXTBACK_PUBLIC_URL is not set"
+    if not public_url.startswith("https://"):
+        return f"TEXTBACK_PUBLIC_URL is {public_url}, not https"
+    if (urlsplit(public_url).hostname or "") in LOCAL_HOSTS:
+        return f"TEXTBACK_PUBLIC_URL is {public_url}: Twilio cannot reach this machine's own address"
+    return None
 
 
 def describe_invalid(exc: ValidationError) -> str:

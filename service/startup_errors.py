@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from service.db import make_engine
 from service.errors import StartupError, TextbackError
-from service.settings import DEV_PUBLIC_URL, SUPPORTED_DATABASES, describe_invalid
+from service.settings import SUPPORTED_DATABASES, describe_invalid, public_url_problem
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -110,13 +110,11 @@ def check_port(host: str, port: int) -> None:
 def check_public_url(settings: Settings) -> None:
     """Live mode (Twilio credentials set) needs the https URL Twilio calls: Twilio signs that exact URL, and every
     webhook checked against another one is refused with 403."""
-    if settings.dry_run or settings.public_url.startswith("https://"):
-        return
-    why = ("live mode (Twilio credentials set) needs the public https URL Twilio calls, such as "
-           "https://textback.example.com: Twilio signs that URL and every webhook is checked against it")
-    if settings.public_url == DEV_PUBLIC_URL:
-        raise StartupError(f"TEXTBACK_PUBLIC_URL is not set: {why}")
-    raise StartupError(f"TEXTBACK_PUBLIC_URL is {settings.public_url}, not https: {why}")
+    problem = None if settings.dry_run else public_url_problem(settings.public_url)
+    if problem is not None:
+        raise StartupError(f"{problem}: live mode (Twilio credentials set) needs the public https URL Twilio calls, "
+                           "such as https://textback.example.com: Twilio signs that URL and every webhook is checked "
+                           "against it")
 
 
 def preflight(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:

@@ -243,11 +243,16 @@ def test_brokers_reload_command_refuses_then_applies(tmp_path: Path) -> None:
     brokers.write_text(EDITED.replace("timezone: America/Los_Angeles\n    ", "timezone: Pacific\n    ", 1))
     refused = textback(tmp_path, "brokers", "reload")
     assert refused.returncode == 1
-    assert f"{brokers}:10: brokers[0].timezone: 'Pacific' is not an IANA timezone" in refused.stderr
+    assert f"{brokers}:10: brokers[0].timezone: 'Pacific' is not an IANA time zone" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "cli.db").exists()
 
     brokers.write_text(EDITED)
+    no_database = textback(tmp_path, "brokers", "reload")  # never creates or migrates the service's database
+    assert no_database.returncode == 1
+    assert "textback db upgrade" in no_database.stderr
+    assert not (tmp_path / "cli.db").exists()
+    assert textback(tmp_path, "db", "upgrade").returncode == 0
     applied = textback(tmp_path, "brokers", "reload")
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines()[1:] == [

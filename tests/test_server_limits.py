@@ -21,6 +21,7 @@ from service import server
 from service.logs import uvicorn_log_config
 from service.server import ConnectionLimits, GuardedH11Protocol, ServerConfig, Throttled
 from service.settings import Settings
+from tests.slow_clients import free_port
 
 REQUEST = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -231,3 +232,11 @@ def test_carry_limits_into_spawned_worker_processes() -> None:
     loop = copy.get_loop_factory()()
     assert loop.get_exception_handler() is server.loop_exception_handler
     loop.close()
+
+
+def test_run_exits_3_when_a_worker_process_fails_to_start() -> None:
+    """`--workers N`: uvicorn's supervisor stops when a worker exits 3 (the app refused its configuration), and
+    the runner exits 3 too, so a process manager sees the failure instead of a clean stop."""
+    with pytest.raises(SystemExit) as stopped:
+        server.run("tests.failing_app:app", host="127.0.0.1", port=free_port(), workers=2, settings=Settings())
+    assert stopped.value.code == 3

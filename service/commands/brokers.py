@@ -15,8 +15,9 @@ from sqlmodel import Session, select
 
 from service.broker_reload import CheckedFile, check_file, load_guard, reload_file
 from service.broker_set import Applied, changes_between, latest_generation
-from service.db import create_schema, make_engine
+from service.db import MissingDatabase, open_database
 from service.errors import TextbackError
+from service.migrations.runner import schema_status
 from service.models import Broker
 from service.settings import Settings, describe_invalid, get_settings
 from service.templates import load_templates
@@ -30,8 +31,17 @@ def _settings() -> Settings:
 
 
 def _engine(settings: Settings) -> Engine:
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
+    """The service's database as it is: never created or migrated here (a rolling upgrade's new CLI must not
+    change the schema under the processes still serving); `textback db upgrade` does that."""
+    try:
+        engine = open_database(settings.database_url)
+    except MissingDatabase as exc:
+        raise click.ClickException(f"{exc} (or `textback db upgrade`)") from None
+    status = schema_status(engine)
+    if not status.up_to_date:
+        engine.dispose()
+        raise click.ClickException(f"the database schema is at revision {status.current or 'none'}, this release's "
+                                   f"is {status.head}: run `textback db upgrade` first")
     return engine
 
 

@@ -9,17 +9,26 @@ from pathlib import Path
 import click
 from alembic import command
 from alembic.script import Script
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.db import make_engine, normalize_url
 from service.errors import MigrationRefused
 from service.migrations.runner import alembic_config, schema_status, upgrade_database
-from service.settings import Settings
+from service.settings import Settings, describe_invalid
 
 
 def _where(url: str) -> str:
     return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
+def _database_url() -> str:
+    """TEXTBACK_DATABASE_URL, or one line naming each invalid setting (never a value: it may hold a password)."""
+    try:
+        return Settings().database_url
+    except ValidationError as exc:
+        raise click.ClickException(describe_invalid(exc)) from None
 
 
 @click.group()
@@ -34,7 +43,7 @@ def upgrade() -> None:
     The service does the same at start-up, under the same lock. A database made before migrations is first
     brought to the baseline (missing columns, unique constraints and indexes added) and stamped; rows that
     would break a unique constraint stop it before anything changes (exit status 1)."""
-    url = Settings().database_url
+    url = _database_url()
     engine = make_engine(url)
     try:
         result = upgrade_database(engine)
@@ -60,7 +69,7 @@ def upgrade() -> None:
 @click.option("--check", is_flag=True, help="Exit with status 1 unless the database is at this release's head.")
 def current(check: bool) -> None:
     """Show the database's revision and this release's newest (head)."""
-    url = Settings().database_url
+    url = _database_url()
     engine = make_engine(url)
     try:
         status = schema_status(engine)

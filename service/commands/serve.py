@@ -23,7 +23,7 @@ from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
 from service.settings import describe_invalid, get_settings
-from service.startup_errors import preflight, startup_command
+from service.startup_errors import preflight, startup_command, where
 from service.worker import Worker
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def serve(host: str, port: int, workers: int) -> None:
     except TextbackError as exc:
         raise click.ClickException(str(exc)) from None
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
-    click.echo(f"textback on http://{host}:{port} - {mode}; database {settings.database_url.split('@')[-1]}; "
+    click.echo(f"textback on http://{host}:{port} - {mode}; database {where(settings.database_url)}; "
                f"policy set {ctx.policy_version}", err=True)
     for line in startup_lines(settings):  # which policies and prompts: ./policies, the setting or the shipped copy
         click.echo(line, err=True)

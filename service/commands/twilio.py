@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -15,10 +14,8 @@ from twilio.rest import Client
 
 from service.brokers import load_brokers
 from service.errors import ConfigError
-from service.settings import Settings, describe_invalid
+from service.settings import Settings, describe_invalid, public_url_problem
 from service.twilio.numbers import FieldChange, NumberSetup, apply_changes, find_number, twilio_client
-
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - compared, never bound
 
 
 def _refuse(reason: str) -> NoReturn:
@@ -48,9 +45,9 @@ def configure(numbers: tuple[str, ...], dry_run: bool) -> None:
         _refuse(describe_invalid(exc))
     if settings.dry_run:
         _refuse("no Twilio credentials (set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)")
-    url = settings.public_url
-    if not url.startswith("https://") or (urlsplit(url).hostname or "") in _LOCAL_HOSTS:
-        _refuse(f"TEXTBACK_PUBLIC_URL is {url}: set it to the https address Twilio calls")
+    problem = public_url_problem(settings.public_url)
+    if problem is not None:
+        _refuse(f"{problem}: set it to the https address Twilio calls")
     path = settings.resolved_brokers_file()
     try:
         brokers = [b.twilio_number for b in load_brokers(path)]

@@ -4,7 +4,6 @@ brokers file, the policies and their approval, and the LLM endpoint when one is 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -20,11 +19,9 @@ from service.migrations.runner import schema_status
 from service.policy.approvals import approve_command
 from service.policy.check import run_check
 from service.replies.llm import DEFAULT_OPENAI_BASE_URL
+from service.settings import public_url_problem
 
 LLM_CHECK_TIMEOUT = 5.0  # seconds for the whole LLM endpoint call (connect 2 s)
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - compared, never bound
-
-
 def check_mode(doc: Doctor) -> list[Check]:
     """The settings are valid (or the run stopped before this), and whether texts are really sent."""
     if doc.settings.dry_run:
@@ -37,15 +34,12 @@ def check_public_url(doc: Doctor) -> list[Check]:
     """Twilio signs every webhook against TEXTBACK_PUBLIC_URL: in live mode it must be the https address
     Twilio reaches."""
     url = doc.settings.public_url
-    host = urlsplit(url).hostname or ""
     if doc.settings.dry_run:
         return [ok("public URL", f"{url} (dry-run: Twilio never calls it)")]
-    fix = "set TEXTBACK_PUBLIC_URL to the https address Twilio calls (scheme and host, as in the console)"
-    if not url.startswith("https://"):
-        return [failed("public URL", f"TEXTBACK_PUBLIC_URL is {url}: live mode needs https", fix)]
-    if host in _LOCAL_HOSTS:
-        return [failed("public URL", f"TEXTBACK_PUBLIC_URL is {url}: Twilio cannot reach this machine's "
-                       "own address", fix)]
+    problem = public_url_problem(url)
+    if problem is not None:
+        return [failed("public URL", f"{problem}: live mode needs the https address Twilio calls",
+                       "set TEXTBACK_PUBLIC_URL to the https address Twilio calls (scheme and host, as in the console)")]
     return [ok("public URL", f"{url} (https)")]
 
 
@@ -106,9 +100,6 @@ def check_brokers(doc: Doctor) -> list[Check]:
         return [failed("brokers file", str(exc), f"correct {path} (TEXTBACK_BROKERS_FILE)")]
     numbers = ", ".join(b.twilio_number for b in doc.brokers)
     detail = f"{path}: {len(doc.brokers)} broker(s) ({numbers})"
-    if path == Path("brokers.example.yaml") and not doc.settings.dry_run:
-        return [warning("brokers file", detail + ": the shipped example, not your brokers",
-                        "write brokers.yaml (or set TEXTBACK_BROKERS_FILE) with your brokers")]
     return [ok("brokers file", detail)]
 
 
