@@ -104,8 +104,11 @@ def test_configure_only_the_numbers_given(env, account, twilio):
     ({"TWILIO_ACCOUNT_SID": None, "TWILIO_AUTH_TOKEN": None}, (),
      "twilio configure: refused: no Twilio credentials (set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"),
     ({"TEXTBACK_PUBLIC_URL": "http://textback.example.com"}, (),
-     "twilio configure: refused: TEXTBACK_PUBLIC_URL is http://textback.example.com: set it to the https address "
-     "Twilio calls"),
+     "twilio configure: refused: TEXTBACK_PUBLIC_URL is http://textback.example.com, not https: set it to the https "
+     "address Twilio calls"),
+    ({"TEXTBACK_PUBLIC_URL": "https://localhost:8443"}, (),
+     "twilio configure: refused: TEXTBACK_PUBLIC_URL is https://localhost:8443: Twilio cannot reach this machine's "
+     "own address: set it to the https address Twilio calls"),
     ({}, ("--number", "+14155550177"),
      "twilio configure: refused: +14155550177 is not a broker's twilio_number in {brokers}"),
     ({"TWILIO_AUTH_TOKEN": "wrong-token"}, (),
