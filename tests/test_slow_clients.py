@@ -63,7 +63,10 @@ def test_answer_webhooks_while_slow_and_idle_clients_are_closed() -> None:
     assert body_answer.startswith(b"HTTP/1.1 408"), body_answer
     assert body_seconds < BODY_TIMEOUT + 3
     # The process stayed inside its descriptor budget and gave them back.
-    assert result["max_open_fds"] < NOFILE * 3 // 4 + 32, summary
+    # (connections are bounded at three quarters of the budget; the rest is the process's own files: the
+    # database, the log, the metrics and the pool, which grew with the merged features, so counted from idle)
+    assert result["max_open_fds"] < baseline_fds + NOFILE * 3 // 4 + 16, (baseline_fds, summary)
+    assert result["max_open_fds"] < NOFILE - 32, summary
     assert fds_after <= baseline_fds + 5, (baseline_fds, fds_after)
     # No flood and no traceback: a few throttled lines besides one info line per webhook.
     assert result["log_bytes"] < 1000 * result["webhooks"] + 20_000, summary
