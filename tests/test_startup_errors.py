@@ -140,6 +140,19 @@ def test_startup_failure_with_debug_shows_traceback(tmp_path: Path, command: lis
 
 
 @pytest.mark.slow
+def test_brokers_file_failure_with_debug_shows_traceback(tmp_path: Path) -> None:
+    """A problem found while building the context (the brokers file) too: one line without --debug (above), the
+    traceback with it."""
+    result = run(tmp_path, ["serve", "--port", "0", "--debug"], {},
+                 brokers=BROKERS_YAML.replace("America/Los_Angeles", "Pacific", 1))
+
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ConfigError" in result.stderr
+    assert "'Pacific' is not an IANA time zone" in result.stderr
+
+
+@pytest.mark.slow
 def test_asgi_startup_failure_with_textback_debug_shows_traceback(tmp_path: Path) -> None:
     result = run(tmp_path, [], {"TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
                                 "TEXTBACK_DEBUG": "1"}, command=UVICORN)

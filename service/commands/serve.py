@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from service import server
 from service.app import create_app
 from service.context import build_context
-from service.errors import TextbackError
 from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
@@ -48,13 +47,10 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     preflight(settings, host=host, port=port)  # port free, live mode's https public URL, database reachable
-    try:
-        # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its
-        # message.
-        ctx = build_context(settings)
-        ctx.warm_up()
-    except TextbackError as exc:
-        raise click.ClickException(str(exc)) from None
+    # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its message
+    # (one line from startup_command; --debug: the traceback).
+    ctx = build_context(settings)
+    ctx.warm_up()
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
     click.echo(f"textback on http://{host}:{port} - {mode}; database {where(settings.database_url)}; "
                f"policy set {ctx.policy_version}", err=True)
@@ -78,12 +74,9 @@ def worker() -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     preflight(settings)  # live mode's https public URL, database reachable
-    try:
-        ctx = build_context(settings)
-        ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
-        _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
-    except TextbackError as exc:
-        raise click.ClickException(str(exc)) from None
+    ctx = build_context(settings)
+    ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
+    _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     runner = Worker(ctx)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     click.echo(f"textback worker pid {os.getpid()}", err=True)
