@@ -95,9 +95,13 @@ def serve(tmp_path: Path, guard_cache: Path) -> Iterator[Callable[..., Served]]:
             proc.wait(timeout=10)
 
 
+BANNER = ("textback on ", "policies: ", "prompts: ", "brokers: ")
+
+
 def _json_lines(served: Served) -> list[dict]:
-    """stderr's log lines, each parsed (a line that is no JSON fails the test); serve's own banner aside."""
-    return [json.loads(line) for line in served.lines() if line.strip() and not line.startswith("textback on ")]
+    """stderr's log lines, each parsed (a line that is no JSON fails the test); serve's own banner aside (where it
+    listens, and which policies, prompts and brokers it uses: service.resources.startup_lines)."""
+    return [json.loads(line) for line in served.lines() if line.strip() and not line.startswith(BANNER)]
 
 
 def _stop(served: Served) -> None:
