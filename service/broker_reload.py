@@ -61,7 +61,9 @@ def check_file(path: Path, guard: Any, templates: Any) -> CheckedFile:
     except FileNotFoundError:
         before = ""  # load_brokers says "not found" with the fix
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the brokers file ({exc.strerror or type(exc).__name__})") from None
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError(f"{path}: cannot read the brokers file ({reason}); set TEXTBACK_BROKERS_FILE to a "
+                          "readable YAML file") from None
     configs = load_brokers(path)
     if guard is not None:
         findings = broker_findings(guard, templates, configs, path)
