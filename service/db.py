@@ -27,6 +27,11 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def display_url(url: str) -> str:
+    """The database URL for a message or a checklist line: the driver textback uses, the password hidden."""
+    return make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)

@@ -10,17 +10,12 @@ import click
 from alembic import command
 from alembic.script import Script
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service.db import make_engine, normalize_url
+from service.db import display_url, make_engine
 from service.errors import MigrationRefused
 from service.migrations.runner import alembic_config, schema_status, upgrade_database
 from service.settings import Settings, describe_invalid
-
-
-def _where(url: str) -> str:
-    return make_url(normalize_url(url)).render_as_string(hide_password=True)
 
 
 def _database_url() -> str:
@@ -50,10 +45,10 @@ def upgrade() -> None:
     except MigrationRefused as exc:
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
-        raise click.ClickException(f"cannot reach the database at {_where(url)}: {exc.orig}") from None
+        raise click.ClickException(f"cannot reach the database at {display_url(url)}: {exc.orig}") from None
     finally:
         engine.dispose()
-    click.echo(f"database: {_where(url)}")
+    click.echo(f"database: {display_url(url)}")
     if result.created_tables or result.changed_tables:
         click.echo("made before migrations: brought to the baseline "
                    f"({len(result.created_tables)} tables created, {len(result.changed_tables)} altered) and stamped")
@@ -74,7 +69,7 @@ def current(check: bool) -> None:
     try:
         status = schema_status(engine)
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot read the database at {_where(url)}: {type(exc).__name__}") from None
+        raise click.ClickException(f"cannot read the database at {display_url(url)}: {type(exc).__name__}") from None
     finally:
         engine.dispose()
     if status.current is not None:
@@ -83,7 +78,7 @@ def current(check: bool) -> None:
         now = "none (tables made before migrations)"
     else:
         now = "none (empty database)"
-    click.echo(f"database: {_where(url)}\ncurrent: {now}\nhead: {status.head}")
+    click.echo(f"database: {display_url(url)}\ncurrent: {now}\nhead: {status.head}")
     click.echo("up to date" if status.up_to_date else "behind: run `textback db upgrade`")
     if check and not status.up_to_date:
         raise SystemExit(1)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from service.brokers import load_brokers
-from service.db import make_engine, normalize_url
+from service.db import display_url, make_engine, normalize_url
 from service.doctor.core import Check, Doctor, failed, ok, warning
 from service.errors import ConfigError
 from service.migrations.runner import schema_status
@@ -47,7 +47,7 @@ def check_database(doc: Doctor) -> list[Check]:
     """The database answers and holds every textback table. Leaves the engine on `doc` for later checks
     (check_migrations, right after this one)."""
     url = make_url(normalize_url(doc.settings.database_url))
-    shown = url.render_as_string(hide_password=True)
+    shown = display_url(doc.settings.database_url)
     create = "run `textback db upgrade` (serve does it at start-up): it creates the tables"
     if url.drivername.startswith("sqlite") and (
         not url.database or url.database == ":memory:" or not Path(url.database).exists()
