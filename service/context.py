@@ -35,6 +35,7 @@ from service.settings import Settings
 from service.spool import Spool
 from service.templates import TemplateSet, load_templates
 from service.twilio.client import TwilioGateway
+from service.wakeup import install_notify
 
 logger = logging.getLogger("textback.context")
 
@@ -253,6 +254,8 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     retention = load_retention(settings.policies_dir)
     check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)
+    if settings.listen_notify:
+        install_notify(engine)  # PostgreSQL: a transaction that queues work wakes the other processes' sweeps
     upgrade_database(engine)  # under the migration lock: processes starting together take turns
     try:
         brokers, generation, guard = start_brokers(settings, engine, configs, brokers_sha, guard=guard,

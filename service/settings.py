@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=15.0, gt=0)
     keep_alive_seconds: int = Field(default=5, ge=1)
     worker_poll_seconds: float = 1.0
+    # After a webhook's response, each kind of work has its own bounded threads in every process (service.lanes):
+    # sends, and reply processing (the LLM has TEXTBACK_LLM_CONCURRENCY). Work that finds its lane full stays a
+    # row (a pending text, a received reply) for the sweep.
+    send_threads: int = Field(default=8, ge=1)
+    reply_threads: int = Field(default=4, ge=1)
+    # PostgreSQL: every transaction that queues a text or stores a reply says so (NOTIFY); each sweeping process
+    # listens, so a worker in another process starts at once instead of at its next poll. Off: poll only.
+    listen_notify: bool = True
     weekly_digest: bool = True  # Mondays from 08:00 broker time: last week's headline numbers to alert_to
     # A text left in 'sending' (or a reply left in 'processing') longer than this is treated as abandoned by a
     # dead process: it goes back to the queue (a text as an unknown outcome, reconciled before any resend).

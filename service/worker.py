@@ -5,10 +5,13 @@ its own work is done at once (after the response has gone to Twilio); a worker t
 sweeps the tables for anything due, left behind by a crash, or waiting for a retry. Claims are atomic
 compare-and-set updates, so any number of processes can share one database without doubling a text.
 
-A reply is processed where it is found (after its webhook, or by the sweep) when the rules settle it. A reply
-that needs the LLM goes to the process's LLM pool (`service.llm_pool`), and its texts are sent when the LLM
-call ends; when the pool is full it stays received for a later sweep. Neither webhooks nor sends nor the
-sweep ever wait for the LLM. Likewise CRM webhooks go out from a thread of their own (service.crm_delivery),
+Each kind of after-response work has bounded threads of its own (service.lanes): sends go to the send lane,
+replies to the reply lane; a reply that needs the LLM goes on to the process's LLM pool (`service.llm_pool`),
+and its texts go to the send lane when the LLM call ends. So a Twilio that hangs delays only sends, a slow
+reply only replies, the LLM only LLM work, and none of them holds a thread webhooks run on. Work that finds its
+lane or pool full stays a row (pending, received) for the sweep. The sweep thread itself only finds what is
+due and hands it to the lanes; it is woken by the process's own events, and on PostgreSQL by other processes'
+NOTIFY (service.wakeup), with the poll as the fallback. Likewise CRM webhooks go out from a thread of their own (service.crm_delivery),
 woken by each sweep and by every commit that queued one, so a slow CRM holds up nothing else.
 
 A reply's claim carries a token, the attempt number it set. Processing writes its result only in a
@@ -19,11 +22,14 @@ update finds no row and everything the processing would have done is rolled back
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -35,11 +41,13 @@ from service.alerts import alert_reply, pending_ids
 from service.broker_reload import poll_brokers
 from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
+from service.lanes import Lane
 from service.llm_pool import LLMPool
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
 from service.replay import database_unavailable, replay_spool
 from service.retention import automatic_purge
+from service.wakeup import Listener
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -68,12 +76,13 @@ class _ClaimLost(Exception):
     """The reply was taken back by another worker: this processing must not act on it."""
 
 
-def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = None) -> list[int]:
+def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = None,
+                    send: Callable[[list[int]], object] | None = None) -> list[int]:
     """Claim one received message and run the conversation on it; returns ids of texts queued.
 
-    With `llm`, a reply that needs the LLM is handed to that pool (which sends its texts when done) and []
-    is returned at once; when the pool is full the reply is not claimed and waits for a later sweep. Without
-    `llm`, everything happens here, the LLM call included.
+    With `llm`, a reply that needs the LLM is handed to that pool (which hands its texts to `send` when done,
+    default: sends them itself) and [] is returned at once; when the pool is full the reply is not claimed and
+    waits for a later sweep. Without `llm`, everything happens here, the LLM call included.
     """
     with Session(ctx.engine, expire_on_commit=False) as session:
         inbound = session.get(InboundMessage, inbound_id)
@@ -92,7 +101,7 @@ def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = N
     if pool is None:
         return _process_claimed(ctx, inbound_id, token)
     try:
-        pool.run(lambda: _process_and_send(ctx, inbound_id, token))
+        pool.run(lambda: _process_and_send(ctx, inbound_id, token, send or partial(sender.send_due, ctx)))
     except RuntimeError:  # the pool shut down meanwhile: give the reply back for the next process's sweep
         _release(ctx, inbound_id, token, "received")
     return []
@@ -134,11 +143,11 @@ def _release(ctx: AppContext, inbound_id: int, token: int, status: str) -> bool:
         ).rowcount == 1
 
 
-def _process_and_send(ctx: AppContext, inbound_id: int, token: int) -> None:
-    """A job on the LLM pool: process the claimed reply (the LLM call included), then send its texts."""
+def _process_and_send(ctx: AppContext, inbound_id: int, token: int, send: Callable[[list[int]], object]) -> None:
+    """A job on the LLM pool: process the claimed reply (the LLM call included), then hand its texts to `send`."""
     ids = _process_claimed(ctx, inbound_id, token)
     try:
-        sender.send_due(ctx, ids)
+        send(ids)
     except Exception as exc:  # the texts are rows: the sweep sends them
         log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
         ctx.wake.set()
@@ -217,48 +226,120 @@ def due_inbound_ids(ctx: AppContext) -> list[int]:
 
 
 class Worker:
-    """Does each webhook's follow-up work at once, and sweeps for anything due in a background thread."""
+    """Does each webhook's follow-up work at once on its lanes, and sweeps for anything due in a background
+    thread."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        settings = ctx.settings
         # Replies that need the LLM, read in a pool of their own (none without an LLM: rules only).
         self.llm: LLMPool | None = (
-            LLMPool(ctx.settings.llm_concurrency, on_free=ctx.wake.set) if ctx.settings.llm_enabled else None
+            LLMPool(settings.llm_concurrency, on_free=ctx.wake.set) if settings.llm_enabled else None
         )
+        self.sends = Lane("send", settings.send_threads, on_free=ctx.wake.set)
+        self.replies = Lane("reply", settings.reply_threads, on_free=ctx.wake.set)
         self.crm_webhooks = DeliveryLoop(ctx)  # a thread of its own: a slow CRM never holds up texts
+        self.listener: Listener | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge: float | None = None
         self._sweep = True
 
-    def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
-        """Runs after the response went to Twilio (a background task): send and process right now (a reply
-        that needs the LLM is handed to the LLM pool, which sends its texts when it is done)."""
+    def send(self, ids: list[int]) -> Future[object] | None:
+        """Hand texts to the send lane, sent one after the other in this order; None when there is nothing to
+        send or the lane is full (the rows stay pending: the sweep sends them)."""
+        if not ids:
+            return None
+        return self.sends.submit(("texts", *ids), partial(self._guarded, "send", sender.send_due, self.ctx, list(ids)))
+
+    def reply(self, inbound_id: int) -> Future[object] | None:
+        """Hand a received reply to the reply lane: processed there (or passed on to the LLM pool), its texts
+        then handed to the send lane; the job's result is the send's future. None when the lane is full."""
+        return self.replies.submit(("reply", inbound_id), partial(self._guarded, "reply", self._reply, inbound_id))
+
+    def _reply(self, inbound_id: int) -> Future[object] | None:
+        return self.send(process_inbound(self.ctx, inbound_id, llm=self.llm, send=self.send))
+
+    def _guarded(self, kind: str, job: Callable[..., object], *args: object) -> object:
+        """A lane job whose failure is logged and leaves its rows for the sweep (woken now)."""
+        try:
+            return job(*args)
+        except Exception as exc:  # the rows are still pending or received: the sweep takes them up again
+            log(logger, logging.ERROR, "follow-up failed; left for the sweep", kind=kind, exc_type=type(exc).__name__)
+            self.ctx.wake.set()
+            return None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the lanes and the LLM pool have no job (tests, shutdown); False if some remain."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lanes = [self.replies, *([self.llm] if self.llm is not None else []), self.sends]
+            for lane in lanes:
+                if not lane.wait_idle(max(0.0, deadline - time.monotonic())):
+                    return False
+            if all(lane.busy == 0 for lane in lanes):  # nothing handed on meanwhile
+                return True
+
+    async def after_webhook(self, send_ids: list[int], inbound_ids: list[int]) -> None:
+        """Runs after the response went to Twilio (a background task on the event loop, holding no thread):
+        hands the texts to the send lane and the replies to the reply lane, then waits for them (a reply
+        handed to the LLM pool is not waited for: the pool sends its texts when it is done)."""
+        waits: list[asyncio.Future[object]] = []
+        sent = self.send(send_ids)
+        if sent is not None:
+            waits.append(asyncio.wrap_future(sent))
+        waits.extend(asyncio.ensure_future(self._reply_then_send(inbound_id)) for inbound_id in inbound_ids)
+        for result in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(result, Exception):
+                log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(result).__name__)
+                self.ctx.wake.set()
+
+    async def _reply_then_send(self, inbound_id: int) -> None:
+        processed = self.reply(inbound_id)
+        if processed is None:
+            return
+        sent = await asyncio.wrap_future(processed)
+        if isinstance(sent, Future):
+            await asyncio.wrap_future(sent)
+
+    def follow_up(self, send_ids: list[int], inbound_ids: list[int]) -> None:
+        """after_webhook in the calling thread (the sweep's replay of spooled webhooks, in order)."""
         try:
             ids = list(send_ids)
             for inbound_id in inbound_ids:
-                ids.extend(process_inbound(self.ctx, inbound_id, llm=self.llm))
+                ids.extend(process_inbound(self.ctx, inbound_id, llm=self.llm, send=self.send))
             sender.send_due(self.ctx, ids)
         except Exception as exc:  # the sweep will pick the rows up again
             log(logger, logging.ERROR, "follow-up failed; left for the sweep", exc_type=type(exc).__name__)
             self.ctx.wake.set()
 
-    def run_once(self) -> dict[str, int]:
+    def run_once(self, *, dispatch: bool = False) -> dict[str, int]:
         """One sweep: take up a newer brokers generation (or an edited brokers file: service.broker_reload),
         replay webhooks spooled during a database outage (first, so a spooled STOP is applied
         before anything is sent), process received replies (those that need the LLM go to its pool), queue the
         unworked-handoff reminders that are due (service.handoff_sla) and the weekly digests (service.weekly_digest),
         send every due text, send the due CRM
-        webhooks (in their own thread when it runs), and (hourly) apply the retention."""
+        webhooks (in their own thread when it runs), and (hourly) apply the retention.
+
+        `dispatch` (the sweep thread): replies and texts are handed to their lanes instead of being done here,
+        so a hanging send never holds up the next sweep's replies; the counts are then of texts handed on."""
         self.poll_brokers()
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:
-            self.after_webhook(replayed.send_ids, replayed.inbound_ids)
+            self.follow_up(replayed.send_ids, replayed.inbound_ids)
         for inbound_id in due_inbound_ids(self.ctx):
-            process_inbound(self.ctx, inbound_id, llm=self.llm)
+            if dispatch:
+                self.reply(inbound_id)
+            else:
+                process_inbound(self.ctx, inbound_id, llm=self.llm, send=self.send)
         handoff_sla.sweep(self.ctx)  # unworked handoffs: the reminders due are queued, then sent below
         weekly_digest.sweep(self.ctx)  # Monday mornings: last week's numbers to each broker, sent below
-        counts = sender.send_due(self.ctx)
+        if dispatch:
+            due = sender.due_ids(self.ctx)
+            handed = sum(self.send([msg_id]) is not None for msg_id in due)
+            counts = {"dispatched": handed} if handed else {}
+        else:
+            counts = sender.send_due(self.ctx)
         self.crm_webhooks.sweep()
         self._apply_retention()
         return counts
@@ -286,7 +367,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 if self._sweep:
-                    self.run_once()
+                    self.run_once(dispatch=True)
                 else:
                     self.poll_brokers()
             except Exception as exc:  # a sweep failure (database down) is retried
@@ -300,6 +381,8 @@ class Worker:
         self._sweep = sweep
         if sweep:
             self.crm_webhooks.start()
+            if self.listener is None:
+                self.listener = Listener.start_for(self.ctx)  # PostgreSQL: other processes' new work wakes us
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="textback-worker", daemon=True)
             self._thread.start()
@@ -317,6 +400,11 @@ class Worker:
             self._thread.join(timeout=10)
             self._thread = None
         self.crm_webhooks.stop()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+        self.replies.shutdown(timeout=10)
         if self.llm is not None:
             # Running LLM jobs end by their deadline; give them that long to write their result.
             self.llm.shutdown(timeout=self.ctx.settings.llm_timeout_seconds + 5)
+        self.sends.shutdown(timeout=self.ctx.settings.send_timeout_seconds + 5)

@@ -298,10 +298,11 @@ def post():
               signature: str | None = None, public_url: str = PUBLIC_URL) -> httpx.Response:
         sig = signature if signature is not None else sign(token=token, url=public_url + path, params=params)
         response = client.post(path, data=params, headers={"X-Twilio-Signature": sig})
-        # Like the webhook's own background work, a reply handed to the LLM pool is finished before we return.
-        pool = getattr(getattr(client.app.state, "worker", None), "llm", None)
-        if pool is not None:
-            assert pool.wait_idle(60), "LLM jobs still running a minute after the webhook"
+        # Like the webhook's own background work, a reply handed to the LLM pool (and the texts it then hands to
+        # the send lane) is finished before we return.
+        worker = getattr(client.app.state, "worker", None)
+        if worker is not None:
+            assert worker.wait_idle(60), "follow-up work still running a minute after the webhook"
         return response
 
     return _post

@@ -89,8 +89,8 @@ def test_send_opener_at_once_while_llm_calls_hang(client, post, twilio_api, ctx,
         assert not [item for item in between if item.startswith("send")], events.items
         assert statuses(ctx) == {**dict.fromkeys(REPLIERS[:POOL], "processing"),
                                  **dict.fromkeys(REPLIERS[POOL:], "received")}
-        pool = client.app.state.worker.llm
-        assert pool.wait_idle(DEADLINE + 10)
+        worker = client.app.state.worker  # the LLM pool, and the send lane its texts go to
+        assert worker.wait_idle(DEADLINE + 10)
         # The calls hit their deadline: a person takes each of those replies (acknowledgement and alert).
         after = events.items[opener + 1 :]
         assert all(f"send {caller}" in after for caller in REPLIERS[:POOL]), events.items
@@ -102,7 +102,7 @@ def test_send_opener_at_once_while_llm_calls_hang(client, post, twilio_api, ctx,
         clock.shift(timedelta(seconds=10))
         client.app.state.worker.run_once()
         events.add("sweep-returned")
-        assert pool.wait_idle(DEADLINE + 10)
+        assert worker.wait_idle(DEADLINE + 10)
     finally:
         release.set()
     swept = events.items[events.index("sweep-returned") :]

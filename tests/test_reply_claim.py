@@ -67,9 +67,7 @@ def test_process_reply_once_when_sweep_reclaims_slow_extraction(client, post, tw
     finally:
         release.set()
     webhook.join(30)
-    pool = getattr(client.app.state.worker, "llm", None)
-    if pool is not None:
-        assert pool.wait_idle(30)
+    assert client.app.state.worker.wait_idle(30)
 
     row = inbound(ctx)
     assert len(calls) == 2
