@@ -4,8 +4,8 @@ Every transaction that queues a text or stores a reply (an INSERT into the outbo
 it is issued: ORM or core) sends `NOTIFY textback_work` in that same transaction, just before it commits, so
 the notification goes out exactly when the work becomes visible, and never for a transaction rolled back. Each
 process whose sweep runs has a listener thread with its own connection; a notification from another process
-sets the context's wake event, so that process's sweep starts at once instead of at its next poll. A process's
-own notifications are ignored (its webhook already hands its work to its lanes). The poll stays as the fallback:
+sets the context's wake event, so that process's sweep starts at once instead of at its next poll. A context's
+own notifications (its engine's token) are ignored: its webhooks already hand their work to its lanes. The poll stays as the fallback:
 a listener that loses its connection reconnects, and meanwhile the poll still finds everything.
 
 SQLite is one machine's file: the process's own wake event (ctx.wake) is all there is.
@@ -14,18 +14,20 @@ SQLite is one machine's file: the process's own wake event (ctx.wake) is all the
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
 from service.logs import log
 
+from sqlalchemy.engine import Engine
+
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection
 
     from service.context import AppContext
 
@@ -34,12 +36,13 @@ logger = logging.getLogger("textback.wakeup")
 CHANNEL = "textback_work"
 QUEUES_WORK = re.compile(r"\s*INSERT\s+INTO\s+\"?(outboundmessage|inboundmessage)\b", re.IGNORECASE)
 _FLAG = "textback_queued_work"
-_tokens: dict[int, str] = {}
+_tokens: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
-def process_token() -> str:
-    """This process's payload on the channel (a fresh one after a fork)."""
-    return _tokens.setdefault(os.getpid(), uuid.uuid4().hex)
+def token_for(engine: Engine) -> str:
+    """The payload `engine`'s transactions notify with: its own listener ignores it (that context's webhooks
+    hand their work to its own lanes)."""
+    return _tokens.setdefault(engine, uuid.uuid4().hex)
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -50,6 +53,7 @@ def install_notify(engine: Engine) -> None:
     """Make every committing transaction on `engine` that inserted a text or a reply NOTIFY the channel."""
     if not is_postgres(engine):
         return
+    token = token_for(engine)
 
     @event.listens_for(engine, "after_cursor_execute")
     def _mark(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -61,7 +65,7 @@ def install_notify(engine: Engine) -> None:
         if conn.info.pop(_FLAG, False):
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, process_token()))
+                cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, token))
             finally:
                 cursor.close()
 
@@ -102,7 +106,7 @@ class Listener:
         return conn
 
     def _run(self) -> None:
-        own = process_token()
+        own = token_for(self.engine)
         failed = False
         while not self._stop.is_set():
             try:
