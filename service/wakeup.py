@@ -21,10 +21,9 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from service.logs import log
-
-from sqlalchemy.engine import Engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

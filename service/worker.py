@@ -273,7 +273,7 @@ class Worker:
         """Wait until the lanes and the LLM pool have no job (tests, shutdown); False if some remain."""
         deadline = time.monotonic() + timeout
         while True:
-            lanes = [self.replies, *([self.llm] if self.llm is not None else []), self.sends]
+            lanes: list[Lane | LLMPool] = [self.replies, *([self.llm] if self.llm is not None else []), self.sends]
             for lane in lanes:
                 if not lane.wait_idle(max(0.0, deadline - time.monotonic())):
                     return False

@@ -33,7 +33,8 @@ def test_wake_other_context_when_text_queued(client, post, ctx, second_ctx, list
     if not postgres(ctx):
         assert listener is None  # SQLite: one machine's file, the process's own wake event is all there is
         return
-    assert listener is not None and listener.listening.wait(WAIT)
+    assert listener is not None
+    assert listener.listening.wait(WAIT)
     second_ctx.wake.clear()
 
     assert post(client, "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer")).status_code == 200
@@ -45,7 +46,8 @@ def test_wake_other_context_when_text_queued(client, post, ctx, second_ctx, list
 def test_ignore_own_notifications_when_listening(ctx, second_ctx, listener) -> None:
     if not postgres(ctx):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
-    assert listener is not None and listener.listening.wait(WAIT)
+    assert listener is not None
+    assert listener.listening.wait(WAIT)
     second_ctx.wake.clear()
     with second_ctx.engine.begin() as conn:  # its own first, then another context's: delivered in commit order
         conn.execute(text("SELECT pg_notify(:c, :t)"), {"c": CHANNEL, "t": token_for(second_ctx.engine)})
