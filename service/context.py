@@ -174,11 +174,12 @@ class AppContext:
             raise ConfigError(findings[0] + more)
 
     def warm_up(self) -> None:
-        """Load the guard, the rules (and their date parser) and the sending policy before the first webhook,
-        so the first missed call is answered within the second like every other."""
+        """Load the guard, the rules (and dateparser, through an explicit date) and the sending policy before the
+        first webhook, so the first missed call and the first explicit date are answered like every other."""
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         self.check_templates()
-        self.rules.analyze("buying a home by March, after 5 works", datetime.now(UTC))
+        # An explicit date: the first one a process reads loads dateparser (~200 ms or more), here, not on a reply.
+        self.rules.analyze("buying a home by March 15, after 5 works", datetime.now(UTC))
         _ = self.sending_policy
 
     def close(self) -> None:

@@ -3,7 +3,10 @@ validates the configuration, then runs the app (uvicorn) or the worker. A start-
 and exit status 1 (service.startup_errors; the traceback with --debug).
 
 This module is imported only when one of its commands runs (service/cli.py lists the commands without importing
-them), so the app, uvicorn and the worker are imported at its top."""
+them). The app, the context and the worker are imported where they are built: `serve --workers N` builds none of
+them in its supervisor, which only runs the cheap checks (service.startup_errors.preflight, the brokers file's
+schema, the policy set's version) and leaves each worker process to build, validate and warm its own context
+(service.asgi; a worker that refuses its configuration stops the service with uvicorn's start-up failure)."""
 
 from __future__ import annotations
 
@@ -16,14 +19,11 @@ import click
 from pydantic import ValidationError
 
 from service import server
-from service.app import create_app
-from service.context import build_context
 from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
 from service.settings import describe_invalid, get_settings
 from service.startup_errors import preflight, startup_command, where
-from service.worker import Worker
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -47,24 +47,38 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     preflight(settings, host=host, port=port)  # port free, live mode's https public URL, database reachable
+    if workers > 1:
+        # The supervisor holds no context (hundreds of MiB it would never use): the cheap checks here, the rest
+        # in each worker, which refuses a bad template or policy as `serve` does (then the service stops).
+        from service.broker_reload import check_file
+        from service.context import start_policy_version
+
+        check_file(settings.resolved_brokers_file(), None, None)
+        _banner(settings, host, port, start_policy_version(settings))
+        share_across_workers(workers, enabled=bool(settings.metrics_token))
+        server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
+        return
+    from service.app import create_app
+    from service.context import build_context
+
     # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its message
     # (one line from startup_command; --debug: the traceback).
     ctx = build_context(settings)
     ctx.warm_up()
+    _banner(settings, host, port, ctx.policy_version)
+    share_across_workers(workers, enabled=bool(settings.metrics_token))
+    try:
+        server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings)
+    finally:
+        ctx.close()
+
+
+def _banner(settings: Settings, host: str, port: int, version: str) -> None:
     mode = "dry-run (no Twilio credentials: texts are printed, not sent)" if settings.dry_run else "live"
     click.echo(f"textback on http://{host}:{port} - {mode}; database {where(settings.database_url)}; "
-               f"policy set {ctx.policy_version}", err=True)
+               f"policy set {version}", err=True)
     for line in startup_lines(settings):  # which policies and prompts: ./policies, the setting or the shipped copy
         click.echo(line, err=True)
-    share_across_workers(workers, enabled=bool(settings.metrics_token))
-    if workers > 1:
-        ctx.close()
-        server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
-    else:
-        try:
-            server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings)
-        finally:
-            ctx.close()
 
 
 @click.command()
@@ -74,6 +88,9 @@ def worker() -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     preflight(settings)  # live mode's https public URL, database reachable
+    from service.context import build_context
+    from service.worker import Worker
+
     ctx = build_context(settings)
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
