@@ -266,11 +266,12 @@ def server_config(app: Any, *, host: str, port: int, workers: int, settings: Set
 
 
 def run(app: Any, *, host: str, port: int, workers: int, settings: Settings,
-        log_config: dict[str, Any] | None = None) -> None:
+        log_config: dict[str, Any] | None = None, sock: socket.socket | None = None) -> None:
     """Serve `app` (an ASGI app, or an import string with `workers` > 1) until stopped: what `uvicorn.run` does
     for these two cases, with our configuration. Exits 3 (uvicorn's STARTUP_FAILURE) if the server never
     started, e.g. the port is in use; `log_config` is a logging.config.dictConfig dict (default: textback's JSON
-    lines, service.logs.uvicorn_log_config)."""
+    lines, service.logs.uvicorn_log_config). `sock`: one process, serving on that already bound socket (the one
+    service.warming answered probes on during start-up)."""
     config = server_config(app, host=host, port=port, workers=workers, settings=settings,
                            fd_budget=raise_fd_limit(), log_config=log_config)
     server = uvicorn.Server(config)
@@ -279,7 +280,7 @@ def run(app: Any, *, host: str, port: int, workers: int, settings: Settings,
         if supervisor is not None:
             supervisor.run()
         else:
-            server.run()
+            server.run(sockets=[sock] if sock is not None else None)
     except KeyboardInterrupt:
         pass
     if supervisor is not None:

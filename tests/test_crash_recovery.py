@@ -110,7 +110,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 pytest.fail(f"textback serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

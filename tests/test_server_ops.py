@@ -81,7 +81,7 @@ def serve(tmp_path: Path, guard_cache: Path) -> Iterator[Callable[..., Served]]:
             if proc.poll() is not None:
                 pytest.fail(f"serve exited {proc.returncode}:\n" + "\n".join(served.lines()[-30:]))
             try:
-                if httpx.get(served.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(served.url + "/ready", timeout=1).status_code == 200:
                     return served
             except httpx.HTTPError:
                 pass

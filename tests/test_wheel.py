@@ -125,11 +125,11 @@ def test_serve_from_empty_directory_with_shipped_policies(installed, tmp_path) -
             if proc.poll() is not None:
                 pytest.fail(f"textback serve exited {proc.returncode}:\n{log.read_text(errors='replace')}")
             try:
-                return httpx.get(url + "/health", timeout=2).status_code == 200
+                return httpx.get(url + "/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, "no /health", log, START_TIMEOUT)
+        wait_for(healthy, "no /ready", log, START_TIMEOUT)
         timings["start"] = time.monotonic() - started
         said = log.read_text()
         site = bin_dir.parent / "lib"

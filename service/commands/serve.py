@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 from pydantic import ValidationError
 
-from service import server
+from service import server, warming
 from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
@@ -61,14 +61,25 @@ def serve(host: str, port: int, workers: int) -> None:
     from service.app import create_app
     from service.context import build_context
 
-    # Validate everything here so a bad brokers file, policy, template or prompt stops start-up with its message
-    # (one line from startup_command; --debug: the traceback).
-    ctx = build_context(settings)
-    ctx.warm_up()
+    # The port answers /health at once (service.warming) while everything is validated here, so a bad brokers
+    # file, policy, template or prompt stops start-up with its message (one line from startup_command; --debug:
+    # the traceback); then the same socket goes to the app.
+    sock = warming.bind(host, port, server.accept_backlog(server.raise_fd_limit()))
+    try:
+        with warming.answering(sock):
+            ctx = build_context(settings)
+            try:
+                ctx.warm_up()
+            except BaseException:
+                ctx.close()
+                raise
+    except BaseException:
+        sock.close()
+        raise
     _banner(settings, host, port, ctx.policy_version)
     share_across_workers(workers, enabled=bool(settings.metrics_token))
     try:
-        server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings)
+        server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings, sock=sock)
     finally:
         ctx.close()
 
