@@ -97,7 +97,7 @@ class Listener:
         return listener
 
     def _connect(self) -> Any:
-        import psycopg  # only on PostgreSQL
+        import psycopg  # lazy: the PostgreSQL driver, imported only by a process that listens on PostgreSQL
 
         args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
         conn = psycopg.connect(*args, **kwargs, autocommit=True)

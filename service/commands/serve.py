@@ -50,16 +50,16 @@ def serve(host: str, port: int, workers: int) -> None:
     if workers > 1:
         # The supervisor holds no context (hundreds of MiB it would never use): the cheap checks here, the rest
         # in each worker, which refuses a bad template or policy as `serve` does (then the service stops).
-        from service.broker_reload import check_file
-        from service.context import start_policy_version
+        from service.broker_reload import check_file  # lazy: no context in the --workers supervisor
+        from service.context import start_policy_version  # lazy: no context in the --workers supervisor
 
         check_file(settings.resolved_brokers_file(), None, None)
         _banner(settings, host, port, start_policy_version(settings))
         share_across_workers(workers, enabled=bool(settings.metrics_token))
         server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
         return
-    from service.app import create_app
-    from service.context import build_context
+    from service.app import create_app  # lazy: no context in the --workers supervisor
+    from service.context import build_context  # lazy: no context in the --workers supervisor
 
     # The port answers /health at once (service.warming) while everything is validated here, so a bad brokers
     # file, policy, template or prompt stops start-up with its message (one line from startup_command; --debug:
@@ -99,8 +99,8 @@ def worker() -> None:
     settings = _settings()
     configure_logging(settings.log_level)
     preflight(settings)  # live mode's https public URL, database reachable
-    from service.context import build_context
-    from service.worker import Worker
+    from service.context import build_context  # lazy: no context in the --workers supervisor
+    from service.worker import Worker  # lazy: no context in the --workers supervisor
 
     ctx = build_context(settings)
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
