@@ -455,14 +455,15 @@ def format_table(rows: list[list[str]]) -> str:
 
 
 def measure_window(setup: str, server: Server, connections: int, round_: int, forms: list[SignedForm], args: argparse.Namespace,
-                   workdir: Path, sends: Callable[[], int]) -> Window:
+                   workdir: Path, sends: Callable[[], int], *, seconds: float | None = None) -> Window:
+    seconds = args.seconds if seconds is None else seconds
     wait_idle(server.proc.pid, timeout=30)
     rows_before, sends_before = server.count_rows(), sends()
     cpu_before = cpu_seconds(server.proc.pid)
     if args.load == "wrk":
-        load = wrk_load(server.url, forms, connections, args.seconds, workdir)
+        load = wrk_load(server.url, forms, connections, seconds, workdir)
     else:
-        load = httpx_load(server.url, forms, connections, args.seconds)
+        load = httpx_load(server.url, forms, connections, seconds)
     drain = wait_idle(server.proc.pid, timeout=args.drain_limit, extra=sends if server.name == "textback" else None)
     cpu = cpu_seconds(server.proc.pid) - cpu_before
     return Window(setup=setup, server=server.name, connections=connections, round=round_, load=load, cpu_seconds=cpu,
@@ -502,11 +503,18 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
             return len(records)
 
         best: dict[str, float] = {}
+        if args.warmup > 0:  # first requests of a process (lazy imports, pools, caches) are not measured
+            for name in SERVERS:
+                warm = measure_window(label, servers[name], 8, 0, maker.make(int(args.max_rate * args.warmup)),
+                                      args, workdir, sends, seconds=args.warmup)
+                best[name] = warm.rate
+                print(f"   {name:8} warm-up: {warm.rate:8.1f} req/s ({warm.stored} stored)", flush=True)
         for connections in args.connections:
             for round_ in range(1, args.rounds + 1):
                 for name in SERVERS:
-                    expected = best.get(name, args.max_rate)
-                    forms = maker.make(int(min(args.max_rate, expected * 1.5 + 50) * args.seconds) + connections)
+                    # Enough distinct forms for 3x the best rate seen (a rate at fewer connections is lower).
+                    per_second = min(args.max_rate, max(3 * best.get(name, args.max_rate), 300.0))
+                    forms = maker.make(int(per_second * args.seconds) + connections)
                     w = measure_window(label, servers[name], connections, round_, forms, args, workdir, sends)
                     best[name] = max(best.get(name, 0.0), w.rate)
                     windows.append(w)
@@ -537,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s windows, 2 rounds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per server first")
     parser.add_argument("--max-rate", type=float, default=3000.0,
                         help="forms signed per second of window at most (the pool is sized from the best rate seen)")
     parser.add_argument("--drain-limit", type=float, default=120.0, help="seconds to wait for a server to go idle")
