@@ -293,7 +293,12 @@ def start_bare(database_url: str, workdir: Path, processes: int,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTBACK_", "TWILIO_", "BARE_"))}
     env.update({"BARE_DATABASE_URL": database_url, "BARE_AUTH_TOKEN": AUTH_TOKEN, "BARE_PUBLIC_URL": PUBLIC_URL})
     log = workdir / "bare.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "bare_app.py"), "--host", "127.0.0.1",
+    # Started like the `textback` script: a main module that imports nothing heavy, so uvicorn's `--workers`
+    # children answer its health check (5 s) at once and import the app after (a busy box takes longer than 5 s
+    # to import Litestar, and the supervisor would kill and restart the worker forever).
+    launcher = (f"import sys; sys.path[:0] = [{str(REPO / 'benchmarks')!r}, {str(REPO)!r}]; "
+                "from bare_app import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(processes)],
                             env=env, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -479,6 +484,7 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
     print(f"== {label}: logs in {workdir}", flush=True)
     procs: list[subprocess.Popen[Any]] = []
     windows: list[Window] = []
+    finished = False
     try:
         mock, mock_url = load_test.start_mock(workdir)
         procs.append(mock)
@@ -489,7 +495,7 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
         engine = bare_engine(dbs.bare)
         BareModel.metadata.create_all(engine)  # before the workers start, so they never race to create it
         engine.dispose()
-        bare_proc, bare_url = start_bare(dbs.bare, workdir, processes, timeout=120)
+        bare_proc, bare_url = start_bare(dbs.bare, workdir, processes, timeout=240)
         procs.append(bare_proc)
         textback_proc, textback_url = load_test.start_service(env, workdir, processes, timeout=240)
         procs.append(textback_proc)
@@ -522,11 +528,12 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
                           f"{w.load.p50_ms:7.1f} ms, p99 {w.load.p99_ms:7.1f} ms, CPU {w.cpu_ms:6.2f} ms/req "
                           f"({w.stored} stored, {w.sends} sent, {w.load.errors} errors, drain {w.drain_seconds:.1f} s"
                           f"{', FORMS RAN OUT' if w.load.exhausted else ''})", flush=True)
+        finished = True
     finally:
         for proc in reversed(procs):
             load_test.stop(proc)
         dbs.cleanup()
-        if not args.keep:
+        if finished and not args.keep:  # on a failure the logs stay for reading
             shutil.rmtree(workdir, ignore_errors=True)
     return windows
 
