@@ -495,9 +495,9 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
         engine = bare_engine(dbs.bare)
         BareModel.metadata.create_all(engine)  # before the workers start, so they never race to create it
         engine.dispose()
-        bare_proc, bare_url = start_bare(dbs.bare, workdir, processes, timeout=240)
+        bare_proc, bare_url = start_bare(dbs.bare, workdir, processes, timeout=args.start_timeout)
         procs.append(bare_proc)
-        textback_proc, textback_url = load_test.start_service(env, workdir, processes, timeout=240)
+        textback_proc, textback_url = load_test.start_service(env, workdir, processes, timeout=args.start_timeout)
         procs.append(textback_proc)
         servers = {
             "bare": Server("bare", bare_proc, bare_url, row_counter(dbs.bare, "bare_call")),
@@ -555,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per server first")
     parser.add_argument("--max-rate", type=float, default=3000.0,
                         help="forms signed per second of window at most (the pool is sized from the best rate seen)")
+    parser.add_argument("--start-timeout", type=float, default=600.0,
+                        help="seconds a server may take to start (a busy box: minutes for textback's workers)")
     parser.add_argument("--drain-limit", type=float, default=120.0, help="seconds to wait for a server to go idle")
     parser.add_argument("--pg-url", default=os.environ.get("TEXTBACK_BENCH_POSTGRES_SERVER",
                                                            "postgresql://postgres@127.0.0.1:5432"))
