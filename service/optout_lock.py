@@ -380,6 +380,13 @@ def _row_lock_query() -> Select[bool | None]:
 _ROW_LOCK = _row_lock_query()
 
 
+def _pool_has_room(engine: Engine) -> bool:
+    """Whether the pool's steady connections are not all checked out: a send taking its lock early holds two
+    connections for a moment (the lock's and the claim's), so under a crowd of sends it takes one, as before."""
+    checkedout, size = getattr(engine.pool, "checkedout", None), getattr(engine.pool, "size", None)
+    return not (callable(checkedout) and callable(size)) or checkedout() < size()
+
+
 @contextmanager
 def hold_row_for_send(engine: Engine, msg_id: int) -> Iterator[EarlyHold]:
     """PostgreSQL: take the shared lock of text `msg_id`'s number BEFORE its claim, in one statement that never
@@ -388,7 +395,7 @@ def hold_row_for_send(engine: Engine, msg_id: int) -> Iterator[EarlyHold]:
     a text that needs no lock, a lock held by a change, no connection) nothing is held and the send takes the
     lock after its claim as ever (`hold_for_send`). Released on `release()` or on exit, whichever comes first."""
     hold = EarlyHold()
-    if engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql" or not _pool_has_room(engine):
         yield hold
         return
     try:

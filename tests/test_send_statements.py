@@ -8,6 +8,8 @@ which also counts the delivery callbacks already stored for the SID.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,8 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from service import outbox, sender, store
+from service import optout_lock, outbox, sender, store
+from service.db import session_scope
 from service.models import DeliveryEvent, Lead, MessageStatus, OptOut, OutboundMessage
 from tests.helpers import BROKER, BROKER2, CALLER, message_json, rendered, sent_texts
 
@@ -144,3 +147,43 @@ def test_defer_opener_not_yet_due_without_sending(ctx, twilio_api) -> None:
     assert sender.send_one(ctx, msg_id) is None
     assert sent_texts(twilio_api["messages"]) == []
     assert row(ctx, msg_id).status == MessageStatus.pending
+
+
+def test_suppress_send_when_opt_out_commits_while_send_waits_for_its_lock(ctx, twilio_api) -> None:
+    msg_id = queue_opener(ctx)
+    broker_id = ctx.broker_for(BROKER).id
+    result: list[str | None] = []
+    with Session(ctx.engine) as change:  # an opt-out in progress holds the number's lock
+        optout_lock.lock_for_change(change, broker_id, CALLER, wait=5)
+        change.add(OptOut(broker_id=broker_id, phone=CALLER, opted_out=True, source="keyword:STOP",
+                          said_at=datetime.now(UTC)))
+        change.flush()
+        sending = threading.Thread(target=lambda: result.append(sender.send_one(ctx, msg_id)))
+        sending.start()
+        time.sleep(0.5)
+        assert result == [], "the send waits for the opt-out's transaction"
+        change.commit()
+    sending.join(30)
+    assert result == [MessageStatus.suppressed]
+    assert sent_texts(twilio_api["messages"]) == []
+
+
+def test_hold_opt_out_until_early_locked_send_is_done(ctx) -> None:
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes the number's lock after the claim (its file lock), never before")
+    msg_id = queue_opener(ctx)
+    committed = threading.Event()
+
+    def opt_out() -> None:
+        with session_scope(ctx.engine) as session:
+            store.set_opt_out(session, broker_id=ctx.broker_for(BROKER).id, phone=CALLER, opted_out=True,
+                              source="test", wait_seconds=30)
+        committed.set()
+
+    with optout_lock.hold_row_for_send(ctx.engine, msg_id) as early:
+        assert early.locked
+        changing = threading.Thread(target=opt_out)
+        changing.start()
+        assert not committed.wait(0.5), "the opt-out waits for the send that locked the number before its claim"
+    changing.join(30)
+    assert committed.is_set()
