@@ -257,7 +257,8 @@ def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> in
     """Write the row's changes in ONE UPDATE that also returns how many failure callbacks are already stored for
     its SID (usually none: then nothing more is read)."""
     _settle(msg)
-    changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()}
+    changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()} or {
+        "status": msg.status}
     early = select(func.count()).select_from(DeliveryEvent).where(
         col(DeliveryEvent.message_sid) == msg.twilio_sid, col(DeliveryEvent.status).in_(FAILED_DELIVERY))
     with session.no_autoflush:

@@ -1,7 +1,7 @@
 """TwiML answers, built with the twilio SDK's VoiceResponse / MessagingResponse.
 
-The answers that depend only on a broker's fields and the public URL (the missed-call message, the dial) and
-the constant ones are built once per distinct arguments and kept (bounded): ElementTree per request was a
+The answer that depends only on a broker's fields and the public URL (the missed-call message) and the
+constant ones are built once per distinct arguments and kept (bounded): ElementTree per request was a
 measurable share of a missed call's CPU. The strings are immutable, so a cached answer is the same bytes."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ MISSED_MESSAGE = (
 )
 
 
-@lru_cache(maxsize=1024)  # per broker (and screening on or off): arguments from the brokers file and settings
 def dial_broker(*, forward_to: str, caller_id: str | None, ring_seconds: int, action: str, screen_url: str | None) -> str:
     """Ring the broker's cell; the dial action tells us whether the call was missed."""
     response = VoiceResponse()
