@@ -1,7 +1,8 @@
 """Send queued texts: claim -> send-time gates -> deliver (or reconcile) -> retry or permanent error.
 
-send_due() claims pending rows with an atomic compare-and-set (so two processes never send the same row),
-asks the send-time gates (service.sending.gates.at_send: the opt-out afresh, quiet hours again, the line
+send_due() claims pending rows with an atomic compare-and-set (so two processes never send the same row; the
+plain case's claim returns the row and re-checks the opt-out in its WHERE, see send_one), asks the send-time
+gates (service.sending.gates.at_send: the opt-out afresh when the claim did not, quiet hours again, the line
 type), then sends through the Twilio SDK (or prints in dry-run) holding the number's opt-out lock shared
 across the request (service/optout_lock.py: an opt-out waits for it, so no text is requested after an
 opt-out committed), and records the SID, or schedules a retry with jittered backoff, or records a permanent
