@@ -28,6 +28,9 @@ write lock (it reads the opt-out in a deferred, read-only transaction and writes
 A send waits at most `send_wait` for the shared lock and is retried later when it cannot have it; a change waits
 at most `change_wait` (longer than any send's request can hold the lock) and then goes ahead regardless, with
 an error logged: an opt-out is never lost to a lock.
+
+Size: the lock's two sides, on both databases, the one opt-out statement and the early lock a send takes before
+its claim belong together (one guarantee, one key); splitting them would spread the argument across modules.
 """
 
 from __future__ import annotations
