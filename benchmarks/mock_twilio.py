@@ -303,6 +303,7 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real API behind httpx's pool
         server_version = "mock-twilio/1.0"
+        disable_nagle_algorithm = True  # TCP_NODELAY on each accepted socket: no ~40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: object) -> None:  # the stdlib's name
             pass
@@ -313,9 +314,9 @@ def _handler_for(mock: MockTwilio) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
+            # Headers and body in one send: written apart, the body waits for the client's delayed ACK (Nagle).
+            self._headers_buffer.append(b"\r\n" + body)  # end_headers' blank line, then the body
+            self.flush_headers()
             if record is not None:
                 with mock._lock:
                     record.status, record.responded_at = status, time.time()

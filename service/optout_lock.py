@@ -12,9 +12,12 @@ its sender sees the opt-out and drops it: no text is requested after an opt-out'
 changes to one number (START and STOP at once, two STOPs) run one after the other, each reading what the other
 committed: the final state is the one of the request that committed last, and one confirmation goes out.
 
-PostgreSQL: transaction-level advisory locks on a 64-bit hash of the number, `pg_advisory_xact_lock` in the
-changing transaction and `pg_advisory_xact_lock_shared` on a connection the send holds for the length of its
-request (released by the transaction's end, so a crash or an exception never leaks one).
+PostgreSQL: transaction-level advisory locks on a 64-bit hash of the number computed by the server (`_pg_key`,
+so a send can lock the number of the row it is about to claim without reading the row first),
+`pg_advisory_xact_lock` in the changing transaction and `pg_advisory_xact_lock_shared` on a connection the send
+holds for the length of its request (released by the transaction's end, so a crash or an exception never leaks
+one). A send usually takes it before its claim (`hold_row_for_send`): the claim's own opt-out condition
+(`opted_out_clause`) is then the read under the lock, and a send is three statements (lock, claim, outcome).
 
 SQLite (one host by nature): `fcntl.flock` on one of 256 lock files next to the database file
 (`<database>.locks/NN.lock`, the bucket a hash of the number), shared or exclusive, from any process. Ordering
@@ -25,6 +28,9 @@ write lock (it reads the opt-out in a deferred, read-only transaction and writes
 A send waits at most `send_wait` for the shared lock and is retried later when it cannot have it; a change waits
 at most `change_wait` (longer than any send's request can hold the lock) and then goes ahead regardless, with
 an error logged: an opt-out is never lost to a lock.
+
+Size: the lock's two sides, on both databases, the one opt-out statement and the early lock a send takes before
+its claim belong together (one guarantee, one key); splitting them would spread the argument across modules.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
     Integer,
     Select,
     String,
@@ -51,19 +59,29 @@ from sqlalchemy import (
     bindparam,
     case,
     event,
+    false,
     func,
+    literal,
     or_,
     select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Mapped, aliased
 from sqlmodel import col
 
 from service.errors import NumberBusy
 from service.logs import log
-from service.models import Broker, OptOut, UTCDateTime
+from service.models import (
+    ALLOWED_AFTER_OPTOUT,
+    Audience,
+    Broker,
+    MessageStatus,
+    OptOut,
+    OutboundMessage,
+    UTCDateTime,
+)
 from service.phones import mask
 from service.sending.opt_out_policy import DEFAULT_SCOPE, Scope
 
@@ -89,10 +107,27 @@ def change_wait(settings: Settings) -> float:
 
 
 def number_key(phone: str) -> int:
-    """A signed 64-bit key for the number (PostgreSQL advisory locks take a bigint). The number alone: one lock
-    covers every broker's texts to it, whatever the opt-out scope."""
-    digest = hashlib.blake2b(f"textback-optout:{phone}".encode(), digest_size=8).digest()
+    """A signed 64-bit key for the number (SQLite: its lock file's bucket). The number alone: one lock covers
+    every broker's texts to it, whatever the opt-out scope."""
+    digest = hashlib.blake2b(f"{_KEY_PREFIX}{phone}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+_KEY_PREFIX = "textback-optout:"
+
+
+def _pg_key(phone: ColumnElement[str] | Mapped[str]) -> ColumnElement[int]:
+    """The number's advisory-lock key on PostgreSQL (a bigint), computed by the server from any expression of
+    the number: a bound parameter, or the to_phone column of the text a send is about to claim. The number
+    alone: one lock covers every broker's texts to it, whatever the opt-out scope."""
+    return func.hashtextextended(literal(_KEY_PREFIX, String) + phone, 0, type_=BigInteger)
+
+
+_PHONE_KEY = _pg_key(bindparam("phone", type_=String))
+_TRY_EXCLUSIVE = select(func.pg_try_advisory_xact_lock(_PHONE_KEY))
+_WAIT_EXCLUSIVE = select(func.pg_advisory_xact_lock(_PHONE_KEY))
+_TRY_SHARED = select(func.pg_try_advisory_xact_lock_shared(_PHONE_KEY))
+_WAIT_SHARED = select(func.pg_advisory_xact_lock_shared(_PHONE_KEY))
 
 
 @dataclass(frozen=True)
@@ -116,9 +151,10 @@ class OptOutState:
 CARRIER_SOURCE = "error:"  # a carrier's block of one sending number (Twilio 21610): never the borrower's word
 
 
-@cache
-def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
-    """The one statement: the deciding row among the number's opt-out rows within the scope, or none.
+def _deciding(scope: Scope, broker_id: ColumnElement[int] | Mapped[int], phone: ColumnElement[str] | Mapped[str]
+              ) -> Select[bool, str, datetime, int, str, str, str]:
+    """The deciding row among the number's opt-out rows within the scope, for any expressions of the broker and
+    the number (bound parameters in `_state_query`, a text's own columns in `opted_out_clause`).
 
     Counted: the broker's own row (whatever its source), and in scope `brokerage` or `all` the other brokers'
     rows in the scope that record the borrower's words (not a carrier block, which stops its own number only).
@@ -126,10 +162,10 @@ def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str
     Deciding: the broker's own carrier block first (its `carrier_blocked_at`, or a row from before that column
     whose source is one), reported as opted out by the carrier whatever the row's word says; else the latest
     word (said_at, or updated_at on an older row; the newer row id breaks a tie)."""
-    row, owner = OptOut, aliased(Broker, name="owner")
-    # Built once per scope (the statement's Python construction costs more than SQLite's answer), run with both.
-    broker_id, phone = bindparam("broker_id", type_=Integer), bindparam("phone", type_=String)
-    own = col(row.broker_id) == broker_id
+    row, owner, me = aliased(OptOut, name="optout_row"), aliased(Broker, name="owner"), aliased(Broker, name="me")
+    # The broker asked about is joined (`me`), and every condition compares its id: SQLite refuses an outer
+    # column in a correlated subquery's ORDER BY (the claim's WHERE), and accepts it in a join's ON.
+    own = col(row.broker_id) == col(me.id)
     carrier_source = col(row.source).like(f"{CARRIER_SOURCE}%")
     own_block = and_(own, or_(col(row.carrier_blocked_at).is_not(None), and_(col(row.opted_out), carrier_source)))
     said = func.coalesce(col(row.said_at), col(row.updated_at), type_=UTCDateTime())
@@ -139,18 +175,34 @@ def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str
         case((own_block, func.coalesce(col(row.carrier_blocked_at), said, type_=UTCDateTime())), else_=said),
         col(row.broker_id), col(owner.name), col(owner.brokerage), col(owner.twilio_number),
     )
-    query = select(*columns).join(owner, col(owner.id) == col(row.broker_id)).where(col(row.phone) == phone)
+    query = (select(*columns).join(owner, col(owner.id) == col(row.broker_id)).join(me, col(me.id) == broker_id)
+             .where(col(row.phone) == phone))
     if scope == "broker":
         query = query.where(own)
     else:
         word = ~carrier_source
         if scope == "brokerage":
-            me = aliased(Broker, name="me")
             same = col(me.brokerage_key) == col(owner.brokerage_key)  # never true for a NULL (unsynced) key
-            query = query.join(me, col(me.id) == broker_id).where(or_(own, and_(word, same)))
+            query = query.where(or_(own, and_(word, same)))
         else:
             query = query.where(or_(own, word))
     return query.order_by(case((own_block, 1), else_=0).desc(), said.desc(), col(row.id).desc()).limit(1)
+
+
+@cache
+def _state_query(scope: Scope) -> Select[bool, str, datetime, int, str, str, str]:
+    """The one statement: the deciding row (`_deciding`) for bound `broker_id` and `phone`, or none.
+    Built once per scope (the statement's Python construction costs more than SQLite's answer), run with both."""
+    return _deciding(scope, bindparam("broker_id", type_=Integer), bindparam("phone", type_=String))
+
+
+@cache
+def opted_out_clause(scope: Scope) -> ColumnElement[bool]:
+    """Whether a text's own recipient is opted out for its broker under `scope`, as a condition on the
+    outboundmessage row being updated (the claim's WHERE): the same deciding row as `opt_out_state`."""
+    deciding = _deciding(scope, col(OutboundMessage.broker_id), col(OutboundMessage.to_phone))
+    first = deciding.with_only_columns(deciding.selected_columns[0]).scalar_subquery()
+    return func.coalesce(first, false())
 
 
 def opt_out_state(conn: Connection | Session, broker_id: int, phone: str, scope: Scope = DEFAULT_SCOPE
@@ -225,21 +277,21 @@ def _release_session_locks(session: Session, transaction: object) -> None:
 def lock_for_change(session: Session, broker_id: int, phone: str, *, wait: float) -> None:
     """Take the number's lock exclusively until the session's transaction ends (re-entrant within it).
     `broker_id` only names the change in a log line: the lock is the number's, for every broker."""
-    key = number_key(phone)
     connection = session.connection()  # on SQLite: BEGIN IMMEDIATE, the write lock before the file lock
     if connection.dialect.name == "postgresql":
-        if connection.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+        if connection.execute(_TRY_EXCLUSIVE, {"phone": phone}).scalar():
             return
         try:
             with session.begin_nested():
                 session.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                session.execute(_WAIT_EXCLUSIVE, {"phone": phone})
                 session.execute(text("SELECT set_config('lock_timeout', '0', true)"))
         except OperationalError:
             log(logger, logging.ERROR, "opt-out applied without its number lock (a send held it too long)",
                 phone=mask(phone), broker_id=broker_id, waited_s=wait)
         return
     held: dict[int, int] = session.info.setdefault(_HELD, {})
+    key = number_key(phone)
     bucket = key % BUCKETS
     if bucket in held:
         return
@@ -263,7 +315,6 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float,
 
     Raises NumberBusy when the lock cannot be had within `wait` seconds. The body must not write to the
     database nor change an opt-out (that takes the lock exclusively): record the outcome after the `with`."""
-    key = number_key(phone)
     if engine.dialect.name == "postgresql":
         try:
             conn = engine.connect()  # held for the request: the lock lives in its transaction
@@ -271,9 +322,9 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float,
             raise NumberBusy("no connection for the number's opt-out lock") from exc
         with conn:
             try:
-                if not conn.execute(text("SELECT pg_try_advisory_xact_lock_shared(:k)"), {"k": key}).scalar():
+                if not conn.execute(_TRY_SHARED, {"phone": phone}).scalar():
                     conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(wait * 1000)}ms"})
-                    conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": key})
+                    conn.execute(_WAIT_SHARED, {"phone": phone})
             except OperationalError as exc:
                 raise NumberBusy("the number's opt-out lock is held") from exc
             try:
@@ -281,7 +332,7 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float,
             finally:
                 conn.rollback()  # ends the transaction: releases the lock
         return
-    fd = _flock(_lock_file(engine, key), fcntl.LOCK_SH, wait)
+    fd = _flock(_lock_file(engine, number_key(phone)), fcntl.LOCK_SH, wait)
     if fd is None:
         raise NumberBusy("the number's opt-out lock is held")
     try:
@@ -294,6 +345,78 @@ def hold_for_send(engine: Engine, broker_id: int, phone: str, *, wait: float,
         yield opted_out
     finally:
         _release(fd)
+
+
+class EarlyHold:
+    """The shared lock of a text's number, taken before its claim (`hold_row_for_send`); `locked` while held."""
+
+    def __init__(self, conn: Connection | None = None) -> None:
+        self._conn = conn
+
+    @property
+    def locked(self) -> bool:
+        return self._conn is not None
+
+    def release(self) -> None:
+        """End the lock's transaction (idempotent): before the outcome is written, and at the latest on exit."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except SQLAlchemyError:
+            conn.invalidate()  # a broken connection: closing it ends its transaction and the lock with it
+        finally:
+            conn.close()
+
+
+def _row_lock_query() -> Select[bool | None]:
+    """Lock, shared and without waiting, the number of the text with id :id when it is a text the opt-out stops
+    (and due for the plain claim: pending, outcome known); NULL when it needs no lock."""
+    needs = and_(col(OutboundMessage.audience) == Audience.borrower,
+                 col(OutboundMessage.purpose).not_in(ALLOWED_AFTER_OPTOUT),
+                 col(OutboundMessage.status) == MessageStatus.pending, col(OutboundMessage.unknown_outcome).is_(False))
+    locked = func.pg_try_advisory_xact_lock_shared(_pg_key(col(OutboundMessage.to_phone)))
+    return select(case((needs, locked), else_=None)).where(col(OutboundMessage.id) == bindparam("id", type_=Integer))
+
+
+_ROW_LOCK = _row_lock_query()
+
+
+def _pool_has_room(engine: Engine) -> bool:
+    """Whether the pool's steady connections are not all checked out: a send taking its lock early holds two
+    connections for a moment (the lock's and the claim's), so under a crowd of sends it takes one, as before."""
+    checkedout, size = getattr(engine.pool, "checkedout", None), getattr(engine.pool, "size", None)
+    return not (callable(checkedout) and callable(size)) or checkedout() < size()
+
+
+@contextmanager
+def hold_row_for_send(engine: Engine, msg_id: int) -> Iterator[EarlyHold]:
+    """PostgreSQL: take the shared lock of text `msg_id`'s number BEFORE its claim, in one statement that never
+    waits, so the claim's opt-out condition (`opted_out_clause`, a fresh statement) is the read under the lock
+    and no separate read is needed. Yields a hold that is `locked` only when it got the lock; otherwise (SQLite,
+    a text that needs no lock, a lock held by a change, no connection) nothing is held and the send takes the
+    lock after its claim as ever (`hold_for_send`). Released on `release()` or on exit, whichever comes first."""
+    hold = EarlyHold()
+    if engine.dialect.name != "postgresql" or not _pool_has_room(engine):
+        yield hold
+        return
+    try:
+        conn = engine.connect()
+    except SQLAlchemyError:  # the slow path says what is wrong (NumberBusy, a retry) as ever
+        yield hold
+        return
+    try:
+        got = conn.execute(_ROW_LOCK, {"id": msg_id}).scalar()
+    except SQLAlchemyError:
+        got = None
+    hold = EarlyHold(conn)
+    if not got:
+        hold.release()
+    try:
+        yield hold
+    finally:
+        hold.release()
 
 
 # --------------------------------------------------------------------------------------------- the reason

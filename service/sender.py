@@ -1,7 +1,8 @@
 """Send queued texts: claim -> send-time gates -> deliver (or reconcile) -> retry or permanent error.
 
-send_due() claims pending rows with an atomic compare-and-set (so two processes never send the same row),
-asks the send-time gates (service.sending.gates.at_send: the opt-out afresh, quiet hours again, the line
+send_due() claims pending rows with an atomic compare-and-set (so two processes never send the same row; the
+plain case's claim returns the row and re-checks the opt-out in its WHERE, see send_one), asks the send-time
+gates (service.sending.gates.at_send: the opt-out afresh when the claim did not, quiet hours again, the line
 type), then sends through the Twilio SDK (or prints in dry-run) holding the number's opt-out lock shared
 across the request (service/optout_lock.py: an opt-out waits for it, so no text is requested after an
 opt-out committed), and records the SID, or schedules a retry with jittered backoff, or records a permanent
@@ -17,7 +18,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import update
+from sqlalchemy import func, inspect, or_, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from service import alerts, metrics, one_time, optout_lock
@@ -70,18 +72,60 @@ def _status_callback(ctx: AppContext) -> str:
     return f"{ctx.settings.public_url}/twilio/sms/status"
 
 
+def _claim_checked(session: Session, ctx: AppContext, msg_id: int, now: datetime) -> OutboundMessage | None:
+    """The claim of the plain case, returning the row: due, its outcome known, and (a text the opt-out stops)
+    its number not opted out in the scope (optout_lock.opted_out_clause, the at-send opt-out read folded into
+    the claim's WHERE). None when any of that fails: the full path (`_claim`) then says which."""
+    allowed_anyway = or_(col(OutboundMessage.audience) != Audience.borrower,
+                         col(OutboundMessage.purpose).in_(ALLOWED_AFTER_OPTOUT))
+    msg = session.execute(
+        update(OutboundMessage)
+        .where(col(OutboundMessage.id) == msg_id, col(OutboundMessage.status) == MessageStatus.pending,
+               col(OutboundMessage.next_attempt_at) <= now, col(OutboundMessage.unknown_outcome).is_(False),
+               or_(allowed_anyway, ~optout_lock.opted_out_clause(ctx.sending_policy.opt_out_scope)))
+        .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+        .returning(OutboundMessage),
+        execution_options={"synchronize_session": False},
+    ).scalars().first()
+    session.commit()
+    return msg
+
+
+def _may_look_up(ctx: AppContext, msg: OutboundMessage) -> bool:
+    """The send-time line-type gate may ask Twilio Lookup (gates.line_type_allows)."""
+    return bool(ctx.settings.line_type_lookup and ctx.gateway is not None and msg.purpose == Purpose.opener)
+
+
+def _settle(msg: OutboundMessage) -> None:
+    """A settled text to the team keeps its one-time secrets hashed only (a sign-in code, a link's token)."""
+    if msg.audience == Audience.broker and msg.status not in {MessageStatus.pending, MessageStatus.sending}:
+        msg.body = one_time.scrub(msg.body, msg.purpose)
+
+
 def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> str | None:
-    """Claim and send one pending text; returns its new status, or None if another worker had it."""
+    """Claim and send one pending text; returns its new status, or None if another worker had it.
+
+    The plain case is three statements: the claim returning the row with the opt-out re-checked in its WHERE,
+    the opt-out lock's read (on PostgreSQL the lock is taken before the claim, whose WHERE is then that read),
+    and the outcome's UPDATE, which also counts the delivery callbacks that beat it (tests/test_send_statements).
+    Anything else (not due, another worker's, an outcome to reconcile, opted out) takes the full path."""
     now = now or utcnow()
-    with Session(ctx.engine, expire_on_commit=False) as session:
-        if not _claim(session, msg_id, now):
-            return None
-        msg = session.get(OutboundMessage, msg_id)
-        if msg is None:  # just claimed, in this session
-            raise RuntimeError(f"claimed text {msg_id} not found")
-        follow_up = _send_claimed(ctx, session, msg, now)
-        if msg.audience == Audience.broker and msg.status not in {MessageStatus.pending, MessageStatus.sending}:
-            msg.body = one_time.scrub(msg.body, msg.purpose)  # settled: a sign-in code or a link is kept hashed only
+    with Session(ctx.engine, expire_on_commit=False) as session, \
+            optout_lock.hold_row_for_send(ctx.engine, msg_id) as early:
+        msg = _claim_checked(session, ctx, msg_id, now)
+        checked = msg is not None
+        if msg is None:
+            early.release()
+            if not _claim(session, msg_id, now):
+                return None
+            msg = session.get(OutboundMessage, msg_id)
+            if msg is None:  # just claimed, in this session
+                raise RuntimeError(f"claimed text {msg_id} not found")
+        elif _may_look_up(ctx, msg):
+            early.release()  # never hold the number's lock across a Lookup request: taken again to send
+        follow_up = _send_claimed(ctx, session, msg, now, early=early, opt_out_checked=checked)
+        early.release()  # the outcome is written without the lock (recording may change the opt-out: 21610)
+        _settle(msg)
         session.add(msg)
         session.commit()
     if follow_up:
@@ -89,8 +133,10 @@ def send_one(ctx: AppContext, msg_id: int, *, now: datetime | None = None) -> st
     return msg.status
 
 
-def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: datetime) -> list[int]:
-    """Everything between the claim and the request; returns ids of alerts queued because of a failure."""
+def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: datetime, *,
+                  early: optout_lock.EarlyHold, opt_out_checked: bool) -> list[int]:
+    """Everything between the claim and the request; returns ids of alerts queued because of a failure.
+    `early`: the number's lock when taken before the claim; `opt_out_checked`: the claim re-checked the opt-out."""
     if msg.unknown_outcome and ctx.gateway is not None:
         # An earlier attempt may have reached Twilio: ask first, whatever happened since (an opt-out included),
         # so the row says what Twilio knows and the text is never sent twice.
@@ -106,13 +152,14 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
             log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
             metrics.text(msg.audience, "reconciled")
             return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
-    verdict = gates.at_send(session, ctx, msg, now)
+    verdict = gates.at_send(session, ctx, msg, now, opt_out_checked=opt_out_checked)
     if verdict.kind is not Kind.allow:
+        early.release()
         return _hold(ctx, session, msg, verdict)
     session.add(msg)
     session.commit()  # the claim is ours: no transaction (on SQLite, the write lock) across the send
     _record(ctx, msg, verdict, now)  # written with the outcome's UPDATE, not a statement of its own
-    return _deliver(ctx, session, msg)
+    return _deliver(ctx, session, msg, early)
 
 
 def _record(ctx: AppContext, msg: OutboundMessage, verdict: Verdict, now: datetime) -> None:
@@ -162,15 +209,21 @@ def _request(ctx: AppContext, msg: OutboundMessage) -> SendResult | SendError | 
         return _as_send_error(exc)
 
 
-def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[int]:
+def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: optout_lock.EarlyHold) -> list[int]:
     """Send (or print, in dry-run); returns ids of alerts queued because of a failure.
 
     A borrower text holds its number's opt-out lock (shared) across the request and re-reads the opt-out under
     it: an opt-out either committed before (the text is dropped) or waits until the request has been made.
+    When the lock was taken before the claim (`early`, PostgreSQL), the claim's opt-out condition was that read.
     The outcome is recorded after the lock is released (recording may itself change the opt-out: 21610)."""
     opted_out, outcome = False, None
     try:
-        if msg.audience == Audience.borrower and msg.purpose not in ALLOWED_AFTER_OPTOUT:
+        if msg.audience == Audience.borrower and msg.purpose not in ALLOWED_AFTER_OPTOUT and early.locked:
+            try:
+                outcome = _request(ctx, msg)
+            finally:
+                early.release()
+        elif msg.audience == Audience.borrower and msg.purpose not in ALLOWED_AFTER_OPTOUT:
             with optout_lock.hold_for_send(ctx.engine, msg.broker_id, msg.to_phone,
                                            wait=optout_lock.send_wait(ctx.settings),
                                            scope=ctx.sending_policy.opt_out_scope) as opted_out:
@@ -198,16 +251,40 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage) -> list[in
     return _apply_early_delivery_events(ctx, session, msg, None, None)
 
 
+FAILED_DELIVERY = ("failed", "undelivered")
+
+
+def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> int:
+    """Write the row's changes in ONE UPDATE that also returns how many failure callbacks are already stored for
+    its SID (usually none: then nothing more is read)."""
+    _settle(msg)
+    changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()} or {
+        "status": msg.status}
+    early = select(func.count()).select_from(DeliveryEvent).where(
+        col(DeliveryEvent.message_sid) == msg.twilio_sid, col(DeliveryEvent.status).in_(FAILED_DELIVERY))
+    with session.no_autoflush:
+        found = session.execute(
+            update(OutboundMessage).where(col(OutboundMessage.id) == msg.id).values(changed)
+            .returning(early.scalar_subquery()),
+            execution_options={"synchronize_session": False},
+        ).scalar_one()
+    for key, value in changed.items():
+        set_committed_value(msg, key, value)  # written: the commit has nothing more to flush
+    return int(found)
+
+
 def _apply_early_delivery_events(
     ctx: AppContext, session: Session, msg: OutboundMessage, listed_status: str | None, listed_error: int | None
 ) -> list[int]:
     """A status callback can beat the stored SID, and a reconciled message can already have failed: apply
     what is known about the SID now, so a bounced opener still marks the lead and alerts the broker."""
-    failures = [(listed_status, listed_error)] if listed_status in {"failed", "undelivered"} else []
+    failures = [(listed_status, listed_error)] if listed_status in FAILED_DELIVERY else []
+    if not failures and not _write_counting_early_failures(session, msg):
+        return []
     failures += [
         (e.status, e.error_code)
         for e in session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == msg.twilio_sid))
-        if e.status in {"failed", "undelivered"}
+        if e.status in FAILED_DELIVERY
     ]
     for status, code in failures:
         msg.delivery_status = status

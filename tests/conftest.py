@@ -94,15 +94,12 @@ def outbound_attempts():
 # The service under test: a real database, the real twilio SDK with only its HTTP boundary mocked (respx).
 
 import os  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import respx  # noqa: E402
 
-from service.policy.guard import GuardResult, OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
+from service.policy.guard import OutputGuard  # noqa: E402 - cheap: guardrails loads in `load`
 from tests.helpers import (  # noqa: E402
     BROKERS_YAML,
     MESSAGES_URL,
@@ -163,34 +160,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: s
     engine.dispose()
 
 
-class RememberingGuard(OutputGuard):
-    """The real output guard, answering a text it has already checked with the verdict it gave then.
-
-    Every `ctx` start-up runs all sample templates and broker values through the guard (0.12 s a test, a third
-    of a test's set-up); the verdict is a pure function of the text, the required values and the template, so
-    the session's guard remembers it. Guard errors are never remembered, and each caller gets its own lists.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._verdicts: dict[tuple[object, ...], GuardResult] = {}
-
-    def check(self, text: str, *, required: Mapping[str, str] | None = None,
-              template: str | None = None) -> GuardResult:
-        key = (text, tuple(sorted((required or {}).items())), template)
-        known = self._verdicts.get(key)
-        if known is None:
-            known = super().check(text, required=required, template=template)
-            if any(v.rule == "guard-error" for v in known.violations):
-                return known
-            self._verdicts[key] = known
-        return replace(known, violations=list(known.violations), warnings=list(known.warnings))
-
-
 @pytest.fixture(scope="session")
 def output_guard() -> OutputGuard:
-    """The real output guard, built once (importing guardrails takes seconds) and remembering its verdicts."""
-    return RememberingGuard.load(POLICIES)
+    """The real output guard, built once (importing guardrails takes seconds). It remembers its verdicts as in
+    production (service.policy.guard.VerdictCache), so every `ctx` start-up's check of the sample renders costs
+    a look-up after the first."""
+    return OutputGuard.load(POLICIES)
 
 
 @pytest.fixture(scope="session")

@@ -157,7 +157,8 @@ def test_block_text_every_violation_reported(guard: OutputGuard) -> None:
 
 
 def test_check_text_never_fixed(guard: OutputGuard) -> None:
-    guard.check("Rates from 5.9%")
+    fresh = OutputGuard(guard._guard, guard.rules, guard.policy_version)  # no remembered verdict: guardrails runs
+    fresh.check("Rates from 5.9%")
     call = guard._guard.history.last  # the Guard's own record of the call
     assert call.guarded_output is None  # refrained, not rewritten
     assert call.status == "fail"

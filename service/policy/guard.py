@@ -23,6 +23,11 @@ How it is built, and why:
 - guardrails is imported inside ``load`` only: importing this module stays cheap (``scan`` needs none).
 - ``check`` holds a lock around the Guard (its call history is shared state), so one OutputGuard can be used
   from several threads.
+- ``check`` remembers its verdicts (`VerdictCache`): the verdict is a pure function of the policy version, the
+  template, the exact text and the required values, and an opener's bytes are the same for every call to one
+  broker. Bounded (least recently used out), thread-safe; a guard error is never remembered (the next check
+  asks guardrails again), and each caller gets its own copy of the lists. New bytes always go through the
+  Guard.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -186,12 +192,60 @@ def _telemetry_off() -> None:
     HubTelemetry()._enabled = False  # no public switch exists
 
 
+VerdictKey = tuple[str, str | None, str, tuple[tuple[str, str], ...]]
+VERDICT_CACHE_SIZE = 4096
+
+
+class VerdictCache:
+    """The guard's verdicts by (policy version, template, exact text, required values), least recently used
+    out beyond `size`; thread-safe. Hands out copies: a caller changing its result's lists changes no other."""
+
+    def __init__(self, size: int = VERDICT_CACHE_SIZE) -> None:
+        self._size = size
+        self._verdicts: OrderedDict[VerdictKey, GuardResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(version: str, template: str | None, text: str, required: Mapping[str, str] | None) -> VerdictKey:
+        return version, template, text, tuple(sorted((required or {}).items()))
+
+    def get(self, key: VerdictKey) -> GuardResult | None:
+        with self._lock:
+            known = self._verdicts.get(key)
+            if known is None:
+                return None
+            self._verdicts.move_to_end(key)
+        return _copy(known)
+
+    def put(self, key: VerdictKey, result: GuardResult) -> None:
+        if any(v.rule == GUARD_ERROR for v in result.violations):
+            return  # a guard error is asked again next time, never remembered
+        with self._lock:
+            self._verdicts[key] = _copy(result)
+            self._verdicts.move_to_end(key)
+            while len(self._verdicts) > self._size:
+                self._verdicts.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._verdicts)
+
+
+def _copy(result: GuardResult) -> GuardResult:
+    return replace(result, violations=list(result.violations), warnings=list(result.warnings))
+
+
+GUARD_ERROR = "guard-error"
+
+
 class OutputGuard:
     """The guardrails Guard over the outbound rules. Build with `OutputGuard.load(policies_dir)`."""
 
-    def __init__(self, guard: Any, rules: list[LoadedRule], version: str) -> None:
+    def __init__(self, guard: Any, rules: list[LoadedRule], version: str, *,
+                 cache_size: int = VERDICT_CACHE_SIZE) -> None:
         self._guard = guard
         self._lock = threading.Lock()
+        self.verdicts = VerdictCache(cache_size)
         self.rules = rules
         self.policy_version = version
         self.self_test: SelfTest | None = None  # set by `load`: how many examples, and whether cached
@@ -246,18 +300,30 @@ class OutputGuard:
 
         `required`: values that must appear (the template's `requires:` and its kind's identity values);
         `template`: the template id it was rendered from, whose kind may require content by code.
+        A text checked before under the same policy version, template and required values gets the verdict
+        given then (`VerdictCache`); any other text goes through the Guard.
         """
+        key = VerdictCache.key(self.policy_version, template, text, required)
+        known = self.verdicts.get(key)
+        if known is not None:
+            return known
+        result = self._validate(text, required=required, template=template)
+        self.verdicts.put(key, result)
+        return result
+
+    def _validate(self, text: str, *, required: Mapping[str, str] | None, template: str | None) -> GuardResult:
+        """One run of the Guard (no cache)."""
         metadata = {"required": dict(required or {}), "template": template}
         try:
             with self._lock:
                 _telemetry_off()
                 outcome = self._guard.validate(text, metadata=metadata)
         except Exception as exc:  # any failure inside guardrails must block, not crash a send
-            return GuardResult(False, [Violation("guard-error", type(exc).__name__)], self.policy_version)
+            return GuardResult(False, [Violation(GUARD_ERROR, type(exc).__name__)], self.policy_version)
         violations = _violations(outcome)
         allowed = bool(outcome.validation_passed) and outcome.validated_output == text and not violations
         if not allowed and not violations:
-            violations = [Violation("guard-error", outcome.error or "validation did not pass")]
+            violations = [Violation(GUARD_ERROR, outcome.error or "validation did not pass")]
         warn_rules = [loaded.rule for loaded in self.rules if loaded.rule.severity == "warn"]
         warnings = scan(text, warn_rules, severity="warn") if warn_rules else []
         return GuardResult(allowed, violations, self.policy_version, warnings)

@@ -203,11 +203,14 @@ def lock_busy(now: datetime) -> Verdict:
     return Verdict.defer(Cause.lock_busy, "opt-out lock busy", now + timedelta(seconds=1))
 
 
-def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: datetime) -> Verdict:
-    """The checks on a claimed text just before it goes (after any reconciliation with Twilio)."""
+def at_send(session: Session, ctx: AppContext, msg: OutboundMessage, now: datetime, *,
+            opt_out_checked: bool = False) -> Verdict:
+    """The checks on a claimed text just before it goes (after any reconciliation with Twilio).
+    `opt_out_checked`: the claim itself found the number not opted out (its WHERE: optout_lock.opted_out_clause),
+    so the opt-out is not read again here (the lock's read, or the claim under the lock, still decides)."""
     if msg.audience != Audience.borrower:
         return ALLOW
-    if msg.purpose not in ALLOWED_AFTER_OPTOUT:
+    if msg.purpose not in ALLOWED_AFTER_OPTOUT and not opt_out_checked:
         state = opt_out_state(session, msg.broker_id, msg.to_phone, ctx.sending_policy.opt_out_scope)
         if state is not None and state.opted_out:
             return opted_out_before_send(msg, state)

@@ -132,10 +132,13 @@ class TwilioGateway:
     def __init__(self, *, account_sid: str, auth_token: str, api_url: str, lookup_url: str, timeout: float):
         self._http = HttpxTwilioClient(api_url=api_url, lookup_url=lookup_url, timeout=timeout)
         self._client = Client(account_sid, auth_token, http_client=self._http)
+        # Resolved once, here (no lazy race between threads): the SDK walks api -> v2010 -> account -> messages
+        # on every `client.messages`, a cost paid per send for the same list.
+        self._messages = self._client.messages
 
     def send_sms(self, *, to: str, from_: str, body: str, status_callback: str | None) -> SendResult:
         try:
-            message = self._client.messages.create(
+            message = self._messages.create(
                 to=to, from_=from_, body=body, status_callback=status_callback
             )
         except TwilioRestException as exc:
@@ -158,7 +161,7 @@ class TwilioGateway:
         Listed by To/From only (newest first): a message still queued has no DateSent yet, so filtering on it
         could miss the very message we are looking for. Creation time is compared here instead.
         """
-        for message in self._client.messages.list(to=to, from_=from_, limit=50):
+        for message in self._messages.list(to=to, from_=from_, limit=50):
             created = message.date_created
             if created is not None and created < since:
                 continue

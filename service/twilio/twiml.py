@@ -1,6 +1,12 @@
-"""TwiML answers, built with the twilio SDK's VoiceResponse / MessagingResponse."""
+"""TwiML answers, built with the twilio SDK's VoiceResponse / MessagingResponse.
+
+The answer that depends only on a broker's fields and the public URL (the missed-call message) and the
+constant ones are built once per distinct arguments and kept (bounded): ElementTree per request was a
+measurable share of a missed call's CPU. The strings are immutable, so a cached answer is the same bytes."""
 
 from __future__ import annotations
+
+from functools import cache, lru_cache
 
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
@@ -23,6 +29,7 @@ def dial_broker(*, forward_to: str, caller_id: str | None, ring_seconds: int, ac
     return str(response)
 
 
+@lru_cache(maxsize=1024)  # per broker: its name and the public URL
 def missed_call(*, broker_name: str, voicemail_action: str, transcribe_callback: str | None = None) -> str:
     """The caller hears a short message and can leave a voicemail (transcribed by Twilio when a callback is
     given: Twilio transcribes recordings of up to 2 minutes, hence max_length)."""
@@ -72,15 +79,18 @@ def say_and_hang_up(message: str) -> str:
     return str(response)
 
 
+@cache
 def empty_voice() -> str:
     return str(VoiceResponse())
 
 
+@cache
 def hangup() -> str:
     response = VoiceResponse()
     response.hangup()
     return str(response)
 
 
+@cache
 def empty_messaging() -> str:
     return str(MessagingResponse())
