@@ -33,7 +33,7 @@ from sqlalchemy import Table, exists, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
-from service import cases, hours, next_step, optout_lock
+from service import cases, hours, next_step, optout_lock, outbox
 from service.conversation import open_conversation
 from service.events import EventKind
 from service.models import (
@@ -49,7 +49,7 @@ from service.models import (
     Purpose,
     utcnow,
 )
-from service.outbox import counts_for_lead, note_stored, prepare_text
+from service.outbox import counts_for_lead, prepare_text
 from service.phones import InvalidPhone, to_e164
 from service.privacy import sid_digest
 from service.sending.gates import QueueCounts, QueueFacts, count_columns, counts_of
@@ -189,6 +189,6 @@ def open_opener(session: Session, ctx: AppContext, *, broker: Broker, event: Cal
     ).scalar()
     if event.id is None:
         raise RuntimeError(f"call event for {event.call_sid} stored meanwhile although its lead was new")
-    note_stored(queued, broker)
+    outbox.note_stored(queued, broker)
     return [msg.id]
 
