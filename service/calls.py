@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import cases, events, hours, next_step
+from service import cases, events, hours, new_caller, next_step
 from service.access import Principal
 from service.alerts import excerpt, pending_ids, queue_alert
 from service.conversation import mark_opened, text_borrower
@@ -141,6 +141,24 @@ def _missed(session: Session, ctx: AppContext, broker: Broker, caller: str | Non
     return Outcome(twiml=missed_call_twiml(ctx, broker), send_ids=ids)
 
 
+def _missed_known(session: Session, ctx: AppContext, broker: Broker, caller: str | None, event: CallEvent,
+                  facts: new_caller.Facts | None) -> Outcome | None:
+    """A missed call decided from `facts` (service.new_caller's one read): a duplicate delivery, or a new
+    caller's opener in a handful of statements. None: the ordinary path (insert the event, start_opener)."""
+    if facts is None:
+        return None
+    if facts.stored:
+        return Outcome(twiml=missed_call_twiml(ctx, broker))
+    if replayed_at.get() is not None:
+        return None  # from the spool: start_opener judges how late it is
+    ids = new_caller.open_opener(session, ctx, broker=broker, event=event, facts=facts)
+    if ids is None:
+        return None
+    log(logger, logging.INFO, "missed call", call_sid=event.call_sid, caller=mask(caller),
+        outcome=new_caller.REASON, broker_id=broker.id)
+    return Outcome(twiml=missed_call_twiml(ctx, broker), send_ids=ids)
+
+
 # -- what the caller hears ----------------------------------------------------------------------------------
 
 def _url(ctx: AppContext, path: str) -> str:
@@ -186,13 +204,17 @@ def incoming_call_twiml(ctx: AppContext, call: CallForm) -> str:
 
 # -- the calls ----------------------------------------------------------------------------------------------
 
-def incoming_call(session: Session, ctx: AppContext, call: CallForm) -> Outcome:
-    """Ring the broker (forwarding) or treat the call as already missed (carrier-forwarded)."""
+def incoming_call(session: Session, ctx: AppContext, call: CallForm, facts: new_caller.Facts | None = None) -> Outcome:
+    """Ring the broker (forwarding) or treat the call as already missed (carrier-forwarded). `facts`: what
+    service.new_caller read for a forwarded call (the handler checked it for a replay)."""
     broker = call.broker
     forwarded = is_forwarded(broker, call.forwarded_from)
     event = CallEvent(call_sid=call.call_sid, kind="voice", status="", broker_id=broker.id,
                       caller=call.caller, missed=forwarded or None,
                       reason="forwarded on no answer" if forwarded else None)
+    known = _missed_known(session, ctx, broker, call.caller, event, facts) if forwarded else None
+    if known is not None:
+        return known
     fresh = insert_once(session, event)
     if forwarded:
         if not fresh:
@@ -233,12 +255,21 @@ def missed_without_database(broker: Broker, status: str, bridged: str) -> bool:
     return status in MISSED_DIAL_STATUSES or bridged == "false" or (bridged != "true" and broker.call_screening)
 
 
-def dial_ended(session: Session, ctx: AppContext, dial: DialStatusForm) -> Outcome:
-    """The broker's leg ended: a miss gets the missed-call message and the opener; an answer hangs up."""
+def missed_by_status(dial: DialStatusForm) -> bool:
+    """classify_dial's misses that the form alone shows (no read)."""
+    return dial.status in MISSED_DIAL_STATUSES or dial.bridged == "false"
+
+
+def dial_ended(session: Session, ctx: AppContext, dial: DialStatusForm, facts: new_caller.Facts | None = None) -> Outcome:
+    """The broker's leg ended: a miss gets the missed-call message and the opener; an answer hangs up.
+    `facts`: what service.new_caller read for a miss the form shows (the handler checked it for a replay)."""
     broker = dial.broker
     missed, why = classify_dial(session, dial)
     event = CallEvent(call_sid=dial.call_sid, kind="dial-status", status=dial.status, broker_id=broker.id,
                       caller=dial.caller, missed=missed, reason=why, duration=dial.duration)
+    known = _missed_known(session, ctx, broker, dial.caller, event, facts) if missed else None
+    if known is not None:
+        return known
     if not insert_once(session, event):
         if missed:
             return Outcome(twiml=missed_call_twiml(ctx, broker))

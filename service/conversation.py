@@ -101,10 +101,15 @@ def text_borrower(
 def mark_opened(session: Session, lead: Lead, *, booking: bool) -> None:
     """The opener is queued: a new conversation starts (the first question is the loan type, unless the opener
     offers the booking link instead)."""
+    open_conversation(lead, booking=booking)
+    session.add(lead)
+
+
+def open_conversation(lead: Lead, *, booking: bool) -> None:
+    """`mark_opened` on the object only (service.new_caller writes the lead with its own INSERT)."""
     lead.state, lead.closed_reason, lead.summary_alert_sent = LeadState.opened, None, False
     lead.handoff_reasons, lead.asked = [], []
     lead.last_question = None if booking else "loan_type"
-    session.add(lead)
 
 
 def _text(session: Session, ctx: AppContext, broker: Broker, lead: Lead, purpose: str, template_id: str,

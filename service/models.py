@@ -302,6 +302,14 @@ class InboundMessage(SQLModel, table=True):
 class OutboundMessage(SQLModel, table=True):
     """A text we intend to send: persisted first, then claimed and sent by exactly one worker."""
 
+    # The queue-time gates count recent texts (service.sending.gates.count_columns): the circuit breaker's openers
+    # in the window across brokers, and a broker's texts in the last day, each a range read of one index, so the
+    # counts stay flat as the table grows.
+    __table_args__ = (
+        Index("ix_outboundmessage_purpose_created", "purpose", "created_at"),
+        Index("ix_outboundmessage_broker_created", "broker_id", "created_at"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     dedupe_key: str | None = Field(default=None, unique=True)
     broker_id: int = Field(foreign_key="broker.id", index=True)

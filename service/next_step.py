@@ -130,8 +130,14 @@ def busy_until(session: Session, broker: Broker) -> datetime | None:
 def choose(session: Session, ctx: AppContext, *, broker: Broker, kind: Kind, to: str, purpose: str,
            booking: bool = False, now: datetime | None = None) -> tuple[str, dict[str, str]]:
     """The template id for this text and the callback values it needs (none for today's wording)."""
+    return choose_knowing(ctx, broker=broker, kind=kind, to=to, purpose=purpose, busy=busy_until(session, broker),
+                          booking=booking, now=now)
+
+
+def choose_knowing(ctx: AppContext, *, broker: Broker, kind: Kind, to: str, purpose: str, busy: datetime | None,
+                   booking: bool = False, now: datetime | None = None) -> tuple[str, dict[str, str]]:
+    """`choose` with the broker's "with a client until" read already (`busy`, as stored right now)."""
     now = now or utcnow()
-    busy = busy_until(session, broker)
     if broker.hours is None and (busy is None or busy <= now):
         return template_id(kind, Step.shortly, booking=booking), {}
     read_at = quiet_hours_until(ctx, broker=broker, to=to, purpose=purpose, now=now)

@@ -43,7 +43,7 @@ class Queued:
     verdict: Verdict
 
 
-def queue_text(
+def prepare_text(
     session: Session,
     ctx: AppContext,
     *,
@@ -56,10 +56,10 @@ def queue_text(
     dedupe_key: str | None = None,
     now: datetime | None = None,
     from_phone: str | None = None,
-) -> Queued | None:
-    """Render, check and persist one text. Returns the row (its status says what will happen) with the verdict,
-    or None when the dedupe key shows it was queued already. Texts leave from the broker's number unless
-    `from_phone` says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
+    facts: gates.QueueFacts | None = None,
+) -> Queued:
+    """Render, gate and guard one text: the row, not stored yet, with the verdict that set its status. With
+    `facts` (the gates' reads, done already) no statement runs."""
     # An alert's $link defaults to the console's sign-in page (service.alerts gives each recipient their own).
     # $language_note: an alert about a lead that writes in Spanish says so.
     defaults = {**template_values(broker), "link": console_login_url(ctx.settings),
@@ -79,7 +79,7 @@ def queue_text(
     verdict = ALLOW
     if audience == Audience.borrower:
         verdict = gates.at_queue(session, ctx, broker=broker, lead=lead, to=to, purpose=purpose,
-                                 now=now or utcnow())
+                                 now=now or utcnow(), facts=facts)
         if verdict.kind is Kind.suppress:
             msg.status, msg.last_error = MessageStatus.suppressed, verdict.last_error
         else:
@@ -94,14 +94,46 @@ def queue_text(
                 verdict = gates.guarded(result)
                 msg.status, msg.last_error = MessageStatus.blocked, verdict.last_error
         verdicts.record(msg, verdict, stage="queue", now=now or utcnow(), policy_version=verdicts.version_of(ctx, msg))
-    if msg.status == MessageStatus.pending and lead is not None and purpose in AUTOMATED:
-        lead.automated_count += 1
-        session.add(lead)
-    if not insert_once(session, msg):
-        return None
-    if verdict.kind is not Kind.allow:
-        metrics.text(audience, msg.status if msg.status != MessageStatus.pending else "deferred")
-    log(logger, logging.INFO, "text queued", id=msg.id, template=template_id, status=msg.status,
-        to=mask(to), broker_id=broker.id)
     return Queued(msg, verdict)
 
+
+def counts_for_lead(msg: OutboundMessage, lead: Lead | None) -> bool:
+    """Whether storing this text uses up one of the lead's automated texts (the per-lead cap)."""
+    return msg.status == MessageStatus.pending and lead is not None and msg.purpose in AUTOMATED
+
+
+def note_stored(queued: Queued, broker: Broker) -> None:
+    """The metrics and the log line of a text just stored."""
+    msg, verdict = queued.msg, queued.verdict
+    if verdict.kind is not Kind.allow:
+        metrics.text(msg.audience, msg.status if msg.status != MessageStatus.pending else "deferred")
+    log(logger, logging.INFO, "text queued", id=msg.id, template=msg.template_id, status=msg.status,
+        to=mask(msg.to_phone), broker_id=broker.id)
+
+
+def queue_text(
+    session: Session,
+    ctx: AppContext,
+    *,
+    broker: Broker,
+    to: str,
+    template_id: str,
+    purpose: str,
+    lead: Lead | None = None,
+    values: Mapping[str, str] | None = None,
+    dedupe_key: str | None = None,
+    now: datetime | None = None,
+    from_phone: str | None = None,
+) -> Queued | None:
+    """Render, check and persist one text. Returns the row (its status says what will happen) with the verdict,
+    or None when the dedupe key shows it was queued already. Texts leave from the broker's number unless
+    `from_phone` says otherwise (only alerts ever do: a borrower hears from the broker's own number)."""
+    queued = prepare_text(session, ctx, broker=broker, to=to, template_id=template_id, purpose=purpose, lead=lead,
+                          values=values, dedupe_key=dedupe_key, now=now, from_phone=from_phone)
+    if lead is not None and counts_for_lead(queued.msg, lead):
+        lead.automated_count += 1
+        session.add(lead)
+    if not insert_once(session, queued.msg):
+        return None
+    note_stored(queued, broker)
+    return queued

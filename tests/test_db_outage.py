@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from service import conversation
+from service import outbox
 from service.models import CallEvent, InboundMessage, OptOut, OutboundMessage, utcnow
 from service.replay import replay_spool
 from tests.helpers import (
@@ -316,7 +316,7 @@ def test_keep_spool_private(tmp_path) -> None:
 def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twilio_api, ctx, monkeypatch) -> None:
     """A failure after the call event is written rolls everything back, so Twilio's retry (or the replay of the
     spooled webhook) gives the text, exactly once."""
-    real = conversation.queue_text
+    real = outbox.note_stored  # after the opener's row is written, on the new caller's path and the ordinary one
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -325,7 +325,7 @@ def test_keep_webhook_atomic_when_it_fails_after_first_write(client, post, twili
             raise OperationalError("INSERT", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("service.conversation.queue_text", flaky)
+    monkeypatch.setattr("service.outbox.note_stored", flaky)
     params = call_params(DialCallStatus="no-answer")
     assert post(client, DIAL, params).status_code == 200  # the locked database: spooled, answered from memory
     assert to_caller(twilio_api["messages"]) == []  # nothing half-written

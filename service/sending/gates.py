@@ -3,7 +3,7 @@
 Queue time (`at_queue`, borrower texts only), cheapest first: opt-out (in the scope of
 policies/sending/opt_out.yaml, one statement) -> known contact (do-not-text) ->
 number known not to take texts -> (automated texts only) circuit breaker -> caps (per lead total, per lead per
-day, per broker per day) -> quiet hours (defer, not drop). The output guard runs after these (it is the most
+day, per broker per day; their four counts in one statement) -> quiet hours (defer, not drop). The output guard runs after these (it is the most
 expensive; `guarded` turns its result into a Verdict). Send time (`at_send`): the opt-out read afresh, quiet
 hours again for a text that waited, and the line type (Twilio Lookup) for an opener, which needs the network.
 
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, and_, func, literal
 from sqlmodel import Session, col, select
 
 from service.models import (
@@ -94,66 +94,128 @@ class Verdict:
 ALLOW = Verdict()
 
 
-def _count(session: Session, *conditions: ColumnElement[bool]) -> int:
-    return session.exec(
-        select(func.count()).select_from(OutboundMessage).where(
-            col(OutboundMessage.audience) == Audience.borrower, col(OutboundMessage.status).in_(COUNTED), *conditions)
-    ).one()
+@dataclass(frozen=True)
+class QueueCounts:
+    """What the circuit breaker and the caps count, read in one statement (`count_columns`)."""
+
+    openers: int = 0  # borrower openers in the breaker window, across all brokers
+    opener_numbers: int = 0  # this broker's openers to different numbers in the breaker window
+    lead_today: int = 0  # this lead's borrower texts in the last day
+    broker_today: int = 0  # this broker's automated borrower texts in the last day
 
 
-def breaker_tripped(session: Session, ctx: AppContext, broker: Broker, now: datetime) -> str | None:
-    """Openers in the window, platform-wide and per broker to distinct numbers: too many looks like abuse."""
+@dataclass(frozen=True)
+class QueueFacts:
+    """What the queue-time gates read from the database, read already (service.new_caller folds it into its one
+    read): the opt-out is not in force, so only the known-contact answer and the counts remain."""
+
+    known_contact: bool
+    counts: QueueCounts
+
+
+def _counted(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    return and_(col(OutboundMessage.audience) == Audience.borrower, col(OutboundMessage.status).in_(COUNTED),
+                *conditions)
+
+
+def count_columns(ctx: AppContext, *, broker_id: int, lead_id: int | ColumnElement[Any] | None, opener: bool,
+                  now: datetime) -> list[Any]:
+    """The breaker's and the caps' counts as labelled scalar subqueries (the names of QueueCounts), for one
+    SELECT: the breaker's only for an opener, the lead's only for a lead. Each is answered from an index on
+    (purpose, created_at), (broker_id, created_at) or lead_id, so it stays flat as the table grows."""
     caps = ctx.sending_policy.caps
     since = now - timedelta(minutes=caps.breaker_window_minutes)
-    total = _count(session, col(OutboundMessage.purpose) == Purpose.opener, col(OutboundMessage.created_at) >= since)
-    if total >= caps.breaker_max_openers:
-        return f"circuit breaker: {total} openers in {caps.breaker_window_minutes} min across all brokers"
-    distinct = session.exec(
-        select(func.count(func.distinct(OutboundMessage.to_phone))).where(
-            OutboundMessage.broker_id == broker.id, OutboundMessage.purpose == Purpose.opener,
-            col(OutboundMessage.status).in_(COUNTED), OutboundMessage.created_at >= since)
-    ).one()
-    if distinct >= caps.breaker_max_openers_per_broker:
-        return f"circuit breaker: {distinct} openers to different numbers in {caps.breaker_window_minutes} min"
+    day_ago = now - timedelta(days=1)
+    zero = literal(0)
+    columns: list[Any] = []
+    if opener:
+        columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+            col(OutboundMessage.purpose) == Purpose.opener, col(OutboundMessage.created_at) >= since,
+        )).scalar_subquery().label("openers"))
+        columns.append(select(func.count(func.distinct(OutboundMessage.to_phone))).where(
+            col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.purpose) == Purpose.opener,
+            col(OutboundMessage.status).in_(COUNTED), col(OutboundMessage.created_at) >= since,
+        ).scalar_subquery().label("opener_numbers"))
+    else:
+        columns += [zero.label("openers"), zero.label("opener_numbers")]
+    if lead_id is None:
+        columns.append(zero.label("lead_today"))
+    else:
+        columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+            col(OutboundMessage.lead_id) == lead_id, col(OutboundMessage.created_at) >= day_ago,
+        )).scalar_subquery().label("lead_today"))
+    # The broker's daily volume of automated texts: a person's own texts are not automated and never use it up.
+    columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+        col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.created_at) >= day_ago,
+        col(OutboundMessage.purpose) != Purpose.human,
+    )).scalar_subquery().label("broker_today"))
+    return columns
+
+
+def counts_of(row: Any) -> QueueCounts:
+    """QueueCounts from a result row holding `count_columns` (by their labels)."""
+    mapping = row._mapping
+    return QueueCounts(int(mapping["openers"]), int(mapping["opener_numbers"]), int(mapping["lead_today"]),
+                       int(mapping["broker_today"]))
+
+
+def read_counts(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, opener: bool,
+                now: datetime) -> QueueCounts:
+    """The breaker's and the caps' counts: one statement."""
+    columns = count_columns(ctx, broker_id=saved_id(broker), lead_id=None if lead is None else lead.id,
+                            opener=opener, now=now)
+    return counts_of(session.exec(select(*columns)).one())
+
+
+def breaker_tripped(ctx: AppContext, counts: QueueCounts) -> str | None:
+    """Openers in the window, platform-wide and per broker to distinct numbers: too many looks like abuse."""
+    caps = ctx.sending_policy.caps
+    if counts.openers >= caps.breaker_max_openers:
+        return f"circuit breaker: {counts.openers} openers in {caps.breaker_window_minutes} min across all brokers"
+    if counts.opener_numbers >= caps.breaker_max_openers_per_broker:
+        return (f"circuit breaker: {counts.opener_numbers} openers to different numbers in "
+                f"{caps.breaker_window_minutes} min")
     return None
 
 
-def _cap_reached(session: Session, ctx: AppContext, broker: Broker, lead: Lead | None, now: datetime) -> str | None:
+def _cap_reached(ctx: AppContext, lead: Lead | None, counts: QueueCounts) -> str | None:
     caps = ctx.sending_policy.caps
-    day_ago = now - timedelta(days=1)
     if lead is not None:
         per_lead_total = ctx.settings.max_automated_texts_per_lead or caps.per_lead_total
         if lead.automated_count >= per_lead_total:
             return "per-lead cap reached"
-        if _count(session, col(OutboundMessage.lead_id) == lead.id, col(OutboundMessage.created_at) >= day_ago) >= (
-                caps.per_lead_per_day):
+        if counts.lead_today >= caps.per_lead_per_day:
             return "per-lead daily cap reached"
-    # The broker's daily volume of automated texts: a person's own texts are not automated and never use it up.
-    if _count(session, col(OutboundMessage.broker_id) == broker.id, col(OutboundMessage.created_at) >= day_ago,
-              col(OutboundMessage.purpose) != Purpose.human) >= caps.per_broker_per_day:
+    if counts.broker_today >= caps.per_broker_per_day:
         return "per-broker daily cap reached"
     return None
 
 
 def at_queue(  # one early return per gate reads best
     session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, to: str, purpose: str, now: datetime,
+    facts: QueueFacts | None = None,
 ) -> Verdict:
-    """Every gate for one borrower-facing text about to be queued, cheapest first."""
-    if purpose not in ALLOWED_AFTER_OPTOUT:
+    """Every gate for one borrower-facing text about to be queued, cheapest first. With `facts` (read already,
+    the opt-out found not in force) no statement runs."""
+    if facts is None and purpose not in ALLOWED_AFTER_OPTOUT:
         state = opt_out_state(session, saved_id(broker), to, ctx.sending_policy.opt_out_scope)
         if state is not None and state.opted_out:
             return Verdict.suppress(Cause.opted_out, describe(state))
-    if is_known_contact(session, broker, to):
+    known = (facts.known_contact or to in broker.do_not_text) if facts is not None else (
+        is_known_contact(session, broker, to))
+    if known:
         return Verdict.suppress(Cause.known_contact, "known contact (do-not-text list)")
     if lead is not None and lead.not_textable_reason:
         return Verdict.suppress(Cause.not_textable, f"not textable: {lead.not_textable_reason}")
     if purpose not in AUTOMATED:
         return allowed(ctx, broker_tz=broker.timezone, to=to, purpose=purpose, now=now)
+    counts = facts.counts if facts is not None else read_counts(
+        session, ctx, broker=broker, lead=lead, opener=purpose == Purpose.opener, now=now)
     if purpose == Purpose.opener:
-        tripped = breaker_tripped(session, ctx, broker, now)
+        tripped = breaker_tripped(ctx, counts)
         if tripped:
             return Verdict.suppress(Cause.circuit_breaker, tripped)
-    capped = _cap_reached(session, ctx, broker, lead, now)
+    capped = _cap_reached(ctx, lead, counts)
     if capped:
         return Verdict.suppress(Cause.cap, capped)
     not_before = quiet_hours_until(ctx, broker=broker, to=to, purpose=purpose, now=now)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
-from service import calls, click_to_call, events
+from service import calls, click_to_call, events, new_caller
 from service.conversation import forward_settled, handle_keyword, opt_out_in_plain_words
 from service.db import insert_once
 from service.errors import BadRequestError
@@ -63,16 +63,22 @@ Handler = Callable[[Session, "AppContext", Mapping[str, str]], Outcome]
 def handle_voice(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     """An incoming call: ring the broker (forwarding) or treat it as already missed (carrier-forwarded)."""
     call = CallForm.parse(form, ctx.broker_for)
-    if was_forgotten(session, call.call_sid):
+    # A forwarded call is a missed call: its replay check is part of the one read that decides it.
+    facts = new_caller.read(session, ctx, broker=call.broker, caller_raw=call.caller, call_sid=call.call_sid,
+                            kind="voice", status="") if calls.is_forwarded(call.broker, call.forwarded_from) else None
+    if facts.forgotten if facts is not None else was_forgotten(session, call.call_sid):
         return refuse_replay(call.call_sid, twiml.hangup())
-    return calls.incoming_call(session, ctx, call)
+    return calls.incoming_call(session, ctx, call, facts)
 
 
 def handle_dial_status(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     dial = DialStatusForm.parse(form, ctx.broker_for)
-    if was_forgotten(session, dial.call_sid):
+    # A miss the form shows: its replay check is part of the one read that decides it.
+    facts = new_caller.read(session, ctx, broker=dial.broker, caller_raw=dial.caller, call_sid=dial.call_sid,
+                            kind="dial-status", status=dial.status) if calls.missed_by_status(dial) else None
+    if facts.forgotten if facts is not None else was_forgotten(session, dial.call_sid):
         return refuse_replay(dial.call_sid, twiml.hangup())
-    return calls.dial_ended(session, ctx, dial)
+    return calls.dial_ended(session, ctx, dial, facts)
 
 
 def handle_screen(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
