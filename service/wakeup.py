@@ -4,9 +4,15 @@ Every transaction that queues a text or stores a reply (an INSERT into the outbo
 it is issued: ORM or core) sends `NOTIFY textback_work` in that same transaction, just before it commits, so
 the notification goes out exactly when the work becomes visible, and never for a transaction rolled back. Each
 process whose sweep runs has a listener thread with its own connection; a notification from another process
-sets the context's wake event, so that process's sweep starts at once instead of at its next poll. A context's
-own notifications (its engine's token) are ignored: its webhooks already hand their work to its lanes. The poll stays as the fallback:
-a listener that loses its connection reconnects, and meanwhile the poll still finds everything.
+sets the context's wake event, so that process's sweep starts at once instead of at its next poll.
+
+Only work nobody in the committing process will do notifies: a process whose own sweep runs (`handled_here`)
+hands its webhooks' work to its own lanes at once, and a lane that turns work away wakes that sweep, so its
+commits stay silent (a notification per queued text would start every other process's whole sweep, racing
+for rows already being sent, and add a round trip to every webhook). A CLI command, the console-only process
+of a deployment whose sweep runs in `textback worker`, or a test's context without a worker do notify. A
+context's own notifications (its engine's token) are ignored as well. The poll stays as the fallback: a
+listener that loses its connection reconnects, and meanwhile the poll still finds everything.
 
 SQLite is one machine's file: the process's own wake event (ctx.wake) is all there is.
 """
@@ -36,6 +42,15 @@ CHANNEL = "textback_work"
 QUEUES_WORK = re.compile(r"\s*INSERT\s+INTO\s+\"?(outboundmessage|inboundmessage)\b", re.IGNORECASE)
 _FLAG = "textback_queued_work"
 _tokens: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+_handled_here: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose process's own sweep runs
+
+
+def handled_here(engine: Engine, running: bool) -> None:
+    """Say whether `engine`'s process sweeps its own work (its worker's sweep started or stopped)."""
+    if running:
+        _handled_here.add(engine)
+    else:
+        _handled_here.discard(engine)
 
 
 def token_for(engine: Engine) -> str:
@@ -56,7 +71,7 @@ def install_notify(engine: Engine) -> None:
 
     @event.listens_for(engine, "after_cursor_execute")
     def _mark(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
-        if QUEUES_WORK.match(statement):
+        if conn.engine not in _handled_here and QUEUES_WORK.match(statement):
             conn.info[_FLAG] = True
 
     @event.listens_for(engine, "commit")

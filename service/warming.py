@@ -1,9 +1,10 @@
 """The port of `textback serve` (one process) answers while the process warms up: the context is built and the
 output guard loaded and self-checked (importing guardrails alone takes seconds) after the port is bound.
 
-Meanwhile a small thread answers on the bound socket: `GET`/`HEAD /health` 200 (the process is up), `GET /ready`
-503 "warming up", anything else 503 with `Retry-After: 1` (a webhook then goes to Twilio's fallback URL, as it
-did when the port refused connections during start-up). Once warm, the thread stops accepting and the very
+Meanwhile a small thread answers on the bound socket at once, every request 503 with `Retry-After: 1`:
+`/health` says `starting` (a load balancer pointed at /health, as the README says, keeps traffic away until
+the app serves: /health's 200 means "this process answers webhooks"), `/ready` says the warm-up is running, and
+a webhook goes to Twilio's fallback URL, as it did when the port refused connections during start-up. Once warm, the thread stops accepting and the very
 same socket goes to uvicorn; connections waiting in the listen backlog are served by the app. If warming up
 fails, the socket is closed and start-up fails as before (one or two lines, exit 1).
 """
@@ -15,7 +16,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-HEALTH = b'{"status":"ok"}'
+STARTING = b'{"status":"starting"}'
 WARMING = b'{"status":"not ready","checks":{"warm_up":"running"}}'
 
 
@@ -46,8 +47,8 @@ def answer_for(request_line: bytes) -> bytes:
     """What a probe gets while warming up, from its request line."""
     parts = request_line.split()
     method, path = (parts[0], parts[1].split(b"?", 1)[0]) if len(parts) >= 2 else (b"", b"")
-    if path == b"/health" and method in (b"GET", b"HEAD"):
-        return _answer("200 OK", HEALTH, head=method == b"HEAD")
+    if path == b"/health":
+        return _answer("503 Service Unavailable", STARTING, head=method == b"HEAD", retry=True)
     return _answer("503 Service Unavailable", WARMING, retry=True)
 
 

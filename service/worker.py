@@ -49,7 +49,7 @@ from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
 from service.replay import database_unavailable, replay_spool
 from service.retention import automatic_purge
-from service.wakeup import Listener
+from service.wakeup import Listener, handled_here
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -385,6 +385,7 @@ class Worker:
             self.crm_webhooks.start()
             if self.listener is None:
                 self.listener = Listener.start_for(self.ctx)  # PostgreSQL: other processes' new work wakes us
+            handled_here(self.ctx.engine, True)  # so this process's own commits notify nobody (service.wakeup)
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="textback-worker", daemon=True)
             self._thread.start()
@@ -402,6 +403,7 @@ class Worker:
             self._thread.join(timeout=10)
             self._thread = None
         self.crm_webhooks.stop()
+        handled_here(self.ctx.engine, False)
         if self.listener is not None:
             self.listener.stop()
             self.listener = None

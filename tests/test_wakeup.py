@@ -68,3 +68,24 @@ def test_start_listener_with_sweep_only_on_postgres(ctx) -> None:
     finally:
         runner.stop()
     assert runner.listener is None
+
+
+def test_stay_silent_when_own_sweep_runs_the_work(client, post, ctx, second_ctx, listener) -> None:
+    """A process whose own sweep runs hands its webhooks' texts to its own lanes: its commits wake no other
+    process (a notification per opener would start every other process's whole sweep). A marker notification
+    sent afterwards is the only one the other context sees (notifications arrive in commit order)."""
+    if not postgres(ctx):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    assert listener is not None
+    assert listener.listening.wait(WAIT)
+    runner = Worker(ctx)
+    runner.start()
+    try:
+        second_ctx.wake.clear()
+        assert post(client, "/twilio/voice/dial-status", call_params(DialCallStatus="no-answer")).status_code == 200
+        with ctx.engine.begin() as conn:
+            conn.execute(text("SELECT pg_notify(:c, 'marker')"), {"c": CHANNEL})
+        assert second_ctx.wake.wait(WAIT)
+        assert listener.woken == 1
+    finally:
+        runner.stop()
