@@ -241,17 +241,18 @@ def start_policy_version(settings: Settings) -> str:
 
 
 def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, guard: GuardLike | None = None,
-                  rules: Any = None, sending_policy: Any = None, extractor: Any = None) -> AppContext:
+                  rules: Any = None, sending_policy: Any = None, extractor: Any = None,
+                  templates: TemplateSet | None = None) -> AppContext:
     """Validate configuration, create or upgrade the schema (service.migrations), load brokers and templates.
 
-    The collaborators given are used as they are (tests share one guard across a run; the evals share the
-    rules and the sending policy across scripts); the others are built from the settings: the gateway now
+    The collaborators given are used as they are (tests share one guard and the shipped templates across a
+    run; the evals share the rules and the sending policy across scripts); the others are built from the settings: the gateway now
     (none in dry-run), the guard, rules, sending policy and extractor on first use."""
     # Parsed and hashed as one read (changed in between: refused), so the generation records the file it applied.
     checked = check_file(settings.resolved_brokers_file(), None, None)
     configs, brokers_sha = checked.configs, checked.sha256
     version = start_policy_version(settings)
-    templates = load_templates(settings.policies_dir)
+    templates = templates if templates is not None else load_templates(settings.policies_dir)
     retention = load_retention(settings.policies_dir)
     check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
     engine = make_engine(settings.database_url)

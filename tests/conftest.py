@@ -221,10 +221,23 @@ def collaborators(output_guard, reply_rules, sending_policy) -> dict[str, object
     return {"guard": output_guard, "rules": reply_rules, "sending_policy": sending_policy}
 
 
+_SHIPPED_TEMPLATES: list[object] = []
+
+
+def _shipped_templates():
+    """policies/templates read once for the run (0.1 s of every `ctx`); never mutated (tests swap a new set in)."""
+    if not _SHIPPED_TEMPLATES:
+        from service.templates import load_templates
+
+        _SHIPPED_TEMPLATES.append(load_templates(POLICIES))
+    return _SHIPPED_TEMPLATES[0]
+
+
 def _context(settings, collaborators):
     from service.context import build_context
 
-    context = build_context(settings, **collaborators)
+    shared = {"templates": _shipped_templates()} if Path(settings.policies_dir) == POLICIES else {}
+    context = build_context(settings, **{**shared, **collaborators})
     yield context
     context.close()
 
