@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from benchmarks.mock_twilio import MockTwilio
 from service.db import make_engine
@@ -154,19 +154,17 @@ def crash_database_url(kind: str, tmp: Path) -> Iterator[str]:
     import psycopg
 
     parts = urlsplit(POSTGRES_URL or "")
-    name = (parts.path.lstrip("/") or "textback") + "_crash"
+    # One per test process: pytest-xdist's workers run crash tests at the same time.
+    name = f"{parts.path.lstrip('/') or 'textback'}_crash_{os.getpid()}"
     admin = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(parts._replace(path="/" + name))
-    engine = make_engine(url)
-    SQLModel.metadata.drop_all(engine)
-    engine.dispose()
-    yield url
-    engine = make_engine(url)
-    SQLModel.metadata.drop_all(engine)
-    engine.dispose()
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

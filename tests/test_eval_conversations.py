@@ -51,7 +51,6 @@ def test_run_conversations_repo_set_passes(output_guard, capsys: pytest.CaptureF
     tags = Counter(tag for r in report.results for tag in r.script.tags)
     assert THEMES - set(tags) == set()
     assert capsys.readouterr().out == ""  # dry-run sends print; the eval keeps stdout for its table
-    assert report.seconds < 60
 
 
 def test_run_conversations_wrong_expectation_reports_script_step_and_template_ids(
