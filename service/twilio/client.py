@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +53,12 @@ NOT_TEXTABLE_ERRORS = {21614, 30006}
 UNSUBSCRIBED_ERROR = 21610
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The verifying TLS context (certifi's roots), built once: each build reads the CA bundle (~20 ms)."""
+    return httpx.create_ssl_context()
+
+
 class HttpxTwilioClient(HttpClient):  # type: ignore[misc]  # twilio ships no types: HttpClient is Any
     """twilio.http.HttpClient over httpx.Client, rewriting Twilio's hosts to configured base URLs."""
 
@@ -59,7 +67,7 @@ class HttpxTwilioClient(HttpClient):  # type: ignore[misc]  # twilio ships no ty
         super().__init__(logger=logging.getLogger("textback.twilio.http"), is_async=False, timeout=timeout)
         self._rewrites = {_TWILIO_HOSTS[0]: api_url.rstrip("/"), _TWILIO_HOSTS[1]: lookup_url.rstrip("/"),
                           _TWILIO_HOSTS[2]: messaging_url.rstrip("/")}
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0))
+        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0), verify=_tls())
 
     def _rewrite(self, uri: str) -> str:
         for host, target in self._rewrites.items():
