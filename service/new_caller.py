@@ -27,9 +27,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, exists, insert, or_
+from sqlalchemy import Integer, Select, String, Table, TextClause, bindparam, exists, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
@@ -52,11 +53,12 @@ from service.models import (
 from service.outbox import counts_for_lead, prepare_text
 from service.phones import InvalidPhone, to_e164
 from service.privacy import sid_digest
-from service.sending.gates import QueueCounts, QueueFacts, count_columns, counts_of
+from service.sending.gates import QueueCounts, QueueFacts, count_columns, count_params, counts_of
 from service.store import saved_id
 
 if TYPE_CHECKING:
     from service.context import AppContext
+    from service.sending.opt_out_policy import Scope
 
 logger = logging.getLogger("textback.flow")
 
@@ -83,35 +85,47 @@ def opener_key(call_sid: str) -> str:
     return f"opener:{call_sid}"
 
 
-def read(session: Session, ctx: AppContext, *, broker: Broker, caller_raw: str | None, call_sid: str, kind: str,
-         status: str) -> Facts:
-    """Everything the missed call's decision reads, in one statement."""
-    broker_id = saved_id(broker)
+@cache
+def _read_query(scope: Scope, *, caller: bool) -> Select[Any]:
+    """The one read as a statement, built once per opt-out scope (with or without the caller's columns) and bound
+    by name: its Python construction cost more than the database's answer."""
     columns: list[Any] = [
-        exists().where(col(ForgottenSid.digest) == sid_digest(call_sid)).label("forgotten"),
-        exists().where(col(CallEvent.call_sid) == call_sid, col(CallEvent.kind) == kind,
-                       col(CallEvent.status) == status).label("stored"),
+        exists().where(col(ForgottenSid.digest) == bindparam("digest")).label("forgotten"),
+        exists().where(col(CallEvent.call_sid) == bindparam("call_sid"), col(CallEvent.kind) == bindparam("kind"),
+                       col(CallEvent.status) == bindparam("status")).label("stored"),
     ]
-    try:
-        phone: str | None = to_e164(caller_raw or "")
-    except InvalidPhone:
-        phone = None
-    params: dict[str, Any] = {}
-    if phone is not None:
-        # service.optout_lock's one statement (bound by name), its first column: opted out or not.
-        deciding = optout_lock._state_query(ctx.sending_policy.opt_out_scope).subquery()
-        params = {"broker_id": broker_id, "phone": phone}
+    if caller:
+        # service.optout_lock's one statement (bound by name: broker_id, phone), its first column: opted out or not.
+        deciding = optout_lock._state_query(scope).subquery()
+        broker_id, phone = bindparam("broker_id", type_=Integer), bindparam("phone", type_=String)
         columns += [
             exists().where(col(Lead.broker_id) == broker_id, col(Lead.phone) == phone).label("lead"),
             select(next(iter(deciding.c))).scalar_subquery().label("opted_out"),
             exists().where(col(DoNotText.phone) == phone, or_(col(DoNotText.broker_id).is_(None),
                                                              col(DoNotText.broker_id) == broker_id)
                            ).label("known_contact"),
-            exists().where(col(OutboundMessage.dedupe_key) == opener_key(call_sid)).label("opener_taken"),
+            exists().where(col(OutboundMessage.dedupe_key) == bindparam("opener_key")).label("opener_taken"),
             select(Broker.busy_until).where(col(Broker.id) == broker_id).scalar_subquery().label("busy_until"),
-            *count_columns(ctx, broker_id=broker_id, lead_id=None, opener=True, now=utcnow()),
+            *count_columns(opener=True, lead=False),
         ]
-    row = session.execute(select(*columns), params).one()
+    query: Select[Any] = select(*columns)
+    return query
+
+
+def read(session: Session, ctx: AppContext, *, broker: Broker, caller_raw: str | None, call_sid: str, kind: str,
+         status: str) -> Facts:
+    """Everything the missed call's decision reads, in one statement."""
+    broker_id = saved_id(broker)
+    try:
+        phone: str | None = to_e164(caller_raw or "")
+    except InvalidPhone:
+        phone = None
+    params: dict[str, Any] = {"digest": sid_digest(call_sid), "call_sid": call_sid, "kind": kind, "status": status}
+    if phone is not None:
+        params |= {"broker_id": broker_id, "phone": phone, "opener_key": opener_key(call_sid),
+                   **count_params(ctx, broker_id=broker_id, lead_id=None, now=utcnow())}
+    query = _read_query(ctx.sending_policy.opt_out_scope, caller=phone is not None)
+    row = session.execute(query, params).one()
     found = row._mapping
     if phone is None:
         return Facts(bool(found["forgotten"]), bool(found["stored"]))
@@ -120,11 +134,35 @@ def read(session: Session, ctx: AppContext, *, broker: Broker, caller_raw: str |
                  found["busy_until"], counts_of(row))
 
 
-def _insert(session: Session, model: type[SQLModel]) -> Any:
-    """INSERT for the session's database (both spell ON CONFLICT ... DO NOTHING and RETURNING alike)."""
-    dialect = session.get_bind().dialect.name
+@cache
+def _insert_new(dialect: str, model: type[SQLModel], unique: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (`unique`) DO NOTHING RETURNING id for the dialect (both spell it alike), built
+    once and bound with a row's values (`_values`)."""
     table: Table = model.__table__  # type: ignore[attr-defined]
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(table).on_conflict_do_nothing(index_elements=list(unique)).returning(table.c.id)
+
+
+@cache
+def _insert_rows(model: type[SQLModel], rows: int) -> TextClause:
+    """One INSERT of `rows` rows, bound by `_bound_rows`. Written out (typed binds, so JSON and datetimes are
+    stored as the ORM stores them): SQLAlchemy compiles a multi-row `insert().values([...])` afresh each time."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    columns = [c for c in table.columns if not c.primary_key]
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    rows_sql = ", ".join("(" + ", ".join(f":{c.key}_{n}" for c in columns) + ")" for n in range(rows))
+    return text(f'INSERT INTO "{table.name}" ({names}) VALUES {rows_sql}').bindparams(  # noqa: S608 - the model's names
+        *(bindparam(f"{c.key}_{n}", type_=c.type) for n in range(rows) for c in columns))
+
+
+def _bound_rows(rows: list[SQLModel]) -> dict[str, Any]:
+    return {f"{key}_{n}": value for n, row in enumerate(rows) for key, value in _values(row).items()}
+
+
+def _insert_one(session: Session, model: type[SQLModel], row: SQLModel, unique: tuple[str, ...]) -> int | None:
+    """The row inserted unless one with the same `unique` columns exists: its new id, else None."""
+    query = _insert_new(session.get_bind().dialect.name, model, unique)
+    return cast("int | None", session.execute(query, _values(row)).scalar())
 
 
 def _values(row: SQLModel) -> dict[str, Any]:
@@ -162,31 +200,22 @@ def open_opener(session: Session, ctx: AppContext, *, broker: Broker, event: Cal
     if counts_for_lead(msg, lead):
         lead.automated_count += 1
     open_conversation(lead, booking=booking)
-    lead_id = session.execute(
-        _insert(session, Lead).values(_values(lead))
-        .on_conflict_do_nothing(index_elements=["broker_id", "phone"]).returning(col(Lead.id))
-    ).scalar()
+    lead_id = _insert_one(session, Lead, lead, ("broker_id", "phone"))
     if lead_id is None:
         return None  # created meanwhile by another transaction (nothing written here)
     lead.id = msg.lead_id = missed.lead_id = lead_id
-    msg.id = session.execute(
-        _insert(session, OutboundMessage).values(_values(msg))
-        .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(col(OutboundMessage.id))
-    ).scalar()
+    msg.id = _insert_one(session, OutboundMessage, msg, ("dedupe_key",))
     if msg.id is None:
         raise RuntimeError(f"opener for {event.call_sid} stored meanwhile although its lead was new")
     opener = LeadEvent(lead_id=lead_id, broker_id=broker_id, kind=EventKind.opener,
                        data={"message_id": msg.id, "template_id": msg.template_id}, at=utcnow())
-    session.execute(insert(LeadEvent).values([_values(missed), _values(opener)]))
+    session.execute(_insert_rows(LeadEvent, 2), _bound_rows([missed, opener]))
     case = cases.step(None, missed, broker)
     if case is not None:
         cases.step(case, opener, broker)
-        session.execute(insert(LeadCase).values(_values(case)))
+        session.execute(_insert_rows(LeadCase, 1), _bound_rows([case]))
     event.reason = f"{event.reason}; {REASON}" if event.reason else REASON
-    event.id = session.execute(
-        _insert(session, CallEvent).values(_values(event))
-        .on_conflict_do_nothing(index_elements=["call_sid", "kind", "status"]).returning(col(CallEvent.id))
-    ).scalar()
+    event.id = _insert_one(session, CallEvent, event, ("call_sid", "kind", "status"))
     if event.id is None:
         raise RuntimeError(f"call event for {event.call_sid} stored meanwhile although its lead was new")
     outbox.note_stored(queued, broker)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, inspect, or_, update
+from sqlalchemy import BindParameter, bindparam, func, inspect, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -34,6 +35,7 @@ from service.models import (
     MessageStatus,
     OutboundMessage,
     Purpose,
+    UTCDateTime,
     utcnow,
 )
 from service.redact import redact
@@ -53,6 +55,7 @@ from service.twilio.client import (
 
 if TYPE_CHECKING:
     from service.context import AppContext
+    from service.sending.opt_out_policy import Scope
 
 logger = logging.getLogger("textback.outbox")  # the name operators filter send and alert logs on
 
@@ -72,23 +75,36 @@ def _status_callback(ctx: AppContext) -> str:
     return f"{ctx.settings.public_url}/twilio/sms/status"
 
 
+_CLAIMED_AT_TYPE = UTCDateTime()
+
+
+@cache
+def _claim_checked_query(scope: Scope) -> Any:
+    """`_claim_checked`'s UPDATE, built once per opt-out scope (its construction cost more than the database's
+    answer), bound with `claim_id` and `claim_now`."""
+    now: BindParameter[datetime] = bindparam("claim_now", type_=_CLAIMED_AT_TYPE)
+    allowed_anyway = or_(col(OutboundMessage.audience) != Audience.borrower,
+                         col(OutboundMessage.purpose).in_(ALLOWED_AFTER_OPTOUT))
+    return (
+        update(OutboundMessage)
+        .where(col(OutboundMessage.id) == bindparam("claim_id"), col(OutboundMessage.status) == MessageStatus.pending,
+               col(OutboundMessage.next_attempt_at) <= now, col(OutboundMessage.unknown_outcome).is_(False),
+               or_(allowed_anyway, ~optout_lock.opted_out_clause(scope)))
+        .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+        .returning(OutboundMessage)
+    )
+
+
 def _claim_checked(session: Session, ctx: AppContext, msg_id: int, now: datetime) -> OutboundMessage | None:
     """The claim of the plain case, returning the row: due, its outcome known, and (a text the opt-out stops)
     its number not opted out in the scope (optout_lock.opted_out_clause, the at-send opt-out read folded into
     the claim's WHERE). None when any of that fails: the full path (`_claim`) then says which."""
-    allowed_anyway = or_(col(OutboundMessage.audience) != Audience.borrower,
-                         col(OutboundMessage.purpose).in_(ALLOWED_AFTER_OPTOUT))
     msg = session.execute(
-        update(OutboundMessage)
-        .where(col(OutboundMessage.id) == msg_id, col(OutboundMessage.status) == MessageStatus.pending,
-               col(OutboundMessage.next_attempt_at) <= now, col(OutboundMessage.unknown_outcome).is_(False),
-               or_(allowed_anyway, ~optout_lock.opted_out_clause(ctx.sending_policy.opt_out_scope)))
-        .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
-        .returning(OutboundMessage),
+        _claim_checked_query(ctx.sending_policy.opt_out_scope), {"claim_id": msg_id, "claim_now": now},
         execution_options={"synchronize_session": False},
     ).scalars().first()
     session.commit()
-    return msg
+    return cast("OutboundMessage | None", msg)
 
 
 def _may_look_up(ctx: AppContext, msg: OutboundMessage) -> bool:
@@ -254,20 +270,27 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
 FAILED_DELIVERY = ("failed", "undelivered")
 
 
+@cache
+def _write_query() -> Any:
+    """`_write_counting_early_failures`'s UPDATE, built once: the row by `write_id`, returning the failure
+    callbacks stored for `write_sid`; its SET comes from the other parameters' names."""
+    table = OutboundMessage.__table__  # type: ignore[attr-defined]
+    early = select(func.count()).select_from(DeliveryEvent).where(
+        col(DeliveryEvent.message_sid) == bindparam("write_sid"), col(DeliveryEvent.status).in_(FAILED_DELIVERY))
+    return update(table).where(table.c.id == bindparam("write_id")).returning(early.scalar_subquery())
+
+
 def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> int:
     """Write the row's changes in ONE UPDATE that also returns how many failure callbacks are already stored for
     its SID (usually none: then nothing more is read)."""
     _settle(msg)
     changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()} or {
         "status": msg.status}
-    early = select(func.count()).select_from(DeliveryEvent).where(
-        col(DeliveryEvent.message_sid) == msg.twilio_sid, col(DeliveryEvent.status).in_(FAILED_DELIVERY))
     with session.no_autoflush:
-        found = session.execute(
-            update(OutboundMessage).where(col(OutboundMessage.id) == msg.id).values(changed)
-            .returning(early.scalar_subquery()),
-            execution_options={"synchronize_session": False},
-        ).scalar_one()
+        # The table's UPDATE, not the ORM's (the row is written as it is; no objects to synchronize), SET from
+        # the parameters' column names.
+        found = session.execute(_write_query(), {"write_id": msg.id, "write_sid": msg.twilio_sid, **changed}
+                                ).scalar_one()
     for key, value in changed.items():
         set_committed_value(msg, key, value)  # written: the commit has nothing more to flush
     return int(found)

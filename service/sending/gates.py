@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, func, literal
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, func, literal
 from sqlmodel import Session, col, select
 
 from service.models import (
@@ -118,14 +119,17 @@ def _counted(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
                 *conditions)
 
 
-def count_columns(ctx: AppContext, *, broker_id: int, lead_id: int | ColumnElement[Any] | None, opener: bool,
-                  now: datetime) -> list[Any]:
+@cache
+def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
     """The breaker's and the caps' counts as labelled scalar subqueries (the names of QueueCounts), for one
     SELECT: the breaker's only for an opener, the lead's only for a lead. Each is answered from an index on
-    (purpose, created_at), (broker_id, created_at) or lead_id, so it stays flat as the table grows."""
-    caps = ctx.sending_policy.caps
-    since = now - timedelta(minutes=caps.breaker_window_minutes)
-    day_ago = now - timedelta(days=1)
+    (purpose, created_at), (broker_id, created_at) or lead_id, so it stays flat as the table grows.
+
+    Built once (their Python construction cost more than the database's answer), bound by `count_params`."""
+    broker_id: BindParameter[int] = bindparam("count_broker_id")
+    lead_id: BindParameter[int] = bindparam("count_lead_id")
+    since: BindParameter[datetime] = bindparam("count_since")
+    day_ago: BindParameter[datetime] = bindparam("count_day_ago")
     zero = literal(0)
     columns: list[Any] = []
     if opener:
@@ -138,7 +142,7 @@ def count_columns(ctx: AppContext, *, broker_id: int, lead_id: int | ColumnEleme
         ).scalar_subquery().label("opener_numbers"))
     else:
         columns += [zero.label("openers"), zero.label("opener_numbers")]
-    if lead_id is None:
+    if not lead:
         columns.append(zero.label("lead_today"))
     else:
         columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
@@ -149,7 +153,15 @@ def count_columns(ctx: AppContext, *, broker_id: int, lead_id: int | ColumnEleme
         col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.created_at) >= day_ago,
         col(OutboundMessage.purpose) != Purpose.human,
     )).scalar_subquery().label("broker_today"))
-    return columns
+    return tuple(columns)
+
+
+def count_params(ctx: AppContext, *, broker_id: int, lead_id: int | None, now: datetime) -> dict[str, Any]:
+    """The values `count_columns` is bound with: the broker, the lead, and the windows ending `now`."""
+    caps = ctx.sending_policy.caps
+    return {"count_broker_id": broker_id, "count_lead_id": lead_id,
+            "count_since": now - timedelta(minutes=caps.breaker_window_minutes),
+            "count_day_ago": now - timedelta(days=1)}
 
 
 def counts_of(row: Any) -> QueueCounts:
@@ -159,12 +171,18 @@ def counts_of(row: Any) -> QueueCounts:
                        int(mapping["broker_today"]))
 
 
+@cache
+def _counts_query(*, opener: bool, lead: bool) -> Select[Any]:
+    query: Select[Any] = select(*count_columns(opener=opener, lead=lead))
+    return query
+
+
 def read_counts(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead | None, opener: bool,
                 now: datetime) -> QueueCounts:
     """The breaker's and the caps' counts: one statement."""
-    columns = count_columns(ctx, broker_id=saved_id(broker), lead_id=None if lead is None else lead.id,
-                            opener=opener, now=now)
-    return counts_of(session.exec(select(*columns)).one())
+    lead_id = None if lead is None else lead.id
+    params = count_params(ctx, broker_id=saved_id(broker), lead_id=lead_id, now=now)
+    return counts_of(session.execute(_counts_query(opener=opener, lead=lead_id is not None), params).one())
 
 
 def breaker_tripped(ctx: AppContext, counts: QueueCounts) -> str | None:
