@@ -122,7 +122,7 @@ async def _webhook(request: AppRequest, handler: Handler, media: str) -> Respons
     request_id.set(rid)
     form = await _verified_form(request, ctx)
     try:
-        outcome = await run_after_commit(ctx, handler, form)
+        outcome = await run_after_commit(ctx, handler, form, limiter=getattr(request.app.state, "webhooks", None))
     except Exception as exc:
         if not database_unavailable(exc):
             raise
@@ -229,6 +229,8 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # The webhooks' transactions take turns on their own threads (TEXTBACK_WEBHOOK_THREADS).
+        app.state.webhooks = anyio.CapacityLimiter(settings.webhook_threads)
         # Build the output guard and the reply rules before the first webhook (guardrails takes seconds).
         await anyio.to_thread.run_sync(context.warm_up)
         if start_thread:

@@ -5,6 +5,8 @@ export, privacy)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +34,115 @@ def display_url(url: str) -> str:
     return make_url(normalize_url(url)).render_as_string(hide_password=True)
 
 
+_turn = threading.local()
+
+
+@contextmanager
+def urgent_writes() -> Iterator[None]:
+    """This thread's SQLite writes go before other writers of the process that are waiting (a send must not
+    wait behind a queue of webhooks: the borrower is waiting for it). No effect on PostgreSQL."""
+    before = getattr(_turn, "urgent", False)
+    _turn.urgent = True
+    try:
+        yield
+    finally:
+        _turn.urgent = before
+
+
+class _Writers:
+    """This process's turn at SQLite's one write lock: one writer at a time, urgent ones (`urgent_writes`)
+    first, the next one woken the moment a transaction ends. Left to SQLite, a writer that finds the lock taken
+    sleeps in its busy handler, up to 100 ms at a time, before trying again: under load a webhook or a send
+    waited a second or more behind a lock that was free. Other processes (a CLI command) still meet at SQLite's
+    busy timeout, and so does a writer here that has waited as long as that (`take` gives up: never forever)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._urgent = threading.Condition(self._mutex)
+        self._normal = threading.Condition(self._mutex)
+        self._held = False
+        self._urgent_waiting = 0
+
+    def take(self, timeout: float) -> bool:
+        urgent = getattr(_turn, "urgent", False)
+        deadline = time.monotonic() + timeout
+        with self._mutex:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._held or (not urgent and self._urgent_waiting):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._wake_next()  # a wake-up this waiter may have taken goes to the next one
+                        return False
+                    (self._urgent if urgent else self._normal).wait(left)
+                self._held = True
+                return True
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+
+    def give_back(self) -> None:
+        with self._mutex:
+            self._held = False
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        if self._held:
+            return
+        if self._urgent_waiting:
+            self._urgent.notify()
+        else:
+            self._normal.notify()
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A SQLite connection that takes this process's writers' turn (`_Writers`) before BEGIN IMMEDIATE and gives
+    it back when its transaction ends (COMMIT, ROLLBACK, or the connection closed)."""
+
+    writers: _Writers
+    writing = False
+
+    def enter(self) -> None:
+        if not self.writing:
+            self.writing = self.writers.take(WRITER_WAIT_SECONDS)
+
+    def leave(self) -> None:
+        if self.writing:
+            self.writing = False
+            self.writers.give_back()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.leave()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.leave()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.leave()
+
+
+WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
+                                                  "factory": _WriterConnection})
+        writers = _Writers()  # one per engine: its connections are this process's writers
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
@@ -47,6 +151,8 @@ def make_engine(url: str) -> Engine:
             # recipe): every transaction is a real BEGIN, and IMMEDIATE so concurrent writers queue up instead
             # of failing on a read-then-write upgrade. A webhook is then all or nothing on SQLite too.
             dbapi_conn.isolation_level = None
+            if isinstance(dbapi_conn, _WriterConnection):
+                dbapi_conn.writers = writers
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
@@ -58,8 +164,18 @@ def make_engine(url: str) -> Engine:
         def _sqlite_begin(conn: Connection) -> None:
             # A connection marked read-only (the opt-out re-check under a send's number lock) reads a WAL
             # snapshot without queueing for the write lock: see service/optout_lock.py.
-            read_only = conn.get_execution_options().get("sqlite_read_only")
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("sqlite_read_only"):
+                conn.exec_driver_sql("BEGIN")
+                return
+            dbapi: object = conn.connection.dbapi_connection
+            if isinstance(dbapi, _WriterConnection):
+                dbapi.enter()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                if isinstance(dbapi, _WriterConnection):
+                    dbapi.leave()
+                raise
 
         return engine
     # A database host that stops answering must fail a webhook within Twilio's 15 s (it is then spooled and

@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from service.db import urgent_writes
 from service.logs import log
 
 logger = logging.getLogger("textback.lanes")
@@ -28,13 +29,14 @@ class Lane:
     """`threads` threads and room for `backlog` more jobs waiting; never blocks the caller."""
 
     def __init__(self, name: str, threads: int, *, backlog: int | None = None,
-                 on_free: Callable[[], None] | None = None) -> None:
+                 on_free: Callable[[], None] | None = None, urgent: bool = False) -> None:
         if threads < 1:
             raise ValueError(f"the {name} lane needs at least one thread")
         self.name = name
         self.threads = threads
         self.capacity = threads + (threads * 16 if backlog is None else backlog)
         self._on_free = on_free
+        self._urgent = urgent  # its jobs' SQLite writes go first (service.db.urgent_writes)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"textback-{name}")
         self._state = threading.Condition()
         self._keys: dict[Hashable, Future[object]] = {}
@@ -72,6 +74,9 @@ class Lane:
 
     def _run(self, key: Hashable, job: Callable[[], T]) -> T:
         try:
+            if self._urgent:
+                with urgent_writes():
+                    return job()
             return job()
         finally:
             with self._state:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import BindParameter, bindparam, func, inspect, or_, update
+from sqlalchemy import inspect, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from service import alerts, metrics, one_time, optout_lock
+from service import alerts, metrics, one_time, optout_lock, send_queries
 from service.errors import NumberBusy
 from service.logs import log
 from service.models import (
@@ -35,10 +34,10 @@ from service.models import (
     MessageStatus,
     OutboundMessage,
     Purpose,
-    UTCDateTime,
     utcnow,
 )
 from service.redact import redact
+from service.send_queries import FAILED_DELIVERY
 from service.sending import gates, verdicts
 from service.sending.gates import Cause, Kind, Verdict
 from service.sending.retry import backoff
@@ -55,7 +54,6 @@ from service.twilio.client import (
 
 if TYPE_CHECKING:
     from service.context import AppContext
-    from service.sending.opt_out_policy import Scope
 
 logger = logging.getLogger("textback.outbox")  # the name operators filter send and alert logs on
 
@@ -75,32 +73,12 @@ def _status_callback(ctx: AppContext) -> str:
     return f"{ctx.settings.public_url}/twilio/sms/status"
 
 
-_CLAIMED_AT_TYPE = UTCDateTime()
-
-
-@cache
-def _claim_checked_query(scope: Scope) -> Any:
-    """`_claim_checked`'s UPDATE, built once per opt-out scope (its construction cost more than the database's
-    answer), bound with `claim_id` and `claim_now`."""
-    now: BindParameter[datetime] = bindparam("claim_now", type_=_CLAIMED_AT_TYPE)
-    allowed_anyway = or_(col(OutboundMessage.audience) != Audience.borrower,
-                         col(OutboundMessage.purpose).in_(ALLOWED_AFTER_OPTOUT))
-    return (
-        update(OutboundMessage)
-        .where(col(OutboundMessage.id) == bindparam("claim_id"), col(OutboundMessage.status) == MessageStatus.pending,
-               col(OutboundMessage.next_attempt_at) <= now, col(OutboundMessage.unknown_outcome).is_(False),
-               or_(allowed_anyway, ~optout_lock.opted_out_clause(scope)))
-        .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
-        .returning(OutboundMessage)
-    )
-
-
 def _claim_checked(session: Session, ctx: AppContext, msg_id: int, now: datetime) -> OutboundMessage | None:
     """The claim of the plain case, returning the row: due, its outcome known, and (a text the opt-out stops)
     its number not opted out in the scope (optout_lock.opted_out_clause, the at-send opt-out read folded into
     the claim's WHERE). None when any of that fails: the full path (`_claim`) then says which."""
     msg = session.execute(
-        _claim_checked_query(ctx.sending_policy.opt_out_scope), {"claim_id": msg_id, "claim_now": now},
+        send_queries.claim_checked(ctx.sending_policy.opt_out_scope), {"claim_id": msg_id, "claim_now": now},
         execution_options={"synchronize_session": False},
     ).scalars().first()
     session.commit()
@@ -267,17 +245,6 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
     return _apply_early_delivery_events(ctx, session, msg, None, None)
 
 
-FAILED_DELIVERY = ("failed", "undelivered")
-
-
-@cache
-def _write_query() -> Any:
-    """`_write_counting_early_failures`'s UPDATE, built once: the row by `write_id`, returning the failure
-    callbacks stored for `write_sid`; its SET comes from the other parameters' names."""
-    table = OutboundMessage.__table__  # type: ignore[attr-defined]
-    early = select(func.count()).select_from(DeliveryEvent).where(
-        col(DeliveryEvent.message_sid) == bindparam("write_sid"), col(DeliveryEvent.status).in_(FAILED_DELIVERY))
-    return update(table).where(table.c.id == bindparam("write_id")).returning(early.scalar_subquery())
 
 
 def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> int:
@@ -289,7 +256,7 @@ def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> in
     with session.no_autoflush:
         # The table's UPDATE, not the ORM's (the row is written as it is; no objects to synchronize), SET from
         # the parameters' column names.
-        found = session.execute(_write_query(), {"write_id": msg.id, "write_sid": msg.twilio_sid, **changed}
+        found = session.execute(send_queries.write_counting_failures(), {"write_id": msg.id, "write_sid": msg.twilio_sid, **changed}
                                 ).scalar_one()
     for key, value in changed.items():
         set_committed_value(msg, key, value)  # written: the commit has nothing more to flush

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # row (a pending text, a received reply) for the sweep.
     send_threads: int = Field(default=8, ge=1)
     reply_threads: int = Field(default=4, ge=1)
+    # The webhooks' own transactions run on at most this many threads per process (anyio's default is 40):
+    # more only queue for the database and take the CPU from the sends.
+    webhook_threads: int = Field(default=8, ge=1)
     # PostgreSQL: every transaction that queues a text or stores a reply says so (NOTIFY); each sweeping process
     # listens, so a worker in another process starts at once instead of at its next poll. Off: poll only.
     listen_notify: bool = True

@@ -63,15 +63,16 @@ RETENTION_EVERY_SECONDS = 3600
 
 
 async def run_after_commit(
-    ctx: AppContext, handler: Callable[[Session, AppContext, Mapping[str, str]], Outcome], form: Mapping[str, str]
+    ctx: AppContext, handler: Callable[[Session, AppContext, Mapping[str, str]], Outcome], form: Mapping[str, str],
+    *, limiter: anyio.CapacityLimiter | None = None,
 ) -> Outcome:
-    """Run a flow handler in a worker thread inside one transaction (all or nothing)."""
+    """Run a flow handler in a worker thread (one of `limiter`'s) inside one transaction (all or nothing)."""
 
     def _run() -> Outcome:
         with session_scope(ctx.engine) as session:
             return handler(session, ctx, form)
 
-    return await anyio.to_thread.run_sync(_run)
+    return await anyio.to_thread.run_sync(_run, limiter=limiter)
 
 
 class _ClaimLost(Exception):
@@ -238,7 +239,7 @@ class Worker:
         self.llm: LLMPool | None = (
             LLMPool(settings.llm_concurrency, on_free=ctx.wake.set) if settings.llm_enabled else None
         )
-        self.sends = Lane("send", settings.send_threads, on_free=ctx.wake.set)
+        self.sends = Lane("send", settings.send_threads, on_free=ctx.wake.set, urgent=True)
         self.replies = Lane("reply", settings.reply_threads, on_free=ctx.wake.set)
         self.crm_webhooks = DeliveryLoop(ctx)  # a thread of its own: a slow CRM never holds up texts
         self.listener: Listener | None = None

@@ -1,0 +1,54 @@
+"""The send's statements (service.sender), each built once and bound by name: building them cost more CPU than
+the database's answer, and a statement built afresh is also keyed for the compiled cache afresh."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BindParameter, bindparam, func, or_, update
+from sqlmodel import col, select
+
+from service import optout_lock
+from service.models import (
+    ALLOWED_AFTER_OPTOUT,
+    Audience,
+    DeliveryEvent,
+    MessageStatus,
+    OutboundMessage,
+    UTCDateTime,
+)
+
+if TYPE_CHECKING:
+    from service.sending.opt_out_policy import Scope
+
+FAILED_DELIVERY = ("failed", "undelivered")
+_AT = UTCDateTime()
+
+
+@cache
+def claim_checked(scope: Scope) -> Any:
+    """sender._claim_checked's UPDATE for an opt-out scope, bound with `claim_id` and `claim_now`: the row
+    claimed and returned when due, its outcome known and its number not opted out (or the text allowed anyway)."""
+    now: BindParameter[datetime] = bindparam("claim_now", type_=_AT)
+    allowed_anyway = or_(col(OutboundMessage.audience) != Audience.borrower,
+                         col(OutboundMessage.purpose).in_(ALLOWED_AFTER_OPTOUT))
+    return (
+        update(OutboundMessage)
+        .where(col(OutboundMessage.id) == bindparam("claim_id"), col(OutboundMessage.status) == MessageStatus.pending,
+               col(OutboundMessage.next_attempt_at) <= now, col(OutboundMessage.unknown_outcome).is_(False),
+               or_(allowed_anyway, ~optout_lock.opted_out_clause(scope)))
+        .values(status=MessageStatus.sending, claimed_at=now, attempts=OutboundMessage.attempts + 1)
+        .returning(OutboundMessage)
+    )
+
+
+@cache
+def write_counting_failures() -> Any:
+    """sender._write_counting_early_failures's UPDATE of the table (not the ORM's): the row `write_id`, SET from
+    the other parameters' names, returning the failure callbacks stored for `write_sid`."""
+    table = OutboundMessage.__table__  # type: ignore[attr-defined]
+    early = select(func.count()).select_from(DeliveryEvent).where(
+        col(DeliveryEvent.message_sid) == bindparam("write_sid"), col(DeliveryEvent.status).in_(FAILED_DELIVERY))
+    return update(table).where(table.c.id == bindparam("write_id")).returning(early.scalar_subquery())
