@@ -82,6 +82,15 @@ class _Writers:
                 if urgent:
                     self._urgent_waiting -= 1
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def waiting(self) -> int:
+        """Writers of this process waiting for their turn."""
+        with self._mutex:
+            return self._urgent_waiting + len(self._normal._waiters)  # type: ignore[attr-defined]
+
     def give_back(self) -> None:
         with self._mutex:
             self._held = False

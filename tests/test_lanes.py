@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from service import worker as worker_module
 from service.models import CallEvent, InboundMessage, OptOut
+from service.twilio.forms import DialStatusForm
 from tests.helpers import CALLER, call_params, sent_texts, sms_params, twilio_created
 from tests.llm_helpers import signed_post
 
@@ -31,7 +32,7 @@ HELD = min(32, (os.cpu_count() or 1) + 4) + 2
 
 @pytest.fixture
 def settings_env() -> dict[str, object]:
-    return {"send_threads": 2, "reply_threads": 2}
+    return {"send_threads": 2, "reply_threads": 2, "webhook_threads": 2}
 
 
 def caller(i: int) -> str:
@@ -165,3 +166,34 @@ def test_send_opener_while_reply_processing_is_held(client, post, twilio_api, ct
     with Session(ctx.engine) as session:
         statuses = set(session.exec(select(InboundMessage.status)).all())
     assert statuses == {"processed"}
+
+
+def test_run_webhook_transactions_on_at_most_webhook_threads(client, post, ctx, monkeypatch, joined) -> None:
+    """TEXTBACK_WEBHOOK_THREADS bounds the webhooks' transactions; the others wait their turn, and all are stored."""
+    release, inside, most = threading.Event(), [0], [0]
+    lock = threading.Lock()
+    real = DialStatusForm.parse.__func__  # type: ignore[attr-defined]
+
+    def held(cls, form, broker_for):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        release.wait(WAIT * 4)
+        with lock:
+            inside[0] -= 1
+        return real(cls, form, broker_for)
+
+    monkeypatch.setattr(DialStatusForm, "parse", classmethod(held))
+    sids = [f"CA{i:032d}" for i in range(5)]
+    limiter = client.app.state.webhooks
+    try:
+        for i, sid in enumerate(sids):
+            joined.append(in_thread(client, DIAL, call_params(sid, caller=caller(i), DialCallStatus="no-answer")))
+        wait_for(lambda: limiter.statistics().tasks_waiting == 3, "three webhooks waiting for a thread")
+        assert inside[0] == 2
+    finally:
+        release.set()
+    for thread in joined:
+        thread.join(WAIT * 4)
+    assert most[0] == 2
+    assert all(call_stored(ctx, sid) for sid in sids)

@@ -1,0 +1,91 @@
+"""SQLite writers of one process take the write lock in turn (service.db._Writers): sends first, the next
+writer woken when a transaction ends, and a turn never kept by a connection that went back to the pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import text
+
+from service.db import make_engine, urgent_writes
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _writers(engine):
+    with engine.connect() as conn:
+        return conn.connection.dbapi_connection.writers
+
+
+def test_take_write_turn_urgent_writer_before_earlier_waiting_writer(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (who TEXT)"))
+    writers = _writers(engine)
+    order: list[str] = []
+
+    def write(who: str, urgent: bool) -> None:
+        def body() -> None:
+            with engine.begin() as conn:
+                order.append(who)
+                conn.execute(text("INSERT INTO t VALUES (:who)"), {"who": who})
+        if urgent:
+            with urgent_writes():
+                body()
+        else:
+            body()
+
+    holder = engine.connect()
+    holder.begin()  # this process's turn and SQLite's write lock
+    normal = threading.Thread(target=write, args=("webhook", False))
+    normal.start()
+    _wait_for(lambda: writers.waiting() == 1, "the webhook's writer to queue")
+    urgent = threading.Thread(target=write, args=("send", True))
+    urgent.start()
+    _wait_for(lambda: writers.waiting() == 2, "the send's writer to queue")
+    holder.commit()
+    holder.close()
+    normal.join(30)
+    urgent.join(30)
+    assert order == ["send", "webhook"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    assert not writers.held
+    engine.dispose()
+
+
+def test_give_back_write_turn_when_connection_returns_mid_transaction(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    writers = _writers(engine)
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    assert writers.held
+    conn.close()  # back to the pool uncommitted: the pool's rollback ends the turn
+    assert not writers.held
+    with engine.begin() as again:
+        assert again.execute(text("SELECT count(*) FROM sqlite_master WHERE name = 't'")).scalar() == 0
+    assert not writers.held
+    engine.dispose()
+
+
+def test_read_only_connection_takes_no_write_turn(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    writers = _writers(engine)
+    holder = engine.connect()
+    holder.begin()
+    with engine.connect().execution_options(sqlite_read_only=True) as reader:
+        assert reader.execute(text("SELECT 1")).scalar() == 1  # a WAL snapshot, not a place in the queue
+    assert writers.waiting() == 0
+    holder.rollback()
+    holder.close()
+    assert not writers.held
+    engine.dispose()
