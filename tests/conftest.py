@@ -266,7 +266,7 @@ def reply_rules():
 @pytest.fixture(scope="session")
 def sending_policy():
     """The real quiet hours and caps from policies/sending (frozen), read once instead of in every start-up."""
-    # Lazy: service.sending imports phonenumbers' geocoder (4.4 s measured), which tests without `ctx` never need.
+    # Lazy: the sending policy imports phonenumbers and the hours parser (~0.4 s), which tests without `ctx` never need.
     from service.sending.policy import load_sending_policy
 
     return load_sending_policy(POLICIES)

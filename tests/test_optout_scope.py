@@ -462,7 +462,7 @@ def test_load_default_opt_out_policy_when_file_absent(tmp_path: Path) -> None:
     (("same_brokerage: false", "same_brokerage: true"), "examples"),
 ])
 def test_refuse_bad_opt_out_policy_naming_field(tmp_path: Path, change: tuple[str, str], field: str) -> None:
-    from service.sending.policy import load_sending_policy  # lazy: the geocoder import is slow
+    from service.sending.policy import load_sending_policy  # lazy: ~0.4 s to import
 
     shutil.copytree(POLICIES, tmp_path / "policies")
     path = tmp_path / "policies" / "sending" / "opt_out.yaml"

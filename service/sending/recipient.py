@@ -1,7 +1,9 @@
 """Where a recipient probably is: US state and IANA timezone(s) from the number's prefix, offline.
 
 The data comes from phonenumbers' bundled geocoder and timezone tables (NANP area code, and for many area
-codes the exchange too: 850-432 Pensacola is Central, 850-222 Tallahassee is Eastern).
+codes the exchange too: 850-432 Pensacola is Central, 850-222 Tallahassee is Eastern). The geocoder's part (is
+there an English description, which US state does it name) is read from a compact table built from it
+(service.sending.prefix_states), so a worker does not hold the geocoder's 150 MiB of descriptions.
 
 How uncertain numbers are resolved (conservatively: never a text earlier or later than the law allows):
 
@@ -29,10 +31,11 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from phonenumbers import geocoder
 from phonenumbers import timezone as pn_timezone
 
-__all__ = ["US_STATE_CODES", "RecipientZone", "recipient_zone"]
+from service.sending.prefix_states import described_state
+
+__all__ = ["US_STATE_CODES", "RecipientZone", "recipient_zone", "state_from_description"]
 
 _STATE_NAMES: dict[str, str] = {
     "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
@@ -78,7 +81,7 @@ class RecipientZone:
             object.__setattr__(self, "zones", (self.tz,))
 
 
-def _state_from_description(description: str) -> str | None:
+def state_from_description(description: str) -> str | None:
     """'Florida' -> FL, 'Miami, FL' -> FL, 'Washington D.C.' -> DC; None when it names no US state."""
     if description in _STATE_NAMES:
         return _STATE_NAMES[description]
@@ -109,9 +112,9 @@ def recipient_zone(phone_e164: str, fallback_tz: str) -> RecipientZone:
         return fallback
     if not phonenumbers.is_valid_number(number) or phonenumbers.number_type(number) in _NON_GEOGRAPHIC:
         return fallback
-    description = geocoder.description_for_number(number, "en")
+    geo = described_state(number)
     names = [n for n in pn_timezone.time_zones_for_number(number) if n != pn_timezone.UNKNOWN_TIMEZONE]
-    if not description or not names or len(names) > _MAX_CANDIDATE_ZONES:
+    if not geo.described or not names or len(names) > _MAX_CANDIDATE_ZONES:
         return fallback
     try:
         zones = _westernmost_first([ZoneInfo(name) for name in names])
@@ -119,7 +122,7 @@ def recipient_zone(phone_e164: str, fallback_tz: str) -> RecipientZone:
         return fallback
     region = phonenumbers.region_code_for_number(number)
     if region == "US":
-        state = _state_from_description(description)
+        state = geo.state
     elif region in _TERRITORIES:
         state = region
     else:
