@@ -50,7 +50,7 @@ _SEPARATORS = re.compile(r"[ .\-*_]")
 _TRIPLED = re.compile(r"([^\W\d_])\1{2,}", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+")
 _CACHE_LIMIT = 50_000
-_REAL_EN, _REAL_ES = 40_000, 25_000
+REAL_WORDS = Path(__file__).with_name("real_words.txt")
 _UNSEEN = object()
 
 
@@ -260,7 +260,7 @@ def load_speller(policies_dir: Path, read: tuple[list[PolicyFile], list[PolicyEr
 
 @cache
 def _real_words() -> frozenset[str]:
-    """The most frequent English and Spanish words: never edited into a listed word."""
-    import wordfreq  # lazy: ~0.3 s and its word lists; only the rules loader needs it
-
-    return frozenset(wordfreq.top_n_list("en", _REAL_EN)) | frozenset(wordfreq.top_n_list("es", _REAL_ES))
+    """The most frequent English and Spanish words: never edited into a listed word. Read from the list
+    service.replies.build_real_words wrote from wordfreq (loading wordfreq itself cost 61 MiB per process)."""
+    lines = REAL_WORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(lines[1:])  # the first line names the source
