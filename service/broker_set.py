@@ -130,7 +130,8 @@ def _latest(session: Session) -> BrokerGeneration | None:
 def active_brokers(engine: Engine) -> dict[str, Broker]:
     """The active brokers as detached rows, by Twilio number: what a process holds in memory."""
     with Session(engine, expire_on_commit=False) as session:
-        rows = session.exec(select(Broker).where(Broker.active == True)).all()  # noqa: E712
+        # In the order they were first written (the brokers file's): what start-up findings list them in.
+        rows = session.exec(select(Broker).where(Broker.active == True).order_by(col(Broker.id))).all()  # noqa: E712
         for row in rows:
             session.expunge(row)
     return {b.twilio_number: b for b in rows}

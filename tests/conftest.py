@@ -141,110 +141,27 @@ def postgres_url() -> Iterator[str | None]:
         admin.dispose()
 
 
-# What a PostgreSQL schema is made of, in one string: columns, indexes, constraints, triggers and the revision.
-# Equal to the fingerprint of a fresh migration: the schema is exactly what the migrations make.
-_SCHEMA_FINGERPRINT = """SELECT md5(
-  coalesce((SELECT string_agg(table_name || '.' || column_name || ':' || data_type || ':' || is_nullable || ':'
-                              || coalesce(column_default, ''), ',' ORDER BY table_name, column_name)
-            FROM information_schema.columns WHERE table_schema = 'public'), '')
-  || coalesce((SELECT string_agg(indexdef, ',' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'public'), '')
-  || coalesce((SELECT string_agg(conname || pg_get_constraintdef(oid), ',' ORDER BY conname)
-               FROM pg_constraint WHERE connamespace = 'public'::regnamespace), '')
-  || coalesce((SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t
-               JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = 'public' AND NOT t.tgisinternal), '')
-  || coalesce((SELECT string_agg(version_num, ',') FROM alembic_version), ''))"""
-_SEQUENCES_RESET = """SELECT string_agg(format('SELECT setval(%L, 1, false);', c.oid::regclass), ' ')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND n.nspname = 'public'"""
-
-
-class _Postgres:
-    """This run's PostgreSQL database between tests. A test that builds `ctx` may start from the schema the
-    previous one left, emptied, when that schema is still exactly a fresh migration's: dropping every table and
-    migrating again cost ~0.2 s of each of ~1,100 PostgreSQL tests. Any other test gets an empty database."""
-
-    def __init__(self, url: str) -> None:
-        from service.db import make_engine
-        from service.migrations.runner import upgrade_database
-
-        self.url = url
-        self._drop()
-        engine = make_engine(url)
-        try:
-            upgrade_database(engine)
-            self.head = self._fingerprint(engine)
-        finally:
-            engine.dispose()
-        self._drop()
-        self.at_head = False  # migrated, every row gone
-
-    @staticmethod
-    def _fingerprint(engine) -> str:
-        from sqlalchemy import inspect, text
-
-        if "alembic_version" not in inspect(engine).get_table_names():
-            return ""
-        with engine.connect() as conn:
-            return str(conn.execute(text(_SCHEMA_FINGERPRINT)).scalar())
-
-    def _drop(self) -> None:
-        from sqlmodel import SQLModel
-
-        from service.db import make_engine
-
-        engine = make_engine(self.url)
-        try:
-            SQLModel.metadata.drop_all(engine)
-        finally:
-            engine.dispose()
-
-    def prepare(self, *, migrated: bool) -> None:
-        if not (migrated and self.at_head):
-            if self.at_head:
-                self._drop()
-            self.at_head = False
-
-    def clean(self) -> None:
-        """After a test: empty the tables when the schema is a fresh migration's, else drop them."""
-        from sqlalchemy import text
-        from sqlmodel import SQLModel
-
-        from service.db import make_engine
-
-        engine = make_engine(self.url)
-        try:
-            self.at_head = bool(self.head) and self._fingerprint(engine) == self.head
-            if self.at_head:
-                with engine.begin() as conn:
-                    resets = conn.execute(text(_SEQUENCES_RESET)).scalar() or ""
-                    deletes = " ".join(f'DELETE FROM "{t.name}";' for t in reversed(SQLModel.metadata.sorted_tables))  # noqa: S608 - table names from the models
-                    conn.exec_driver_sql(deletes + " " + resets)
-            else:
-                SQLModel.metadata.drop_all(engine)
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def postgres_state(postgres_url: str | None) -> _Postgres | None:
-    return _Postgres(postgres_url) if postgres_url else None
-
-
 @pytest.fixture(params=DB_PARAMS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_state: _Postgres | None) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None) -> Iterator[str]:
     """A fresh database: a SQLite file always, and PostgreSQL too when TEXTBACK_TEST_POSTGRES_URL is set.
 
-    Empty, except that on PostgreSQL a test that builds `ctx` may get the migrated schema with no rows, which is
-    what `ctx` makes of an empty one (SQLite: `ctx` copies a migrated file; see `migrated_sqlite`)."""
+    PostgreSQL's tables are dropped before and after (not emptied: a reused table keeps its statistics and its
+    rows' physical order, which change plans and the order of unordered reads)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'textback.db'}"
         return
-    assert postgres_state is not None
-    postgres_state.prepare(migrated="ctx" in request.fixturenames)
-    try:
-        yield postgres_state.url
-    finally:
-        postgres_state.clean()
+    from sqlmodel import SQLModel
+
+    from service.db import make_engine
+
+    assert postgres_url is not None
+    engine = make_engine(postgres_url)
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+    yield postgres_url
+    engine = make_engine(postgres_url)
+    SQLModel.metadata.drop_all(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")
