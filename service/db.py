@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,13 +58,16 @@ class _Writers:
     busy timeout, and so does a writer here that has waited as long as that (`take` gives up: never forever)."""
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        # Reentrant: a connection the garbage collector finalizes is rolled back (giving its turn back) in
+        # whichever thread the collector runs, possibly one inside `take` already.
+        self._mutex = threading.RLock()
         self._urgent = threading.Condition(self._mutex)
         self._normal = threading.Condition(self._mutex)
         self._held = False
+        self._holder: weakref.ref[sqlite3.Connection] | None = None
         self._urgent_waiting = 0
 
-    def take(self, timeout: float) -> bool:
+    def take(self, conn: sqlite3.Connection, timeout: float) -> bool:
         urgent = getattr(_turn, "urgent", False)
         deadline = time.monotonic() + timeout
         with self._mutex:
@@ -73,10 +77,12 @@ class _Writers:
                 while self._held or (not urgent and self._urgent_waiting):
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        if self._held and self._holder is not None and self._holder() is None:
+                            break  # its connection is gone without ending the transaction: the turn is free
                         self._wake_next()  # a wake-up this waiter may have taken goes to the next one
                         return False
                     (self._urgent if urgent else self._normal).wait(left)
-                self._held = True
+                self._held, self._holder = True, weakref.ref(conn)
                 return True
             finally:
                 if urgent:
@@ -93,7 +99,7 @@ class _Writers:
 
     def give_back(self) -> None:
         with self._mutex:
-            self._held = False
+            self._held, self._holder = False, None
             self._wake_next()
 
     def _wake_next(self) -> None:
@@ -114,7 +120,7 @@ class _WriterConnection(sqlite3.Connection):
 
     def enter(self) -> None:
         if not self.writing:
-            self.writing = self.writers.take(WRITER_WAIT_SECONDS)
+            self.writing = self.writers.take(self, WRITER_WAIT_SECONDS)
 
     def leave(self) -> None:
         if self.writing:
@@ -149,6 +155,8 @@ def make_engine(url: str) -> Engine:
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # The write turn is given back in the DBAPI connection's commit(), rollback() and close(): never create
+        # this engine with skip_autocommit_rollback, which would skip the rollback on a connection's return.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
                                                   "factory": _WriterConnection})
         writers = _Writers()  # one per engine: its connections are this process's writers

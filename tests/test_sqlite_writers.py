@@ -89,3 +89,41 @@ def test_read_only_connection_takes_no_write_turn(tmp_path: Path) -> None:
     holder.close()
     assert not writers.held
     engine.dispose()
+
+
+def test_take_write_turn_back_from_connection_gone_without_ending(tmp_path: Path) -> None:
+    """A turn whose connection was dropped without COMMIT, ROLLBACK or close is taken back by the next writer
+    once its wait is up, instead of every later writer waiting its full wait for ever."""
+    import gc
+    import sqlite3
+
+    from service.db import _WriterConnection, _Writers
+
+    writers = _Writers()
+    lost = sqlite3.connect(tmp_path / "a.db", factory=_WriterConnection)
+    assert writers.take(lost, timeout=1.0)
+    del lost
+    gc.collect()
+    later = sqlite3.connect(tmp_path / "b.db", factory=_WriterConnection)
+    assert writers.take(later, timeout=0.05)
+    assert writers.held
+    writers.give_back()
+    assert not writers.held
+    later.close()
+
+
+def test_give_up_write_turn_wait_while_holder_still_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.db import _WriterConnection, _Writers
+
+    writers = _Writers()
+    holder = sqlite3.connect(tmp_path / "a.db", factory=_WriterConnection)
+    assert writers.take(holder, timeout=1.0)
+    other = sqlite3.connect(tmp_path / "b.db", factory=_WriterConnection)
+    assert not writers.take(other, timeout=0.05)  # falls back to SQLite's own busy timeout
+    writers.give_back()
+    assert writers.take(other, timeout=0.05)
+    writers.give_back()
+    holder.close()
+    other.close()
