@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -228,21 +228,37 @@ def is_opted_out(conn: Connection | Session, broker_id: int, phone: str, scope: 
 def _lock_dir(engine: Engine) -> Path:
     database = engine.url.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        path = Path(database).resolve()
-        return path.parent / f"{path.name}.locks"
+        return _beside(database, os.getcwd())
     # An in-memory database lives in one process: a private directory serves it.
     return Path(tempfile.gettempdir()) / f"textback-locks-{os.getpid()}-{id(engine)}"
 
 
+@lru_cache(maxsize=64)
+def _beside(database: str, cwd: str) -> Path:
+    """The lock folder beside a database file, resolved once per path and working directory (resolving walks
+    every component with a system call, and every send asked)."""
+    path = Path(cwd, database).resolve()
+    return path.parent / f"{path.name}.locks"
+
+
 def _lock_file(engine: Engine, key: int) -> Path:
     directory = _lock_dir(engine)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory not in _made:
+        directory.mkdir(parents=True, exist_ok=True)
+        _made.add(directory)
     return directory / f"{key % BUCKETS:02x}.lock"
+
+
+_made: set[Path] = set()  # lock folders this process made or found (_flock makes one again if it went away)
 
 
 def _flock(path: Path, mode: int, wait: float) -> int | None:
     """An open descriptor holding `mode` on `path`, or None when `wait` seconds passed first."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # its folder was removed since this process made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait
     pause = 0.001
     while True:

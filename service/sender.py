@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -77,12 +77,11 @@ def _claim_checked(session: Session, ctx: AppContext, msg_id: int, now: datetime
     """The claim of the plain case, returning the row: due, its outcome known, and (a text the opt-out stops)
     its number not opted out in the scope (optout_lock.opted_out_clause, the at-send opt-out read folded into
     the claim's WHERE). None when any of that fails: the full path (`_claim`) then says which."""
-    msg = session.execute(
+    row = session.execute(
         send_queries.claim_checked(ctx.sending_policy.opt_out_scope), {"claim_id": msg_id, "claim_now": now},
-        execution_options={"synchronize_session": False},
-    ).scalars().first()
+    ).first()
     session.commit()
-    return cast("OutboundMessage | None", msg)
+    return None if row is None else send_queries.claimed(session, row)
 
 
 def _may_look_up(ctx: AppContext, msg: OutboundMessage) -> bool:

@@ -187,3 +187,42 @@ def test_hold_opt_out_until_early_locked_send_is_done(ctx) -> None:
         assert not committed.wait(0.5), "the opt-out waits for the send that locked the number before its claim"
     changing.join(30)
     assert committed.is_set()
+
+
+def test_build_claimed_row_as_the_orm_loads_it(ctx) -> None:
+    """The claim's row, built without the ORM's loader, is a persistent object equal to a fresh load, with no
+    pending changes: the commit after it writes nothing."""
+    from service import send_queries
+
+    msg_id = queue_opener(ctx)
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        claimed = sender._claim_checked(session, ctx, msg_id, datetime.now(UTC))
+        assert claimed is not None
+        assert claimed in session
+        assert not session.dirty
+        with counted(ctx) as statements:
+            session.commit()
+        assert statements == []
+    loaded = row(ctx, msg_id)
+    assert claimed.model_dump() == loaded.model_dump()
+    assert (claimed.status, claimed.attempts) == (MessageStatus.sending, 1)
+    assert set(send_queries._row_keys()) == set(OutboundMessage.model_fields)
+
+
+def test_send_opener_when_lock_folder_removed_while_running(ctx, twilio_api, tmp_path) -> None:
+    """A SQLite database's lock folder made once per process and then removed (a cleanup, an operator) is made
+    again by the next send, which goes out."""
+    import shutil
+
+    if ctx.engine.dialect.name != "sqlite":
+        pytest.skip("the lock files are SQLite's")
+    first = queue_opener(ctx)
+    assert sender.send_one(ctx, first) == MessageStatus.sent
+    folder = optout_lock._lock_dir(ctx.engine)
+    assert folder.is_dir()
+    shutil.rmtree(folder)
+    answer_with_sid(twilio_api)
+    second = queue_opener(ctx, BROKER2)
+    assert sender.send_one(ctx, second) == MessageStatus.sent
+    assert folder.is_dir()
+    assert len(sent_texts(twilio_api["messages"])) == 2
