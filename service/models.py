@@ -324,11 +324,13 @@ class OutboundMessage(SQLModel, table=True):
     """A text we intend to send: persisted first, then claimed and sent by exactly one worker."""
 
     # The queue-time gates count recent texts (service.sending.gates.count_columns): the circuit breaker's openers
-    # in the window across brokers, and a broker's texts in the last day, each a range read of one index, so the
-    # counts stay flat as the table grows.
+    # in the window across brokers, and a broker's texts in the last day, each a range read of one index holding
+    # every column the count tests (no row fetched), stopped at the limit it is compared with, so the counts stay
+    # flat as the table grows.
     __table_args__ = (
-        Index("ix_outboundmessage_purpose_created", "purpose", "created_at"),
-        Index("ix_outboundmessage_broker_created", "broker_id", "created_at"),
+        Index("ix_outboundmessage_purpose_counts", "purpose", "created_at", "audience", "status"),
+        Index("ix_outboundmessage_broker_counts", "broker_id", "created_at", "purpose", "audience", "status",
+              "to_phone"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -209,6 +209,34 @@ def test_trip_circuit_breaker_on_call_flood_and_alert_operator(breaker_at_three,
     assert any("circuit breaker" in (r or "") for r in reasons)
 
 
+@pytest.fixture
+def platform_breaker_at_three(tmp_path: Path, collaborators: dict[str, object]) -> None:
+    """`ctx` is built with the platform-wide circuit breaker tripping after three openers in its window."""
+    collaborators["sending_policy"] = policy_with(tmp_path, breaker_max_openers=3, breaker_max_openers_per_broker=3)
+
+
+def test_count_gates_only_up_to_each_limit_and_still_trip(platform_breaker_at_three, client, post, twilio_api,
+                                                         ctx) -> None:
+    """Each count stops at the limit it is compared with (three openers, of five in the window, are read) and
+    the breaker trips on it, saying the limit was reached."""
+    for index in range(3):
+        missed(client, post, caller=f"+1415555{index:04d}", index=index)
+    broker = ctx.broker_for(BROKER)
+    with Session(ctx.engine) as session:
+        for index in range(2):  # two more openers in the window, queued past the gates (as by a raised limit)
+            session.add(OutboundMessage(broker_id=broker.id, to_phone=f"+1415556{index:04d}", from_phone=BROKER,
+                                        body="x", template_id="opener", purpose="opener", audience="borrower"))
+        session.commit()
+        counts = gates.read_counts(session, ctx, broker=broker, lead=None, opener=True, now=datetime.now(UTC))
+        in_window = len(session.exec(select(OutboundMessage).where(OutboundMessage.purpose == "opener")).all())
+    assert in_window == 5
+    assert counts.openers == 3
+    assert counts.broker_today == 5
+    assert gates.breaker_tripped(ctx, counts) == "circuit breaker: 3 or more openers in 10 min across all brokers"
+    missed(client, post, caller="+14155559999", index=9)
+    assert len([t for t in sent_texts(twilio_api["messages"]) if t["To"] != BROKER_ALERT]) == 3
+
+
 def test_stop_at_per_broker_daily_cap(cap_at_two, client, post, twilio_api, ctx) -> None:
     for index in range(4):
         missed(client, post, caller=f"+1415555{index:04d}", index=index)

@@ -177,3 +177,21 @@ def test_count_gates_from_indexes_without_scanning_outbound(ctx) -> None:
         bounded = [line for line in reads if "Index Cond" in line and ("created_at >=" in line or "lead_id =" in line)]
     assert len(reads) == 4, plan
     assert bounded == reads, plan
+
+
+def test_count_gates_from_index_entries_only_up_to_each_limit(ctx) -> None:
+    """The breaker's platform count and the broker's daily count read index entries only (the index holds every
+    column they test), and every count stops at its limit."""
+    broker = ctx.broker_for(BROKER)
+    plan = _plan(ctx, select(*count_columns(opener=True, lead=True)),
+                 count_params(ctx, broker_id=broker.id, lead_id=1, now=utcnow() - timedelta(seconds=1)))
+    if ctx.engine.dialect.name == "sqlite":
+        covering = [line for line in plan.splitlines() if "USING COVERING INDEX" in line]
+        assert any("ix_outboundmessage_purpose_counts" in line for line in covering), plan
+        assert any("ix_outboundmessage_broker_counts" in line for line in covering), plan
+        assert plan.count("CO-ROUTINE") == 4, plan  # each count over its limited subquery
+    else:
+        only = [line for line in plan.splitlines() if "Index Only Scan" in line]
+        assert any("ix_outboundmessage_purpose_counts" in line for line in only), plan
+        assert any("ix_outboundmessage_broker_counts" in line for line in only), plan
+        assert plan.count("->  Limit") == 4, plan

@@ -19,7 +19,7 @@ from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, func, literal
+from sqlalchemy import BindParameter, ColumnElement, Integer, Select, and_, bindparam, func, literal
 from sqlmodel import Session, col, select
 
 from service.models import (
@@ -97,7 +97,8 @@ ALLOW = Verdict()
 
 @dataclass(frozen=True)
 class QueueCounts:
-    """What the circuit breaker and the caps count, read in one statement (`count_columns`)."""
+    """What the circuit breaker and the caps count, read in one statement (`count_columns`), each counted up to the
+    limit it is compared with (so a count at its limit means that many or more)."""
 
     openers: int = 0  # borrower openers in the breaker window, across all brokers
     opener_numbers: int = 0  # this broker's openers to different numbers in the breaker window
@@ -122,10 +123,12 @@ def _counted(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
 @cache
 def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
     """The breaker's and the caps' counts as labelled scalar subqueries (the names of QueueCounts), for one
-    SELECT: the breaker's only for an opener, the lead's only for a lead. Each is answered from an index on
-    (purpose, created_at), (broker_id, created_at) or lead_id, so it stays flat as the table grows.
+    SELECT: the breaker's only for an opener, the lead's only for a lead.
 
-    Built once (their Python construction cost more than the database's answer), bound by `count_params`."""
+    Each reads a range of an index bounded by time (or the one lead's rows) that holds every column it tests, so
+    no row is fetched, and stops at its limit (`count_params`: the cap or threshold it is compared with), so a
+    count costs at most that many index entries however many texts the window holds: the gates only ask whether
+    a limit is reached. Built once (their Python construction cost more than the database's answer)."""
     broker_id: BindParameter[int] = bindparam("count_broker_id")
     lead_id: BindParameter[int] = bindparam("count_lead_id")
     since: BindParameter[datetime] = bindparam("count_since")
@@ -133,35 +136,45 @@ def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
     zero = literal(0)
     columns: list[Any] = []
     if opener:
-        columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+        columns.append(_bounded(select(literal(1)).where(_counted(
             col(OutboundMessage.purpose) == Purpose.opener, col(OutboundMessage.created_at) >= since,
-        )).scalar_subquery().label("openers"))
-        columns.append(select(func.count(func.distinct(OutboundMessage.to_phone))).where(
+        )), "count_openers_limit").label("openers"))
+        columns.append(_bounded(select(OutboundMessage.to_phone).distinct().where(
             col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.purpose) == Purpose.opener,
             col(OutboundMessage.status).in_(COUNTED), col(OutboundMessage.created_at) >= since,
-        ).scalar_subquery().label("opener_numbers"))
+        ), "count_numbers_limit").label("opener_numbers"))
     else:
         columns += [zero.label("openers"), zero.label("opener_numbers")]
     if not lead:
         columns.append(zero.label("lead_today"))
     else:
-        columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+        columns.append(_bounded(select(literal(1)).where(_counted(
             col(OutboundMessage.lead_id) == lead_id, col(OutboundMessage.created_at) >= day_ago,
-        )).scalar_subquery().label("lead_today"))
+        )), "count_lead_limit").label("lead_today"))
     # The broker's daily volume of automated texts: a person's own texts are not automated and never use it up.
-    columns.append(select(func.count()).select_from(OutboundMessage).where(_counted(
+    columns.append(_bounded(select(literal(1)).where(_counted(
         col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.created_at) >= day_ago,
         col(OutboundMessage.purpose) != Purpose.human,
-    )).scalar_subquery().label("broker_today"))
+    )), "count_broker_limit").label("broker_today"))
     return tuple(columns)
 
 
+def _bounded(rows: Select[Any], limit: str) -> Any:
+    """How many rows `rows` yields, counting no further than the bound parameter `limit`."""
+    return select(func.count()).select_from(rows.limit(bindparam(limit, type_=Integer)).subquery()).scalar_subquery()
+
+
 def count_params(ctx: AppContext, *, broker_id: int, lead_id: int | None, now: datetime) -> dict[str, Any]:
-    """The values `count_columns` is bound with: the broker, the lead, and the windows ending `now`."""
+    """The values `count_columns` is bound with: the broker, the lead, the windows ending `now`, and each count's
+    limit (the cap or threshold it is compared with: a count that reaches it reads no further)."""
     caps = ctx.sending_policy.caps
     return {"count_broker_id": broker_id, "count_lead_id": lead_id,
             "count_since": now - timedelta(minutes=caps.breaker_window_minutes),
-            "count_day_ago": now - timedelta(days=1)}
+            "count_day_ago": now - timedelta(days=1),
+            "count_openers_limit": max(caps.breaker_max_openers, 0),
+            "count_numbers_limit": max(caps.breaker_max_openers_per_broker, 0),
+            "count_lead_limit": max(caps.per_lead_per_day, 0),
+            "count_broker_limit": max(caps.per_broker_per_day, 0)}
 
 
 def counts_of(row: Any) -> QueueCounts:
@@ -189,9 +202,10 @@ def breaker_tripped(ctx: AppContext, counts: QueueCounts) -> str | None:
     """Openers in the window, platform-wide and per broker to distinct numbers: too many looks like abuse."""
     caps = ctx.sending_policy.caps
     if counts.openers >= caps.breaker_max_openers:
-        return f"circuit breaker: {counts.openers} openers in {caps.breaker_window_minutes} min across all brokers"
+        return (f"circuit breaker: {counts.openers} or more openers in {caps.breaker_window_minutes} min across all "
+                "brokers")
     if counts.opener_numbers >= caps.breaker_max_openers_per_broker:
-        return (f"circuit breaker: {counts.opener_numbers} openers to different numbers in "
+        return (f"circuit breaker: {counts.opener_numbers} or more openers to different numbers in "
                 f"{caps.breaker_window_minutes} min")
     return None
 
