@@ -547,6 +547,7 @@ def run_one(kind: str, processes: int, args: argparse.Namespace) -> Result:
             "TEXTBACK_TWILIO_LOOKUP_URL": mock_url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TEXTBACK_LOG_LEVEL": "WARNING", "TEXTBACK_WORKER_POLL_SECONDS": "0.5",
         })
+        env.update(dict(setting.split("=", 1) for setting in args.set))
         service, url = start_service(env, workdir, processes, timeout=min(180.0, deadline - time.monotonic()))
         burst = asyncio.run(fire(url, workload, args.concurrency, deadline))
         drain = wait_drained(database_url, mock_url, deadline)
@@ -558,6 +559,13 @@ def run_one(kind: str, processes: int, args: argparse.Namespace) -> Result:
     if time.monotonic() > deadline:
         print(f"   (time limit of {args.time_limit:.0f} s reached: figures are partial)", flush=True)
     return result
+
+
+def _setting(value: str) -> str:
+    name, sep, _ = value.partition("=")
+    if not sep or not name.startswith("TEXTBACK_"):
+        raise argparse.ArgumentTypeError(f"expected TEXTBACK_NAME=VALUE, got {value!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -575,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--missed-only", action="store_true",
                         help="only distinct missed calls (no replies, duplicates or forgeries): the opener burst")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_setting,
+                        help="a setting for textback, e.g. TEXTBACK_WEBHOOK_THREADS=4 (repeatable)")
     args = parser.parse_args(argv)
     runs = {"postgres": [("postgres", max(args.processes, 1))], "sqlite": [("sqlite", 1)],
             "both": [("postgres", max(args.processes, 2)), ("sqlite", 1)]}[args.db]
