@@ -276,6 +276,18 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def database_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its postmaster and backends), for their CPU."""
+    try:
+        out = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True, check=False).stdout
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in out.split()]
+
+
 def start_service(env: dict[str, str], workdir: Path, processes: int, timeout: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [*textback_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -405,6 +417,15 @@ class Result:
     latency_valid: list[float]
     to_send: list[float]
     invariants: dict[str, Any] = field(default_factory=dict)
+    service_cpu: float = float("nan")  # seconds of CPU of textback's processes, burst and drain
+    database_cpu: float = float("nan")  # the same for the PostgreSQL server's processes (on this machine)
+    missed_calls: int = 0  # valid missed-call webhooks
+    replies: int = 0  # valid inbound texts
+
+    @property
+    def handled(self) -> int:
+        """Valid missed calls and replies: what the per-call CPU is divided by."""
+        return self.missed_calls + self.replies
 
     @property
     def throughput(self) -> float:
@@ -512,6 +533,11 @@ def print_results(results: list[Result], *, shipped: bool) -> None:
         ("webhook -> Messages API max, ms", lambda r: ms(max(r.to_send, default=float("nan")))),
         ("drain after the burst, s", lambda r: f"{r.drain_seconds:.1f}"),
         ("HTTP statuses", lambda r: " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))),
+        ("missed calls + replies handled", lambda r: f"{r.missed_calls:,} + {r.replies:,}"),
+        ("textback CPU per call or reply, ms", lambda r: f"{r.service_cpu * 1000 / r.handled:.1f}" if r.handled
+         else "-"),
+        ("PostgreSQL CPU per call or reply, ms", lambda r: f"{r.database_cpu * 1000 / r.handled:.1f}"
+         if r.handled and r.database_cpu == r.database_cpu else "-"),
     ]
     rows += [(name, lambda r, name=name: f"{r.invariants[name]:,}") for name in results[0].invariants]
     rows.append(("invariants", lambda r: "OK" if not verdicts(r, shipped=shipped) else
@@ -549,9 +575,18 @@ def run_one(kind: str, processes: int, args: argparse.Namespace) -> Result:
         })
         env.update(dict(setting.split("=", 1) for setting in args.set))
         service, url = start_service(env, workdir, processes, timeout=min(180.0, deadline - time.monotonic()))
+        tree = [service.pid, *child_pids(service.pid)]
+        cpu_before = cpu_ticks(tree), cpu_ticks(database_pids()) if kind == "postgres" else 0
         burst = asyncio.run(fire(url, workload, args.concurrency, deadline))
         drain = wait_drained(database_url, mock_url, deadline)
+        cpu_after = cpu_ticks(tree), cpu_ticks(database_pids()) if kind == "postgres" else 0
         result = measure(label, workload, burst, drain, database_url, mock_url, shipped=args.shipped_policies)
+        result.service_cpu = (cpu_after[0] - cpu_before[0]) / CLK_TCK
+        # PostgreSQL's backends come and go with the pool: a backend that ended is not counted (an estimate
+        # from below, close while the pool keeps its connections).
+        result.database_cpu = (cpu_after[1] - cpu_before[1]) / CLK_TCK if kind == "postgres" else float("nan")
+        result.missed_calls = len({r.key for r in workload.requests if r.kind == "missed"})  # redeliveries once
+        result.replies = len(workload.message_sids)
     finally:
         if service is not None:
             stop(service)
