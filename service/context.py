@@ -174,13 +174,18 @@ class AppContext:
             raise ConfigError(findings[0] + more)
 
     def warm_up(self) -> None:
-        """Load the guard, the rules (and dateparser, through an explicit date) and the sending policy before the
-        first webhook, so the first missed call and the first explicit date are answered like every other."""
+        """Load the guard, the rules and the sending policy before the first webhook, so the first missed call is
+        answered like every other. Dates are warmed apart (`warm_dates`), once the process serves."""
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         self.check_templates()
-        # An explicit date: the first one a process reads loads dateparser (~200 ms or more), here, not on a reply.
-        self.rules.analyze("buying a home by March 15, after 5 works", datetime.now(UTC))
         _ = self.sending_policy
+
+    def warm_dates(self) -> None:
+        """Read one explicit date: the first a process reads loads dateparser (~1 s at start-up on a small
+        machine), here rather than on a borrower's reply. The app runs it in a thread of its own right after it
+        starts serving (a reply with a date in that second waits for the same import, not for a second one), so
+        /health does not wait for it."""
+        self.rules.analyze("buying a home by March 15, after 5 works", datetime.now(UTC))
 
     def close(self) -> None:
         if self._extractor is not None:

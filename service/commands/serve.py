@@ -58,15 +58,15 @@ def serve(host: str, port: int, workers: int) -> None:
         share_across_workers(workers, enabled=bool(settings.metrics_token))
         server.run("service.asgi:app", host=host, port=port, workers=workers, settings=settings)
         return
-    from service.app import create_app  # lazy: no context in the --workers supervisor
-    from service.context import build_context  # lazy: no context in the --workers supervisor
-
-    # The port answers /health at once (service.warming) while everything is validated here, so a bad brokers
-    # file, policy, template or prompt stops start-up with its message (one line from startup_command; --debug:
-    # the traceback); then the same socket goes to the app.
+    # The port answers /health at once (service.warming) while everything is imported and validated here, so a
+    # bad brokers file, policy, template or prompt stops start-up with its message (one line from
+    # startup_command; --debug: the traceback); then the same socket goes to the app.
     sock = warming.bind(host, port, server.accept_backlog(server.raise_fd_limit()))
     try:
         with warming.answering(sock):
+            from service.app import create_app  # lazy: no context in the --workers supervisor
+            from service.context import build_context  # lazy: no context in the --workers supervisor
+
             ctx = build_context(settings)
             try:
                 ctx.warm_up()
@@ -104,6 +104,7 @@ def worker() -> None:
 
     ctx = build_context(settings)
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
+    ctx.warm_dates()
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     runner = Worker(ctx)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
