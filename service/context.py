@@ -174,10 +174,12 @@ class AppContext:
             raise ConfigError(findings[0] + more)
 
     def warm_up(self) -> None:
-        """Load the guard, the rules and the sending policy before the first webhook, so the first missed call is
-        answered like every other. Dates are warmed apart (`warm_dates`), once the process serves."""
+        """Load the guard, the reply rules and the sending policy before the first webhook (a rules file that does
+        not load stops start-up), so the first missed call and the first reply are answered like every other.
+        dateparser is warmed apart (`warm_dates`), once the process serves."""
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         self.check_templates()
+        _ = self.rules
         _ = self.sending_policy
 
     def warm_dates(self) -> None:

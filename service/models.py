@@ -325,8 +325,8 @@ class OutboundMessage(SQLModel, table=True):
 
     # The queue-time gates count recent texts (service.sending.gates.count_columns): the circuit breaker's openers
     # in the window across brokers, and a broker's texts in the last day, each a range read of one index holding
-    # every column the count tests (no row fetched), stopped at the limit it is compared with, so the counts stay
-    # flat as the table grows.
+    # every column the count tests, stopped at the limit it is compared with, so the counts stay flat as the
+    # table grows.
     __table_args__ = (
         Index("ix_outboundmessage_purpose_counts", "purpose", "created_at", "audience", "status"),
         Index("ix_outboundmessage_broker_counts", "broker_id", "created_at", "purpose", "audience", "status",

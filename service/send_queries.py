@@ -63,7 +63,10 @@ def _row_keys() -> tuple[str, ...]:
 
 def claimed(session: Session, row: Row[Any]) -> OutboundMessage:
     """The row `claim_checked` returned as a persistent OutboundMessage in `session`, built as the ORM's loader
-    builds one (attribute values in place, no history): what the ORM's UPDATE ... RETURNING would have given."""
+    builds one (attribute values in place, no history): what the ORM's UPDATE ... RETURNING would have given.
+
+    The loader's `load` event is not fired: nothing listens to it on this model. A column made `Mutable` (whose
+    tracking starts in that event) would need the ORM's statement back."""
     msg: OutboundMessage = sa_inspect(OutboundMessage).class_manager.new_instance()
     msg.__dict__.update(zip(_row_keys(), row, strict=True))
     make_transient_to_detached(msg)

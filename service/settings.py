@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     reply_threads: int = Field(default=4, ge=1)
     # The webhooks' own transactions run on at most this many threads per process (anyio's default is 40):
     # more only queue for the database and take the CPU from the sends (a burst of 500 missed calls on
-    # PostgreSQL, 2 processes: the opener's p50 1.3-1.5 s with 8, 0.8-0.95 s with 4; benchmarks/README.md).
+    # PostgreSQL, 2 processes: the opener's p50 0.9-1.5 s with 8, 0.76-0.95 s with 4; benchmarks/README.md).
     webhook_threads: int = Field(default=4, ge=1)
     # PostgreSQL: every transaction that queues a text or stores a reply says so (NOTIFY); each sweeping process
     # listens, so a worker in another process starts at once instead of at its next poll. Off: poll only.

@@ -203,6 +203,7 @@ def test_export_keeps_a_second_brokers_conversation_apart(story: int, ctx) -> No
     # Not even the last four digits (as a masked number shows them); digits inside a timestamp's fraction of a
     # second are not a number.
     assert re.search(rf"(?<!\d){OTHER_CALLER[-4:]}(?!\d)", dana) is None
+    assert OTHER_CALLER[2:] not in dana  # nor the national number
     marcus = export_jsonl(url, "--broker", BROKER2, "--since", "2026-06-01")
     assert {(r["broker"], r["phone"]) for r in marcus} == {(BROKER2, OTHER_CALLER)}
     assert [r["kind"] for r in marcus] == ["call", "text_queued", "gate_verdict", "text_sent"]

@@ -78,3 +78,25 @@ def test_warm_dates_in_background_once_app_serves(ctx, twilio_api, monkeypatch) 
         assert not read.is_set()
         release.set()
         assert read.wait(30)
+
+
+def test_refuse_start_when_reply_rules_do_not_load(settings, tmp_path) -> None:
+    """warm_up loads the reply rules before the app serves: a rule yielding to a rule that does not exist stops
+    start-up with the file's name, rather than failing every reply after /health said 200."""
+    import shutil
+
+    from service.context import build_context
+    from service.errors import PolicyError
+    from tests.helpers import POLICIES
+
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy)
+    rule = copy / "inbound" / "loan-equity-out.yaml"
+    rule.write_text(rule.read_text().replace("yields_to: [loan-refinance, loan-home-equity]",
+                                             "yields_to: [no-such-rule]"))
+    context = build_context(settings.model_copy(update={"policies_dir": copy}))
+    try:
+        with pytest.raises(PolicyError, match="no-such-rule"):
+            context.warm_up()
+    finally:
+        context.close()

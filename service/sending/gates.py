@@ -125,10 +125,13 @@ def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
     """The breaker's and the caps' counts as labelled scalar subqueries (the names of QueueCounts), for one
     SELECT: the breaker's only for an opener, the lead's only for a lead.
 
-    Each reads a range of an index bounded by time (or the one lead's rows) that holds every column it tests, so
-    no row is fetched, and stops at its limit (`count_params`: the cap or threshold it is compared with), so a
-    count costs at most that many index entries however many texts the window holds: the gates only ask whether
-    a limit is reached. Built once (their Python construction cost more than the database's answer)."""
+    Each reads a range of an index bounded by time (or the one lead's rows) that holds every column it tests (on
+    SQLite no row is fetched; PostgreSQL still checks the table for rows too recent to be marked all-visible),
+    and stops at its limit (`count_params`: the cap or threshold it is compared with), so a count costs about
+    that many entries however many texts the window holds: the gates only ask whether a limit is reached. (The
+    distinct numbers are the exception on PostgreSQL, which reads the broker's window to de-duplicate before the
+    limit: one broker's openers, not the platform's.) Built once (their Python construction cost more than the
+    database's answer)."""
     broker_id: BindParameter[int] = bindparam("count_broker_id")
     lead_id: BindParameter[int] = bindparam("count_lead_id")
     since: BindParameter[datetime] = bindparam("count_since")
