@@ -5,7 +5,6 @@ the one mapping from errors to HTTP answers, and the lifespan. Logging is the pr
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -234,7 +233,6 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         app.state.webhooks = anyio.CapacityLimiter(settings.webhook_threads)
         # Build the output guard and the reply rules before the first webhook (guardrails takes seconds).
         await anyio.to_thread.run_sync(context.warm_up)
-        threading.Thread(target=context.warm_dates, name="textback-warm-dates", daemon=True).start()
         if start_thread:
             worker.start()
         elif run_worker is None:  # TEXTBACK_RUN_WORKER=false: the sweep runs elsewhere; the brokers are polled here

@@ -55,31 +55,6 @@ def test_hand_socket_over_with_waiting_connections_after_warm_up(bound) -> None:
             assert conn.recv(1024).startswith(b"GET /health")
 
 
-def test_warm_dates_in_background_once_app_serves(ctx, twilio_api, monkeypatch) -> None:
-    """The app serves without waiting for dateparser: its lifespan reads one explicit date on a thread of its
-    own (the first date a process reads loads dateparser), and /health answers meanwhile."""
-    import threading
-
-    from litestar.testing import TestClient
-
-    from service.app import create_app
-
-    release, read = threading.Event(), threading.Event()
-    warm_dates = ctx.warm_dates
-
-    def slow_warm() -> None:
-        assert release.wait(30)  # held until /health has answered
-        warm_dates()
-        read.set()
-
-    monkeypatch.setattr(ctx, "warm_dates", slow_warm)
-    with TestClient(app=create_app(ctx=ctx, run_worker=False), base_url="http://testserver.local") as client:
-        assert client.get("/health").status_code == 200
-        assert not read.is_set()
-        release.set()
-        assert read.wait(30)
-
-
 def test_refuse_start_when_reply_rules_do_not_load(settings, tmp_path) -> None:
     """warm_up loads the reply rules before the app serves: a rule yielding to a rule that does not exist stops
     start-up with the file's name, rather than failing every reply after /health said 200."""

@@ -104,7 +104,6 @@ def worker() -> None:
 
     ctx = build_context(settings)
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
-    ctx.warm_dates()
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     runner = Worker(ctx)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
