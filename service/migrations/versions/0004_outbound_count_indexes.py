@@ -1,6 +1,6 @@
 """outboundmessage: the gate counts' indexes hold every column the counts test (audience, status, purpose and,
-for a broker's openers, the number), so counting reads index entries only and never fetches a row; they replace
-0003's two indexes, whose leading columns they keep.
+for a broker's openers, the number), so counting reads index entries (on PostgreSQL, rows too recent to be marked
+all-visible are still checked in the table); they replace 0003's two indexes, whose leading columns they keep.
 
 Revision ID: 0004
 Revises: 0003
