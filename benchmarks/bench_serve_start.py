@@ -54,16 +54,10 @@ def poll(url: str, proc: subprocess.Popen[bytes], started: float, timeout: float
 
 
 def bare_round(workdir: Path) -> float:
-    port = lt.free_port()
-    env = {"BARE_DATABASE_URL": f"sqlite:///{workdir / 'bare.db'}", "BARE_AUTH_TOKEN": lt.AUTH_TOKEN,
-           "BARE_PUBLIC_URL": lt.PUBLIC_URL, "PATH": "/usr/bin:/bin"}
-    launcher = (f"import sys; sys.path[:0] = [{str(REPO / 'benchmarks')!r}, {str(REPO)!r}]; "
-                "from bare_app import main; sys.exit(main())")
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", launcher, "--port", str(port)], env=env, cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc, url = cb.spawn_bare(f"sqlite:///{workdir / 'bare.db'}", workdir, 1)
     try:
-        first, _ = poll(f"http://127.0.0.1:{port}", proc, started, 120, any_answer=True)
+        first, _ = poll(url, proc, started, 120, any_answer=True)
     finally:
         lt.stop(proc)
     return first

@@ -287,12 +287,11 @@ class Server:
     count_rows: Callable[[], int]
 
 
-def start_bare(database_url: str, workdir: Path, processes: int,
-               timeout: float) -> tuple[subprocess.Popen[bytes], str]:
+def spawn_bare(database_url: str, workdir: Path, processes: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The bare app started on a free port (not waited for): the process and its URL."""
     port = load_test.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEXTBACK_", "TWILIO_", "BARE_"))}
     env.update({"BARE_DATABASE_URL": database_url, "BARE_AUTH_TOKEN": AUTH_TOKEN, "BARE_PUBLIC_URL": PUBLIC_URL})
-    log = workdir / "bare.log"
     # Started like the `textback` script: a main module that imports nothing heavy, so uvicorn's `--workers`
     # children answer its health check (5 s) at once and import the app after (a busy box takes longer than 5 s
     # to import Litestar, and the supervisor would kill and restart the worker forever).
@@ -300,10 +299,15 @@ def start_bare(database_url: str, workdir: Path, processes: int,
                 "from bare_app import main; sys.exit(main())")
     proc = subprocess.Popen([sys.executable, "-c", launcher, "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(processes)],
-                            env=env, cwd=workdir, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env=env, cwd=workdir, stdout=(workdir / "bare.log").open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_answering(url, proc, "/", timeout, log)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_bare(database_url: str, workdir: Path, processes: int,
+               timeout: float) -> tuple[subprocess.Popen[bytes], str]:
+    proc, url = spawn_bare(database_url, workdir, processes)
+    wait_answering(url, proc, "/", timeout, workdir / "bare.log")
     return proc, url
 
 

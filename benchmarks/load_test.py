@@ -257,12 +257,16 @@ def textback_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
 
 
-def child_pids(pid: int) -> list[int]:
+def _pgrep(*args: str) -> list[int]:
     try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(["pgrep", *args], capture_output=True, text=True, check=False).stdout
     except FileNotFoundError:
         return []
     return [int(p) for p in out.split()]
+
+
+def child_pids(pid: int) -> list[int]:
+    return _pgrep("-P", str(pid))
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -281,11 +285,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def database_pids() -> list[int]:
     """The PostgreSQL server's processes on this machine (its postmaster and backends), for their CPU."""
-    try:
-        out = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True, check=False).stdout
-    except FileNotFoundError:
-        return []
-    return [int(p) for p in out.split()]
+    return _pgrep("-x", "postgres")
 
 
 def start_service(env: dict[str, str], workdir: Path, processes: int, timeout: float) -> tuple[subprocess.Popen[bytes], str]:

@@ -61,6 +61,12 @@ def _row_keys() -> tuple[str, ...]:
     return keys
 
 
+@cache
+def column_names() -> frozenset[str]:
+    """The outbound table's column names (each an attribute of OutboundMessage of the same name)."""
+    return frozenset(_row_keys())
+
+
 def claimed(session: Session, row: Row[Any]) -> OutboundMessage:
     """The row `claim_checked` returned as a persistent OutboundMessage in `session`, built as the ORM's loader
     builds one (attribute values in place, no history): what the ORM's UPDATE ... RETURNING would have given.

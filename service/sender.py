@@ -252,7 +252,7 @@ def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> in
     _settle(msg)
     changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()} or {
         "status": msg.status}
-    unknown = set(changed) - set(OutboundMessage.__table__.c.keys())  # type: ignore[attr-defined]
+    unknown = changed.keys() - send_queries.column_names()
     if unknown:  # the table's UPDATE would ignore them: never write a text's outcome half
         raise RuntimeError(f"outbound message attributes that are no column: {sorted(unknown)}")
     with session.no_autoflush:

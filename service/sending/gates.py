@@ -174,10 +174,10 @@ def count_params(ctx: AppContext, *, broker_id: int, lead_id: int | None, now: d
     return {"count_broker_id": broker_id, "count_lead_id": lead_id,
             "count_since": now - timedelta(minutes=caps.breaker_window_minutes),
             "count_day_ago": now - timedelta(days=1),
-            "count_openers_limit": max(caps.breaker_max_openers, 0),
-            "count_numbers_limit": max(caps.breaker_max_openers_per_broker, 0),
-            "count_lead_limit": max(caps.per_lead_per_day, 0),
-            "count_broker_limit": max(caps.per_broker_per_day, 0)}
+            "count_openers_limit": caps.breaker_max_openers,
+            "count_numbers_limit": caps.breaker_max_openers_per_broker,
+            "count_lead_limit": caps.per_lead_per_day,
+            "count_broker_limit": caps.per_broker_per_day}
 
 
 def counts_of(row: Any) -> QueueCounts:
