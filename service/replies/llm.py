@@ -18,6 +18,12 @@ the reasons). The caller (`classify`) turns any failure into "a human takes it".
 
 What the model may answer (`LLMExtraction`), the failure type and the prompt check live in
 service.replies.extraction, which does not import the openai SDK; this module is the call itself.
+
+The SDK's parse path is lazy: the first call in a process imports its chat resources and builds the response
+format's schema and generic models, ~0.65 s of CPU on an idle machine and several seconds on a loaded one,
+which a first reply would spend out of its deadline. Building the first extractor in a process runs that path
+once against a canned answer through an in-process transport (nothing leaves the machine), so every reply's
+deadline is spent on the endpoint.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from pydantic import ValidationError
 
 from service import metrics
 from service.prompts import PROMPTS_DIR, Prompt
+from service.replies.analysis import LoanType, Timeline
 from service.replies.delimiters import delimiters, neutralise
 from service.replies.extraction import LLMExtraction, LLMFailure, load_extraction_prompt
+from service.replies.llm_fake import completion_json
 
 logger = logging.getLogger("textback.replies.llm")
 
@@ -52,6 +60,10 @@ MAX_COMPLETION_TOKENS = 256  # the JSON answer is ~80 tokens; a longer answer is
 MIN_ATTEMPT_SECONDS = 0.5  # a retry is only worth making with at least this long left before the deadline
 WATCHDOG_GRACE_SECONDS = 1.0  # the caller's own bound on top of the deadline, should the event loop stall
 RETRYABLE_STATUS = frozenset({408, 409})  # and every 5xx; 429 is `rate_limited`
+
+_WARM_BASE_URL = "http://textback-warm-up.invalid/v1"  # never dialled: the warm-up's transport is in-process
+_warm_lock = threading.Lock()
+_warmed = threading.Event()  # set once the parse path has run in this process
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _T = TypeVar("_T")
@@ -157,6 +169,7 @@ class ReplyExtractor:
             http_client=http_client,
         )
         self._loop = _EventLoopThread("textback-llm-io")
+        self._warm_parse_path()
 
     @property
     def prompt_name(self) -> str:
@@ -214,6 +227,22 @@ class ReplyExtractor:
 
     def close(self) -> None:
         self._loop.close(self._client.close())
+
+    def _warm_parse_path(self) -> None:
+        """Once per process: one parse of a canned answer through the SDK on this extractor's loop (see the
+        module docstring). A failure is logged and left to the first real call, which fails closed."""
+        with _warm_lock:
+            if _warmed.is_set():
+                return
+            started = time.monotonic()
+            try:
+                self._loop.submit(_parse_canned(self.model)).result(timeout=30)
+            except Exception as exc:  # the real call reports its own failure; start-up goes on
+                logger.warning("llm warm-up failed", extra={"fields": {"exc_type": type(exc).__name__}})
+                return
+            _warmed.set()
+            logger.info("llm parse path warmed",
+                        extra={"fields": {"elapsed_ms": round((time.monotonic() - started) * 1000)}})
 
     async def _extract(self, text: str, received_at: datetime, deadline: float) -> LLMExtraction:
         messages = self.messages(text, received_at)
@@ -286,6 +315,31 @@ class ReplyExtractor:
         if message.parsed is None:
             raise LLMFailure("invalid_json", detail="empty content")
         return message.parsed
+
+
+async def _parse_canned(model: str) -> LLMExtraction:
+    """The SDK's parse path end to end over an in-process transport that answers one canned completion."""
+    canned = LLMExtraction(
+        loan_type=LoanType.UNKNOWN, timeline=Timeline.UNKNOWN, applied_elsewhere=None, wrong_number=False,
+        not_interested=False, opt_out_request=False, callback_requested=False, handoff_reasons=[],
+    )
+    body = completion_json(canned.model_dump_json(), model=model)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    async with httpx.AsyncClient(transport=transport) as http_client:
+        client = openai.AsyncOpenAI(api_key="warm-up", base_url=_WARM_BASE_URL, max_retries=0,
+                                    http_client=http_client)
+        completion = await client.chat.completions.parse(
+            model=model,
+            messages=[{"role": "user", "content": "warm-up"}],
+            response_format=LLMExtraction,
+            temperature=0,
+            max_completion_tokens=MAX_COMPLETION_TOKENS,
+            store=False,
+        )
+    parsed = completion.choices[0].message.parsed
+    if parsed != canned:
+        raise LLMFailure("invalid_json", detail="warm-up answer did not round-trip")
+    return parsed
 
 
 def _backoff(attempt: int) -> float:
