@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,7 +99,9 @@ class AppContext:
             if self._guard is None:
                 from service.policy.guard import OutputGuard  # lazy: importing guardrails takes seconds
 
-                guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir)
+                # defer: on a restart with the start-up verdicts kept, the Guard loads while the service serves
+                guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir,
+                                         defer=True)
                 self._same_version(guard.policy_version)
                 self._guard = guard
             return self._guard
@@ -174,14 +177,29 @@ class AppContext:
             raise ConfigError(findings[0] + more)
 
     def warm_up(self) -> None:
-        """Load the guard, the rules (and dateparser, through an explicit date) and the sending policy before the
+        """Load the rules (and dateparser, through an explicit date), the sending policy and the guard before the
         first webhook, so the first missed call and the first explicit date are answered like every other (a rules
-        file that does not load stops start-up)."""
+        file that does not load stops start-up).
+
+        The guard comes last: on a restart it answers start-up's checks from the verdicts the last start kept and
+        imports guardrails on a background thread (service.policy.guard), which then overlaps no other import
+        of start-up's."""
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
-        self.check_templates()
         # An explicit date: the first one a process reads loads dateparser (~200 ms or more), here, not on a reply.
         self.rules.analyze("buying a home by March 15, after 5 works", datetime.now(UTC))
         _ = self.sending_policy
+        # The next start answers these same checks from the verdicts kept here while its Guard loads.
+        recording = getattr(self.guard, "startup_checks", None)
+        with recording() if recording is not None else nullcontext():
+            self.check_templates()
+
+    def guard_state(self) -> str:
+        """The output guard's state without building it: `not loaded`, `loading` (in the background), `failed`
+        or `ok`."""
+        guard = self._guard
+        if guard is None:
+            return "not loaded"
+        return str(getattr(guard, "state", "ok"))
 
     def close(self) -> None:
         if self._extractor is not None:

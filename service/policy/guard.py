@@ -32,23 +32,30 @@ How it is built, and why:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from service.errors import PolicyError
+from service.logs import log
+from service.policy import verdict_file
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
 from service.policy.manifest import load_manifest, manifest_findings
 from service.policy.normalize import normalize
 from service.policy.required_content import missing_content
-from service.policy.selftest import SelfTest, run_self_test
+from service.policy.selftest import SelfTest, cached_self_test, run_self_test
+
+logger = logging.getLogger("textback.policy")
 
 VALIDATOR_NAME = "textback/outbound-policy"
 _SEPARATOR = ": "
@@ -247,10 +254,20 @@ def _copy(result: GuardResult) -> GuardResult:
 
 
 GUARD_ERROR = "guard-error"
+# How long a text waits for a Guard still loading in the background (seconds; it loads in ~5): then it is
+# blocked as a guard error, as any failure inside the guard is.
+GUARD_LOAD_WAIT_SECONDS = 120.0
+_BUILD_LOCK = threading.Lock()  # one Guard built at a time: guardrails' validator registry is process-wide
 
 
 class OutputGuard:
-    """The guardrails Guard over the outbound rules. Build with `OutputGuard.load(policies_dir)`."""
+    """The guardrails Guard over the outbound rules. Build with `OutputGuard.load(policies_dir)`.
+
+    Loaded with `defer=True` and a start-up verdict file for this exact policy set and guard code
+    (service.policy.verdict_file), the Guard is built on a background thread while the service already serves:
+    a check whose verdict that file holds gets it at once; any other text waits for the Guard. When the Guard
+    has loaded it checks again every verdict it gave from the file, before any later check is answered.
+    """
 
     def __init__(self, guard: Any, rules: list[LoadedRule], version: str, *,
                  cache_size: int = VERDICT_CACHE_SIZE) -> None:
@@ -260,20 +277,102 @@ class OutputGuard:
         self.rules = rules
         self.policy_version = version
         self.self_test: SelfTest | None = None  # set by `load`: how many examples, and whether cached
+        self._ready = threading.Event()  # the Guard is built (or failed to build: `load_error`)
+        if guard is not None:
+            self._ready.set()
+        self.load_error: str | None = None
+        self._cache_dir: Path | None = None
+        # Inside `startup_checks`: every verdict given, by digest (what the next start may use).
+        self._startup: dict[str, dict[str, Any]] | None = None
+        # While the Guard loads: the verdicts read from the file, and the checks they answered.
+        self._bridge_lock = threading.Lock()
+        self._bridge: dict[str, dict[str, Any]] = {}
+        self._bridged: list[tuple[VerdictKey, GuardResult]] = []
 
     @classmethod
-    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None) -> OutputGuard:
+    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None, defer: bool = False) -> OutputGuard:
         """Read the outbound rules, hold them to the manifest, build the Guard and run every example through
         it (skipped when `cache_dir` records a pass for this exact policy set and guard code). PolicyError,
-        naming the file, if anything is off: the service must not start."""
+        naming the file, if anything is off: the service must not start.
+
+        `defer`: when `cache_dir` also holds the start-up verdicts for this policy set and guard code, return
+        at once and build the Guard on a background thread (see the class docstring)."""
         rules = load_outbound_rules(policies_dir)
         manifest = load_manifest(policies_dir)
         findings = manifest_findings(manifest, rules)
         if findings:
             raise findings[0]
-        output_guard = cls.from_rules(rules, policy_version(policies_dir), policies_dir)
+        version = policy_version(policies_dir)
+        if defer and cache_dir is not None:
+            cached = cached_self_test(policies_dir, cache_dir)
+            known = verdict_file.read(cache_dir, cached.key, version) if cached is not None else None
+            if cached is not None and known is not None:
+                deferred = cls(None, rules, version)
+                deferred.self_test, deferred._cache_dir, deferred._bridge = cached, cache_dir, known
+                threading.Thread(target=deferred._build, args=(policies_dir,), name="textback-guard-load",
+                                 daemon=True).start()
+                return deferred
+        output_guard = cls.from_rules(rules, version, policies_dir)
         output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
+        output_guard._cache_dir = cache_dir
         return output_guard
+
+    @property
+    def state(self) -> str:
+        """`loading` while the Guard is built in the background, `failed` when that failed, else `ok`."""
+        if not self._ready.is_set():
+            return "loading"
+        return "failed" if self.load_error is not None else "ok"
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """True once the Guard is built (or failed to build) and every verdict given from the file re-checked."""
+        return self._ready.wait(timeout)
+
+    @contextmanager
+    def startup_checks(self) -> Iterator[None]:
+        """Around start-up's checks: the verdicts given inside are written for the next start (only when the
+        block completes; a start that fails keeps nothing)."""
+        self._startup = {}
+        try:
+            yield
+        except BaseException:
+            self._startup = None
+            raise
+        startup, self._startup = self._startup, None
+        if startup and self._cache_dir is not None and self.self_test is not None:
+            verdict_file.write(self._cache_dir, self.self_test.key, self.policy_version, startup)
+
+    def _build(self, policies_dir: Path) -> None:
+        """The background load: build the Guard, then check again each verdict the file gave meanwhile."""
+        started = time.perf_counter()
+        try:
+            with _BUILD_LOCK:
+                self._guard = type(self).from_rules(self.rules, self.policy_version, policies_dir)._guard
+        except BaseException as exc:  # fail closed: every text the file does not hold is blocked from now on
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log(logger, logging.ERROR, "output guard failed to load", error=self.load_error)
+        with self._bridge_lock:
+            bridged, self._bridged, self._bridge = self._bridged, [], {}
+        if self.load_error is not None:
+            bridged = []  # nothing to check them with; from now on every check not remembered is blocked
+        disagreed = 0
+        for key, given in bridged:
+            _, template, text, required = key
+            fresh = self._validate(text, required=dict(required), template=template)
+            self.verdicts.put(key, fresh)
+            if (fresh.allowed, fresh.violations) != (given.allowed, given.violations):
+                disagreed += 1
+                startup = self._startup  # still recording: the next start keeps the Guard's verdict instead
+                if startup is not None and not any(v.rule == GUARD_ERROR for v in fresh.violations):
+                    startup[verdict_file.digest(template, text, dict(required))] = _as_record(fresh)
+                log(logger, logging.ERROR, "a kept guard verdict disagreed with the guard", template=template,
+                    kept="allowed" if given.allowed else "blocked",
+                    guard=", ".join(sorted({v.rule for v in fresh.violations})) or "allowed")
+        if disagreed and self._cache_dir is not None and self.self_test is not None:
+            verdict_file.remove(self._cache_dir, self.self_test.key)  # altered or stale: the next start loads first
+        self._ready.set()
+        log(logger, logging.INFO, "output guard loaded", seconds=round(time.perf_counter() - started, 3),
+            rechecked=len(bridged), disagreed=disagreed, failed=self.load_error is not None)
 
     @classmethod
     def from_rules(cls, rules: list[LoadedRule], version: str, policies_dir: Path) -> OutputGuard:
@@ -312,18 +411,41 @@ class OutputGuard:
         `required`: values that must appear (the template's `requires:` and its kind's identity values);
         `template`: the template id it was rendered from, whose kind may require content by code.
         A text checked before under the same policy version, template and required values gets the verdict
-        given then (`VerdictCache`); any other text goes through the Guard.
+        given then (`VerdictCache`); any other text goes through the Guard (while it loads in the background:
+        the start-up verdict kept for it, else it waits for the Guard).
         """
         key = VerdictCache.key(self.policy_version, template, text, required)
         known = self.verdicts.get(key)
-        if known is not None:
-            return known
-        result = self._validate(text, required=required, template=template)
-        self.verdicts.put(key, result)
+        if known is None and not self._ready.is_set():
+            known = self._bridged_verdict(key)
+        if known is None:
+            if not self._ready.wait(GUARD_LOAD_WAIT_SECONDS):
+                return GuardResult(False, [Violation(GUARD_ERROR, "the output guard is still loading")],
+                                   self.policy_version)
+            known = self._validate(text, required=required, template=template)
+            self.verdicts.put(key, known)
+        startup = self._startup
+        if startup is not None and not any(v.rule == GUARD_ERROR for v in known.violations):
+            startup[verdict_file.digest(template, text, required)] = _as_record(known)
+        return known
+
+    def _bridged_verdict(self, key: VerdictKey) -> GuardResult | None:
+        """The start-up verdict kept for this check, while the Guard loads (and noted, to be checked again)."""
+        _, template, text, required = key
+        name = verdict_file.digest(template, text, dict(required))
+        with self._bridge_lock:
+            kept = self._bridge.get(name)
+            if kept is None:
+                return None
+            result = GuardResult(kept["allowed"], [Violation(*pair) for pair in kept["violations"]],
+                                 self.policy_version, [Violation(*pair) for pair in kept["warnings"]])
+            self._bridged.append((key, _copy(result)))
         return result
 
     def _validate(self, text: str, *, required: Mapping[str, str] | None, template: str | None) -> GuardResult:
         """One run of the Guard (no cache)."""
+        if self.load_error is not None or self._guard is None:
+            return GuardResult(False, [Violation(GUARD_ERROR, "the output guard did not load")], self.policy_version)
         metadata = {"required": dict(required or {}), "template": template}
         try:
             with self._lock:
@@ -338,6 +460,11 @@ class OutputGuard:
         warn_rules = [loaded.rule for loaded in self.rules if loaded.rule.severity == "warn"]
         warnings = scan(text, warn_rules, severity="warn") if warn_rules else []
         return GuardResult(allowed, violations, self.policy_version, warnings)
+
+
+def _as_record(result: GuardResult) -> dict[str, Any]:
+    return {"allowed": result.allowed, "violations": [(v.rule, v.match) for v in result.violations],
+            "warnings": [(v.rule, v.match) for v in result.warnings]}
 
 
 def _violations(outcome: Any) -> list[Violation]:

@@ -215,13 +215,23 @@ def _record(cache_dir: Path | None, key: str, record: dict[str, Any]) -> None:
             error=str(exc))
 
 
-def run_self_test(guard: Any, policies_dir: Path, manifest: LoadedManifest, cache_dir: Path | None) -> SelfTest:
-    """Run (or find a cached pass of) every example; PolicyError naming the first failure otherwise."""
+def cached_self_test(policies_dir: Path, cache_dir: Path | None) -> SelfTest | None:
+    """The cached pass for this exact policy set and guard code, or None (the examples must run)."""
     started = time.perf_counter()
     key = self_test_key(policies_dir)
     record = _cached(cache_dir, key)
-    if record is not None:
-        return SelfTest(int(record.get("examples", 0)), True, time.perf_counter() - started, key)
+    if record is None:
+        return None
+    return SelfTest(int(record.get("examples", 0)), True, time.perf_counter() - started, key)
+
+
+def run_self_test(guard: Any, policies_dir: Path, manifest: LoadedManifest, cache_dir: Path | None) -> SelfTest:
+    """Run (or find a cached pass of) every example; PolicyError naming the first failure otherwise."""
+    cached = cached_self_test(policies_dir, cache_dir)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    key = self_test_key(policies_dir)
     failures, count = run_examples(guard, guard.rules, manifest)
     if failures:
         first = failures[0].as_error()

@@ -1,0 +1,241 @@
+"""A restart serves before guardrails has loaded: start-up's checks answered from the verdicts the last start kept.
+
+The Guard's background build is held on a gate here, so "before it loaded" is a fact of the test, not a race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.policy import verdict_file
+from service.policy.guard import GUARD_ERROR, OutputGuard
+from service.policy.selftest import self_test_key
+from tests.test_guard import OPENER, POLICIES, REQUIRED
+
+RATE_QUOTE = "Good news: rates are 5.99% APR today, lock it in."
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Open at first; cleared by a test, it holds every Guard build (the background load's included) until set."""
+    release = threading.Event()
+    release.set()
+    original = OutputGuard.from_rules.__func__  # type: ignore[attr-defined]
+
+    def from_rules(cls: type[OutputGuard], rules: Any, version: str, policies_dir: Path) -> OutputGuard:
+        assert release.wait(60), "the test never released the guard's build"
+        return original(cls, rules, version, policies_dir)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(OutputGuard, "from_rules", classmethod(from_rules))
+    yield release
+    release.set()
+
+
+def first_start(cache: Path, *texts: tuple[str, dict[str, str] | None, str | None]) -> OutputGuard:
+    """A start with an empty cache: the Guard loads first; the texts are start-up's checks, kept for the next."""
+    guard = OutputGuard.load(POLICIES, cache_dir=cache)
+    with guard.startup_checks():
+        for text, required, template in texts:
+            guard.check(text, required=required, template=template)
+    return guard
+
+
+def in_thread(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.update(result=call()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def test_restart_answers_kept_startup_check_before_guard_loads(tmp_path: Path, gate: threading.Event) -> None:
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    gate.clear()
+    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+    assert restarted.state == "loading"
+    kept = restarted.check(OPENER, required=REQUIRED, template="opener")
+    assert kept.allowed
+    assert kept.violations == []
+    assert restarted.state == "loading"  # answered while the Guard's build is still held
+    gate.set()
+    assert restarted.wait_loaded(60)
+    assert restarted.state == "ok"
+    assert restarted.check(OPENER, required=REQUIRED, template="opener").allowed
+
+
+def test_check_new_text_waits_for_deferred_guard_then_blocked(tmp_path: Path, gate: threading.Event) -> None:
+    """A text start-up never checked is not answered until the Guard has loaded, and then by the Guard."""
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    gate.clear()
+    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+    thread, box = in_thread(lambda: restarted.check(RATE_QUOTE))
+    thread.join(0.5)
+    assert thread.is_alive()
+    assert "result" not in box
+    gate.set()
+    thread.join(60)
+    result = box["result"]
+    assert not result.allowed
+    assert result.violations
+    assert GUARD_ERROR not in {v.rule for v in result.violations}
+
+
+def test_kept_verdict_altered_rechecked_when_guard_loads(
+    tmp_path: Path, gate: threading.Event, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A kept verdict the Guard disagrees with (an altered file) holds only until the Guard has loaded: then
+    the text is blocked, an error is logged and the file is removed, so the next start loads the Guard first."""
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    key = self_test_key(POLICIES)
+    restarted_version = OutputGuard.load(POLICIES, cache_dir=tmp_path).policy_version
+    altered = {verdict_file.digest("opener", RATE_QUOTE, None): {"allowed": True, "violations": [], "warnings": []}}
+    verdict_file.write(tmp_path, key, restarted_version, altered)
+    gate.clear()
+    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+    assert restarted.check(RATE_QUOTE, template="opener").allowed  # the window: the file's word, until the Guard
+    with caplog.at_level(logging.ERROR, logger="textback.policy"):
+        gate.set()
+        assert restarted.wait_loaded(60)
+    assert not restarted.check(RATE_QUOTE, template="opener").allowed
+    assert "a kept guard verdict disagreed with the guard" in caplog.text
+    assert not verdict_file.path_for(tmp_path, key).exists()
+
+
+def test_deferred_guard_load_failure_blocks_every_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Guard that fails to build in the background fails closed: from then on every text is blocked, the kept
+    ones included, and the guard says `failed` (which /ready reports)."""
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+
+    def broken(cls: type[OutputGuard], *args: Any) -> OutputGuard:
+        raise RuntimeError("guardrails would not import")
+
+    monkeypatch.setattr(OutputGuard, "from_rules", classmethod(broken))
+    with caplog.at_level(logging.ERROR, logger="textback.policy"):
+        restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+        assert restarted.wait_loaded(60)
+    assert restarted.state == "failed"
+    assert "output guard failed to load" in caplog.text
+    for text, required in ((OPENER, REQUIRED), ("Thanks, talk soon.", None)):
+        result = restarted.check(text, required=required, template="opener" if required else None)
+        assert not result.allowed
+        assert [v.rule for v in result.violations] == [GUARD_ERROR]
+
+
+def test_ready_reports_output_guard_loading_then_failed(
+    settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/ready says `loading` (still ready: kept texts are answered, others wait) and, once the background build
+    has failed, `failed` with a 503, so a load balancer takes the process out."""
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+    from service.context import build_context
+
+    first = build_context(settings)
+    try:
+        first.warm_up()
+    finally:
+        first.close()
+    release = threading.Event()
+
+    def broken(cls: type[OutputGuard], *args: Any) -> OutputGuard:
+        release.wait(60)
+        raise RuntimeError("guardrails would not import")
+
+    monkeypatch.setattr(OutputGuard, "from_rules", classmethod(broken))
+    second = build_context(settings)
+    try:
+        with TestClient(app=create_app(settings, ctx=second)) as client:
+            loading = client.get("/ready")
+            assert loading.status_code == 200, loading.text
+            assert loading.json()["checks"]["output_guard"] == "loading"
+            release.set()
+            assert second.guard.wait_loaded(60)
+            failed = client.get("/ready")
+        assert failed.status_code == 503
+        assert failed.json()["checks"]["output_guard"] == "failed"
+    finally:
+        release.set()
+        second.close()
+
+
+def test_restart_context_warm_up_done_before_guard_loads(settings: Any, gate: threading.Event) -> None:
+    """The whole start-up check (every template with sample data, every broker value) is answered from the
+    verdicts the first start kept: the second context warms up with the Guard's build still held."""
+    from service.context import build_context
+
+    first = build_context(settings)
+    try:
+        gate.set()
+        first.warm_up()
+        assert first.guard_state() == "ok"
+    finally:
+        first.close()
+    gate.clear()
+    second = build_context(settings)
+    try:
+        thread, box = in_thread(lambda: second.warm_up() or "warm")
+        thread.join(60)
+        assert box.get("result") == "warm"
+        assert second.guard_state() == "loading"
+        gate.set()
+        assert second.guard.wait_loaded(60)
+        assert second.guard_state() == "ok"
+    finally:
+        gate.set()
+        second.close()
+
+
+def test_startup_verdicts_file_holds_no_text(tmp_path: Path) -> None:
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    written = verdict_file.path_for(tmp_path, self_test_key(POLICIES)).read_text(encoding="utf-8")
+    for words in ("Harbor", "Dana", "1234567", "missed your call"):
+        assert words not in written
+    assert len(json.loads(written)["verdicts"]) == 1
+
+
+def test_startup_checks_that_fail_keep_nothing(tmp_path: Path) -> None:
+    guard = OutputGuard.load(POLICIES, cache_dir=tmp_path)
+
+    def start_up() -> None:
+        with guard.startup_checks():
+            guard.check(OPENER, required=REQUIRED, template="opener")
+            raise RuntimeError("a template the guard refuses")
+
+    with pytest.raises(RuntimeError):
+        start_up()
+    assert not verdict_file.path_for(tmp_path, self_test_key(POLICIES)).exists()
+
+
+GOOD = {"allowed": True, "violations": [], "warnings": []}
+BLOCKED = {"allowed": False, "violations": [["rate-quote", "5.99%"]], "warnings": []}
+
+
+@pytest.mark.parametrize(("record", "readable"), [
+    ({"key": "K", "policy_version": "V", "verdicts": {"a" * 64: GOOD, "b" * 64: BLOCKED}}, True),
+    ({"key": "other", "policy_version": "V", "verdicts": {"a" * 64: GOOD}}, False),
+    ({"key": "K", "policy_version": "other", "verdicts": {"a" * 64: GOOD}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": {"a" * 64: {**GOOD, "violations": [["x", "y"]]}}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": {"a" * 64: {**BLOCKED, "violations": []}}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": {"a" * 64: {**GOOD, "allowed": "yes"}}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": {"short": GOOD}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": {"a" * 64: {**GOOD, "warnings": [["only-one"]]}}}, False),
+    ({"key": "K", "policy_version": "V", "verdicts": []}, False),
+    ([], False),
+])
+def test_read_verdict_file_accepts_only_a_well_formed_record(tmp_path: Path, record: object, readable: bool) -> None:
+    verdict_file.path_for(tmp_path, "K").write_text(json.dumps(record), encoding="utf-8")
+    assert (verdict_file.read(tmp_path, "K", "V") is not None) is readable
+
+
+def test_read_verdict_file_not_json_ignored(tmp_path: Path) -> None:
+    verdict_file.path_for(tmp_path, "K").write_text("{not json", encoding="utf-8")
+    assert verdict_file.read(tmp_path, "K", "V") is None
