@@ -63,6 +63,8 @@ class AppContext:
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # policies/retention/retention.yaml
     _guard: GuardLike | None = None
+    # Called (from the guard's loading thread) when the guard fails after start-up; `serve` stops the server.
+    guard_failure_hook: Any = None
     _rules: Any = None
     _extractor: Any = None
     _sending: Any = None
@@ -101,7 +103,7 @@ class AppContext:
 
                 # defer: on a restart with the start-up verdicts kept, the Guard loads while the service serves
                 guard = OutputGuard.load(self.settings.policies_dir, cache_dir=self.settings.guard_cache_dir,
-                                         defer=True)
+                                         defer=True, on_failure=self._guard_failed)
                 self._same_version(guard.policy_version)
                 self._guard = guard
             return self._guard
@@ -182,8 +184,8 @@ class AppContext:
         file that does not load stops start-up).
 
         The guard comes last: on a restart it answers start-up's checks from the verdicts the last start kept and
-        imports guardrails on a background thread (service.policy.guard), which then overlaps no other import
-        of start-up's."""
+        imports guardrails on a background thread (service.policy.guard), so that import overlaps the server's
+        start, not the rules' and dateparser's."""
         _ = self.extractor  # with an LLM configured: its prompt file loads and matches the schema, or no start
         # An explicit date: the first one a process reads loads dateparser (~200 ms or more), here, not on a reply.
         self.rules.analyze("buying a home by March 15, after 5 works", datetime.now(UTC))
@@ -193,9 +195,16 @@ class AppContext:
         with recording() if recording is not None else nullcontext():
             self.check_templates()
 
+    def _guard_failed(self, reason: str) -> None:
+        """The guard's background build failed or disagreed with the kept verdicts (every text is blocked now):
+        what `serve` or `worker` registered stops the process, as start-up would have refused to start."""
+        hook = self.guard_failure_hook
+        if hook is not None:
+            hook(reason)
+
     def guard_state(self) -> str:
-        """The output guard's state without building it: `not loaded`, `loading` (in the background), `failed`
-        or `ok`."""
+        """The output guard's state without building it: `not loaded`, `loading` (in the background; `stuck`
+        past the time a text waits for it), `failed` or `ok`."""
         guard = self._guard
         if guard is None:
             return "not loaded"

@@ -59,7 +59,8 @@ def test_restart_answers_kept_startup_check_before_guard_loads(tmp_path: Path, g
     gate.clear()
     restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
     assert restarted.state == "loading"
-    kept = restarted.check(OPENER, required=REQUIRED, template="opener")
+    with restarted.startup_checks():
+        kept = restarted.check(OPENER, required=REQUIRED, template="opener")
     assert kept.allowed
     assert kept.violations == []
     assert restarted.state == "loading"  # answered while the Guard's build is still held
@@ -69,41 +70,74 @@ def test_restart_answers_kept_startup_check_before_guard_loads(tmp_path: Path, g
     assert restarted.check(OPENER, required=REQUIRED, template="opener").allowed
 
 
-def test_check_new_text_waits_for_deferred_guard_then_blocked(tmp_path: Path, gate: threading.Event) -> None:
-    """A text start-up never checked is not answered until the Guard has loaded, and then by the Guard."""
+@pytest.mark.parametrize("text", [OPENER, RATE_QUOTE])
+def test_check_text_outside_startup_waits_for_deferred_guard(
+    tmp_path: Path, gate: threading.Event, text: str,
+) -> None:
+    """A text queued for a person is never answered from the file, even one start-up kept (the opener): it
+    waits for the Guard, which then gives its own verdict."""
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
     gate.clear()
     restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
-    thread, box = in_thread(lambda: restarted.check(RATE_QUOTE))
+    thread, box = in_thread(lambda: restarted.check(text, required=REQUIRED, template="opener"))
     thread.join(0.5)
     assert thread.is_alive()
     assert "result" not in box
     gate.set()
     thread.join(60)
     result = box["result"]
-    assert not result.allowed
-    assert result.violations
+    assert result.allowed is (text == OPENER)
     assert GUARD_ERROR not in {v.rule for v in result.violations}
+    if text == RATE_QUOTE:
+        assert result.violations
 
 
-def test_kept_verdict_altered_rechecked_when_guard_loads(
-    tmp_path: Path, gate: threading.Event, caplog: pytest.LogCaptureFixture,
+def test_check_text_while_guard_load_stuck_blocked_and_state_stuck(
+    tmp_path: Path, gate: threading.Event, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A kept verdict the Guard disagrees with (an altered file) holds only until the Guard has loaded: then
-    the text is blocked, an error is logged and the file is removed, so the next start loads the Guard first."""
+    """A Guard that does not load within the wait: the text is blocked as a guard error, never let through."""
+    import service.policy.guard as guard_module
+
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
-    key = self_test_key(POLICIES)
-    restarted_version = OutputGuard.load(POLICIES, cache_dir=tmp_path).policy_version
-    altered = {verdict_file.digest("opener", RATE_QUOTE, None): {"allowed": True, "violations": [], "warnings": []}}
-    verdict_file.write(tmp_path, key, restarted_version, altered)
+    monkeypatch.setattr(guard_module, "GUARD_LOAD_WAIT_SECONDS", 0.2)
     gate.clear()
     restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
-    assert restarted.check(RATE_QUOTE, template="opener").allowed  # the window: the file's word, until the Guard
+    result = restarted.check(OPENER, required=REQUIRED, template="opener")
+    assert not result.allowed
+    assert [v.rule for v in result.violations] == [GUARD_ERROR]
+    assert restarted.state == "stuck"
+    gate.set()
+    assert restarted.wait_loaded(60)
+    assert restarted.check(OPENER, required=REQUIRED, template="opener").allowed
+
+
+def test_kept_verdict_altered_fails_guard_when_it_loads(
+    tmp_path: Path, gate: threading.Event, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A kept verdict the Guard disagrees with (an altered or stale file) answers start-up's check only until
+    the Guard has loaded: then the guard fails (every text blocked, `on_failure` called: serve stops), an error
+    is logged and the file is removed, so the next start loads the Guard first."""
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    key = self_test_key(POLICIES)
+    version = OutputGuard.load(POLICIES, cache_dir=tmp_path).policy_version
+    altered = {verdict_file.digest("opener", RATE_QUOTE, None): {"allowed": True, "violations": [], "warnings": []}}
+    verdict_file.write(tmp_path, key, version, altered)
+    failures: list[str] = []
+    gate.clear()
+    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True, on_failure=failures.append)
+    with restarted.startup_checks():
+        assert restarted.check(RATE_QUOTE, template="opener").allowed  # the file's word, for start-up's check
     with caplog.at_level(logging.ERROR, logger="textback.policy"):
         gate.set()
         assert restarted.wait_loaded(60)
-    assert not restarted.check(RATE_QUOTE, template="opener").allowed
+    assert restarted.state == "failed"
+    assert len(failures) == 1
+    assert "disagreed" in failures[0]
+    for text, required in ((RATE_QUOTE, None), (OPENER, REQUIRED)):
+        result = restarted.check(text, required=required, template="opener")
+        assert not result.allowed
     assert "a kept guard verdict disagreed with the guard" in caplog.text
+    assert RATE_QUOTE not in caplog.text
     assert not verdict_file.path_for(tmp_path, key).exists()
 
 
@@ -111,22 +145,41 @@ def test_deferred_guard_load_failure_blocks_every_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A Guard that fails to build in the background fails closed: from then on every text is blocked, the kept
-    ones included, and the guard says `failed` (which /ready reports)."""
+    ones included, `on_failure` is called and the guard says `failed` (which /ready reports)."""
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
 
     def broken(cls: type[OutputGuard], *args: Any) -> OutputGuard:
         raise RuntimeError("guardrails would not import")
 
     monkeypatch.setattr(OutputGuard, "from_rules", classmethod(broken))
+    failures: list[str] = []
     with caplog.at_level(logging.ERROR, logger="textback.policy"):
-        restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+        restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True, on_failure=failures.append)
         assert restarted.wait_loaded(60)
     assert restarted.state == "failed"
-    assert "output guard failed to load" in caplog.text
+    assert failures == [restarted.load_error]
+    assert "output guard failed" in caplog.text
     for text, required in ((OPENER, REQUIRED), ("Thanks, talk soon.", None)):
         result = restarted.check(text, required=required, template="opener" if required else None)
         assert not result.allowed
         assert [v.rule for v in result.violations] == [GUARD_ERROR]
+
+
+def test_refuse_serving_on_guard_failed_after_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` and `worker` end with the guard's reason (exit 1) once their guard has failed after start-up."""
+    from types import SimpleNamespace
+
+    from service.commands.serve import _refuse_failed_guard
+    from service.errors import PolicyError
+
+    first_start(tmp_path, (OPENER, REQUIRED, "opener"))
+    monkeypatch.setattr(OutputGuard, "from_rules",
+                        classmethod(lambda cls, *args: (_ for _ in ()).throw(RuntimeError("no guardrails"))))
+    failed = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+    assert failed.wait_loaded(60)
+    ctx = SimpleNamespace(_guard=failed, settings=SimpleNamespace(policies_dir=POLICIES))
+    with pytest.raises(PolicyError, match="no guardrails"):
+        _refuse_failed_guard(ctx)
 
 
 def test_ready_reports_output_guard_loading_then_failed(

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
 from service import server, warming
+from service.errors import PolicyError
 from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
@@ -78,10 +79,21 @@ def serve(host: str, port: int, workers: int) -> None:
         raise
     _banner(settings, host, port, ctx.policy_version)
     share_across_workers(workers, enabled=bool(settings.metrics_token))
+    # A guard that loads after serving (a restart) and then fails stops the server, as start-up would have.
+    ctx.guard_failure_hook = lambda reason: os.kill(os.getpid(), signal.SIGTERM)
     try:
+        _refuse_failed_guard(ctx)
         server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings, sock=sock)
     finally:
         ctx.close()
+    _refuse_failed_guard(ctx)
+
+
+def _refuse_failed_guard(ctx: Any) -> None:
+    """PolicyError (exit 1, one line) when the output guard failed after start-up answered from kept verdicts."""
+    guard = ctx._guard
+    if guard is not None and getattr(guard, "state", "ok") == "failed":
+        raise PolicyError(str(ctx.settings.policies_dir), None, str(guard.load_error))
 
 
 def _banner(settings: Settings, host: str, port: int, version: str) -> None:
@@ -106,6 +118,8 @@ def worker() -> None:
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     runner = Worker(ctx)
+    # A guard failing after start-up stops the worker (SIGTERM wakes the pause below), as start-up would have.
+    ctx.guard_failure_hook = lambda reason: os.kill(os.getpid(), signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     click.echo(f"textback worker pid {os.getpid()}", err=True)
     for line in startup_lines(settings):
@@ -118,4 +132,5 @@ def worker() -> None:
     finally:
         runner.stop()
         ctx.close()
+    _refuse_failed_guard(ctx)
     sys.exit(0)

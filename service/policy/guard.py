@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -254,9 +254,9 @@ def _copy(result: GuardResult) -> GuardResult:
 
 
 GUARD_ERROR = "guard-error"
-# How long a text waits for a Guard still loading in the background (seconds; it loads in ~5): then it is
-# blocked as a guard error, as any failure inside the guard is.
-GUARD_LOAD_WAIT_SECONDS = 120.0
+# How long a text waits for a Guard still loading in the background (seconds; it loads in ~5 on an idle
+# machine): then it is blocked as a guard error, as any failure inside the guard is, and /ready says 503.
+GUARD_LOAD_WAIT_SECONDS = 60.0
 _BUILD_LOCK = threading.Lock()  # one Guard built at a time: guardrails' validator registry is process-wide
 
 
@@ -264,9 +264,12 @@ class OutputGuard:
     """The guardrails Guard over the outbound rules. Build with `OutputGuard.load(policies_dir)`.
 
     Loaded with `defer=True` and a start-up verdict file for this exact policy set and guard code
-    (service.policy.verdict_file), the Guard is built on a background thread while the service already serves:
-    a check whose verdict that file holds gets it at once; any other text waits for the Guard. When the Guard
-    has loaded it checks again every verdict it gave from the file, before any later check is answered.
+    (service.policy.verdict_file), the Guard is built on a background thread and start-up's own check (inside
+    `startup_checks`, on the thread that runs it) is answered from the file meanwhile, so the service serves
+    seconds sooner. Every other check, every text queued for a person included, waits for the Guard: no text is
+    ever queued on the file's word. Once built, the Guard checks again each verdict the file gave; if any
+    differs, or the build fails, the guard is `failed` (every text blocked; `on_failure` is called, and
+    `serve` stops), and a disagreeing file is removed so the next start loads the Guard first.
     """
 
     def __init__(self, guard: Any, rules: list[LoadedRule], version: str, *,
@@ -278,25 +281,30 @@ class OutputGuard:
         self.policy_version = version
         self.self_test: SelfTest | None = None  # set by `load`: how many examples, and whether cached
         self._ready = threading.Event()  # the Guard is built (or failed to build: `load_error`)
+        self._load_started = time.monotonic()
         if guard is not None:
             self._ready.set()
         self.load_error: str | None = None
+        self.on_failure: Callable[[str], None] | None = None  # called once, from the loading thread, on `failed`
         self._cache_dir: Path | None = None
-        # Inside `startup_checks`: every verdict given, by digest (what the next start may use).
+        # Inside `startup_checks` (its thread only): every verdict given, by digest, for the next start.
         self._startup: dict[str, dict[str, Any]] | None = None
-        # While the Guard loads: the verdicts read from the file, and the checks they answered.
+        self._startup_thread: int | None = None
+        # While the Guard loads: the verdicts read from the file, and the start-up checks they answered.
         self._bridge_lock = threading.Lock()
         self._bridge: dict[str, dict[str, Any]] = {}
         self._bridged: list[tuple[VerdictKey, GuardResult]] = []
 
     @classmethod
-    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None, defer: bool = False) -> OutputGuard:
+    def load(cls, policies_dir: Path, *, cache_dir: Path | None = None, defer: bool = False,
+             on_failure: Callable[[str], None] | None = None) -> OutputGuard:
         """Read the outbound rules, hold them to the manifest, build the Guard and run every example through
         it (skipped when `cache_dir` records a pass for this exact policy set and guard code). PolicyError,
         naming the file, if anything is off: the service must not start.
 
         `defer`: when `cache_dir` also holds the start-up verdicts for this policy set and guard code, return
-        at once and build the Guard on a background thread (see the class docstring)."""
+        at once and build the Guard on a background thread (see the class docstring); `on_failure` is called
+        with the reason if that build fails or disagrees with the file."""
         rules = load_outbound_rules(policies_dir)
         manifest = load_manifest(policies_dir)
         findings = manifest_findings(manifest, rules)
@@ -309,19 +317,23 @@ class OutputGuard:
             if cached is not None and known is not None:
                 deferred = cls(None, rules, version)
                 deferred.self_test, deferred._cache_dir, deferred._bridge = cached, cache_dir, known
+                deferred.on_failure = on_failure
                 threading.Thread(target=deferred._build, args=(policies_dir,), name="textback-guard-load",
                                  daemon=True).start()
                 return deferred
         output_guard = cls.from_rules(rules, version, policies_dir)
         output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
         output_guard._cache_dir = cache_dir
+        output_guard.on_failure = on_failure
         return output_guard
 
     @property
     def state(self) -> str:
-        """`loading` while the Guard is built in the background, `failed` when that failed, else `ok`."""
+        """`loading` while the Guard is built in the background (`stuck` once that has taken longer than a text
+        waits for it), `failed` when the build failed or disagreed with the kept verdicts, else `ok`."""
         if not self._ready.is_set():
-            return "loading"
+            stuck = time.monotonic() - self._load_started > GUARD_LOAD_WAIT_SECONDS
+            return "stuck" if stuck else "loading"
         return "failed" if self.load_error is not None else "ok"
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
@@ -330,49 +342,60 @@ class OutputGuard:
 
     @contextmanager
     def startup_checks(self) -> Iterator[None]:
-        """Around start-up's checks: the verdicts given inside are written for the next start (only when the
-        block completes; a start that fails keeps nothing)."""
-        self._startup = {}
+        """Around start-up's checks: on this thread, while the Guard loads, a check the kept verdicts hold is
+        answered from them; every verdict given inside is written for the next start (only when the block
+        completes and the guard has not failed; a start that fails keeps nothing)."""
+        self._startup, self._startup_thread = {}, threading.get_ident()
         try:
             yield
-        except BaseException:
-            self._startup = None
-            raise
-        startup, self._startup = self._startup, None
-        if startup and self._cache_dir is not None and self.self_test is not None:
-            verdict_file.write(self._cache_dir, self.self_test.key, self.policy_version, startup)
+            startup = dict(self._startup)
+        finally:
+            self._startup, self._startup_thread = None, None
+        if not startup or self._cache_dir is None or self.self_test is None:
+            return
+        with self._bridge_lock:  # against `_build`: a file it removes for disagreeing is never written back
+            if self.load_error is None:
+                verdict_file.write(self._cache_dir, self.self_test.key, self.policy_version, startup)
 
     def _build(self, policies_dir: Path) -> None:
         """The background load: build the Guard, then check again each verdict the file gave meanwhile."""
         started = time.perf_counter()
+        error: str | None = None
+        guard: Any = None
         try:
-            with _BUILD_LOCK:
-                self._guard = type(self).from_rules(self.rules, self.policy_version, policies_dir)._guard
-        except BaseException as exc:  # fail closed: every text the file does not hold is blocked from now on
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log(logger, logging.ERROR, "output guard failed to load", error=self.load_error)
+            guard = type(self).from_rules(self.rules, self.policy_version, policies_dir)._guard
+        except BaseException as exc:  # fail closed: the guard is `failed`, every text is blocked from now on
+            error = f"the output guard did not load ({type(exc).__name__}: {exc})"
         with self._bridge_lock:
+            self._guard = guard
             bridged, self._bridged, self._bridge = self._bridged, [], {}
-        if self.load_error is not None:
-            bridged = []  # nothing to check them with; from now on every check not remembered is blocked
-        disagreed = 0
-        for key, given in bridged:
-            _, template, text, required = key
-            fresh = self._validate(text, required=dict(required), template=template)
-            self.verdicts.put(key, fresh)
-            if (fresh.allowed, fresh.violations) != (given.allowed, given.violations):
-                disagreed += 1
-                startup = self._startup  # still recording: the next start keeps the Guard's verdict instead
-                if startup is not None and not any(v.rule == GUARD_ERROR for v in fresh.violations):
-                    startup[verdict_file.digest(template, text, dict(required))] = _as_record(fresh)
-                log(logger, logging.ERROR, "a kept guard verdict disagreed with the guard", template=template,
-                    kept="allowed" if given.allowed else "blocked",
-                    guard=", ".join(sorted({v.rule for v in fresh.violations})) or "allowed")
-        if disagreed and self._cache_dir is not None and self.self_test is not None:
-            verdict_file.remove(self._cache_dir, self.self_test.key)  # altered or stale: the next start loads first
-        self._ready.set()
-        log(logger, logging.INFO, "output guard loaded", seconds=round(time.perf_counter() - started, 3),
-            rechecked=len(bridged), disagreed=disagreed, failed=self.load_error is not None)
+            disagreed = []
+            for key, given in bridged if error is None else []:
+                _, template, text, required = key
+                fresh = self._validate(text, required=dict(required), template=template)
+                self.verdicts.put(key, fresh)
+                if (fresh.allowed, fresh.violations) != (given.allowed, given.violations):
+                    disagreed.append(template or "(no template)")
+                    log(logger, logging.ERROR, "a kept guard verdict disagreed with the guard", template=template,
+                        kept="allowed" if given.allowed else "blocked",
+                        guard=", ".join(sorted({v.rule for v in fresh.violations})) or "allowed")
+            if disagreed:
+                error = (f"the start-up verdicts kept in {self._cache_dir} disagreed with the output guard "
+                         f"({', '.join(sorted(set(disagreed)))}); the file is removed: start again")
+                if self._cache_dir is not None and self.self_test is not None:
+                    verdict_file.remove(self._cache_dir, self.self_test.key)
+            self.load_error = error
+        seconds = round(time.perf_counter() - started, 3)
+        if error is None:
+            self._ready.set()
+            log(logger, logging.INFO, "output guard loaded", seconds=seconds, rechecked=len(bridged))
+            return
+        log(logger, logging.ERROR, "output guard failed", error=error, seconds=seconds)
+        try:
+            if self.on_failure is not None:
+                self.on_failure(error)
+        finally:
+            self._ready.set()  # after on_failure: whoever waits sees a guard that has failed and been reported
 
     @classmethod
     def from_rules(cls, rules: list[LoadedRule], version: str, policies_dir: Path) -> OutputGuard:
@@ -381,6 +404,11 @@ class OutputGuard:
         Only `policy check` uses this directly: it reports every manifest finding and every failing example
         itself. Everything that checks texts for real goes through `load`.
         """
+        with _BUILD_LOCK:
+            return cls._from_rules(rules, version, policies_dir)
+
+    @classmethod
+    def _from_rules(cls, rules: list[LoadedRule], version: str, policies_dir: Path) -> OutputGuard:
         _quiet_guardrails()
         from guardrails import Guard  # lazy: guardrails takes ~5 s to import; only building a Guard needs it
         from guardrails.settings import (
@@ -411,12 +439,13 @@ class OutputGuard:
         `required`: values that must appear (the template's `requires:` and its kind's identity values);
         `template`: the template id it was rendered from, whose kind may require content by code.
         A text checked before under the same policy version, template and required values gets the verdict
-        given then (`VerdictCache`); any other text goes through the Guard (while it loads in the background:
-        the start-up verdict kept for it, else it waits for the Guard).
+        given then (`VerdictCache`); any other text goes through the Guard (while it loads in the background,
+        start-up's own check may be answered from the kept verdicts; anything else waits for the Guard).
         """
         key = VerdictCache.key(self.policy_version, template, text, required)
         known = self.verdicts.get(key)
-        if known is None and not self._ready.is_set():
+        recording = self._startup_thread == threading.get_ident()
+        if known is None and recording and not self._ready.is_set():
             known = self._bridged_verdict(key)
         if known is None:
             if not self._ready.wait(GUARD_LOAD_WAIT_SECONDS):
@@ -425,12 +454,12 @@ class OutputGuard:
             known = self._validate(text, required=required, template=template)
             self.verdicts.put(key, known)
         startup = self._startup
-        if startup is not None and not any(v.rule == GUARD_ERROR for v in known.violations):
+        if recording and startup is not None and not any(v.rule == GUARD_ERROR for v in known.violations):
             startup[verdict_file.digest(template, text, required)] = _as_record(known)
         return known
 
     def _bridged_verdict(self, key: VerdictKey) -> GuardResult | None:
-        """The start-up verdict kept for this check, while the Guard loads (and noted, to be checked again)."""
+        """The start-up verdict kept for this start-up check, while the Guard loads (noted, to be checked again)."""
         _, template, text, required = key
         name = verdict_file.digest(template, text, dict(required))
         with self._bridge_lock:

@@ -21,7 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -174,14 +176,20 @@ def run_floor(
 
 
 def _code_digest() -> bytes:
-    """The guard's own code: a change to normalisation or matching must re-run the examples."""
+    """The guard's own code and what it runs on: a change to normalisation, matching or rule parsing (this
+    folder, service/yamlfile.py), to the Unicode tables normalisation reads, or to guardrails, pydantic or
+    PyYAML re-runs the examples, and sets aside the start-up verdicts kept for the old key
+    (service.policy.verdict_file)."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    here = Path(__file__).parent
+    for path in [*sorted(here.glob("*.py")), here.parent / "yamlfile.py"]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    try:
-        digest.update(metadata.version("guardrails-ai").encode())
-    except metadata.PackageNotFoundError:
-        digest.update(b"guardrails-unknown")
+    digest.update(f"python {sys.version}\0unicode {unicodedata.unidata_version}\0".encode())
+    for package in ("guardrails-ai", "pydantic", "pydantic-core", "PyYAML"):
+        try:
+            digest.update(f"{package} {metadata.version(package)}\0".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package} unknown\0".encode())
     return digest.digest()
 
 

@@ -8,10 +8,12 @@ beside the self-test's record, one file per key:
 
     <guard cache dir>/<key>.verdicts.json   {"key": ..., "policy_version": ..., "verdicts": {digest: verdict}}
 
-Only a SHA-256 of each text is stored, never the text. A file written under another key (the policies, the
-guard's code or guardrails changed) is never read. Each verdict used before guardrails has loaded is checked
-again by the Guard as soon as it has (service.policy.guard.OutputGuard), so a stale or altered file is found
-within seconds and never outlives the start.
+Each text is stored as a SHA-256 only; a verdict that blocks or warns also keeps the fragments its rules
+matched, as the rule reported them (these texts are templates and broker values, never a borrower's words). A
+file written under another key (the policies, the guard's code, the Python, guardrails, pydantic or PyYAML
+version changed) is never read. The file answers start-up's own check only; every text queued for a person
+waits for the Guard. Each verdict used is checked again by the Guard as soon as it has loaded
+(service.policy.guard.OutputGuard): a stale or altered file fails the guard, stops the service and is removed.
 """
 
 from __future__ import annotations
