@@ -47,7 +47,8 @@ def test_answer_503_when_database_unreachable(client, ctx) -> None:
         response = client.get("/ready")
     assert response.status_code == 503
     assert response.json() == {"status": "not ready",
-                               "checks": {"database": "unreachable", "backlog": {"status": "unknown"}}}
+                               "checks": {"database": "unreachable", "backlog": {"status": "unknown"},
+                                          "output_guard": "ok"}}
     assert client.get("/ready").status_code == 200  # back as soon as the database answers
 
 
