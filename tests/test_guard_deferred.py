@@ -292,3 +292,49 @@ def test_read_verdict_file_accepts_only_a_well_formed_record(tmp_path: Path, rec
 def test_read_verdict_file_not_json_ignored(tmp_path: Path) -> None:
     verdict_file.path_for(tmp_path, "K").write_text("{not json", encoding="utf-8")
     assert verdict_file.read(tmp_path, "K", "V") is None
+
+
+RESTART = """
+import json, sys, time
+from pathlib import Path
+from service.policy.guard import OutputGuard
+from tests.test_guard import OPENER, POLICIES, REQUIRED
+cache = Path(sys.argv[1])
+if sys.argv[2] == "first":
+    guard = OutputGuard.load(POLICIES, cache_dir=cache)
+    with guard.startup_checks():
+        guard.check(OPENER, required=REQUIRED, template="opener")
+    print(json.dumps({"state": guard.state}))
+else:
+    guard = OutputGuard.load(POLICIES, cache_dir=cache, defer=True)
+    with guard.startup_checks():
+        kept = guard.check(OPENER, required=REQUIRED, template="opener")
+    answered = guard.state
+    import dateparser  # start-up's other imports, on this thread while guardrails imports on the other
+    loaded = guard.wait_loaded(120)
+    blocked = guard.check("Rates are 5.99% APR today.")
+    print(json.dumps({"answered_while": answered, "kept": kept.allowed, "loaded": loaded, "state": guard.state,
+                      "rate_quote_allowed": blocked.allowed, "rules": sorted({v.rule for v in blocked.violations})}))
+"""
+
+
+def test_restart_in_fresh_process_imports_guardrails_in_background(tmp_path: Path) -> None:
+    """The real case: a new process whose first import of guardrails happens on the loading thread."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-c", RESTART, str(tmp_path / "cache"), mode],
+                              cwd=POLICIES.parent, capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert run("first") == {"state": "ok"}
+    restart = run("restart")
+    assert restart["answered_while"] == "loading"
+    assert restart["kept"] is True
+    assert restart["loaded"] is True
+    assert restart["state"] == "ok"
+    assert restart["rate_quote_allowed"] is False
+    assert GUARD_ERROR not in restart["rules"]
+    assert restart["rules"]
