@@ -23,7 +23,7 @@ from service.brokers import load_brokers
 from service.db import make_engine, session_scope
 from service.errors import ConfigError, PolicyError
 from service.logs import log
-from service.migrations.runner import upgrade_database
+from service.migrations.head import upgrade_at_start
 from service.models import Broker, DoNotText
 from service.phones import is_strict_e164
 from service.policy.approvals import approval_state, approve_command
@@ -286,7 +286,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     engine = make_engine(settings.database_url)
     if settings.listen_notify:
         install_notify(engine)  # PostgreSQL: a transaction that queues work wakes the other processes' sweeps
-    upgrade_database(engine)  # under the migration lock: processes starting together take turns
+    upgrade_at_start(engine)  # at head: one read; else under the migration lock (processes take turns)
     try:
         brokers, generation, guard = start_brokers(settings, engine, configs, brokers_sha, guard=guard,
                                                    templates=templates)

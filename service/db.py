@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -19,7 +20,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
 from service import models  # noqa: F401 - models registers the tables on SQLModel.metadata
-from service.migrations.runner import Upgrade, upgrade_database
+
+if TYPE_CHECKING:
+    from service.migrations.runner import Upgrade
 
 
 def normalize_url(url: str) -> str:
@@ -236,6 +239,8 @@ def create_schema(engine: Engine) -> Upgrade:
     service.migrations). A database made by a release before migrations is brought to the baseline first:
     missing tables, columns, unique constraints and indexes are added, and the report's cases are made from
     the lead history when their table is new. Nothing is dropped."""
+    from service.migrations.runner import upgrade_database  # lazy: Alembic takes ~0.8 s to import
+
     return upgrade_database(engine)
 
 

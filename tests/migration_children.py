@@ -2,7 +2,9 @@
 database under the migration lock), released at the same moment as its siblings by a file appearing.
 
 Usage: python -m tests.migration_children DATABASE_URL BROKERS_FILE SPOOL_DIR GO_FILE
-Prints one JSON line: {"upgrade": <what this process's upgrade did>, "brokers": <active brokers>}."""
+Prints one JSON line: {"upgrade": <what this process's upgrade did>, "brokers": <active brokers>}; a process
+that found the database at head without the runner (service.migrations.head) reports it as an upgrade from head
+that changed nothing, which is what the runner would have reported."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def main() -> None:
         done.append(result)
         return result
 
-    context.upgrade_database = recording  # type: ignore[attr-defined]
+    runner.upgrade_database = recording  # start-up imports it from the runner when there is work
     settings = Settings(_env_file=None, database_url=url, brokers_file=Path(brokers_file), policies_dir=POLICIES,
                         spool_dir=Path(spool_dir), public_url=PUBLIC_URL, run_worker=False)
     Path(f"{go_file}.ready.{os.getpid()}").touch()
@@ -39,9 +41,10 @@ def main() -> None:
         time.sleep(0.005)
     ctx = context.build_context(settings)
     try:
-        result = done[0]
+        head = runner.head_revision()
+        result = done[0] if done else runner.Upgrade(before=head, after=head)
         print(json.dumps({"upgrade": {"before": result.before, "after": result.after, "changed": result.changed,
-                                      "changed_tables": len(result.changed_tables)},
+                                      "changed_tables": len(result.changed_tables), "runner": bool(done)},
                           "brokers": len(ctx.brokers_by_number)}))
     finally:
         ctx.close()
