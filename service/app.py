@@ -5,6 +5,8 @@ the one mapping from errors to HTTP answers, and the lifespan. Logging is the pr
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -220,8 +222,10 @@ ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, health_
 TWILIO_PATHS = frozenset([*WEBHOOKS, "/twilio/voice/fallback", "/twilio/sms/fallback"])
 
 
-def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None) -> Litestar:
-    """Build the app. Settings (or a ready context, in tests) are passed in, never read at import."""
+def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None,
+               stop_on_guard_failure: bool = False) -> Litestar:
+    """Build the app. Settings (or a ready context, in tests) are passed in, never read at import.
+    `stop_on_guard_failure` (service.asgi): the process ends if its output guard fails after start-up."""
     settings = settings or (ctx.settings if ctx else get_settings())
     context = ctx or build_context(settings)
     worker = Worker(context)
@@ -244,8 +248,20 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
             if ctx is None:
                 context.close()
 
+    async def wait_for_guard(request: AppRequest) -> None:
+        """A restart's first seconds: a request that may queue a text (anything but GET and HEAD) waits for the
+        output guard loading in the background before its handler opens a transaction."""
+        if request.method not in ("GET", "HEAD") and context.guard_state() == "loading":
+            await anyio.to_thread.run_sync(context.wait_for_guard)
+
+    if stop_on_guard_failure:
+        # `serve --workers N` and other ASGI servers: a worker whose guard fails after start-up ends, as it would
+        # have refused to start (`serve` itself stops its server through the same hook).
+        context.guard_failure_hook = lambda reason: os.kill(os.getpid(), signal.SIGTERM)
+
     return Litestar(
         route_handlers=ROUTE_HANDLERS,
+        before_request=wait_for_guard,
         exception_handlers={Exception: error_to_response},
         lifespan=[lifespan],
         middleware=[DefineMiddleware(WebhookMetrics, paths=TWILIO_PATHS)],

@@ -12,6 +12,7 @@ TextbackError
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
     ├── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
+    ├── GuardNotReady    the output guard is still loading after a text waited for it: nothing is stored (503)
     └── ApiError         an API or console request refused (401, 403, 404, 409, 415, 422, 429), with details
                          and headers (Retry-After)
 
@@ -90,6 +91,15 @@ class NotStoredError(WebhookError):
     """Neither the database nor the spool could take the webhook: answering 503 makes Twilio retry it."""
 
     status_code = 503
+
+
+class GuardNotReady(WebhookError):
+    """A text waited for an output guard still loading in the background (service.policy.guard) past its wait:
+    the work is not done and nothing is stored, so it is tried again (Twilio's fallback, the sweep) rather than
+    stored as blocked."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the output guard is still loading after {seconds:g} s; retry later", status_code=503)
 
 
 class ApiError(WebhookError):

@@ -266,15 +266,19 @@ def server_config(app: Any, *, host: str, port: int, workers: int, settings: Set
 
 
 def run(app: Any, *, host: str, port: int, workers: int, settings: Settings,
-        log_config: dict[str, Any] | None = None, sock: socket.socket | None = None) -> None:
+        log_config: dict[str, Any] | None = None, sock: socket.socket | None = None,
+        on_server: Callable[[uvicorn.Server], None] | None = None) -> None:
     """Serve `app` (an ASGI app, or an import string with `workers` > 1) until stopped: what `uvicorn.run` does
     for these two cases, with our configuration. Exits 3 (uvicorn's STARTUP_FAILURE) if the server never
     started, e.g. the port is in use; `log_config` is a logging.config.dictConfig dict (default: textback's JSON
     lines, service.logs.uvicorn_log_config). `sock`: one process, serving on that already bound socket (the one
-    service.warming answered probes on during start-up)."""
+    service.warming answered probes on during start-up). `on_server`: given the one-process server before it
+    runs (setting its `should_exit` stops it gracefully)."""
     config = server_config(app, host=host, port=port, workers=workers, settings=settings,
                            fd_budget=raise_fd_limit(), log_config=log_config)
     server = uvicorn.Server(config)
+    if on_server is not None and workers <= 1:
+        on_server(server)
     supervisor = Multiprocess(config, sockets=[config.bind_socket()]) if workers > 1 else None
     try:
         if supervisor is not None:

@@ -326,6 +326,7 @@ class Worker:
 
         `dispatch` (the sweep thread): replies and texts are handed to their lanes instead of being done here,
         so a hanging send never holds up the next sweep's replies; the counts are then of texts handed on."""
+        self.ctx.wait_for_guard()  # a restart's first seconds: no reply taken up while its check would wait
         self.poll_brokers()
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:

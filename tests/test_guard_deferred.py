@@ -92,19 +92,21 @@ def test_check_text_outside_startup_waits_for_deferred_guard(
         assert result.violations
 
 
-def test_check_text_while_guard_load_stuck_blocked_and_state_stuck(
+def test_check_text_while_guard_load_stuck_not_ready_and_state_stuck(
     tmp_path: Path, gate: threading.Event, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A Guard that does not load within the wait: the text is blocked as a guard error, never let through."""
+    """A Guard that does not load within the wait: the check raises GuardNotReady (503; the work is tried again
+    later, nothing stored as blocked), never lets the text through."""
     import service.policy.guard as guard_module
+    from service.errors import GuardNotReady
 
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
     monkeypatch.setattr(guard_module, "GUARD_LOAD_WAIT_SECONDS", 0.2)
     gate.clear()
     restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
-    result = restarted.check(OPENER, required=REQUIRED, template="opener")
-    assert not result.allowed
-    assert [v.rule for v in result.violations] == [GUARD_ERROR]
+    with pytest.raises(GuardNotReady) as refused:
+        restarted.check(OPENER, required=REQUIRED, template="opener")
+    assert refused.value.status_code == 503
     assert restarted.state == "stuck"
     gate.set()
     assert restarted.wait_loaded(60)
@@ -239,7 +241,13 @@ def test_restart_context_warm_up_done_before_guard_loads(settings: Any, gate: th
         thread.join(60)
         assert box.get("result") == "warm"
         assert second.guard_state() == "loading"
+        # What a request that may queue a text (and the sweep) does first: wait, outside any transaction.
+        waiting, waited = in_thread(lambda: second.wait_for_guard() or "waited")
+        waiting.join(0.3)
+        assert waiting.is_alive()
         gate.set()
+        waiting.join(60)
+        assert waited.get("result") == "waited"
         assert second.guard.wait_loaded(60)
         assert second.guard_state() == "ok"
     finally:

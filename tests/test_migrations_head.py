@@ -20,11 +20,12 @@ def test_read_head_from_files_same_as_alembic() -> None:
     assert head_from_files() == head_revision()
 
 
-def _versions(tmp_path: Path, files: dict[str, str]) -> Path:
+def _versions(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
     folder = tmp_path / "versions"
     folder.mkdir()
     for name, body in files.items():
-        (folder / name).write_text(body, encoding="utf-8")
+        path = folder / name
+        path.write_bytes(body) if isinstance(body, bytes) else path.write_text(body, encoding="utf-8")
     return folder
 
 
@@ -39,8 +40,13 @@ def _versions(tmp_path: Path, files: dict[str, str]) -> Path:
     ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": 'revision = "3"\ndown_revision = ("1", "2")\n',
       "c.py": 'revision = "2"\ndown_revision = "1"\n'}, "3"),  # a merge
     ({}, None),
+    ({"a.py": 'revision = "1"\ndown_revision = None\n', "_b.py": 'revision = "2"\ndown_revision = "1"\n'}, "2"),
+    ({"a.py": 'revision = "1"\ndown_revision = None\n', "__init__.py": "", ".#a.py": "lock"}, "1"),
+    ({"a.py": 'revision = "1"\ndown_revision = None\n', "b.py": b"\xff\xfe not text"}, None),
 ])
-def test_read_head_from_files_only_when_plain(tmp_path: Path, files: dict[str, str], head: str | None) -> None:
+def test_read_head_from_files_only_when_plain(tmp_path: Path, files: dict[str, str | bytes],
+                                              head: str | None) -> None:
+    """Read as Alembic lists them (every .py but __init__ and editor locks); anything unclear is None."""
     assert head_from_files.__wrapped__(_versions(tmp_path, files)) == head
 
 

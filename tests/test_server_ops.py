@@ -160,3 +160,34 @@ def test_add_up_webhooks_of_every_worker_in_each_scrape(serve, tmp_path: Path) -
     events = _json_lines(served)
     assert len([e for e in events if e["logger"] == "uvicorn.access" and e["path"] == "/twilio/voice/status"]) == 12
     assert pids  # workers recorded into the shared directory
+
+
+def test_serve_restart_stops_when_guard_fails_after_serving(serve, tmp_path: Path, guard_cache: Path) -> None:
+    """A restart serves from the kept start-up verdicts while guardrails loads in the background; when that load
+    fails (here: a guardrails that will not import), serve stops with exit status 1 and the reason, as a first
+    start would have refused to start."""
+    first = serve()
+    _stop(first)
+    fake = tmp_path / "broken-site"
+    (fake / "guardrails").mkdir(parents=True)
+    (fake / "guardrails" / "__init__.py").write_text('raise ImportError("guardrails is broken on purpose")\n')
+    stderr = tmp_path / "restart.log"
+    port = free_port()
+    proc = subprocess.Popen(  # our own console script
+        [*textback_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=service_env({
+            "TEXTBACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ops.db'}", "TEXTBACK_PUBLIC_URL": PUBLIC_URL,
+            "TEXTBACK_BROKERS_FILE": str(tmp_path / "brokers.yaml"), "TEXTBACK_POLICIES_DIR": str(POLICIES),
+            "TEXTBACK_SPOOL_DIR": str(tmp_path / "spool"), "TEXTBACK_GUARD_CACHE_DIR": str(guard_cache),
+            "TMPDIR": str(tmp_path / "tmp"), "PYTHONPATH": str(fake)}),
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr.open("wb"), start_new_session=True)
+    try:
+        code = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    text = stderr.read_text()
+    assert code == 1, text[-3000:]
+    assert "the output guard did not load" in text
+    assert "guardrails is broken on purpose" in text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -79,21 +80,36 @@ def serve(host: str, port: int, workers: int) -> None:
         raise
     _banner(settings, host, port, ctx.policy_version)
     share_across_workers(workers, enabled=bool(settings.metrics_token))
-    # A guard that loads after serving (a restart) and then fails stops the server, as start-up would have.
-    ctx.guard_failure_hook = lambda reason: os.kill(os.getpid(), signal.SIGTERM)
+    # A guard that loads after serving (a restart) and then fails stops the server, as start-up would have: the
+    # server is told to exit (a graceful shutdown) and serve ends with the reason, exit status 1.
+    servers: list[Any] = []
+
+    def stop_server(reason: str) -> None:
+        for running in servers:
+            running.should_exit = True
+
+    def serving(running: Any) -> None:
+        servers.append(running)
+        running.should_exit = _guard_failed(ctx)  # failed between the check below and this server
+
+    ctx.guard_failure_hook = stop_server
     try:
         _refuse_failed_guard(ctx)
-        server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings, sock=sock)
+        server.run(create_app(settings, ctx=ctx), host=host, port=port, workers=1, settings=settings, sock=sock,
+                   on_server=serving)
     finally:
         ctx.close()
     _refuse_failed_guard(ctx)
 
 
+def _guard_failed(ctx: Any) -> bool:
+    return getattr(ctx._guard, "load_error", None) is not None
+
+
 def _refuse_failed_guard(ctx: Any) -> None:
     """PolicyError (exit 1, one line) when the output guard failed after start-up answered from kept verdicts."""
-    guard = ctx._guard
-    if guard is not None and getattr(guard, "state", "ok") == "failed":
-        raise PolicyError(str(ctx.settings.policies_dir), None, str(guard.load_error))
+    if _guard_failed(ctx):
+        raise PolicyError(str(ctx.settings.policies_dir), None, str(ctx._guard.load_error))
 
 
 def _banner(settings: Settings, host: str, port: int, version: str) -> None:
@@ -118,15 +134,19 @@ def worker() -> None:
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
     runner = Worker(ctx)
-    # A guard failing after start-up stops the worker (SIGTERM wakes the pause below), as start-up would have.
-    ctx.guard_failure_hook = lambda reason: os.kill(os.getpid(), signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    stopping = threading.Event()  # SIGTERM, or a guard failing after start-up (as start-up would have refused)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    ctx.guard_failure_hook = lambda reason: stopping.set()
+    if _guard_failed(ctx):
+        stopping.set()
     click.echo(f"textback worker pid {os.getpid()}", err=True)
     for line in startup_lines(settings):
         click.echo(line, err=True)
-    runner.start()
     try:
-        signal.pause() if hasattr(signal, "pause") else runner.join()
+        if not stopping.is_set():
+            runner.start()
+        while not stopping.wait(1.0):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,7 +1,8 @@
 """Schema migrations with Alembic, shipped inside the package and configured in code (no alembic.ini).
 
 - `textback db upgrade` brings the database to the newest revision and prints from and to which; the service
-  does the same at start-up (service.migrations.runner.upgrade_database, called by build_context), under a lock
+  does the same at start-up (service.migrations.head.upgrade_at_start, called by build_context: a database at
+  head is one read and no Alembic import; otherwise service.migrations.runner.upgrade_database), under a lock
   (PostgreSQL: an advisory lock; SQLite: the database's write lock) so processes starting together take turns.
 - `textback db current` prints the database's revision and this release's head.
 - A database made before migrations (tables, no `alembic_version`) is first brought to the baseline, revision

@@ -31,9 +31,12 @@ def head_from_files(versions: Path = VERSIONS) -> str | None:
     revisions: set[str] = set()
     followed: set[str] = set()
     for path in sorted(versions.glob("*.py")):
-        if path.name.startswith("_"):
+        if path.name == "__init__.py" or path.name.startswith(".#"):  # what Alembic skips, and only that
             continue
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
         revision, down = _REVISION.findall(text), _DOWN.findall(text)
         if len(revision) != 1 or len(down) != 1:
             return None

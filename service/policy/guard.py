@@ -46,7 +46,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from service.errors import PolicyError
+from service.errors import GuardNotReady, PolicyError
 from service.logs import log
 from service.policy import verdict_file
 from service.policy.files import LoadedRule, OutboundRule, display_path, load_outbound_rules, policy_version
@@ -255,7 +255,7 @@ def _copy(result: GuardResult) -> GuardResult:
 
 GUARD_ERROR = "guard-error"
 # How long a text waits for a Guard still loading in the background (seconds; it loads in ~5 on an idle
-# machine): then it is blocked as a guard error, as any failure inside the guard is, and /ready says 503.
+# machine): then GuardNotReady (the work is tried again later, nothing stored) and /ready says 503.
 GUARD_LOAD_WAIT_SECONDS = 60.0
 _BUILD_LOCK = threading.Lock()  # one Guard built at a time: guardrails' validator registry is process-wide
 
@@ -331,10 +331,12 @@ class OutputGuard:
     def state(self) -> str:
         """`loading` while the Guard is built in the background (`stuck` once that has taken longer than a text
         waits for it), `failed` when the build failed or disagreed with the kept verdicts, else `ok`."""
+        if self.load_error is not None:
+            return "failed"
         if not self._ready.is_set():
             stuck = time.monotonic() - self._load_started > GUARD_LOAD_WAIT_SECONDS
             return "stuck" if stuck else "loading"
-        return "failed" if self.load_error is not None else "ok"
+        return "ok"
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """True once the Guard is built (or failed to build) and every verdict given from the file re-checked."""
@@ -442,6 +444,8 @@ class OutputGuard:
         given then (`VerdictCache`); any other text goes through the Guard (while it loads in the background,
         start-up's own check may be answered from the kept verdicts; anything else waits for the Guard).
         """
+        if self.load_error is not None:  # failed after start-up: nothing more is allowed, remembered or not
+            return GuardResult(False, [Violation(GUARD_ERROR, "the output guard failed")], self.policy_version)
         key = VerdictCache.key(self.policy_version, template, text, required)
         known = self.verdicts.get(key)
         recording = self._startup_thread == threading.get_ident()
@@ -449,8 +453,7 @@ class OutputGuard:
             known = self._bridged_verdict(key)
         if known is None:
             if not self._ready.wait(GUARD_LOAD_WAIT_SECONDS):
-                return GuardResult(False, [Violation(GUARD_ERROR, "the output guard is still loading")],
-                                   self.policy_version)
+                raise GuardNotReady(GUARD_LOAD_WAIT_SECONDS)  # not a verdict: the work is tried again later
             known = self._validate(text, required=required, template=template)
             self.verdicts.put(key, known)
         startup = self._startup
