@@ -219,7 +219,8 @@ async def health_head() -> None:
 
 ROUTE_HANDLERS = [*WEBHOOK_ROUTES, voice_fallback, sms_fallback, health, health_head, *PROBE_ROUTES, *WEB_ROUTES]
 # Counted and timed by service.metrics (the paths Twilio calls; nothing else).
-TWILIO_PATHS = frozenset([*WEBHOOKS, "/twilio/voice/fallback", "/twilio/sms/fallback"])
+FALLBACK_PATHS = frozenset(["/twilio/voice/fallback", "/twilio/sms/fallback"])
+TWILIO_PATHS = frozenset([*WEBHOOKS, *FALLBACK_PATHS])
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None,
@@ -249,9 +250,11 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
                 context.close()
 
     async def wait_for_guard(request: AppRequest) -> None:
-        """A restart's first seconds: a request that may queue a text (anything but GET and HEAD) waits for the
-        output guard loading in the background before its handler opens a transaction."""
-        if request.method not in ("GET", "HEAD") and context.guard_state() == "loading":
+        """A restart's first seconds: a request that may queue a text (anything but GET and HEAD; not the
+        fallback URLs, which only spool) waits for the output guard loading in the background before its
+        handler opens a transaction."""
+        if (request.method not in ("GET", "HEAD") and request.url.path not in FALLBACK_PATHS
+                and context.guard_state() == "loading"):
             await anyio.to_thread.run_sync(context.wait_for_guard)
 
     if stop_on_guard_failure:

@@ -32,7 +32,7 @@ from service.broker_set import (
     latest_generation,
 )
 from service.brokers import BrokerConfig, load_brokers
-from service.errors import ConfigError, TextbackError
+from service.errors import ConfigError, GuardNotReady, TextbackError
 from service.logs import log
 from service.policy.broker_values import broker_findings
 from service.redact import redact
@@ -153,6 +153,8 @@ def watch_file(ctx: AppContext) -> None:
         return
     try:
         checked = check_file(path, ctx.guard, ctx.templates)
+    except GuardNotReady:
+        raise  # no verdict yet (a restart's guard failed): not a refusal; the next poll reads the file again
     except TextbackError as exc:
         _refuse(ctx, sha, path, str(exc))
         return

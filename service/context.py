@@ -202,20 +202,21 @@ class AppContext:
         if hook is not None:
             hook(reason)
 
-    def wait_for_guard(self) -> None:
+    def wait_for_guard(self) -> bool:
         """While the output guard loads in the background (a restart), wait for it here, before any transaction
-        is opened, rather than inside one (a text's check waits too, but holding the write lock). Bounded: a
-        guard still loading past the wait is left to the check itself (GuardNotReady)."""
+        is opened, rather than inside one (a text's check waits too, but holding the write lock). Bounded by the
+        guard's own watchdog. True when the guard can give verdicts (loaded, or not built yet)."""
         guard = self._guard
         wait = getattr(guard, "wait_loaded", None)
         if wait is not None and getattr(guard, "state", "ok") == "loading":
             from service.policy.guard import GUARD_LOAD_WAIT_SECONDS  # lazy: a restart only
 
-            wait(GUARD_LOAD_WAIT_SECONDS)
+            wait(GUARD_LOAD_WAIT_SECONDS + 5)
+        return self.guard_state() in ("ok", "not loaded")
 
     def guard_state(self) -> str:
-        """The output guard's state without building it: `not loaded`, `loading` (in the background; `stuck`
-        past the time a text waits for it), `failed` or `ok`."""
+        """The output guard's state without building it: `not loaded`, `loading` (in the background), `failed`
+        or `ok`."""
         guard = self._guard
         if guard is None:
             return "not loaded"

@@ -12,9 +12,10 @@ TextbackError
     ├── SignatureError   missing or wrong X-Twilio-Signature (403)
     ├── BadRequestError  malformed or unknown input (400 / 404 / 413 / 422)
     ├── NotStoredError   the webhook could not be stored anywhere right now; Twilio retries it (503)
-    ├── GuardNotReady    the output guard is still loading after a text waited for it: nothing is stored (503)
     └── ApiError         an API or console request refused (401, 403, 404, 409, 415, 422, 429), with details
                          and headers (Retry-After)
+        └── GuardNotReady  the output guard loading after a restart failed or took too long: nothing is
+                           stored, the work is tried again (Twilio's fallback, the queue) (503)
 
 service.app.error_to_response is the one place these (and database errors) become HTTP answers.
 """
@@ -93,15 +94,6 @@ class NotStoredError(WebhookError):
     status_code = 503
 
 
-class GuardNotReady(WebhookError):
-    """A text waited for an output guard still loading in the background (service.policy.guard) past its wait:
-    the work is not done and nothing is stored, so it is tried again (Twilio's fallback, the sweep) rather than
-    stored as blocked."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the output guard is still loading after {seconds:g} s; retry later", status_code=503)
-
-
 class ApiError(WebhookError):
     """An API or console request that must be refused (401 sign in, 403 CSRF, 404 not yours, 409, 422...)."""
 
@@ -110,3 +102,13 @@ class ApiError(WebhookError):
         super().__init__(message, status_code=status_code)
         self.details = details
         self.headers = headers or {}  # e.g. Retry-After on a 429
+
+
+class GuardNotReady(ApiError):
+    """The output guard that a restart loads in the background (service.policy.guard) failed or did not load in
+    time: no verdict, so the work is not done and nothing is stored. It is tried again (Twilio's fallback URL
+    and the spool, a reply back in the queue, the console's retry) by this process or the next, never stored
+    as blocked. The process is stopping meanwhile."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; retry later", status_code=503, headers={"Retry-After": "5"})

@@ -25,8 +25,8 @@ def _backlog(ctx: AppContext) -> Backlog:
 @get("/ready", sync_to_thread=True)
 def ready(request: AppRequest) -> Response[dict[str, object]]:
     """Ready: the database answers, no due text, reply or spooled webhook has waited longer than
-    TEXTBACK_READY_BACKLOG_SECONDS, and the output guard has neither failed nor been loading for over a
-    minute. 503 otherwise, the body saying which check failed."""
+    TEXTBACK_READY_BACKLOG_SECONDS, and the output guard has not failed (after a restart: it did not load
+    within a minute, or disagreed with the kept verdicts). 503 otherwise, the body saying which check failed."""
     ctx: AppContext = request.app.state.ctx
     bound = ctx.settings.ready_backlog_seconds
     checks: dict[str, object] = {"database": "ok"}
@@ -49,9 +49,9 @@ def ready(request: AppRequest) -> Response[dict[str, object]]:
                 "oldest_reply_seconds": backlog.oldest_reply_seconds,
                 "spooled_files": backlog.spooled_files, "oldest_spool_seconds": backlog.oldest_spool_seconds,
             }
-    guard = ctx.guard_state()  # `loading`: texts wait for it (seconds); `stuck`, `failed`: texts are blocked
+    guard = ctx.guard_state()  # `loading`: texts wait for it (seconds); `failed`: no text is queued, stopping
     checks["output_guard"] = guard
-    ok = ok and guard not in ("stuck", "failed")
+    ok = ok and guard != "failed"
     body: dict[str, object] = {"status": "ready" if ok else "not ready", "checks": checks}
     return Response(content=body, status_code=200 if ok else 503, media_type=MediaType.JSON)
 

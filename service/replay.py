@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.calls import replayed_at
 from service.db import ping, session_scope
-from service.errors import WebhookError
+from service.errors import GuardNotReady, WebhookError
 from service.logs import log, request_id
 from service.spool import SpooledWebhook, SpoolError
 from service.twilio.webhooks import WEBHOOKS, Handler, offline_answer
@@ -66,6 +66,10 @@ class ReplayResult:
     inbound_ids: list[int] = field(default_factory=list)
 
 
+class _GuardNotReady(Exception):
+    """A replay that needed a verdict while the guard is not ready: the rest stays spooled."""
+
+
 class _DatabaseGone(Exception):
     pass
 
@@ -87,15 +91,15 @@ def replay_spool(ctx: AppContext) -> ReplayResult:
         for done, (_, _, _, record) in enumerate(records):
             try:
                 _replay_one(ctx, WEBHOOKS, record, result)
-            except _DatabaseGone:
+            except (_DatabaseGone, _GuardNotReady):
                 result.left = len(records) - done
                 raise
-    except _DatabaseGone:
+    except (_DatabaseGone, _GuardNotReady) as paused:
         for claim in claims:
             claim.release()
         result.seconds = time.perf_counter() - started
-        log(logger, logging.WARNING, "spool replay paused: database unavailable again", replayed=result.replayed,
-            left=result.left)
+        why = "database unavailable again" if isinstance(paused, _DatabaseGone) else "the output guard is not ready"
+        log(logger, logging.WARNING, f"spool replay paused: {why}", replayed=result.replayed, left=result.left)
         return result
     for claim in claims:
         claim.done()
@@ -120,6 +124,8 @@ def _replay_one(ctx: AppContext, handlers: Mapping[str, Handler], record: Spoole
     try:
         with session_scope(ctx.engine) as session:
             outcome = handler(session, ctx, record.form)
+    except GuardNotReady as exc:  # no verdict (a restart whose guard failed): kept for the next replay
+        raise _GuardNotReady from exc
     except WebhookError as exc:
         # Refused as Twilio's own delivery would have been (e.g. a broker removed since): nothing to store.
         result.refused += 1

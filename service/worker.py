@@ -43,6 +43,7 @@ from service.alerts import alert_reply, pending_ids
 from service.broker_reload import poll_brokers
 from service.crm_delivery import DeliveryLoop
 from service.db import session_scope
+from service.errors import GuardNotReady
 from service.lanes import Lane
 from service.llm_pool import LLMPool
 from service.logs import log
@@ -179,6 +180,16 @@ def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
     except _ClaimLost:
         log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",
             inbound_id=inbound_id, attempt=token)
+        return []
+    except GuardNotReady:  # no verdict to act on (a restart whose guard failed): back to the queue, uncounted
+        log(logger, logging.WARNING, "reply left for later: the output guard is not ready", inbound_id=inbound_id)
+        with session_scope(ctx.engine) as session:
+            session.exec(
+                update(InboundMessage)
+                .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "processing",
+                       col(InboundMessage.attempts) == token)
+                .values(status="received", attempts=token - 1)
+            )
         return []
     except Exception as exc:  # the message goes back to the queue, never lost
         log(logger, logging.ERROR, "inbound processing failed", inbound_id=inbound_id, exc_type=type(exc).__name__)
@@ -326,7 +337,8 @@ class Worker:
 
         `dispatch` (the sweep thread): replies and texts are handed to their lanes instead of being done here,
         so a hanging send never holds up the next sweep's replies; the counts are then of texts handed on."""
-        self.ctx.wait_for_guard()  # a restart's first seconds: no reply taken up while its check would wait
+        if not self.ctx.wait_for_guard():  # a restart's first seconds: nothing taken up while a check would wait
+            return {}  # the guard failed: the service is stopping; the rows wait for the next start
         self.poll_brokers()
         replayed = replay_spool(self.ctx)
         if replayed.send_ids or replayed.inbound_ids:

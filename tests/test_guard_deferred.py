@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.errors import GuardNotReady
 from service.policy import verdict_file
 from service.policy.guard import GUARD_ERROR, OutputGuard
 from service.policy.selftest import self_test_key
@@ -92,32 +94,37 @@ def test_check_text_outside_startup_waits_for_deferred_guard(
         assert result.violations
 
 
-def test_check_text_while_guard_load_stuck_not_ready_and_state_stuck(
+def test_guard_load_too_slow_fails_and_check_not_ready(
     tmp_path: Path, gate: threading.Event, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A Guard that does not load within the wait: the check raises GuardNotReady (503; the work is tried again
-    later, nothing stored as blocked), never lets the text through."""
+    """A Guard that does not load within GUARD_LOAD_WAIT_SECONDS fails the guard (the watchdog): a check raises
+    GuardNotReady (503; nothing stored, the work tried again), `on_failure` is called, the file is removed, and a
+    build finishing later changes nothing."""
     import service.policy.guard as guard_module
-    from service.errors import GuardNotReady
 
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
     monkeypatch.setattr(guard_module, "GUARD_LOAD_WAIT_SECONDS", 0.2)
+    failures: list[str] = []
     gate.clear()
-    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True)
+    restarted = OutputGuard.load(POLICIES, cache_dir=tmp_path, defer=True, on_failure=failures.append)
     with pytest.raises(GuardNotReady) as refused:
         restarted.check(OPENER, required=REQUIRED, template="opener")
     assert refused.value.status_code == 503
-    assert restarted.state == "stuck"
+    assert restarted.state == "failed"
+    assert failures == ["the output guard did not load within 0.2 s"]
+    assert not verdict_file.path_for(tmp_path, self_test_key(POLICIES)).exists()
     gate.set()
-    assert restarted.wait_loaded(60)
-    assert restarted.check(OPENER, required=REQUIRED, template="opener").allowed
+    time.sleep(0.5)  # the held build, released, finds the guard failed and leaves it so
+    assert restarted.state == "failed"
+    with pytest.raises(GuardNotReady):
+        restarted.check(OPENER, required=REQUIRED, template="opener")
 
 
 def test_kept_verdict_altered_fails_guard_when_it_loads(
     tmp_path: Path, gate: threading.Event, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A kept verdict the Guard disagrees with (an altered or stale file) answers start-up's check only until
-    the Guard has loaded: then the guard fails (every text blocked, `on_failure` called: serve stops), an error
+    the Guard has loaded: then the guard fails (no verdict for any text, `on_failure` called: serve stops), an error
     is logged and the file is removed, so the next start loads the Guard first."""
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
     key = self_test_key(POLICIES)
@@ -136,18 +143,19 @@ def test_kept_verdict_altered_fails_guard_when_it_loads(
     assert len(failures) == 1
     assert "disagreed" in failures[0]
     for text, required in ((RATE_QUOTE, None), (OPENER, REQUIRED)):
-        result = restarted.check(text, required=required, template="opener")
-        assert not result.allowed
+        with pytest.raises(GuardNotReady):
+            restarted.check(text, required=required, template="opener")
     assert "a kept guard verdict disagreed with the guard" in caplog.text
     assert RATE_QUOTE not in caplog.text
     assert not verdict_file.path_for(tmp_path, key).exists()
 
 
-def test_deferred_guard_load_failure_blocks_every_check(
+def test_deferred_guard_load_failure_gives_no_verdict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A Guard that fails to build in the background fails closed: from then on every text is blocked, the kept
-    ones included, `on_failure` is called and the guard says `failed` (which /ready reports)."""
+    """A Guard that fails to build in the background fails closed: from then on no text gets a verdict (each
+    check raises GuardNotReady, so nothing is stored and the work is tried again), the kept file is removed,
+    `on_failure` is called and the guard says `failed` (which /ready reports)."""
     first_start(tmp_path, (OPENER, REQUIRED, "opener"))
 
     def broken(cls: type[OutputGuard], *args: Any) -> OutputGuard:
@@ -162,9 +170,9 @@ def test_deferred_guard_load_failure_blocks_every_check(
     assert failures == [restarted.load_error]
     assert "output guard failed" in caplog.text
     for text, required in ((OPENER, REQUIRED), ("Thanks, talk soon.", None)):
-        result = restarted.check(text, required=required, template="opener" if required else None)
-        assert not result.allowed
-        assert [v.rule for v in result.violations] == [GUARD_ERROR]
+        with pytest.raises(GuardNotReady):
+            restarted.check(text, required=required, template="opener" if required else None)
+    assert not verdict_file.path_for(tmp_path, self_test_key(POLICIES)).exists()  # the next start loads first
 
 
 def test_refuse_serving_on_guard_failed_after_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,12 +250,12 @@ def test_restart_context_warm_up_done_before_guard_loads(settings: Any, gate: th
         assert box.get("result") == "warm"
         assert second.guard_state() == "loading"
         # What a request that may queue a text (and the sweep) does first: wait, outside any transaction.
-        waiting, waited = in_thread(lambda: second.wait_for_guard() or "waited")
+        waiting, waited = in_thread(second.wait_for_guard)
         waiting.join(0.3)
         assert waiting.is_alive()
         gate.set()
         waiting.join(60)
-        assert waited.get("result") == "waited"
+        assert waited.get("result") is True  # the guard can give verdicts now
         assert second.guard.wait_loaded(60)
         assert second.guard_state() == "ok"
     finally:

@@ -90,7 +90,8 @@ def serve(host: str, port: int, workers: int) -> None:
 
     def serving(running: Any) -> None:
         servers.append(running)
-        running.should_exit = _guard_failed(ctx)  # failed between the check below and this server
+        if _guard_failed(ctx):  # failed between the check below and this server (never clears a stop)
+            running.should_exit = True
 
     ctx.guard_failure_hook = stop_server
     try:

@@ -254,8 +254,8 @@ def _copy(result: GuardResult) -> GuardResult:
 
 
 GUARD_ERROR = "guard-error"
-# How long a text waits for a Guard still loading in the background (seconds; it loads in ~5 on an idle
-# machine): then GuardNotReady (the work is tried again later, nothing stored) and /ready says 503.
+# How long a restart's Guard may take to load in the background (seconds; ~5 on an idle machine): then the
+# guard fails (every check raises GuardNotReady, nothing stored, the work tried again) and the service stops.
 GUARD_LOAD_WAIT_SECONDS = 60.0
 _BUILD_LOCK = threading.Lock()  # one Guard built at a time: guardrails' validator registry is process-wide
 
@@ -268,8 +268,9 @@ class OutputGuard:
     `startup_checks`, on the thread that runs it) is answered from the file meanwhile, so the service serves
     seconds sooner. Every other check, every text queued for a person included, waits for the Guard: no text is
     ever queued on the file's word. Once built, the Guard checks again each verdict the file gave; if any
-    differs, or the build fails, the guard is `failed` (every text blocked; `on_failure` is called, and
-    `serve` stops), and a disagreeing file is removed so the next start loads the Guard first.
+    differs, or the build fails or takes longer than GUARD_LOAD_WAIT_SECONDS, the guard is `failed`: every
+    check raises GuardNotReady (no text is stored, the work is tried again), the file is removed so the next
+    start loads the Guard first, and `on_failure` is called (`serve` and `worker` stop).
     """
 
     def __init__(self, guard: Any, rules: list[LoadedRule], version: str, *,
@@ -320,6 +321,10 @@ class OutputGuard:
                 deferred.on_failure = on_failure
                 threading.Thread(target=deferred._build, args=(policies_dir,), name="textback-guard-load",
                                  daemon=True).start()
+                watchdog = threading.Timer(GUARD_LOAD_WAIT_SECONDS, deferred._fail,
+                                           args=(f"the output guard did not load within {GUARD_LOAD_WAIT_SECONDS:g} s",))
+                watchdog.daemon = True
+                watchdog.start()
                 return deferred
         output_guard = cls.from_rules(rules, version, policies_dir)
         output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
@@ -329,14 +334,11 @@ class OutputGuard:
 
     @property
     def state(self) -> str:
-        """`loading` while the Guard is built in the background (`stuck` once that has taken longer than a text
-        waits for it), `failed` when the build failed or disagreed with the kept verdicts, else `ok`."""
+        """`loading` while the Guard is built in the background, `failed` when that failed, took longer than
+        GUARD_LOAD_WAIT_SECONDS or disagreed with the kept verdicts, else `ok`."""
         if self.load_error is not None:
             return "failed"
-        if not self._ready.is_set():
-            stuck = time.monotonic() - self._load_started > GUARD_LOAD_WAIT_SECONDS
-            return "stuck" if stuck else "loading"
-        return "ok"
+        return "ok" if self._ready.is_set() else "loading"
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """True once the Guard is built (or failed to build) and every verdict given from the file re-checked."""
@@ -369,6 +371,8 @@ class OutputGuard:
         except BaseException as exc:  # fail closed: the guard is `failed`, every text is blocked from now on
             error = f"the output guard did not load ({type(exc).__name__}: {exc})"
         with self._bridge_lock:
+            if self.load_error is not None:
+                return  # the watchdog failed it first: it did not load in time
             self._guard = guard
             bridged, self._bridged, self._bridge = self._bridged, [], {}
             disagreed = []
@@ -384,15 +388,27 @@ class OutputGuard:
             if disagreed:
                 error = (f"the start-up verdicts kept in {self._cache_dir} disagreed with the output guard "
                          f"({', '.join(sorted(set(disagreed)))}); the file is removed: start again")
-                if self._cache_dir is not None and self.self_test is not None:
-                    verdict_file.remove(self._cache_dir, self.self_test.key)
-            self.load_error = error
-        seconds = round(time.perf_counter() - started, 3)
+            if error is None:
+                self._ready.set()
         if error is None:
-            self._ready.set()
-            log(logger, logging.INFO, "output guard loaded", seconds=seconds, rechecked=len(bridged))
+            log(logger, logging.INFO, "output guard loaded", seconds=round(time.perf_counter() - started, 3),
+                rechecked=len(bridged))
             return
-        log(logger, logging.ERROR, "output guard failed", error=error, seconds=seconds)
+        self._fail(error)
+
+    def _fail(self, error: str) -> None:
+        """Once, from the loading thread or the watchdog: the guard is `failed` (every check raises
+        GuardNotReady), the kept verdicts' file is removed (the next start loads the Guard first, and then
+        starts or refuses as a first start does), `on_failure` is called, then waiters are let go."""
+        with self._bridge_lock:
+            if self.load_error is not None or self._ready.is_set():
+                return  # loaded in time, or failed already
+            self.load_error = error
+            self._bridge, self._bridged = {}, []
+            if self._cache_dir is not None and self.self_test is not None:
+                verdict_file.remove(self._cache_dir, self.self_test.key)
+        log(logger, logging.ERROR, "output guard failed", error=error,
+            seconds=round(time.monotonic() - self._load_started, 3))
         try:
             if self.on_failure is not None:
                 self.on_failure(error)
@@ -444,16 +460,18 @@ class OutputGuard:
         given then (`VerdictCache`); any other text goes through the Guard (while it loads in the background,
         start-up's own check may be answered from the kept verdicts; anything else waits for the Guard).
         """
-        if self.load_error is not None:  # failed after start-up: nothing more is allowed, remembered or not
-            return GuardResult(False, [Violation(GUARD_ERROR, "the output guard failed")], self.policy_version)
+        if self.load_error is not None:  # failed after start-up: no verdict at all, remembered or not
+            raise GuardNotReady("the output guard failed after start-up")
         key = VerdictCache.key(self.policy_version, template, text, required)
         known = self.verdicts.get(key)
         recording = self._startup_thread == threading.get_ident()
         if known is None and recording and not self._ready.is_set():
             known = self._bridged_verdict(key)
         if known is None:
-            if not self._ready.wait(GUARD_LOAD_WAIT_SECONDS):
-                raise GuardNotReady(GUARD_LOAD_WAIT_SECONDS)  # not a verdict: the work is tried again later
+            # Bounded by the watchdog, which fails the guard GUARD_LOAD_WAIT_SECONDS after the load began.
+            self._ready.wait(max(self._load_started + GUARD_LOAD_WAIT_SECONDS - time.monotonic(), 0) + 5)
+            if self.load_error is not None or not self._ready.is_set():
+                raise GuardNotReady("the output guard did not load")  # not a verdict: the work is tried again
             known = self._validate(text, required=required, template=template)
             self.verdicts.put(key, known)
         startup = self._startup
