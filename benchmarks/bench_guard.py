@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.policy.files import load_outbound_rules
-from service.policy.guard import OutputGuard, scan
+from service.policy.guard import OutputGuard
+from service.policy.verdicts import scan
 
 
 def _texts(policies: Path) -> list[tuple[str, dict[str, str]]]:

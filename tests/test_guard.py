@@ -17,8 +17,9 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version
-from service.policy.guard import VALIDATOR_NAME, OutputGuard, Violation, scan
+from service.policy.guard import VALIDATOR_NAME, OutputGuard
 from service.policy.normalize import normalize
+from service.policy.verdicts import Violation, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.policy.guard import OutputGuard, Violation
+from service.policy.guard import OutputGuard
+from service.policy.verdicts import Violation
 
 REQUIRED = {"brokerage": "Harbor Home Loans", "nmls_id": "1234567"}
 OPENER = "Hi, this is Dana with Harbor Home Loans (NMLS #1234567). Sorry I missed your call! Reply STOP to opt out."

@@ -17,8 +17,9 @@ import pytest
 
 from service.errors import GuardNotReady
 from service.policy import verdict_file
-from service.policy.guard import GUARD_ERROR, OutputGuard
+from service.policy.guard import OutputGuard
 from service.policy.selftest import self_test_key
+from service.policy.verdicts import GUARD_ERROR
 from tests.test_guard import OPENER, POLICIES, REQUIRED
 
 RATE_QUOTE = "Good news: rates are 5.99% APR today, lock it in."

@@ -25,9 +25,10 @@ from service.errors import PolicyError
 from service.policy.check import run_check
 from service.policy.files import OutboundRule, load_outbound_rules
 from service.policy.floor import FLOOR, FloorCategory
-from service.policy.guard import OutputGuard, rule_matches
+from service.policy.guard import OutputGuard
 from service.policy.manifest import MANIFEST_PATH, load_manifest
 from service.policy.normalize import normalize
+from service.policy.verdicts import rule_matches
 from tests.helpers import POLICIES, REPO
 from tests.test_required_rules import start_refusal
 

@@ -10,7 +10,8 @@ import pytest
 
 from service.errors import PolicyError
 from service.policy.files import load_outbound_rules, policy_version, read_policy_files
-from service.policy.guard import OutputGuard, scan
+from service.policy.guard import OutputGuard
+from service.policy.verdicts import scan
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 RULES = load_outbound_rules(POLICIES)

@@ -15,7 +15,7 @@ from typing import Any
 from service.errors import PolicyError
 from service.policy.diff_sides import LoadedSet, templates_of
 from service.policy.files import OutboundRule
-from service.policy.guard import content_violations, scan
+from service.policy.verdicts import content_violations, scan
 from service.replies.rules import EXAMPLES_RECEIVED_AT, load_rules
 from service.templates import SAMPLE_VALUES, to_gsm7
 

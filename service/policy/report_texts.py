@@ -9,10 +9,10 @@ from typing import Any
 
 from service.brokers import template_values
 from service.errors import PolicyError
-from service.policy.guard import content_violations, scan
 from service.policy.report_blocks import Block
 from service.policy.report_context import Context, of_kind
 from service.policy.report_rules import about
+from service.policy.verdicts import content_violations, scan
 
 
 def _verdict(rendered: Any, rules: list[Any]) -> str:
