@@ -171,6 +171,7 @@ class OutputGuard:
         self._bridge_lock = threading.Lock()
         self._bridge: dict[str, dict[str, Any]] = {}
         self._bridged: list[tuple[VerdictKey, GuardResult]] = []
+        self._watchdog: threading.Timer | None = None  # fails a background load that takes too long
 
     @classmethod
     def load(cls, policies_dir: Path, *, cache_dir: Path | None = None, defer: bool = False,
@@ -197,10 +198,10 @@ class OutputGuard:
                 deferred.on_failure = on_failure
                 threading.Thread(target=deferred._build, args=(policies_dir,), name="textback-guard-load",
                                  daemon=True).start()
-                watchdog = threading.Timer(GUARD_LOAD_WAIT_SECONDS, deferred._fail,
-                                           args=(f"the output guard did not load within {GUARD_LOAD_WAIT_SECONDS:g} s",))
-                watchdog.daemon = True
-                watchdog.start()
+                reason = f"the output guard did not load within {GUARD_LOAD_WAIT_SECONDS:g} s"
+                deferred._watchdog = threading.Timer(GUARD_LOAD_WAIT_SECONDS, deferred._fail, args=(reason,))
+                deferred._watchdog.daemon = True
+                deferred._watchdog.start()
                 return deferred
         output_guard = cls.from_rules(rules, version, policies_dir)
         output_guard.self_test = run_self_test(output_guard, policies_dir, manifest, cache_dir)
@@ -244,7 +245,7 @@ class OutputGuard:
         guard: Any = None
         try:
             guard = type(self).from_rules(self.rules, self.policy_version, policies_dir)._guard
-        except BaseException as exc:  # fail closed: the guard is `failed`, every text is blocked from now on
+        except BaseException as exc:  # fail closed: the guard is `failed`, no text gets a verdict from now on
             error = f"the output guard did not load ({type(exc).__name__}: {exc})"
         with self._bridge_lock:
             if self.load_error is not None:
@@ -267,6 +268,8 @@ class OutputGuard:
             if error is None:
                 self._ready.set()
         if error is None:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             log(logger, logging.INFO, "output guard loaded", seconds=round(time.perf_counter() - started, 3),
                 rechecked=len(bridged))
             return
