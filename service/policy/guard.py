@@ -344,8 +344,9 @@ class OutputGuard:
         key = VerdictCache.key(self.policy_version, template, text, required)
         known = self.verdicts.get(key)
         recording = self._startup_thread == threading.get_ident()
+        name = verdict_file.digest(template, text, required) if recording else ""
         if known is None and recording and not self._ready.is_set():
-            known = self._bridged_verdict(key)
+            known = self._bridged_verdict(key, name)
         if known is None:
             # Bounded by the watchdog, which fails the guard GUARD_LOAD_WAIT_SECONDS after the load began.
             self._ready.wait(max(self._load_started + GUARD_LOAD_WAIT_SECONDS - time.monotonic(), 0) + 5)
@@ -355,13 +356,12 @@ class OutputGuard:
             self.verdicts.put(key, known)
         startup = self._startup
         if recording and startup is not None and not any(v.rule == GUARD_ERROR for v in known.violations):
-            startup[verdict_file.digest(template, text, required)] = as_record(known)
+            startup[name] = as_record(known)
         return known
 
-    def _bridged_verdict(self, key: VerdictKey) -> GuardResult | None:
-        """The start-up verdict kept for this start-up check, while the Guard loads (noted, to be checked again)."""
-        _, template, text, required = key
-        name = verdict_file.digest(template, text, dict(required))
+    def _bridged_verdict(self, key: VerdictKey, name: str) -> GuardResult | None:
+        """The start-up verdict kept for this start-up check (`name`: its digest), while the Guard loads (noted,
+        to be checked again)."""
         with self._bridge_lock:
             kept = self._bridge.get(name)
             if kept is None:

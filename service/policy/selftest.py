@@ -24,6 +24,7 @@ import os
 import sys
 import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -210,44 +211,46 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
     return record if ok else None
 
 
-def _record(cache_dir: Path | None, key: str, record: dict[str, Any]) -> None:
-    if cache_dir is None:
-        return
+def write_record(path: Path, record: Mapping[str, Any], *, unwritable: str) -> None:
+    """One JSON record in the guard cache, written atomically (a reader sees the old file or the new one). A
+    folder that cannot be written is logged (the event `unwritable`) and skipped: the cache only saves time."""
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = cache_dir / f".{key}.{os.getpid()}.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        partial.replace(cache_dir / f"{key}.json")
+        partial.replace(path)
     except OSError as exc:
-        log(logger, logging.WARNING, "guard self-test result not cached", cache_dir=str(cache_dir),
-            error=str(exc))
+        log(logger, logging.WARNING, unwritable, cache_dir=str(path.parent), error=str(exc))
 
 
-def cached_self_test(policies_dir: Path, cache_dir: Path | None) -> SelfTest | None:
-    """The cached pass for this exact policy set and guard code, or None (the examples must run)."""
-    started = time.perf_counter()
-    key = self_test_key(policies_dir)
+def _cached_pass(cache_dir: Path | None, key: str, started: float) -> SelfTest | None:
     record = _cached(cache_dir, key)
     if record is None:
         return None
     return SelfTest(int(record.get("examples", 0)), True, time.perf_counter() - started, key)
 
 
+def cached_self_test(policies_dir: Path, cache_dir: Path | None) -> SelfTest | None:
+    """The cached pass for this exact policy set and guard code, or None (the examples must run)."""
+    return _cached_pass(cache_dir, self_test_key(policies_dir), time.perf_counter())
+
+
 def run_self_test(guard: Any, policies_dir: Path, manifest: LoadedManifest, cache_dir: Path | None) -> SelfTest:
     """Run (or find a cached pass of) every example; PolicyError naming the first failure otherwise."""
-    cached = cached_self_test(policies_dir, cache_dir)
-    if cached is not None:
-        return cached
     started = time.perf_counter()
     key = self_test_key(policies_dir)
+    cached = _cached_pass(cache_dir, key, started)
+    if cached is not None:
+        return cached
     failures, count = run_examples(guard, guard.rules, manifest)
     if failures:
         first = failures[0].as_error()
         more = f" (and {len(failures) - 1} more; run `textback policy check`)" if len(failures) > 1 else ""
         raise PolicyError(first.path, first.field, first.message + more)
     seconds = time.perf_counter() - started
-    _record(cache_dir, key, {
-        "key": key, "passed": True, "examples": count, "policy_version": guard.policy_version,
-        "seconds": round(seconds, 4), "passed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
+    if cache_dir is not None:
+        write_record(cache_dir / f"{key}.json", {
+            "key": key, "passed": True, "examples": count, "policy_version": guard.policy_version,
+            "seconds": round(seconds, 4), "passed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }, unwritable="guard self-test result not cached")
     return SelfTest(count, False, seconds, key)

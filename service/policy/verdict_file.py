@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from service.logs import log
+from service.policy.selftest import write_record
 
 logger = logging.getLogger("textback.policy")
 
@@ -88,13 +88,7 @@ def write(cache_dir: Path, key: str, policy_version: str, verdicts: Mapping[str,
                "warnings": [list(pair) for pair in verdict["warnings"]]}
         for name, verdict in sorted(verdicts.items())
     }}
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = cache_dir / f".{key}.{os.getpid()}.verdicts.tmp"
-        partial.write_text(json.dumps(record, indent=0) + "\n", encoding="utf-8")
-        partial.replace(path_for(cache_dir, key))
-    except OSError as exc:
-        log(logger, logging.WARNING, "guard start-up verdicts not kept", cache_dir=str(cache_dir), error=str(exc))
+    write_record(path_for(cache_dir, key), record, unwritable="guard start-up verdicts not kept")
 
 
 def remove(cache_dir: Path, key: str) -> None:
