@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+import yaml
 from pydantic import BaseModel, ConfigDict
 
+from service import yamlfile
 from service.brokers import load_brokers
 from service.errors import ConfigError, PolicyError
 from service.evals.datasets import DatasetError
@@ -191,3 +193,61 @@ def test_prompt_front_matter_duplicate_key_refused_with_file_line(tmp_path: Path
     line = _duplicate(path, "temperature: 0")
     with pytest.raises(PromptError, match=rf"{path}:{line}: duplicate key 'temperature'"):
         load_prompt("reply_extraction", prompts_dir=tmp_path)
+
+
+def _shape(node: Any, out: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Every node's kind, tag, lines, columns and scalar value, in document order."""
+    value = node.value if isinstance(node, yaml.ScalarNode) else None
+    out.append((type(node).__name__, node.tag, node.start_mark.line, node.start_mark.column,
+                node.end_mark.line, value))
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _shape(child, out)
+    elif isinstance(node, yaml.MappingNode):
+        for key, child in node.value:
+            _shape(key, out)
+            _shape(child, out)
+    return out
+
+
+def _pure(text: str) -> tuple[Any, Any]:
+    loader = yamlfile._StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+_REPO_YAML = sorted(p for p in REPO.rglob("*.y*ml") if ".venv" not in p.parts and ".git" not in p.parts)
+
+
+@pytest.mark.skipif(yamlfile._FastLoader is None, reason="PyYAML without libyaml: only the pure loader runs")
+def test_read_yaml_libyaml_gives_pure_loaders_data_and_lines_for_every_repo_file() -> None:
+    """Start-up reads its files on libyaml: the data and every node's line are the pure-Python loader's."""
+    assert len(_REPO_YAML) > 100
+    for path in _REPO_YAML:
+        text = path.read_text(encoding="utf-8")
+        fast_node, fast_data = yamlfile._compose(text)
+        pure_node, pure_data = _pure(text)
+        assert fast_data == pure_data, path
+        assert _shape(fast_node, []) == _shape(pure_node, []), path
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: 1\nb: [1,\n", "a: 1\n\tb: 2\n", "a: 1\nb: \x07bell\n", "a: 'open\n", "a: 1\na: 2\n", "- x\ny: 1\n"],
+    ids=["unclosed-flow", "tab-indent", "control-character", "unclosed-quote", "duplicate", "mixed"],
+)
+def test_read_yaml_error_is_pure_loaders_message(tmp_path: Path, text: str) -> None:
+    """A file libyaml refuses (or that has characters only libyaml would take) is read again by the pure-Python
+    loader, so its message and line are the ones the pure loader gives."""
+    path = _doc(tmp_path, text)
+    with pytest.raises(YamlFileError) as info:
+        read_yaml(path)
+    with pytest.raises(yaml.YAMLError) as pure:
+        _pure(text)
+    mark = getattr(pure.value, "problem_mark", None)
+    assert info.value.first.line == (mark.line + 1 if mark is not None else None)
+    problem = str(getattr(pure.value, "problem", None) or pure.value)
+    assert problem in info.value.first.message

@@ -161,7 +161,8 @@ class PieceFinder:
     def __init__(self, pieces: set[str]) -> None:
         words = sorted(pieces - {DIGIT}, key=len, reverse=True)
         self._finder = re.compile("(?=(" + _trie_regex(words) + "))") if words else None
-        self._closure = {w: frozenset(q for q in words if w.startswith(q)) for w in words}
+        known = set(words)  # each word's prefix closure: its own prefixes that are pieces (linear, not n^2)
+        self._closure = {w: frozenset(w[:end] for end in range(len(w) + 1) if w[:end] in known) for w in words}
 
     def __call__(self, lower: str) -> set[str]:
         present: set[str] = set()
