@@ -21,13 +21,13 @@ import pygal
 from pygal.etree import etree
 from pygal.style import Style
 
+from service.report_words import DAY_NAMES, DAYS
+
 # pygal appends to sys.meta_path a finder without find_spec (it aliases pygal.maps.* plugins, which we do not
 # use); Python 3.11 then warns (ImportWarning) on every later import that no other finder resolves, an error
 # under the tests' filterwarnings. Take it out again.
 sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, pygal.PluginImportFixer)]
 
-DAY_NAMES = {"mon": "Mon", "tue": "Tue", "wed": "Wed", "thu": "Thu", "fri": "Fri", "sat": "Sat", "sun": "Sun"}
-DAYS = tuple(DAY_NAMES)
 # The console's ink and lines (service/web/static/console.css) on white; the dots and bars in a light blue, and
 # "not reached" in a light orange, that the ink printed on them reads on (contrast above 8:1).
 INK, MUTED, LINE = "#16181d", "#4a5160", "#c9ced8"

@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from service import report_words as say
-from service.report_charts import DAY_NAMES, DAYS, render_charts
+from service.report_words import DAY_NAMES, DAYS
 
 WEB = Path(__file__).resolve().parent / "web"
 WIDTH = 78
@@ -71,6 +71,8 @@ def render_html(report: dict[str, Any], *, standalone: bool) -> str:
 
 def report_context(report: dict[str, Any]) -> dict[str, Any]:
     """What _report.html (and report.html, report_standalone.html) needs, worded; the charts as Markup."""
+    from service.report_charts import render_charts  # lazy: pygal and lxml (~0.17 s) load on the first report
+
     charts = render_charts(report)
     svgs = {"by_hour": charts.by_hour, "funnel": charts.funnel, "time_to_human": charts.time_to_human}
     verdict = report["verdict"]

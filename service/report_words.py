@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 
 from service.web.console_view import OUTCOMES, clock, phone
 
+DAY_NAMES = {"mon": "Mon", "tue": "Tue", "wed": "Wed", "thu": "Thu", "fri": "Fri", "sat": "Sat", "sun": "Sun"}
+DAYS = tuple(DAY_NAMES)
 NO_DATA = "no data"
 HEADLINES = {True: "Yes", False: "No", None: "Too early to tell"}
 

@@ -303,6 +303,20 @@ def test_help_lists_every_command_without_importing_the_service() -> None:
     assert done.stdout.splitlines()[-1] == "IMPORTED []"
 
 
+def test_import_app_leaves_report_charts_for_the_first_report() -> None:
+    """pygal and lxml (~0.17 s of a restart) load when a report is first drawn, not when `serve` starts."""
+    heavy = ("pygal", "lxml")
+    script = (
+        "import sys\n"
+        "import service.app, service.web.console_report, service.report_render\n"
+        f"print('IMPORTED', sorted(m for m in sys.modules if m.startswith({heavy!r})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines()[0] == "IMPORTED []"
+
+
 @pytest.mark.parametrize("width", [80, 200])
 def test_help_shows_what_the_imported_commands_would_show(width: int) -> None:
     """The table's summaries give the same `textback --help` as importing every command would."""
