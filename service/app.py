@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.context import AppContext, build_context
 from service.errors import ApiError, BadRequestError, NotStoredError, WebhookError
+from service.heap import freeze_started
 from service.logs import log, request_id
 from service.metrics import WebhookMetrics, failure
 from service.probes import ROUTES as PROBE_ROUTES
@@ -224,9 +225,10 @@ TWILIO_PATHS = frozenset([*WEBHOOKS, *FALLBACK_PATHS])
 
 
 def create_app(settings: Settings | None = None, *, ctx: AppContext | None = None, run_worker: bool | None = None,
-               stop_on_guard_failure: bool = False) -> Litestar:
+               stop_on_guard_failure: bool = False, freeze_heap: bool = False) -> Litestar:
     """Build the app. Settings (or a ready context, in tests) are passed in, never read at import.
-    `stop_on_guard_failure` (service.asgi): the process ends if its output guard fails after start-up."""
+    `stop_on_guard_failure` (service.asgi): the process ends if its output guard fails after start-up.
+    `freeze_heap` (service.asgi): start-up's objects leave the garbage collector's passes (service.heap)."""
     settings = settings or (ctx.settings if ctx else get_settings())
     context = ctx or build_context(settings)
     worker = Worker(context)
@@ -238,6 +240,8 @@ def create_app(settings: Settings | None = None, *, ctx: AppContext | None = Non
         app.state.webhooks = anyio.CapacityLimiter(settings.webhook_threads)
         # Build the output guard and the reply rules before the first webhook (guardrails takes seconds).
         await anyio.to_thread.run_sync(context.warm_up)
+        if freeze_heap:
+            freeze_started(context)
         if start_thread:
             worker.start()
         elif run_worker is None:  # TEXTBACK_RUN_WORKER=false: the sweep runs elsewhere; the brokers are polled here

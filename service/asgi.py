@@ -14,7 +14,7 @@ def _build() -> Litestar:
     settings = get_settings()
     configure_logging(settings.log_level)
     preflight(settings)  # live mode's https public URL, database reachable (the server binds the port)
-    return create_app(settings, stop_on_guard_failure=True)
+    return create_app(settings, stop_on_guard_failure=True, freeze_heap=True)
 
 
 app = guarded(_build)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from service import server, warming
 from service.errors import PolicyError
+from service.heap import freeze_started
 from service.logs import configure_logging
 from service.metrics import share_across_workers
 from service.resources import startup_lines
@@ -75,6 +76,7 @@ def serve(host: str, port: int, workers: int) -> None:
             except BaseException:
                 ctx.close()
                 raise
+            freeze_started(ctx)  # start-up's objects out of every full garbage collection (service.heap)
     except BaseException:
         sock.close()
         raise
@@ -134,6 +136,7 @@ def worker() -> None:
     ctx = build_context(settings)
     ctx.warm_up()  # like serve: a policy, template or broker value the output guard refuses stops start-up
     _ = ctx.extractor  # with an LLM configured: its prompt loads and matches the schema, or no start
+    freeze_started(ctx)  # start-up's objects out of every full garbage collection (service.heap)
     runner = Worker(ctx)
     stopping = threading.Event()  # SIGTERM, or a guard failing after start-up (as start-up would have refused)
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
