@@ -8,11 +8,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BindParameter, Row, bindparam, func, or_, update
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
-from service import optout_lock
+from service import optout_lock, row_objects
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
     Audience,
@@ -32,8 +30,8 @@ _AT = UTCDateTime()
 @cache
 def claim_checked(scope: Scope) -> Any:
     """sender._claim_checked's UPDATE for an opt-out scope, bound with `claim_id` and `claim_now`: the row
-    claimed and returned (every column, in `_row_keys()`'s order) when due, its outcome known and its number not
-    opted out (or the text allowed anyway).
+    claimed and returned (every column, in `row_objects.row_keys` order) when due, its outcome known and its
+    number not opted out (or the text allowed anyway).
 
     The table's UPDATE, not the ORM's: the ORM's rebuilt its cache key on every call (a tenth of a missed call's
     CPU); `claimed` builds the object from the row."""
@@ -47,37 +45,20 @@ def claim_checked(scope: Scope) -> Any:
                table.c.next_attempt_at <= now, table.c.unknown_outcome.is_(False),
                or_(allowed_anyway, ~optout_lock.opted_out_clause(scope)))
         .values(status=MessageStatus.sending, claimed_at=now, attempts=table.c.attempts + 1)
-        .returning(*(table.c[key] for key in _row_keys()))
+        .returning(*row_objects.columns(OutboundMessage))
     )
-
-
-@cache
-def _row_keys() -> tuple[str, ...]:
-    """OutboundMessage's attributes, each the column of the same name."""
-    keys = tuple(prop.key for prop in sa_inspect(OutboundMessage).column_attrs)
-    columns = OutboundMessage.__table__.c  # type: ignore[attr-defined]
-    if set(keys) != set(columns.keys()):
-        raise RuntimeError("OutboundMessage's attributes and its table's columns differ")
-    return keys
 
 
 @cache
 def column_names() -> frozenset[str]:
     """The outbound table's column names (each an attribute of OutboundMessage of the same name)."""
-    return frozenset(_row_keys())
+    return frozenset(row_objects.row_keys(OutboundMessage))
 
 
 def claimed(session: Session, row: Row[Any]) -> OutboundMessage:
-    """The row `claim_checked` returned as a persistent OutboundMessage in `session`, built as the ORM's loader
-    builds one (attribute values in place, no history): what the ORM's UPDATE ... RETURNING would have given.
-
-    The loader's `load` event is not fired: nothing listens to it on this model. A column made `Mutable` (whose
-    tracking starts in that event) would need the ORM's statement back."""
-    msg: OutboundMessage = sa_inspect(OutboundMessage).class_manager.new_instance()
-    msg.__dict__.update(zip(_row_keys(), row, strict=True))
-    make_transient_to_detached(msg)
-    session.add(msg)
-    return msg
+    """The row `claim_checked` returned as a persistent OutboundMessage in `session` (service.row_objects):
+    what the ORM's UPDATE ... RETURNING would have given."""
+    return row_objects.attached(session, OutboundMessage, row)
 
 
 @cache

@@ -38,7 +38,7 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import conversation, handoff_sla, metrics, sender, weekly_digest
+from service import conversation, handoff_sla, metrics, reply_queries, row_objects, sender, weekly_digest
 from service.alerts import alert_reply, pending_ids
 from service.broker_reload import poll_brokers
 from service.crm_delivery import DeliveryLoop
@@ -88,26 +88,29 @@ def process_inbound(ctx: AppContext, inbound_id: int, *, llm: LLMPool | None = N
     default: sends them itself) and [] is returned at once; when the pool is full the reply is not claimed and
     waits for a later sweep. Without `llm`, everything happens here, the LLM call included.
     """
-    with Session(ctx.engine, expire_on_commit=False) as session:
-        inbound = session.get(InboundMessage, inbound_id)
-    if inbound is None or inbound.status != "received":
-        return []
-    # The rules are fast and read only the text: they say here, before any claim, whether the LLM is needed.
-    pool = llm if llm is not None and _needs_llm(ctx, inbound) else None
-    if pool is not None and not pool.reserve():
-        log(logger, logging.DEBUG, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
-        return []
-    token = _claim(ctx, inbound_id)
-    if token is None:
+    pool = None
+    if llm is not None and ctx.extractor is not None:
+        with Session(ctx.engine, expire_on_commit=False) as session:
+            unclaimed = session.get(InboundMessage, inbound_id)
+        if unclaimed is None or unclaimed.status != "received":
+            return []
+        # The rules are fast and read only the text: they say here, before any claim, whether the LLM is needed.
+        pool = llm if _needs_llm(ctx, unclaimed) else None
+        if pool is not None and not pool.reserve():
+            log(logger, logging.DEBUG, "llm pool full; reply left for the sweep", inbound_id=inbound_id)
+            return []
+    inbound = _claim(ctx, inbound_id)  # without an LLM pool to fill, the claim is the first read
+    if inbound is None:
         if pool is not None:
             pool.release()
         return []
     if pool is None:
-        return _process_claimed(ctx, inbound_id, token)
+        return _process_claimed(ctx, inbound)
+    claimed = inbound
     try:
-        pool.run(lambda: _process_and_send(ctx, inbound_id, token, send or partial(sender.send_due, ctx)))
+        pool.run(lambda: _process_and_send(ctx, claimed, send or partial(sender.send_due, ctx)))
     except RuntimeError:  # the pool shut down meanwhile: give the reply back for the next process's sweep
-        _release(ctx, inbound_id, token, "received")
+        _release(ctx, inbound_id, inbound.attempts, "received")
     return []
 
 
@@ -122,18 +125,12 @@ def _needs_llm(ctx: AppContext, inbound: InboundMessage) -> bool:
     return conversation.llm_skip_reason(conversation.lead_state(ctx, inbound), analysis) is None
 
 
-def _claim(ctx: AppContext, inbound_id: int) -> int | None:
-    """Move the reply from received to processing; the claim's token (the attempt number), or None."""
+def _claim(ctx: AppContext, inbound_id: int) -> InboundMessage | None:
+    """Move the reply from received to processing, in one statement that returns it (detached): its `attempts`,
+    set by this claim, is the claim's token. None when it was not `received`."""
     with session_scope(ctx.engine) as session:
-        claimed = session.exec(
-            update(InboundMessage)
-            .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "received")
-            .values(status="processing", attempts=InboundMessage.attempts + 1, processed_at=utcnow())
-        )
-        if claimed.rowcount != 1:
-            return None
-        # Read inside the claiming transaction: the row is ours until it commits, so this is our attempt.
-        return session.exec(select(InboundMessage.attempts).where(col(InboundMessage.id) == inbound_id)).one()
+        row = session.connection().execute(reply_queries.claim(), {"claim_id": inbound_id, "claim_now": utcnow()}).first()
+    return None if row is None else row_objects.detached(InboundMessage, row)
 
 
 def _release(ctx: AppContext, inbound_id: int, token: int, status: str) -> bool:
@@ -147,9 +144,9 @@ def _release(ctx: AppContext, inbound_id: int, token: int, status: str) -> bool:
         ).rowcount == 1
 
 
-def _process_and_send(ctx: AppContext, inbound_id: int, token: int, send: Callable[[list[int]], object]) -> None:
+def _process_and_send(ctx: AppContext, claimed: InboundMessage, send: Callable[[list[int]], object]) -> None:
     """A job on the LLM pool: process the claimed reply (the LLM call included), then hand its texts to `send`."""
-    ids = _process_claimed(ctx, inbound_id, token)
+    ids = _process_claimed(ctx, claimed)
     try:
         send(ids)
     except Exception as exc:  # the texts are rows: the sweep sends them
@@ -157,25 +154,19 @@ def _process_and_send(ctx: AppContext, inbound_id: int, token: int, send: Callab
         ctx.wake.set()
 
 
-def _process_claimed(ctx: AppContext, inbound_id: int, token: int) -> list[int]:
-    """Analyse the reply (rules, then the LLM if needed: outside any transaction) and act on it, in one
-    transaction that applies only while the claim is still ours."""
+def _process_claimed(ctx: AppContext, claimed: InboundMessage) -> list[int]:
+    """Analyse the reply `_claim` returned (rules, then the LLM if needed: outside any transaction) and act on
+    it, in one transaction that applies only while the claim is still ours."""
+    inbound_id, token = claimed.id, claimed.attempts
+    assert inbound_id is not None  # noqa: S101 - a stored row
     try:
-        with Session(ctx.engine, expire_on_commit=False) as session:
-            inbound = session.get(InboundMessage, inbound_id)
-        assert inbound is not None  # noqa: S101 - just claimed
-        analysis = conversation.analyze_reply(ctx, inbound)
+        analysis = conversation.analyze_reply(ctx, claimed)
         with session_scope(ctx.engine) as session:
-            held = session.exec(
-                update(InboundMessage)
-                .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.status) == "processing",
-                       col(InboundMessage.attempts) == token)
-                .values(status="processed", processed_at=utcnow())
-            )
-            if held.rowcount != 1:
+            row = session.connection().execute(
+                reply_queries.hold(), {"hold_id": inbound_id, "hold_token": token, "hold_now": utcnow()}).first()
+            if row is None:
                 raise _ClaimLost
-            inbound = session.get(InboundMessage, inbound_id)
-            assert inbound is not None  # noqa: S101 - held
+            inbound = row_objects.attached(session, InboundMessage, row)
             return conversation.handle_reply(session, ctx, inbound, analysis=analysis)
     except _ClaimLost:
         log(logger, logging.WARNING, "reply taken back by another worker; this result is dropped",

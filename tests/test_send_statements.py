@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from service import optout_lock, outbox, sender, store
+from service import optout_lock, outbox, row_objects, sender, store
 from service.db import session_scope
 from service.models import DeliveryEvent, Lead, MessageStatus, OptOut, OutboundMessage
 from tests.helpers import BROKER, BROKER2, CALLER, message_json, rendered, sent_texts
@@ -192,7 +192,6 @@ def test_hold_opt_out_until_early_locked_send_is_done(ctx) -> None:
 def test_build_claimed_row_as_the_orm_loads_it(ctx) -> None:
     """The claim's row, built without the ORM's loader, is a persistent object equal to a fresh load, with no
     pending changes: the commit after it writes nothing."""
-    from service import send_queries
 
     msg_id = queue_opener(ctx)
     with Session(ctx.engine, expire_on_commit=False) as session:
@@ -206,7 +205,7 @@ def test_build_claimed_row_as_the_orm_loads_it(ctx) -> None:
     loaded = row(ctx, msg_id)
     assert claimed.model_dump() == loaded.model_dump()
     assert (claimed.status, claimed.attempts) == (MessageStatus.sending, 1)
-    assert set(send_queries._row_keys()) == set(OutboundMessage.model_fields)
+    assert set(row_objects.row_keys(OutboundMessage)) == set(OutboundMessage.model_fields)
 
 
 def test_send_opener_when_lock_folder_removed_while_running(ctx, twilio_api, tmp_path) -> None:
