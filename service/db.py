@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
@@ -208,14 +208,22 @@ def make_engine(url: str) -> Engine:
 
 
 PING_AFTER_IDLE_SECONDS = 5.0
+_forced_ping = threading.local()
+
+
+def ping_next_checkout() -> None:
+    """Ping the next connection this thread checks out, however briefly it sat idle: before a write that must
+    not fail after a wait outside the database (a send's outcome, after the Twilio request)."""
+    _forced_ping.on = True
 
 
 def ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection on checkout only when it sat idle for PING_AFTER_IDLE_SECONDS or more (what
     `pool_pre_ping` does on every checkout: a round trip and ~0.1-0.2 ms of CPU per transaction, four of them
-    per missed call). A dead one is replaced before use, as with pre-ping. A connection that dies while in
-    steady use fails the one operation that finds it (SQLAlchemy then renews the whole pool), and that work is
-    not lost: a webhook is spooled and answered, a send or reply stays queued for its retry."""
+    per missed call). A dead one is replaced before use and the pool renewed, as with pre-ping; a send pings
+    before writing its outcome (`ping_next_checkout`). A connection that dies while in steady use fails the
+    one operation that finds it (SQLAlchemy then renews the whole pool), and that work is not lost: a webhook
+    is spooled and answered, a reply stays queued for its retry."""
 
     @event.listens_for(engine, "checkin")
     def _idle_from(_dbapi_conn: object, record: ConnectionPoolEntry) -> None:
@@ -224,13 +232,15 @@ def ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _ping_if_idle(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: object) -> None:
         idle_since = record.info.pop("idle_since", None)
-        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        forced, _forced_ping.on = getattr(_forced_ping, "on", False), False
+        if idle_since is None or (not forced and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS):
             return  # new, or back from use moments ago
         try:
             engine.dialect.do_ping(dbapi_conn)
         except engine.dialect.loaded_dbapi.Error as exc:
             if engine.dialect.is_disconnect(exc, dbapi_conn, None):
-                raise DisconnectionError(str(exc)) from exc  # the pool opens a new connection and checks out again
+                # As pre-ping does: every pooled connection from before is renewed, and this checkout retried.
+                raise InvalidatePoolError(str(exc)) from exc
             raise
 
 

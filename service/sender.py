@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from service import alerts, metrics, one_time, optout_lock, send_queries
+from service.db import ping_next_checkout
 from service.errors import NumberBusy
 from service.logs import log
 from service.models import (
@@ -227,6 +228,9 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
     except NumberBusy:
         log(logger, logging.WARNING, "text deferred: its number's opt-out lock was busy", id=msg.id)
         return _hold(ctx, session, msg, gates.lock_busy(utcnow()))
+    # The request may have outlived the database's connection (a restart meanwhile): the outcome's write checks
+    # its connection first, so a text sent is recorded as sent, not found again by reconciliation.
+    ping_next_checkout()
     if opted_out:
         log(logger, logging.INFO, "text suppressed: opted out while it waited", id=msg.id)
         state = optout_lock.opt_out_state(session, msg.broker_id, msg.to_phone, ctx.sending_policy.opt_out_scope)

@@ -68,9 +68,12 @@ if getattr(yaml, "__with_libyaml__", False):  # PyYAML's wheels carry libyaml: t
 
 
 def _compose(text: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree and the data of `text`, on libyaml when it loads there (and has only the characters the
-    pure-Python reader accepts), else on the pure-Python loader, which raises the located YAMLError."""
-    if _FastLoader is not None and yaml.reader.Reader.NON_PRINTABLE.search(text) is None:
+    """The node tree and the data of `text`, on libyaml when it loads there (and has no tab and only the
+    characters the pure-Python reader accepts), else on the pure-Python loader, which raises the located
+    YAMLError."""
+    # libyaml takes tabs between tokens ("key:\tvalue", a trailing tab) that the pure reader refuses: a text
+    # with a tab is read by the pure loader, so both accept exactly the same files.
+    if _FastLoader is not None and "\t" not in text and yaml.reader.Reader.NON_PRINTABLE.search(text) is None:
         fast = _FastLoader(text)
         try:
             node = fast.get_single_node()

@@ -236,8 +236,10 @@ def test_read_yaml_libyaml_gives_pure_loaders_data_and_lines_for_every_repo_file
 
 @pytest.mark.parametrize(
     "text",
-    ["a: 1\nb: [1,\n", "a: 1\n\tb: 2\n", "a: 1\nb: \x07bell\n", "a: 'open\n", "a: 1\na: 2\n", "- x\ny: 1\n"],
-    ids=["unclosed-flow", "tab-indent", "control-character", "unclosed-quote", "duplicate", "mixed"],
+    ["a: 1\nb: [1,\n", "a: 1\n\tb: 2\n", "a: 1\nb: \x07bell\n", "a: 'open\n", "a: 1\na: 2\n", "- x\ny: 1\n",
+     "start: '08:00'\t\n", "key:\tvalue\n", "reply: call me\tlater\n", "states: [FL,\tTX]\n", "a: 1\t# c\n"],
+    ids=["unclosed-flow", "tab-indent", "control-character", "unclosed-quote", "duplicate", "mixed",
+         "trailing-tab", "tab-after-colon", "tab-in-plain-scalar", "tab-in-flow", "tab-before-comment"],
 )
 def test_read_yaml_error_is_pure_loaders_message(tmp_path: Path, text: str) -> None:
     """A file libyaml refuses (or that has characters only libyaml would take) is read again by the pure-Python
