@@ -74,15 +74,14 @@ def _compose(text: str) -> tuple[yaml.Node | None, Any]:
     # libyaml takes tabs between tokens ("key:\tvalue", a trailing tab) that the pure reader refuses: a text
     # with a tab is read by the pure loader, so both accept exactly the same files.
     if _FastLoader is not None and "\t" not in text and yaml.reader.Reader.NON_PRINTABLE.search(text) is None:
-        fast = _FastLoader(text)
         try:
-            node = fast.get_single_node()
-            return node, fast.construct_document(node) if node is not None else None
+            return _load(_FastLoader(text))
         except yaml.YAMLError:
             pass  # read again below for the pure-Python loader's message
-        finally:
-            fast.dispose()
-    loader = _StrictLoader(text)
+    return _load(_StrictLoader(text))
+
+
+def _load(loader: Any) -> tuple[yaml.Node | None, Any]:
     try:
         node = loader.get_single_node()
         return node, loader.construct_document(node) if node is not None else None
