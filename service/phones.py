@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -15,8 +16,10 @@ class InvalidPhone(ValueError):
     """The value is not a usable phone number."""
 
 
+@lru_cache(maxsize=4096)
 def to_e164(raw: str, *, region: str = "US") -> str:
-    """Normalize a phone number to E.164, or raise InvalidPhone."""
+    """Normalize a phone number to E.164, or raise InvalidPhone. Kept per input (a broker's own number is in
+    every webhook; a number that is refused is parsed again each time)."""
     text = (raw or "").strip()
     if not text or text.lower() in _WITHHELD:
         raise InvalidPhone("withheld or empty caller ID")
