@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from service.table_init import Table
+
 _E = TypeVar("_E", bound=type[StrEnum])
 _F = TypeVar("_F", bound=Callable[[], Any])
 
@@ -138,7 +140,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Broker(SQLModel, table=True):
+class Broker(Table, table=True):
     """A broker as loaded from the brokers file at start-up (upserted by Twilio number)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -173,7 +175,7 @@ class Broker(SQLModel, table=True):
     busy_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class BrokerGeneration(SQLModel, table=True):
+class BrokerGeneration(Table, table=True):
     """One applied version of the brokers file (service.broker_set): every process holds the brokers of the
     latest generation. The primary key is the compare-and-set: two processes applying one edit insert the same
     generation number and only one commits."""
@@ -185,7 +187,7 @@ class BrokerGeneration(SQLModel, table=True):
     applied_by: str  # "brokers reload", "file watch" or "start-up", with host and process id
 
 
-class Lead(SQLModel, table=True):
+class Lead(Table, table=True):
     """One caller for one broker, with the conversation's state and what has been captured."""
 
     __table_args__ = (UniqueConstraint("broker_id", "phone", name="uq_lead_broker_phone"),)
@@ -239,7 +241,7 @@ class Lead(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class OptOut(SQLModel, table=True):
+class OptOut(Table, table=True):
     """Current opt-out status of a number for a broker. Kept for good, even when data is purged."""
 
     __table_args__ = (UniqueConstraint("broker_id", "phone", name="uq_optout_broker_phone"),)
@@ -263,7 +265,7 @@ class OptOut(SQLModel, table=True):
     carrier_blocked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class OptOutEvent(SQLModel, table=True):
+class OptOutEvent(Table, table=True):
     """Every opt-out and opt-in, with its source: the compliance history."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -278,7 +280,7 @@ class OptOutEvent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class CallEvent(SQLModel, table=True):
+class CallEvent(Table, table=True):
     """One voice webhook delivery. Unique per (call, kind, status) so Twilio retries are no-ops."""
 
     __table_args__ = (
@@ -300,7 +302,7 @@ class CallEvent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class InboundMessage(SQLModel, table=True):
+class InboundMessage(Table, table=True):
     """An inbound SMS, stored before anything else happens."""
 
     # The worker's sweep for replies not yet processed, /ready and /metrics read the oldest by status: covered.
@@ -320,7 +322,7 @@ class InboundMessage(SQLModel, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class OutboundMessage(SQLModel, table=True):
+class OutboundMessage(Table, table=True):
     """A text we intend to send: persisted first, then claimed and sent by exactly one worker."""
 
     # The queue-time gates count recent texts (service.sending.gates.count_columns): the circuit breaker's openers
@@ -372,7 +374,7 @@ class OutboundMessage(SQLModel, table=True):
     verdicts: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
-class AlertFailure(SQLModel, table=True):
+class AlertFailure(Table, table=True):
     """An alert to the broker's team (or an escalation) that did not get through, and what was done about it.
 
     Holds no borrower text and no borrower number (the lead id links to them), so it outlives a `privacy forget`
@@ -392,7 +394,7 @@ class AlertFailure(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class Decision(SQLModel, table=True):
+class Decision(Table, table=True):
     """What the service decided about one inbound message, and on what grounds (the audit trail)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -412,7 +414,7 @@ class Decision(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class DeliveryEvent(SQLModel, table=True):
+class DeliveryEvent(Table, table=True):
     """Each status callback for an outbound message (idempotent per sid and status)."""
 
     __table_args__ = (UniqueConstraint("message_sid", "status", name="uq_delivery_event"),)
@@ -424,7 +426,7 @@ class DeliveryEvent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class DoNotText(SQLModel, table=True):
+class DoNotText(Table, table=True):
     """Known contacts never to text automatically (staff, existing clients, partners). broker_id None = all."""
 
     __table_args__ = (UniqueConstraint("phone", "broker_id", name="uq_dnt_phone_broker"),)
@@ -437,7 +439,7 @@ class DoNotText(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class LineTypeCache(SQLModel, table=True):
+class LineTypeCache(Table, table=True):
     """Twilio Lookup v2 line type per number, cached so each number is looked up at most once a month."""
 
     phone: str = Field(primary_key=True)
@@ -445,7 +447,7 @@ class LineTypeCache(SQLModel, table=True):
     checked_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class ForgottenSid(SQLModel, table=True):
+class ForgottenSid(Table, table=True):
     """The SHA-256 of a MessageSid or CallSid whose rows were deleted (privacy forget, retention purge).
 
     Replay protection outlives the data: a captured, validly signed webhook replayed after its rows are gone
@@ -457,7 +459,7 @@ class ForgottenSid(SQLModel, table=True):
     forgotten_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class PrivacyAction(SQLModel, table=True):
+class PrivacyAction(Table, table=True):
     """One privacy purge or forget request, recorded to prove what was deleted, what was kept and why.
 
     Holds no borrower number or words: a forget request stores the number's SHA-256 (`phone_hash`, see
@@ -482,7 +484,7 @@ class PrivacyAction(SQLModel, table=True):
     policy_version: str | None = None  # service.policy.files.policy_version of the policies in force
 
 
-class LeadEvent(SQLModel, table=True):
+class LeadEvent(Table, table=True):
     """One thing that happened to a lead, in order: the lead's history for the console, the API, the CRM
     webhooks and the sufficiency report. `actor` is "textback", "borrower", or a user's phone."""
 
@@ -496,7 +498,7 @@ class LeadEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
-class LoginCode(SQLModel, table=True):
+class LoginCode(Table, table=True):
     """A one-time sign-in code texted to a user's phone (only its hash is stored)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -508,7 +510,7 @@ class LoginCode(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class AuthAttempt(SQLModel, table=True):
+class AuthAttempt(Table, table=True):
     """One sign-in request or code attempt, counted for rate limits per phone and per client address."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -516,7 +518,7 @@ class AuthAttempt(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
-class UserSession(SQLModel, table=True):
+class UserSession(Table, table=True):
     """A signed-in browser: the cookie holds a random token, the database its hash (revocable)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -531,7 +533,7 @@ class UserSession(SQLModel, table=True):
     user_agent: str | None = None
 
 
-class LeadLink(SQLModel, table=True):
+class LeadLink(Table, table=True):
     """The short link in an alert SMS (/l/<token>): single use, expiring, for one phone and one lead."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -543,7 +545,7 @@ class LeadLink(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class ApiToken(SQLModel, table=True):
+class ApiToken(Table, table=True):
     """A bearer token for a CRM (`textback tokens create`): one broker, stored hashed, revocable."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -555,7 +557,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class HumanCall(SQLModel, table=True):
+class HumanCall(Table, table=True):
     """A click-to-call: Twilio rings the user, then bridges to the borrower from the broker's number."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -572,7 +574,7 @@ class HumanCall(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class WebhookDelivery(SQLModel, table=True):
+class WebhookDelivery(Table, table=True):
     """One event for one broker's CRM webhook: persisted, signed at send time, retried with backoff."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -594,7 +596,7 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
-class LeadCase(SQLModel, table=True):
+class LeadCase(Table, table=True):
     """One missed-call lead for the sufficiency report (service.cases): the missed call that started it and what
     came of it, kept up to date by the lead's events, so the report reads one row per case.
 
