@@ -295,7 +295,8 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
     templates = templates if templates is not None else load_templates(settings.policies_dir)
     retention = load_retention(settings.policies_dir)
     check_setting(settings.retention_days, retention)  # never an automatic purge shorter than the policy
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_seconds)
     if settings.listen_notify:
         install_notify(engine)  # PostgreSQL: a transaction that queues work wakes the other processes' sweeps
     upgrade_at_start(engine)  # at head: one read; else under the migration lock (processes take turns)

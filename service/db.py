@@ -153,7 +153,10 @@ class _WriterConnection(sqlite3.Connection):
 WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 10.0) -> Engine:
+    """The engine for `url`. On PostgreSQL, a pool of `pool_size` connections kept open and `max_overflow` more
+    opened under load; a checkout waits `pool_timeout` seconds at most (settings: TEXTBACK_DB_POOL_SIZE,
+    TEXTBACK_DB_MAX_OVERFLOW, TEXTBACK_DB_POOL_TIMEOUT_SECONDS). SQLite ignores them."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.drivername.startswith("sqlite"):
@@ -202,7 +205,10 @@ def make_engine(url: str) -> Engine:
     # A database host that stops answering must fail a webhook within Twilio's 15 s (it is then spooled and
     # answered from memory), not after the operating system's TCP timeout of minutes.
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
-    engine = create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
+    # A checkout that waits past `pool_timeout` fails as an unavailable database (service.replay): well inside
+    # Twilio's 15 s, so the webhook is spooled and answered rather than timed out.
+    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+                           connect_args=connect_args)
     ping_when_idle(engine)
     return engine
 

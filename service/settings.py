@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./var/textback.db"
     # Start-up waits this long in all for an unreachable database (retrying) before it stops with an error.
     database_wait_seconds: float = Field(default=10.0, ge=0)
+    # PostgreSQL: each process keeps up to `db_pool_size` connections open, opens up to `db_max_overflow` more
+    # under load, and a transaction waits `db_pool_timeout_seconds` at most for one (then it fails as the
+    # database being unavailable: a webhook is spooled and answered, other work is retried). Every process of
+    # every host counts against the server's max_connections (100 by default): size them together, or put a
+    # pooler (PgBouncer, transaction mode) in between. SQLite ignores these.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     public_url: str = DEV_PUBLIC_URL
     brokers_file: Path = Path("brokers.yaml")
     # Each process hashes the brokers file every poll and applies a valid edit (`textback brokers reload` works
