@@ -151,6 +151,24 @@ class _WriterConnection(sqlite3.Connection):
 
 
 WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
+# How long a new connection waits to put the database in WAL mode while another process holds it (a migration
+# at start-up: service.migrations.runner waits as long for its lock).
+WAL_WAIT_SECONDS = 600.0
+
+
+def _wal(cur: sqlite3.Cursor) -> None:
+    """PRAGMA journal_mode=WAL, waiting out another process's write lock. A database not in WAL mode yet (one
+    made by an older release, or restored from a dump) needs it to itself to change mode, and the process that
+    migrates it at start-up holds its write lock for the whole migration: each attempt waits busy_timeout (30 s),
+    then it is tried again, up to WAL_WAIT_SECONDS, instead of failing the process that starts beside it."""
+    deadline = time.monotonic() + WAL_WAIT_SECONDS
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 10.0) -> Engine:
@@ -178,7 +196,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_t
             if isinstance(dbapi_conn, _WriterConnection):
                 dbapi_conn.writers = writers
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _wal(cur)
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
