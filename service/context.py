@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from service import opener_tally
 from service.broker_reload import check_file, start_brokers
 from service.brokers import load_brokers
 from service.db import make_engine, session_scope
@@ -62,6 +63,9 @@ class AppContext:
     brokers_refused: str = ""  # the file content (SHA-256) last refused, logged once
     spool: Spool | None = None  # webhooks the database could not take, replayed by the worker
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # policies/retention/retention.yaml
+    # The openers tally's trigger is in force (service.opener_tally, checked at start-up): the circuit breaker
+    # reads its upper bound first. False: every breaker check counts its window exactly.
+    opener_tally: bool = False
     _guard: GuardLike | None = None
     # Called (from the guard's loading thread) when the guard fails after start-up; `serve` stops the server.
     guard_failure_hook: Any = None
@@ -301,6 +305,7 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
         install_notify(engine)  # PostgreSQL: a transaction that queues work wakes the other processes' sweeps
     upgrade_at_start(engine)  # at head: one read; else under the migration lock (processes take turns)
     try:
+        tally = opener_tally.in_force(engine)
         brokers, generation, guard = start_brokers(settings, engine, configs, brokers_sha, guard=guard,
                                                    templates=templates)
     except BaseException:
@@ -318,6 +323,6 @@ def build_context(settings: Settings, *, gateway: TwilioGateway | None = None, g
         )
     return AppContext(settings=settings, engine=engine, templates=templates, gateway=gateway, policy_version=version,
                       brokers_by_number=brokers, brokers_generation=generation, brokers_file_sha=brokers_sha,
-                      spool=Spool(settings.spool_dir), retention=retention, _guard=guard,
+                      spool=Spool(settings.spool_dir), retention=retention, opener_tally=tally, _guard=guard,
                       _rules=rules, _sending=sending_policy,
                       _extractor=extractor)

@@ -11,7 +11,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from service.table_init import Table
@@ -629,3 +639,12 @@ class LeadCase(Table, table=True):
     outcome: str | None = None
     outcome_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     opted_out_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class OpenerTally(Table, table=True):
+    """Borrower openers stored per minute (since the epoch, UTC), in a few shards per minute: kept by a database
+    trigger on outboundmessage and read by the circuit breaker as an upper bound (service.opener_tally)."""
+
+    minute: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    shard: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    n: int = Field(default=0, sa_column=Column(Integer, nullable=False))

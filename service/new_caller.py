@@ -53,7 +53,7 @@ from service.models import (
 from service.outbox import counts_for_lead, prepare_text
 from service.phones import InvalidPhone, to_e164
 from service.privacy import sid_digest
-from service.sending.gates import QueueCounts, QueueFacts, count_columns, count_params, counts_of
+from service.sending.gates import QueueCounts, QueueFacts, count_columns, count_params, counts_of, use_tally
 from service.store import saved_id
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def opener_key(call_sid: str) -> str:
 
 
 @cache
-def _read_query(scope: Scope, *, caller: bool) -> Select[Any]:
+def _read_query(scope: Scope, *, caller: bool, tally: bool = False) -> Select[Any]:
     """The one read as a statement, built once per opt-out scope (with or without the caller's columns) and bound
     by name: its Python construction cost more than the database's answer."""
     columns: list[Any] = [
@@ -106,7 +106,7 @@ def _read_query(scope: Scope, *, caller: bool) -> Select[Any]:
                            ).label("known_contact"),
             exists().where(col(OutboundMessage.dedupe_key) == bindparam("opener_key")).label("opener_taken"),
             select(Broker.busy_until).where(col(Broker.id) == broker_id).scalar_subquery().label("busy_until"),
-            *count_columns(opener=True, lead=False),
+            *count_columns(opener=True, lead=False, tally=tally),
         ]
     query: Select[Any] = select(*columns)
     return query
@@ -124,7 +124,7 @@ def read(session: Session, ctx: AppContext, *, broker: Broker, caller_raw: str |
     if phone is not None:
         params |= {"broker_id": broker_id, "phone": phone, "opener_key": opener_key(call_sid),
                    **count_params(ctx, broker_id=broker_id, lead_id=None, now=utcnow())}
-    query = _read_query(ctx.sending_policy.opt_out_scope, caller=phone is not None)
+    query = _read_query(ctx.sending_policy.opt_out_scope, caller=phone is not None, tally=use_tally(ctx))
     row = session.execute(query, params).one()
     found = row._mapping
     if phone is None:

@@ -38,7 +38,16 @@ import anyio.to_thread
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from service import conversation, handoff_sla, metrics, reply_queries, row_objects, sender, weekly_digest
+from service import (
+    conversation,
+    handoff_sla,
+    metrics,
+    opener_tally,
+    reply_queries,
+    row_objects,
+    sender,
+    weekly_digest,
+)
 from service.alerts import alert_reply, pending_ids
 from service.broker_reload import poll_brokers
 from service.crm_delivery import DeliveryLoop
@@ -248,6 +257,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_purge: float | None = None
+        self._last_tally_prune: float | None = None
         self._sweep = True
 
     def send(self, ids: list[int]) -> Future[object] | None:
@@ -349,6 +359,7 @@ class Worker:
             counts = sender.send_due(self.ctx)
         self.crm_webhooks.sweep()
         self._apply_retention()
+        self._prune_tally()
         return counts
 
     def poll_brokers(self) -> None:
@@ -369,6 +380,14 @@ class Worker:
         self._last_purge = now
         automatic_purge(self.ctx.engine, self.ctx.retention, self.ctx.settings.policies_dir, days,
                         version=self.ctx.policy_version)
+
+    def _prune_tally(self) -> None:
+        """Hourly: the openers tally's minutes older than it keeps (service.opener_tally.KEEP) go."""
+        now = time.monotonic()
+        if self._last_tally_prune is not None and now - self._last_tally_prune < RETENTION_EVERY_SECONDS:
+            return
+        self._last_tally_prune = now
+        opener_tally.prune(self.ctx.engine, now=utcnow(), keep=opener_tally.KEEP)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,13 +28,14 @@ from sqlalchemy import UniqueConstraint, bindparam, create_engine, func, inspect
 from sqlalchemy import table as table_named
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
+from service import opener_tally
 from service.cli import main
 from service.db import make_engine, normalize_url
 from service.migrations.baseline import baseline_metadata
 from service.migrations.runner import head_revision, schema_status
-from service.models import OutboundMessage
+from service.models import OpenerTally, OutboundMessage
 from tests.helpers import BROKER, CALLER, REPO
 
 FIXTURES = Path(__file__).parent / "fixtures" / "migrations"
@@ -180,11 +182,28 @@ def test_upgrade_previous_release_database_keeps_rows_and_gains_every_constraint
     assert "made before migrations: brought to the baseline" in output
     assert f"upgraded: none -> {head_revision()}" in output
     assert_schema_is_the_models(engine)
-    assert row_counts(engine) == before | LATER_TABLES
+    after = row_counts(engine)
+    tally_rows = after.pop("openertally")
+    assert after == before | {name: 0 for name in LATER_TABLES if name != "openertally"}
+    assert_tally_holds_recent_openers(engine, tally_rows)
     assert db_cli(empty_url, "upgrade") == (0, f"database: {make_url(empty_url).render_as_string()}\n"
                                                 f"already at {head_revision()} (head)\n")
     engine.dispose()
     missed_call_texts_opener(request)
+
+
+def assert_tally_holds_recent_openers(engine: Engine, tally_rows: int) -> None:
+    """The migration tallied the borrower openers already stored in the last two days (service.opener_tally), one
+    row per minute and shard they fall in, so the breaker's bound holds from the first read after the upgrade."""
+    since = datetime.now(UTC) - opener_tally.KEEP
+    with Session(engine) as session:
+        openers = session.exec(select(OutboundMessage).where(
+            OutboundMessage.purpose == "opener", OutboundMessage.audience == "borrower",
+            col(OutboundMessage.created_at) >= since)).all()
+        tallied = session.exec(select(func.coalesce(func.sum(OpenerTally.n), 0))).one()
+    assert tallied == len(openers)
+    assert tally_rows == len({(opener_tally.minute_of(m.created_at), (m.id or 0) % opener_tally.SHARDS)
+                              for m in openers})
 
 
 def test_upgrade_older_database_adds_missing_unique_constraint_column_and_cases(
@@ -203,7 +222,10 @@ def test_upgrade_older_database_adds_missing_unique_constraint_column_and_cases(
     assert cases > 0
     assert f"report cases made from the lead history: {cases}" in output
     assert_schema_is_the_models(engine)
-    assert row_counts(engine) == before | {"leadcase": cases} | LATER_TABLES
+    after = row_counts(engine)
+    tally_rows = after.pop("openertally")
+    assert after == before | {"leadcase": cases} | {name: 0 for name in LATER_TABLES if name != "openertally"}
+    assert_tally_holds_recent_openers(engine, tally_rows)
     with engine.connect() as conn:
         assert conn.execute(text('SELECT count(*) FROM "lead" WHERE asked IS NULL')).scalar_one() == 0
     with Session(engine) as session:

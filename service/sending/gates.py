@@ -19,9 +19,10 @@ from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BindParameter, ColumnElement, Integer, Select, and_, bindparam, func, literal
+from sqlalchemy import BindParameter, ColumnElement, Integer, Select, and_, bindparam, case, func, literal
 from sqlmodel import Session, col, select
 
+from service import opener_tally
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
     AUTOMATED,
@@ -30,6 +31,7 @@ from service.models import (
     Lead,
     LineTypeCache,
     MessageStatus,
+    OpenerTally,
     OutboundMessage,
     Purpose,
 )
@@ -121,7 +123,7 @@ def _counted(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
 
 
 @cache
-def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
+def count_columns(*, opener: bool, lead: bool, tally: bool = False) -> tuple[Any, ...]:
     """The breaker's and the caps' counts as labelled scalar subqueries (the names of QueueCounts), for one
     SELECT: the breaker's only for an opener, the lead's only for a lead.
 
@@ -139,9 +141,18 @@ def count_columns(*, opener: bool, lead: bool) -> tuple[Any, ...]:
     zero = literal(0)
     columns: list[Any] = []
     if opener:
-        columns.append(_bounded(select(literal(1)).where(_counted(
+        exact = _bounded(select(literal(1)).where(_counted(
             col(OutboundMessage.purpose) == Purpose.opener, col(OutboundMessage.created_at) >= since,
-        )), "count_openers_limit").label("openers"))
+        )), "count_openers_limit")
+        if tally:
+            # The openers tally's upper bound (service.opener_tally), a few rows: below the limit it settles the
+            # breaker as the exact count would; at or above it, the exact count decides (and is what is shown).
+            bound = select(func.coalesce(func.sum(OpenerTally.n), 0)).where(
+                col(OpenerTally.minute) >= bindparam("count_since_minute", type_=Integer)).scalar_subquery()
+            limit = bindparam("count_openers_limit", type_=Integer)
+            columns.append(case((bound < limit, bound), else_=exact).label("openers"))
+        else:
+            columns.append(exact.label("openers"))
         columns.append(_bounded(select(OutboundMessage.to_phone).distinct().where(
             col(OutboundMessage.broker_id) == broker_id, col(OutboundMessage.purpose) == Purpose.opener,
             col(OutboundMessage.status).in_(COUNTED), col(OutboundMessage.created_at) >= since,
@@ -171,8 +182,9 @@ def count_params(ctx: AppContext, *, broker_id: int, lead_id: int | None, now: d
     """The values `count_columns` is bound with: the broker, the lead, the windows ending `now`, and each count's
     limit (the cap or threshold it is compared with: a count that reaches it reads no further)."""
     caps = ctx.sending_policy.caps
+    since = now - timedelta(minutes=caps.breaker_window_minutes)
     return {"count_broker_id": broker_id, "count_lead_id": lead_id,
-            "count_since": now - timedelta(minutes=caps.breaker_window_minutes),
+            "count_since": since, "count_since_minute": opener_tally.minute_of(since),
             "count_day_ago": now - timedelta(days=1),
             "count_openers_limit": caps.breaker_max_openers,
             "count_numbers_limit": caps.breaker_max_openers_per_broker,
@@ -187,9 +199,15 @@ def counts_of(row: Any) -> QueueCounts:
                        int(mapping["broker_today"]))
 
 
+def use_tally(ctx: AppContext) -> bool:
+    """The breaker reads the openers tally first: its trigger is in force (checked at start-up) and the window
+    is one the tally keeps."""
+    return ctx.opener_tally and ctx.sending_policy.caps.breaker_window_minutes <= opener_tally.MAX_WINDOW_MINUTES
+
+
 @cache
-def _counts_query(*, opener: bool, lead: bool) -> Select[Any]:
-    query: Select[Any] = select(*count_columns(opener=opener, lead=lead))
+def _counts_query(*, opener: bool, lead: bool, tally: bool) -> Select[Any]:
+    query: Select[Any] = select(*count_columns(opener=opener, lead=lead, tally=tally))
     return query
 
 
@@ -198,7 +216,8 @@ def read_counts(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead
     """The breaker's and the caps' counts: one statement."""
     lead_id = None if lead is None else lead.id
     params = count_params(ctx, broker_id=saved_id(broker), lead_id=lead_id, now=now)
-    return counts_of(session.execute(_counts_query(opener=opener, lead=lead_id is not None), params).one())
+    query = _counts_query(opener=opener, lead=lead_id is not None, tally=opener and use_tally(ctx))
+    return counts_of(session.execute(query, params).one())
 
 
 def breaker_tripped(ctx: AppContext, counts: QueueCounts) -> str | None:
