@@ -34,7 +34,7 @@ from sqlalchemy import Integer, Select, String, Table, TextClause, bindparam, ex
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
-from service import cases, hours, next_step, optout_lock, outbox
+from service import cases, hours, next_step, opener_tally, optout_lock, outbox
 from service.conversation import open_conversation
 from service.events import EventKind
 from service.models import (
@@ -53,7 +53,7 @@ from service.models import (
 from service.outbox import counts_for_lead, prepare_text
 from service.phones import InvalidPhone, to_e164
 from service.privacy import sid_digest
-from service.sending.gates import QueueCounts, QueueFacts, count_columns, count_params, counts_of, use_tally
+from service.sending.gates import QueueCounts, QueueFacts, count_columns, count_params, counts_of
 from service.store import saved_id
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def read(session: Session, ctx: AppContext, *, broker: Broker, caller_raw: str |
     if phone is not None:
         params |= {"broker_id": broker_id, "phone": phone, "opener_key": opener_key(call_sid),
                    **count_params(ctx, broker_id=broker_id, lead_id=None, now=utcnow())}
-    query = _read_query(ctx.sending_policy.opt_out_scope, caller=phone is not None, tally=use_tally(ctx))
+    query = _read_query(ctx.sending_policy.opt_out_scope, caller=phone is not None, tally=opener_tally.in_use(ctx))
     row = session.execute(query, params).one()
     found = row._mapping
     if phone is None:

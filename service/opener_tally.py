@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 
 from service.logs import log
 from service.models import UTCDateTime
+
+if TYPE_CHECKING:
+    from service.context import AppContext
 
 logger = logging.getLogger("textback.gates")
 
@@ -124,6 +128,12 @@ def in_force(engine: Engine) -> bool:
         log(logger, logging.WARNING, "openers tally trigger missing; the circuit breaker counts every opener in "
             "its window (run `textback db upgrade`)", trigger=TRIGGER)
     return found
+
+
+def in_use(ctx: AppContext) -> bool:
+    """The breaker reads the tally first: its trigger is in force (checked at start-up) and the window is one
+    the tally keeps."""
+    return ctx.opener_tally and ctx.sending_policy.caps.breaker_window_minutes <= MAX_WINDOW_MINUTES
 
 
 def minute_of(moment: datetime) -> int:

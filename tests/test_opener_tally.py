@@ -57,7 +57,7 @@ def counts(ctx, *, tally: bool, now: datetime) -> gates.QueueCounts:
 
 def test_tally_in_force_after_migrations(ctx) -> None:
     assert ctx.opener_tally is True
-    assert gates.use_tally(ctx) is True
+    assert opener_tally.in_use(ctx) is True
 
 
 def test_tally_counts_borrower_openers_from_every_insert_path(client, post, twilio_api, ctx) -> None:
@@ -117,7 +117,7 @@ def test_breaker_counts_exactly_when_trigger_missing(platform_breaker_at_three, 
     later = build_context(ctx.settings, **collaborators)
     try:
         assert later.opener_tally is False
-        assert gates.use_tally(later) is False
+        assert opener_tally.in_use(later) is False
         store(later, *(opener(later, i) for i in range(3)))
         assert tallied(later) == 0
         with Session(later.engine) as session:
@@ -130,7 +130,7 @@ def test_breaker_counts_exactly_when_trigger_missing(platform_breaker_at_three, 
 
 def test_tally_not_used_for_window_longer_than_it_keeps(tmp_path: Path, collaborators, ctx) -> None:
     ctx._sending = policy_with(tmp_path, breaker_window_minutes=opener_tally.MAX_WINDOW_MINUTES + 1)
-    assert gates.use_tally(ctx) is False
+    assert opener_tally.in_use(ctx) is False
 
 
 def test_prune_tally_drops_only_minutes_older_than_kept(ctx) -> None:

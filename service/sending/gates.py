@@ -199,12 +199,6 @@ def counts_of(row: Any) -> QueueCounts:
                        int(mapping["broker_today"]))
 
 
-def use_tally(ctx: AppContext) -> bool:
-    """The breaker reads the openers tally first: its trigger is in force (checked at start-up) and the window
-    is one the tally keeps."""
-    return ctx.opener_tally and ctx.sending_policy.caps.breaker_window_minutes <= opener_tally.MAX_WINDOW_MINUTES
-
-
 @cache
 def _counts_query(*, opener: bool, lead: bool, tally: bool) -> Select[Any]:
     query: Select[Any] = select(*count_columns(opener=opener, lead=lead, tally=tally))
@@ -216,7 +210,7 @@ def read_counts(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead
     """The breaker's and the caps' counts: one statement."""
     lead_id = None if lead is None else lead.id
     params = count_params(ctx, broker_id=saved_id(broker), lead_id=lead_id, now=now)
-    query = _counts_query(opener=opener, lead=lead_id is not None, tally=opener and use_tally(ctx))
+    query = _counts_query(opener=opener, lead=lead_id is not None, tally=opener and opener_tally.in_use(ctx))
     return counts_of(session.execute(query, params).one())
 
 
