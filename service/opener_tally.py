@@ -39,27 +39,44 @@ SHARDS = 8
 TRIGGER = "tally_opener"
 FUNCTION = "textback_tally_opener"
 
-_SQLITE_TRIGGER = f"""
+# How far back the tally is kept (and rebuilt by the migration): the breaker uses it only for windows up to a
+# day (`in_use`), and the worker prunes what is older.
+KEEP = timedelta(days=2)
+MAX_WINDOW_MINUTES = 24 * 60
+
+
+def _minute_sql(dialect: str, column: str) -> str:
+    """The tally's minute of a timestamp column, in SQL (what `minute_of` computes in Python): the trigger's and
+    the backfill's one definition, so the two always file an opener under the same minute."""
+    if dialect == "postgresql":
+        return f"floor(extract(epoch FROM {column}) / 60)::bigint"
+    return f"CAST(strftime('%s', {column}) AS INTEGER) / 60"
+
+
+def _sqlite_trigger() -> str:
+    minute = _minute_sql("sqlite", "NEW.created_at")
+    return f"""
 CREATE TRIGGER IF NOT EXISTS {TRIGGER} AFTER INSERT ON outboundmessage
 WHEN NEW.purpose = 'opener' AND NEW.audience = 'borrower'
 BEGIN
-  INSERT OR IGNORE INTO openertally (minute, shard, n)
-    VALUES (CAST(strftime('%s', NEW.created_at) AS INTEGER) / 60, NEW.id % {SHARDS}, 0);
-  UPDATE openertally SET n = n + 1
-    WHERE minute = CAST(strftime('%s', NEW.created_at) AS INTEGER) / 60 AND shard = NEW.id % {SHARDS};
+  INSERT OR IGNORE INTO openertally (minute, shard, n) VALUES ({minute}, NEW.id % {SHARDS}, 0);
+  UPDATE openertally SET n = n + 1 WHERE minute = {minute} AND shard = NEW.id % {SHARDS};
 END
 """  # noqa: S608 - constants
 
-_POSTGRES_FUNCTION = f"""
+
+def _postgres_function() -> str:
+    return f"""
 CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO openertally (minute, shard, n)
-    VALUES (floor(extract(epoch FROM NEW.created_at) / 60)::bigint, NEW.id % {SHARDS}, 1)
+    VALUES ({_minute_sql("postgresql", "NEW.created_at")}, NEW.id % {SHARDS}, 1)
     ON CONFLICT (minute, shard) DO UPDATE SET n = openertally.n + 1;
   RETURN NULL;
 END
 $$
 """  # noqa: S608 - constants
+
 
 _POSTGRES_TRIGGER = f"""
 CREATE TRIGGER {TRIGGER} AFTER INSERT ON outboundmessage FOR EACH ROW
@@ -70,23 +87,11 @@ WHEN (NEW.purpose = 'opener' AND NEW.audience = 'borrower') EXECUTE FUNCTION {FU
 def install(conn: Connection) -> None:
     """Create the trigger (and on PostgreSQL its function) on `conn`'s database; the table must exist. Idempotent."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text(_POSTGRES_FUNCTION))
+        conn.execute(text(_postgres_function()))
         conn.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON outboundmessage"))
         conn.execute(text(_POSTGRES_TRIGGER))
     else:
-        conn.execute(text(_SQLITE_TRIGGER))
-
-
-# How far back the tally is kept (and rebuilt by the migration): the breaker uses it only for windows up to a
-# day (service.sending.gates), and the worker prunes what is older.
-KEEP = timedelta(days=2)
-MAX_WINDOW_MINUTES = 24 * 60
-
-
-def _minute_sql(dialect: str) -> str:
-    if dialect == "postgresql":
-        return "floor(extract(epoch FROM created_at) / 60)::bigint"
-    return "CAST(strftime('%s', created_at) AS INTEGER) / 60"
+        conn.execute(text(_sqlite_trigger()))
 
 
 def backfill(conn: Connection, *, now: datetime | None = None) -> None:
@@ -96,13 +101,13 @@ def backfill(conn: Connection, *, now: datetime | None = None) -> None:
     since = (now or datetime.now(UTC)) - KEEP
     cutoff = minute_of(since)
     conn.execute(text("DELETE FROM openertally WHERE minute >= :cutoff"), {"cutoff": cutoff})
-    minute = _minute_sql(conn.dialect.name)
+    minute = _minute_sql(conn.dialect.name, "created_at")
     conn.execute(text(
         f"INSERT INTO openertally (minute, shard, n) SELECT {minute}, id % {SHARDS}, count(*) "  # noqa: S608
         "FROM outboundmessage WHERE purpose = 'opener' AND audience = 'borrower' AND created_at >= :since "
         f"GROUP BY {minute}, id % {SHARDS}"
         ).bindparams(bindparam("since", type_=UTCDateTime())), {"since": since})
-    conn.execute(text("DELETE FROM openertally WHERE minute < :cutoff"), {"cutoff": cutoff})
+    _delete_before(conn, cutoff)
 
 
 def uninstall(conn: Connection) -> None:
@@ -141,9 +146,12 @@ def minute_of(moment: datetime) -> int:
     return int(moment.timestamp()) // 60
 
 
+def _delete_before(conn: Connection, cutoff: int) -> int:
+    result = conn.execute(text("DELETE FROM openertally WHERE minute < :cutoff"), {"cutoff": cutoff})
+    return int(result.rowcount or 0)
+
+
 def prune(engine: Engine, *, now: datetime, keep: timedelta) -> int:
     """Delete the minutes older than `keep` (never read again: the window is shorter); the rows deleted."""
     with engine.begin() as conn:
-        result = conn.execute(text("DELETE FROM openertally WHERE minute < :cutoff"),
-                              {"cutoff": minute_of(now - keep)})
-    return int(result.rowcount or 0)
+        return _delete_before(conn, minute_of(now - keep))
