@@ -256,8 +256,7 @@ class Worker:
         self.listener: Listener | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_purge: float | None = None
-        self._last_tally_prune: float | None = None
+        self._last_hourly: dict[str, float] = {}  # when each hourly chore last ran (time.monotonic)
         self._sweep = True
 
     def send(self, ids: list[int]) -> Future[object] | None:
@@ -374,20 +373,24 @@ class Worker:
         """TEXTBACK_RETENTION_DAYS unset: nothing. Else hourly, as service.retention.automatic_purge says (never
         shorter than the retention policy; refused and logged if the setting is)."""
         days = self.ctx.settings.retention_days
-        now = time.monotonic()
-        if days is None or (self._last_purge is not None and now - self._last_purge < RETENTION_EVERY_SECONDS):
+        if days is None or not self._due_hourly("retention"):
             return
-        self._last_purge = now
         automatic_purge(self.ctx.engine, self.ctx.retention, self.ctx.settings.policies_dir, days,
                         version=self.ctx.policy_version)
 
     def _prune_tally(self) -> None:
         """Hourly: the openers tally's minutes older than it keeps (service.opener_tally.KEEP) go."""
+        if self._due_hourly("tally"):
+            opener_tally.prune(self.ctx.engine, now=utcnow(), keep=opener_tally.KEEP)
+
+    def _due_hourly(self, chore: str) -> bool:
+        """True at the first sweep and then once every RETENTION_EVERY_SECONDS for `chore` (noted as run)."""
         now = time.monotonic()
-        if self._last_tally_prune is not None and now - self._last_tally_prune < RETENTION_EVERY_SECONDS:
-            return
-        self._last_tally_prune = now
-        opener_tally.prune(self.ctx.engine, now=utcnow(), keep=opener_tally.KEEP)
+        last = self._last_hourly.get(chore)
+        if last is not None and now - last < RETENTION_EVERY_SECONDS:
+            return False
+        self._last_hourly[chore] = now
+        return True
 
     def _loop(self) -> None:
         while not self._stop.is_set():
