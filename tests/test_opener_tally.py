@@ -15,13 +15,7 @@ from service import opener_tally
 from service.models import MessageStatus, OpenerTally, OutboundMessage
 from service.sending import gates
 from tests.helpers import BROKER
-from tests.test_gates import missed, policy_with
-
-
-@pytest.fixture
-def platform_breaker_at_three(tmp_path: Path, collaborators: dict[str, object]) -> None:
-    """`ctx` is built with the platform-wide breaker tripping at three openers (checked first: its message)."""
-    collaborators["sending_policy"] = policy_with(tmp_path, breaker_max_openers=3, breaker_max_openers_per_broker=3)
+from tests.test_gates import missed, platform_breaker_at_three, policy_with  # noqa: F401 - a fixture
 
 
 def tallied(ctx) -> int:
@@ -86,8 +80,9 @@ def test_tally_counts_borrower_openers_from_every_insert_path(client, post, twil
 @pytest.mark.parametrize(("counted", "not_counted", "before_window"), [
     (2, 0, 0), (2, 3, 0), (2, 0, 3), (3, 0, 0), (3, 4, 2), (4, 0, 0), (0, 5, 0),
 ])
-def test_breaker_decision_same_with_tally_as_exact_count(platform_breaker_at_three, ctx, counted: int,
-                                                          not_counted: int, before_window: int) -> None:
+@pytest.mark.usefixtures("platform_breaker_at_three")
+def test_breaker_decision_same_with_tally_as_exact_count(ctx, counted: int, not_counted: int,
+                                                          before_window: int) -> None:
     """Openers counted (sent, pending), openers the breaker does not count (suppressed, failed: the tally does),
     and openers just before the window (in its first minute: the tally's bound holds them too)."""
     now = datetime.now(UTC)
@@ -107,7 +102,8 @@ def test_breaker_decision_same_with_tally_as_exact_count(platform_breaker_at_thr
     assert bounded.openers >= exact.openers
 
 
-def test_breaker_counts_exactly_when_trigger_missing(platform_breaker_at_three, ctx, collaborators) -> None:
+@pytest.mark.usefixtures("platform_breaker_at_three")
+def test_breaker_counts_exactly_when_trigger_missing(ctx, collaborators) -> None:
     """A database whose trigger is gone (tables made from the models): start-up says so, and the breaker still
     trips, from the exact count; the tally, left empty, would never have tripped it."""
     with ctx.engine.begin() as conn:
