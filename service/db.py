@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,12 +55,25 @@ def urgent_writes() -> Iterator[None]:
         _turn.urgent = before
 
 
+@dataclass(frozen=True)
+class WriteTurns:
+    """What this process's SQLite writers have done with the write turn since the engine was made: turns
+    taken, seconds the turn was held (from taking it to the transaction's end) and seconds writers waited for
+    it. On one SQLite file every write waits for the one before: held seconds per second near 1 mean the
+    write lock, not the CPU, bounds how much the process handles (service.metrics exports these)."""
+
+    turns: int
+    held_seconds: float
+    waited_seconds: float
+
+
 class _Writers:
     """This process's turn at SQLite's one write lock: one writer at a time, urgent ones (`urgent_writes`)
     first, the next one woken the moment a transaction ends. Left to SQLite, a writer that finds the lock taken
     sleeps in its busy handler, up to 100 ms at a time, before trying again: under load a webhook or a send
     waited a second or more behind a lock that was free. Other processes (a CLI command) still meet at SQLite's
-    busy timeout, and so does a writer here that has waited as long as that (`take` gives up: never forever)."""
+    busy timeout, and so does a writer here that has waited as long as that (`take` gives up: never forever).
+    It keeps the turn's totals (`totals`): two clock reads and two additions a turn, under its own lock."""
 
     def __init__(self) -> None:
         # Reentrant: a connection the garbage collector finalizes is rolled back (giving its turn back) in
@@ -70,10 +84,15 @@ class _Writers:
         self._held = False
         self._holder: weakref.ref[sqlite3.Connection] | None = None
         self._urgent_waiting = 0
+        self._taken_at = 0.0
+        self._turns = 0
+        self._held_seconds = 0.0
+        self._waited_seconds = 0.0
 
     def take(self, conn: sqlite3.Connection, timeout: float) -> bool:
         urgent = getattr(_turn, "urgent", False)
-        deadline = time.monotonic() + timeout
+        asked = time.monotonic()
+        deadline = asked + timeout
         with self._mutex:
             if urgent:
                 self._urgent_waiting += 1
@@ -82,11 +101,15 @@ class _Writers:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         if self._held and self._holder is not None and self._holder() is None:
-                            break  # its connection is gone without ending the transaction: the turn is free
+                            self._end_turn()  # its connection is gone without ending the transaction
+                            break
+                        self._waited_seconds += time.monotonic() - asked
                         self._wake_next()  # a wake-up this waiter may have taken goes to the next one
                         return False
                     (self._urgent if urgent else self._normal).wait(left)
                 self._held, self._holder = True, weakref.ref(conn)
+                self._taken_at = time.monotonic()
+                self._waited_seconds += self._taken_at - asked
                 return True
             finally:
                 if urgent:
@@ -103,8 +126,18 @@ class _Writers:
 
     def give_back(self) -> None:
         with self._mutex:
+            if self._held:
+                self._end_turn()
             self._held, self._holder = False, None
             self._wake_next()
+
+    def _end_turn(self) -> None:
+        self._turns += 1
+        self._held_seconds += time.monotonic() - self._taken_at
+
+    def totals(self) -> WriteTurns:
+        with self._mutex:
+            return WriteTurns(self._turns, self._held_seconds, self._waited_seconds)
 
     def _wake_next(self) -> None:
         if self._held:
@@ -150,6 +183,16 @@ class _WriterConnection(sqlite3.Connection):
             self.leave()
 
 
+# Each SQLite engine's writers (make_engine), for write_turns.
+_ENGINE_WRITERS: weakref.WeakKeyDictionary[Engine, _Writers] = weakref.WeakKeyDictionary()
+
+
+def write_turns(engine: Engine) -> WriteTurns | None:
+    """The totals of `engine`'s SQLite write turn in this process; None for PostgreSQL (no such turn)."""
+    writers = _ENGINE_WRITERS.get(engine)
+    return None if writers is None else writers.totals()
+
+
 WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
 # How long a new connection waits to put the database in WAL mode while another process holds it (a migration
 # at start-up: service.migrations.runner waits as long for its lock).
@@ -185,6 +228,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_t
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
                                                   "factory": _WriterConnection})
         writers = _Writers()  # one per engine: its connections are this process's writers
+        _ENGINE_WRITERS[engine] = writers
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:

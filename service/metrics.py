@@ -30,7 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from service.backlog import Backlog
+    from service.db import WriteTurns
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -138,6 +139,27 @@ class QueueCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=value)
 
 
+class WriteTurnCollector(Collector):
+    """The SQLite write turn's totals in this process (service.db.write_turns), read when scraped; nothing on
+    PostgreSQL. `rate(textback_sqlite_write_turn_held_seconds_total[1m])` is the share of the time the one
+    write lock was held: near 1, the writes bound the process (move to PostgreSQL, or fewer writes)."""
+
+    def __init__(self, read: Callable[[], WriteTurns | None]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self.read()
+        if totals is None:
+            return
+        yield CounterMetricFamily("textback_sqlite_write_turns", "Write transactions that took the SQLite "
+                                  "write turn (this process).", value=totals.turns)
+        yield CounterMetricFamily("textback_sqlite_write_turn_held_seconds", "Seconds the SQLite write turn was "
+                                  "held, from taking it to the transaction's end (this process).",
+                                  value=totals.held_seconds)
+        yield CounterMetricFamily("textback_sqlite_write_turn_wait_seconds", "Seconds writers waited for the "
+                                  "SQLite write turn (this process).", value=totals.waited_seconds)
+
+
 def share_across_workers(workers: int, *, enabled: bool) -> None:
     """Before uvicorn spawns `workers` > 1 processes with metrics enabled: point PROMETHEUS_MULTIPROC_DIR at a
     fresh directory (removed at exit) that the spawned workers inherit, unless the operator set one."""
@@ -148,8 +170,10 @@ def share_across_workers(workers: int, *, enabled: bool) -> None:
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
-def exposition(read_backlog: Callable[[], Backlog]) -> bytes:
-    """The text exposition: this process's metrics (every worker's, in multiprocess mode) and the queue."""
+def exposition(read_backlog: Callable[[], Backlog],
+               read_write_turns: Callable[[], WriteTurns | None] = lambda: None) -> bytes:
+    """The text exposition: this process's metrics (every worker's, in multiprocess mode), the queue, and (SQLite)
+    this process's write turn."""
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         registry = CollectorRegistry()
@@ -159,4 +183,5 @@ def exposition(read_backlog: Callable[[], Backlog]) -> bytes:
         recorded = generate_latest(REGISTRY)
     queue = CollectorRegistry(auto_describe=False)
     queue.register(QueueCollector(read_backlog))
+    queue.register(WriteTurnCollector(read_write_turns))
     return recorded + generate_latest(queue)

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from service import metrics
 from service.backlog import Backlog, measure
 from service.context import AppContext
-from service.db import ping
+from service.db import ping, write_turns
 from service.errors import ApiError
 
 AppRequest = Request[Any, Any, State]
@@ -68,7 +68,8 @@ def metrics_endpoint(request: AppRequest) -> Response[bytes]:
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise ApiError("metrics need Authorization: Bearer <TEXTBACK_METRICS_TOKEN>", status_code=401,
                        headers={"WWW-Authenticate": "Bearer"})
-    return Response(content=metrics.exposition(lambda: _backlog(ctx)), media_type=metrics.CONTENT_TYPE)
+    return Response(content=metrics.exposition(lambda: _backlog(ctx), lambda: write_turns(ctx.engine)),
+                    media_type=metrics.CONTENT_TYPE)
 
 
 ROUTES = [ready, metrics_endpoint]

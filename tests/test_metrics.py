@@ -80,6 +80,23 @@ def test_count_webhooks_texts_and_handoffs_after_real_flow(client, post, twilio_
 
 
 @pytest.mark.parametrize("settings_env", [{"metrics_token": TOKEN}])
+def test_count_sqlite_write_turns_after_missed_call(client, ctx, post, twilio_api) -> None:
+    """On SQLite a missed call takes the write turn for its webhook, its send's claim and its outcome, and the
+    scrape says so; on PostgreSQL there is no such turn and no such metric."""
+    before = scrape(client)
+    assert post(client, DIAL, dial_params("no-answer")).status_code == 200
+    after = scrape(client)
+    names = {name for name, _labels in after}
+    if ctx.engine.dialect.name != "sqlite":
+        assert not any(name.startswith("textback_sqlite_write_turn") for name in names)
+        return
+    assert value(after, "textback_sqlite_write_turns_total") - value(before, "textback_sqlite_write_turns_total") >= 3
+    assert value(after, "textback_sqlite_write_turn_held_seconds_total") > value(
+        before, "textback_sqlite_write_turn_held_seconds_total")
+    assert "textback_sqlite_write_turn_wait_seconds_total" in names
+
+
+@pytest.mark.parametrize("settings_env", [{"metrics_token": TOKEN}])
 def test_count_send_failure_and_retry_when_twilio_fails(client, post, twilio_api) -> None:
     twilio_api.routes["messages"].mock(return_value=httpx.Response(500, json={"message": "boom"}))
     before = scrape(client)

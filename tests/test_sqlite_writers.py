@@ -127,3 +127,71 @@ def test_give_up_write_turn_wait_while_holder_still_open(tmp_path: Path) -> None
     writers.give_back()
     holder.close()
     other.close()
+
+
+def test_count_write_turn_held_and_waited_seconds(tmp_path: Path) -> None:
+    """`write_turns` adds up each turn from its taking to the transaction's end, and the time a writer queued
+    for it; a read-only connection takes no turn and counts nothing."""
+    from service.db import write_turns
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    before = write_turns(engine)
+    assert before is not None
+    assert before.turns == 1
+    writers = _writers(engine)
+    holder = engine.connect()
+    holder.begin()
+
+    def insert() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+
+    queued = threading.Thread(target=insert)
+    queued.start()
+    _wait_for(lambda: writers.waiting() == 1, "the second writer to queue")
+    time.sleep(0.2)
+    holder.commit()
+    holder.close()
+    queued.join(30)
+    with engine.connect().execution_options(sqlite_read_only=True) as reader:
+        assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    after = write_turns(engine)
+    assert after is not None
+    assert after.turns - before.turns == 2  # the holder's and the queued writer's; not the reader's
+    assert after.held_seconds - before.held_seconds >= 0.2
+    assert after.waited_seconds - before.waited_seconds >= 0.2  # the second writer queued for the 0.2 s
+    assert not writers.held
+    engine.dispose()
+
+
+def test_count_write_turn_of_lost_holder_and_timed_out_wait(tmp_path: Path) -> None:
+    import gc
+    import sqlite3
+
+    from service.db import _WriterConnection, _Writers
+
+    writers = _Writers()
+    holder = sqlite3.connect(tmp_path / "a.db", factory=_WriterConnection)
+    assert writers.take(holder, timeout=1.0)
+    other = sqlite3.connect(tmp_path / "b.db", factory=_WriterConnection)
+    assert not writers.take(other, timeout=0.05)
+    assert writers.totals().turns == 0
+    assert writers.totals().waited_seconds >= 0.05
+    del holder
+    gc.collect()
+    assert writers.take(other, timeout=0.05)  # the lost holder's turn ends: counted once
+    assert writers.totals().turns == 1
+    writers.give_back()
+    writers.give_back()  # a second give-back (nothing held) counts nothing
+    assert writers.totals().turns == 2
+    other.close()
+
+
+def test_report_no_write_turns_for_postgresql() -> None:
+    from service.db import write_turns
+
+    engine = make_engine("postgresql://textback@127.0.0.1:1/none")  # never connected
+    assert write_turns(engine) is None
+    engine.dispose()
