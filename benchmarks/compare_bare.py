@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -318,7 +319,7 @@ def textback_env(database_url: str, workdir: Path, policies: Path, mock_url: str
         "TEXTBACK_BROKERS_FILE": str(workdir / "brokers.yaml"), "TEXTBACK_POLICIES_DIR": str(policies),
         "TEXTBACK_PROMPTS_DIR": str(REPO / "prompts"), "TEXTBACK_TWILIO_API_URL": mock_url,
         "TEXTBACK_TWILIO_LOOKUP_URL": mock_url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TEXTBACK_LOG_LEVEL": "WARNING",
+        "TEXTBACK_LOG_LEVEL": "WARNING", "TEXTBACK_METRICS_TOKEN": METRICS_TOKEN,
     })
     return env
 
@@ -393,6 +394,15 @@ class Window:
     stored: int  # rows the server stored during the window (missed calls handled)
     sends: int  # Messages API requests the mock saw (textback)
     drain_seconds: float
+    turn_held_seconds: float | None = None  # textback on SQLite: seconds the write turn was held (its /metrics)
+    turns: int | None = None  # and the write transactions that took it
+
+    @property
+    def turn_ms(self) -> float:
+        """Write turn held per missed call: on SQLite the rate cannot pass 1000 / this."""
+        if self.turn_held_seconds is None or not self.stored:
+            return math.nan
+        return self.turn_held_seconds * 1000 / self.stored
 
     @property
     def rate(self) -> float:
@@ -463,11 +473,30 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+METRICS_TOKEN = "compare-bare-metrics-token"  # a benchmark value, for textback's /metrics
+
+
+def write_turns(server: Server) -> tuple[float, float] | None:
+    """textback's SQLite write turn from its /metrics: (turns, held seconds); None for bare or PostgreSQL."""
+    if server.name != "textback":
+        return None
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30)
+    answer.raise_for_status()
+    found = {sample.name: sample.value for family in text_string_to_metric_families(answer.text)
+             for sample in family.samples}
+    if "textback_sqlite_write_turns_total" not in found:
+        return None
+    return found["textback_sqlite_write_turns_total"], found["textback_sqlite_write_turn_held_seconds_total"]
+
+
 def measure_window(setup: str, server: Server, connections: int, round_: int, forms: list[SignedForm], args: argparse.Namespace,
                    workdir: Path, sends: Callable[[], int], *, seconds: float | None = None) -> Window:
     seconds = args.seconds if seconds is None else seconds
     wait_idle(server.proc.pid, timeout=30)
     rows_before, sends_before = server.count_rows(), sends()
+    turns_before = write_turns(server)
     cpu_before = cpu_seconds(server.proc.pid)
     if args.load == "wrk":
         load = wrk_load(server.url, forms, connections, seconds, workdir)
@@ -475,8 +504,13 @@ def measure_window(setup: str, server: Server, connections: int, round_: int, fo
         load = httpx_load(server.url, forms, connections, seconds)
     drain = wait_idle(server.proc.pid, timeout=args.drain_limit, extra=sends if server.name == "textback" else None)
     cpu = cpu_seconds(server.proc.pid) - cpu_before
+    turns_after = write_turns(server)
+    held = turns = None
+    if turns_before is not None and turns_after is not None:
+        held, turns = turns_after[1] - turns_before[1], int(turns_after[0] - turns_before[0])
     return Window(setup=setup, server=server.name, connections=connections, round=round_, load=load, cpu_seconds=cpu,
-                  stored=server.count_rows() - rows_before, sends=sends() - sends_before, drain_seconds=drain)
+                  stored=server.count_rows() - rows_before, sends=sends() - sends_before, drain_seconds=drain,
+                  turn_held_seconds=held, turns=turns)
 
 
 def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMaker) -> list[Window]:
@@ -531,7 +565,10 @@ def run_setup(kind: str, processes: int, args: argparse.Namespace, maker: FormMa
                     print(f"   {name:8} conns {connections:2} round {round_}: {w.rate:8.1f} req/s, p50 "
                           f"{w.load.p50_ms:7.1f} ms, p99 {w.load.p99_ms:7.1f} ms, CPU {w.cpu_ms:6.2f} ms/req "
                           f"({w.stored} stored, {w.sends} sent, {w.load.errors} errors, drain {w.drain_seconds:.1f} s"
-                          f"{', FORMS RAN OUT' if w.load.exhausted else ''})", flush=True)
+                          f"{', FORMS RAN OUT' if w.load.exhausted else ''})"
+                          + (f"; write turn {w.turn_ms:.2f} ms/call over {w.turns / w.stored:.1f} turns"
+                             f" (at most {1000 / w.turn_ms:.0f} calls/s)" if w.turns and w.stored else ""),
+                          flush=True)
         finished = True
     finally:
         for proc in reversed(procs):
@@ -581,6 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     windows = [w for kind, processes in setups for w in run_setup(kind, processes, args, maker)]
     print()
     print(format_table(table_rows(summaries_of(windows))))
+    for (setup, connections), group in itertools.groupby(
+            (w for w in windows if w.server == "textback" and w.turns), key=lambda w: (w.setup, w.connections)):
+        ws = list(group)
+        held, stored = sum(w.turn_held_seconds or 0.0 for w in ws), sum(w.stored for w in ws)
+        print(f"{setup} conns {connections}: textback's SQLite write turn held {held * 1000 / stored:.2f} ms per "
+              f"missed call ({sum(w.turns or 0 for w in ws) / stored:.1f} turns): one process handles at most "
+              f"{stored / held:.0f} calls/s, whatever the CPU")
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; ratios are textback / bare")
     if args.json:
         args.json.write_text(json.dumps([asdict(w) for w in windows], indent=2))

@@ -129,3 +129,12 @@ def test_table_rows_without_a_baseline_show_a_dash_not_a_ratio():
     windows = [_window("textback", ok=400, seconds=10, p50=20.0, p99=200.0, cpu=6.0, stored=400)]
     row = compare_bare.table_rows(compare_bare.summaries_of(windows))[0]
     assert row[2:5] == ["-", "40", "-"]
+
+
+def test_turn_ms_divides_write_turn_held_by_stored_calls():
+    window = _window("textback", ok=400, seconds=10, p50=20.0, p99=200.0, cpu=6.0, stored=400)
+    assert math.isnan(window.turn_ms)  # PostgreSQL, or bare: no write turn
+    window.turn_held_seconds, window.turns = 2.0, 1200
+    assert window.turn_ms == pytest.approx(5.0)  # 2 s held over 400 calls: at most 200 calls/s
+    window.stored = 0
+    assert math.isnan(window.turn_ms)
