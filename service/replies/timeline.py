@@ -98,6 +98,7 @@ _PER_PERIOD = re.compile(
 )
 _A_PLAN = re.compile(
     r"(?:^|[^\w\s]|\b(?:in|within|about|around|roughly|like|maybe|probably|prob|than|under|just|only|another|give\s+it|"
+    r"at\s+least|not\s+for|after|more\s+than|"
     r"bout|abt|approx|approximately|en|dentro\s+de|unos?|m[aá]s\s+o\s+menos))\s*$",
     re.IGNORECASE,
 )
@@ -108,8 +109,9 @@ _NOT_PLAN_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _OR_TWO = re.compile(r"\b(?:a|one)\s+(?P<unit>week|month)\s+or\s+(?:two|2)\b", re.IGNORECASE)
+# "renting for a year", "owned it 5 years": a duration behind them ("not for a year" is still ahead).
 _PAST = re.compile(
-    r"\b(?:for|been|past|last|owned|had|lived|living|since|hace|ago|renting|rented|old|bought|paid)\b[^.!?]{0,14}$",
+    r"\b(?:(?<!not\s)for|been|past|last|owned|had|lived|living|since|hace|ago|renting|rented|old|bought|paid)\b[^.!?]{0,14}$",
     re.IGNORECASE,
 )
 
@@ -217,7 +219,7 @@ _AFTER_HOLIDAYS = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _NEXT_MONTH = re.compile(
-    r"\b(?:(?P<end>end\s+of\s+)|(?P<first>(?:the\s+)?(?:first|1st)\s+of\s+))?next\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
+    r"\b(?:(?P<end>end\s+of\s+)|(?P<first>(?:the\s+)?(?:first|1st)\s+of\s+))?(?:next|nxt)\s+month\b|\b(?P<es>(?:el\s+)?mes\s+que\s+viene|(?:el\s+)?pr[oó]ximo\s+mes)\b",
     re.IGNORECASE,
 )
 _NEXT_YEAR = re.compile(
