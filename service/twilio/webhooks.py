@@ -22,6 +22,7 @@ from service.logs import log
 from service.models import DeliveryEvent, InboundMessage, Lead, OutboundMessage, Purpose
 from service.phones import mask
 from service.privacy import was_forgotten
+from service.retired_numbers import retired_broker, text_to_retired_number
 from service.sender import apply_error_to_lead
 from service.store import lead_for, saved_id
 from service.team_texts import answer_team_text
@@ -129,11 +130,14 @@ def handle_bridge_call_status(session: Session, ctx: AppContext, form: Mapping[s
 
 def handle_inbound_sms(session: Session, ctx: AppContext, form: Mapping[str, str]) -> Outcome:
     """Store the inbound text first; honour carrier keywords at once; the rest is processed after commit."""
-    sms = InboundSmsForm.parse(form, ctx.broker_for)
+    # A number no longer in the brokers file still has its texts kept and its opt-outs honoured.
+    sms = InboundSmsForm.parse(form, lambda number: ctx.broker_for(number) or retired_broker(session, number))
     broker, sender = sms.broker, sms.sender
     broker_id = saved_id(broker)
     if was_forgotten(session, sms.message_sid):
         return refuse_replay(sms.message_sid)
+    if not broker.active:
+        return text_to_retired_number(session, ctx, sms)
     if sender in ctx.own_numbers:
         # The broker or the team texting a textback number (e.g. answering an alert): kept, never treated as a
         # borrower (no lead, no keyword handling, no alert about their own text), and answered with the link
