@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from service.models import CallEvent, Lead, OutboundMessage
+from service.models import CallEvent, DeliveryEvent, Lead, OutboundMessage
 from tests.helpers import (
     BROKER,
     BROKER2,
@@ -282,3 +282,24 @@ def test_record_delivery_status_on_outbound_message(client, post, twilio_api, ct
     assert row.error_code == 30006
     with Session(ctx.engine) as session:
         assert session.exec(select(Lead)).one().not_textable_reason == "landline_or_unreachable"
+
+
+@pytest.mark.parametrize(("callbacks", "kept"), [
+    (["delivered", "sent"], "delivered"),
+    (["delivered", "queued", "accepted"], "delivered"),
+    (["sent", "queued"], "sent"),
+    (["queued", "sent", "delivered"], "delivered"),
+    (["delivered", "read", "delivered"], "read"),
+    (["delivered", "undelivered"], "undelivered"),
+])
+def test_keep_furthest_delivery_status_when_callbacks_arrive_out_of_order(client, post, twilio_api, ctx, callbacks,
+                                                                          kept) -> None:
+    post(client, DIAL, dial("no-answer"))
+    [row] = outbound(ctx)
+    for status in callbacks:
+        assert post(client, "/twilio/sms/status", status_params(row.twilio_sid, status)).status_code == 200
+    [row] = outbound(ctx)[:1]
+    assert row.delivery_status == kept
+    with Session(ctx.engine) as session:  # every callback is kept as an event, in the order it came
+        assert len(session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == row.twilio_sid)).all()) == \
+            len(set(callbacks))

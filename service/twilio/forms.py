@@ -23,6 +23,20 @@ MESSAGE_STATUSES = {
     "accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "read",
     "receiving", "received", "canceled", "partially_delivered",
 }
+# How far along its way a text is at each status. Twilio does not promise the order of status callbacks, so one
+# that arrives late never moves a text back ("delivered", then a late "sent", stays delivered); the final ones
+# share the last stage but "read", and among them the latest word wins.
+_STATUS_STAGE = {
+    "accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3, "partially_delivered": 3, "delivered": 4,
+    "undelivered": 4, "failed": 4, "canceled": 4, "read": 5,
+}
+
+
+def moves_forward(stored: str | None, reported: str) -> bool:
+    """Whether a reported delivery status may replace the stored one (never a step back)."""
+    return _STATUS_STAGE.get(reported, 0) >= _STATUS_STAGE.get(stored or "", -1)
+
+
 TWILIO_OPT_OUT_TYPES = {"STOP", "START", "HELP"}
 MAX_SMS_BODY = 1600
 MAX_SID_CHARS = 64

@@ -45,6 +45,7 @@ from service.twilio.forms import (
     VoicemailForm,
     broker_for,
     call_sid,
+    moves_forward,
     require,
     sid,
 )
@@ -188,6 +189,11 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
     msg = session.exec(select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid)).first()
     if msg is None:
         log(logger, logging.INFO, "status for an unknown message", message_sid=message_sid, status=status)
+        return Outcome(twiml=twiml.empty_messaging())
+    if not moves_forward(msg.delivery_status, status):
+        # Late: the text is further along already (recorded above as an event, for the audit trail).
+        log(logger, logging.INFO, "late delivery status kept out", message_sid=message_sid, status=status,
+            stored=msg.delivery_status)
         return Outcome(twiml=twiml.empty_messaging())
     msg.delivery_status = status
     if code is not None:
