@@ -37,7 +37,8 @@ def retired(client, post, ctx, brokers_file, twilio_api, output_guard) -> int:
     assert RETIRED not in ctx.brokers_by_number
     with Session(ctx.engine) as session:
         row = session.exec(select(Broker).where(Broker.twilio_number == RETIRED)).one()
-    assert not row.active and row.id is not None
+    assert not row.active
+    assert row.id is not None
     return row.id
 
 
