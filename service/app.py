@@ -23,7 +23,7 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.context import AppContext, build_context
-from service.errors import ApiError, BadRequestError, NotStoredError, WebhookError
+from service.errors import ApiError, BadRequestError, NotStoredError, WebhookError, out_of_range
 from service.heap import freeze_started
 from service.logs import log, request_id
 from service.metrics import WebhookMetrics, failure
@@ -70,6 +70,9 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
         if status == 400 and isinstance(exc.extra, list):
             details = [{"key": e.get("key"), "message": e.get("message")} for e in exc.extra if isinstance(e, dict)]
         headers = dict(exc.headers or {})
+    elif out_of_range(exc):
+        # An id or date past what can be stored or computed ("/api/leads/99999999999999999999"): the input's fault.
+        status, message = 422, "a number or date in the request is out of range"
     elif isinstance(exc, OperationalError):
         status, message = 503, "database unavailable, retry later"
     elif isinstance(exc, SQLAlchemyError):

@@ -8,7 +8,7 @@ module alone. tests/test_structure.py checks each summary against its command's 
 from __future__ import annotations
 
 import importlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import click
 
@@ -117,8 +117,37 @@ def load_command(name: str) -> click.Command | None:
     return command
 
 
+class InputError(click.ClickException):
+    """A value given on the command line that the command cannot use: one line, exit status 2 (as click's own)."""
+
+    exit_code = 2
+
+
 class LazyGroup(click.Group):
-    """A group whose sub-commands come from COMMANDS, imported on first use."""
+    """A group whose sub-commands come from COMMANDS, imported on first use. A failure that the user's input or
+    environment causes (a number or date past what can be stored, a file that cannot be written, an invalid
+    setting) ends in one line instead of a traceback; anything else still shows its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise click.ClickException(f"cannot use {exc.filename}: {exc.strerror or type(exc).__name__}") from None
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            from pydantic import ValidationError  # lazy: only a failing command needs it
+
+            from service.errors import out_of_range  # lazy: `textback --help` imports none of the service
+            from service.settings import describe_invalid  # lazy: as above
+
+            if out_of_range(exc):
+                raise InputError("a number or date given is out of range") from None
+            if isinstance(exc, ValidationError) and exc.title == "Settings":
+                raise click.ClickException(describe_invalid(exc)) from None
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

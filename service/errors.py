@@ -112,3 +112,16 @@ class GuardNotReady(ApiError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}; retry later", status_code=503, headers={"Retry-After": "5"})
+
+
+# PostgreSQL's SQLSTATEs for a value past its type: numeric_value_out_of_range, datetime_field_overflow.
+_OUT_OF_RANGE_STATES = frozenset({"22003", "22008"})
+
+
+def out_of_range(exc: BaseException) -> bool:
+    """A number or date from the request past what can be stored or computed: an OverflowError (SQLite's driver,
+    datetime arithmetic) or PostgreSQL refusing the value. Bad input, never a server failure."""
+    if isinstance(exc, OverflowError):
+        return True
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy DBAPIError wraps the driver's error
+    return getattr(orig, "sqlstate", None) in _OUT_OF_RANGE_STATES

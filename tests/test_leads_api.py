@@ -110,6 +110,17 @@ def test_show_lead_foreign_and_missing_answer_the_same_404(client, ctx, three_le
     assert foreign.json() == missing.json() == {"error": "lead not found", "status": 404}
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/api/leads/99999999999999999999999"),
+    ("get", "/api/report?until=9999-12-31"),
+])
+def test_refuse_id_or_date_out_of_range_as_bad_input(client, ctx, three_leads, method, path) -> None:
+    """Past what the database or a date can hold: the request's fault (422), not a server failure (500)."""
+    response = getattr(client, method)(path, headers=bearer(ctx, ctx.brokers_by_number[BROKER].id))
+    assert (response.status_code, response.json()) == (
+        422, {"error": "a number or date in the request is out of range", "status": 422})
+
+
 @pytest.mark.parametrize("path", ["/api/leads", "/api/leads/1"])
 @pytest.mark.parametrize("auth", [None, "Bearer not-a-token", "Basic dXNlcjpwYXNz", "cookie"])
 def test_refuse_leads_without_a_principal(client, three_leads, path, auth) -> None:

@@ -42,8 +42,9 @@ def _settings() -> Settings:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="Service processes sharing the database.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Service processes sharing the database.")
 @startup_command
 def serve(host: str, port: int, workers: int) -> None:
     """Run the service (creates or migrates the tables, loads the brokers file)."""

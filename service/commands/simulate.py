@@ -33,8 +33,12 @@ def _client(settings: Settings, url: str | None) -> Iterator[httpx.Client]:
 
 
 def post_signed(client: httpx.Client, settings: Settings, path: str, params: dict[str, str]) -> httpx.Response:
+    """The webhook, signed as Twilio signs it; a service that cannot be reached ends the command in one line."""
     headers = signature_headers(token=settings.signing_token, public_url=settings.public_url, path=path, form=params)
-    return client.post(path, data=params, headers=headers)
+    try:
+        return client.post(path, data=params, headers=headers)
+    except httpx.HTTPError as exc:  # refused, timed out, not an http(s) URL
+        raise click.ClickException(f"cannot reach the service at {client.base_url}: {type(exc).__name__}") from None
 
 
 def _default_to(settings: Settings) -> str:
@@ -44,9 +48,12 @@ def _default_to(settings: Settings) -> str:
 
 
 def _show(response: httpx.Response) -> None:
+    """The answer, as the service gave it; a refusal (4xx, 5xx) stops the command with exit status 1."""
     click.echo(f"{response.request.url.path} -> HTTP {response.status_code}")
     if response.text:
         click.echo(response.text)
+    if response.is_error:
+        raise click.ClickException(f"the service refused {response.request.url.path} (HTTP {response.status_code})")
 
 
 @click.group()
