@@ -380,6 +380,10 @@ def handle_reply(session: Session, ctx: AppContext, inbound: InboundMessage,
         reasons.append("llm_unavailable")
     if unsure_about_safety(analysis):
         reasons.append("needs_review")  # near a safety category, the rules could not settle it, no LLM answered
+    if inbound.num_media:
+        # A picture or file (a letter, a pay stub, a listing) is read by a person; the bot reads only the words,
+        # and a picture with no words is no answer to its question.
+        reasons.append("sent_media")
     if reasons:
         record_decision(session, inbound, lead, "handoff", analysis, version, skipped)
         log(logger, logging.INFO, "handoff", lead_id=lead.id, reasons=reasons)

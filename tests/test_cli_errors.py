@@ -74,8 +74,8 @@ def test_fail_simulate_when_service_refuses_webhook(ctx) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--port", "99999"), "Invalid value for '--port': 99999 is not in the range 1<=x<=65535."),
-    (("--port", "0"), "Invalid value for '--port': 0 is not in the range 1<=x<=65535."),
+    (("--port", "99999"), "Invalid value for '--port': 99999 is not in the range 0<=x<=65535."),
+    (("--port", "-1"), "Invalid value for '--port': -1 is not in the range 0<=x<=65535."),
     (("--workers", "0"), "Invalid value for '--workers': 0 is not in the range x>=1."),
 ])
 def test_refuse_serve_port_or_workers_out_of_range_before_starting(ctx, args, message) -> None:

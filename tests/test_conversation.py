@@ -110,6 +110,20 @@ def test_hand_off_reply_needing_a_person(client, post, twilio_api, ctx, text, re
     assert ctx.templates.phrase(reason) in alert
 
 
+@pytest.mark.parametrize("body", ["", "here is the letter from my bank"])
+def test_hand_off_picture_to_a_person_instead_of_reading_it_as_an_answer(client, post, twilio_api, ctx, body) -> None:
+    """A picture or file, with or without words, is read by a person: an empty body is no answer to the bot's
+    question, and words beside a picture do not let the bot go on as if there were none."""
+    missed(client, post)
+    media = {"NumMedia": "1", "MediaUrl0": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+             "MediaContentType0": "image/jpeg"}
+    assert post(client, "/twilio/sms", sms_params(body, **media)).status_code == 200
+    assert sent_templates(ctx, twilio_api["messages"], CALLER)[-1] == "handoff_ack"
+    [alert] = to_broker(twilio_api["messages"])
+    assert ctx.templates.phrase("sent_media") in alert
+    assert lead(ctx).state == "handoff"
+
+
 def test_close_lead_politely_on_wrong_number(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "wrong number")

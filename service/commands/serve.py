@@ -42,7 +42,8 @@ def _settings() -> Settings:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="0: any free port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Service processes sharing the database.")
 @startup_command
