@@ -210,12 +210,12 @@ def message_json(msg: InboundMessage | OutboundMessage) -> dict[str, Any]:
         return {"id": msg.id, "direction": "in", "body": msg.body, "at": iso(msg.received_at),
                 "author": "borrower", "author_kind": "borrower", "author_phone": None, "template_id": None,
                 "purpose": None, "status": msg.status, "delivery_status": None, "error": None,
-                "guard_override": None}
+                "guard_override": None, "media": msg.num_media}
     author, kind, phone = _author(msg)
     return {"id": msg.id, "direction": "out", "body": msg.body, "at": iso(msg.sent_at or msg.created_at),
             "author": author, "author_kind": kind, "author_phone": phone, "template_id": msg.template_id,
             "purpose": msg.purpose, "status": msg.status, "delivery_status": msg.delivery_status,
-            "error": msg.last_error, "guard_override": msg.guard_override}
+            "error": msg.last_error, "guard_override": msg.guard_override, "media": 0}
 
 
 def _messages(session: Session, lead: Lead) -> list[dict[str, Any]]:

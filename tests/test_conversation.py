@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from service import outbox
 from service.models import Decision, Lead, OutboundMessage
 from service.replies.llm_fake import completions_url
+from tests.api_helpers import bearer, signed_in
 from tests.helpers import BROKER, BROKER_ALERT, CALLER, call_params, sent_templates, sent_texts, sms_params
 
 DIAL = "/twilio/voice/dial-status"
@@ -122,6 +123,10 @@ def test_hand_off_picture_to_a_person_instead_of_reading_it_as_an_answer(client,
     [alert] = to_broker(twilio_api["messages"])
     assert ctx.templates.phrase("sent_media") in alert
     assert lead(ctx).state == "handoff"
+    shown = client.get(f"/api/leads/{lead(ctx).id}", headers=bearer(ctx, 1)).json()["messages"]
+    assert [(m["direction"], m["body"], m["media"]) for m in shown if m["direction"] == "in"] == [("in", body, 1)]
+    page = client.get(f"/console/leads/{lead(ctx).id}", headers=signed_in(ctx)).text
+    assert "1 picture or file attached" in page
 
 
 def test_close_lead_politely_on_wrong_number(client, post, twilio_api, ctx) -> None:

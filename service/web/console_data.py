@@ -103,7 +103,7 @@ def lead_context(ctx: Any, principal: Principal, lead_id: int) -> dict[str, Any]
         return {"when": view.local_time(value, tz, now=now), "when_full": view.full_time(value, tz),
                 "when_iso": value or ""}
 
-    messages = [{**when(m["at"]), "direction": m["direction"], "body": m["body"],
+    messages = [{**when(m["at"]), "direction": m["direction"], "body": m["body"], "media": m["media"],
                  "author": view.author(m, title, principal.phone), "status": view.message_status(m),
                  "human": m["author_kind"] in ("user", "token")} for m in lead["messages"]]
     reasons = ", ".join(ctx.templates.phrase(r) for r in lead["handoff_reasons"])
