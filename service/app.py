@@ -49,6 +49,17 @@ RouteResponse = Response[Any]
 CLIENT_GONE = "client disconnected prematurely"  # Litestar's detail when the body's sender disconnects
 
 
+def _body_problem(details: list[dict[str, object]]) -> str | None:
+    """The framework's body refusal in words, naming the first field ("until: Input should be a valid string"):
+    its own message is "bad request" and the JSON body's missing key reads "'data'"."""
+    if not details:
+        return None
+    key, problem = details[0]["key"], details[0]["message"]
+    if key in (None, "", "data"):  # the body as a whole
+        return "a JSON body is required" if problem == "'data'" else "the body must be a JSON object"
+    return f"{key}: {problem}"
+
+
 def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str, object]]:
     """The one place errors become HTTP answers. Bodies never echo request content."""
     details: object | None = None
@@ -69,6 +80,9 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
         message = "bad request" if status == 400 else str(exc.detail or "error")
         if status == 400 and isinstance(exc.extra, list):
             details = [{"key": e.get("key"), "message": e.get("message")} for e in exc.extra if isinstance(e, dict)]
+            message = _body_problem(details) or message
+        elif status == 400 and str(exc.detail or "").startswith("JSON is malformed"):
+            message = "the body is not valid JSON (send Content-Type: application/json)"
         headers = dict(exc.headers or {})
     elif out_of_range(exc):
         # An id or date past what can be stored or computed ("/api/leads/99999999999999999999"): the input's fault.

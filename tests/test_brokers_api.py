@@ -158,11 +158,29 @@ def test_set_busy_with_bearer_token(ctx, client, number: str, status: int) -> No
     assert response.status_code == status
 
 
-@pytest.mark.parametrize("body", [{}, {"until": "15:30", "why": "meeting"}, {"until": 1530}])
-def test_set_busy_bad_body_400(ctx, client, body: dict[str, object]) -> None:
+@pytest.mark.parametrize(("body", "error"), [
+    ({}, "until: Field required"),
+    ({"until": "15:30", "why": "meeting"}, "why: Extra inputs are not permitted"),
+    ({"until": 1530}, "until: Input should be a valid string"),
+])
+def test_set_busy_bad_body_400(ctx, client, body: dict[str, object], error: str) -> None:
     headers = signed_in(ctx, BROKER_ALERT)
     response = client.post(f"/api/brokers/{BROKER}/busy", json=body, headers=headers)
-    assert response.status_code == 400
+    assert (response.status_code, response.json()["error"]) == (400, error)
+    assert stored_busy(ctx) is None
+
+
+@pytest.mark.parametrize(("content", "content_type", "error"), [
+    (b"", "application/json", "a JSON body is required"),
+    (b"{bad", "application/json", "the body is not valid JSON (send Content-Type: application/json)"),
+    (b"until=15:30", "application/x-www-form-urlencoded",
+     "the body is not valid JSON (send Content-Type: application/json)"),
+    (b"[1]", "application/json", "the body must be a JSON object"),
+])
+def test_set_busy_refuses_body_that_is_no_json_object_saying_so(ctx, client, content, content_type, error) -> None:
+    headers = {**signed_in(ctx, BROKER_ALERT), "Content-Type": content_type}
+    response = client.post(f"/api/brokers/{BROKER}/busy", content=content, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (400, error)
     assert stored_busy(ctx) is None
 
 
