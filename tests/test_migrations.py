@@ -273,6 +273,16 @@ def test_upgrade_fresh_database_equals_models(empty_url: str) -> None:
                                                    "up to date"])
 
 
+def test_current_check_on_missing_sqlite_file_makes_no_database(tmp_path: Path) -> None:
+    """A mistyped path is reported as no database, and no folder or empty file is left behind."""
+    missing = tmp_path / "typo" / "textback.db"
+    code, output = db_cli(f"sqlite:///{missing}", "current", "--check")
+    assert code == 1
+    assert f"current: none (no file at {missing})" in output
+    assert "behind: run `textback db upgrade`" in output
+    assert not missing.parent.exists()
+
+
 def test_current_check_fails_on_database_made_before_migrations(empty_url: str) -> None:
     load_previous_release(empty_url)
     code, output = db_cli(empty_url, "current", "--check")

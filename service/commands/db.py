@@ -10,11 +10,12 @@ import click
 from alembic import command
 from alembic.script import Script
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service.db import display_url, make_engine
+from service.db import display_url, make_engine, normalize_url
 from service.errors import MigrationRefused
-from service.migrations.runner import alembic_config, schema_status, upgrade_database
+from service.migrations.runner import alembic_config, head_revision, schema_status, upgrade_database
 from service.settings import Settings, describe_invalid
 
 
@@ -24,6 +25,15 @@ def _database_url() -> str:
         return Settings().database_url
     except ValidationError as exc:
         raise click.ClickException(describe_invalid(exc)) from None
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The SQLite file `url` names when it does not exist (None: it does, or the database is not a file)."""
+    parsed = make_url(normalize_url(url))
+    path = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not path or path == ":memory:" or Path(path).exists():
+        return None
+    return path
 
 
 @click.group()
@@ -65,6 +75,13 @@ def upgrade() -> None:
 def current(check: bool) -> None:
     """Show the database's revision and this release's newest (head)."""
     url = _database_url()
+    missing = _missing_sqlite_file(url)
+    if missing is not None:  # read, never made: a mistyped path must not leave an empty database behind
+        click.echo(f"database: {display_url(url)}\ncurrent: none (no file at {missing})\nhead: {head_revision()}")
+        click.echo("behind: run `textback db upgrade`")
+        if check:
+            raise SystemExit(1)
+        return
     engine = make_engine(url)
     try:
         status = schema_status(engine)
