@@ -313,7 +313,8 @@ TRUTH_TABLE = [
     row("pls call after work", "NOV", handoff=("human_request",), window="after work"),
     row("I'm free tomorrow", "NOV", window="tomorrow"),
     row("llámame después de las 5", "NOV", handoff=("human_request",), window="después de las 5"),
-    row("don't call me before 5, I'm at work", "NOV", window="before 5"),
+    # Copied with its negation: "before 5" alone would tell the broker the opposite.
+    row("don't call me before 5, I'm at work", "NOV", window="don't call me before 5"),
     row("I'll call you back later", "NOV", llm=True),
     row("between 2 and 4 months", "NOV", timeline="3_to_6_months"),
     row("is this a real person?", "NOV", handoff=("human_request",)),
