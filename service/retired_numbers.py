@@ -48,7 +48,8 @@ def text_to_retired_number(session: Session, ctx: AppContext, sms: InboundSmsFor
     if not insert_once(session, inbound):
         log(logger, logging.INFO, "duplicate inbound ignored", message_sid=sms.message_sid)
         return Outcome(twiml=twiml.empty_messaging())
-    source = _opt_out_source(ctx, inbound)
+    # The broker's or the team's own phone is never a borrower: its STOP opts nobody out.
+    source = None if sms.sender in ctx.own_numbers else _opt_out_source(ctx, inbound)
     if source is not None:
         set_opt_out(session, broker_id=broker_id, phone=sms.sender, opted_out=True, source=source,
                     message_sid=sms.message_sid, wait_seconds=optout_lock.change_wait(ctx.settings),

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from service.broker_reload import reload_file
 from service.models import Broker, InboundMessage, OptOut, OutboundMessage
 from tests.api_helpers import missed, reply
-from tests.helpers import BROKER, BROKERS_YAML, sent_texts, sms_params
+from tests.helpers import BROKER, BROKER_CELL, BROKERS_YAML, sent_texts, sms_params
 
 RETIRED = "+13105550100"  # Lena Park, of Dana's brokerage (the same company NMLS ID)
 LENA = """  - twilio_number: "+13105550100"
@@ -82,3 +82,23 @@ def test_refuse_text_to_number_no_broker_ever_had(client, post, ctx) -> None:
     assert response.json()["error"] == "To is not a configured broker number"
     with Session(ctx.engine) as session:
         assert session.exec(select(OptOut).where(OptOut.phone == BORROWER)).first() is None
+
+
+def test_team_phone_stop_to_retired_number_opts_nobody_out(client, post, ctx, retired) -> None:
+    """The broker's or the team's own phone is never a borrower, on a retired number as on a live one."""
+    reply(client, post, "STOP", caller=BROKER_CELL, to=RETIRED)
+    with Session(ctx.engine) as session:
+        assert session.exec(select(OptOut).where(OptOut.phone == BROKER_CELL)).first() is None
+        assert session.exec(select(InboundMessage).where(InboundMessage.from_phone == BROKER_CELL)).one().body == "STOP"
+
+
+def test_record_stop_to_retired_number_sent_to_fallback_url_once_replayed(client, post, ctx, retired) -> None:
+    """Twilio's Fallback URL answers without the database: a text to a number no broker holds now is spooled
+    (it may be a retired broker's), and its replay records the opt-out."""
+    response = post(client, "/twilio/sms/fallback", sms_params("STOP", sid="SM" + "7" * 32, sender=BORROWER,
+                                                                to=RETIRED, ErrorCode="11200"))
+    assert response.status_code == 200
+    client.app.state.worker.run_once()
+    with Session(ctx.engine) as session:
+        optout = session.exec(select(OptOut).where(OptOut.phone == BORROWER)).one()
+    assert (optout.broker_id, optout.opted_out) == (retired, True)

@@ -98,7 +98,7 @@ _PER_PERIOD = re.compile(
 )
 _A_PLAN = re.compile(
     r"(?:^|[^\w\s]|\b(?:in|within|about|around|roughly|like|maybe|probably|prob|than|under|just|only|another|give\s+it|"
-    r"at\s+least|not\s+for|after|more\s+than|"
+    r"not\s+(?:for|until)(?:\s+(?:at\s+least|another|about))?|"
     r"bout|abt|approx|approximately|en|dentro\s+de|unos?|m[aá]s\s+o\s+menos))\s*$",
     re.IGNORECASE,
 )
