@@ -146,14 +146,24 @@ def _opt_out(session: Session, ctx: AppContext, broker: Broker, lead: Lead, inbo
                  f"optout_confirm:{inbound.message_sid}")
 
 
-def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage) -> list[int] | None:
-    """Carrier keywords, in the webhook's own transaction. None when the text is not a keyword."""
+def carrier_keyword(ctx: AppContext, inbound: InboundMessage) -> tuple[Keyword, str] | None:
+    """The carrier keyword the text is (Twilio's OptOutType first, else the rules) and the source an opt-out or
+    opt-in is recorded under ("twilio:STOP", "keyword:STOPALL"); None when it is none."""
     twilio_type = inbound.opt_out_type
     keyword = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}.get(twilio_type or "")
     keyword = keyword or ctx.rules.carrier_keyword(inbound.body)
     if keyword is None:
         return None
-    source = f"twilio:{twilio_type}" if twilio_type else f"keyword:{inbound.body.strip().upper()[:20]}"
+    return keyword, f"twilio:{twilio_type}" if twilio_type else f"keyword:{inbound.body.strip().upper()[:20]}"
+
+
+def handle_keyword(session: Session, ctx: AppContext, *, broker: Broker, lead: Lead, inbound: InboundMessage) -> list[int] | None:
+    """Carrier keywords, in the webhook's own transaction. None when the text is not a keyword."""
+    found = carrier_keyword(ctx, inbound)
+    if found is None:
+        return None
+    keyword, source = found
+    twilio_type = inbound.opt_out_type
     note_language(session, broker=broker, lead=lead, inbound=inbound)
     inbound.status, inbound.processed_at = "processed", utcnow()
     session.add(inbound)

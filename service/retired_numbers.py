@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, select
 
 from service import optout_lock
+from service.conversation import carrier_keyword
 from service.db import insert_once
 from service.logs import log
 from service.models import Broker, InboundMessage, Lead, utcnow
@@ -60,11 +61,11 @@ def text_to_retired_number(session: Session, ctx: AppContext, sms: InboundSmsFor
 
 
 def _opt_out_source(ctx: AppContext, inbound: InboundMessage) -> str | None:
-    """How the text opts out (as service.conversation records it), or None when it does not."""
-    if inbound.opt_out_type == "STOP":
-        return "twilio:STOP"
-    if ctx.rules.carrier_keyword(inbound.body) is Keyword.STOP:
-        return f"keyword:{inbound.body.strip().upper()[:20]}"
+    """How the text opts out, under the source service.conversation records (a carrier keyword's, or plain
+    words), or None when it does not (a START or HELP opts nobody in or out here)."""
+    keyword = carrier_keyword(ctx, inbound)
+    if keyword is not None:
+        return keyword[1] if keyword[0] is Keyword.STOP else None
     if ctx.rules.analyze(inbound.body, inbound.received_at).keyword is Keyword.STOP:
         return "plain_words"
     return None
