@@ -62,10 +62,11 @@ def claimed(session: Session, row: Row[Any]) -> OutboundMessage:
 
 
 @cache
-def write_counting_failures() -> Any:
-    """sender._write_counting_early_failures's UPDATE of the table (not the ORM's): the row `write_id`, SET from
-    the other parameters' names, returning the failure callbacks stored for `write_sid`."""
+def write_counting_callbacks() -> Any:
+    """sender._write_counting_early_callbacks's UPDATE of the table (not the ORM's): the row `write_id`, SET from
+    the other parameters' names, returning how many delivery callbacks are already stored for `write_sid` (one
+    that beat the send's own write of the SID: a failure, or a "delivered" the row must not miss)."""
     table = OutboundMessage.__table__  # type: ignore[attr-defined]
     early = select(func.count()).select_from(DeliveryEvent).where(
-        col(DeliveryEvent.message_sid) == bindparam("write_sid"), col(DeliveryEvent.status).in_(FAILED_DELIVERY))
+        col(DeliveryEvent.message_sid) == bindparam("write_sid"))
     return update(table).where(table.c.id == bindparam("write_id")).returning(early.scalar_subquery())

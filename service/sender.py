@@ -22,9 +22,10 @@ from sqlalchemy import inspect, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from service import alerts, metrics, one_time, optout_lock, send_queries
+from service import alerts, events, metrics, one_time, optout_lock, send_queries
 from service.db import ping_next_checkout
 from service.errors import NumberBusy
+from service.events import EventKind
 from service.logs import log
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
@@ -52,6 +53,7 @@ from service.twilio.client import (
     SendError,
     SendResult,
 )
+from service.twilio.forms import moves_forward
 
 if TYPE_CHECKING:
     from service.context import AppContext
@@ -250,8 +252,8 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
 
 
 
-def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> int:
-    """Write the row's changes in ONE UPDATE that also returns how many failure callbacks are already stored for
+def _write_counting_early_callbacks(session: Session, msg: OutboundMessage) -> int:
+    """Write the row's changes in ONE UPDATE that also returns how many delivery callbacks are already stored for
     its SID (usually none: then nothing more is read)."""
     _settle(msg)
     changed = {attr.key: attr.value for attr in inspect(msg).attrs if attr.history.has_changes()} or {
@@ -262,8 +264,8 @@ def _write_counting_early_failures(session: Session, msg: OutboundMessage) -> in
     with session.no_autoflush:
         # The table's UPDATE, not the ORM's (the row is written as it is; no objects to synchronize), SET from
         # the parameters' column names.
-        found = session.execute(send_queries.write_counting_failures(), {"write_id": msg.id, "write_sid": msg.twilio_sid, **changed}
-                                ).scalar_one()
+        found = session.execute(send_queries.write_counting_callbacks(),
+                                {"write_id": msg.id, "write_sid": msg.twilio_sid, **changed}).scalar_one()
     for key, value in changed.items():
         set_committed_value(msg, key, value)  # written: the commit has nothing more to flush
     return int(found)
@@ -273,21 +275,44 @@ def _apply_early_delivery_events(
     ctx: AppContext, session: Session, msg: OutboundMessage, listed_status: str | None, listed_error: int | None
 ) -> list[int]:
     """A status callback can beat the stored SID, and a reconciled message can already have failed: apply
-    what is known about the SID now, so a bounced opener still marks the lead and alerts the broker."""
+    what is known about the SID now, so a bounced opener still marks the lead and alerts the broker, and a
+    "delivered" that came first is not left behind the API's own "queued"."""
     failures = [(listed_status, listed_error)] if listed_status in FAILED_DELIVERY else []
-    if not failures and not _write_counting_early_failures(session, msg):
+    if not failures and not _write_counting_early_callbacks(session, msg):
         return []
-    failures += [
-        (e.status, e.error_code)
-        for e in session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == msg.twilio_sid))
-        if e.status in FAILED_DELIVERY
-    ]
+    stored = msg.delivery_status
+    early = session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == msg.twilio_sid)
+                         .order_by(col(DeliveryEvent.id))).all()
+    for e in early:
+        if e.status in FAILED_DELIVERY:
+            failures.append((e.status, e.error_code))
+        elif moves_forward(msg.delivery_status, e.status):
+            msg.delivery_status = e.status
     for status, code in failures:
         msg.delivery_status = status
         if code is not None:
             msg.error_code = code
+            record_opener_delivery(ctx, session, msg, status, code)
             return apply_error_to_lead(ctx, session, msg, code)
+    if msg.delivery_status != stored:
+        record_opener_delivery(ctx, session, msg, msg.delivery_status or "", msg.error_code)
     return []
+
+
+def record_opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, status: str,
+                           code: int | None) -> None:
+    """An opener's delivery report goes into its lead's history (the report counts delivered and failed openers)."""
+    if msg.purpose != Purpose.opener or msg.lead_id is None or status not in {"delivered", "failed", "undelivered"}:
+        return
+    lead = session.get(Lead, msg.lead_id)
+    broker = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
+    if lead is None or broker is None:
+        return
+    if status == "delivered":
+        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_delivered, data={"message_id": msg.id})
+    else:
+        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_failed,
+                      data={"message_id": msg.id, "status": status, "error_code": code})
 
 
 def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc: SendError) -> list[int]:

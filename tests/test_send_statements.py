@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from service import optout_lock, outbox, row_objects, sender, store
 from service.db import session_scope
-from service.models import DeliveryEvent, Lead, MessageStatus, OptOut, OutboundMessage
+from service.models import DeliveryEvent, Lead, LeadEvent, MessageStatus, OptOut, OutboundMessage
 from tests.helpers import BROKER, BROKER2, CALLER, message_json, rendered, sent_texts
 
 pytestmark = pytest.mark.postgres
@@ -134,6 +134,43 @@ def test_mark_lead_when_failure_callback_beat_the_sid(ctx, twilio_api) -> None:
     with Session(ctx.engine) as session:
         lead = session.exec(select(Lead).where(Lead.phone == CALLER)).one()
     assert lead.not_textable_reason == "landline_or_unreachable"
+
+
+@pytest.mark.parametrize(("early", "expected"), [
+    pytest.param(["delivered"], "delivered", id="delivered-first"),
+    pytest.param(["sent", "delivered"], "delivered", id="sent-then-delivered"),
+    pytest.param(["delivered", "sent"], "delivered", id="late-sent-kept-out"),
+    pytest.param(["sent"], "sent", id="sent-only"),
+])
+def test_apply_delivery_callback_that_beat_the_sid(ctx, twilio_api, early, expected) -> None:
+    """A "delivered" stored before the send wrote its SID is not left behind the API's "queued", and the
+    opener's delivery reaches the lead's history (the report counts delivered openers)."""
+    answer_with_sid(twilio_api)
+    msg_id = queue_opener(ctx)
+    with Session(ctx.engine) as session:
+        for status in early:
+            session.add(DeliveryEvent(message_sid=SID, status=status))
+        session.commit()
+    assert sender.send_one(ctx, msg_id) == MessageStatus.sent
+    sent = row(ctx, msg_id)
+    assert (sent.twilio_sid, sent.delivery_status, sent.error_code) == (SID, expected, None)
+    with Session(ctx.engine) as session:
+        kinds = [e.kind for e in session.exec(select(LeadEvent).where(LeadEvent.lead_id == sent.lead_id))]
+    assert kinds.count("opener_delivered") == (1 if expected == "delivered" else 0)
+
+
+def test_record_opener_failed_when_failure_callback_beat_the_sid(ctx, twilio_api) -> None:
+    answer_with_sid(twilio_api)
+    msg_id = queue_opener(ctx)
+    with Session(ctx.engine) as session:
+        session.add(DeliveryEvent(message_sid=SID, status="failed", error_code=30003))
+        session.commit()
+    assert sender.send_one(ctx, msg_id) == MessageStatus.sent
+    sent = row(ctx, msg_id)
+    assert (sent.delivery_status, sent.error_code) == ("failed", 30003)
+    with Session(ctx.engine) as session:
+        kinds = [e.kind for e in session.exec(select(LeadEvent).where(LeadEvent.lead_id == sent.lead_id))]
+    assert kinds.count("opener_failed") == 1
 
 
 def test_defer_opener_not_yet_due_without_sending(ctx, twilio_api) -> None:

@@ -19,11 +19,11 @@ from service.db import insert_once
 from service.errors import BadRequestError
 from service.events import EventKind
 from service.logs import log
-from service.models import DeliveryEvent, InboundMessage, Lead, OutboundMessage, Purpose
+from service.models import DeliveryEvent, InboundMessage, OutboundMessage
 from service.phones import mask
 from service.privacy import was_forgotten
 from service.retired_numbers import retired_broker, text_to_retired_number
-from service.sender import apply_error_to_lead
+from service.sender import apply_error_to_lead, record_opener_delivery
 from service.store import lead_for, saved_id
 from service.team_texts import answer_team_text
 from service.twilio import twiml
@@ -199,26 +199,11 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
     if code is not None:
         msg.error_code = code
     session.add(msg)
-    _opener_delivery(session, ctx, msg, status, code)
+    record_opener_delivery(ctx, session, msg, status, code)
     ids: list[int] = []
     if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
         ids = apply_error_to_lead(ctx, session, msg, code)
     return Outcome(twiml=twiml.empty_messaging(), send_ids=ids)
-
-
-def _opener_delivery(session: Session, ctx: AppContext, msg: OutboundMessage, status: str, code: int | None) -> None:
-    """An opener's delivery report goes into its lead's history (the report counts delivered and failed openers)."""
-    if msg.purpose != Purpose.opener or msg.lead_id is None or status not in {"delivered", "failed", "undelivered"}:
-        return
-    lead = session.get(Lead, msg.lead_id)
-    broker = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
-    if lead is None or broker is None:
-        return
-    if status == "delivered":
-        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_delivered, data={"message_id": msg.id})
-    else:
-        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_failed,
-                      data={"message_id": msg.id, "status": status, "error_code": code})
 
 
 # Every Twilio webhook: the path Twilio posts to, and the handler that answers it.
