@@ -101,6 +101,8 @@ def test_hand_off_rate_lock_question_with_ack_and_alert(client, post, twilio_api
         ("what's your rate on a 30 year fixed?", "rate_or_terms"),
         ("can you call me after 5?", "human_request"),
         ("this is harassment, I'm reporting you to the CFPB", "complaint"),
+        ("I'm already a client, why did my mortgage payment go up?", "existing_loan"),
+        ("got a foreclosure notice, please help", "existing_loan"),
     ],
 )
 def test_hand_off_reply_needing_a_person(client, post, twilio_api, ctx, text, reason) -> None:

@@ -50,7 +50,7 @@ def prompts_dir(tmp_path: Path, edit: Callable[[str], str] = lambda text: text) 
 
 def custom(text: str) -> str:
     """A valid prompt of our own: another version, and a marker sentence in the system message."""
-    return (text.replace("version: 2.0.0", "version: 9.9.9")
+    return (text.replace("version: 2.1.0", "version: 9.9.9")
             .replace("<!-- role: system -->\n", f"<!-- role: system -->\n{MARKER}\n", 1))
 
 

@@ -199,7 +199,7 @@ def test_create_extractor_more_than_one_retry_raises() -> None:
 
 def test_extractor_records_prompt_name_and_version(extractor: ReplyExtractor) -> None:
     assert extractor.prompt_name == "reply_extraction"
-    assert extractor.prompt_version.startswith("2.0.0+")
+    assert extractor.prompt_version.startswith("2.1.0+")
     assert len(extractor.prompt_version.split("+")[1]) == 12
 
 

@@ -40,6 +40,7 @@ class HandoffReason(StrEnum):
     HUMAN_REQUEST = "human_request"
     COMPLAINT = "complaint"
     TRANSACTION_ISSUE = "transaction_issue"  # trouble with an appraisal, underwriting, a contract or a title
+    EXISTING_LOAN = "existing_loan"  # a client already, or a loan they pay now: payment, escrow, payoff, behind
 
 
 class Unsure(StrEnum):
