@@ -47,6 +47,21 @@ def test_alert_broker_when_opt_out_reply_carries_handoff_reason(client, post, tw
     assert borrower_templates(ctx) == ["opener", "optout_confirm"]
 
 
+@pytest.mark.parametrize("text", ["can you not text me, just call", "don't text, call",
+                                  "don't text this number, call me instead"])
+def test_opt_out_and_alert_broker_when_borrower_wants_calls_not_texts(client, post, twilio_api, ctx, text) -> None:
+    """Texts refused in favour of a call: the number is opted out (one confirmation) and the broker is asked to
+    call, marked "call don't text"; the call request is not dropped with the texts."""
+    missed(client, post)
+    reply(client, post, text)
+    assert borrower_templates(ctx) == ["opener", "optout_confirm"]
+    [alert] = to_broker(twilio_api["messages"])
+    assert ctx.templates.phrase("human_request") in alert
+    assert ctx.templates.phrase("opted_out") in alert
+    assert lead(ctx).state == "handoff"
+    assert opted_out(ctx)
+
+
 def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twilio_api, ctx, monkeypatch) -> None:
     """The webhook may apply a plain-words opt-out itself and leave the reply for processing: the processing
     then alerts the broker, and sends neither a second confirmation nor the acknowledgement."""
@@ -77,7 +92,7 @@ def test_alert_broker_when_webhook_already_applied_the_opt_out(client, post, twi
         ("you have the wrong number. but my rate lock expires tomorrow, call me", "wrong_number", "rate_lock"),
         ("wrong number, but can someone call me about my closing friday", "wrong_number", "closing"),
         ("not interested anymore, call me", "not_interested", "human_request"),
-        ("not interested. this is harassment, I'm reporting you to the CFPB", "not_interested", "complaint"),
+        ("not interested. nobody ever called me back, I'm reporting you to the CFPB", "not_interested", "complaint"),
     ],
 )
 def test_hand_off_instead_of_closing_when_reply_carries_reason(client, post, twilio_api, ctx, text, note,
