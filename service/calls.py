@@ -94,6 +94,12 @@ def start_opener(session: Session, ctx: AppContext, *, broker: Broker, caller_ra
                   data={"call_sid": call_sid, "in_hours": in_hours}, created=created)
     if lead.closed_reason == "wrong_number":
         return "no opener: the number said it was a wrong number", []
+    if lead.closed_reason == "not_interested":
+        # They were told "we won't text you again" (closing_not_interested): calling again may mean they changed
+        # their mind, which a person finds out by calling, not the bot by texting.
+        alerts = queue_alert(session, ctx, broker=broker, lead=lead, template_id="alert_called_again_closed",
+                             values={"caller": caller}, dedupe_key=f"again:{call_sid}")
+        return "no opener: the caller said not interested (promised no more texts); broker alerted", pending_ids(alerts)
     if lead.human_at is not None and lead.missed_call_at - lead.human_at < timedelta(
             hours=ctx.settings.opener_cooldown_hours):
         # A person is working this lead: the caller calling again goes to them, not to the bot.

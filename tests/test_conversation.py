@@ -147,6 +147,24 @@ def test_close_lead_politely_when_not_interested(client, post, twilio_api, ctx) 
     assert lead(ctx).state == "closed"
 
 
+def test_alert_broker_not_borrower_when_not_interested_caller_calls_again(client, post, twilio_api, ctx) -> None:
+    """'We won't text you again' is kept: a later missed call sends no opener, whatever the cooldown; the broker
+    is asked to call instead."""
+    missed(client, post)
+    reply(client, post, "not interested anymore, thanks")
+    with Session(ctx.engine) as session:  # a day later: the opener's cooldown is over
+        row = session.exec(select(Lead).where(Lead.phone == CALLER)).one()
+        row.opener_at = datetime.now(UTC) - timedelta(days=2)
+        session.add(row)
+        session.commit()
+    missed(client, post, sid="CA" + "2" * 32)
+    assert sent_templates(ctx, twilio_api["messages"], CALLER) == ["opener", "closing_not_interested"]
+    [alert] = to_broker(twilio_api["messages"])
+    assert CALLER in alert
+    assert "called again and was missed" in alert
+    assert "not interested" in alert
+
+
 def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "please stop texting me")
