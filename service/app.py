@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, head, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, InternalServerException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -49,15 +50,44 @@ RouteResponse = Response[Any]
 CLIENT_GONE = "client disconnected prematurely"  # Litestar's detail when the body's sender disconnects
 
 
+# msgspec's words for a body decoded straight into a struct (the sign-in routes): the field is in the message.
+_MSGSPEC_FIELD = (
+    (re.compile(r"Object missing required field `([^`]+)`"), "{0}: Field required"),
+    (re.compile(r"Object contains unknown field `([^`]+)`"), "{0}: Extra inputs are not permitted"),
+    (re.compile(r"Expected `([^`]+)`, got `([^`]+)` - at `\$\.([^`]+)`"), "{2}: expected {0}, got {1}"),
+)
+
+
 def _body_problem(details: list[dict[str, object]]) -> str | None:
     """The framework's body refusal in words, naming the first field ("until: Input should be a valid string"):
     its own message is "bad request" and the JSON body's missing key reads "'data'"."""
     if not details:
         return None
-    key, problem = details[0]["key"], details[0]["message"]
-    if key in (None, "", "data"):  # the body as a whole
-        return "a JSON body is required" if problem == "'data'" else "the body must be a JSON object"
+    key, problem = details[0]["key"], str(details[0]["message"])
+    if key in (None, "", "data"):  # the body as a whole, or a field msgspec names inside its message
+        if problem == "'data'":
+            return "a JSON body is required"
+        for pattern, words in _MSGSPEC_FIELD:
+            found = pattern.search(problem)
+            if found:
+                return words.format(*found.groups())
+        return "the body must be a JSON object"
     return f"{key}: {problem}"
+
+
+_INT64 = range(-(2**63), 2**63)
+_HUGE_NUMBER = re.compile(r"\d{19,}")
+
+
+def _out_of_range_answer(request: AppRequest) -> tuple[int, str]:
+    """404 naming the thing when a path id is past any stored one; else 422 naming the query parameters that hold
+    a number too long for any column."""
+    for key, value in request.path_params.items():
+        if isinstance(value, int) and value not in _INT64:
+            thing = key.removesuffix("_id").replace("_", " ") or "resource"
+            return 404, f"{thing} not found"
+    named = sorted({key for key, value in request.query_params.items() if _HUGE_NUMBER.search(str(value))})
+    return 422, "a number or date in the request is out of range" + (f": {', '.join(named)}" if named else "")
 
 
 def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str, object]]:
@@ -81,12 +111,15 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
         if status == 400 and isinstance(exc.extra, list):
             details = [{"key": e.get("key"), "message": e.get("message")} for e in exc.extra if isinstance(e, dict)]
             message = _body_problem(details) or message
-        elif status == 400 and str(exc.detail or "").startswith("JSON is malformed"):
+        elif status == 400 and (str(exc.detail or "").startswith("JSON is malformed") or (
+                type(exc) is ClientException and not exc.extra and request.method in {"POST", "PUT", "PATCH"})):
+            # A body the JSON decoder gave up on ("Input data was truncated", bad UTF-8, a lone surrogate).
             message = "the body is not valid JSON (send Content-Type: application/json)"
         headers = dict(exc.headers or {})
     elif out_of_range(exc):
-        # An id or date past what can be stored or computed ("/api/leads/99999999999999999999"): the input's fault.
-        status, message = 422, "a number or date in the request is out of range"
+        # An id or date past what can be stored or computed: the input's fault. An id in the path that no row can
+        # have ("/api/leads/99999999999999999999") names nothing: 404, as an unknown id.
+        status, message = _out_of_range_answer(request)
     elif isinstance(exc, OperationalError):
         status, message = 503, "database unavailable, retry later"
     elif isinstance(exc, SQLAlchemyError):

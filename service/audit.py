@@ -98,6 +98,8 @@ def parse_when(text: str, *, end_of_day: bool = False) -> datetime:
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             day = date.fromisoformat(value)
+            if not 1970 <= day.year <= 2999:
+                raise ValueError(f"{text!r} is out of range (a date from 1970 to 2999)")
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return start + timedelta(days=1) if end_of_day else start
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*", value):
@@ -105,7 +107,11 @@ def parse_when(text: str, *, end_of_day: bool = False) -> datetime:
         when = datetime.fromisoformat(value)
     except ValueError as exc:
         detail = str(exc)
+        if "out of range" in detail and detail.startswith(repr(text)):
+            raise
         raise ValueError(hint if detail == hint else f"{hint}: {detail}") from None
+    if not 1970 <= when.year <= 2999:  # past these a day's end or an offset cannot be computed (9999-12-31)
+        raise ValueError(f"{text!r} is out of range (a date from 1970 to 2999)")
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 

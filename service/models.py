@@ -21,7 +21,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
+from sqlalchemy import inspect as inspect_attributes
+from sqlalchemy.orm import object_session
 from sqlmodel import Field, SQLModel
 
 from service.table_init import Table
@@ -249,6 +252,18 @@ class Lead(Table, table=True):
     language: str | None = "en"
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+
+@event.listens_for(Lead, "before_update")
+def _touch_lead(_mapper: object, _connection: object, lead: Lead) -> None:
+    """Every change to a lead moves its `updated_at` (an opt-out closing it, a handoff, an outcome), so a CRM
+    syncing by it, the API's list and the console see the change. A flush that changes nothing leaves it."""
+    session = object_session(lead)
+    if session is None or not session.is_modified(lead, include_collections=False):
+        return
+    if not inspect_attributes(lead).attrs.updated_at.history.has_changes():
+        lead.updated_at = utcnow()
 
 
 class OptOut(Table, table=True):

@@ -52,6 +52,10 @@ CONTACT_OUTCOMES = ("appointment", "application")
 DEFAULT_DAYS = 30
 
 
+# The dates a report can cover: past them a day's end or a time zone's offset cannot be computed (9999-12-31).
+MIN_YEAR, MAX_YEAR = 1970, 2999
+
+
 class ReportError(ValueError):
     """A bad report request (a date that does not parse, since after until): the message names the parameter."""
 
@@ -65,12 +69,18 @@ def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> datetime
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
+            if not MIN_YEAR <= day.year <= MAX_YEAR:
+                raise ReportError(f"{name}: {value!r} is out of range (a date from {MIN_YEAR} to {MAX_YEAR})")
             start = datetime.combine(day + timedelta(days=1) if end else day, time(0), tzinfo=zone)
             return start.astimezone(ZoneInfo("UTC"))
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ReportError:
+        raise
     except ValueError:
         msg = f"{name}: {value!r} is not a date (YYYY-MM-DD) or an ISO datetime"
         raise ReportError(msg) from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ReportError(f"{name}: {value!r} is out of range (a date from {MIN_YEAR} to {MAX_YEAR})")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(ZoneInfo("UTC"))

@@ -176,6 +176,9 @@ def test_set_busy_bad_body_400(ctx, client, body: dict[str, object], error: str)
     (b"until=15:30", "application/x-www-form-urlencoded",
      "the body is not valid JSON (send Content-Type: application/json)"),
     (b"[1]", "application/json", "the body must be a JSON object"),
+    (b'{"until":', "application/json", "the body is not valid JSON (send Content-Type: application/json)"),
+    (b'{"until": "\xff"}', "application/json", "the body is not valid JSON (send Content-Type: application/json)"),
+    (b'{"until": "\\ud800"}', "application/json", "the body is not valid JSON (send Content-Type: application/json)"),
 ])
 def test_set_busy_refuses_body_that_is_no_json_object_saying_so(ctx, client, content, content_type, error) -> None:
     headers = {**signed_in(ctx, BROKER_ALERT), "Content-Type": content_type}

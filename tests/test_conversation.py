@@ -165,6 +165,17 @@ def test_alert_broker_not_borrower_when_not_interested_caller_calls_again(client
     assert "not interested" in alert
 
 
+@pytest.mark.parametrize("text", ["STOP", "please stop texting me"])
+def test_move_lead_updated_at_when_opt_out_closes_it(client, post, twilio_api, ctx, text) -> None:
+    """A CRM syncing leads by updated_at sees the opt-out: closing the lead moves it."""
+    missed(client, post)
+    before = lead(ctx).updated_at
+    reply(client, post, text)
+    after = lead(ctx)
+    assert (after.state, after.closed_reason) == ("closed", "opted_out")
+    assert after.updated_at > before
+
+
 def test_opt_out_on_plain_words_request(client, post, twilio_api, ctx) -> None:
     missed(client, post)
     reply(client, post, "please stop texting me")

@@ -110,15 +110,21 @@ def test_show_lead_foreign_and_missing_answer_the_same_404(client, ctx, three_le
     assert foreign.json() == missing.json() == {"error": "lead not found", "status": 404}
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("get", "/api/leads/99999999999999999999999"),
-    ("get", "/api/report?until=9999-12-31"),
+@pytest.mark.parametrize(("path", "status", "error"), [
+    ("/api/leads/99999999999999999999999", 404, "lead not found"),  # no row can have it: an unknown id
+    ("/api/report?until=9999-12-31", 422, "until: '9999-12-31' is out of range (a date from 1970 to 2999)"),
+    ("/api/report?since=0001-01-01", 422, "since: '0001-01-01' is out of range (a date from 1970 to 2999)"),
 ])
-def test_refuse_id_or_date_out_of_range_as_bad_input(client, ctx, three_leads, method, path) -> None:
-    """Past what the database or a date can hold: the request's fault (422), not a server failure (500)."""
-    response = getattr(client, method)(path, headers=bearer(ctx, ctx.brokers_by_number[BROKER].id))
-    assert (response.status_code, response.json()) == (
-        422, {"error": "a number or date in the request is out of range", "status": 422})
+def test_refuse_id_or_date_out_of_range_as_bad_input(client, ctx, three_leads, path, status, error) -> None:
+    """Past what the database or a date can hold: the request's fault, naming what (never a 500)."""
+    response = client.get(path, headers=bearer(ctx, ctx.brokers_by_number[BROKER].id))
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+def test_refuse_delivery_id_past_any_stored_one_as_unknown(client, ctx) -> None:
+    response = client.post("/api/webhooks/deliveries/99999999999999999999/retry",
+                           headers=bearer(ctx, ctx.brokers_by_number[BROKER].id))
+    assert (response.status_code, response.json()["error"]) == (404, "delivery not found")
 
 
 @pytest.mark.parametrize("path", ["/api/leads", "/api/leads/1"])

@@ -73,7 +73,7 @@ def audit() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--broker", "brokers", multiple=True, type=Phone(), help="A broker's Twilio number (repeatable).")
 @click.option("--phone", "phones", multiple=True, type=Phone(), help="A borrower's number, any format (repeatable).")
-@click.option("--lead", "leads", multiple=True, type=click.IntRange(min=1), help="A lead id (repeatable).")
+@click.option("--lead", "leads", multiple=True, type=click.IntRange(1, 2**63 - 1), help="A lead id (repeatable).")
 @click.option(
     "--output",
     "-o",

@@ -90,7 +90,7 @@ def list_() -> None:
 
 
 @tokens.command("revoke")
-@click.argument("token_id", metavar="ID", type=int)
+@click.argument("token_id", metavar="ID", type=click.IntRange(1, 2**63 - 1))
 def revoke_cmd(token_id: int) -> None:
     """Revoke token ID at once: the API refuses it from the next request on."""
     engine = _engine()

@@ -153,7 +153,7 @@ def forget(number: str, broker_number: str | None, yes: bool, force: bool, reaso
 @click.option(
     "--older-than-days",
     "days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 36_500),  # a century: past it no date can be computed, and nothing is that old
     default=None,
     help="Delete conversations with no activity for this many days (default: the retention policy's period). "
     "Shorter than the policy's period is refused unless --force --reason.",

@@ -64,7 +64,7 @@ def list_command(status: str | None, broker_number: str | None, limit: int) -> N
 
 
 @webhooks.command("retry")
-@click.argument("delivery", type=int, metavar="ID")
+@click.argument("delivery", type=click.IntRange(1, 2**63 - 1), metavar="ID")
 def retry_command(delivery: int) -> None:
     """Put failed delivery ID (the id column of `list`) back in the queue; the service sends it on its next
     sweep, signed with the secret the brokers file gives its URL then."""
