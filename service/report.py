@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
@@ -140,7 +140,7 @@ def _call_counts(session: Session, broker_ids: list[int], since: datetime, until
 
 
 def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: datetime,
-               no_reply_before: datetime) -> Sequence[Any]:
+               no_reply_before: datetime, now: datetime) -> Sequence[Any]:
     """One row per case, all fetched at once. The handoff reasons come as their JSON text, decoded once per
     distinct list by build_report: decoding every row's list took half of a 100,000-case report
     (benchmarks/bench_report.py)."""
@@ -158,6 +158,7 @@ def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: 
             col(LeadCase.outcome), col(LeadCase.opted_out_at).is_not(None),
             case((and_(col(LeadCase.opener_message_id).is_not(None), sent_at < old), 1), else_=0),
             col(LeadCase.first_reply_at).is_not(None), col(LeadCase.human_how), col(LeadCase.human_by),
+            _seconds(dialect, literal(now, UTCDateTime()), col(LeadCase.missed_at)),
         )
         .select_from(LeadCase)
         .outerjoin(opener, opener.c.id == col(LeadCase.opener_message_id))
@@ -172,7 +173,8 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     now = now or utcnow()
     broker_ids = [b.id for b in brokers if b.id is not None]
     calls, missed_calls, answered_calls = _call_counts(session, broker_ids, since, until)
-    rows = _case_rows(session, broker_ids, since, until, now - timedelta(hours=rule.no_reply_after_hours))
+    rows = _case_rows(session, broker_ids, since, until, now - timedelta(hours=rule.no_reply_after_hours), now)
+    within_limit = rule.reached_within_minutes * 60
 
     leads = len(rows)
     in_hours = out_of_hours = queued = sent = delivered = failed = replied = handoffs = 0
@@ -185,9 +187,23 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     reached_by: Counter[str] = Counter()
     hour_leads = [0] * 168
     hour_times: list[list[int]] = [[] for _ in range(168)]
+    # A lead is judged against a limit once it is that old, or once a person reached it within the limit: a lead
+    # missed three minutes ago is not yet "not reached within 60 minutes".
+    ages: list[int] = []
+    reached_ages: list[int] = []
+    hour_judged = [0] * 168
+    judged = called_again_judged = 0
     for (how, open_hours, status, delivery, reply_s, human_s, handed_off, handoff_reasons, repeats, outcome,
-         out, old_opener, has_reply, human_how, human_by) in rows:
+         out, old_opener, has_reply, human_how, human_by, age_s) in rows:
         hour_leads[how] += 1
+        age = max(round(age_s or 0), 0)
+        ages.append(age)
+        if human_s is not None:
+            reached_ages.append(age)
+        if age >= within_limit or (human_s is not None and human_s <= within_limit):
+            hour_judged[how] += 1
+            judged += 1
+            called_again_judged += bool(repeats)
         if open_hours is True:
             in_hours += 1
         elif open_hours is False:
@@ -229,8 +245,12 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     reply_times.sort()
     human_times.sort()
     reached = len(human_times)
-    within_limit = rule.reached_within_minutes * 60
     within = {key: bisect_right(human_times, limit) for key, limit in WITHIN.items()}
+    ages.sort()
+    reached_ages.sort()
+    # Judged at each limit: old enough, or younger but reached already (then within the limit: reached <= age).
+    within_judged = {key: len(ages) - bisect_left(ages, limit) + bisect_left(reached_ages, limit)
+                     for key, limit in WITHIN.items()}
     within_rule = bisect_right(human_times, within_limit)
     for times in hour_times:
         times.sort()
@@ -239,7 +259,7 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
     at_or_under = [bisect_right(human_times, top) for _, top in BUCKETS if top is not None] + [reached]
     buckets = [n - (at_or_under[i - 1] if i else 0) for i, n in enumerate(at_or_under)]
 
-    enough, reason = rule.verdict(leads, within_rule, called_again)
+    enough, reason = rule.verdict(judged, within_rule, called_again_judged)
     appointments = sum(outcomes[o] for o in CONTACT_OUTCOMES)
     zone = report_zone(brokers)
     return {
@@ -256,7 +276,9 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
         "reached_by_human": reached, "reached_share": share(reached, leads),
         "time_to_human_seconds": _p50_p90(human_times),
         "reached_how": dict(sorted(reached_how.items())), "reached_by": dict(sorted(reached_by.items())),
-        "reached_within": {key: share(count, leads) for key, count in within.items()},
+        "reached_within": {key: share(count, within_judged[key]) for key, count in within.items()},
+        "reached_within_judged": within_judged,
+        "too_recent_to_judge": leads - judged,
         "repeat_calls_before_contact": repeat_calls, "called_again_before_contact": called_again,
         "called_again_share": share(called_again, leads),
         "outcomes": dict(sorted(outcomes.items())), "appointments": appointments,
@@ -277,14 +299,16 @@ def build_report(session: Session, *, brokers: list[Broker], since: datetime, un
              "reached_within_60m": hour_hour[h], "time_to_human_p50": percentile(hour_times[h], 50)}
             for h in range(168)
         ],
-        "verdict": {"enough": enough, "reason": reason, "windows": _windows(rule, hour_leads, hour_reached),
+        "verdict": {"enough": enough, "reason": reason, "windows": _windows(rule, hour_leads, hour_judged, hour_reached),
                     "rule": rule.as_dict(), "policy_version": rule.version},
     }
 
 
-def _windows(rule: SufficiencyRule, hour_leads: list[int], hour_reached: list[int]) -> list[dict[str, Any]]:
-    """The hours of the week with the most missed-call leads nobody reached within the rule's minutes."""
-    not_reached = [(hour_leads[h] - hour_reached[h], h) for h in range(168)]
+def _windows(rule: SufficiencyRule, hour_leads: list[int], hour_judged: list[int],
+             hour_reached: list[int]) -> list[dict[str, Any]]:
+    """The hours of the week with the most missed-call leads nobody reached within the rule's minutes, among the
+    leads old enough to be judged (`hour_judged`; a lead missed minutes ago has not failed yet)."""
+    not_reached = [(hour_judged[h] - hour_reached[h], h) for h in range(168)]
     chosen = sorted(((n, h) for n, h in not_reached if n >= rule.windows_min_not_reached),
                     key=lambda item: (-item[0], item[1]))
     return [

@@ -138,6 +138,23 @@ def windows(report: dict[str, Any]) -> list[tuple[str, str]]:
                               f"within {minutes} min") for w in report["verdict"]["windows"]]
 
 
+def _hours_split(r: dict[str, Any]) -> str:
+    """"10 (8 in office hours, 0 out of hours, 2 for brokers with no hours set)": every lead in one part."""
+    unset = r["missed_call_leads"] - r["missed_in_hours"] - r["missed_out_of_hours"]
+    parts = [f"{r['missed_in_hours']} in office hours", f"{r['missed_out_of_hours']} out of hours"]
+    if unset:
+        parts.append(f"{unset} for brokers with no hours set")
+    return f"{r['missed_call_leads']} ({', '.join(parts)})"
+
+
+def _too_recent(r: dict[str, Any]) -> str:
+    """Leads too recent for the rule's minutes are left out of the shares, and said so."""
+    young = r.get("too_recent_to_judge") or 0
+    if not young:
+        return ""
+    return f" ({count(young, 'lead')} missed too recently to judge, left out)"
+
+
 def figures(report: dict[str, Any]) -> list[Section]:
     """Every figure of the report, in the order a broker asks: calls, texts, a person, outcomes."""
     r = report
@@ -147,9 +164,8 @@ def figures(report: dict[str, Any]) -> list[Section]:
         Section("Calls", [
             ("Calls in", f"{r['calls']} ({r['answered_calls']} answered; {r['missed_calls']} missed, "
                          f"{percent(r['missed_share'])} of calls)" if r["calls"] else "0"),
-            ("Missed-call leads", f"{leads} ({r['missed_in_hours']} in office hours, "
-                                  f"{r['missed_out_of_hours']} out of hours)"
-                                  if leads and r["missed_in_hours"] + r["missed_out_of_hours"] else str(leads)),
+            ("Missed-call leads", _hours_split(r) if leads and r["missed_in_hours"] + r["missed_out_of_hours"]
+             else str(leads)),
         ]),
         Section("Texts", [
             ("Openers", f"{r['openers_sent']} sent of {r['openers_queued']} queued, {r['openers_delivered']} "
@@ -162,14 +178,14 @@ def figures(report: dict[str, Any]) -> list[Section]:
             ("Reached by a person", of(r["reached_by_human"], leads, "missed-call leads", r["reached_share"])),
             ("Time to a person", spread(r["time_to_human_seconds"])),
             ("Reached within", f"5 min: {percent(within['5m'])}, 15 min: {percent(within['15m'])}, "
-                               f"60 min: {percent(within['60m'])}"),
+                               f"60 min: {percent(within['60m'])}" + _too_recent(r)),
             ("Called again before anyone reached them",
              f"{of(r['called_again_before_contact'], leads, 'missed-call leads', r['called_again_share'])}, "
              f"{count(r['repeat_calls_before_contact'], 'repeat call')} in all"),
             ("Handed to a person", f"{r['handoffs']} ({tally(r['handoff_reasons'])})" if r["handoffs"] else "0"),
         ]),
         Section("Outcomes", [
-            ("Appointments", str(r["appointments"])),
+            ("Appointments or applications", str(r["appointments"])),
             ("Outcomes recorded", tally(r["outcomes"])),
             ("Opted out", str(r["opted_out"])),
             ("No reply", str(r["no_reply"])),

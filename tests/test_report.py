@@ -124,6 +124,25 @@ def test_report_repeat_call_before_contact_counted_after_not(ctx, client, post, 
     assert report["time_to_human_seconds"] == {"p50": 360, "p90": 360}
 
 
+def test_report_leaves_leads_too_recent_to_judge_out_of_reached_within(ctx, client, post, clock) -> None:
+    """A lead missed minutes ago has not failed "reached within 60 min" yet: each share counts a lead once it is
+    that old, or once a person reached it; the young ones are counted apart, never as not reached."""
+    history = History(ctx, client, post, clock)
+    history.at("2026-06-08T09:00").call(A)
+    history.at("2026-06-08T09:03").text(A)  # reached in 3 min
+    history.at("2026-06-08T09:50").call(B)  # 10 min old at 10:00
+    history.at("2026-06-08T09:58").call(C)  # 2 min old
+    report = history.at("2026-06-08T10:00").report(since="2026-06-08", until="2026-06-08")
+    assert report["missed_call_leads"] == 3
+    assert report["reached_within_judged"] == {"5m": 2, "15m": 1, "60m": 1}  # A always; B once 5 min old
+    assert report["reached_within"] == {"5m": 0.5, "15m": 1.0, "60m": 1.0}
+    assert report["too_recent_to_judge"] == 2  # B and C, against the rule's 60 minutes
+    assert report["verdict"]["windows"] == []  # nobody has gone unreached for 60 minutes
+    later = history.at("2026-06-08T11:30").report(since="2026-06-08", until="2026-06-08")
+    assert later["reached_within"] == {"5m": round(1 / 3, 4), "15m": round(1 / 3, 4), "60m": round(1 / 3, 4)}
+    assert later["too_recent_to_judge"] == 0
+
+
 def test_report_no_calls_all_zero_and_null(ctx, client, post, clock) -> None:
     report = History(ctx, client, post, clock).at("2026-06-08T10:00").report()
     assert (report["calls"], report["missed_calls"], report["missed_call_leads"]) == (0, 0, 0)

@@ -294,3 +294,19 @@ def test_render_text_widens_the_week_grid_for_three_digit_counts() -> None:
     at = next(i for i, line in enumerate(lines) if line.strip().startswith("00"))
     assert lines[at + 1].split()[1:14] == [".", ".", ".", ".", ".", ".", ".", ".", ".", "3", ".", ".", "120"]
     assert lines[at].split()[:3] == ["00", "01", "02"]
+
+
+@pytest.mark.parametrize(("in_hours", "out_hours", "young", "split", "note"), [
+    (31, 9, 0, "40 (31 in office hours, 9 out of hours)", ""),
+    (8, 0, 0, "40 (8 in office hours, 0 out of hours, 32 for brokers with no hours set)", ""),
+    (31, 9, 3, "40 (31 in office hours, 9 out of hours)", " (3 leads missed too recently to judge, left out)"),
+])
+def test_say_every_lead_in_the_hours_split_and_the_young_ones(in_hours, out_hours, young, split, note) -> None:
+    """The split adds up to the leads (brokers without hours are their own part), and leads too recent to judge
+    are said to be left out of the shares."""
+    report = {**sample_report(), "missed_in_hours": in_hours, "missed_out_of_hours": out_hours,
+              "too_recent_to_judge": young}
+    lines = dict(row for section in say.figures(report) for row in section.rows)
+    assert lines["Missed-call leads"] == split
+    assert lines["Reached within"].endswith("60 min: " + say.percent(report["reached_within"]["60m"]) + note)
+    assert "Appointments or applications" in lines
