@@ -119,7 +119,7 @@ def send_human_text(session: Session, ctx: Any, principal: Principal, lead_id: i
                         "violations": [v["rule"] for v in guard_result.get("violations", [])],
                         "held_until": iso(opens) if waiting else None})
     human_acted(session, ctx, broker=broker, lead=lead, principal=principal, how="text",
-                data={"message_id": msg.id})
+                data={"message_id": msg.id}, contact=False)  # the contact is recorded when the text goes out
     return msg
 
 

@@ -147,6 +147,7 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
             msg.sent_at, msg.unknown_outcome = utcnow(), False
             log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
             metrics.text(msg.audience, "reconciled")
+            _record_human_contact(ctx, session, msg)
             return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
     verdict = gates.at_send(session, ctx, msg, now, opt_out_checked=opt_out_checked)
     if verdict.kind is not Kind.allow:
@@ -242,12 +243,27 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
     if outcome is None:
         msg.status, msg.sent_at = MessageStatus.dry_run, utcnow()
         metrics.text(msg.audience, "dry_run")
+        _record_human_contact(ctx, session, msg)
         return []
     msg.status, msg.twilio_sid, msg.delivery_status = MessageStatus.sent, outcome.sid, outcome.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
     log(logger, logging.INFO, "text sent", id=msg.id, sid=outcome.sid, template=msg.template_id)
     metrics.text(msg.audience, "sent")
+    _record_human_contact(ctx, session, msg)
     return _apply_early_delivery_events(ctx, session, msg, None, None)
+
+
+def _record_human_contact(ctx: AppContext, session: Session, msg: OutboundMessage) -> None:
+    """A person's text went out: that is when the borrower was contacted (the report's "reached by a person",
+    the CRM's lead.updated). Queued is not enough: a text held for quiet hours may be suppressed by a STOP."""
+    if msg.purpose != Purpose.human or msg.lead_id is None:
+        return
+    lead = session.get(Lead, msg.lead_id)
+    broker = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
+    if lead is None or broker is None:
+        return
+    events.record(session, broker=broker, lead=lead, kind=EventKind.human_contact, actor=msg.author or "unknown",
+                  actor_name=msg.author_name, data={"how": "text", "message_id": msg.id}, at=msg.sent_at)
 
 
 

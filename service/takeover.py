@@ -82,8 +82,11 @@ def cancel_automated(session: Session, lead: Lead) -> int:
 
 
 def human_acted(session: Session, ctx: Any, *, broker: Broker, lead: Lead, principal: Principal, how: str,
-                data: dict[str, Any] | None = None) -> bool:
+                data: dict[str, Any] | None = None, contact: bool = True) -> bool:
     """Record that a person acted on `lead` (`how`: "text", "call" or an outcome) and stop the bot on it.
+
+    `contact=False`: the action is not yet a contact (a person's text is one once it goes out: service.sender
+    records it then, so a text held for quiet hours and then suppressed by a STOP never counts as reaching them).
 
     Returns whether this action took the conversation over (the first human action since its opener). Call it
     with the lead locked (`locked_lead`), inside the transaction that stores the action itself."""
@@ -100,7 +103,7 @@ def human_acted(session: Session, ctx: Any, *, broker: Broker, lead: Lead, princ
         lead.handoff_worked_at = now
         events.record(session, broker=broker, lead=lead, kind=EventKind.handoff_worked, actor=actor,
                       actor_name=name, data={"how": how}, at=now)
-    if how in CONTACT:
+    if how in CONTACT and contact:
         events.record(session, broker=broker, lead=lead, kind=EventKind.human_contact, actor=actor,
                       actor_name=name, data={"how": how, **(data or {})}, at=now)
     canceled = cancel_automated(session, lead)

@@ -241,6 +241,40 @@ def test_hold_human_text_for_quiet_hours_then_send(client, post, ctx, twilio_api
     assert [t["Body"] for t in to_borrower(twilio_api)][1:] == [HELLO]
 
 
+def test_count_held_human_text_as_contact_only_once_it_goes_out(client, post, ctx, twilio_api, clock) -> None:
+    """A text held for quiet hours is not yet a contact: the report's "reached by a person" and the CRM's
+    human_contact come when it is sent, and never when a STOP suppresses it first."""
+    from service import sender
+
+    clock.move_to(NIGHT)
+    missed(client, post)
+    lead_id = human_lead(ctx)
+    assert text(client, lead_id, signed_in(ctx)).status_code == 201
+    assert events_of(ctx, "human_contact") == []
+    assert [e.kind for e in events_of(ctx, "bot_stopped")] == ["bot_stopped"]  # the person took over at once
+    clock.move_to("2026-06-11T15:00:01+00:00")
+    sender.send_due(ctx)
+    [contact] = events_of(ctx, "human_contact")
+    assert contact.data["how"] == "text"
+    assert contact.at >= datetime.fromisoformat("2026-06-11T15:00:00+00:00")
+
+
+def test_never_count_held_human_text_suppressed_by_stop_as_contact(client, post, ctx, twilio_api, clock) -> None:
+    from service import sender
+
+    clock.move_to(NIGHT)
+    missed(client, post)
+    lead_id = human_lead(ctx)
+    assert text(client, lead_id, signed_in(ctx)).status_code == 201
+    reply(client, post, "STOP")
+    clock.move_to("2026-06-11T15:00:01+00:00")
+    sender.send_due(ctx)
+    assert HELLO not in [t["Body"] for t in to_borrower(twilio_api)]  # the opt-out confirmation went, not it
+    assert events_of(ctx, "human_contact") == []
+    report = client.get("/api/report", headers=signed_in(ctx)).json()
+    assert report["reached_by_human"] == 0
+
+
 @pytest.mark.parametrize("human_policy", [HumanTextPolicy(quiet_hours="refuse")])
 def test_refuse_human_text_in_quiet_hours_when_policy_refuses(client, post, ctx, twilio_api, clock) -> None:
     clock.move_to(NIGHT)
