@@ -36,7 +36,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, literal, or_, select
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
@@ -127,20 +127,26 @@ def _p50_p90(ordered: list[int]) -> dict[str, int | None]:
     return {"p50": percentile(ordered, 50), "p90": percentile(ordered, 90)}
 
 
-def _call_counts(session: Session, broker_ids: list[int], since: datetime, until: datetime) -> tuple[int, int, int]:
+# Which brokers' rows a report reads, each group over its own [since, until) (its brokers' time zone's days).
+Spans = list[tuple[list[int], datetime, datetime]]
+
+
+def _in_spans(broker: Any, at: Any, spans: Spans) -> ColumnElement[bool]:
+    return or_(*(and_(broker.in_(ids), at >= since, at < until) for ids, since, until in spans))
+
+
+def _call_counts(session: Session, spans: Spans) -> tuple[int, int, int]:
     missed = col(CallEvent.missed).is_(True) & col(CallEvent.kind).in_(("voice", "dial-status"))
     answered = col(CallEvent.missed).is_(False) & (col(CallEvent.kind) == "dial-status")
     row = session.connection().execute(
         select(func.count(case((col(CallEvent.kind) == "voice", 1))), func.count(case((missed, 1))),
                func.count(case((answered, 1))))
-        .where(col(CallEvent.broker_id).in_(broker_ids), col(CallEvent.created_at) >= since,
-               col(CallEvent.created_at) < until)
+        .where(_in_spans(col(CallEvent.broker_id), col(CallEvent.created_at), spans))
     ).one()
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: datetime,
-               no_reply_before: datetime, now: datetime) -> Sequence[Any]:
+def _case_rows(session: Session, spans: Spans, no_reply_before: datetime, now: datetime) -> Sequence[Any]:
     """One row per case, all fetched at once. The handoff reasons come as their JSON text, decoded once per
     distinct list by build_report: decoding every row's list took half of a 100,000-case report
     (benchmarks/bench_report.py)."""
@@ -162,18 +168,19 @@ def _case_rows(session: Session, broker_ids: list[int], since: datetime, until: 
         )
         .select_from(LeadCase)
         .outerjoin(opener, opener.c.id == col(LeadCase.opener_message_id))
-        .where(col(LeadCase.broker_id).in_(broker_ids), col(LeadCase.missed_at) >= since,
-               col(LeadCase.missed_at) < until)
+        .where(_in_spans(col(LeadCase.broker_id), col(LeadCase.missed_at), spans))
     ).all()
 
 
 def build_report(session: Session, *, brokers: list[Broker], since: datetime, until: datetime,
-                 rule: SufficiencyRule, now: datetime | None = None) -> dict[str, Any]:
-    """Every figure for the brokers' cases missed in [since, until) (see the module's definitions)."""
+                 rule: SufficiencyRule, now: datetime | None = None, spans: Spans | None = None) -> dict[str, Any]:
+    """Every figure for the brokers' cases missed in [since, until) (see the module's definitions). `spans`:
+    each group of brokers over its own window instead (dates read in each broker's time zone: `report_for`)."""
     now = now or utcnow()
-    broker_ids = [b.id for b in brokers if b.id is not None]
-    calls, missed_calls, answered_calls = _call_counts(session, broker_ids, since, until)
-    rows = _case_rows(session, broker_ids, since, until, now - timedelta(hours=rule.no_reply_after_hours), now)
+    if spans is None:
+        spans = [([b.id for b in brokers if b.id is not None], since, until)]
+    calls, missed_calls, answered_calls = _call_counts(session, spans)
+    rows = _case_rows(session, spans, now - timedelta(hours=rule.no_reply_after_hours), now)
     within_limit = rule.reached_within_minutes * 60
 
     leads = len(rows)
@@ -345,4 +352,16 @@ def report_for(session: Session, *, rule: SufficiencyRule, visible: frozenset[in
     """The report as the CLI, the API and the console ask for it: strings in, ReportError for a bad one."""
     brokers = report_brokers(session, visible=visible, number=broker)
     start, end = window(since, until, report_zone(brokers), now)
-    return build_report(session, brokers=brokers, since=start, until=end, rule=rule, now=now)
+    zones: dict[str, list[Broker]] = {}
+    for b in brokers:
+        zones.setdefault(b.timezone, []).append(b)
+    if len(zones) < 2:
+        return build_report(session, brokers=brokers, since=start, until=end, rule=rule, now=now)
+    # Brokers in several time zones: a date is a day in each broker's own zone ("2026-12-04" is Los Angeles' day
+    # for a Los Angeles broker and New York's for a New York one); the header shows the span they cover together.
+    spans: Spans = []
+    for zone, group in zones.items():
+        group_start, group_end = window(since, until, ZoneInfo(zone), now)
+        spans.append(([b.id for b in group if b.id is not None], group_start, group_end))
+    return build_report(session, brokers=brokers, since=min(s for _, s, _ in spans), until=max(e for _, _, e in spans),
+                        rule=rule, now=now, spans=spans)

@@ -22,10 +22,9 @@ from sqlalchemy import inspect, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from service import alerts, events, metrics, one_time, optout_lock, send_queries
+from service import alerts, metrics, one_time, optout_lock, send_history, send_queries
 from service.db import ping_next_checkout
 from service.errors import NumberBusy
-from service.events import EventKind
 from service.logs import log
 from service.models import (
     ALLOWED_AFTER_OPTOUT,
@@ -147,7 +146,7 @@ def _send_claimed(ctx: AppContext, session: Session, msg: OutboundMessage, now: 
             msg.sent_at, msg.unknown_outcome = utcnow(), False
             log(logger, logging.INFO, "text reconciled", id=msg.id, sid=found.sid)
             metrics.text(msg.audience, "reconciled")
-            _record_human_contact(ctx, session, msg)
+            send_history.human_contact(ctx, session, msg)
             return _apply_early_delivery_events(ctx, session, msg, found.status, found.error_code)
     verdict = gates.at_send(session, ctx, msg, now, opt_out_checked=opt_out_checked)
     if verdict.kind is not Kind.allow:
@@ -243,29 +242,14 @@ def _deliver(ctx: AppContext, session: Session, msg: OutboundMessage, early: opt
     if outcome is None:
         msg.status, msg.sent_at = MessageStatus.dry_run, utcnow()
         metrics.text(msg.audience, "dry_run")
-        _record_human_contact(ctx, session, msg)
+        send_history.human_contact(ctx, session, msg)
         return []
     msg.status, msg.twilio_sid, msg.delivery_status = MessageStatus.sent, outcome.sid, outcome.status
     msg.sent_at, msg.unknown_outcome, msg.last_error = utcnow(), False, None
     log(logger, logging.INFO, "text sent", id=msg.id, sid=outcome.sid, template=msg.template_id)
     metrics.text(msg.audience, "sent")
-    _record_human_contact(ctx, session, msg)
+    send_history.human_contact(ctx, session, msg)
     return _apply_early_delivery_events(ctx, session, msg, None, None)
-
-
-def _record_human_contact(ctx: AppContext, session: Session, msg: OutboundMessage) -> None:
-    """A person's text went out: that is when the borrower was contacted (the report's "reached by a person",
-    the CRM's lead.updated). Queued is not enough: a text held for quiet hours may be suppressed by a STOP."""
-    if msg.purpose != Purpose.human or msg.lead_id is None:
-        return
-    lead = session.get(Lead, msg.lead_id)
-    broker = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
-    if lead is None or broker is None:
-        return
-    events.record(session, broker=broker, lead=lead, kind=EventKind.human_contact, actor=msg.author or "unknown",
-                  actor_name=msg.author_name, data={"how": "text", "message_id": msg.id}, at=msg.sent_at)
-
-
 
 
 def _write_counting_early_callbacks(session: Session, msg: OutboundMessage) -> int:
@@ -308,27 +292,11 @@ def _apply_early_delivery_events(
         msg.delivery_status = status
         if code is not None:
             msg.error_code = code
-            record_opener_delivery(ctx, session, msg, status, code)
+            send_history.opener_delivery(ctx, session, msg, status, code)
             return apply_error_to_lead(ctx, session, msg, code)
     if msg.delivery_status != stored:
-        record_opener_delivery(ctx, session, msg, msg.delivery_status or "", msg.error_code)
+        send_history.opener_delivery(ctx, session, msg, msg.delivery_status or "", msg.error_code)
     return []
-
-
-def record_opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, status: str,
-                           code: int | None) -> None:
-    """An opener's delivery report goes into its lead's history (the report counts delivered and failed openers)."""
-    if msg.purpose != Purpose.opener or msg.lead_id is None or status not in {"delivered", "failed", "undelivered"}:
-        return
-    lead = session.get(Lead, msg.lead_id)
-    broker = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
-    if lead is None or broker is None:
-        return
-    if status == "delivered":
-        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_delivered, data={"message_id": msg.id})
-    else:
-        events.record(session, broker=broker, lead=lead, kind=EventKind.opener_failed,
-                      data={"message_id": msg.id, "status": status, "error_code": code})
 
 
 def _record_failure(ctx: AppContext, session: Session, msg: OutboundMessage, exc: SendError) -> list[int]:

@@ -143,6 +143,28 @@ def test_report_leaves_leads_too_recent_to_judge_out_of_reached_within(ctx, clie
     assert later["too_recent_to_judge"] == 0
 
 
+def test_report_reads_dates_in_each_brokers_own_zone_across_zones(ctx, client, post, clock) -> None:
+    """An admin's report over brokers in Los Angeles and New York: "2026-12-04" is each broker's own day, so a
+    call at 17:00 in Los Angeles and one at 23:30 in New York (both 5 December in UTC) are in it, and the next
+    day's 00:30 in New York is not."""
+    from zoneinfo import ZoneInfo
+
+    from tests.api_helpers import ADMIN, signed_in
+    from tests.helpers import BROKER2
+
+    dana = History(ctx, client, post, clock)
+    marcus = History(ctx, client, post, clock, broker=BROKER2, zone=ZoneInfo("America/New_York"))
+    dana.at("2026-12-04T17:00").call(A)
+    marcus.at("2026-12-04T23:30").call(B)
+    marcus.at("2026-12-05T00:30").call(C)
+    clock.move_to("2026-12-06T12:00:00+00:00")
+    response = client.get("/api/report", params={"since": "2026-12-04", "until": "2026-12-04"},
+                          headers=signed_in(ctx, ADMIN))
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["missed_call_leads"], report["calls"]) == (2, 2)
+
+
 def test_report_no_calls_all_zero_and_null(ctx, client, post, clock) -> None:
     report = History(ctx, client, post, clock).at("2026-06-08T10:00").report()
     assert (report["calls"], report["missed_calls"], report["missed_call_leads"]) == (0, 0, 0)

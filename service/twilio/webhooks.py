@@ -23,7 +23,8 @@ from service.models import DeliveryEvent, InboundMessage, OutboundMessage
 from service.phones import mask
 from service.privacy import was_forgotten
 from service.retired_numbers import retired_broker, text_to_retired_number
-from service.sender import apply_error_to_lead, record_opener_delivery
+from service.send_history import opener_delivery
+from service.sender import apply_error_to_lead
 from service.store import lead_for, saved_id
 from service.team_texts import answer_team_text
 from service.twilio import twiml
@@ -199,7 +200,7 @@ def handle_sms_status(session: Session, ctx: AppContext, form: Mapping[str, str]
     if code is not None:
         msg.error_code = code
     session.add(msg)
-    record_opener_delivery(ctx, session, msg, status, code)
+    opener_delivery(ctx, session, msg, status, code)
     ids: list[int] = []
     if status in {"failed", "undelivered"} and (code is not None or msg.audience == "broker"):
         ids = apply_error_to_lead(ctx, session, msg, code)
