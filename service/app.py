@@ -17,7 +17,12 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, get, head, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, HTTPException, InternalServerException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    InternalServerException,
+    SerializationException,
+)
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -112,7 +117,7 @@ def error_to_response(request: AppRequest, exc: Exception) -> Response[dict[str,
             details = [{"key": e.get("key"), "message": e.get("message")} for e in exc.extra if isinstance(e, dict)]
             message = _body_problem(details) or message
         elif status == 400 and (str(exc.detail or "").startswith("JSON is malformed") or (
-                type(exc) is ClientException and not exc.extra and request.method in {"POST", "PUT", "PATCH"})):
+                isinstance(exc, ClientException) and isinstance(exc.__cause__, SerializationException))):
             # A body the JSON decoder gave up on ("Input data was truncated", bad UTF-8, a lone surrogate).
             message = "the body is not valid JSON (send Content-Type: application/json)"
         headers = dict(exc.headers or {})

@@ -280,22 +280,23 @@ def _apply_early_delivery_events(
     failures = [(listed_status, listed_error)] if listed_status in FAILED_DELIVERY else []
     if not failures and not _write_counting_early_callbacks(session, msg):
         return []
-    stored = msg.delivery_status
     early = session.exec(select(DeliveryEvent).where(DeliveryEvent.message_sid == msg.twilio_sid)
                          .order_by(col(DeliveryEvent.id))).all()
+    moved_to: str | None = None  # the furthest status a stored callback moved the row to (its history records it)
     for e in early:
         if e.status in FAILED_DELIVERY:
             failures.append((e.status, e.error_code))
         elif moves_forward(msg.delivery_status, e.status):
-            msg.delivery_status = e.status
-    for status, code in failures:
+            msg.delivery_status = moved_to = e.status
+    if failures:  # the first one with an error code says why (the lead is marked by it), else the last
+        status, code = next(((s, c) for s, c in failures if c is not None), failures[-1])
         msg.delivery_status = status
         if code is not None:
             msg.error_code = code
-            send_history.opener_delivery(ctx, session, msg, status, code)
-            return apply_error_to_lead(ctx, session, msg, code)
-    if msg.delivery_status != stored:
-        send_history.opener_delivery(ctx, session, msg, msg.delivery_status or "", msg.error_code)
+        send_history.opener_delivery(ctx, session, msg, status, code)
+        return apply_error_to_lead(ctx, session, msg, code) if code is not None else []
+    if moved_to is not None:
+        send_history.opener_delivery(ctx, session, msg, moved_to, msg.error_code)
     return []
 
 

@@ -149,3 +149,33 @@ def test_apply_failed_status_found_when_reconciling(client, post, twilio_api, ct
         lead = session.exec(select(Lead)).one()
     assert lead.not_textable_reason == "landline_or_unreachable"
     assert "alert_send_failed" in sent_templates(ctx, route, BROKER_ALERT)
+
+
+@pytest.mark.parametrize(("callbacks", "history"), [
+    ((), []),  # the row says delivered; the callback still to come records it once
+    (("delivered",), ["opener_delivered"]),  # it came while the SID was unknown: recorded now
+    (("sent", "delivered"), ["opener_delivered"]),
+])
+def test_record_callback_that_came_before_a_reconciled_send_once(client, post, twilio_api, ctx, callbacks,
+                                                                 history) -> None:
+    """A send that timed out is found in Twilio's list; a "delivered" callback stored while its SID was unknown
+    goes into the lead's history then, and a later copy of it adds nothing."""
+    from service.models import LeadEvent
+
+    twilio_api["messages"].side_effect = [httpx.ReadTimeout("no answer")]
+    post(client, DIAL, call_params(DialCallStatus="no-answer"))
+    sid = "SM" + "b" * 32
+    for status in callbacks:
+        assert post(client, "/twilio/sms/status", {"MessageSid": sid, "MessageStatus": status}).status_code == 200
+    with Session(ctx.engine) as session:
+        body = session.exec(select(OutboundMessage)).one().body
+    twilio_api.get(url__startswith=MESSAGES_URL).respond(200, json=messages_page(
+        [message_json(CALLER, BROKER, body, sid=sid, status="delivered")]))
+    client.app.state.worker.run_once()
+    for status in callbacks:  # Twilio retries a callback: the copy is recorded once, as before
+        assert post(client, "/twilio/sms/status", {"MessageSid": sid, "MessageStatus": status}).status_code == 200
+    with Session(ctx.engine) as session:
+        row = session.exec(select(OutboundMessage)).one()
+        kinds = [e.kind for e in session.exec(select(LeadEvent)) if e.kind.startswith("opener_")]
+    assert (row.status, row.delivery_status) == ("sent", "delivered")
+    assert [k for k in kinds if k != "opener"] == history
