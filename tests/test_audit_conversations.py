@@ -109,9 +109,9 @@ HISTORY = [
     ("text_sent", "textback", None),
     ("text_queued", DANA, "a person's own text"),
     ("handoff_worked", DANA, None),
-    ("human_contact", DANA, None),
     ("bot_stopped", DANA, None),
     ("gate_verdict", "textback", "a person's own text" + AT_SEND),
+    ("human_contact", DANA, None),  # when the text goes out, not when it is queued
     ("text_sent", "textback", None),
     ("outcome", DANA, "Friday 10am"),
     ("human_contact", DANA, None),
