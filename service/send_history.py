@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from service.context import AppContext
 
 
-def _broker(ctx: AppContext, msg: OutboundMessage) -> Broker | None:
-    return next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
+def _broker(ctx: AppContext, session: Session, msg: OutboundMessage) -> Broker | None:
+    """The text's broker: from memory, else its row (a broker removed from the brokers file since the text was
+    queued still gets the history of what it sent)."""
+    found = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
+    return found or session.get(Broker, msg.broker_id)
 
 
 def opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, status: str, code: int | None) -> None:
@@ -25,7 +28,7 @@ def opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, sta
     if msg.purpose != Purpose.opener or msg.lead_id is None or status not in {"delivered", "failed", "undelivered"}:
         return
     lead = session.get(Lead, msg.lead_id)
-    broker = _broker(ctx, msg)
+    broker = _broker(ctx, session, msg)
     if lead is None or broker is None:
         return
     if status == "delivered":
@@ -41,7 +44,7 @@ def human_contact(ctx: AppContext, session: Session, msg: OutboundMessage) -> No
     if msg.purpose != Purpose.human or msg.lead_id is None:
         return
     lead = session.get(Lead, msg.lead_id)
-    broker = _broker(ctx, msg)
+    broker = _broker(ctx, session, msg)
     if lead is None or broker is None:
         return
     events.record(session, broker=broker, lead=lead, kind=EventKind.human_contact, actor=msg.author or "unknown",

@@ -259,6 +259,23 @@ def test_count_held_human_text_as_contact_only_once_it_goes_out(client, post, ct
     assert contact.at >= datetime.fromisoformat("2026-06-11T15:00:00+00:00")
 
 
+def test_count_human_text_as_contact_when_its_broker_left_memory_before_the_send(client, post, ctx, twilio_api,
+                                                                                monkeypatch) -> None:
+    """The contact is recorded from the broker's row when the brokers in memory no longer hold it (a reload that
+    removed the broker between the text being queued and sent)."""
+    from service import sender
+
+    missed(client, post)
+    lead_id = human_lead(ctx)
+    monkeypatch.setattr(client.app.state.worker, "after_webhook", lambda send_ids, inbound_ids: None)
+    assert text(client, lead_id, signed_in(ctx)).status_code == 201
+    assert events_of(ctx, "human_contact") == []
+    monkeypatch.setattr(ctx, "brokers_by_number", {})
+    sender.send_due(ctx)
+    [contact] = events_of(ctx, "human_contact")
+    assert contact.data["how"] == "text"
+
+
 def test_never_count_held_human_text_suppressed_by_stop_as_contact(client, post, ctx, twilio_api, clock) -> None:
     from service import sender
 
