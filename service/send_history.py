@@ -10,17 +10,11 @@ from sqlmodel import Session
 
 from service import events
 from service.events import EventKind
-from service.models import Broker, Lead, OutboundMessage, Purpose
+from service.leads_view import broker_of
+from service.models import Lead, OutboundMessage, Purpose
 
 if TYPE_CHECKING:
     from service.context import AppContext
-
-
-def _broker(ctx: AppContext, session: Session, msg: OutboundMessage) -> Broker | None:
-    """The text's broker: from memory, else its row (a broker removed from the brokers file since the text was
-    queued still gets the history of what it sent)."""
-    found = next((b for b in ctx.brokers_by_number.values() if b.id == msg.broker_id), None)
-    return found or session.get(Broker, msg.broker_id)
 
 
 def opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, status: str, code: int | None) -> None:
@@ -28,9 +22,9 @@ def opener_delivery(ctx: AppContext, session: Session, msg: OutboundMessage, sta
     if msg.purpose != Purpose.opener or msg.lead_id is None or status not in {"delivered", "failed", "undelivered"}:
         return
     lead = session.get(Lead, msg.lead_id)
-    broker = _broker(ctx, session, msg)
-    if lead is None or broker is None:
+    if lead is None:
         return
+    broker = broker_of(session, ctx, lead)  # as loaded, else its row (a broker removed since the text was queued)
     if status == "delivered":
         events.record(session, broker=broker, lead=lead, kind=EventKind.opener_delivered, data={"message_id": msg.id})
     else:
@@ -44,8 +38,8 @@ def human_contact(ctx: AppContext, session: Session, msg: OutboundMessage) -> No
     if msg.purpose != Purpose.human or msg.lead_id is None:
         return
     lead = session.get(Lead, msg.lead_id)
-    broker = _broker(ctx, session, msg)
-    if lead is None or broker is None:
+    if lead is None:
         return
+    broker = broker_of(session, ctx, lead)  # as loaded, else its row (a broker removed since the text was queued)
     events.record(session, broker=broker, lead=lead, kind=EventKind.human_contact, actor=msg.author or "unknown",
                   actor_name=msg.author_name, data={"how": "text", "message_id": msg.id}, at=msg.sent_at)
