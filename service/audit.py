@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.audit_rows import Event, EventRows, Source
+from service.errors import date_out_of_range
 from service.models import Broker
 
 PAGE = 1000
@@ -97,22 +98,21 @@ def parse_when(text: str, *, end_of_day: bool = False) -> datetime:
     hint = f"{text!r} is not a date (YYYY-MM-DD) or an ISO-8601 date-time (e.g. 2025-03-01T09:30:00Z)"
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            day = date.fromisoformat(value)
-            if not 1970 <= day.year <= 2999:
-                raise ValueError(f"{text!r} is out of range (a date from 1970 to 2999)")
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start + timedelta(days=1) if end_of_day else start
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*", value):
+            parsed: date = date.fromisoformat(value)
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*", value):
+            parsed = datetime.fromisoformat(value)
+        else:
             raise ValueError(hint)
-        when = datetime.fromisoformat(value)
     except ValueError as exc:
         detail = str(exc)
-        if "out of range" in detail and detail.startswith(repr(text)):
-            raise
         raise ValueError(hint if detail == hint else f"{hint}: {detail}") from None
-    if not 1970 <= when.year <= 2999:  # past these a day's end or an offset cannot be computed (9999-12-31)
-        raise ValueError(f"{text!r} is out of range (a date from 1970 to 2999)")
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    why = date_out_of_range(text, parsed.year)
+    if why:
+        raise ValueError(why)
+    if not isinstance(parsed, datetime):  # a day (a datetime is a date too)
+        start = datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
+        return start + timedelta(days=1) if end_of_day else start
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def format_time(value: datetime | None) -> str | None:

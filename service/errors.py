@@ -125,3 +125,14 @@ def out_of_range(exc: BaseException) -> bool:
         return True
     orig = getattr(exc, "orig", None)  # a SQLAlchemy DBAPIError wraps the driver's error
     return getattr(orig, "sqlstate", None) in _OUT_OF_RANGE_STATES
+
+
+# The years a date in a request may name: past them a day's end or a time zone's offset cannot be computed
+# (9999-12-31), and nothing textback keeps is older than 1970.
+DATE_YEARS = (1970, 2999)
+
+
+def date_out_of_range(text: str, year: int) -> str | None:
+    """Why the date `text` (in `year`) is refused, or None when its year is one a request may name."""
+    low, high = DATE_YEARS
+    return None if low <= year <= high else f"{text!r} is out of range (a date from {low} to {high})"

@@ -40,6 +40,7 @@ from sqlalchemy import ColumnElement, Float, Text, and_, case, cast, func, liter
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
+from service.errors import date_out_of_range
 from service.models import Broker, CallEvent, LeadCase, OutboundMessage, UTCDateTime, utcnow
 from service.phones import InvalidPhone, to_e164
 from service.sufficiency import SufficiencyRule
@@ -50,10 +51,6 @@ BUCKETS = (("within 5 min", 5 * 60), ("5-15 min", 15 * 60), ("15-60 min", 3600),
            ("4-24 h", 24 * 3600), ("over 24 h", None))
 CONTACT_OUTCOMES = ("appointment", "application")
 DEFAULT_DAYS = 30
-
-
-# The dates a report can cover: past them a day's end or a time zone's offset cannot be computed (9999-12-31).
-MIN_YEAR, MAX_YEAR = 1970, 2999
 
 
 class ReportError(ValueError):
@@ -67,22 +64,17 @@ def parse_bound(value: str, name: str, zone: ZoneInfo, *, end: bool) -> datetime
     datetime (with an offset, or in `zone` without one)."""
     text = value.strip()
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            if not MIN_YEAR <= day.year <= MAX_YEAR:
-                raise ReportError(f"{name}: {value!r} is out of range (a date from {MIN_YEAR} to {MAX_YEAR})")
-            start = datetime.combine(day + timedelta(days=1) if end else day, time(0), tzinfo=zone)
-            return start.astimezone(ZoneInfo("UTC"))
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ReportError:
-        raise
+        parsed = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         msg = f"{name}: {value!r} is not a date (YYYY-MM-DD) or an ISO datetime"
         raise ReportError(msg) from None
-    if not MIN_YEAR <= moment.year <= MAX_YEAR:
-        raise ReportError(f"{name}: {value!r} is out of range (a date from {MIN_YEAR} to {MAX_YEAR})")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
+    why = date_out_of_range(value, parsed.year)
+    if why:
+        raise ReportError(f"{name}: {why}")
+    if not isinstance(parsed, datetime):  # a day (a datetime is a date too)
+        start = datetime.combine(parsed + timedelta(days=1) if end else parsed, time(0), tzinfo=zone)
+        return start.astimezone(ZoneInfo("UTC"))
+    moment = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
     return moment.astimezone(ZoneInfo("UTC"))
 
 
