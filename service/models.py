@@ -254,7 +254,6 @@ class Lead(Table, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-
 @event.listens_for(Lead, "before_update")
 def _touch_lead(_mapper: object, _connection: object, lead: Lead) -> None:
     """Every change to a lead moves its `updated_at` (an opt-out closing it, a handoff, an outcome), so a CRM

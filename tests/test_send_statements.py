@@ -122,18 +122,25 @@ def test_send_opener_when_another_brokerage_has_the_opt_out(ctx, twilio_api) -> 
     assert len(sent_texts(twilio_api["messages"])) == 1
 
 
-def test_mark_lead_when_failure_callback_beat_the_sid(ctx, twilio_api) -> None:
+@pytest.mark.parametrize(("status", "code", "reason"), [
+    ("undelivered", 30006, "landline_or_unreachable"),
+    ("failed", 30003, "unreachable"),
+])
+def test_mark_lead_when_failure_callback_beat_the_sid(ctx, twilio_api, status, code, reason) -> None:
+    """A failure stored before the send wrote its SID marks the lead and goes into its history (opener_failed)."""
     answer_with_sid(twilio_api)
     msg_id = queue_opener(ctx)
     with Session(ctx.engine) as session:
-        session.add(DeliveryEvent(message_sid=SID, status="undelivered", error_code=30006))
+        session.add(DeliveryEvent(message_sid=SID, status=status, error_code=code))
         session.commit()
     assert sender.send_one(ctx, msg_id) == MessageStatus.sent
     sent = row(ctx, msg_id)
-    assert (sent.twilio_sid, sent.delivery_status, sent.error_code) == (SID, "undelivered", 30006)
+    assert (sent.twilio_sid, sent.delivery_status, sent.error_code) == (SID, status, code)
     with Session(ctx.engine) as session:
         lead = session.exec(select(Lead).where(Lead.phone == CALLER)).one()
-    assert lead.not_textable_reason == "landline_or_unreachable"
+        kinds = [e.kind for e in session.exec(select(LeadEvent).where(LeadEvent.lead_id == sent.lead_id))]
+    assert lead.not_textable_reason == reason
+    assert kinds.count("opener_failed") == 1
 
 
 @pytest.mark.parametrize(("early", "expected"), [
@@ -157,20 +164,6 @@ def test_apply_delivery_callback_that_beat_the_sid(ctx, twilio_api, early, expec
     with Session(ctx.engine) as session:
         kinds = [e.kind for e in session.exec(select(LeadEvent).where(LeadEvent.lead_id == sent.lead_id))]
     assert kinds.count("opener_delivered") == (1 if expected == "delivered" else 0)
-
-
-def test_record_opener_failed_when_failure_callback_beat_the_sid(ctx, twilio_api) -> None:
-    answer_with_sid(twilio_api)
-    msg_id = queue_opener(ctx)
-    with Session(ctx.engine) as session:
-        session.add(DeliveryEvent(message_sid=SID, status="failed", error_code=30003))
-        session.commit()
-    assert sender.send_one(ctx, msg_id) == MessageStatus.sent
-    sent = row(ctx, msg_id)
-    assert (sent.delivery_status, sent.error_code) == ("failed", 30003)
-    with Session(ctx.engine) as session:
-        kinds = [e.kind for e in session.exec(select(LeadEvent).where(LeadEvent.lead_id == sent.lead_id))]
-    assert kinds.count("opener_failed") == 1
 
 
 def test_defer_opener_not_yet_due_without_sending(ctx, twilio_api) -> None:
